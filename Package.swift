@@ -1,0 +1,64 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// Modules show the architecture (docs/architecture.md):
+//   C* ............... one system-library module per C library, nothing else
+//   SwitchboardCore .. pure logic and shared types; imports no NATS, Redis, Opus or HTTP
+//   SwitchboardNATS / SwitchboardRedis / SwitchboardOpus .. one safe async wrapper per C library
+//   switchboard ...... the one executable operators run
+let package = Package(
+    name: "switchboard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "switchboard", targets: ["switchboard"]),
+        .executable(name: "switchboard-bench", targets: ["switchboard-bench"]),
+        .library(name: "SwitchboardNATS", targets: ["SwitchboardNATS"]),
+        .library(name: "SwitchboardRedis", targets: ["SwitchboardRedis"]),
+        .library(name: "SwitchboardOpus", targets: ["SwitchboardOpus"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CNATS", providers: [.apt(["libnats-dev"])]),
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "COpus", providers: [.apt(["libopus-dev"])]),
+
+        .target(name: "SwitchboardCore"),
+        .target(
+            name: "SwitchboardNATS",
+            dependencies: ["CNATS", "SwitchboardCore", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "SwitchboardRedis",
+            dependencies: ["CHiredis", "SwitchboardCore", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(name: "SwitchboardOpus", dependencies: ["COpus", "SwitchboardCore"]),
+
+        .executableTarget(
+            name: "switchboard",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The C baseline the benchmark measures our wrappers against, in the same run.
+        .target(name: "CBenchBaseline", dependencies: ["CNATS", "CHiredis"]),
+        .executableTarget(
+            name: "switchboard-bench",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus", "CBenchBaseline",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // Starts and stops real nats-server / redis-server processes for integration tests.
+        .target(name: "SwitchboardTestSupport", dependencies: ["SwitchboardCore"], path: "Tests/Support"),
+        .testTarget(name: "SwitchboardCoreTests", dependencies: ["SwitchboardCore"]),
+        .testTarget(name: "SwitchboardNATSTests", dependencies: ["SwitchboardNATS", "SwitchboardTestSupport"]),
+        .testTarget(name: "SwitchboardRedisTests", dependencies: ["SwitchboardRedis", "SwitchboardTestSupport"]),
+        .testTarget(name: "SwitchboardOpusTests", dependencies: ["SwitchboardOpus"]),
+    ]
+)

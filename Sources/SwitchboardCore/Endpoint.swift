@@ -1,0 +1,80 @@
+import Foundation
+
+/// A server address parsed from a URL such as `nats://user:pass@127.0.0.1:4222` or
+/// `redis://:secret@localhost:6379/2`. Pure parsing, shared by every client and by the CLI.
+public struct Endpoint: Sendable, Hashable {
+    public var scheme: String
+    public var host: String
+    public var port: Int
+    public var user: String?
+    public var password: String?
+    /// The path after the port without its slash (a Redis database number), or nil.
+    public var path: String?
+
+    public init(scheme: String, host: String, port: Int, user: String? = nil, password: String? = nil, path: String? = nil) {
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.path = path
+    }
+
+    /// Parses `scheme://[user[:password]@]host[:port][/path]`. A missing scheme or port takes the default.
+    public static func parse(_ text: String, defaultScheme: String, defaultPort: Int) throws(SwitchboardError) -> Endpoint {
+        var rest = Substring(text.trimmingCharacters(in: .whitespaces))
+        guard !rest.isEmpty else { throw SwitchboardError(.invalidArgument, "empty server address") }
+        var scheme = defaultScheme
+        if let range = rest.range(of: "://") {
+            scheme = String(rest[..<range.lowerBound]).lowercased()
+            rest = rest[range.upperBound...]
+        }
+        var path: String?
+        if let slash = rest.firstIndex(of: "/") {
+            let p = rest[rest.index(after: slash)...]
+            path = p.isEmpty ? nil : String(p)
+            rest = rest[..<slash]
+        }
+        var user: String?
+        var password: String?
+        if let at = rest.lastIndex(of: "@") {
+            let info = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = info.firstIndex(of: ":") {
+                user = info[..<colon].isEmpty ? nil : String(info[..<colon])
+                password = String(info[info.index(after: colon)...])
+            } else {
+                user = String(info)
+            }
+        }
+        var host = String(rest)
+        var port = defaultPort
+        if rest.hasPrefix("[") {  // [::1]:4222
+            guard let close = rest.firstIndex(of: "]") else {
+                throw SwitchboardError(.invalidArgument, "unclosed '[' in server address '\(text)'")
+            }
+            host = String(rest[rest.index(after: rest.startIndex)..<close])
+            let after = rest[rest.index(after: close)...]
+            if after.hasPrefix(":") { port = try parsePort(after.dropFirst(), in: text) }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = String(rest[..<colon])
+            port = try parsePort(rest[rest.index(after: colon)...], in: text)
+        }
+        guard !host.isEmpty else { throw SwitchboardError(.invalidArgument, "no host in server address '\(text)'") }
+        return Endpoint(scheme: scheme, host: host, port: port, user: user, password: password, path: path)
+    }
+
+    private static func parsePort(_ text: Substring, in whole: String) throws(SwitchboardError) -> Int {
+        guard let port = Int(text), (1...65535).contains(port) else {
+            throw SwitchboardError(.invalidArgument, "bad port '\(text)' in server address '\(whole)'")
+        }
+        return port
+    }
+
+    /// The address as a URL, with the password hidden, for logs and status output.
+    public var redacted: String {
+        let auth = user.map { "\($0)\(password == nil ? "" : ":***")@" } ?? (password == nil ? "" : ":***@")
+        let hostPart = host.contains(":") ? "[\(host)]" : host
+        return "\(scheme)://\(auth)\(hostPart):\(port)\(path.map { "/\($0)" } ?? "")"
+    }
+}

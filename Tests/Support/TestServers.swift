@@ -1,0 +1,187 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real `nats-server` or `redis-server` started for a test on a free loopback port, and stopped by it.
+///
+/// Every process is started with a marker (`sbtest-`) in its arguments, so the test command can kill any that a
+/// crashed test run left behind (`scripts/test`).
+public final class TestServer: @unchecked Sendable {  // state is guarded by `lock`
+    public enum Kind: String, Sendable { case nats = "nats-server", redis = "redis-server" }
+
+    public let kind: Kind
+    public let port: Int
+    public let extraArguments: [String]
+    public let workDirectory: URL
+    private let lock = NSLock()
+    private var process: Process?
+    private var logHandle: FileHandle?
+
+    /// Starts a server of `kind` on a free port (or on `port`), with extra command-line arguments.
+    public init(_ kind: Kind, port: Int? = nil, arguments: [String] = []) throws {
+        self.kind = kind
+        self.port = try port ?? TestServer.freePort()
+        self.extraArguments = arguments
+        self.workDirectory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("sbtest-\(kind.rawValue)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: workDirectory, withIntermediateDirectories: true)
+        try start()
+    }
+
+    deinit { stop() }
+
+    public var url: String {
+        switch kind {
+        case .nats: return "nats://127.0.0.1:\(port)"
+        case .redis: return "redis://127.0.0.1:\(port)"
+        }
+    }
+
+    public var logPath: URL { workDirectory.appendingPathComponent("server.log") }
+
+    /// The server's log, for a failing test to print.
+    public func log() -> String { (try? String(contentsOf: logPath, encoding: .utf8)) ?? "" }
+
+    public func start() throws {
+        lock.lock(); defer { lock.unlock() }
+        guard process == nil else { return }
+        guard let executable = TestServer.findExecutable(kind.rawValue) else {
+            throw TestServerError("\(kind.rawValue) is not on PATH: run the test command (scripts/test), which installs it")
+        }
+        let marker = workDirectory.lastPathComponent
+        var args: [String]
+        switch kind {
+        case .nats:
+            args = ["-a", "127.0.0.1", "-p", "\(port)", "-n", marker]
+        case .redis:
+            args = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", workDirectory.path, "--daemonize", "no"]
+        }
+        args += extraArguments
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = args
+        _ = FileManager.default.createFile(atPath: logPath.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: logPath)
+        handle.seekToEndOfFile()
+        p.standardOutput = handle
+        p.standardError = handle
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        process = p
+        logHandle = handle
+        // Ready when the port accepts a connection.
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if TestServer.canConnect(port: port) { return }
+            if !p.isRunning {
+                process = nil
+                throw TestServerError("\(kind.rawValue) exited at start (status \(p.terminationStatus)):\n\(log())")
+            }
+            usleep(10_000)
+        }
+        p.terminate()
+        process = nil
+        throw TestServerError("\(kind.rawValue) did not listen on port \(port) within 10 s:\n\(log())")
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after 5 s) and waits for it to exit.
+    public func stop() {
+        lock.lock(); defer { lock.unlock() }
+        guard let p = process else { return }
+        process = nil
+        if p.isRunning {
+            kill(p.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(5)
+            while p.isRunning && Date() < deadline { usleep(5_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            p.waitUntilExit()
+        }
+        try? logHandle?.close()
+        logHandle = nil
+        // The port is free again once nothing listens on it.
+        let deadline = Date().addingTimeInterval(5)
+        while TestServer.canConnect(port: port) && Date() < deadline { usleep(5_000) }
+    }
+
+    public func restart() throws {
+        stop()
+        try start()
+    }
+
+    // MARK: - Helpers
+
+    public static func findExecutable(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        let dirs = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/usr/local/sbin", "/sbin"]
+        for dir in dirs {
+            let candidate = dir + "/" + name
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
+    /// A port that was free a moment ago: bind port 0 on loopback, read the port, close.
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestServerError("socket() failed: errno \(errno)") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = 0
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
+        }
+        guard bound == 0 else { throw TestServerError("bind() failed: errno \(errno)") }
+        let named = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        guard named == 0 else { throw TestServerError("getsockname() failed: errno \(errno)") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    public static func canConnect(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        return result == 0
+    }
+}
+
+public struct TestServerError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The URL a test should use: the environment's (`NATS_URL`, `REDIS_URL`) when set, else a server of its own.
+/// The returned server (nil when the environment named one) must be kept alive for the test's duration.
+public enum SharedServer {
+    public static func nats() throws -> (url: String, server: TestServer?) {
+        if let url = ProcessInfo.processInfo.environment["NATS_URL"], !url.isEmpty { return (url, nil) }
+        let server = try TestServer(.nats)
+        return (server.url, server)
+    }
+
+    public static func redis() throws -> (url: String, server: TestServer?) {
+        if let url = ProcessInfo.processInfo.environment["REDIS_URL"], !url.isEmpty { return (url, nil) }
+        let server = try TestServer(.redis)
+        return (server.url, server)
+    }
+}
+
+/// A prefix unique to one test, for subjects and Redis keys, so tests can share a server.
+public func uniquePrefix(_ name: String = "t") -> String {
+    "\(name)\(UUID().uuidString.prefix(8).lowercased())"
+}
