@@ -1,0 +1,72 @@
+import CNATS
+import Foundation
+import SwitchboardCore
+
+/// Owns a `natsOptions *` built from our configuration; destroyed exactly once, when this object goes.
+/// nats.c copies the options into the connection at connect, so this lives only through `connect`.
+final class NATSOptions: @unchecked Sendable {  // immutable after init; only read by natsConnection_Connect
+    let handle: OpaquePointer
+
+    init(_ config: NATSConfiguration, sink: NATSEventSink) throws(SwitchboardError) {
+        var opts: OpaquePointer?
+        try check(natsOptions_Create(&opts), "creating connection options")
+        guard let opts else { throw SwitchboardError(.internalError, "natsOptions_Create returned no options") }
+        handle = opts
+        try apply(config, sink: sink)
+    }
+
+    deinit { natsOptions_Destroy(handle) }
+
+    private func apply(_ config: NATSConfiguration, sink: NATSEventSink) throws(SwitchboardError) {
+        guard !config.servers.isEmpty else { throw SwitchboardError(.invalidArgument, "no NATS server URL given") }
+        for url in config.servers { _ = try Endpoint.parse(url, defaultScheme: "nats", defaultPort: 4222) }
+        try withCStrings(config.servers) { urls throws(SwitchboardError) in
+            try check(natsOptions_SetServers(handle, urls, Int32(config.servers.count)), "setting servers")
+        }
+        if let name = config.name { try check(natsOptions_SetName(handle, name), "setting the connection name") }
+        if config.user != nil || config.password != nil {
+            try check(natsOptions_SetUserInfo(handle, config.user, config.password), "setting user and password")
+        }
+        if let token = config.token { try check(natsOptions_SetToken(handle, token), "setting the token") }
+        if let file = config.credentialsFile {
+            try check(natsOptions_SetUserCredentialsFromFiles(handle, file, nil), "loading credentials file '\(file)'")
+        }
+        if let tls = config.tls {
+            try check(natsOptions_SetSecure(handle, true), "enabling TLS")
+            if let ca = tls.caFile {
+                try check(natsOptions_LoadCATrustedCertificates(handle, ca), "loading CA file '\(ca)'")
+            }
+            if tls.certificateFile != nil || tls.keyFile != nil {
+                guard let cert = tls.certificateFile, let key = tls.keyFile else {
+                    throw SwitchboardError(.invalidArgument, "a TLS client certificate needs both a certificate file and a key file")
+                }
+                try check(natsOptions_LoadCertificatesChain(handle, cert, key), "loading client certificate '\(cert)'")
+            }
+            if let host = tls.expectedHostname {
+                try check(natsOptions_SetExpectedHostname(handle, host), "setting the expected TLS host name")
+            }
+        }
+        let reconnect = config.reconnect
+        try check(natsOptions_SetAllowReconnect(handle, reconnect.enabled), "setting reconnect")
+        try check(natsOptions_SetMaxReconnect(handle, Int32(reconnect.maxAttempts)), "setting reconnect attempts")
+        try check(natsOptions_SetReconnectWait(handle, reconnect.wait.milliseconds), "setting reconnect wait")
+        try check(natsOptions_SetReconnectJitter(handle, reconnect.jitter.milliseconds, reconnect.jitter.milliseconds),
+                  "setting reconnect jitter")
+        try check(natsOptions_SetReconnectBufSize(handle, Int32(reconnect.bufferBytes)), "setting the reconnect buffer")
+        try check(natsOptions_SetTimeout(handle, config.connectTimeout.milliseconds), "setting the connect timeout")
+        try check(natsOptions_SetMaxPendingMsgs(handle, Int32(max(1, config.pendingLimit))), "setting the pending limit")
+        // Without this nats.c batches sends and a reply waits ~1 ms for its flusher (measured: p50 992 µs vs 140 µs).
+        try check(natsOptions_SetSendAsap(handle, true), "setting send-as-soon-as-possible")
+        // One shared pool of delivery threads, not a thread per subscription.
+        try check(natsOptions_UseGlobalMessageDelivery(handle, true), "setting shared message delivery")
+        try sink.install(on: handle)
+    }
+}
+
+/// Calls `body` with the strings as a C array of C strings, valid only during the call.
+func withCStrings<R>(_ strings: [String], _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>) throws(SwitchboardError) -> R) throws(SwitchboardError) -> R {
+    let copies: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    defer { copies.forEach { free($0) } }
+    var pointers: [UnsafePointer<CChar>?] = copies.map { $0.map { UnsafePointer($0) } }
+    return try pointers.withUnsafeMutableBufferPointer { buffer throws(SwitchboardError) in try body(buffer.baseAddress!) }
+}

@@ -1,0 +1,114 @@
+import CNATS
+import Foundation
+import SwitchboardCore
+import Synchronization
+
+/// Request/reply without blocking a thread: one wildcard inbox subscription per connection
+/// (`_INBOX.<nuid>.*`), a numbered reply subject per request, and a continuation per request that the reply,
+/// the timeout, a no-responders status or cancellation resumes, whichever comes first (exactly once: the
+/// continuation is taken out of the table under the lock by whoever resumes it).
+final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set once in init; the table is in a Mutex
+    private struct Table {
+        var nextID: UInt64 = 0
+        var waiting: [UInt64: CheckedContinuation<NATSMessage, any Error>] = [:]
+        var closed: SwitchboardError?
+    }
+
+    private let prefix: String
+    private let table = Mutex(Table())
+    private var subscription: OpaquePointer?
+    private let timers = DispatchQueue(label: "switchboard.nats.request-timeouts")
+
+    init(connection: OpaquePointer) throws {
+        var inbox: UnsafeMutablePointer<natsInbox>?
+        try check(natsInbox_Create(&inbox), "creating the reply inbox")
+        prefix = String(cString: inbox!) + "."
+        natsInbox_Destroy(inbox)
+        let context = Unmanaged.passRetained(self)
+        var sub: OpaquePointer?
+        let status = natsConnection_Subscribe(&sub, connection, prefix + "*", onNATSReply, context.toOpaque())
+        guard status == NATS_OK, let sub else {
+            context.release()
+            throw SwitchboardError.nats(status, "subscribing to the reply inbox", connection: connection)
+        }
+        subscription = sub
+        _ = natsSubscription_SetPendingLimits(sub, -1, -1)
+        if natsSubscription_SetOnCompleteCB(sub, onNATSReplyInboxComplete, context.toOpaque()) != NATS_OK {
+            context.release()
+        }
+    }
+
+    deinit {
+        if let subscription { natsSubscription_Destroy(subscription) }
+    }
+
+    func request(on connection: NATSConnection, subject: String, payload: [UInt8], headers: NATSHeaders,
+                 timeout: Duration) async throws -> NATSMessage {
+        let id = table.withLock { table -> UInt64 in
+            table.nextID &+= 1
+            return table.nextID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<NATSMessage, any Error>) in
+                let closed = table.withLock { table -> SwitchboardError? in
+                    if let closed = table.closed { return closed }
+                    table.waiting[id] = continuation
+                    return nil
+                }
+                if let closed { return continuation.resume(throwing: closed) }
+                if Task.isCancelled {
+                    return resume(id, with: .failure(SwitchboardError(.cancelled, "request to '\(subject)' cancelled")))
+                }
+                do {
+                    try connection.publishValidated(subject, payload: payload, headers: headers, replyTo: prefix + String(id))
+                } catch {
+                    return resume(id, with: .failure(error))
+                }
+                let nanos = max(0, Int(timeout.milliseconds) * 1_000_000)
+                timers.asyncAfter(deadline: .now() + .nanoseconds(nanos)) { [weak self] in
+                    self?.resume(id, with: .failure(SwitchboardError(.timeout, "no reply from '\(subject)' within \(timeout)",
+                                                                      context: ["nats.subject": subject])))
+                }
+            }
+        } onCancel: {
+            resume(id, with: .failure(SwitchboardError(.cancelled, "request to '\(subject)' cancelled")))
+        }
+    }
+
+    /// Resumes request `id` if it is still waiting; later calls for the same id do nothing.
+    func resume(_ id: UInt64, with result: Result<NATSMessage, any Error>) {
+        let continuation = table.withLock { $0.waiting.removeValue(forKey: id) }
+        continuation?.resume(with: result)
+    }
+
+    func failAll(_ error: SwitchboardError) {
+        let waiting = table.withLock { table -> [CheckedContinuation<NATSMessage, any Error>] in
+            table.closed = error
+            defer { table.waiting = [:] }
+            return Array(table.waiting.values)
+        }
+        waiting.forEach { $0.resume(throwing: error) }
+    }
+
+    fileprivate func receive(_ msg: OpaquePointer) {
+        // The token after the prefix is the request id.
+        let subject = natsMsg_GetSubject(msg)!
+        let token = String(cString: subject + prefix.utf8.count)
+        guard let id = UInt64(token) else { return }
+        if natsMsg_IsNoResponders(msg) {
+            resume(id, with: .failure(SwitchboardError(.noResponders, "no responders on the requested subject")))
+        } else {
+            resume(id, with: .success(NATSMessage(copying: msg)))
+        }
+    }
+}
+
+private let onNATSReply: natsMsgHandler = { _, _, msg, closure in
+    guard let msg else { return }
+    Unmanaged<RequestMultiplexer>.fromOpaque(closure!).takeUnretainedValue().receive(msg)
+    natsMsg_Destroy(msg)
+}
+
+private let onNATSReplyInboxComplete: natsOnCompleteCB = { closure in
+    Unmanaged<RequestMultiplexer>.fromOpaque(closure!).release()
+}
