@@ -45,17 +45,22 @@ let package = Package(
             ]
         ),
         // The C baseline the benchmark measures our wrappers against, in the same run.
-        .target(name: "CBenchBaseline", dependencies: ["CNATS", "CHiredis"]),
+        .target(
+            name: "CBenchBaseline",
+            dependencies: ["CNATS", "CHiredis"],
+            linkerSettings: [.linkedLibrary("nats"), .linkedLibrary("hiredis")]
+        ),
         .executableTarget(
             name: "switchboard-bench",
             dependencies: [
-                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus", "CBenchBaseline",
+                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus", "SwitchboardLocal", "CBenchBaseline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
-        // Starts and stops real nats-server / redis-server processes for integration tests.
-        .target(name: "SwitchboardTestSupport", dependencies: ["SwitchboardCore"], path: "Tests/Support"),
+        // Starts and stops real nats-server / redis-server processes (tests, benchmark, local cluster).
+        .target(name: "SwitchboardLocal"),
+        .target(name: "SwitchboardTestSupport", dependencies: ["SwitchboardLocal"], path: "Tests/Support"),
         .testTarget(name: "SwitchboardCoreTests", dependencies: ["SwitchboardCore"]),
         .testTarget(name: "SwitchboardNATSTests", dependencies: ["SwitchboardNATS", "SwitchboardTestSupport"]),
         .testTarget(name: "SwitchboardRedisTests", dependencies: ["SwitchboardRedis", "SwitchboardTestSupport"]),

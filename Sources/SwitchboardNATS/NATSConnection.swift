@@ -206,3 +206,8 @@ enum NATSLibrary {
         }
     }
 }
+
+extension NATSConnection {
+    /// The version of nats.c this process runs with.
+    public static var libraryVersion: String { String(cString: nats_GetVersion()) }
+}

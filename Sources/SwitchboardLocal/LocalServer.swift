@@ -3,11 +3,12 @@ import Foundation
 import Glibc
 #endif
 
-/// A real `nats-server` or `redis-server` started for a test on a free loopback port, and stopped by it.
+/// A real `nats-server` or `redis-server` on a free loopback port, started and stopped by this process: for
+/// tests, benchmarks and the local development cluster.
 ///
-/// Every process is started with a marker (`sbtest-`) in its arguments, so the test command can kill any that a
-/// crashed test run left behind (`scripts/test`).
-public final class TestServer: @unchecked Sendable {  // state is guarded by `lock`
+/// Every process gets a marker (`<label>-...`, e.g. `sbtest-`) in its arguments and working directory, so the
+/// test command can kill any that a crashed run left behind (`scripts/test`).
+public final class LocalServer: @unchecked Sendable {  // mutable state is guarded by `lock`
     public enum Kind: String, Sendable { case nats = "nats-server", redis = "redis-server" }
 
     public let kind: Kind
@@ -19,12 +20,12 @@ public final class TestServer: @unchecked Sendable {  // state is guarded by `lo
     private var logHandle: FileHandle?
 
     /// Starts a server of `kind` on a free port (or on `port`), with extra command-line arguments.
-    public init(_ kind: Kind, port: Int? = nil, arguments: [String] = []) throws {
+    public init(_ kind: Kind, port: Int? = nil, arguments: [String] = [], label: String = "sbtest") throws {
         self.kind = kind
-        self.port = try port ?? TestServer.freePort()
+        self.port = try port ?? LocalServer.freePort()
         self.extraArguments = arguments
         self.workDirectory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("sbtest-\(kind.rawValue)-\(UUID().uuidString.prefix(8))")
+            .appendingPathComponent("\(label)-\(kind.rawValue)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: workDirectory, withIntermediateDirectories: true)
         try start()
     }
@@ -40,14 +41,14 @@ public final class TestServer: @unchecked Sendable {  // state is guarded by `lo
 
     public var logPath: URL { workDirectory.appendingPathComponent("server.log") }
 
-    /// The server's log, for a failing test to print.
+    /// The server's log, for a failing test or a failed start to print.
     public func log() -> String { (try? String(contentsOf: logPath, encoding: .utf8)) ?? "" }
 
     public func start() throws {
         lock.lock(); defer { lock.unlock() }
         guard process == nil else { return }
-        guard let executable = TestServer.findExecutable(kind.rawValue) else {
-            throw TestServerError("\(kind.rawValue) is not on PATH: run the test command (scripts/test), which installs it")
+        guard let executable = LocalServer.findExecutable(kind.rawValue) else {
+            throw LocalServerError("\(kind.rawValue) is not on PATH: install it (scripts/install-deps does)")
         }
         let marker = workDirectory.lastPathComponent
         var args: [String]
@@ -74,16 +75,16 @@ public final class TestServer: @unchecked Sendable {  // state is guarded by `lo
         // Ready when the port accepts a connection.
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
-            if TestServer.canConnect(port: port) { return }
+            if LocalServer.canConnect(port: port) { return }
             if !p.isRunning {
                 process = nil
-                throw TestServerError("\(kind.rawValue) exited at start (status \(p.terminationStatus)):\n\(log())")
+                throw LocalServerError("\(kind.rawValue) exited at start (status \(p.terminationStatus)):\n\(log())")
             }
             usleep(10_000)
         }
         p.terminate()
         process = nil
-        throw TestServerError("\(kind.rawValue) did not listen on port \(port) within 10 s:\n\(log())")
+        throw LocalServerError("\(kind.rawValue) did not listen on port \(port) within 10 s:\n\(log())")
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 5 s) and waits for it to exit.
@@ -102,7 +103,7 @@ public final class TestServer: @unchecked Sendable {  // state is guarded by `lo
         logHandle = nil
         // The port is free again once nothing listens on it.
         let deadline = Date().addingTimeInterval(5)
-        while TestServer.canConnect(port: port) && Date() < deadline { usleep(5_000) }
+        while LocalServer.canConnect(port: port) && Date() < deadline { usleep(5_000) }
     }
 
     public func restart() throws {
@@ -125,7 +126,7 @@ public final class TestServer: @unchecked Sendable {  // state is guarded by `lo
     /// A port that was free a moment ago: bind port 0 on loopback, read the port, close.
     public static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestServerError("socket() failed: errno \(errno)") }
+        guard fd >= 0 else { throw LocalServerError("socket() failed: errno \(errno)") }
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
@@ -135,11 +136,11 @@ public final class TestServer: @unchecked Sendable {  // state is guarded by `lo
         let bound = withUnsafeMutablePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
         }
-        guard bound == 0 else { throw TestServerError("bind() failed: errno \(errno)") }
+        guard bound == 0 else { throw LocalServerError("bind() failed: errno \(errno)") }
         let named = withUnsafeMutablePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
         }
-        guard named == 0 else { throw TestServerError("getsockname() failed: errno \(errno)") }
+        guard named == 0 else { throw LocalServerError("getsockname() failed: errno \(errno)") }
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 
@@ -160,28 +161,8 @@ public final class TestServer: @unchecked Sendable {  // state is guarded by `lo
     }
 }
 
-public struct TestServerError: Error, CustomStringConvertible {
+public struct LocalServerError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
 }
 
-/// The URL a test should use: the environment's (`NATS_URL`, `REDIS_URL`) when set, else a server of its own.
-/// The returned server (nil when the environment named one) must be kept alive for the test's duration.
-public enum SharedServer {
-    public static func nats() throws -> (url: String, server: TestServer?) {
-        if let url = ProcessInfo.processInfo.environment["NATS_URL"], !url.isEmpty { return (url, nil) }
-        let server = try TestServer(.nats)
-        return (server.url, server)
-    }
-
-    public static func redis() throws -> (url: String, server: TestServer?) {
-        if let url = ProcessInfo.processInfo.environment["REDIS_URL"], !url.isEmpty { return (url, nil) }
-        let server = try TestServer(.redis)
-        return (server.url, server)
-    }
-}
-
-/// A prefix unique to one test, for subjects and Redis keys, so tests can share a server.
-public func uniquePrefix(_ name: String = "t") -> String {
-    "\(name)\(UUID().uuidString.prefix(8).lowercased())"
-}
