@@ -35,11 +35,12 @@ let package = Package(
             dependencies: ["CHiredis", "SwitchboardCore", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "SwitchboardOpus", dependencies: ["COpus", "SwitchboardCore"]),
+        .target(name: "SwitchboardObservability"),
 
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis",
+                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -32,6 +32,14 @@ public struct SwitchboardError: Error, Sendable, Hashable, CustomStringConvertib
         public static let serverError = Code(rawValue: "server_error")
         /// Audio that the codec cannot encode or decode.
         public static let codecError = Code(rawValue: "codec_error")
+        // Cluster
+        /// No worker could take the call (none eligible, all full or refusing, the deadline passed).
+        public static let noCapacity = Code(rawValue: "no_capacity")
+        /// The named call, worker or resource does not exist.
+        public static let notFound = Code(rawValue: "not_found")
+        /// A dependency (NATS, Redis) is unreachable; try again.
+        public static let unavailable = Code(rawValue: "unavailable")
+
         /// A failure inside a library that fits no other code; the message carries the library's text.
         public static let internalError = Code(rawValue: "internal_error")
     }

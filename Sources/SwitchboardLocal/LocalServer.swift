@@ -20,17 +20,21 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
     private var logHandle: FileHandle?
 
     /// Starts a server of `kind` on a free port (or on `port`), with extra command-line arguments.
-    public init(_ kind: Kind, port: Int? = nil, arguments: [String] = [], label: String = "sbtest") throws {
+    public init(_ kind: Kind, port: Int? = nil, arguments: [String] = [], label: String = "sbtest") async throws {
         self.kind = kind
         self.port = try port ?? LocalServer.freePort()
         self.extraArguments = arguments
         self.workDirectory = FileManager.default.temporaryDirectory
             .appendingPathComponent("\(label)-\(kind.rawValue)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: workDirectory, withIntermediateDirectories: true)
-        try start()
+        try await start()
     }
 
-    deinit { stop() }
+    /// A server still running when its owner goes is killed at once (no waiting in deinit).
+    deinit {
+        if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+        try? logHandle?.close()
+    }
 
     public var url: String {
         switch kind {
@@ -44,9 +48,26 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
     /// The server's log, for a failing test or a failed start to print.
     public func log() -> String { (try? String(contentsOf: logPath, encoding: .utf8)) ?? "" }
 
-    public func start() throws {
+    /// Starts the server and returns once its port accepts connections. Waits without blocking a thread.
+    public func start() async throws {
+        let p = try launch()
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if LocalServer.canConnect(port: port) { return }
+            if !p.isRunning {
+                lock.withLock { process = nil }
+                throw LocalServerError("\(kind.rawValue) exited at start (status \(p.terminationStatus)):\n\(log())")
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        p.terminate()
+        lock.withLock { process = nil }
+        throw LocalServerError("\(kind.rawValue) did not listen on port \(port) within 10 s:\n\(log())")
+    }
+
+    private func launch() throws -> Process {
         lock.lock(); defer { lock.unlock() }
-        guard process == nil else { return }
+        if let process { return process }
         guard let executable = LocalServer.findExecutable(kind.rawValue) else {
             throw LocalServerError("\(kind.rawValue) is not on PATH: install it (scripts/install-deps does)")
         }
@@ -72,43 +93,39 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
         try p.run()
         process = p
         logHandle = handle
-        // Ready when the port accepts a connection.
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if LocalServer.canConnect(port: port) { return }
-            if !p.isRunning {
-                process = nil
-                throw LocalServerError("\(kind.rawValue) exited at start (status \(p.terminationStatus)):\n\(log())")
-            }
-            usleep(10_000)
-        }
-        p.terminate()
-        process = nil
-        throw LocalServerError("\(kind.rawValue) did not listen on port \(port) within 10 s:\n\(log())")
+        return p
     }
 
-    /// Stops the server (SIGTERM, then SIGKILL after 5 s) and waits for it to exit.
-    public func stop() {
-        lock.lock(); defer { lock.unlock() }
-        guard let p = process else { return }
-        process = nil
+    /// Stops the server (SIGTERM, then SIGKILL after 5 s) and returns once it has exited and its port is
+    /// free. Waits without blocking a thread.
+    public func stop() async {
+        let (p, handle) = lock.withLock { () -> (Process?, FileHandle?) in
+            defer { process = nil; logHandle = nil }
+            return (process, logHandle)
+        }
+        guard let p else { return }
         if p.isRunning {
-            kill(p.processIdentifier, SIGTERM)
+            Glibc.kill(p.processIdentifier, SIGTERM)
             let deadline = Date().addingTimeInterval(5)
-            while p.isRunning && Date() < deadline { usleep(5_000) }
-            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-            p.waitUntilExit()
+            while p.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+            if p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL) }
+            while p.isRunning { try? await Task.sleep(for: .milliseconds(5)) }
         }
-        try? logHandle?.close()
-        logHandle = nil
-        // The port is free again once nothing listens on it.
+        try? handle?.close()
         let deadline = Date().addingTimeInterval(5)
-        while LocalServer.canConnect(port: port) && Date() < deadline { usleep(5_000) }
+        while LocalServer.canConnect(port: port) && Date() < deadline { try? await Task.sleep(for: .milliseconds(5)) }
     }
 
-    public func restart() throws {
-        stop()
-        try start()
+    /// Kills the server at once (SIGKILL) without waiting, e.g. on the way out of a process.
+    public func kill() {
+        lock.withLock {
+            if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+        }
+    }
+
+    public func restart() async throws {
+        await stop()
+        try await start()
     }
 
     // MARK: - Helpers

@@ -64,7 +64,7 @@ struct NATSBench {
         var out = [Int64](repeating: 0, count: count)
         var error = [CChar](repeating: 0, count: 256)
         let rc = sb_baseline_nats_request(url, subject, Int32(count), Int32(payloadSize), &out, &error, Int32(error.count))
-        guard rc == 0 else { throw SwitchboardError(.internalError, String(cString: error)) }
+        guard rc == 0 else { throw SwitchboardError(.internalError, String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
         return nanos(out)
     }
 }

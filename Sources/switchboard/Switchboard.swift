@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
 import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardOpus
+import SwitchboardRedis
 
 @main
 struct Switchboard: AsyncParsableCommand {
@@ -64,4 +67,10 @@ enum ExitCodes {
         FileHandle.standardError.write(Data("error: \(error.code): \(error.message)\n".utf8))
         return ExitCode(code(for: error))
     }
+}
+
+enum LibraryVersions {
+    static var nats: String { NATSConnection.libraryVersion }
+    static var hiredis: String { RedisClient.libraryVersion }
+    static var opus: String { opusLibraryVersion }
 }

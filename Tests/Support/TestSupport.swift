@@ -8,15 +8,15 @@ public typealias TestServerError = LocalServerError
 /// The URL a test should use: the environment's (`NATS_URL`, `REDIS_URL`) when set, else a server of its own.
 /// The returned server (nil when the environment named one) must be kept alive for the test's duration.
 public enum SharedServer {
-    public static func nats() throws -> (url: String, server: LocalServer?) {
+    public static func nats() async throws -> (url: String, server: LocalServer?) {
         if let url = ProcessInfo.processInfo.environment["NATS_URL"], !url.isEmpty { return (url, nil) }
-        let server = try LocalServer(.nats)
+        let server = try await LocalServer(.nats)
         return (server.url, server)
     }
 
-    public static func redis() throws -> (url: String, server: LocalServer?) {
+    public static func redis() async throws -> (url: String, server: LocalServer?) {
         if let url = ProcessInfo.processInfo.environment["REDIS_URL"], !url.isEmpty { return (url, nil) }
-        let server = try LocalServer(.redis)
+        let server = try await LocalServer(.redis)
         return (server.url, server)
     }
 }

@@ -7,7 +7,7 @@ import Testing
 
 /// Connects to the shared test server (NATS_URL, or one started for this test).
 func withNATS<T>(_ body: (NATSConnection, String) async throws -> T) async throws -> T {
-    let (url, server) = try SharedServer.nats()
+    let (url, server) = try await SharedServer.nats()
     defer { withExtendedLifetime(server) {} }
     let connection = try await NATSConnection.connect(config(url), logger: testLogger)
     defer { connection.close() }
@@ -17,7 +17,7 @@ func withNATS<T>(_ body: (NATSConnection, String) async throws -> T) async throw
 /// Quiet unless something is wrong; set LOG_LEVEL=debug to see everything.
 let testLogger: Logger = {
     var logger = Logger(label: "test.nats")
-    logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+    logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
     return logger
 }()
 

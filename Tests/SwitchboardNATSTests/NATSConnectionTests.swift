@@ -93,7 +93,7 @@ struct NATSConnectionTests {
     }
 
     @Test func userPasswordAndTokenAuthentication() async throws {
-        let userServer = try TestServer(.nats, arguments: ["--user", "switch", "--pass", "s3cret"])
+        let userServer = try await TestServer(.nats, arguments: ["--user", "switch", "--pass", "s3cret"])
         var good = config(userServer.url)
         good.user = "switch"
         good.password = "s3cret"
@@ -107,7 +107,7 @@ struct NATSConnectionTests {
         let error = await switchboardError { _ = try await NATSConnection.connect(bad, logger: testLogger) }
         #expect(error?.code == .authenticationFailed, "got \(String(describing: error))")
 
-        let tokenServer = try TestServer(.nats, arguments: ["--auth", "t0ken"])
+        let tokenServer = try await TestServer(.nats, arguments: ["--auth", "t0ken"])
         var token = config(tokenServer.url)
         token.token = "t0ken"
         let tc = try await NATSConnection.connect(token, logger: testLogger)
@@ -129,7 +129,7 @@ struct NATSConnectionTests {
     }
 
     @Test func closeEndsSubscriptionsAndFailsRequests() async throws {
-        let (url, server) = try SharedServer.nats()
+        let (url, server) = try await SharedServer.nats()
         defer { withExtendedLifetime(server) {} }
         let nc = try await NATSConnection.connect(config(url), logger: testLogger)
         let prefix = uniquePrefix()

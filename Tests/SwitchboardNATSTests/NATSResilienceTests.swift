@@ -7,16 +7,16 @@ import Testing
 @Suite("NATS TLS and reconnect")
 struct NATSResilienceTests {
     @Test func reconnectsAfterTheServerRestartsOnTheSamePort() async throws {
-        let server = try TestServer(.nats)
+        let server = try await TestServer(.nats)
         let nc = try await NATSConnection.connect(config(server.url), logger: testLogger)
         defer { nc.close() }
         let prefix = uniquePrefix()
         let sub = try nc.subscribe(to: "\(prefix).r")
         let events = nc.events
 
-        server.stop()
+        await server.stop()
         #expect(await waitForEvent(events, timeout: .seconds(5)) { $0 == .disconnected })
-        try server.start()
+        try await server.start()
         #expect(await waitForEvent(events, timeout: .seconds(10)) {
             if case .reconnected = $0 { return true } else { return false }
         })
@@ -26,8 +26,8 @@ struct NATSResilienceTests {
     }
 
     @Test func tlsConnectionWithATestCertificate() async throws {
-        let pki = try TestPKI()
-        let server = try TestServer(.nats, arguments: ["--tls", "--tlscert", pki.serverCert, "--tlskey", pki.serverKey])
+        let pki = try await TestPKI()
+        let server = try await TestServer(.nats, arguments: ["--tls", "--tlscert", pki.serverCert, "--tlskey", pki.serverKey])
         var cfg = config("tls://127.0.0.1:\(server.port)")
         cfg.tls = .init(caFile: pki.caCert)
         let nc = try await NATSConnection.connect(cfg, logger: testLogger)
@@ -53,7 +53,7 @@ struct NATSResilienceTests {
     }
 
     @Test func drainThenCloseForGracefulShutdown() async throws {
-        let (url, server) = try SharedServer.nats()
+        let (url, server) = try await SharedServer.nats()
         defer { withExtendedLifetime(server) {} }
         let nc = try await NATSConnection.connect(config(url), logger: testLogger)
         let prefix = uniquePrefix()
@@ -74,7 +74,7 @@ struct TestPKI {
     var serverCert: String { directory.appendingPathComponent("server.pem").path }
     var serverKey: String { directory.appendingPathComponent("server.key").path }
 
-    init() throws {
+    init() async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-pki-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let script = """
@@ -89,7 +89,7 @@ struct TestPKI {
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
         p.arguments = ["-c", script]
         try p.run()
-        p.waitUntilExit()
+        while p.isRunning { try await Task.sleep(for: .milliseconds(10)) }
         guard p.terminationStatus == 0 else { throw TestServerError("openssl failed to make test certificates") }
     }
 }

@@ -5,6 +5,7 @@ import SwitchboardLocal
 
 /// Prints latency percentiles and throughput of our NATS, Redis and Opus wrappers, each beside a baseline
 /// measured in the same run on the same machine (a plain C loop, redis-benchmark), since absolute times drift.
+@main
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard-bench",
@@ -25,19 +26,19 @@ struct Bench: AsyncParsableCommand {
         var report = Report(title: "switchboard-bench")
         print("switchboard-bench: \(count) round trips per measurement, \(ProcessInfo.processInfo.activeProcessorCount) cores")
         var servers: [LocalServer] = []
-        defer { servers.forEach { $0.stop() } }
+        defer { for server in servers { server.kill() } }
 
         if only.contains("nats") {
             let url: String
             if let natsURL { url = natsURL } else {
-                let server = try LocalServer(.nats, label: "sbbench")
+                let server = try await LocalServer(.nats, label: "sbbench")
                 servers.append(server)
                 url = server.url
             }
             try await NATSBench(url: url, count: count).run(into: &report)
         }
         if only.contains("redis") {
-            let server: LocalServer? = redisURL == nil ? try LocalServer(.redis, label: "sbbench") : nil
+            let server: LocalServer? = redisURL == nil ? try await LocalServer(.redis, label: "sbbench") : nil
             if let server { servers.append(server) }
             try await RedisBench(url: redisURL ?? server!.url, count: count).run(into: &report)
         }
@@ -48,4 +49,3 @@ struct Bench: AsyncParsableCommand {
     }
 }
 
-await Bench.main()

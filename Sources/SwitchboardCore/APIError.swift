@@ -1,0 +1,26 @@
+/// How an error is shown to API clients (HTTP and NATS alike): an HTTP status and a public code.
+///
+/// Input errors of every kind are `bad_request` to a client; connection trouble inside the cluster is
+/// `unavailable`. The table is the API contract (docs/api.md).
+extension SwitchboardError {
+    public var api: (status: Int, code: String) {
+        switch code {
+        case .badMessage, .invalidArgument: return (400, "bad_request")
+        case .authenticationFailed: return (401, "unauthorized")
+        case .notFound: return (404, "not_found")
+        case .tooLarge: return (413, "too_large")
+        case .noCapacity: return (503, "no_capacity")
+        case .unavailable, .connectionFailed, .connectionClosed, .noResponders, .timeout, .tlsFailed: return (503, "unavailable")
+        default: return (500, "internal")
+        }
+    }
+
+    /// The error as API clients see it, with its public code.
+    public var apiBody: ErrorBody { ErrorBody(code: api.code, message: message) }
+}
+
+/// `{"error": {"code": "...", "message": "..."}}`
+public struct ErrorEnvelope: Codable, Sendable, Equatable {
+    public var error: ErrorBody
+    public init(_ error: ErrorBody) { self.error = error }
+}

@@ -1,0 +1,64 @@
+/// A call as Redis keeps it (hash `<prefix>:call:<id>`): written by the router at placement and by the
+/// worker as the call starts and ends.
+public struct CallRecord: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable {
+        /// Accepted by a worker and recorded by the router; the worker has not reported it started.
+        case placed
+        case active
+        case ended
+    }
+
+    public var callID: String
+    public var tenant: String
+    public var workerID: String
+    public var version: String
+    public var region: String
+    public var state: State
+    /// Unix time in milliseconds.
+    public var createdAt: Int64?
+    public var startedAt: Int64?
+    public var endedAt: Int64?
+    public var endReason: String?
+
+    enum CodingKeys: String, CodingKey {
+        case tenant, version, region, state
+        case callID = "call_id", workerID = "worker_id", createdAt = "created_at", startedAt = "started_at"
+        case endedAt = "ended_at", endReason = "end_reason"
+    }
+
+    public init(callID: String, tenant: String, workerID: String, version: String, region: String, state: State,
+                createdAt: Int64? = nil, startedAt: Int64? = nil, endedAt: Int64? = nil, endReason: String? = nil) {
+        self.callID = callID
+        self.tenant = tenant
+        self.workerID = workerID
+        self.version = version
+        self.region = region
+        self.state = state
+        self.createdAt = createdAt
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.endReason = endReason
+    }
+
+    /// Fields the router writes at placement (no state: the worker owns it).
+    public var placementFields: [(String, String)] {
+        var f = [("tenant", tenant), ("worker_id", workerID), ("version", version), ("region", region)]
+        if let createdAt { f.append(("created_at", String(createdAt))) }
+        return f
+    }
+
+    /// Reads a record from the hash's fields; nil when the hash is empty or lacks the placement fields.
+    public init?(callID: String, fields: [String: String]) {
+        guard let tenant = fields["tenant"], let worker = fields["worker_id"] else { return nil }
+        self.callID = callID
+        self.tenant = tenant
+        self.workerID = worker
+        self.version = fields["version"] ?? ""
+        self.region = fields["region"] ?? ""
+        self.state = fields["state"].flatMap(State.init(rawValue:)) ?? .placed
+        self.createdAt = fields["created_at"].flatMap { Int64($0) }
+        self.startedAt = fields["started_at"].flatMap { Int64($0) }
+        self.endedAt = fields["ended_at"].flatMap { Int64($0) }
+        self.endReason = fields["end_reason"]
+    }
+}

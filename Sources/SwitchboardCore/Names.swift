@@ -1,0 +1,44 @@
+/// Every NATS subject of a cluster, from its prefix (default `sb`). One place, so router, worker, CLI and tests
+/// cannot disagree. See docs/protocol.md.
+public struct Subjects: Sendable, Equatable {
+    public let prefix: String
+
+    public init(prefix: String = "sb") throws(SwitchboardError) {
+        try Subject.validate(prefix)
+        self.prefix = prefix
+    }
+
+    /// Route requests (queue group `routers`).
+    public var route: String { "\(prefix).route" }
+    /// Worker heartbeats; every router listens.
+    public var heartbeat: String { "\(prefix).heartbeat" }
+    /// Offers to one worker (request/reply).
+    public func offer(worker: String) -> String { "\(prefix).worker.\(worker).offer" }
+    /// Audio from the caller to whichever worker holds the call.
+    public func mediaIn(call: String) -> String { "\(prefix).media.\(call).in" }
+    /// Audio from the worker to the caller.
+    public func mediaOut(call: String) -> String { "\(prefix).media.\(call).out" }
+    /// Ending a call (request/reply; the worker holding it answers).
+    public func end(call: String) -> String { "\(prefix).call.\(call).end" }
+    /// Operator requests to routers (status and the like), request/reply.
+    public var status: String { "\(prefix).status" }
+
+    public static let routerQueue = "routers"
+}
+
+/// Every Redis key of a cluster, from its prefix (default `sb`).
+public struct RedisKeys: Sendable, Equatable {
+    public let prefix: String
+
+    public init(prefix: String = "sb") throws(SwitchboardError) {
+        guard !prefix.isEmpty, prefix.utf8.count <= 64, !prefix.contains(" ") else {
+            throw SwitchboardError(.invalidArgument, "Redis key prefix must be 1-64 characters without spaces")
+        }
+        self.prefix = prefix
+    }
+
+    /// Hash: the call record (tenant, worker, version, region, state, times, end reason).
+    public func call(_ id: String) -> String { "\(prefix):call:\(id)" }
+    /// Set: ids of the calls a worker holds.
+    public func workerCalls(_ worker: String) -> String { "\(prefix):worker:\(worker):calls" }
+}

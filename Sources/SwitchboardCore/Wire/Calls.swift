@@ -1,0 +1,186 @@
+/// `<prefix>.route` (NATS) and `POST /v1/calls` (HTTP): a caller asks for a worker.
+public struct RouteRequest: WireMessage, Equatable {
+    public static let wireVersion = 1
+    public var v = RouteRequest.wireVersion
+    public var tenant: String
+    /// Required region; nil places anywhere.
+    public var region: String?
+    public var metadata: [String: String]
+
+    public init(tenant: String, region: String? = nil, metadata: [String: String] = [:]) {
+        self.tenant = tenant
+        self.region = region
+        self.metadata = metadata
+    }
+
+    enum CodingKeys: String, CodingKey { case v, tenant, region, metadata }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        v = try c.decode(Int.self, forKey: .v)
+        tenant = try c.decode(String.self, forKey: .tenant)
+        region = try c.decodeIfPresent(String.self, forKey: .region)
+        metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata) ?? [:]
+    }
+
+    public func validate() throws(SwitchboardError) {
+        try WireCheck.identifier(tenant, "tenant")
+        if let region { try WireCheck.text(region, "region", max: 64) }
+        try WireCheck.metadata(metadata)
+    }
+}
+
+/// Where a call's audio flows: the caller publishes to `in` and listens on `out`.
+public struct MediaSubjects: Codable, Sendable, Equatable {
+    public var `in`: String
+    public var out: String
+    public init(in: String, out: String) {
+        self.in = `in`
+        self.out = out
+    }
+}
+
+/// A placed call, as the router answers (HTTP 201 body, and the NATS reply's `call`).
+public struct Placement: Codable, Sendable, Equatable {
+    public var callID: String
+    public var workerID: String
+    public var version: String
+    public var region: String
+    public var media: MediaSubjects
+
+    enum CodingKeys: String, CodingKey {
+        case version, region, media
+        case callID = "call_id", workerID = "worker_id"
+    }
+
+    public init(callID: String, workerID: String, version: String, region: String, media: MediaSubjects) {
+        self.callID = callID
+        self.workerID = workerID
+        self.version = version
+        self.region = region
+        self.media = media
+    }
+}
+
+/// The error body of every API: `{"error": {"code": "...", "message": "..."}}`.
+public struct ErrorBody: Codable, Sendable, Equatable {
+    public var code: String
+    public var message: String
+    public init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
+    public init(_ error: SwitchboardError) {
+        self.init(code: error.code.rawValue, message: error.message)
+    }
+}
+
+/// The NATS reply to a route request: a placement or an error.
+public struct RouteReply: WireMessage, Equatable {
+    public static let wireVersion = 1
+    public var v = RouteReply.wireVersion
+    public var call: Placement?
+    public var error: ErrorBody?
+
+    public init(call: Placement) { self.call = call }
+    public init(error: SwitchboardError) { self.error = error.apiBody }
+
+    public func validate() throws(SwitchboardError) {
+        guard (call == nil) != (error == nil) else {
+            throw SwitchboardError(.badMessage, "a route reply holds exactly one of 'call' and 'error'")
+        }
+    }
+}
+
+/// `<prefix>.worker.<id>.offer` (request): a router offers a call to a worker.
+public struct Offer: WireMessage, Equatable {
+    public static let wireVersion = 1
+    public var v = Offer.wireVersion
+    public var callID: String
+    public var tenant: String
+    public var region: String?
+    public var metadata: [String: String]
+    public var routerID: String
+
+    enum CodingKeys: String, CodingKey {
+        case v, tenant, region, metadata
+        case callID = "call_id", routerID = "router_id"
+    }
+
+    public init(callID: String, tenant: String, region: String?, metadata: [String: String], routerID: String) {
+        self.callID = callID
+        self.tenant = tenant
+        self.region = region
+        self.metadata = metadata
+        self.routerID = routerID
+    }
+
+    public func validate() throws(SwitchboardError) {
+        try WireCheck.identifier(callID, "call_id")
+        try WireCheck.identifier(tenant, "tenant")
+        if let region { try WireCheck.text(region, "region", max: 64) }
+        try WireCheck.metadata(metadata)
+        try WireCheck.identifier(routerID, "router_id")
+    }
+}
+
+/// Why a worker said no to an offer.
+public enum RefusalReason: String, Codable, Sendable {
+    case full, draining, stopping, duplicate, badOffer = "bad_offer"
+}
+
+/// A worker's answer to an offer: accepted (the slot is reserved) or refused with a reason.
+public struct OfferReply: WireMessage, Equatable {
+    public static let wireVersion = 1
+    public var v = OfferReply.wireVersion
+    public var accepted: Bool
+    public var reason: RefusalReason?
+    public var workerID: String
+    public var version: String
+    public var region: String
+
+    enum CodingKeys: String, CodingKey {
+        case v, accepted, reason, version, region
+        case workerID = "worker_id"
+    }
+
+    public static func accept(workerID: String, version: String, region: String) -> OfferReply {
+        OfferReply(accepted: true, reason: nil, workerID: workerID, version: version, region: region)
+    }
+
+    public static func refuse(_ reason: RefusalReason, workerID: String, version: String, region: String) -> OfferReply {
+        OfferReply(accepted: false, reason: reason, workerID: workerID, version: version, region: region)
+    }
+
+    public func validate() throws(SwitchboardError) {
+        try WireCheck.identifier(workerID, "worker_id")
+        if !accepted && reason == nil { throw SwitchboardError(.badMessage, "a refusal needs a 'reason'") }
+    }
+}
+
+/// Why a call ended.
+public enum EndReason: String, Codable, Sendable {
+    case caller, handler, maxDuration = "max_duration", api, workerStopping = "worker_stopping"
+}
+
+/// `<prefix>.call.<id>.end` (request): end a call. The worker that holds it answers.
+public struct CallEnd: WireMessage, Equatable {
+    public static let wireVersion = 1
+    public var v = CallEnd.wireVersion
+    public var callID: String
+    public var reason: EndReason
+
+    enum CodingKeys: String, CodingKey {
+        case v, reason
+        case callID = "call_id"
+    }
+
+    public init(callID: String, reason: EndReason) {
+        self.callID = callID
+        self.reason = reason
+    }
+
+    public func validate() throws(SwitchboardError) {
+        try WireCheck.identifier(callID, "call_id")
+    }
+}

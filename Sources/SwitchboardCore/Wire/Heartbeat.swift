@@ -1,0 +1,72 @@
+/// What a worker can do right now, as it tells every router once a second and at once on any change.
+public enum WorkerState: String, Codable, Sendable, CaseIterable {
+    /// Takes new calls.
+    case ready
+    /// Takes no new calls; finishes the ones it has.
+    case draining
+    /// Shutting down: takes nothing, about to leave.
+    case stopping
+}
+
+/// `<prefix>.heartbeat`: a worker's identity and load.
+public struct Heartbeat: WireMessage, Equatable {
+    public static let wireVersion = 1
+    public var v = Heartbeat.wireVersion
+    public var workerID: String
+    /// The worker's software version (what deploys select on).
+    public var version: String
+    public var region: String
+    public var zone: String
+    public var state: WorkerState
+    /// Calls the worker accepts at most.
+    public var capacity: Int
+    public var activeCalls: Int
+    /// CPU in use as a fraction of what the worker may use (its cgroup quota, else the machine): 0...1.
+    public var cpu: Double
+    public var memoryUsedBytes: Int64
+    public var memoryLimitBytes: Int64
+    /// Increases with every heartbeat a worker process sends; an older one than the last seen is stale.
+    public var seq: UInt64
+    /// Random per worker process start, so a restarted worker's seq starting over is not taken as stale.
+    public var incarnation: String
+
+    enum CodingKeys: String, CodingKey {
+        case v, version, region, zone, state, capacity, cpu, seq, incarnation
+        case workerID = "worker_id", activeCalls = "active_calls"
+        case memoryUsedBytes = "memory_used_bytes", memoryLimitBytes = "memory_limit_bytes"
+    }
+
+    public init(workerID: String, version: String, region: String, zone: String, state: WorkerState, capacity: Int,
+                activeCalls: Int, cpu: Double, memoryUsedBytes: Int64, memoryLimitBytes: Int64, seq: UInt64,
+                incarnation: String) {
+        self.workerID = workerID
+        self.version = version
+        self.region = region
+        self.zone = zone
+        self.state = state
+        self.capacity = capacity
+        self.activeCalls = activeCalls
+        self.cpu = cpu
+        self.memoryUsedBytes = memoryUsedBytes
+        self.memoryLimitBytes = memoryLimitBytes
+        self.seq = seq
+        self.incarnation = incarnation
+    }
+
+    public func validate() throws(SwitchboardError) {
+        try WireCheck.identifier(workerID, "worker_id")
+        try WireCheck.text(version, "version", max: 64)
+        try WireCheck.text(region, "region", max: 64)
+        try WireCheck.text(zone, "zone", max: 64)
+        try WireCheck.range(capacity, 0...100_000, "capacity")
+        try WireCheck.range(activeCalls, 0...100_000, "active_calls")
+        guard cpu.isFinite else { throw SwitchboardError(.badMessage, "'cpu' is not a number") }
+        try WireCheck.range(cpu, 0...1, "cpu")
+        try WireCheck.range(memoryUsedBytes, 0...Int64.max, "memory_used_bytes")
+        try WireCheck.range(memoryLimitBytes, 0...Int64.max, "memory_limit_bytes")
+        try WireCheck.text(incarnation, "incarnation", max: 64)
+    }
+
+    /// Calls the worker could still take by its own report.
+    public var freeSlots: Int { max(0, capacity - activeCalls) }
+}

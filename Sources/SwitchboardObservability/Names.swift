@@ -1,0 +1,37 @@
+/// Metric names, in one place. Labels are low-cardinality: result, reason, state, version, region; never a
+/// call id or a tenant id without a cap.
+public enum MetricNames {
+    // Router
+    public static let placements = "switchboard_placements_total"
+    public static let placementSeconds = "switchboard_placement_duration_seconds"
+    public static let offers = "switchboard_offers_total"
+    public static let workers = "switchboard_workers"
+    public static let activeCalls = "switchboard_active_calls"
+    public static let freeSlots = "switchboard_free_slots"
+    public static let badMessages = "switchboard_bad_messages_total"
+    public static let heartbeats = "switchboard_heartbeats_total"
+    public static let httpRequests = "switchboard_http_requests_total"
+    // Worker
+    public static let workerCalls = "switchboard_worker_active_calls"
+    public static let workerCapacity = "switchboard_worker_capacity"
+    public static let callsEnded = "switchboard_calls_ended_total"
+    public static let offersAnswered = "switchboard_worker_offers_total"
+    public static let mediaPackets = "switchboard_media_packets_total"
+    public static let workerCPU = "switchboard_worker_cpu_ratio"
+    public static let workerMemory = "switchboard_worker_memory_bytes"
+
+    /// Latency buckets in seconds: 100 µs ... 5 s.
+    public static let latencyBuckets: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+}
+
+/// Log metadata keys, in one place: every line about a call carries `call_id`, `tenant` and `worker_id`.
+public enum LogKey {
+    public static let callID = "call_id"
+    public static let tenant = "tenant"
+    public static let workerID = "worker_id"
+    public static let routerID = "router_id"
+    public static let subject = "subject"
+    public static let error = "error"
+    public static let errorCode = "error_code"
+    public static let reason = "reason"
+}

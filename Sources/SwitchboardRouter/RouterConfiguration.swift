@@ -1,0 +1,32 @@
+import SwitchboardCore
+
+/// A router's settings. Defaults suit a local cluster; the executable fills them from flags, environment
+/// and a config file.
+public struct RouterConfiguration: Sendable {
+    /// Shown in logs, metrics and offers; unique per router process.
+    public var id: String
+    public var subjects: Subjects
+    public var keys: RedisKeys
+    /// HTTP API address; port 0 picks a free port (see `Router.httpPort`).
+    public var httpHost = "127.0.0.1"
+    public var httpPort = 8080
+    /// How often workers send heartbeats; a worker silent for `goneAfter` of these is dropped.
+    public var heartbeatInterval: Duration = .seconds(1)
+    public var goneAfter = 3
+    /// One deadline for the whole route: offers, accept, record.
+    public var routeDeadline: Duration = .seconds(2)
+    /// Time a single worker has to answer an offer.
+    public var offerTimeout: Duration = .milliseconds(500)
+    /// Workers offered one call at most.
+    public var maxOffers = 3
+    /// Largest HTTP request body accepted.
+    public var maxBodyBytes = 64 * 1024
+    /// How long an ended call's record stays in Redis.
+    public var endedCallRetention: Duration = .seconds(24 * 3600)
+
+    public init(id: String, subjects: Subjects, keys: RedisKeys) {
+        self.id = id
+        self.subjects = subjects
+        self.keys = keys
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import Logging
+import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardObservability
+import SwitchboardRedis
+
+extension Router {
+    /// Places a call: choose a worker, offer, and on accept record the call in Redis. One deadline covers
+    /// it all; every failure answers with a code and is counted.
+    public func route(_ request: RouteRequest) async throws(SwitchboardError) -> Placement {
+        let start = clock.now
+        let callID = Identifiers.random(prefix: "c")
+        var log = logger
+        log[metadataKey: LogKey.callID] = "\(callID)"
+        log[metadataKey: LogKey.tenant] = "\(request.tenant)"
+        do {
+            let placement = try await place(request, callID: callID, start: start, logger: log)
+            finish(start, result: "placed")
+            log.info("call placed", metadata: [LogKey.workerID: "\(placement.workerID)"])
+            return placement
+        } catch {
+            finish(start, result: error.api.code)
+            log.warning("call not placed", metadata: [LogKey.errorCode: "\(error.code)", LogKey.error: "\(error.message)"])
+            throw error
+        }
+    }
+
+    private func finish(_ start: ContinuousClock.Instant, result: String) {
+        let seconds = (clock.now - start).microseconds / 1e6
+        metrics.increment(MetricNames.placements, ["result": result], help: "Route requests by result")
+        metrics.observe(MetricNames.placementSeconds, seconds, buckets: MetricNames.latencyBuckets,
+                        help: "Time from route request to answer")
+    }
+
+    private func place(_ request: RouteRequest, callID: String, start: ContinuousClock.Instant,
+                       logger: Logger) async throws(SwitchboardError) -> Placement {
+        let deadline = start + configuration.routeDeadline
+        let offer = Offer(callID: callID, tenant: request.tenant, region: request.region, metadata: request.metadata,
+                          routerID: configuration.id).encoded()
+        var tried: Set<String> = []
+        var refusals: [String] = []
+        while tried.count < configuration.maxOffers {
+            let remaining = deadline - clock.now
+            guard remaining > .zero else { break }
+            // Choose and count the offer in flight in one step, so concurrent routes see it.
+            let chosen = table.withLock { table -> WorkerTable.Entry? in
+                guard let entry = table.leastLoaded(region: request.region, excluding: tried, now: clock.now) else { return nil }
+                table.reserve(entry.id)
+                return entry
+            }
+            guard let worker = chosen else { break }
+            tried.insert(worker.id)
+            let reply: OfferReply
+            do {
+                let message = try await nats.request(configuration.subjects.offer(worker: worker.id), payload: offer,
+                                                     headers: ["Call-Id": callID],
+                                                     timeout: min(configuration.offerTimeout, remaining))
+                reply = try OfferReply.decode(message.payload)
+            } catch {
+                table.withLock { $0.release(worker.id) }
+                let code = (error as? SwitchboardError)?.code.rawValue ?? "error"
+                metrics.increment(MetricNames.offers, ["result": code], help: "Offers to workers by result")
+                refusals.append("\(worker.id): \(code)")
+                logger.warning("offer failed", metadata: [LogKey.workerID: "\(worker.id)", LogKey.error: "\(error)"])
+                continue
+            }
+            guard reply.accepted else {
+                table.withLock { $0.release(worker.id) }
+                let reason = reply.reason?.rawValue ?? "refused"
+                metrics.increment(MetricNames.offers, ["result": "refused_\(reason)"], help: "Offers to workers by result")
+                refusals.append("\(worker.id): \(reason)")
+                continue
+            }
+            metrics.increment(MetricNames.offers, ["result": "accepted"], help: "Offers to workers by result")
+            let record = CallRecord(callID: callID, tenant: request.tenant, workerID: reply.workerID, version: reply.version,
+                                    region: reply.region, state: .placed, createdAt: Self.unixMillis())
+            do {
+                try await recordPlacement(record)
+            } catch {
+                // The worker holds a slot for a call nobody will know of: tell it to let go.
+                try? nats.publish(configuration.subjects.end(call: callID), payload: CallEnd(callID: callID, reason: .api).encoded())
+                throw SwitchboardError(.unavailable, "call accepted by \(reply.workerID) but not recorded: \(error)")
+            }
+            return Placement(callID: callID, workerID: reply.workerID, version: reply.version, region: reply.region,
+                             media: MediaSubjects(in: configuration.subjects.mediaIn(call: callID),
+                                                  out: configuration.subjects.mediaOut(call: callID)))
+        }
+        let why = refusals.isEmpty ? "no ready worker with a free slot\(request.region.map { " in region \($0)" } ?? "")"
+            : "every worker offered refused or failed (\(refusals.joined(separator: "; ")))"
+        throw SwitchboardError(.noCapacity, why)
+    }
+
+    private func recordPlacement(_ record: CallRecord) async throws {
+        var hset = ["HSET", configuration.keys.call(record.callID)]
+        for (field, value) in record.placementFields { hset += [field, value] }
+        _ = try await redis.send(hset)
+    }
+
+    static func unixMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    // MARK: - NATS API
+
+    func handleRouteRequest(_ message: NATSMessage) async {
+        let reply: RouteReply
+        do {
+            let request = try RouteRequest.decode(message.payload)
+            reply = RouteReply(call: try await route(request))
+        } catch {
+            if error.code == .badMessage || error.code == .tooLarge {
+                countBadMessage("route_request", error)
+                finishBad(error)
+            }
+            reply = RouteReply(error: error)
+        }
+        do {
+            try nats.reply(to: message, payload: reply.encoded())
+        } catch {
+            logger.warning("route reply not sent", metadata: [LogKey.error: "\(error)"])
+        }
+    }
+
+    private func finishBad(_ error: SwitchboardError) {
+        metrics.increment(MetricNames.placements, ["result": error.api.code], help: "Route requests by result")
+    }
+
+    // MARK: - Calls
+
+    /// The call's record; `not_found` when Redis has none.
+    public func call(_ id: String) async throws(SwitchboardError) -> CallRecord {
+        try WireCheck.identifier(id, "call_id")
+        let fields: [String: String]
+        do {
+            fields = try await redis.hashGetAll(configuration.keys.call(id))
+        } catch {
+            throw SwitchboardError(.unavailable, "cannot read call \(id): \(error)")
+        }
+        guard let record = CallRecord(callID: id, fields: fields) else {
+            throw SwitchboardError(.notFound, "no call \(id)")
+        }
+        return record
+    }
+
+    /// Ends a call: asks the worker that holds it to end it, and returns the final record.
+    public func endCall(_ id: String) async throws(SwitchboardError) -> CallRecord {
+        let record = try await call(id)
+        guard record.state != .ended else { return record }
+        do {
+            _ = try await nats.request(configuration.subjects.end(call: id), payload: CallEnd(callID: id, reason: .api).encoded(),
+                                       headers: ["Call-Id": id], timeout: configuration.routeDeadline)
+        } catch let error as SwitchboardError where error.code == .noResponders {
+            // No worker holds it any more (it died or never started it): close the record so it does not
+            // stay "active" for ever.
+            _ = try? await redis.send(["HSET", configuration.keys.call(id), "state", "ended", "ended_at", String(Self.unixMillis()),
+                                       "end_reason", "not_running"])
+        } catch {
+            throw SwitchboardError(.unavailable, "could not reach the worker holding call \(id): \(error)")
+        }
+        return try await call(id)
+    }
+}

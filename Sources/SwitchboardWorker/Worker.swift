@@ -1,0 +1,195 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardObservability
+import SwitchboardRedis
+import Synchronization
+
+/// A worker: answers offers (it is the authority on its own slots), runs each accepted call through the
+/// handler with Opus audio on the call's media subjects, records calls in Redis, and reports its load by
+/// heartbeat every interval and at once on any change.
+public final class Worker: Service, Sendable {
+    public let configuration: WorkerConfiguration
+    let nats: NATSConnection
+    let redis: RedisClient
+    let handler: any CallHandler
+    public let metrics: MetricsRegistry
+    let logger: Logger
+    /// Random per process start: lets routers tell a restarted worker from a stale heartbeat.
+    let incarnation = Identifiers.random(bytes: 6)
+
+    struct Running {
+        /// Ends the call with a reason; the first one wins.
+        let end: AsyncStream<EndReason>.Continuation
+        let ends: AsyncStream<EndReason>
+    }
+
+    struct State {
+        var slots: WorkerSlots
+        var calls: [String: Running] = [:]
+        var seq: UInt64 = 0
+        var load = LoadSampler.Sample(cpu: 0, memoryUsed: 0, memoryLimit: 0)
+    }
+
+    let state: Mutex<State>
+    private let heartbeatTrigger: AsyncStream<Void>.Continuation
+    private let heartbeatTriggers: AsyncStream<Void>
+    private let accepted: AsyncStream<Offer>.Continuation
+    private let acceptedCalls: AsyncStream<Offer>
+
+    public init(configuration: WorkerConfiguration, nats: NATSConnection, redis: RedisClient, handler: any CallHandler,
+                metrics: MetricsRegistry = MetricsRegistry(), logger: Logger) throws(SwitchboardError) {
+        try configuration.validate()
+        self.configuration = configuration
+        self.nats = nats
+        self.redis = redis
+        self.handler = handler
+        self.metrics = metrics
+        var logger = logger
+        logger[metadataKey: LogKey.workerID] = "\(configuration.id)"
+        self.logger = logger
+        state = Mutex(State(slots: WorkerSlots(capacity: configuration.capacity)))
+        (heartbeatTriggers, heartbeatTrigger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (acceptedCalls, accepted) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
+    }
+
+    /// Runs until cancelled or told to shut down gracefully. On shutdown the worker reports `stopping`
+    /// (routers stop offering at once), ends its calls with reason `worker_stopping`, sends a last heartbeat
+    /// and returns.
+    public func run() async throws {
+        let offers = try nats.subscribe(to: configuration.subjects.offer(worker: configuration.id))
+        try await nats.flush()
+        logger.info("worker running", metadata: ["version": "\(configuration.version)", "region": "\(configuration.region)",
+                                                 "capacity": "\(configuration.capacity)"])
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { background in
+                background.addTask { await self.heartbeatLoop() }
+                background.addTask { await self.ticker() }
+                background.addTask { for await message in offers { await self.handleOffer(message) } }
+                await withDiscardingTaskGroup { calls in
+                    for await offer in acceptedCalls {
+                        calls.addTask { await self.runCall(offer) }
+                    }
+                }
+                background.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.stop()
+            offers.unsubscribe()
+        }
+        await publishHeartbeat()  // stopping, no calls: routers drop this worker now
+        logger.info("worker stopped")
+    }
+
+    /// Stop: take no more calls, end the ones running.
+    func stop() {
+        let running = state.withLock { state -> [Running] in
+            state.slots.setState(.stopping)
+            return Array(state.calls.values)
+        }
+        logger.info("worker stopping", metadata: ["calls": "\(running.count)"])
+        for call in running { call.end.yield(.workerStopping) }
+        accepted.finish()
+        heartbeatTrigger.yield()
+    }
+
+    // MARK: - Offers
+
+    func handleOffer(_ message: NATSMessage) async {
+        let offer: Offer
+        do {
+            offer = try Offer.decode(message.payload)
+        } catch {
+            metrics.increment(MetricNames.badMessages, ["kind": "offer", "code": error.code.rawValue], help: "Messages refused as malformed")
+            logger.warning("bad offer refused", metadata: [LogKey.error: "\(error)"])
+            answer(message, .refuse(.badOffer, workerID: configuration.id, version: configuration.version, region: configuration.region))
+            return
+        }
+        let decision = state.withLock { state -> WorkerSlots.Decision in
+            let decision = state.slots.offer(offer.callID)
+            if decision == .accept {
+                let (ends, end) = AsyncStream.makeStream(of: EndReason.self, bufferingPolicy: .bufferingOldest(1))
+                state.calls[offer.callID] = Running(end: end, ends: ends)
+            }
+            return decision
+        }
+        switch decision {
+        case .accept:
+            answer(message, .accept(workerID: configuration.id, version: configuration.version, region: configuration.region))
+            metrics.increment(MetricNames.offersAnswered, ["result": "accepted"], help: "Offers answered by result")
+            accepted.yield(offer)
+            heartbeatTrigger.yield()
+        case .refuse(let reason):
+            answer(message, .refuse(reason, workerID: configuration.id, version: configuration.version, region: configuration.region))
+            metrics.increment(MetricNames.offersAnswered, ["result": "refused_\(reason.rawValue)"], help: "Offers answered by result")
+        }
+    }
+
+    private func answer(_ message: NATSMessage, _ reply: OfferReply) {
+        do {
+            try nats.reply(to: message, payload: reply.encoded())
+        } catch {
+            logger.warning("offer reply not sent", metadata: [LogKey.error: "\(error)"])
+        }
+    }
+
+    /// Ends a call held by this worker; false if it holds no such call.
+    @discardableResult
+    public func endCall(_ callID: String, reason: EndReason) -> Bool {
+        guard let running = state.withLock({ $0.calls[callID] }) else { return false }
+        running.end.yield(reason)
+        return true
+    }
+
+    public var activeCalls: Int { state.withLock { $0.slots.activeCalls } }
+    public var workerState: WorkerState { state.withLock { $0.slots.state } }
+
+    // MARK: - Heartbeats
+
+    private func ticker() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.heartbeatInterval)
+            heartbeatTrigger.yield()
+        }
+    }
+
+    private func heartbeatLoop() async {
+        var sampler = LoadSampler()
+        var lastSample = ContinuousClock.now - configuration.heartbeatInterval
+        await publishHeartbeat()
+        for await _ in heartbeatTriggers {
+            if ContinuousClock.now - lastSample >= configuration.heartbeatInterval / 2 {
+                let sample = sampler.sample()
+                lastSample = .now
+                state.withLock { $0.load = sample }
+            }
+            await publishHeartbeat()
+        }
+    }
+
+    func heartbeat() -> Heartbeat {
+        state.withLock { state in
+            state.seq += 1
+            return Heartbeat(workerID: configuration.id, version: configuration.version, region: configuration.region,
+                             zone: configuration.zone, state: state.slots.state, capacity: configuration.capacity,
+                             activeCalls: state.slots.activeCalls, cpu: state.load.cpu,
+                             memoryUsedBytes: state.load.memoryUsed, memoryLimitBytes: state.load.memoryLimit,
+                             seq: state.seq, incarnation: incarnation)
+        }
+    }
+
+    func publishHeartbeat() async {
+        let hb = heartbeat()
+        metrics.set(MetricNames.workerCalls, to: Double(hb.activeCalls), help: "Calls this worker holds")
+        metrics.set(MetricNames.workerCapacity, to: Double(hb.capacity), help: "Calls this worker may hold")
+        metrics.set(MetricNames.workerCPU, to: hb.cpu, help: "CPU in use as a share of what the worker may use")
+        metrics.set(MetricNames.workerMemory, to: Double(hb.memoryUsedBytes), help: "Memory in use")
+        do {
+            try nats.publish(configuration.subjects.heartbeat, payload: hb.encoded())
+        } catch {
+            logger.warning("heartbeat not sent", metadata: [LogKey.error: "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import SwitchboardCore
+
+/// A worker's settings. The executable fills them from flags, environment and a config file.
+public struct WorkerConfiguration: Sendable {
+    /// Unique in the cluster; used in subjects, so letters, digits, '-' and '_'.
+    public var id: String
+    /// The software version this worker runs (what deploys select on).
+    public var version: String
+    public var region: String
+    public var zone: String
+    /// Calls held at most at once.
+    public var capacity: Int
+    public var subjects: Subjects
+    public var keys: RedisKeys
+    public var heartbeatInterval: Duration = .seconds(1)
+    /// A call still running after this long is ended (reason `max_duration`).
+    public var maxCallDuration: Duration = .seconds(3600)
+    /// How long an ended call's record stays in Redis.
+    public var endedCallRetention: Duration = .seconds(24 * 3600)
+    /// Sample rate of the audio handlers see and send.
+    public var sampleRate = 48_000
+    /// Opus bitrate of the audio the worker sends.
+    public var bitrate = 24_000
+
+    public init(id: String, version: String, region: String, zone: String, capacity: Int, subjects: Subjects, keys: RedisKeys) {
+        self.id = id
+        self.version = version
+        self.region = region
+        self.zone = zone
+        self.capacity = capacity
+        self.subjects = subjects
+        self.keys = keys
+    }
+
+    /// Refuses settings a worker cannot run with.
+    public func validate() throws(SwitchboardError) {
+        do {
+            try WireCheck.identifier(id, "worker id")
+            try WireCheck.text(version, "version", max: 64)
+            try WireCheck.text(region, "region", max: 64)
+            try WireCheck.text(zone, "zone", max: 64)
+            try WireCheck.range(capacity, 0...100_000, "capacity")
+        } catch {
+            throw SwitchboardError(.invalidArgument, error.message)
+        }
+        guard maxCallDuration > .zero, heartbeatInterval > .zero else {
+            throw SwitchboardError(.invalidArgument, "durations must be positive")
+        }
+    }
+}

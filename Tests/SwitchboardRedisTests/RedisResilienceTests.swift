@@ -1,0 +1,121 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardRedis
+import SwitchboardTestSupport
+import Testing
+
+@Suite("Redis auth, databases, timeouts and restarts")
+struct RedisResilienceTests {
+    @Test func authWithPasswordAndWrongPassword() async throws {
+        let server = try await TestServer(.redis, arguments: ["--requirepass", "s3cret"])
+        let good = try RedisClient(url: "redis://:s3cret@127.0.0.1:\(server.port)", logger: testLogger)
+        defer { good.close() }
+        #expect(try await good.send(["PING"]) == .status("PONG"))
+
+        let wrong = try RedisClient(url: "redis://:nope@127.0.0.1:\(server.port)", logger: testLogger)
+        defer { wrong.close() }
+        let error = await redisError { _ = try await wrong.send(["PING"]) }
+        #expect(error?.code == .authenticationFailed)
+        #expect(error?.message.contains("WRONGPASS") == true || error?.message.contains("invalid") == true, "\(String(describing: error))")
+
+        let none = try RedisClient(url: "redis://127.0.0.1:\(server.port)", logger: testLogger)
+        defer { none.close() }
+        let noAuth = await redisError { _ = try await none.send(["GET", "x"]) }
+        #expect(noAuth?.code == .authenticationFailed)
+        #expect(noAuth?.message.contains("NOAUTH") == true)
+    }
+
+    @Test func aclUserAuth() async throws {
+        let server = try await TestServer(.redis)
+        let admin = try RedisClient(url: server.url, logger: testLogger)
+        defer { admin.close() }
+        _ = try await admin.send(["ACL", "SETUSER", "router", "on", ">pw", "~*", "+@all"])
+        let user = try RedisClient(url: "redis://router:pw@127.0.0.1:\(server.port)", logger: testLogger)
+        defer { user.close() }
+        #expect(try await user.send(["ACL", "WHOAMI"]).string == "router")
+    }
+
+    @Test func databaseFromTheURLIsolatesKeys() async throws {
+        let (url, server) = try await SharedServer.redis()
+        defer { withExtendedLifetime(server) {} }
+        let key = uniquePrefix() + ":db"
+        let db0 = try RedisClient(configuration: RedisConfiguration(url: url), logger: testLogger)
+        let db3 = try RedisClient(configuration: RedisConfiguration(url: url + "/3"), logger: testLogger)
+        defer { db0.close(); db3.close() }
+        _ = try await db3.send(["SET", key, "three"])
+        #expect(try await db3.send(["GET", key]).string == "three")
+        #expect(try await db0.send(["GET", key]) == .null)
+        _ = try await db3.send(["DEL", key])
+        #expect(throws: SwitchboardError.self) { _ = try RedisConfiguration(url: url + "/notanumber") }
+    }
+
+    @Test func commandTimeoutFailsPromptly() async throws {
+        let server = try await TestServer(.redis)
+        var configuration = try RedisConfiguration(url: server.url)
+        configuration.commandTimeout = .milliseconds(200)
+        let redis = try RedisClient(configuration: configuration, logger: testLogger)
+        defer { redis.close() }
+        let start = ContinuousClock.now
+        let error = await redisError { _ = try await redis.send(["BLPOP", "never", "5"]) }
+        #expect(error?.code == .timeout)
+        #expect(ContinuousClock.now - start < .seconds(1))
+        // The client goes on working.
+        #expect(try await redis.send(["PING"]) == .status("PONG"))
+    }
+
+    @Test func recoversAfterTheServerRestarts() async throws {
+        let server = try await TestServer(.redis)
+        var configuration = try RedisConfiguration(url: server.url)
+        configuration.connectTimeout = .milliseconds(500)
+        let redis = try RedisClient(configuration: configuration, logger: testLogger)
+        defer { redis.close() }
+        // Warm every pooled connection.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<16 { group.addTask { _ = try await redis.send(["PING"]) } }
+            try await group.waitForAll()
+        }
+
+        await server.stop()
+        // While it is down, commands fail fast with a coded error.
+        for _ in 0..<3 {
+            let start = ContinuousClock.now
+            let error = await redisError { _ = try await redis.send(["PING"]) }
+            #expect(error?.code == .connectionClosed || error?.code == .connectionFailed, "\(String(describing: error))")
+            #expect(ContinuousClock.now - start < .seconds(1))
+        }
+
+        try await server.start()
+        // Back up: at most one command fails, the rest succeed, none hangs.
+        var failures = 0
+        for i in 0..<20 {
+            if let error = await redisError({ _ = try await redis.send(["SET", "after", "\(i)"]) }) {
+                failures += 1
+                #expect([.connectionClosed, .connectionFailed].contains(error.code))
+            }
+        }
+        #expect(failures <= 1, "\(failures) commands failed after the restart")
+        #expect(try await redis.send(["GET", "after"]).string == "19")
+    }
+
+    @Test func connectToNothingFailsFast() async throws {
+        let port = try TestServer.freePort()
+        let redis = try RedisClient(url: "redis://127.0.0.1:\(port)", logger: testLogger)
+        defer { redis.close() }
+        let start = ContinuousClock.now
+        let error = await redisError { _ = try await redis.send(["PING"]) }
+        #expect(error?.code == .connectionFailed)
+        #expect(error?.message.contains("127.0.0.1:\(port)") == true)
+        #expect(ContinuousClock.now - start < .seconds(1))
+    }
+
+    @Test func configurationParsing() throws {
+        let c = try RedisConfiguration(url: "redis://user:pw@db.local:6380/2")
+        #expect(c.host == "db.local" && c.port == 6380 && c.username == "user" && c.password == "pw" && c.database == 2)
+        #expect(try RedisConfiguration(url: "localhost").port == 6379)
+        #expect(throws: SwitchboardError.self) { _ = try RedisConfiguration(url: "rediss://host") }
+        #expect(throws: SwitchboardError.self) { _ = try RedisConfiguration(url: "redis://host/99999") }
+        var bad = try RedisConfiguration(url: "localhost")
+        bad.poolSize = 0
+        #expect(throws: SwitchboardError.self) { _ = try RedisClient(configuration: bad) }
+    }
+}
