@@ -19,6 +19,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
     ],
     targets: [
         .systemLibrary(name: "CNATS", providers: [.apt(["libnats-dev"])]),
@@ -37,10 +39,31 @@ let package = Package(
         .target(name: "SwitchboardOpus", dependencies: ["COpus", "SwitchboardCore"]),
         .target(name: "SwitchboardObservability"),
 
+        // Shells: the worker and the router, around the pure core.
+        .target(
+            name: "SwitchboardWorker",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus", "SwitchboardObservability",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
+            name: "SwitchboardRouter",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardObservability",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
+
+        .target(name: "CSwitchboardSys"),
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus",
+                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus", "SwitchboardLocal",
+                "SwitchboardRouter", "SwitchboardWorker", "SwitchboardObservability", "CSwitchboardSys",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -42,3 +42,8 @@ public struct RedisKeys: Sendable, Equatable {
     /// Set: ids of the calls a worker holds.
     public func workerCalls(_ worker: String) -> String { "\(prefix):worker:\(worker):calls" }
 }
+
+extension Subjects {
+    /// The subjects of a cluster with the default prefix `sb`.
+    public static let `default` = try! Subjects(prefix: "sb")
+}

@@ -149,7 +149,9 @@ final class RedisPool: Sendable {
     /// A pool thread: reconnects as needed, runs jobs, frees its connection when the queue closes.
     func serve() {
         let connection = RedisConnection(configuration: configuration)
-        while let job = queue.pop() {
+        var spin = Duration.zero  // only a thread that just worked spins for the next job
+        while let job = queue.pop(spin: spin) {
+            spin = .microseconds(50)
             let current = epoch.load(ordering: .acquiring)
             if !connection.isConnected || connection.epoch < current {
                 let wasConnected = connection.epoch >= 0
@@ -193,7 +195,19 @@ final class JobQueue: @unchecked Sendable {  // all state is guarded by `conditi
     }
 
     /// The next job, waiting for one; nil once closed and empty.
-    func pop() -> Job? {
+    ///
+    /// A thread that has just finished a job first looks for the next one for up to `spin` before it sleeps:
+    /// a caller issuing commands one after another sends the next within microseconds, and waking a
+    /// sleeping thread costs more than the whole Redis round trip on loopback. An idle pool sleeps.
+    func pop(spin: Duration = .zero) -> Job? {
+        if spin > .zero {
+            let clock = ContinuousClock()
+            let deadline = clock.now + spin
+            repeat {
+                if let job = tryPop() { return job }
+                sched_yield()
+            } while clock.now < deadline
+        }
         condition.lock()
         defer { condition.unlock() }
         while head == jobs.count && !closed { condition.wait() }
@@ -204,6 +218,15 @@ final class JobQueue: @unchecked Sendable {  // all state is guarded by `conditi
             jobs.removeFirst(head)
             head = 0
         }
+        return job
+    }
+
+    private func tryPop() -> Job? {
+        condition.lock()
+        defer { condition.unlock() }
+        guard head < jobs.count else { return nil }
+        let job = jobs[head]
+        head += 1
         return job
     }
 

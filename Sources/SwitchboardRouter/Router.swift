@@ -115,3 +115,18 @@ public final class Router: Service, Sendable {
         logger.warning("bad \(kind) refused", metadata: [LogKey.errorCode: "\(code)", LogKey.error: "\(error)"])
     }
 }
+
+/// `/readyz`: ready once connected to NATS and Redis.
+public struct Readiness: Codable, Sendable {
+    public var ready: Bool
+    public var nats: Bool
+    public var redis: Bool
+}
+
+extension Router {
+    public func readiness() async -> Readiness {
+        let natsOK = nats.isConnected
+        let redisOK = (try? await redis.ping()) != nil
+        return Readiness(ready: natsOK && redisOK, nats: natsOK, redis: redisOK)
+    }
+}

@@ -29,7 +29,7 @@ extension Router {
     private func finish(_ start: ContinuousClock.Instant, result: String) {
         let seconds = (clock.now - start).microseconds / 1e6
         metrics.increment(MetricNames.placements, ["result": result], help: "Route requests by result")
-        metrics.observe(MetricNames.placementSeconds, seconds, buckets: MetricNames.latencyBuckets,
+        metrics.observe(MetricNames.placementSeconds, [:], seconds, buckets: MetricNames.latencyBuckets,
                         help: "Time from route request to answer")
     }
 

@@ -13,9 +13,7 @@ extension Worker {
     /// the slot.
     func runCall(_ offer: Offer) async {
         let callID = offer.callID
-        var log = logger
-        log[metadataKey: LogKey.callID] = "\(callID)"
-        log[metadataKey: LogKey.tenant] = "\(offer.tenant)"
+        let log = logger.with([LogKey.callID: "\(callID)", LogKey.tenant: "\(offer.tenant)"])
         guard let running = state.withLock({ $0.calls[callID] }) else { return }
         let keys = configuration.keys
 
@@ -25,7 +23,7 @@ extension Worker {
             ["SADD", keys.workerCalls(configuration.id), callID],
         ])
 
-        let endRequests = Mutex<[NATSMessage]>([])
+        let endRequests = EndRequests()
         let reason: EndReason
         do {
             let media = try nats.subscribe(to: configuration.subjects.mediaIn(call: callID), pendingLimit: 250)
@@ -44,11 +42,11 @@ extension Worker {
                 }
                 group.addTask {
                     for await message in endSubscription {
-                        do {
-                            let end = try CallEnd.decode(message.payload)
-                            endRequests.withLock { $0.append(message) }
+                        switch Result(catching: { () throws(SwitchboardError) in try CallEnd.decode(message.payload) }) {
+                        case .success(let end):
+                            endRequests.add(message)
                             running.end.yield(end.reason)
-                        } catch {
+                        case .failure(let error):
                             self.metrics.increment(MetricNames.badMessages, ["kind": "call_end", "code": error.code.rawValue])
                             try? self.nats.reply(to: message, payload: RouteReply(error: error).encoded())
                         }
@@ -100,7 +98,7 @@ extension Worker {
         metrics.increment(MetricNames.callsEnded, ["reason": reason.rawValue], help: "Calls ended, by reason")
         log.info("call ended", metadata: [LogKey.reason: "\(reason.rawValue)"])
         let ended = Array(#"{"v":1,"ended":true,"reason":"\#(reason.rawValue)"}"#.utf8)
-        for request in endRequests.withLock({ $0 }) { try? nats.reply(to: request, payload: ended) }
+        for request in endRequests.all { try? nats.reply(to: request, payload: ended) }
         publishHeartbeatSoon()
     }
 
@@ -188,5 +186,21 @@ final class AudioSender: Sendable {
         }
         try nats.publish(subject, payload: packet.encoded())
         metrics.increment(MetricNames.mediaPackets, ["direction": "out"], help: "Media packets, by direction")
+    }
+}
+
+/// End requests waiting for the call to finish ending, to be answered then.
+final class EndRequests: Sendable {
+    private let messages = Mutex<[NATSMessage]>([])
+    func add(_ message: NATSMessage) { messages.withLock { $0.append(message) } }
+    var all: [NATSMessage] { messages.withLock { $0 } }
+}
+
+extension Logger {
+    /// A copy with more metadata.
+    func with(_ metadata: Logger.Metadata) -> Logger {
+        var copy = self
+        for (key, value) in metadata { copy[metadataKey: key] = value }
+        return copy
     }
 }

@@ -1,0 +1,166 @@
+import Foundation
+import Hummingbird
+import Logging
+import SwitchboardCore
+import SwitchboardObservability
+
+/// The router's HTTP API (Hummingbird). Every error is `{"error": {"code", "message"}}` with a fitting status;
+/// see docs/api.md.
+public enum RouterHTTP {
+    /// Builds the application serving `router`'s API on the configured address.
+    public static func application(for router: Router, onRunning: @escaping @Sendable (Int) async -> Void = { _ in })
+        -> some ApplicationProtocol
+    {
+        let routes = Hummingbird.Router()
+        routes.add(middleware: ErrorMiddleware(metrics: router.metrics))
+        let maxBody = router.configuration.maxBodyBytes
+
+        routes.post("/v1/calls") { request, _ -> Response in
+            var request = request
+            let body = try await collect(&request, limit: maxBody)
+            let route = try RouteRequest.decode(withVersion(body))
+            let explain = request.uri.queryParameters.get("explain") == "true"
+            _ = explain  // the scheduler issue adds candidate explanations
+            let placement = try await router.route(route)
+            return json(placement, status: .created)
+        }
+        routes.get("/v1/calls/:id") { _, context -> Response in
+            let id = try context.parameters.require("id")
+            return json(try await router.call(id))
+        }
+        routes.delete("/v1/calls/:id") { _, context -> Response in
+            let id = try context.parameters.require("id")
+            return json(try await router.endCall(id))
+        }
+        routes.get("/v1/workers") { _, _ -> Response in
+            json(WorkersView(router.workers()))
+        }
+        routes.get("/healthz") { _, _ -> Response in
+            json(["status": "ok"])
+        }
+        routes.get("/readyz") { _, _ -> Response in
+            let readiness = await router.readiness()
+            return json(readiness, status: readiness.ready ? .ok : .serviceUnavailable)
+        }
+        routes.get("/metrics") { _, _ -> Response in
+            router.updateWorkerGauges()
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                            body: .init(byteBuffer: ByteBuffer(string: router.metrics.render())))
+        }
+
+        return Application(
+            router: routes,
+            configuration: .init(address: .hostname(router.configuration.httpHost, port: router.configuration.httpPort),
+                                 serverName: "switchboard-router"),
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+            logger: router.logger
+        )
+    }
+
+    /// The body, refused with `too_large` over `limit` bytes.
+    static func collect(_ request: inout Request, limit: Int) async throws -> [UInt8] {
+        do {
+            let buffer = try await request.collectBody(upTo: limit)
+            return Array(buffer.readableBytesView)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw SwitchboardError(.tooLarge, "request body is over \(limit) bytes")
+        }
+    }
+
+    /// HTTP clients may leave out the wire version; the path names the API version.
+    static func withVersion(_ body: [UInt8]) throws(SwitchboardError) -> [UInt8] {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+            throw SwitchboardError(.badMessage, body.isEmpty ? "empty request body" : "request body is not a JSON object")
+        }
+        guard object["v"] == nil else { return body }
+        var versioned = object
+        versioned["v"] = RouteRequest.wireVersion
+        guard let data = try? JSONSerialization.data(withJSONObject: versioned) else {
+            throw SwitchboardError(.badMessage, "request body cannot be read")
+        }
+        return [UInt8](data)
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: WireCodec.encode(value))))
+    }
+}
+
+/// Turns every error into the JSON error body with its status, and counts requests by status class.
+struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: MetricsRegistry
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as SwitchboardError {
+            response = Self.render(error.api.status, error.apiBody)
+        } catch let error as HTTPError {
+            let code: String
+            switch error.status {
+            case .notFound: code = "not_found"
+            case .contentTooLarge: code = "too_large"
+            case .methodNotAllowed: code = "method_not_allowed"
+            default: code = error.status.code < 500 ? "bad_request" : "internal"
+            }
+            response = Self.render(error.status.code, ErrorBody(code: code, message: error.body ?? error.status.reasonPhrase))
+        } catch {
+            context.logger.error("request failed", metadata: [LogKey.error: "\(error)"])
+            response = Self.render(500, ErrorBody(code: "internal", message: "internal error"))
+        }
+        metrics.increment(MetricNames.httpRequests, ["status": "\(response.status.code / 100)xx"], help: "HTTP requests by status class")
+        return response
+    }
+
+    static func render(_ status: Int, _ body: ErrorBody) -> Response {
+        Response(status: HTTPResponse.Status(code: status), headers: [.contentType: "application/json"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: WireCodec.encode(ErrorEnvelope(body)))))
+    }
+}
+
+/// `GET /v1/workers`: each live worker with its load report, and totals.
+struct WorkersView: Encodable {
+    struct Worker: Encodable {
+        var id: String
+        var version: String
+        var region: String
+        var zone: String
+        var state: String
+        var capacity: Int
+        var activeCalls: Int
+        var freeSlots: Int
+        var cpu: Double
+        var memoryUsedBytes: Int64
+        var memoryLimitBytes: Int64
+        var lastHeartbeatAgeMs: Int
+
+        enum CodingKeys: String, CodingKey {
+            case id, version, region, zone, state, capacity, cpu
+            case activeCalls = "active_calls", freeSlots = "free_slots", memoryUsedBytes = "memory_used_bytes"
+            case memoryLimitBytes = "memory_limit_bytes", lastHeartbeatAgeMs = "last_heartbeat_age_ms"
+        }
+    }
+
+    var workers: [Worker]
+    var totals: [String: Int]
+
+    init(_ entries: [WorkerTable.Entry]) {
+        let now = ContinuousClock.now
+        workers = entries.map { e in
+            let hb = e.heartbeat
+            return Worker(id: hb.workerID, version: hb.version, region: hb.region, zone: hb.zone, state: hb.state.rawValue,
+                          capacity: hb.capacity, activeCalls: hb.activeCalls, freeSlots: e.freeSlots, cpu: hb.cpu,
+                          memoryUsedBytes: hb.memoryUsedBytes, memoryLimitBytes: hb.memoryLimitBytes,
+                          lastHeartbeatAgeMs: Int((now - e.lastSeen).microseconds / 1000))
+        }
+        totals = [
+            "workers": workers.count,
+            "ready": workers.filter { $0.state == "ready" }.count,
+            "capacity": workers.reduce(0) { $0 + $1.capacity },
+            "active_calls": workers.reduce(0) { $0 + $1.activeCalls },
+            "free_slots": workers.filter { $0.state == "ready" }.reduce(0) { $0 + $1.freeSlots },
+        ]
+    }
+}

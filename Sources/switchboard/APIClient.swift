@@ -1,0 +1,52 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import SwitchboardCore
+
+/// The operator commands' client for a router's HTTP API. API errors come back as `SwitchboardError` with the
+/// API's code, so the CLI prints one clear line and exits with a fitting code.
+struct APIClient {
+    let base: String
+
+    func get(_ path: String) async throws -> Data { try await send("GET", path, body: nil) }
+    func delete(_ path: String) async throws -> Data { try await send("DELETE", path, body: nil) }
+    func post(_ path: String, json body: some Encodable) async throws -> Data {
+        try await send("POST", path, body: WireCodec.encode(body))
+    }
+
+    private func send(_ method: String, _ path: String, body: [UInt8]?) async throws -> Data {
+        guard let url = URL(string: base.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path) else {
+            throw SwitchboardError(.invalidArgument, "bad router URL '\(base)'")
+        }
+        var request = URLRequest(url: url, timeoutInterval: 10)
+        request.httpMethod = method
+        if let body {
+            request.httpBody = Data(body)
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
+        let (data, response): (Data, URLResponse)
+        do {
+            (data, response) = try await URLSession.shared.data(for: request)
+        } catch {
+            throw SwitchboardError(.connectionFailed, "cannot reach the router at \(base): \(error.localizedDescription)")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        guard (200..<300).contains(status) else {
+            if let envelope = try? JSONDecoder().decode(ErrorEnvelope.self, from: data) {
+                throw SwitchboardError(Self.code(envelope.error.code), envelope.error.message, context: ["http_status": "\(status)"])
+            }
+            throw SwitchboardError(.serverError, "router answered HTTP \(status)")
+        }
+        return data
+    }
+
+    /// The error code the API uses, as ours (API codes are our codes' public names).
+    static func code(_ api: String) -> SwitchboardError.Code {
+        switch api {
+        case "bad_request": return .invalidArgument
+        case "unavailable": return .unavailable
+        default: return SwitchboardError.Code(rawValue: api)
+        }
+    }
+}

@@ -1,0 +1,77 @@
+import ArgumentParser
+import Foundation
+import SwitchboardCore
+
+struct CallCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "call",
+        abstract: "Route, show and end calls through a router's HTTP API.",
+        subcommands: [Route.self, Show.self, End.self])
+
+    struct Route: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Ask a router to place a call; print where it landed.")
+        @OptionGroup var router: RouterAddress
+        @Option(help: "Tenant the call belongs to.")
+        var tenant: String = Settings.string("tenant", "demo")
+        @Option(help: "Region the call must be placed in.")
+        var region: String?
+        @Option(name: .customLong("metadata"), help: "key=value metadata for the handler (repeatable).")
+        var metadata: [String] = []
+
+        func run() async throws {
+            var meta: [String: String] = [:]
+            for item in metadata {
+                guard let eq = item.firstIndex(of: "=") else { throw ValidationError("metadata must be key=value, got '\(item)'") }
+                meta[String(item[..<eq])] = String(item[item.index(after: eq)...])
+            }
+            try await cli(router.output) {
+                let data = try await APIClient(base: router.routerURL)
+                    .post("/v1/calls", json: RouteRequest(tenant: tenant, region: region, metadata: meta))
+                let p = try JSONDecoder().decode(Placement.self, from: data)
+                return (data, "call \(p.callID) on worker \(p.workerID) (version \(p.version), region \(p.region))\n  audio in:  \(p.media.in)\n  audio out: \(p.media.out)")
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a call's record.")
+        @OptionGroup var router: RouterAddress
+        @Argument(help: "Call id.") var id: String
+
+        func run() async throws {
+            try await cli(router.output) {
+                let data = try await APIClient(base: router.routerURL).get("/v1/calls/\(id)")
+                return (data, describe(try JSONDecoder().decode(CallRecord.self, from: data)))
+            }
+        }
+    }
+
+    struct End: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "End a call.")
+        @OptionGroup var router: RouterAddress
+        @Argument(help: "Call id.") var id: String
+
+        func run() async throws {
+            try await cli(router.output) {
+                let data = try await APIClient(base: router.routerURL).delete("/v1/calls/\(id)")
+                return (data, describe(try JSONDecoder().decode(CallRecord.self, from: data)))
+            }
+        }
+    }
+}
+
+func describe(_ r: CallRecord) -> String {
+    var line = "call \(r.callID): \(r.state.rawValue), tenant \(r.tenant), worker \(r.workerID) (version \(r.version), region \(r.region))"
+    if let reason = r.endReason { line += ", ended: \(reason)" }
+    return line
+}
+
+/// Runs an operator command: prints the JSON body or the text, or one error line and a fitting exit code.
+func cli(_ output: OutputFormat, _ body: () async throws -> (json: Data, text: String)) async throws {
+    do {
+        let (json, text) = try await body()
+        print(output == .json ? String(decoding: json, as: UTF8.self) : text)
+    } catch let error as SwitchboardError {
+        throw ExitCodes.fail(error)
+    }
+}

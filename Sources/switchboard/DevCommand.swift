@@ -1,0 +1,163 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SwitchboardCore
+import SwitchboardLocal
+import SwitchboardNATS
+import SwitchboardOpus
+import UnixSignals
+
+/// A whole local cluster in one command: nats-server and redis-server on free loopback ports, routers and
+/// workers as processes of their own, and demo callers that stream real Opus audio through the `echo`
+/// handler, with a live table. Ctrl-C or SIGTERM stops everything it started.
+struct DevCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dev",
+        abstract: "Run a whole local cluster (NATS, Redis, routers, workers) with demo calls and a live table.")
+
+    @Option(help: "Routers to start.") var routers = 2
+    @Option(help: "Workers to start.") var workers = 3
+    @Option(help: "Calls each worker holds at most.") var capacity = 4
+    @Option(help: "Demo callers, each placing one call after another.") var callers = 4
+    @Option(name: .customLong("call-seconds"), help: "Length of each demo call.") var callSeconds: Double = 3
+    @Option(help: "Stop after this many seconds (default: run until Ctrl-C).") var duration: Double?
+    @Option(name: .customLong("log-level"), help: "Log level of the processes started.") var logLevel = "notice"
+
+    func run() async throws {
+        let cluster = try await DevCluster.start(routers: routers, workers: workers, capacity: capacity, logLevel: logLevel)
+        let stats = DemoStats()
+        let demo = Task { await DemoCallers(cluster: cluster, stats: stats, callSeconds: callSeconds).run(callers: callers) }
+        let table = Task { await LiveTable(cluster: cluster, stats: stats).run() }
+
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for await _ in signals { return } }
+            if let duration { group.addTask { try? await Task.sleep(for: Duration(seconds: duration)) } }
+            await group.next()
+            group.cancelAll()
+        }
+        say("\nstopping: ending demo calls, then workers, routers, Redis and NATS")
+        demo.cancel()
+        table.cancel()
+        _ = await demo.value
+        _ = await table.value
+        await cluster.stop()
+        say(stats.summary())
+        say("stopped; nothing left running")
+    }
+}
+
+/// The processes of a local cluster.
+final class DevCluster: Sendable {
+    let nats: LocalServer
+    let redis: LocalServer
+    let directory: URL
+    let children: [Child]
+    let routerURLs: [String]
+    let connection: NATSConnection
+
+    struct Child: Sendable {
+        let name: String
+        let process: Process
+        let log: URL
+        var pid: Int32 { process.processIdentifier }
+    }
+
+    private init(nats: LocalServer, redis: LocalServer, directory: URL, children: [Child], routerURLs: [String], connection: NATSConnection) {
+        self.nats = nats
+        self.redis = redis
+        self.directory = directory
+        self.children = children
+        self.routerURLs = routerURLs
+        self.connection = connection
+    }
+
+    static func start(routers: Int, workers: Int, capacity: Int, logLevel: String) async throws -> DevCluster {
+        guard LocalServer.findExecutable("nats-server") != nil, LocalServer.findExecutable("redis-server") != nil else {
+            Settings.fail("switchboard dev needs nats-server and redis-server on PATH; run scripts/install-deps (Debian: apt-get install nats-server redis-server)")
+        }
+        let nats = try await LocalServer(.nats, label: "sbdev")
+        let redis = try await LocalServer(.redis, label: "sbdev")
+        let directory = nats.workDirectory.deletingLastPathComponent()
+            .appendingPathComponent("sbdev-cluster-\(Identifiers.random(bytes: 3))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        say("nats-server  \(nats.url)\nredis-server \(redis.url)\nlogs         \(directory.path)")
+
+        let common = ["--nats-url", nats.url, "--redis-url", redis.url, "--log-level", logLevel]
+        var children: [Child] = []
+        var routerURLs: [String] = []
+        for i in 1...max(1, routers) {
+            let port = try LocalServer.freePort()
+            children.append(try spawn("router-\(i)", ["router", "--id", "router-\(i)", "--http-port", "\(port)"] + common, in: directory))
+            routerURLs.append("http://127.0.0.1:\(port)")
+        }
+        let zones = ["a", "b", "c"]
+        for i in 1...max(1, workers) {
+            children.append(try spawn("worker-\(i)", ["worker", "--id", "worker-\(i)", "--capacity", "\(capacity)", "--handler", "echo",
+                                                      "--region", "local", "--zone", "local-\(zones[(i - 1) % 3])"] + common, in: directory))
+        }
+        for child in children { say("started \(child.name) (pid \(child.pid))") }
+        let connection = try await NATSConnection.connect(NATSConfiguration(servers: [nats.url], name: "dev-callers"),
+                                                          logger: Runtime.logger("switchboard.dev", level: "warning"))
+        let cluster = DevCluster(nats: nats, redis: redis, directory: directory, children: children, routerURLs: routerURLs,
+                                 connection: connection)
+        try await cluster.waitUntilReady(workers: max(1, workers))
+        return cluster
+    }
+
+    private static func spawn(_ name: String, _ arguments: [String], in directory: URL) throws -> Child {
+        let log = directory.appendingPathComponent("\(name).log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["SWITCHBOARD_DIE_WITH_PARENT"] = "1"
+        process.environment = environment
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        return Child(name: name, process: process, log: log)
+    }
+
+    /// Waits until every router is ready and sees every worker.
+    private func waitUntilReady(workers: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        for url in routerURLs {
+            while true {
+                if let data = try? await APIClient(base: url).get("/v1/workers"),
+                   let view = try? JSONDecoder().decode(StatusCommand.Workers.self, from: data), view.totals["ready"] ?? 0 >= workers {
+                    break
+                }
+                if let dead = children.first(where: { !$0.process.isRunning }) {
+                    await stop()
+                    Settings.fail("\(dead.name) exited at start; its log:\n" + ((try? String(contentsOf: dead.log, encoding: .utf8)) ?? ""))
+                }
+                guard ContinuousClock.now < deadline else {
+                    await stop()
+                    Settings.fail("the cluster was not ready within 30 s; logs in \(directory.path)")
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        say("cluster ready: \(routerURLs.count) routers (\(routerURLs.joined(separator: ", "))), \(workers) workers")
+    }
+
+    /// SIGTERM to every child, SIGKILL to any still running after 10 s; then Redis and NATS.
+    func stop() async {
+        connection.close()
+        for child in children where child.process.isRunning { kill(child.pid, SIGTERM) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while children.contains(where: { $0.process.isRunning }) && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        for child in children where child.process.isRunning {
+            say("\(child.name) did not stop within 10 s: killing it")
+            kill(child.pid, SIGKILL)
+        }
+        await redis.stop()
+        await nats.stop()
+    }
+}

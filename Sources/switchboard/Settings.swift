@@ -1,0 +1,94 @@
+import ArgumentParser
+import Foundation
+import SwitchboardCore
+
+/// Where option defaults come from when a flag is not given: the environment (`SWITCHBOARD_<OPTION>`, e.g.
+/// `SWITCHBOARD_NATS_URL`), then a JSON config file (`--config FILE` or `SWITCHBOARD_CONFIG`) whose keys are the
+/// long option names (`{"nats-url": "nats://10.0.0.5:4222", "capacity": 50}`), then the built-in default.
+/// A flag on the command line always wins.
+enum Settings {
+    static let environment = ProcessInfo.processInfo.environment
+
+    /// The config file, read once. A file that cannot be read or parsed stops the program with one clear line.
+    static let file: [String: String] = {
+        let args = CommandLine.arguments
+        var path = environment["SWITCHBOARD_CONFIG"]
+        if let i = args.firstIndex(of: "--config"), i + 1 < args.count { path = args[i + 1] }
+        if let arg = args.first(where: { $0.hasPrefix("--config=") }) { path = String(arg.dropFirst("--config=".count)) }
+        guard let path, !path.isEmpty else { return [:] }
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                fail("config file \(path) is not a JSON object")
+            }
+            return object.mapValues { value in
+                if let b = value as? Bool { return b ? "true" : "false" }
+                return "\(value)"
+            }
+        } catch {
+            fail("cannot read config file \(path): \(error.localizedDescription)")
+        }
+    }()
+
+    static func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+        exit(64)
+    }
+
+    /// The value for option `name` from the environment or the config file, if either has it.
+    static func value(_ name: String, alsoEnv: String? = nil) -> String? {
+        let key = "SWITCHBOARD_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
+        return environment[key] ?? alsoEnv.flatMap { environment[$0] } ?? file[name]
+    }
+
+    static func string(_ name: String, _ fallback: String, alsoEnv: String? = nil) -> String {
+        value(name, alsoEnv: alsoEnv) ?? fallback
+    }
+
+    static func int(_ name: String, _ fallback: Int) -> Int {
+        guard let text = value(name) else { return fallback }
+        guard let number = Int(text) else { fail("\(name) must be a whole number, got '\(text)'") }
+        return number
+    }
+
+    static func double(_ name: String, _ fallback: Double) -> Double {
+        guard let text = value(name) else { return fallback }
+        guard let number = Double(text) else { fail("\(name) must be a number, got '\(text)'") }
+        return number
+    }
+}
+
+/// Options every cluster command shares.
+struct ClusterOptions: ParsableArguments {
+    @Option(name: .customLong("nats-url"), help: "NATS server URL(s), comma-separated (env SWITCHBOARD_NATS_URL or NATS_URL).")
+    var natsURL: String = Settings.string("nats-url", "nats://127.0.0.1:4222", alsoEnv: "NATS_URL")
+
+    @Option(name: .customLong("redis-url"), help: "Redis URL, redis://[:password@]host:port[/db] (env SWITCHBOARD_REDIS_URL or REDIS_URL).")
+    var redisURL: String = Settings.string("redis-url", "redis://127.0.0.1:6379", alsoEnv: "REDIS_URL")
+
+    @Option(help: "Subject prefix of the cluster (env SWITCHBOARD_PREFIX).")
+    var prefix: String = Settings.string("prefix", "sb")
+
+    @Option(name: .customLong("key-prefix"), help: "Redis key prefix of the cluster (env SWITCHBOARD_KEY_PREFIX).")
+    var keyPrefix: String = Settings.string("key-prefix", "sb")
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = Settings.string("log-level", "info")
+
+    @Option(help: "JSON config file whose keys are option names (env SWITCHBOARD_CONFIG).")
+    var config: String?
+
+    var natsServers: [String] { natsURL.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+
+    func subjects() throws -> Subjects { try Subjects(prefix: prefix) }
+    func keys() throws -> RedisKeys { try RedisKeys(prefix: keyPrefix) }
+}
+
+/// Where the HTTP API of a router is, for the operator commands.
+struct RouterAddress: ParsableArguments {
+    @Option(name: .customLong("router-url"), help: "A router's HTTP API (env SWITCHBOARD_ROUTER_URL).")
+    var routerURL: String = Settings.string("router-url", "http://127.0.0.1:8080")
+
+    @Option(help: "Output format: text or json.")
+    var output: OutputFormat = .text
+}

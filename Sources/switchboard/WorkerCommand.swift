@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SwitchboardCore
+import SwitchboardWorker
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run a worker: hold calls, carry their audio through a handler, report load by heartbeat.")
+
+    @OptionGroup var cluster: ClusterOptions
+
+    @Option(help: "Worker id, unique in the cluster: letters, digits, '-', '_' (env SWITCHBOARD_ID).")
+    var id: String = Settings.string("id", "worker-\(Identifiers.random(bytes: 3))")
+    @Option(help: "Region this worker runs in.")
+    var region: String = Settings.string("region", "local")
+    @Option(help: "Zone this worker runs in.")
+    var zone: String = Settings.string("zone", "local-a")
+    @Option(help: "Software version of this worker (what deploys select on).")
+    var version: String = Settings.string("version", SwitchboardVersion.current)
+    @Option(help: "Calls held at most at once.")
+    var capacity: Int = Settings.int("capacity", 10)
+    @Option(help: "Call handler: \(BuiltinHandlers.names.joined(separator: ", ")).")
+    var handler: String = Settings.string("handler", "echo")
+    @Option(name: .customLong("heartbeat-interval"), help: "Seconds between heartbeats.")
+    var heartbeatInterval: Double = Settings.double("heartbeat-interval", 1)
+    @Option(name: .customLong("max-call-duration"), help: "Seconds after which a call is ended.")
+    var maxCallDuration: Double = Settings.double("max-call-duration", 3600)
+
+    func run() async throws {
+        Runtime.followParentIfAsked()
+        let logger = Runtime.logger("switchboard.worker", level: cluster.logLevel)
+        do {
+            var config = WorkerConfiguration(id: id, version: version, region: region, zone: zone, capacity: capacity,
+                                             subjects: try cluster.subjects(), keys: try cluster.keys())
+            config.heartbeatInterval = Duration(seconds: heartbeatInterval)
+            config.maxCallDuration = Duration(seconds: maxCallDuration)
+            try config.validate()
+            let callHandler = try BuiltinHandlers.named(handler)
+            let nats = try await Runtime.connectNATS(cluster, name: id, logger: logger)
+            let redis = try await Runtime.connectRedis(cluster, logger: logger)
+            defer { redis.close() }
+            let worker = try Worker(configuration: config, nats: nats, redis: redis, handler: callHandler, logger: logger)
+            say("worker \(id) running (version \(version), \(region)/\(zone), capacity \(capacity), handler \(handler))")
+            try await Runtime.run([worker], logger: logger)
+            try? await nats.drain()
+        } catch let error as SwitchboardError {
+            throw ExitCodes.fail(error)
+        }
+    }
+}
