@@ -89,5 +89,12 @@ let package = Package(
         .testTarget(name: "SwitchboardNATSTests", dependencies: ["SwitchboardNATS", "SwitchboardTestSupport"]),
         .testTarget(name: "SwitchboardRedisTests", dependencies: ["SwitchboardRedis", "SwitchboardTestSupport"]),
         .testTarget(name: "SwitchboardOpusTests", dependencies: ["SwitchboardOpus"]),
+        .testTarget(
+            name: "SwitchboardClusterTests",
+            dependencies: [
+                "SwitchboardRouter", "SwitchboardWorker", "SwitchboardOpus", "SwitchboardTestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
     ]
 )

@@ -25,8 +25,8 @@ public struct OpusFormat: Sendable, Equatable {
     /// Samples in one 20 ms frame.
     public var frameSamples: Int { sampleRate / 50 }
 
-    /// Opus' own maximum size of one encoded frame.
-    public static let maxPacketBytes = 1275
+    /// Largest legal single-frame Opus packet: a one-byte header and the 1275-byte frame maximum.
+    public static let maxPacketBytes = 1276
 
     func validate() throws(SwitchboardError) {
         guard sampleRate == 48_000 || sampleRate == 16_000 else {

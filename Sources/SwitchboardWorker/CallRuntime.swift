@@ -26,8 +26,8 @@ extension Worker {
         let endRequests = EndRequests()
         let reason: EndReason
         do {
-            let media = try nats.subscribe(to: configuration.subjects.mediaIn(call: callID), pendingLimit: 250)
-            let endSubscription = try nats.subscribe(to: configuration.subjects.end(call: callID), pendingLimit: 16)
+            let media = running.media
+            let endSubscription = running.endRequests
             let sender = try AudioSender(nats: nats, subject: configuration.subjects.mediaOut(call: callID),
                                          sampleRate: configuration.sampleRate, bitrate: configuration.bitrate, metrics: metrics)
             let (audio, audioIn) = AsyncStream.makeStream(of: AudioFrame.self, bufferingPolicy: .bufferingNewest(50))
@@ -77,11 +77,15 @@ extension Worker {
                     }
                 }
                 group.cancelAll()
+                media.unsubscribe()
+                endSubscription.unsubscribe()
                 audioIn.finish()
                 return first
             }
         } catch {
             log.error("call could not start", metadata: [LogKey.error: "\(error)"])
+            running.media.unsubscribe()
+            running.endRequests.unsubscribe()
             reason = .handler
         }
 

@@ -24,6 +24,9 @@ public final class Worker: Service, Sendable {
         /// Ends the call with a reason; the first one wins.
         let end: AsyncStream<EndReason>.Continuation
         let ends: AsyncStream<EndReason>
+        /// Subscribed before the worker says yes, so nothing the caller sends after placement is missed.
+        let media: NATSSubscription
+        let endRequests: NATSSubscription
     }
 
     struct State {
@@ -107,13 +110,19 @@ public final class Worker: Service, Sendable {
             answer(message, .refuse(.badOffer, workerID: configuration.id, version: configuration.version, region: configuration.region))
             return
         }
-        let decision = state.withLock { state -> WorkerSlots.Decision in
-            let decision = state.slots.offer(offer.callID)
-            if decision == .accept {
+        var decision = state.withLock { $0.slots.offer(offer.callID) }
+        if decision == .accept {
+            // Listen on the call's subjects before saying yes: the caller may send audio the moment it hears.
+            do {
+                let media = try nats.subscribe(to: configuration.subjects.mediaIn(call: offer.callID), pendingLimit: 250)
+                let endRequests = try nats.subscribe(to: configuration.subjects.end(call: offer.callID), pendingLimit: 16)
                 let (ends, end) = AsyncStream.makeStream(of: EndReason.self, bufferingPolicy: .bufferingOldest(1))
-                state.calls[offer.callID] = Running(end: end, ends: ends)
+                state.withLock { $0.calls[offer.callID] = Running(end: end, ends: ends, media: media, endRequests: endRequests) }
+            } catch {
+                logger.error("cannot subscribe to the call's subjects", metadata: [LogKey.callID: "\(offer.callID)", LogKey.error: "\(error)"])
+                state.withLock { _ = $0.slots.end(offer.callID) }
+                decision = .refuse(.full)
             }
-            return decision
         }
         switch decision {
         case .accept:

@@ -5,14 +5,14 @@
 /// byte 1     flags (0; reserved)
 /// bytes 2-5  sequence number, big-endian, +1 per packet
 /// bytes 6-9  timestamp in samples at 48 kHz, big-endian (+960 per 20 ms frame)
-/// bytes 10-  Opus payload, 1...1275 bytes
+/// bytes 10-  Opus payload, 1...1276 bytes
 /// ```
 /// Binary, not JSON: 50 packets a second each way per call.
 public struct MediaPacket: Sendable, Equatable {
     public static let version: UInt8 = 1
     public static let headerSize = 10
-    /// Opus' own maximum for one frame.
-    public static let maxPayload = 1275
+    /// The largest legal single-frame Opus packet.
+    public static let maxPayload = 1276
 
     public var sequence: UInt32
     public var timestamp: UInt32

@@ -59,12 +59,14 @@ public enum RouterHTTP {
 
     /// The body, refused with `too_large` over `limit` bytes.
     static func collect(_ request: inout Request, limit: Int) async throws -> [UInt8] {
-        do {
-            let buffer = try await request.collectBody(upTo: limit)
-            return Array(buffer.readableBytesView)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw SwitchboardError(.tooLarge, "request body is over \(limit) bytes")
+        let tooLarge = SwitchboardError(.tooLarge, "request body is over \(limit) bytes")
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit { throw tooLarge }
+        var bytes: [UInt8] = []
+        for try await chunk in request.body {
+            guard bytes.count + chunk.readableBytes <= limit else { throw tooLarge }
+            bytes.append(contentsOf: chunk.readableBytesView)
         }
+        return bytes
     }
 
     /// HTTP clients may leave out the wire version; the path names the API version.

@@ -1,0 +1,44 @@
+import Foundation
+import SwitchboardTestSupport
+import Testing
+
+@Suite("switchboard dev")
+struct DevClusterTests {
+    @Test func devStartsRoutesCallsAndStopsLeavingNothingBehind() async throws {
+        let dev = try CLIProcess(["dev", "--routers", "2", "--workers", "2", "--callers", "2", "--call-seconds", "1"])
+        try await dev.waitForOutput("cluster ready", timeout: .seconds(60))
+        try await dev.waitForOutput("echo ok", timeout: .seconds(30))
+        // Wait for a table line showing echoed calls, then stop it as an operator would.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !echoedSome(dev.output) {
+            guard ContinuousClock.now < deadline else { Issue.record("no echoed call in:\n\(dev.output)"); break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        kill(dev.pid, SIGTERM)
+        let status = await dev.waitForExit(timeout: .seconds(30))
+        #expect(status == 0, "exit status \(String(describing: status))\n\(dev.output)")
+        #expect(dev.output.contains("stopped; nothing left running"))
+        #expect(dev.output.contains("failures: none"), "\(dev.output.suffix(600))")
+        // Every process it started is gone.
+        let pids = dev.output.split(separator: "\n").compactMap { line -> Int32? in
+            guard line.hasPrefix("started "), let open = line.range(of: "(pid "), let close = line.lastIndex(of: ")") else { return nil }
+            return Int32(line[open.upperBound..<close])
+        }
+        #expect(pids.count == 4)
+        for pid in pids { #expect(kill(pid, 0) != 0, "process \(pid) still running") }
+        let ports = dev.output.split(separator: "\n").compactMap { line -> Int? in
+            guard line.hasPrefix("nats-server") || line.hasPrefix("redis-server"), let colon = line.lastIndex(of: ":") else { return nil }
+            return Int(line[line.index(after: colon)...])
+        }
+        #expect(ports.count == 2)
+        for port in ports { #expect(!TestServer.canConnect(port: port), "port \(port) still served") }
+    }
+
+    /// A table line with at least one call that echoed the tone.
+    private func echoedSome(_ output: String) -> Bool {
+        output.split(separator: "\n").contains { line in
+            guard let range = line.range(of: "echo ok ") else { return false }
+            return (Int(line[range.upperBound...].prefix { $0.isNumber }) ?? 0) > 0
+        }
+    }
+}

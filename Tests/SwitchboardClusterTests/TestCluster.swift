@@ -1,0 +1,177 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Logging
+import ServiceLifecycle
+import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardRedis
+import SwitchboardRouter
+import SwitchboardTestSupport
+import SwitchboardWorker
+import Synchronization
+import Testing
+
+let quiet: Logger = {
+    var logger = Logger(label: "test.cluster")
+    logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
+    return logger
+}()
+
+/// Routers and workers running in this process against real nats-server and redis-server, with a subject
+/// and key prefix of their own so clusters of several tests can share the servers.
+final class TestCluster: @unchecked Sendable {  // mutated only by the test that owns it, before and after its awaits
+    let natsURL: String
+    let redisURL: String
+    let servers: [TestServer]
+    let subjects: Subjects
+    let keys: RedisKeys
+    let heartbeat: Duration
+    let client: NATSConnection
+    let redis: RedisClient
+    private(set) var routers: [RunningRouter] = []
+    private(set) var workers: [RunningWorker] = []
+
+    struct RunningRouter {
+        let router: Router
+        let group: ServiceGroup
+        let task: Task<Void, any Error>
+        let url: String
+    }
+
+    struct RunningWorker {
+        let worker: Worker
+        let group: ServiceGroup
+        let task: Task<Void, any Error>
+        var id: String { worker.configuration.id }
+    }
+
+    init(heartbeat: Duration = .milliseconds(200)) async throws {
+        let (natsURL, natsServer) = try await SharedServer.nats()
+        let (redisURL, redisServer) = try await SharedServer.redis()
+        self.natsURL = natsURL
+        self.redisURL = redisURL
+        servers = [natsServer, redisServer].compactMap { $0 }
+        let prefix = uniquePrefix("c")
+        subjects = try Subjects(prefix: prefix)
+        keys = try RedisKeys(prefix: prefix)
+        self.heartbeat = heartbeat
+        client = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: "test-client"), logger: quiet)
+        redis = try RedisClient(url: redisURL, logger: quiet)
+    }
+
+    func shutdown() async {
+        for w in workers { await w.group.triggerGracefulShutdown() }
+        for w in workers { _ = try? await w.task.value }
+        for r in routers { await r.group.triggerGracefulShutdown() }
+        for r in routers { _ = try? await r.task.value }
+        client.close()
+        redis.close()
+        withExtendedLifetime(servers) {}
+    }
+
+    @discardableResult
+    func addRouter(_ configure: (inout RouterConfiguration) -> Void = { _ in }) async throws -> RunningRouter {
+        var config = RouterConfiguration(id: "router-\(routers.count + 1)", subjects: subjects, keys: keys)
+        config.httpPort = 0
+        config.heartbeatInterval = heartbeat
+        configure(&config)
+        let nats = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: config.id), logger: quiet)
+        let redis = try RedisClient(url: redisURL, logger: quiet)
+        let router = Router(configuration: config, nats: nats, redis: redis, logger: quiet)
+        let port = PortBox()
+        let http = RouterHTTP.application(for: router) { port.set($0) }
+        let group = ServiceGroup(services: [router, http], logger: quiet)
+        let task = Task {
+            defer { nats.close(); redis.close() }
+            try await group.run()
+        }
+        let url = "http://127.0.0.1:\(try await port.wait())"
+        let running = RunningRouter(router: router, group: group, task: task, url: url)
+        routers.append(running)
+        return running
+    }
+
+    @discardableResult
+    func addWorker(id: String? = nil, capacity: Int = 4, region: String = "local", handler: any CallHandler = EchoHandler(),
+                   _ configure: (inout WorkerConfiguration) -> Void = { _ in }) async throws -> RunningWorker {
+        var config = WorkerConfiguration(id: id ?? "worker-\(workers.count + 1)", version: "1.0.0", region: region,
+                                         zone: "\(region)-a", capacity: capacity, subjects: subjects, keys: keys)
+        config.heartbeatInterval = heartbeat
+        configure(&config)
+        let nats = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: config.id), logger: quiet)
+        let redis = try RedisClient(url: redisURL, logger: quiet)
+        let worker = try Worker(configuration: config, nats: nats, redis: redis, handler: handler, logger: quiet)
+        let group = ServiceGroup(services: [worker], logger: quiet)
+        let task = Task {
+            defer { nats.close(); redis.close() }
+            try await group.run()
+        }
+        let running = RunningWorker(worker: worker, group: group, task: task)
+        workers.append(running)
+        return running
+    }
+
+    /// Waits until every router sees `count` ready workers.
+    func waitForWorkers(_ count: Int, timeout: Duration = .seconds(5)) async throws {
+        try await eventually(timeout: timeout, "routers see \(count) ready workers") {
+            routers.allSatisfy { $0.router.workers().filter { $0.heartbeat.state == .ready }.count == count }
+        }
+    }
+
+    // MARK: - Client side
+
+    func routeByNATS(_ request: RouteRequest) async throws -> RouteReply {
+        let message = try await client.request(subjects.route, payload: request.encoded(), timeout: .seconds(5))
+        return try RouteReply.decode(message.payload)
+    }
+
+    func http(_ method: String, _ path: String, body: [UInt8]? = nil, router: Int = 0) async throws -> (status: Int, body: Data) {
+        var request = URLRequest(url: URL(string: routers[router].url + path)!, timeoutInterval: 10)
+        request.httpMethod = method
+        if let body { request.httpBody = Data(body) }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as! HTTPURLResponse).statusCode, data)
+    }
+
+    func record(_ callID: String) async throws -> [String: String] {
+        try await redis.hashGetAll(keys.call(callID))
+    }
+
+    func workerCalls(_ workerID: String) async throws -> Set<String> {
+        Set((try await redis.send(["SMEMBERS", keys.workerCalls(workerID)]).array ?? []).compactMap(\.string))
+    }
+}
+
+/// The HTTP port the server bound, handed over from its start-up callback.
+final class PortBox: Sendable {
+    private let port = Mutex<Int?>(nil)
+    func set(_ value: Int) { port.withLock { $0 = value } }
+    func wait() async throws -> Int {
+        for _ in 0..<500 {
+            if let p = port.withLock({ $0 }) { return p }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw TestServerError("HTTP server did not start")
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes (then records an issue and throws).
+func eventually(timeout: Duration = .seconds(5), _ what: String, _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    Issue.record("timed out waiting: \(what)")
+    throw TestServerError("timed out waiting: \(what)")
+}
+
+func decodeJSON<T: Decodable>(_ type: T.Type, _ data: Data) throws -> T {
+    try JSONDecoder().decode(type, from: data)
+}
+
+func errorCode(_ data: Data) -> String? {
+    (try? JSONDecoder().decode(ErrorEnvelope.self, from: data))?.error.code
+}
