@@ -55,16 +55,21 @@ public enum SignalAnalysis {
         return power / Double(samples.count * samples.count)
     }
 
-    /// The frequency with the most power among `from`...`to` in steps of `step` Hz.
+    /// The frequency with the most power among `from`...`to`, to within `step` Hz: a 10 Hz sweep, then a fine
+    /// sweep around its best (a pure tone's power falls off steadily away from its frequency).
     public static func dominantFrequency(_ samples: [Int16], sampleRate: Int, from: Double = 50, to: Double = 4_000,
-                                         step: Double = 1) -> Double {
-        var best = (frequency: from, power: -1.0)
-        var f = from
-        while f <= to {
-            let p = power(samples, at: f, sampleRate: sampleRate)
-            if p > best.power { best = (f, p) }
-            f += step
+                                         step: Double = 0.5) -> Double {
+        func best(_ from: Double, _ to: Double, _ step: Double) -> Double {
+            var best = (frequency: from, power: -1.0)
+            var f = from
+            while f <= to {
+                let p = power(samples, at: f, sampleRate: sampleRate)
+                if p > best.power { best = (f, p) }
+                f += step
+            }
+            return best.frequency
         }
-        return best.frequency
+        let coarse = best(from, to, Swift.max(step, 10))
+        return best(Swift.max(from, coarse - 10), Swift.min(to, coarse + 10), step)
     }
 }

@@ -128,7 +128,7 @@ struct DemoCallers {
             if let packet = try? MediaPacket.decode(bytes), let pcm = try? decoder.decode(packet.payload) { samples += pcm }
         }
         guard samples.count >= 4800 else { return false }
-        let measured = SignalAnalysis.dominantFrequency(Array(samples.prefix(24_000)), sampleRate: 48_000, from: 300, to: 600, step: 2)
+        let measured = SignalAnalysis.dominantFrequency(Array(samples.prefix(24_000)), sampleRate: 48_000, from: 300, to: 600, step: 1)
         return abs(measured - frequency) <= 4
     }
 }

@@ -107,12 +107,13 @@ struct NATSSubscriptionTests {
         try await withNATS { nc, prefix in
             let before = threadCount()
             var subs: [NATSSubscription] = []
-            for i in 0..<200 { subs.append(try nc.subscribe(to: "\(prefix).media.\(i).in")) }
-            try nc.publish("\(prefix).media.199.in", payload: bytes("x"))
-            #expect(await next(subs[199])?.text == "x")
+            for i in 0..<500 { subs.append(try nc.subscribe(to: "\(prefix).media.\(i).in")) }
+            try nc.publish("\(prefix).media.499.in", payload: bytes("x"))
+            #expect(await next(subs[499])?.text == "x")
             let after = threadCount()
-            // nats.c's default would start 200 delivery threads; the shared pool adds none per subscription.
-            #expect(after - before < 10, "threads before \(before), after \(after)")
+            // nats.c would start a delivery thread per subscription (500); the shared pool adds none. Other tests
+            // running at the same time start threads too, hence the margin.
+            #expect(after - before < 250, "threads before \(before), after \(after)")
             subs.forEach { $0.unsubscribe() }
         }
     }
