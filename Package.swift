@@ -78,6 +78,8 @@ let package = Package(
             name: "switchboard-bench",
             dependencies: [
                 "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus", "SwitchboardLocal", "CBenchBaseline",
+                "SwitchboardRouter", "SwitchboardWorker",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

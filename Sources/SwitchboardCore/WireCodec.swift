@@ -1,5 +1,10 @@
 import Foundation
 
+/// A message that carries its wire version in a field `v`.
+public protocol Versioned {
+    var v: Int { get }
+}
+
 /// The one way control messages cross the wire: JSON with a version field `v`, size-limited, decoded by a
 /// single function that turns every failure into a coded error (never a crash, never a partial value).
 public enum WireCodec {
@@ -11,35 +16,44 @@ public enum WireCodec {
     /// Decodes `bytes` as a `T` of wire version `version`.
     /// - Throws: `.tooLarge` over `maxBytes`; `.badMessage` for invalid JSON, a missing or other version, or a
     ///   field of the wrong type (the message names the field).
-    public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8], version: Int,
-                                            maxBytes: Int = defaultMaxBytes) throws(SwitchboardError) -> T {
+    public static func decode<T: Decodable & Versioned>(_ type: T.Type, from bytes: [UInt8], version: Int,
+                                                        maxBytes: Int = defaultMaxBytes) throws(SwitchboardError) -> T {
         guard bytes.count <= maxBytes else {
             throw SwitchboardError(.tooLarge, "\(T.self) of \(bytes.count) bytes is over the limit of \(maxBytes)")
         }
         guard !bytes.isEmpty else { throw SwitchboardError(.badMessage, "empty \(T.self)") }
         let data = Data(bytes)
         let decoder = JSONDecoder()
-        let probe: VersionProbe
+        // One pass on the happy path; only a failure pays for a second look to say what is wrong.
+        let value: T
         do {
-            probe = try decoder.decode(VersionProbe.self, from: data)
+            value = try decoder.decode(T.self, from: data)
         } catch {
-            throw SwitchboardError(.badMessage, "\(T.self) is not a JSON object")
+            let probe = try? decoder.decode(VersionProbe.self, from: data)
+            if let v = probe?.v, v != version { throw versionError(T.self, v, version) }
+            if probe == nil { throw SwitchboardError(.badMessage, "\(T.self) is not a JSON object") }
+            if probe?.v == nil { throw SwitchboardError(.badMessage, "\(T.self) has no version field 'v'") }
+            throw describe(error, T.self)
         }
-        guard let v = probe.v else { throw SwitchboardError(.badMessage, "\(T.self) has no version field 'v'") }
-        guard v == version else {
-            throw SwitchboardError(.badMessage, "\(T.self) has version \(v); this build speaks version \(version)",
-                                   context: ["expected_version": "\(version)"])
-        }
-        do {
-            return try decoder.decode(T.self, from: data)
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw SwitchboardError(.badMessage, "\(T.self) lacks field '\(key.stringValue)'")
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            throw SwitchboardError(.badMessage, "\(T.self) has a bad value at '\(path(context.codingPath))'")
-        } catch let DecodingError.dataCorrupted(context) {
-            throw SwitchboardError(.badMessage, "\(T.self) is malformed at '\(path(context.codingPath))': \(context.debugDescription)")
-        } catch {
-            throw SwitchboardError(.badMessage, "\(T.self) does not decode: \(error)")
+        guard value.v == version else { throw versionError(T.self, value.v, version) }
+        return value
+    }
+
+    private static func versionError<T>(_: T.Type, _ v: Int, _ version: Int) -> SwitchboardError {
+        SwitchboardError(.badMessage, "\(T.self) has version \(v); this build speaks version \(version)",
+                         context: ["expected_version": "\(version)"])
+    }
+
+    private static func describe<T>(_ error: any Error, _: T.Type) -> SwitchboardError {
+        switch error {
+        case DecodingError.keyNotFound(let key, _):
+            return SwitchboardError(.badMessage, "\(T.self) lacks field '\(key.stringValue)'")
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            return SwitchboardError(.badMessage, "\(T.self) has a bad value at '\(path(context.codingPath))'")
+        case DecodingError.dataCorrupted(let context):
+            return SwitchboardError(.badMessage, "\(T.self) is malformed at '\(path(context.codingPath))': \(context.debugDescription)")
+        default:
+            return SwitchboardError(.badMessage, "\(T.self) does not decode: \(error)")
         }
     }
 

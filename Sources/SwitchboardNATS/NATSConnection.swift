@@ -116,6 +116,18 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
                                     pendingLimit: pendingLimit ?? configuration.pendingLimit)
     }
 
+    /// Subscribes with a handler that nats.c's delivery thread calls for each message, in order, one at a
+    /// time: no hop to another thread, for request handlers on the hot path (offers, route requests). The
+    /// handler must return quickly and never block; start a task for anything that waits. The returned
+    /// subscription yields no messages; use it to unsubscribe or drain.
+    public func subscribe(to subject: String, queue: String? = nil,
+                          handler: @escaping @Sendable (NATSMessage) -> Void) throws -> NATSSubscription {
+        try Subject.validate(subject, allowWildcards: true)
+        if let queue { try Subject.validateQueueGroup(queue) }
+        return try NATSSubscription(connection: self, subject: subject, queue: queue,
+                                    pendingLimit: configuration.pendingLimit, handler: handler)
+    }
+
     // MARK: - Request
 
     /// Sends a request and waits for the first reply, up to `timeout`. Throws `.noResponders` at once when

@@ -14,13 +14,14 @@ public final class NATSSubscription: AsyncSequence, Sendable {
     private let core: SubscriptionCore
     private let stream: AsyncStream<NATSMessage>
 
-    init(connection: NATSConnection, subject: String, queue: String?, pendingLimit: Int) throws {
+    init(connection: NATSConnection, subject: String, queue: String?, pendingLimit: Int,
+         handler: (@Sendable (NATSMessage) -> Void)? = nil) throws {
         self.subject = subject
         self.queue = queue
         let limit = Swift.max(1, pendingLimit)
         let (stream, continuation) = AsyncStream.makeStream(of: NATSMessage.self, bufferingPolicy: .bufferingOldest(limit))
         self.stream = stream
-        core = SubscriptionCore(continuation: continuation, subject: subject, logger: connection.logger)
+        core = SubscriptionCore(continuation: continuation, subject: subject, logger: connection.logger, handler: handler)
         try core.start(connection: connection.handle, queue: queue, pendingLimit: limit)
         continuation.onTermination = { [core] (reason: AsyncStream<NATSMessage>.Continuation.Termination) in
             if case .cancelled = reason { core.unsubscribe() }
@@ -67,11 +68,15 @@ final class SubscriptionCore: @unchecked Sendable {  // `handle` is written once
     private var handle: OpaquePointer?
     private let droppedCounter = Atomic<Int>(0)
     private let completion = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    /// Set for handler subscriptions: called on the delivery thread instead of buffering.
+    private let handler: (@Sendable (NATSMessage) -> Void)?
 
-    init(continuation: AsyncStream<NATSMessage>.Continuation, subject: String, logger: Logger) {
+    init(continuation: AsyncStream<NATSMessage>.Continuation, subject: String, logger: Logger,
+         handler: (@Sendable (NATSMessage) -> Void)?) {
         self.continuation = continuation
         self.subject = subject
         self.logger = logger
+        self.handler = handler
     }
 
     deinit {
@@ -106,6 +111,7 @@ final class SubscriptionCore: @unchecked Sendable {  // `handle` is written once
     }
 
     func deliver(_ message: NATSMessage) {
+        if let handler { return handler(message) }
         if case .dropped = continuation.yield(message) {
             let count = droppedCounter.wrappingAdd(1, ordering: .relaxed).newValue
             if count == 1 || count % 1000 == 0 {

@@ -40,7 +40,7 @@ public final class Router: Service, Sendable {
         let routes = try nats.subscribe(to: configuration.subjects.route, queue: Subjects.routerQueue)
         try await nats.flush()
         logger.info("router running", metadata: ["route_subject": "\(configuration.subjects.route)"])
-        try await withGracefulShutdownHandler {
+        await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { for await message in heartbeats { self.ingestHeartbeat(message) } }
                 background.addTask { await self.expireLoop() }

@@ -94,16 +94,18 @@ extension Worker {
             ["EXPIRE", keys.call(callID), String(Int(configuration.endedCallRetention.components.seconds))],
             ["SREM", keys.workerCalls(configuration.id), callID],
         ])
-        state.withLock { state in
+        let wasFull = state.withLock { state -> Bool in
+            let wasFull = state.slots.activeCalls >= state.slots.capacity
             state.slots.end(callID)
             state.calls.removeValue(forKey: callID)
+            return wasFull
         }
         running.end.finish()
         metrics.increment(MetricNames.callsEnded, ["reason": reason.rawValue], help: "Calls ended, by reason")
         log.info("call ended", metadata: [LogKey.reason: "\(reason.rawValue)"])
         let ended = Array(#"{"v":1,"ended":true,"reason":"\#(reason.rawValue)"}"#.utf8)
         for request in endRequests.all { try? nats.reply(to: request, payload: ended) }
-        publishHeartbeatSoon()
+        if wasFull { heartbeatTrigger.yield() }  // a slot opened on a full worker: tell the routers now
     }
 
     /// Decodes the caller's packets into frames for the handler; a gap in sequence numbers (up to 5 packets)
@@ -132,7 +134,7 @@ extension Worker {
                 audio.yield(AudioFrame(samples: try decoder.decode(packet.payload)))
                 metrics.increment(MetricNames.mediaPackets, ["direction": "in"], help: "Media packets, by direction")
             } catch {
-                metrics.increment(MetricNames.badMessages, ["kind": "media", "code": (error as? SwitchboardError)?.code.rawValue ?? "codec_error"])
+                metrics.increment(MetricNames.badMessages, ["kind": "media", "code": error.code.rawValue])
             }
         }
     }
@@ -146,10 +148,6 @@ extension Worker {
         } catch {
             log.error("\(what) failed", metadata: [LogKey.error: "\(error)"])
         }
-    }
-
-    func publishHeartbeatSoon() {
-        Task { await publishHeartbeat() }
     }
 
     static func unixMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }

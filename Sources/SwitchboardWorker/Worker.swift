@@ -9,7 +9,7 @@ import Synchronization
 
 /// A worker: answers offers (it is the authority on its own slots), runs each accepted call through the
 /// handler with Opus audio on the call's media subjects, records calls in Redis, and reports its load by
-/// heartbeat every interval and at once on any change.
+/// heartbeat every interval, and at once when its state changes or it becomes full or no longer full.
 public final class Worker: Service, Sendable {
     public let configuration: WorkerConfiguration
     let nats: NATSConnection
@@ -37,7 +37,7 @@ public final class Worker: Service, Sendable {
     }
 
     let state: Mutex<State>
-    private let heartbeatTrigger: AsyncStream<Void>.Continuation
+    let heartbeatTrigger: AsyncStream<Void>.Continuation
     private let heartbeatTriggers: AsyncStream<Void>
     private let accepted: AsyncStream<Offer>.Continuation
     private let acceptedCalls: AsyncStream<Offer>
@@ -62,7 +62,11 @@ public final class Worker: Service, Sendable {
     /// (routers stop offering at once), ends its calls with reason `worker_stopping`, sends a last heartbeat
     /// and returns.
     public func run() async throws {
-        let offers = try nats.subscribe(to: configuration.subjects.offer(worker: configuration.id))
+        // Offers are answered on the delivery thread: the decision is a few microseconds under a lock, and a
+        // hop to another thread would cost more than all of it.
+        let offers = try nats.subscribe(to: configuration.subjects.offer(worker: configuration.id)) { [self] message in
+            handleOffer(message)
+        }
         try await nats.flush()
         logger.info("worker running", metadata: ["version": "\(configuration.version)", "region": "\(configuration.region)",
                                                  "capacity": "\(configuration.capacity)"])
@@ -70,7 +74,6 @@ public final class Worker: Service, Sendable {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { await self.heartbeatLoop() }
                 background.addTask { await self.ticker() }
-                background.addTask { for await message in offers { await self.handleOffer(message) } }
                 await withDiscardingTaskGroup { calls in
                     for await offer in acceptedCalls {
                         calls.addTask { await self.runCall(offer) }
@@ -100,7 +103,7 @@ public final class Worker: Service, Sendable {
 
     // MARK: - Offers
 
-    func handleOffer(_ message: NATSMessage) async {
+    func handleOffer(_ message: NATSMessage) {
         let offer: Offer
         do {
             offer = try Offer.decode(message.payload)
@@ -129,7 +132,9 @@ public final class Worker: Service, Sendable {
             answer(message, .accept(workerID: configuration.id, version: configuration.version, region: configuration.region))
             metrics.increment(MetricNames.offersAnswered, ["result": "accepted"], help: "Offers answered by result")
             accepted.yield(offer)
-            heartbeatTrigger.yield()
+            // Full now: say so at once, so routers stop offering. Other changes in the call count go out with
+            // the next periodic heartbeat (routers count their own offers in flight meanwhile).
+            if state.withLock({ $0.slots.activeCalls >= $0.slots.capacity }) { heartbeatTrigger.yield() }
         case .refuse(let reason):
             answer(message, .refuse(reason, workerID: configuration.id, version: configuration.version, region: configuration.region))
             metrics.increment(MetricNames.offersAnswered, ["result": "refused_\(reason.rawValue)"], help: "Offers answered by result")

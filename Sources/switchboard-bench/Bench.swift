@@ -17,8 +17,8 @@ struct Bench: AsyncParsableCommand {
     var redisURL: String?
     @Option(help: "Sequential round trips per measurement.")
     var count = 20_000
-    @Option(help: "Which parts to run (nats, redis, opus).")
-    var only: [String] = ["nats", "redis", "opus"]
+    @Option(help: "Which parts to run (nats, redis, opus, route).")
+    var only: [String] = ["nats", "redis", "opus", "route"]
     @Flag(help: "Also print the results as a Markdown table.")
     var markdown = false
 
@@ -28,19 +28,27 @@ struct Bench: AsyncParsableCommand {
         var servers: [LocalServer] = []
         defer { for server in servers { server.kill() } }
 
-        if only.contains("nats") {
-            let url: String
-            if let natsURL { url = natsURL } else {
-                let server = try await LocalServer(.nats, label: "sbbench")
-                servers.append(server)
-                url = server.url
-            }
-            try await NATSBench(url: url, count: count).run(into: &report)
+        var nats = natsURL
+        if nats == nil && (only.contains("nats") || only.contains("route")) {
+            let server = try await LocalServer(.nats, label: "sbbench")
+            servers.append(server)
+            nats = server.url
         }
-        if only.contains("redis") {
-            let server: LocalServer? = redisURL == nil ? try await LocalServer(.redis, label: "sbbench") : nil
-            if let server { servers.append(server) }
-            try await RedisBench(url: redisURL ?? server!.url, count: count).run(into: &report)
+        var redis = redisURL
+        if redis == nil && (only.contains("redis") || only.contains("route")) {
+            let server = try await LocalServer(.redis, label: "sbbench")
+            servers.append(server)
+            redis = server.url
+        }
+        if only.contains("nats"), let nats {
+            try await NATSBench(url: nats, count: count).run(into: &report)
+        }
+        if only.contains("redis"), let redis {
+            try await RedisBench(url: redis, count: count).run(into: &report)
+        }
+        if only.contains("route") { try WireBench().run(into: &report) }
+        if only.contains("route"), let nats, let redis {
+            try await RouteBench(natsURL: nats, redisURL: redis, count: count).run(into: &report)
         }
         if only.contains("opus") {
             try OpusBenchRun(frames: 5_000).run(into: &report)

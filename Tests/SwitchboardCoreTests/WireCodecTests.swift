@@ -2,7 +2,7 @@ import SwitchboardCore
 import Testing
 
 @Suite struct WireCodecTests {
-    struct Ping: Codable, Equatable {
+    struct Ping: Codable, Equatable, Versioned {
         var v = 1
         var id: String
         var count: Int

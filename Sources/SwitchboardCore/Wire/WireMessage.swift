@@ -1,6 +1,6 @@
 /// A control message that crosses NATS: JSON with a version field `v`, size-limited, validated after decoding.
 /// `decode(_:)` is the one way in for every message type; it returns a value or a coded error.
-public protocol WireMessage: Codable, Sendable {
+public protocol WireMessage: Codable, Sendable, Versioned {
     /// The version this build speaks; a message with another `v` is refused.
     static var wireVersion: Int { get }
     /// Largest encoded size accepted.
