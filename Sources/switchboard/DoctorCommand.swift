@@ -82,10 +82,8 @@ struct DoctorCommand: AsyncParsableCommand {
                 return clock.now - start
             }
             check.ok = true
-        } catch let error as SwitchboardError {
-            check.error = ErrorBody(code: error.code.rawValue, message: error.message)
         } catch {
-            check.error = ErrorBody(code: SwitchboardError.Code.internalError.rawValue, message: "\(error)")
+            check.error = Self.body(error)
         }
         return check
     }
@@ -103,12 +101,15 @@ struct DoctorCommand: AsyncParsableCommand {
             check.server["version"] = try await redis.serverVersion()
             check.roundTripMicros["ping"] = try await median(5) { try await redis.ping() }
             check.ok = true
-        } catch let error as SwitchboardError {
-            check.error = ErrorBody(code: error.code.rawValue, message: error.message)
         } catch {
-            check.error = ErrorBody(code: SwitchboardError.Code.internalError.rawValue, message: "\(error)")
+            check.error = Self.body(error)
         }
         return check
+    }
+
+    private static func body(_ error: any Error) -> ErrorBody {
+        let e = error as? SwitchboardError ?? SwitchboardError(.internalError, "\(error)")
+        return ErrorBody(code: e.code.rawValue, message: e.message)
     }
 
     private func redactedNATS(_ url: String) -> String {

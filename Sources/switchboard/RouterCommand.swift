@@ -29,26 +29,19 @@ struct RouterCommand: AsyncParsableCommand {
     func run() async throws {
         Runtime.followParentIfAsked()
         let logger = Runtime.logger("switchboard.router", level: cluster.logLevel)
-        do {
-            var config = RouterConfiguration(id: id, subjects: try cluster.subjects(), keys: try cluster.keys())
-            config.httpHost = httpHost
-            config.httpPort = httpPort
-            config.heartbeatInterval = Duration(seconds: heartbeatInterval)
-            config.routeDeadline = Duration(seconds: routeDeadline)
-            config.offerTimeout = Duration(seconds: offerTimeout)
-            config.maxOffers = maxOffers
-            let nats = try await Runtime.connectNATS(cluster, name: id, logger: logger)
-            let redis = try await Runtime.connectRedis(cluster, logger: logger)
-            defer { redis.close() }
+        var config = RouterConfiguration(id: id, subjects: try cluster.subjects(), keys: try cluster.keys())
+        config.httpHost = httpHost
+        config.httpPort = httpPort
+        config.heartbeatInterval = Duration(seconds: heartbeatInterval)
+        config.routeDeadline = Duration(seconds: routeDeadline)
+        config.offerTimeout = Duration(seconds: offerTimeout)
+        config.maxOffers = maxOffers
+        try await Runtime.serve(cluster, name: id, logger: logger) { nats, redis in
             let router = Router(configuration: config, nats: nats, redis: redis, logger: logger)
             let http = RouterHTTP.application(for: router) { port in
-                logger.notice("router \(id) serving http://\(httpHost):\(port)")
                 say("router \(id) listening on http://\(httpHost):\(port)")
             }
-            try await Runtime.run([router, http], logger: logger)
-            try? await nats.drain()
-        } catch let error as SwitchboardError {
-            throw ExitCodes.fail(error)
+            return [router, http]
         }
     }
 }

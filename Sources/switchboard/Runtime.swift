@@ -23,23 +23,24 @@ enum Runtime {
         }
     }
 
-    static func connectNATS(_ options: ClusterOptions, name: String, logger: Logger) async throws -> NATSConnection {
-        try await NATSConnection.connect(NATSConfiguration(servers: options.natsServers, name: name), logger: logger)
-    }
-
-    static func connectRedis(_ options: ClusterOptions, logger: Logger) async throws -> RedisClient {
-        let redis = try RedisClient(configuration: RedisConfiguration(url: options.redisURL), logger: logger)
-        _ = try await redis.ping()  // fail at start, with the reason, rather than on the first call
-        return redis
-    }
-
-    /// Runs the services until SIGTERM or SIGINT, which shut them down gracefully.
-    static func run(_ services: [any Service], logger: Logger) async throws {
-        let group = ServiceGroup(configuration: .init(
-            services: services.map { .init(service: $0) },
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
-        try await group.run()
+    /// Connects to NATS and Redis, builds the services, runs them until SIGTERM or SIGINT (a graceful stop),
+    /// then drains NATS. A failure prints one line and exits with the error's code.
+    static func serve(_ cluster: ClusterOptions, name: String, logger: Logger,
+                      _ services: (NATSConnection, RedisClient) throws -> [any Service]) async throws {
+        do {
+            let nats = try await NATSConnection.connect(NATSConfiguration(servers: cluster.natsServers, name: name), logger: logger)
+            let redis = try RedisClient(configuration: RedisConfiguration(url: cluster.redisURL), logger: logger)
+            defer { redis.close() }
+            _ = try await redis.ping()  // fail at start, with the reason, rather than on the first call
+            let group = ServiceGroup(configuration: .init(
+                services: try services(nats, redis).map { .init(service: $0) },
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+            try await group.run()
+            try? await nats.drain()
+        } catch let error as SwitchboardError {
+            throw ExitCodes.fail(error)
+        }
     }
 }
 

@@ -31,22 +31,21 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         Runtime.followParentIfAsked()
         let logger = Runtime.logger("switchboard.worker", level: cluster.logLevel)
+        var config = WorkerConfiguration(id: id, version: version, region: region, zone: zone, capacity: capacity,
+                                         subjects: try cluster.subjects(), keys: try cluster.keys())
+        config.heartbeatInterval = Duration(seconds: heartbeatInterval)
+        config.maxCallDuration = Duration(seconds: maxCallDuration)
+        let callHandler: any CallHandler
         do {
-            var config = WorkerConfiguration(id: id, version: version, region: region, zone: zone, capacity: capacity,
-                                             subjects: try cluster.subjects(), keys: try cluster.keys())
-            config.heartbeatInterval = Duration(seconds: heartbeatInterval)
-            config.maxCallDuration = Duration(seconds: maxCallDuration)
             try config.validate()
-            let callHandler = try BuiltinHandlers.named(handler)
-            let nats = try await Runtime.connectNATS(cluster, name: id, logger: logger)
-            let redis = try await Runtime.connectRedis(cluster, logger: logger)
-            defer { redis.close() }
+            callHandler = try BuiltinHandlers.named(handler)
+        } catch {
+            throw ExitCodes.fail(error)
+        }
+        try await Runtime.serve(cluster, name: id, logger: logger) { nats, redis in
             let worker = try Worker(configuration: config, nats: nats, redis: redis, handler: callHandler, logger: logger)
             say("worker \(id) running (version \(version), \(region)/\(zone), capacity \(capacity), handler \(handler))")
-            try await Runtime.run([worker], logger: logger)
-            try? await nats.drain()
-        } catch let error as SwitchboardError {
-            throw ExitCodes.fail(error)
+            return [worker]
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardCore
 @_exported import SwitchboardLocal
 
 /// Tests say `TestServer`; it is the same launcher the benchmark and the local cluster use.
@@ -24,4 +25,17 @@ public enum SharedServer {
 /// A prefix unique to one test, for subjects and Redis keys, so tests can share a server.
 public func uniquePrefix(_ name: String = "t") -> String {
     "\(name)\(UUID().uuidString.prefix(8).lowercased())"
+}
+
+/// The `SwitchboardError` that `body` throws, or nil if it returns. Any other error type is a test failure,
+/// reported as an `internal_error`.
+public func caughtError(_ body: () async throws -> Void) async -> SwitchboardError? {
+    do {
+        try await body()
+        return nil
+    } catch let error as SwitchboardError {
+        return error
+    } catch {
+        return SwitchboardError(.internalError, "not a SwitchboardError: \(error)")
+    }
 }

@@ -65,15 +65,3 @@ func waitForEvent(_ events: AsyncStream<NATSConnectionEvent>, timeout: Duration,
 
 func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 
-/// Runs `body` and returns the error it threw, if it is a `SwitchboardError`.
-func switchboardError(_ body: () async throws -> Void) async -> SwitchboardError? {
-    do {
-        try await body()
-        return nil
-    } catch let error as SwitchboardError {
-        return error
-    } catch {
-        Issue.record("unexpected error type: \(error)")
-        return nil
-    }
-}

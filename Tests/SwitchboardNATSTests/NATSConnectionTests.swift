@@ -47,14 +47,14 @@ struct NATSConnectionTests {
     @Test func invalidSubjectsAreRefusedWithACode() async throws {
         try await withNATS { nc, prefix in
             for bad in ["", "a..b", "a b", "a.*", "a.>", ".a", "a.", "a\nb", String(repeating: "x", count: 600)] {
-                let error = await switchboardError { try nc.publish(bad, payload: []) }
+                let error = await caughtError { try nc.publish(bad, payload: []) }
                 #expect(error?.code == .invalidArgument, "publish to \(bad.debugDescription)")
             }
             for bad in ["a.>.b", "a.b*", ""] {
-                let error = await switchboardError { _ = try nc.subscribe(to: bad) }
+                let error = await caughtError { _ = try nc.subscribe(to: bad) }
                 #expect(error?.code == .invalidArgument, "subscribe to \(bad.debugDescription)")
             }
-            let queueError = await switchboardError { _ = try nc.subscribe(to: "\(prefix).q", queue: "bad group") }
+            let queueError = await caughtError { _ = try nc.subscribe(to: "\(prefix).q", queue: "bad group") }
             #expect(queueError?.code == .invalidArgument)
             // The connection is still fine afterwards.
             let sub = try nc.subscribe(to: "\(prefix).ok")
@@ -67,9 +67,9 @@ struct NATSConnectionTests {
         try await withNATS { nc, prefix in
             #expect(nc.maxPayload > 0)
             let huge = [UInt8](repeating: 1, count: nc.maxPayload + 1)
-            let error = await switchboardError { try nc.publish("\(prefix).big", payload: huge) }
+            let error = await caughtError { try nc.publish("\(prefix).big", payload: huge) }
             #expect(error?.code == .tooLarge)
-            let requestError = await switchboardError { _ = try await nc.request("\(prefix).big", payload: huge) }
+            let requestError = await caughtError { _ = try await nc.request("\(prefix).big", payload: huge) }
             #expect(requestError?.code == .tooLarge)
             #expect(nc.isConnected)
         }
@@ -80,15 +80,15 @@ struct NATSConnectionTests {
         var cfg = config("nats://127.0.0.1:\(port)")
         cfg.connectTimeout = .milliseconds(500)
         let start = ContinuousClock.now
-        let error = await switchboardError { _ = try await NATSConnection.connect(cfg, logger: testLogger) }
+        let error = await caughtError { _ = try await NATSConnection.connect(cfg, logger: testLogger) }
         #expect(error?.code == .connectionFailed)
         #expect(ContinuousClock.now - start < .seconds(3))
     }
 
     @Test func badURLIsRefused() async throws {
-        let error = await switchboardError { _ = try await NATSConnection.connect(NATSConfiguration(servers: ["nats://host:notaport"]), logger: testLogger) }
+        let error = await caughtError { _ = try await NATSConnection.connect(NATSConfiguration(servers: ["nats://host:notaport"]), logger: testLogger) }
         #expect(error?.code == .invalidArgument)
-        let none = await switchboardError { _ = try await NATSConnection.connect(NATSConfiguration(servers: []), logger: testLogger) }
+        let none = await caughtError { _ = try await NATSConnection.connect(NATSConfiguration(servers: []), logger: testLogger) }
         #expect(none?.code == .invalidArgument)
     }
 
@@ -104,7 +104,7 @@ struct NATSConnectionTests {
         var bad = good
         bad.password = "wrong"
         bad.reconnect.enabled = false
-        let error = await switchboardError { _ = try await NATSConnection.connect(bad, logger: testLogger) }
+        let error = await caughtError { _ = try await NATSConnection.connect(bad, logger: testLogger) }
         #expect(error?.code == .authenticationFailed, "got \(String(describing: error))")
 
         let tokenServer = try await TestServer(.nats, arguments: ["--auth", "t0ken"])
@@ -114,7 +114,7 @@ struct NATSConnectionTests {
         #expect(tc.isConnected)
         tc.close()
         token.token = "other"
-        let tokenError = await switchboardError { _ = try await NATSConnection.connect(token, logger: testLogger) }
+        let tokenError = await caughtError { _ = try await NATSConnection.connect(token, logger: testLogger) }
         #expect(tokenError?.code == .authenticationFailed)
     }
 
@@ -137,9 +137,9 @@ struct NATSConnectionTests {
         nc.close()
         var iterator = sub.makeAsyncIterator()
         #expect(await iterator.next() == nil)
-        let error = await switchboardError { _ = try await nc.request("\(prefix).y", payload: []) }
+        let error = await caughtError { _ = try await nc.request("\(prefix).y", payload: []) }
         #expect(error?.code == .connectionClosed)
-        let publishError = await switchboardError { try nc.publish("\(prefix).y", payload: []) }
+        let publishError = await caughtError { try nc.publish("\(prefix).y", payload: []) }
         #expect(publishError?.code == .connectionClosed)
     }
 }

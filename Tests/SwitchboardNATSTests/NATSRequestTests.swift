@@ -32,7 +32,7 @@ struct NATSRequestTests {
     @Test func noResponderFailsFastWithNoResponders() async throws {
         try await withNATS { nc, prefix in
             let start = ContinuousClock.now
-            let error = await switchboardError { _ = try await nc.request("\(prefix).nobody", payload: bytes("?"), timeout: .seconds(5)) }
+            let error = await caughtError { _ = try await nc.request("\(prefix).nobody", payload: bytes("?"), timeout: .seconds(5)) }
             #expect(error?.code == .noResponders)
             #expect(ContinuousClock.now - start < .seconds(1))
         }
@@ -43,7 +43,7 @@ struct NATSRequestTests {
             let silent = try nc.subscribe(to: "\(prefix).silent")  // receives, never answers
             try await nc.flush()
             let start = ContinuousClock.now
-            let error = await switchboardError { _ = try await nc.request("\(prefix).silent", payload: [], timeout: .milliseconds(200)) }
+            let error = await caughtError { _ = try await nc.request("\(prefix).silent", payload: [], timeout: .milliseconds(200)) }
             let elapsed = ContinuousClock.now - start
             #expect(error?.code == .timeout)
             #expect(elapsed >= .milliseconds(190) && elapsed < .seconds(1), "took \(elapsed)")
@@ -59,7 +59,7 @@ struct NATSRequestTests {
             try await Task.sleep(for: .milliseconds(50))
             let start = ContinuousClock.now
             task.cancel()
-            let error = await switchboardError { _ = try await task.value }
+            let error = await caughtError { _ = try await task.value }
             #expect(error?.code == .cancelled)
             #expect(ContinuousClock.now - start < .seconds(1))
             withExtendedLifetime(silent) {}
@@ -103,7 +103,7 @@ struct NATSRequestTests {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for _ in 0..<50 {
                     group.addTask {
-                        let error = await switchboardError { _ = try await nc.request("\(prefix).wait", payload: [], timeout: .milliseconds(300)) }
+                        let error = await caughtError { _ = try await nc.request("\(prefix).wait", payload: [], timeout: .milliseconds(300)) }
                         #expect(error?.code == .timeout)
                     }
                 }

@@ -41,13 +41,13 @@ struct NATSResilienceTests {
         var untrusting = config("tls://127.0.0.1:\(server.port)")
         untrusting.tls = .init()
         untrusting.reconnect.enabled = false
-        let error = await switchboardError { _ = try await NATSConnection.connect(untrusting, logger: testLogger) }
+        let error = await caughtError { _ = try await NATSConnection.connect(untrusting, logger: testLogger) }
         #expect(error?.code == .tlsFailed, "got \(String(describing: error))")
 
         // A missing CA file is a clear configuration error, not a crash.
         var missing = cfg
         missing.tls = .init(caFile: "/nonexistent/ca.pem")
-        let missingError = await switchboardError { _ = try await NATSConnection.connect(missing, logger: testLogger) }
+        let missingError = await caughtError { _ = try await NATSConnection.connect(missing, logger: testLogger) }
         #expect(missingError != nil)
         #expect(missingError?.message.contains("ca.pem") == true)
     }

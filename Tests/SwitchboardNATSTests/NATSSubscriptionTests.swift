@@ -64,7 +64,7 @@ struct NATSSubscriptionTests {
             _ = await consumer.value
             // The server no longer routes to it: a request on the subject finds no responder.
             try await nc.flush()
-            let error = await switchboardError { _ = try await nc.request("\(prefix).c", payload: [], timeout: .seconds(1)) }
+            let error = await caughtError { _ = try await nc.request("\(prefix).c", payload: [], timeout: .seconds(1)) }
             #expect(error?.code == .noResponders)
         }
     }

@@ -22,15 +22,3 @@ func withRedis<T>(poolSize: Int = 4, _ body: (RedisClient, String) async throws 
     return try await body(client, uniquePrefix())
 }
 
-/// The `SwitchboardError` a call throws, or nil if it succeeds.
-func redisError(_ body: () async throws -> Void) async -> SwitchboardError? {
-    do {
-        try await body()
-        return nil
-    } catch let error as SwitchboardError {
-        return error
-    } catch {
-        Issue.record("unexpected error type \(error)")
-        return nil
-    }
-}

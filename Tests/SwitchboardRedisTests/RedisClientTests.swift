@@ -20,7 +20,7 @@ struct RedisClientTests {
             let nested = try await redis.send(["EVAL", "return {1, {2, 'x'}, redis.status_reply('FINE')}", "0"])
             #expect(nested == .array([.integer(1), .array([.integer(2), .bulk(Array("x".utf8))]), .status("FINE")]))
             // An error reply throws server_error with Redis' text...
-            let error = await redisError { _ = try await redis.send(["INCR", "\(p):s"]) }
+            let error = await caughtError { _ = try await redis.send(["INCR", "\(p):s"]) }
             #expect(error?.code == .serverError)
             #expect(error?.message.contains("not an integer") == true)
             // ...and comes back as a value inside a pipeline.
@@ -64,7 +64,7 @@ struct RedisClientTests {
             #expect(try await redis.evaluate(script, keys: ["\(p):c"], arguments: ["2"]) == .integer(7))
             #expect(try await redis.send(["SCRIPT", "EXISTS", script.sha1]) == .array([.integer(1)]))
             let bad = RedisScript("return redis.call('NOPE')")
-            let error = await redisError { _ = try await redis.evaluate(bad) }
+            let error = await caughtError { _ = try await redis.evaluate(bad) }
             #expect(error?.code == .serverError)
         }
     }
@@ -96,10 +96,10 @@ struct RedisClientTests {
         configuration.maxCommandBytes = 1024
         let redis = try RedisClient(configuration: configuration, logger: testLogger)
         defer { redis.close() }
-        #expect(await redisError { _ = try await redis.send([]) }?.code == .invalidArgument)
-        #expect(await redisError { _ = try await redis.pipeline([RedisCommand(bytes: [])]) }?.code == .invalidArgument)
+        #expect(await caughtError { _ = try await redis.send([]) }?.code == .invalidArgument)
+        #expect(await caughtError { _ = try await redis.pipeline([RedisCommand(bytes: [])]) }?.code == .invalidArgument)
         let big = String(repeating: "x", count: 2048)
-        #expect(await redisError { _ = try await redis.send(["SET", "k", big]) }?.code == .tooLarge)
+        #expect(await caughtError { _ = try await redis.send(["SET", "k", big]) }?.code == .tooLarge)
         #expect(try await redis.send(["PING"]) == .status("PONG"))
     }
 
@@ -107,7 +107,7 @@ struct RedisClientTests {
         try await withRedis { redis, _ in
             _ = try await redis.send(["PING"])
             redis.close()
-            #expect(await redisError { _ = try await redis.send(["PING"]) }?.code == .connectionClosed)
+            #expect(await caughtError { _ = try await redis.send(["PING"]) }?.code == .connectionClosed)
         }
     }
 

@@ -14,13 +14,13 @@ struct RedisResilienceTests {
 
         let wrong = try RedisClient(url: "redis://:nope@127.0.0.1:\(server.port)", logger: testLogger)
         defer { wrong.close() }
-        let error = await redisError { _ = try await wrong.send(["PING"]) }
+        let error = await caughtError { _ = try await wrong.send(["PING"]) }
         #expect(error?.code == .authenticationFailed)
         #expect(error?.message.contains("WRONGPASS") == true || error?.message.contains("invalid") == true, "\(String(describing: error))")
 
         let none = try RedisClient(url: "redis://127.0.0.1:\(server.port)", logger: testLogger)
         defer { none.close() }
-        let noAuth = await redisError { _ = try await none.send(["GET", "x"]) }
+        let noAuth = await caughtError { _ = try await none.send(["GET", "x"]) }
         #expect(noAuth?.code == .authenticationFailed)
         #expect(noAuth?.message.contains("NOAUTH") == true)
     }
@@ -56,7 +56,7 @@ struct RedisResilienceTests {
         let redis = try RedisClient(configuration: configuration, logger: testLogger)
         defer { redis.close() }
         let start = ContinuousClock.now
-        let error = await redisError { _ = try await redis.send(["BLPOP", "never", "5"]) }
+        let error = await caughtError { _ = try await redis.send(["BLPOP", "never", "5"]) }
         #expect(error?.code == .timeout)
         #expect(ContinuousClock.now - start < .seconds(1))
         // The client goes on working.
@@ -79,7 +79,7 @@ struct RedisResilienceTests {
         // While it is down, commands fail fast with a coded error.
         for _ in 0..<3 {
             let start = ContinuousClock.now
-            let error = await redisError { _ = try await redis.send(["PING"]) }
+            let error = await caughtError { _ = try await redis.send(["PING"]) }
             #expect(error?.code == .connectionClosed || error?.code == .connectionFailed, "\(String(describing: error))")
             #expect(ContinuousClock.now - start < .seconds(1))
         }
@@ -88,7 +88,7 @@ struct RedisResilienceTests {
         // Back up: at most one command fails, the rest succeed, none hangs.
         var failures = 0
         for i in 0..<20 {
-            if let error = await redisError({ _ = try await redis.send(["SET", "after", "\(i)"]) }) {
+            if let error = await caughtError({ _ = try await redis.send(["SET", "after", "\(i)"]) }) {
                 failures += 1
                 #expect([.connectionClosed, .connectionFailed].contains(error.code))
             }
@@ -102,7 +102,7 @@ struct RedisResilienceTests {
         let redis = try RedisClient(url: "redis://127.0.0.1:\(port)", logger: testLogger)
         defer { redis.close() }
         let start = ContinuousClock.now
-        let error = await redisError { _ = try await redis.send(["PING"]) }
+        let error = await caughtError { _ = try await redis.send(["PING"]) }
         #expect(error?.code == .connectionFailed)
         #expect(error?.message.contains("127.0.0.1:\(port)") == true)
         #expect(ContinuousClock.now - start < .seconds(1))
