@@ -1,0 +1,77 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardTestSupport
+import Testing
+
+@Suite("The switchboard CLI")
+struct CLITests {
+    /// Runs `switchboard` to completion and returns its exit status and output.
+    func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
+        let cli = try CLIProcess(arguments, environment: environment)
+        guard let status = await cli.waitForExit(timeout: .seconds(30)) else {
+            Issue.record("switchboard \(arguments) did not exit")
+            return (-1, cli.output)
+        }
+        try await Task.sleep(for: .milliseconds(50))  // the last of the output
+        return (status, cli.output)
+    }
+
+    @Test func callRouteShowEndAndStatusAgainstARouter() async throws {
+        let cluster = try await TestCluster()
+        let router = try await cluster.addRouter()
+        try await cluster.addWorker(id: "cli-worker", capacity: 2)
+        try await cluster.waitForWorkers(1)
+
+        let (routed, routeOut) = try await run(["call", "route", "--router-url", router.url, "--tenant", "acme",
+                                                "--metadata", "from=+3312", "--output", "json"])
+        #expect(routed == 0, "\(routeOut)")
+        let placement = try JSONDecoder().decode(Placement.self, from: Data(routeOut.utf8))
+        #expect(placement.workerID == "cli-worker")
+
+        let (shown, showOut) = try await run(["call", "show", placement.callID, "--router-url", router.url])
+        #expect(shown == 0 && showOut.contains("call \(placement.callID):") && showOut.contains("tenant acme"), "\(showOut)")
+
+        let (status, statusOut) = try await run(["status", "--router-url", router.url])
+        #expect(status == 0 && statusOut.contains("cli-worker") && statusOut.contains("1 workers (1 ready)"), "\(statusOut)")
+
+        let (ended, endOut) = try await run(["call", "end", placement.callID, "--router-url", router.url])
+        #expect(ended == 0 && endOut.contains("ended: api"), "\(endOut)")
+
+        // Errors: one line with the API's code and a non-zero exit.
+        let (missing, missingOut) = try await run(["call", "show", "cnope", "--router-url", router.url])
+        #expect(missing != 0 && missingOut.contains("error: not_found"), "\(missingOut)")
+        let (down, downOut) = try await run(["status", "--router-url", "http://127.0.0.1:\(try TestServer.freePort())"])
+        #expect(down == 69 && downOut.contains("error: connection_failed"), "\(downOut)")
+        await cluster.shutdown()
+    }
+
+    @Test func optionsComeFromFlagsEnvironmentAndAConfigFile() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-config-\(UUID().uuidString).json")
+        try Data(#"{"capacity": 31, "region": "from-file", "zone": "z1"}"#.utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        // The file sets capacity and region; the environment overrides the region; a flag overrides the zone.
+        let (status, help) = try await run(["worker", "--config", file.path, "--help"],
+                                           environment: ["SWITCHBOARD_REGION": "from-env"])
+        #expect(status == 0)
+        #expect(help.contains("default: 31"), "\(help)")
+        #expect(help.contains("default: from-env"))
+        #expect(help.contains("default: z1"))
+
+        let bad = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-bad-\(UUID().uuidString).json")
+        try Data("{not json".utf8).write(to: bad)
+        defer { try? FileManager.default.removeItem(at: bad) }
+        let (badStatus, badOut) = try await run(["worker", "--config", bad.path])
+        #expect(badStatus == 64 && badOut.contains("error: cannot read config file"), "\(badOut)")
+        let (badEnv, badEnvOut) = try await run(["worker", "--help"], environment: ["SWITCHBOARD_CAPACITY": "lots"])
+        #expect(badEnv == 64 && badEnvOut.contains("capacity must be a whole number"), "\(badEnvOut)")
+    }
+
+    @Test func workerRefusesBadSettingsWithOneLine() async throws {
+        let (status, output) = try await run(["worker", "--id", "bad id", "--nats-url", "nats://127.0.0.1:1"])
+        #expect(status == 64 && output.contains("error: invalid_argument"), "\(output)")
+        let (handler, handlerOut) = try await run(["worker", "--handler", "karaoke", "--nats-url", "nats://127.0.0.1:1"])
+        #expect(handler == 64 && handlerOut.contains("unknown handler 'karaoke'"), "\(handlerOut)")
+        let (unreachable, unreachableOut) = try await run(["worker", "--nats-url", "nats://127.0.0.1:\(try TestServer.freePort())"])
+        #expect(unreachable == 69 && unreachableOut.contains("error: connection_failed"), "\(unreachableOut)")
+    }
+}
