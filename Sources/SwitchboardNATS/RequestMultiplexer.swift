@@ -7,17 +7,31 @@ import Synchronization
 /// (`_INBOX.<nuid>.*`), a numbered reply subject per request, and a continuation per request that the reply,
 /// the timeout, a no-responders status or cancellation resumes, whichever comes first (exactly once: the
 /// continuation is taken out of the table under the lock by whoever resumes it).
+///
+/// Timeouts share one timer, armed for the earliest deadline with some leeway: a timer per request cost a
+/// thread wake-up per request, even for requests long answered.
 final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set once in init; the table is in a Mutex
+    private struct Waiting {
+        var continuation: CheckedContinuation<NATSMessage, any Error>
+        var subject: String
+        var timeout: Duration
+    }
+
     private struct Table {
         var nextID: UInt64 = 0
-        var waiting: [UInt64: CheckedContinuation<NATSMessage, any Error>] = [:]
+        var waiting: [UInt64: Waiting] = [:]
+        var deadlines = DeadlineQueue()
+        var timerArmedFor: UInt64?
         var closed: SwitchboardError?
     }
+
+    /// How late a timeout may fire; lets one timer wake-up expire every request due in that window.
+    static let timeoutLeeway: DispatchTimeInterval = .milliseconds(5)
 
     private let prefix: String
     private let table = Mutex(Table())
     private var subscription: OpaquePointer?
-    private let timers = DispatchQueue(label: "switchboard.nats.request-timeouts")
+    private let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "switchboard.nats.request-timeouts"))
 
     init(connection: OpaquePointer) throws {
         var inbox: UnsafeMutablePointer<natsInbox>?
@@ -32,6 +46,9 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
             throw SwitchboardError.nats(status, "subscribing to the reply inbox", connection: connection)
         }
         subscription = sub
+        timer.setEventHandler { [weak self] in self?.expireDue() }
+        timer.schedule(deadline: .distantFuture)
+        timer.activate()
         _ = natsSubscription_SetPendingLimits(sub, -1, -1)
         if natsSubscription_SetOnCompleteCB(sub, onNATSReplyInboxComplete, context.toOpaque()) != NATS_OK {
             context.release()
@@ -39,6 +56,7 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
     }
 
     deinit {
+        timer.cancel()
         if let subscription { natsSubscription_Destroy(subscription) }
     }
 
@@ -50,9 +68,12 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
         }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<NATSMessage, any Error>) in
+                let deadline = DispatchTime.now().uptimeNanoseconds &+ UInt64(max(0, timeout.milliseconds)) * 1_000_000
                 let closed = table.withLock { table -> SwitchboardError? in
                     if let closed = table.closed { return closed }
-                    table.waiting[id] = continuation
+                    table.waiting[id] = Waiting(continuation: continuation, subject: subject, timeout: timeout)
+                    table.deadlines.insert(.init(deadline: deadline, id: id))
+                    if table.timerArmedFor.map({ deadline < $0 }) ?? true { arm(&table, at: deadline) }
                     return nil
                 }
                 if let closed { return continuation.resume(throwing: closed) }
@@ -64,11 +85,6 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
                 } catch {
                     return resume(id, with: .failure(error))
                 }
-                let nanos = max(0, Int(timeout.milliseconds) * 1_000_000)
-                timers.asyncAfter(deadline: .now() + .nanoseconds(nanos)) { [weak self] in
-                    self?.resume(id, with: .failure(SwitchboardError(.timeout, "no reply from '\(subject)' within \(timeout)",
-                                                                      context: ["nats.subject": subject])))
-                }
             }
         } onCancel: {
             resume(id, with: .failure(SwitchboardError(.cancelled, "request to '\(subject)' cancelled")))
@@ -77,17 +93,37 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
 
     /// Resumes request `id` if it is still waiting; later calls for the same id do nothing.
     func resume(_ id: UInt64, with result: Result<NATSMessage, any Error>) {
-        let continuation = table.withLock { $0.waiting.removeValue(forKey: id) }
-        continuation?.resume(with: result)
+        let waiting = table.withLock { $0.waiting.removeValue(forKey: id) }
+        waiting?.continuation.resume(with: result)
+    }
+
+    private func arm(_ table: inout Table, at deadline: UInt64) {
+        table.timerArmedFor = deadline
+        timer.schedule(deadline: DispatchTime(uptimeNanoseconds: deadline), leeway: Self.timeoutLeeway)
+    }
+
+    /// The timer fired: time out every request whose deadline has passed and arm for the next one.
+    private func expireDue() {
+        let expired = table.withLock { table -> [Waiting] in
+            let due = table.deadlines.popDue(at: DispatchTime.now().uptimeNanoseconds)
+            table.timerArmedFor = nil
+            if let next = table.deadlines.earliest { arm(&table, at: next) }
+            return due.compactMap { table.waiting.removeValue(forKey: $0) }
+        }
+        for request in expired {
+            request.continuation.resume(throwing: SwitchboardError(.timeout, "no reply from '\(request.subject)' within \(request.timeout)",
+                                                                   context: ["nats.subject": request.subject]))
+        }
     }
 
     func failAll(_ error: SwitchboardError) {
-        let waiting = table.withLock { table -> [CheckedContinuation<NATSMessage, any Error>] in
+        let waiting = table.withLock { table -> [Waiting] in
             table.closed = error
+            table.deadlines = DeadlineQueue()
             defer { table.waiting = [:] }
             return Array(table.waiting.values)
         }
-        waiting.forEach { $0.resume(throwing: error) }
+        waiting.forEach { $0.continuation.resume(throwing: error) }
     }
 
     fileprivate func receive(_ msg: OpaquePointer) {
