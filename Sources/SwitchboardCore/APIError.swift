@@ -16,7 +16,7 @@ extension SwitchboardError {
     }
 
     /// The error as API clients see it, with its public code.
-    public var apiBody: ErrorBody { ErrorBody(code: api.code, message: message) }
+    public var apiBody: ErrorBody { ErrorBody(code: api.code, message: message, explain: explanation) }
 }
 
 /// `{"error": {"code": "...", "message": "..."}}`

@@ -14,6 +14,8 @@ public struct Subjects: Sendable, Equatable {
     public var heartbeat: String { "\(prefix).heartbeat" }
     /// Offers to one worker (request/reply).
     public func offer(worker: String) -> String { "\(prefix).worker.\(worker).offer" }
+    /// A router pings a suspect worker directly (request/reply; the answer is a heartbeat).
+    public func ping(worker: String) -> String { "\(prefix).worker.\(worker).ping" }
     /// Audio from the caller to whichever worker holds the call.
     public func mediaIn(call: String) -> String { "\(prefix).media.\(call).in" }
     /// Audio from the worker to the caller.

@@ -48,6 +48,8 @@ public struct SwitchboardError: Error, Sendable, Hashable, CustomStringConvertib
     public var message: String
     /// Extra facts for logs: the C library's status name, a subject, a server address.
     public var context: [String: String]
+    /// The scheduler's reasoning, when a caller asked why a call could not be placed.
+    public var explanation: Scheduler.Explanation?
 
     public init(_ code: Code, _ message: String, context: [String: String] = [:]) {
         self.code = code

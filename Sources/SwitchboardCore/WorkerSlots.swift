@@ -6,6 +6,8 @@ public struct WorkerSlots: Sendable, Equatable {
     public private(set) var state: WorkerState = .ready
     public let capacity: Int
     public private(set) var calls: Set<String> = []
+    /// Offers accepted in all; each accept answers with the count after it (`OfferReply.acceptSeq`).
+    public private(set) var accepted: UInt64 = 0
 
     public init(capacity: Int) {
         self.capacity = capacity
@@ -26,6 +28,7 @@ public struct WorkerSlots: Sendable, Equatable {
         if calls.contains(callID) { return .refuse(.duplicate) }
         guard calls.count < capacity else { return .refuse(.full) }
         calls.insert(callID)
+        accepted += 1
         return .accept
     }
 

@@ -7,10 +7,11 @@ import SwitchboardObservability
 import SwitchboardRedis
 import Synchronization
 
-/// A router: keeps the live worker table from heartbeats, places calls on workers (offer, accept, record),
-/// answers route requests on NATS, and serves the operations behind the HTTP API.
+/// A router: keeps its view of the fleet from heartbeats (pinging workers that fall silent), places calls on
+/// workers (choose, offer, accept, record), answers route requests on NATS, and serves the operations
+/// behind the HTTP API.
 ///
-/// Stateless beyond the worker table, which every router rebuilds from heartbeats within one interval; any
+/// Stateless beyond the fleet view, which every router rebuilds from heartbeats within one interval; any
 /// number can run at once (route requests are a NATS queue group).
 public final class Router: Service, Sendable {
     public let configuration: RouterConfiguration
@@ -18,8 +19,16 @@ public final class Router: Service, Sendable {
     public let redis: RedisClient
     public let metrics: MetricsRegistry
     let logger: Logger
-    let table: Mutex<WorkerTable>
+    let fleet: Mutex<Fleet>
     let clock = ContinuousClock()
+
+    /// The fleet view and the scheduler, changed together under one lock: a choice and its reservation are
+    /// one step, so concurrent routes see each other's offers.
+    struct Fleet {
+        var registry: WorkerRegistry
+        var scheduler: Scheduler
+        var random = SystemRandomNumberGenerator()
+    }
 
     public init(configuration: RouterConfiguration, nats: NATSConnection, redis: RedisClient,
                 metrics: MetricsRegistry = MetricsRegistry(), logger: Logger) {
@@ -30,7 +39,8 @@ public final class Router: Service, Sendable {
         var logger = logger
         logger[metadataKey: LogKey.routerID] = "\(configuration.id)"
         self.logger = logger
-        table = Mutex(WorkerTable(heartbeatInterval: configuration.heartbeatInterval, goneAfter: configuration.goneAfter))
+        fleet = Mutex(Fleet(registry: WorkerRegistry(configuration: configuration.registry),
+                            scheduler: Scheduler(configuration: configuration.scheduler)))
     }
 
     /// Runs until cancelled or told to shut down gracefully; then it stops taking route requests, finishes
@@ -43,7 +53,7 @@ public final class Router: Service, Sendable {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { for await message in heartbeats { self.ingestHeartbeat(message) } }
-                background.addTask { await self.expireLoop() }
+                background.addTask { await self.livenessLoop() }
                 await withDiscardingTaskGroup { inFlight in
                     for await message in routes {
                         inFlight.addTask { await self.handleRouteRequest(message) }
@@ -62,30 +72,69 @@ public final class Router: Service, Sendable {
 
     func ingestHeartbeat(_ message: NATSMessage) {
         do {
-            let heartbeat = try Heartbeat.decode(message.payload)
-            let result = table.withLock { $0.ingest(heartbeat, now: clock.now) }
-            metrics.increment(MetricNames.heartbeats, ["result": "\(result)"], help: "Heartbeats received, by result")
-            if result == .joined {
-                logger.info("worker joined", metadata: [LogKey.workerID: "\(heartbeat.workerID)", "version": "\(heartbeat.version)",
-                                                        "region": "\(heartbeat.region)", "capacity": "\(heartbeat.capacity)"])
-            }
-            if heartbeat.state == .stopping && heartbeat.activeCalls == 0 {
-                table.withLock { $0.remove(heartbeat.workerID) }
-                logger.info("worker left", metadata: [LogKey.workerID: "\(heartbeat.workerID)"])
-            }
+            ingest(try Heartbeat.decode(message.payload))
         } catch {
             countBadMessage("heartbeat", error)
         }
     }
 
-    private func expireLoop() async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: configuration.heartbeatInterval / 2)
-            let gone = table.withLock { $0.expire(now: clock.now) }
-            for id in gone {
-                logger.warning("worker gone: no heartbeat for \(configuration.goneAfter) intervals", metadata: [LogKey.workerID: "\(id)"])
+    private func ingest(_ heartbeat: Heartbeat) {
+        let result = fleet.withLock { $0.registry.ingest(heartbeat, now: clock.now) }
+        metrics.increment(MetricNames.heartbeats, ["result": result.rawValue], help: "Heartbeats received, by result")
+        switch result {
+        case .joined, .restarted:
+            logger.info("worker \(result)", metadata: [LogKey.workerID: "\(heartbeat.workerID)", "version": "\(heartbeat.version)",
+                                                    "region": "\(heartbeat.region)", "capacity": "\(heartbeat.capacity)"])
+        case .recovered:
+            logger.info("suspect worker heard from again", metadata: [LogKey.workerID: "\(heartbeat.workerID)"])
+        case .updated, .stale:
+            break
+        }
+        if heartbeat.state == .stopping && heartbeat.activeCalls == 0 {
+            fleet.withLock { $0.registry.remove(heartbeat.workerID) }
+            logger.info("worker left", metadata: [LogKey.workerID: "\(heartbeat.workerID)"])
+        }
+    }
+
+    /// Marks silent workers suspect (and pings them) or dead, a few times per heartbeat interval.
+    private func livenessLoop() async {
+        await withDiscardingTaskGroup { pings in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: configuration.heartbeatInterval / 4)
+                let events = fleet.withLock { $0.registry.tick(now: clock.now) }
+                for event in events {
+                    switch event {
+                    case .suspect(let id):
+                        metrics.increment(MetricNames.workerLiveness, ["event": "suspect"], help: "Workers found suspect or dead")
+                        logger.warning("worker suspect: no heartbeat for \(configuration.registry.suspectAfter) intervals; pinging it",
+                                       metadata: [LogKey.workerID: "\(id)"])
+                        pings.addTask { await self.ping(id) }
+                    case .dead(let id):
+                        metrics.increment(MetricNames.workerLiveness, ["event": "dead"], help: "Workers found suspect or dead")
+                        logger.warning("worker dead: no heartbeat for \(configuration.registry.deadAfter) intervals",
+                                       metadata: [LogKey.workerID: "\(id)"])
+                    }
+                }
+                updateWorkerGauges()
             }
-            updateWorkerGauges()
+        }
+    }
+
+    /// Asks a suspect worker for a heartbeat directly: an answer brings it back, silence or an error drops it.
+    func ping(_ workerID: String) async {
+        do {
+            let reply = try await nats.request(configuration.subjects.ping(worker: workerID), payload: [],
+                                               timeout: configuration.pingTimeout)
+            ingest(try Heartbeat.decode(reply.payload))
+        } catch {
+            let stillSuspect = fleet.withLock { fleet -> Bool in
+                guard fleet.registry.entries[workerID]?.liveness == .suspect else { return false }
+                fleet.registry.remove(workerID)
+                return true
+            }
+            guard stillSuspect else { return }
+            metrics.increment(MetricNames.workerLiveness, ["event": "dead"], help: "Workers found suspect or dead")
+            logger.warning("worker dead: failed its ping", metadata: [LogKey.workerID: "\(workerID)", LogKey.error: "\(error)"])
         }
     }
 
@@ -93,20 +142,29 @@ public final class Router: Service, Sendable {
         let live = workers()
         var byState: [MetricsRegistry.Labels: Double] = [:]
         for state in WorkerState.allCases { byState[["state": state.rawValue]] = 0 }
+        byState[["state": "suspect"]] = 0
         var calls = 0.0, free = 0.0
         for entry in live {
-            byState[["state": entry.heartbeat.state.rawValue], default: 0] += 1
+            byState[["state": entry.liveness == .suspect ? "suspect" : entry.heartbeat.state.rawValue], default: 0] += 1
             calls += Double(entry.heartbeat.activeCalls)
-            if entry.heartbeat.state == .ready { free += Double(entry.freeSlots) }
+            if entry.isPlaceable { free += Double(entry.freeSlots) }
         }
-        metrics.replaceGauge(MetricNames.workers, byState, help: "Live workers by state, as this router sees them")
+        metrics.replaceGauge(MetricNames.workers, byState, help: "Known workers by state (or suspect), as this router sees them")
         metrics.set(MetricNames.activeCalls, to: calls, help: "Calls on live workers, by their heartbeats")
         metrics.set(MetricNames.freeSlots, to: free, help: "Free slots on ready workers")
     }
 
-    /// Live workers, sorted by id.
-    public func workers() -> [WorkerTable.Entry] {
-        table.withLock { $0.live(now: clock.now) }
+    /// Known workers (suspect ones included), sorted by id.
+    public func workers() -> [WorkerRegistry.Entry] {
+        fleet.withLock { $0.registry.sorted }
+    }
+
+    /// Known workers with their load and score as this router's scheduler sees them (for status).
+    public func workerViews() -> [WorkerView] {
+        fleet.withLock { fleet in
+            let now = clock.now
+            return fleet.registry.sorted.map { WorkerView($0, scheduler: fleet.scheduler, now: now) }
+        }
     }
 
     func countBadMessage(_ kind: String, _ error: any Error) {

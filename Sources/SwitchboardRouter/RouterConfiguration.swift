@@ -10,9 +10,12 @@ public struct RouterConfiguration: Sendable {
     /// HTTP API address; port 0 picks a free port (see `Router.httpPort`).
     public var httpHost = "127.0.0.1"
     public var httpPort = 8080
-    /// How often workers send heartbeats; a worker silent for `goneAfter` of these is dropped.
-    public var heartbeatInterval: Duration = .seconds(1)
-    public var goneAfter = 3
+    /// Heartbeat interval, liveness (suspect after 2 silent intervals, dead after 3) and reservations.
+    public var registry = WorkerRegistry.Configuration()
+    /// How calls are placed: strategy, choices, weights, CPU ceiling.
+    public var scheduler = Scheduler.Configuration()
+    /// Time a suspect worker has to answer a ping before it is taken for dead.
+    public var pingTimeout: Duration = .milliseconds(500)
     /// One deadline for the whole route: offers, accept, record.
     public var routeDeadline: Duration = .seconds(2)
     /// Time a single worker has to answer an offer.
@@ -23,6 +26,11 @@ public struct RouterConfiguration: Sendable {
     public var maxBodyBytes = 64 * 1024
     /// How long an ended call's record stays in Redis.
     public var endedCallRetention: Duration = .seconds(24 * 3600)
+
+    public var heartbeatInterval: Duration {
+        get { registry.heartbeatInterval }
+        set { registry = .init(heartbeatInterval: newValue, suspectAfter: registry.suspectAfter, deadAfter: registry.deadAfter) }
+    }
 
     public init(id: String, subjects: Subjects, keys: RedisKeys) {
         self.id = id

@@ -38,40 +38,45 @@ extension Router {
         let deadline = start + configuration.routeDeadline
         let offer = Offer(callID: callID, tenant: request.tenant, region: request.region, metadata: request.metadata,
                           routerID: configuration.id).encoded()
-        var tried: Set<String> = []
+        var needs = Scheduler.Needs(region: request.region, zone: request.zone, locality: request.locality)
         var refusals: [String] = []
-        while tried.count < configuration.maxOffers {
+        var explanation: Scheduler.Explanation?
+        while needs.tried.count < configuration.maxOffers {
             let remaining = deadline - clock.now
             guard remaining > .zero else { break }
-            // Choose and count the offer in flight in one step, so concurrent routes see it.
-            let chosen = table.withLock { table -> WorkerTable.Entry? in
-                guard let entry = table.leastLoaded(region: request.region, excluding: tried, now: clock.now) else { return nil }
-                table.reserve(entry.id)
-                return entry
+            // Choose and reserve in one step, so concurrent routes see each other's offers.
+            let chosen = fleet.withLock { fleet -> (Scheduler.Candidate, UInt64)? in
+                let decision = fleet.scheduler.choose(needs, in: fleet.registry, using: &fleet.random,
+                                                      explain: request.explain && explanation == nil)
+                if let first = decision.explanation { explanation = first }
+                guard let chosen = decision.chosen,
+                      let token = fleet.registry.reserve(chosen.workerID, now: clock.now) else { return nil }
+                return (chosen, token)
             }
-            guard let worker = chosen else { break }
-            tried.insert(worker.id)
+            guard let (worker, token) = chosen else { break }
+            needs.tried.insert(worker.workerID)
             let reply: OfferReply
             do {
-                let message = try await nats.request(configuration.subjects.offer(worker: worker.id), payload: offer,
+                let message = try await nats.request(configuration.subjects.offer(worker: worker.workerID), payload: offer,
                                                      headers: ["Call-Id": callID],
                                                      timeout: min(configuration.offerTimeout, remaining))
                 reply = try OfferReply.decode(message.payload)
             } catch {
-                table.withLock { $0.release(worker.id) }
+                fleet.withLock { $0.registry.release(worker.workerID, token: token) }
                 let code = (error as? SwitchboardError)?.code.rawValue ?? "error"
                 metrics.increment(MetricNames.offers, ["result": code], help: "Offers to workers by result")
-                refusals.append("\(worker.id): \(code)")
-                logger.warning("offer failed", metadata: [LogKey.workerID: "\(worker.id)", LogKey.error: "\(error)"])
+                refusals.append("\(worker.workerID): \(code)")
+                logger.warning("offer failed", metadata: [LogKey.workerID: "\(worker.workerID)", LogKey.error: "\(error)"])
                 continue
             }
-            guard reply.accepted else {
-                table.withLock { $0.release(worker.id) }
+            guard reply.accepted, let acceptSeq = reply.acceptSeq else {
+                fleet.withLock { $0.registry.release(worker.workerID, token: token) }
                 let reason = reply.reason?.rawValue ?? "refused"
                 metrics.increment(MetricNames.offers, ["result": "refused_\(reason)"], help: "Offers to workers by result")
-                refusals.append("\(worker.id): \(reason)")
+                refusals.append("\(worker.workerID): \(reason)")
                 continue
             }
+            fleet.withLock { $0.registry.accepted(worker.workerID, token: token, acceptSeq: acceptSeq) }
             metrics.increment(MetricNames.offers, ["result": "accepted"], help: "Offers to workers by result")
             let record = CallRecord(callID: callID, tenant: request.tenant, workerID: reply.workerID, version: reply.version,
                                     region: reply.region, state: .placed, createdAt: Self.unixMillis())
@@ -84,11 +89,15 @@ extension Router {
             }
             return Placement(callID: callID, workerID: reply.workerID, version: reply.version, region: reply.region,
                              media: MediaSubjects(in: configuration.subjects.mediaIn(call: callID),
-                                                  out: configuration.subjects.mediaOut(call: callID)))
+                                                  out: configuration.subjects.mediaOut(call: callID)),
+                             explain: explanation)
         }
-        let why = refusals.isEmpty ? "no ready worker with a free slot\(request.region.map { " in region \($0)" } ?? "")"
+        let place = request.region.map { r in " in region \(r)\(request.zone.map { "/\($0)" } ?? "")" } ?? ""
+        let why = refusals.isEmpty ? "no ready worker with a free slot\(place)"
             : "every worker offered refused or failed (\(refusals.joined(separator: "; ")))"
-        throw SwitchboardError(.noCapacity, why)
+        var error = SwitchboardError(.noCapacity, why)
+        error.explanation = explanation
+        throw error
     }
 
     private func recordPlacement(_ record: CallRecord) async throws {

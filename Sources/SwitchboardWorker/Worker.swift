@@ -67,6 +67,14 @@ public final class Worker: Service, Sendable {
         let offers = try nats.subscribe(to: configuration.subjects.offer(worker: configuration.id)) { [self] message in
             handleOffer(message)
         }
+        // A router that missed our heartbeats asks directly; the answer is a fresh heartbeat.
+        let pings = try nats.subscribe(to: configuration.subjects.ping(worker: configuration.id)) { [self] message in
+            do {
+                try nats.reply(to: message, payload: heartbeat().encoded())
+            } catch {
+                logger.warning("ping not answered", metadata: [LogKey.error: "\(error)"])
+            }
+        }
         try await nats.flush()
         logger.info("worker running", metadata: ["version": "\(configuration.version)", "region": "\(configuration.region)",
                                                  "capacity": "\(configuration.capacity)"])
@@ -84,6 +92,7 @@ public final class Worker: Service, Sendable {
         } onGracefulShutdown: {
             self.stop()
             offers.unsubscribe()
+            pings.unsubscribe()
         }
         await publishHeartbeat()  // stopping, no calls: routers drop this worker now
         logger.info("worker stopped")
@@ -113,7 +122,7 @@ public final class Worker: Service, Sendable {
             answer(message, .refuse(.badOffer, workerID: configuration.id, version: configuration.version, region: configuration.region))
             return
         }
-        var decision = state.withLock { $0.slots.offer(offer.callID) }
+        var (decision, acceptSeq) = state.withLock { ($0.slots.offer(offer.callID), $0.slots.accepted) }
         if decision == .accept {
             // Listen on the call's subjects before saying yes: the caller may send audio the moment it hears.
             do {
@@ -129,7 +138,8 @@ public final class Worker: Service, Sendable {
         }
         switch decision {
         case .accept:
-            answer(message, .accept(workerID: configuration.id, version: configuration.version, region: configuration.region))
+            answer(message, .accept(workerID: configuration.id, version: configuration.version, region: configuration.region,
+                                    acceptSeq: acceptSeq))
             metrics.increment(MetricNames.offersAnswered, ["result": "accepted"], help: "Offers answered by result")
             accepted.yield(offer)
             // Full now: say so at once, so routers stop offering. Other changes in the call count go out with
@@ -190,7 +200,7 @@ public final class Worker: Service, Sendable {
                              zone: configuration.zone, state: state.slots.state, capacity: configuration.capacity,
                              activeCalls: state.slots.activeCalls, cpu: state.load.cpu,
                              memoryUsedBytes: state.load.memoryUsed, memoryLimitBytes: state.load.memoryLimit,
-                             seq: state.seq, incarnation: incarnation)
+                             seq: state.seq, incarnation: incarnation, accepted: state.slots.accepted)
         }
     }
 

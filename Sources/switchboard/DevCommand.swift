@@ -128,7 +128,7 @@ final class DevCluster: Sendable {
         for url in routerURLs {
             while true {
                 if let data = try? await APIClient(base: url).get("/v1/workers"),
-                   let view = try? JSONDecoder().decode(StatusCommand.Workers.self, from: data), view.totals["ready"] ?? 0 >= workers {
+                   let view = try? JSONDecoder().decode(WorkersView.self, from: data), view.totals["ready"] ?? 0 >= workers {
                     break
                 }
                 if let dead = children.first(where: { !$0.process.isRunning }) {

@@ -151,10 +151,10 @@ struct LiveTable {
             lastTime = now
             var lines: [String] = []
             if let data = try? await APIClient(base: cluster.routerURLs[0]).get("/v1/workers"),
-               let view = try? JSONDecoder().decode(StatusCommand.Workers.self, from: data) {
+               let view = try? JSONDecoder().decode(WorkersView.self, from: data) {
                 var rows = [["WORKER", "ZONE", "STATE", "CALLS", "CPU"]]
                 for w in view.workers {
-                    rows.append([w.id, w.zone, w.state, "\(w.active_calls)/\(w.capacity)", String(format: "%.0f%%", w.cpu * 100)])
+                    rows.append([w.id, w.zone, w.state, "\(w.activeCalls)/\(w.capacity)", String(format: "%.0f%%", w.cpu * 100)])
                 }
                 lines.append(formatTable(rows))
             }

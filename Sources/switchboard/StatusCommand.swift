@@ -8,35 +8,26 @@ struct StatusCommand: AsyncParsableCommand {
         abstract: "Show the workers a router sees: version, state, load and calls, and totals.")
     @OptionGroup var router: RouterAddress
 
-    struct Workers: Decodable {
-        struct Worker: Decodable {
-            var id, version, region, zone, state: String
-            var capacity, active_calls, free_slots, last_heartbeat_age_ms: Int
-            var cpu: Double
-            var memory_used_bytes: Int64
-        }
-        var workers: [Worker]
-        var totals: [String: Int]
-    }
-
     func run() async throws {
         try await cli(router.output) {
             let data = try await APIClient(base: router.routerURL).get("/v1/workers")
-            let view = try JSONDecoder().decode(Workers.self, from: data)
+            let view = try JSONDecoder().decode(WorkersView.self, from: data)
             return (data, table(view))
         }
     }
 
-    func table(_ view: Workers) -> String {
-        var rows = [["WORKER", "VERSION", "REGION/ZONE", "STATE", "CALLS", "FREE", "CPU", "MEM", "SEEN"]]
+    func table(_ view: WorkersView) -> String {
+        var rows = [["WORKER", "VERSION", "REGION/ZONE", "STATE", "CALLS", "RESERVED", "FREE", "CPU", "MEM", "SCORE", "SEEN"]]
         for w in view.workers {
-            rows.append([w.id, w.version, "\(w.region)/\(w.zone)", w.state, "\(w.active_calls)/\(w.capacity)", "\(w.free_slots)",
-                         String(format: "%.0f%%", w.cpu * 100), "\(w.memory_used_bytes / 1_048_576) MiB",
-                         String(format: "%.1fs ago", Double(w.last_heartbeat_age_ms) / 1000)])
+            let state = w.liveness == "alive" ? w.state : "\(w.state) (\(w.liveness))"
+            rows.append([w.id, w.version, "\(w.region)/\(w.zone)", state, "\(w.activeCalls)/\(w.capacity)", "\(w.reserved)",
+                         "\(w.freeSlots)", String(format: "%.0f%%", w.cpu * 100),
+                         String(format: "%d MiB (%.0f%%)", w.memoryUsedBytes / 1_048_576, w.load.memory * 100),
+                         String(format: "%.2f", w.score.total), String(format: "%.1fs ago", Double(w.lastHeartbeatAgeMs) / 1000)])
         }
         var text = formatTable(rows)
         let t = view.totals
-        text += "\n\(t["workers"] ?? 0) workers (\(t["ready"] ?? 0) ready), \(t["active_calls"] ?? 0) calls, \(t["free_slots"] ?? 0) free slots of \(t["capacity"] ?? 0)"
+        text += "\n\(t["workers"] ?? 0) workers (\(t["ready"] ?? 0) ready, \(t["suspect"] ?? 0) suspect), \(t["active_calls"] ?? 0) calls, \(t["free_slots"] ?? 0) free slots of \(t["capacity"] ?? 0)"
         return text
     }
 }

@@ -17,7 +17,7 @@ import Testing
         #expect(try RouteReply.decode(failure.encoded()) == failure)
         let offer = Offer(callID: "c1", tenant: "acme", region: nil, metadata: [:], routerID: "r-1")
         #expect(try Offer.decode(offer.encoded()) == offer)
-        let accept = OfferReply.accept(workerID: "w-1", version: "1", region: "eu")
+        let accept = OfferReply.accept(workerID: "w-1", version: "1", region: "eu", acceptSeq: 7)
         #expect(try OfferReply.decode(accept.encoded()) == accept)
         let refuse = OfferReply.refuse(.full, workerID: "w-1", version: "1", region: "eu")
         #expect(try OfferReply.decode(refuse.encoded()) == refuse)

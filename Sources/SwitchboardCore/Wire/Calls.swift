@@ -3,31 +3,51 @@ public struct RouteRequest: WireMessage, Equatable {
     public static let wireVersion = 1
     public var v = RouteRequest.wireVersion
     public var tenant: String
-    /// Required region; nil places anywhere.
+    /// The caller's region and zone; nil places anywhere.
     public var region: String?
+    public var zone: String?
+    /// `required` (the default): only workers in `region` (and `zone`, when given); `preferred`: workers there
+    /// first, elsewhere when none can take the call.
+    public var locality: Locality
     public var metadata: [String: String]
+    /// Ask for the scheduler's reasoning in the answer (candidates with their scores, and why others were not).
+    public var explain: Bool
 
-    public init(tenant: String, region: String? = nil, metadata: [String: String] = [:]) {
+    public init(tenant: String, region: String? = nil, zone: String? = nil, locality: Locality = .required,
+                metadata: [String: String] = [:], explain: Bool = false) {
         self.tenant = tenant
         self.region = region
+        self.zone = zone
+        self.locality = locality
         self.metadata = metadata
+        self.explain = explain
     }
 
-    enum CodingKeys: String, CodingKey { case v, tenant, region, metadata }
+    enum CodingKeys: String, CodingKey { case v, tenant, region, zone, locality, metadata, explain }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         v = try c.decode(Int.self, forKey: .v)
         tenant = try c.decode(String.self, forKey: .tenant)
         region = try c.decodeIfPresent(String.self, forKey: .region)
+        zone = try c.decodeIfPresent(String.self, forKey: .zone)
+        locality = try c.decodeIfPresent(Locality.self, forKey: .locality) ?? .required
         metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata) ?? [:]
+        explain = try c.decodeIfPresent(Bool.self, forKey: .explain) ?? false
     }
 
     public func validate() throws(SwitchboardError) {
         try WireCheck.identifier(tenant, "tenant")
         if let region { try WireCheck.text(region, "region", max: 64) }
+        if let zone { try WireCheck.text(zone, "zone", max: 64) }
+        if zone != nil && region == nil { throw SwitchboardError(.badMessage, "'zone' needs a 'region'") }
         try WireCheck.metadata(metadata)
     }
+}
+
+/// How strictly a call keeps to its region and zone.
+public enum Locality: String, Codable, Sendable, CaseIterable {
+    case required, preferred
 }
 
 /// Where a call's audio flows: the caller publishes to `in` and listens on `out`.
@@ -47,18 +67,22 @@ public struct Placement: Codable, Sendable, Equatable {
     public var version: String
     public var region: String
     public var media: MediaSubjects
+    /// Only when the caller asked the scheduler to explain itself.
+    public var explain: Scheduler.Explanation?
 
     enum CodingKeys: String, CodingKey {
-        case version, region, media
+        case version, region, media, explain
         case callID = "call_id", workerID = "worker_id"
     }
 
-    public init(callID: String, workerID: String, version: String, region: String, media: MediaSubjects) {
+    public init(callID: String, workerID: String, version: String, region: String, media: MediaSubjects,
+                explain: Scheduler.Explanation? = nil) {
         self.callID = callID
         self.workerID = workerID
         self.version = version
         self.region = region
         self.media = media
+        self.explain = explain
     }
 }
 
@@ -66,9 +90,12 @@ public struct Placement: Codable, Sendable, Equatable {
 public struct ErrorBody: Codable, Sendable, Equatable {
     public var code: String
     public var message: String
-    public init(code: String, message: String) {
+    /// Only when the caller asked the scheduler to explain itself.
+    public var explain: Scheduler.Explanation?
+    public init(code: String, message: String, explain: Scheduler.Explanation? = nil) {
         self.code = code
         self.message = message
+        self.explain = explain
     }
     public init(_ error: SwitchboardError) {
         self.init(code: error.code.rawValue, message: error.message)
@@ -138,14 +165,16 @@ public struct OfferReply: WireMessage, Equatable {
     public var workerID: String
     public var version: String
     public var region: String
+    /// On accept: the worker's count of accepted offers including this one (see `Heartbeat.accepted`).
+    public var acceptSeq: UInt64?
 
     enum CodingKeys: String, CodingKey {
         case v, accepted, reason, version, region
-        case workerID = "worker_id"
+        case workerID = "worker_id", acceptSeq = "accept_seq"
     }
 
-    public static func accept(workerID: String, version: String, region: String) -> OfferReply {
-        OfferReply(accepted: true, reason: nil, workerID: workerID, version: version, region: region)
+    public static func accept(workerID: String, version: String, region: String, acceptSeq: UInt64) -> OfferReply {
+        OfferReply(accepted: true, reason: nil, workerID: workerID, version: version, region: region, acceptSeq: acceptSeq)
     }
 
     public static func refuse(_ reason: RefusalReason, workerID: String, version: String, region: String) -> OfferReply {

@@ -29,16 +29,19 @@ public struct Heartbeat: WireMessage, Equatable {
     public var seq: UInt64
     /// Random per worker process start, so a restarted worker's seq starting over is not taken as stale.
     public var incarnation: String
+    /// Offers this worker process has accepted in all. An accept reply carries the count after that accept,
+    /// so a router knows when a heartbeat reflects a call it placed (and stops counting it itself).
+    public var accepted: UInt64
 
     enum CodingKeys: String, CodingKey {
-        case v, version, region, zone, state, capacity, cpu, seq, incarnation
+        case v, version, region, zone, state, capacity, cpu, seq, incarnation, accepted
         case workerID = "worker_id", activeCalls = "active_calls"
         case memoryUsedBytes = "memory_used_bytes", memoryLimitBytes = "memory_limit_bytes"
     }
 
     public init(workerID: String, version: String, region: String, zone: String, state: WorkerState, capacity: Int,
                 activeCalls: Int, cpu: Double, memoryUsedBytes: Int64, memoryLimitBytes: Int64, seq: UInt64,
-                incarnation: String) {
+                incarnation: String, accepted: UInt64 = 0) {
         self.workerID = workerID
         self.version = version
         self.region = region
@@ -51,6 +54,7 @@ public struct Heartbeat: WireMessage, Equatable {
         self.memoryLimitBytes = memoryLimitBytes
         self.seq = seq
         self.incarnation = incarnation
+        self.accepted = accepted
     }
 
     public func validate() throws(SwitchboardError) {

@@ -33,7 +33,7 @@ public enum RouterHTTP {
             return json(try await router.endCall(id))
         }
         routes.get("/v1/workers") { _, _ -> Response in
-            json(WorkersView(router.workers()))
+            json(WorkersView(router.workerViews()))
         }
         routes.get("/healthz") { _, _ -> Response in
             json(["status": "ok"])
@@ -119,50 +119,5 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     static func render(_ status: Int, _ body: ErrorBody) -> Response {
         Response(status: HTTPResponse.Status(code: status), headers: [.contentType: "application/json"],
                  body: .init(byteBuffer: ByteBuffer(bytes: WireCodec.encode(ErrorEnvelope(body)))))
-    }
-}
-
-/// `GET /v1/workers`: each live worker with its load report, and totals.
-struct WorkersView: Encodable {
-    struct Worker: Encodable {
-        var id: String
-        var version: String
-        var region: String
-        var zone: String
-        var state: String
-        var capacity: Int
-        var activeCalls: Int
-        var freeSlots: Int
-        var cpu: Double
-        var memoryUsedBytes: Int64
-        var memoryLimitBytes: Int64
-        var lastHeartbeatAgeMs: Int
-
-        enum CodingKeys: String, CodingKey {
-            case id, version, region, zone, state, capacity, cpu
-            case activeCalls = "active_calls", freeSlots = "free_slots", memoryUsedBytes = "memory_used_bytes"
-            case memoryLimitBytes = "memory_limit_bytes", lastHeartbeatAgeMs = "last_heartbeat_age_ms"
-        }
-    }
-
-    var workers: [Worker]
-    var totals: [String: Int]
-
-    init(_ entries: [WorkerTable.Entry]) {
-        let now = ContinuousClock.now
-        workers = entries.map { e in
-            let hb = e.heartbeat
-            return Worker(id: hb.workerID, version: hb.version, region: hb.region, zone: hb.zone, state: hb.state.rawValue,
-                          capacity: hb.capacity, activeCalls: hb.activeCalls, freeSlots: e.freeSlots, cpu: hb.cpu,
-                          memoryUsedBytes: hb.memoryUsedBytes, memoryLimitBytes: hb.memoryLimitBytes,
-                          lastHeartbeatAgeMs: Int((now - e.lastSeen).microseconds / 1000))
-        }
-        totals = [
-            "workers": workers.count,
-            "ready": workers.filter { $0.state == "ready" }.count,
-            "capacity": workers.reduce(0) { $0 + $1.capacity },
-            "active_calls": workers.reduce(0) { $0 + $1.activeCalls },
-            "free_slots": workers.filter { $0.state == "ready" }.reduce(0) { $0 + $1.freeSlots },
-        ]
     }
 }

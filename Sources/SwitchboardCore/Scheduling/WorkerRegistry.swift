@@ -1,0 +1,225 @@
+/// A router's live view of the fleet, built from heartbeats. Pure: time is an input.
+///
+/// - Liveness: a worker silent for `suspectAfter` heartbeat intervals is suspect (no new calls; the router
+///   pings it), for `deadAfter` intervals (or failing the ping) dead and dropped. A heartbeat older than the
+///   last one seen from the same worker process is ignored.
+/// - Local correction: every offer this router makes reserves a slot on the worker until a heartbeat shows
+///   the worker counted it (its `accepted` count reaches the accept's sequence number), the offer is
+///   refused, or the reservation expires. Routers working from the same second-old heartbeats do not all
+///   pile onto the worker that looked emptiest.
+/// - Index: placeable workers (ready and alive) are kept in pools by version and region, so a decision
+///   samples the pools it may use instead of scanning the fleet.
+public struct WorkerRegistry: Sendable {
+    public typealias Instant = ContinuousClock.Instant
+
+    public struct Configuration: Sendable, Equatable {
+        public var heartbeatInterval: Duration = .seconds(1)
+        /// Intervals of silence before a worker is suspect, and before it is dead.
+        public var suspectAfter = 2
+        public var deadAfter = 3
+        /// How long a reservation lasts at most (an offer never answered, a heartbeat never received).
+        public var reservationTimeout: Duration = .seconds(3)
+
+        public init(heartbeatInterval: Duration = .seconds(1), suspectAfter: Int = 2, deadAfter: Int = 3,
+                    reservationTimeout: Duration? = nil) {
+            self.heartbeatInterval = heartbeatInterval
+            self.suspectAfter = suspectAfter
+            self.deadAfter = deadAfter
+            self.reservationTimeout = reservationTimeout ?? heartbeatInterval * 3
+        }
+    }
+
+    public enum Liveness: String, Codable, Sendable {
+        case alive, suspect
+    }
+
+    public struct Reservation: Sendable, Equatable {
+        public var token: UInt64
+        /// Set when the worker accepted: the heartbeat whose `accepted` reaches it counts the call.
+        public var acceptSeq: UInt64?
+        public var expires: Instant
+    }
+
+    public struct Entry: Sendable, Equatable {
+        public var heartbeat: Heartbeat
+        public var lastHeard: Instant
+        public var liveness: Liveness
+        public var reservations: [Reservation] = []
+
+        public var id: String { heartbeat.workerID }
+        /// Calls this router placed (or is placing) that the worker's last heartbeat does not show yet.
+        public var reserved: Int { reservations.count }
+        /// Free slots by the worker's report, less this router's reservations.
+        public var freeSlots: Int { max(0, heartbeat.capacity - heartbeat.activeCalls - reserved) }
+        /// Ready and alive: may be offered calls.
+        public var isPlaceable: Bool { heartbeat.state == .ready && liveness == .alive }
+    }
+
+    public enum IngestResult: String, Equatable, Sendable {
+        case joined, updated, stale
+        /// It was suspect and is heard from again.
+        case recovered
+        /// A new process under the same id (its incarnation changed).
+        case restarted
+    }
+
+    public enum LivenessEvent: Equatable, Sendable {
+        /// Silent for `suspectAfter` intervals: ping it.
+        case suspect(String)
+        /// Silent for `deadAfter` intervals: dropped.
+        case dead(String)
+    }
+
+    struct PoolKey: Hashable, Sendable {
+        var version: String
+        var region: String
+    }
+
+    public let configuration: Configuration
+    public private(set) var entries: [String: Entry] = [:]
+    private(set) var pools: [PoolKey: IndexedIDs] = [:]
+    private var nextToken: UInt64 = 0
+
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+    }
+
+    // MARK: Heartbeats and liveness
+
+    /// Takes a heartbeat (or a ping's answer, which is one).
+    @discardableResult
+    public mutating func ingest(_ heartbeat: Heartbeat, now: Instant) -> IngestResult {
+        guard var entry = entries[heartbeat.workerID] else {
+            update(Entry(heartbeat: heartbeat, lastHeard: now, liveness: .alive))
+            return .joined
+        }
+        let result: IngestResult
+        if entry.heartbeat.incarnation != heartbeat.incarnation {
+            entry.reservations.removeAll()  // a new process: nothing we offered the old one stands
+            result = .restarted
+        } else if heartbeat.seq <= entry.heartbeat.seq {
+            return .stale
+        } else {
+            entry.reservations.removeAll { $0.acceptSeq.map { $0 <= heartbeat.accepted } ?? false }
+            result = entry.liveness == .suspect ? .recovered : .updated
+        }
+        entry.heartbeat = heartbeat
+        entry.lastHeard = now
+        entry.liveness = .alive
+        update(entry)
+        return result
+    }
+
+    /// Advances time: marks silent workers suspect, drops dead ones, expires reservations.
+    public mutating func tick(now: Instant) -> [LivenessEvent] {
+        let suspectAt = configuration.heartbeatInterval * configuration.suspectAfter
+        let deadAt = configuration.heartbeatInterval * configuration.deadAfter
+        var events: [LivenessEvent] = []
+        for var entry in entries.values {
+            let silent = now - entry.lastHeard
+            if silent >= deadAt {
+                remove(entry.id)
+                events.append(.dead(entry.id))
+                continue
+            }
+            var changed = false
+            if silent >= suspectAt && entry.liveness == .alive {
+                entry.liveness = .suspect
+                events.append(.suspect(entry.id))
+                changed = true
+            }
+            let before = entry.reservations.count
+            entry.reservations.removeAll { $0.expires <= now }
+            if changed || entry.reservations.count != before { update(entry) }
+        }
+        return events.sorted { "\($0)" < "\($1)" }
+    }
+
+    /// Drops a worker at once (it failed its ping, or said it is leaving).
+    public mutating func remove(_ workerID: String) {
+        guard let old = entries.removeValue(forKey: workerID) else { return }
+        if old.isPlaceable { pools[PoolKey(old)]?.remove(workerID) }
+    }
+
+    // MARK: Reservations
+
+    /// Counts an offer to `workerID` from now on; returns the token to settle it with.
+    public mutating func reserve(_ workerID: String, now: Instant) -> UInt64? {
+        guard var entry = entries[workerID] else { return nil }
+        nextToken &+= 1
+        entry.reservations.append(Reservation(token: nextToken, acceptSeq: nil, expires: now + configuration.reservationTimeout))
+        entries[workerID] = entry
+        return nextToken
+    }
+
+    /// The worker accepted: keep counting the call until a heartbeat with `accepted >= acceptSeq`.
+    public mutating func accepted(_ workerID: String, token: UInt64, acceptSeq: UInt64) {
+        guard var entry = entries[workerID], let i = entry.reservations.firstIndex(where: { $0.token == token }) else { return }
+        if acceptSeq <= entry.heartbeat.accepted {
+            entry.reservations.remove(at: i)  // the worker's latest heartbeat already counts it
+        } else {
+            entry.reservations[i].acceptSeq = acceptSeq
+        }
+        entries[workerID] = entry
+    }
+
+    /// The offer was refused or failed: the slot was never taken.
+    public mutating func release(_ workerID: String, token: UInt64) {
+        entries[workerID]?.reservations.removeAll { $0.token == token }
+    }
+
+    // MARK: Views
+
+    /// Every known worker (suspect ones included), sorted by id.
+    public var sorted: [Entry] { entries.values.sorted { $0.id < $1.id } }
+
+    /// The pools of placeable workers a call may use: those of `versions` (nil: any) in `region` (nil: any).
+    func pools(versions: Set<String>?, region: String?) -> [IndexedIDs] {
+        pools.compactMap { key, pool in
+            guard !pool.isEmpty, versions?.contains(key.version) ?? true, region.map({ $0 == key.region }) ?? true
+            else { return nil }
+            return pool
+        }
+    }
+
+    /// Stores `entry` and keeps its pool membership right.
+    private mutating func update(_ entry: Entry) {
+        let old = entries.updateValue(entry, forKey: entry.id)
+        let oldKey = old.flatMap { $0.isPlaceable ? PoolKey($0) : nil }
+        let newKey = entry.isPlaceable ? PoolKey(entry) : nil
+        guard oldKey != newKey else { return }
+        if let oldKey { pools[oldKey]?.remove(entry.id) }
+        if let newKey { pools[newKey, default: IndexedIDs()].insert(entry.id) }
+    }
+}
+
+extension WorkerRegistry.PoolKey {
+    init(_ entry: WorkerRegistry.Entry) {
+        self.init(version: entry.heartbeat.version, region: entry.heartbeat.region)
+    }
+}
+
+/// A set of ids with O(1) insert, remove and pick-by-position (for uniform random sampling).
+struct IndexedIDs: Sendable {
+    private(set) var ids: [String] = []
+    private var positions: [String: Int] = [:]
+
+    var count: Int { ids.count }
+    var isEmpty: Bool { ids.isEmpty }
+    subscript(position: Int) -> String { ids[position] }
+
+    mutating func insert(_ id: String) {
+        guard positions[id] == nil else { return }
+        positions[id] = ids.count
+        ids.append(id)
+    }
+
+    mutating func remove(_ id: String) {
+        guard let position = positions.removeValue(forKey: id) else { return }
+        let last = ids.removeLast()
+        if position < ids.count {
+            ids[position] = last
+            positions[last] = position
+        }
+    }
+}
