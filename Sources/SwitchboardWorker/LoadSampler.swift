@@ -1,8 +1,10 @@
 import Foundation
 import SwitchboardCore
+import Synchronization
 
-/// Samples this process's CPU and memory use for heartbeats: of the cgroup v2 limits when the worker runs
-/// under them (a container with a CPU quota or memory limit), else of the machine.
+/// Samples CPU and memory use for heartbeats: of the cgroup v2 limits when the worker runs under them (a
+/// container with a CPU quota or memory limit), else of the machine; or, with `CPUSource.process`, the CPU
+/// of this process alone.
 struct LoadSampler {
     struct Sample: Equatable {
         var cpu: Double
@@ -11,7 +13,12 @@ struct LoadSampler {
     }
 
     private let cgroup = "/sys/fs/cgroup"
+    private let source: CPUSource
     private var lastCPU: (busy: Double, total: Double)?
+
+    init(source: CPUSource = .auto) {
+        self.source = source
+    }
 
     /// CPU use since the previous call, as a fraction of what may be used (0...1).
     mutating func sample() -> Sample {
@@ -20,8 +27,17 @@ struct LoadSampler {
     }
 
     private mutating func cpuUse() -> Double {
+        let quota = read("\(cgroup)/cpu.max").flatMap(ResourceParsing.cgroupCPULimit)
+        if source == .process {
+            // This process's user and system time over wall time times the cores it may use.
+            var usage = rusage()
+            getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+            let busy = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+            let cores = quota ?? Double(ProcessInfo.processInfo.activeProcessorCount)
+            return fraction(busy: busy, total: Double(DispatchTime.now().uptimeNanoseconds) / 1000 * cores)
+        }
         // Under a cgroup CPU quota: usage of the cgroup over wall time times the cores allowed.
-        if let limit = read("\(cgroup)/cpu.max").flatMap(ResourceParsing.cgroupCPULimit),
+        if source == .auto, let limit = quota,
            let usage = read("\(cgroup)/cpu.stat").flatMap(ResourceParsing.cgroupCPUUsageMicros) {
             let now = Double(DispatchTime.now().uptimeNanoseconds) / 1000
             return fraction(busy: Double(usage), total: now * limit)
@@ -48,4 +64,25 @@ struct LoadSampler {
     }
 
     private func read(_ path: String) -> String? { try? String(contentsOfFile: path, encoding: .utf8) }
+}
+
+/// Burns a share of one core on a thread of its own (busy, then asleep, in 10 ms periods), for load tests.
+final class CPUBurner: Sendable {
+    private let stopped = Atomic<Bool>(false)
+
+    init(share: Double) {
+        let busy = Duration.microseconds(Int64(share * 10_000)), period = Duration.milliseconds(10)
+        let thread = Thread { [self] in
+            let clock = ContinuousClock()
+            while !stopped.load(ordering: .relaxed) {
+                let start = clock.now
+                while clock.now - start < busy {}
+                Thread.sleep(forTimeInterval: Double((period - busy).components.attoseconds) / 1e18)
+            }
+        }
+        thread.name = "switchboard.cpu-burner"
+        thread.start()
+    }
+
+    func stop() { stopped.store(true, ordering: .relaxed) }
 }

@@ -76,6 +76,8 @@ public final class Worker: Service, Sendable {
             }
         }
         try await nats.flush()
+        let burner = configuration.syntheticCPULoad > 0 ? CPUBurner(share: configuration.syntheticCPULoad) : nil
+        defer { burner?.stop() }
         logger.info("worker running", metadata: ["version": "\(configuration.version)", "region": "\(configuration.region)",
                                                  "capacity": "\(configuration.capacity)"])
         await withGracefulShutdownHandler {
@@ -180,7 +182,7 @@ public final class Worker: Service, Sendable {
     }
 
     private func heartbeatLoop() async {
-        var sampler = LoadSampler()
+        var sampler = LoadSampler(source: configuration.cpuSource)
         var lastSample = ContinuousClock.now - configuration.heartbeatInterval
         await publishHeartbeat()
         for await _ in heartbeatTriggers {

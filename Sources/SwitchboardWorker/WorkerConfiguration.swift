@@ -21,6 +21,10 @@ public struct WorkerConfiguration: Sendable {
     public var sampleRate = 48_000
     /// Opus bitrate of the audio the worker sends.
     public var bitrate = 24_000
+    /// Whose CPU use heartbeats report (see `CPUSource`).
+    public var cpuSource: CPUSource = .auto
+    /// For load tests: burn this share of one core in a background thread, so the worker looks busy.
+    public var syntheticCPULoad = 0.0
 
     public init(id: String, version: String, region: String, zone: String, capacity: Int, subjects: Subjects, keys: RedisKeys) {
         self.id = id
@@ -43,8 +47,22 @@ public struct WorkerConfiguration: Sendable {
         } catch {
             throw SwitchboardError(.invalidArgument, error.message)
         }
+        guard (0...1).contains(syntheticCPULoad) else {
+            throw SwitchboardError(.invalidArgument, "synthetic CPU load must be between 0 and 1")
+        }
         guard maxCallDuration > .zero, heartbeatInterval > .zero else {
             throw SwitchboardError(.invalidArgument, "durations must be positive")
         }
     }
+}
+
+/// Whose CPU use a worker reports, as a share of the CPU it may use.
+public enum CPUSource: String, Sendable, CaseIterable {
+    /// The cgroup's when it has a CPU quota (a container), else the machine's.
+    case auto
+    /// The whole machine's (/proc/stat): right when the worker has the machine to itself.
+    case machine
+    /// This process's own (several workers sharing one machine, as in `switchboard dev`), over the cores it
+    /// may use (the cgroup quota, else the machine's cores).
+    case process
 }

@@ -34,7 +34,9 @@ struct APIClient {
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         guard (200..<300).contains(status) else {
             if let envelope = try? JSONDecoder().decode(ErrorEnvelope.self, from: data) {
-                throw SwitchboardError(Self.code(envelope.error.code), envelope.error.message, context: ["http_status": "\(status)"])
+                var error = SwitchboardError(Self.code(envelope.error.code), envelope.error.message, context: ["http_status": "\(status)"])
+                error.explanation = envelope.error.explain
+                throw error
             }
             throw SwitchboardError(.serverError, "router answered HTTP \(status)")
         }

@@ -13,10 +13,16 @@ struct CallCommand: AsyncParsableCommand {
         @OptionGroup var router: RouterAddress
         @Option(help: "Tenant the call belongs to.")
         var tenant: String = Settings.string("tenant", "demo")
-        @Option(help: "Region the call must be placed in.")
+        @Option(help: "The caller's region.")
         var region: String?
+        @Option(help: "The caller's zone (needs --region).")
+        var zone: String?
+        @Option(help: "required: only workers in the region (and zone); preferred: there first, else anywhere.")
+        var locality: Locality = .required
         @Option(name: .customLong("metadata"), help: "key=value metadata for the handler (repeatable).")
         var metadata: [String] = []
+        @Flag(help: "Show the scheduler's reasoning: candidates with their scores, and why other workers were left out.")
+        var explain = false
 
         func run() async throws {
             var meta: [String: String] = [:]
@@ -26,9 +32,12 @@ struct CallCommand: AsyncParsableCommand {
             }
             try await cli(router.output) {
                 let data = try await APIClient(base: router.routerURL)
-                    .post("/v1/calls", json: RouteRequest(tenant: tenant, region: region, metadata: meta))
+                    .post("/v1/calls", json: RouteRequest(tenant: tenant, region: region, zone: zone, locality: locality,
+                                                          metadata: meta, explain: explain))
                 let p = try JSONDecoder().decode(Placement.self, from: data)
-                return (data, "call \(p.callID) on worker \(p.workerID) (version \(p.version), region \(p.region))\n  audio in:  \(p.media.in)\n  audio out: \(p.media.out)")
+                var text = "call \(p.callID) on worker \(p.workerID) (version \(p.version), region \(p.region))\n  audio in:  \(p.media.in)\n  audio out: \(p.media.out)"
+                if let explanation = p.explain { text += "\n" + describe(explanation) }
+                return (data, text)
             }
         }
     }
@@ -58,6 +67,23 @@ struct CallCommand: AsyncParsableCommand {
             }
         }
     }
+}
+
+extension Locality: ExpressibleByArgument {}
+
+/// The scheduler's reasoning as a table: the workers it scored, then counts of those it left out and why.
+func describe(_ e: Scheduler.Explanation) -> String {
+    var rows = [["CANDIDATE", "REGION/ZONE", "CPU", "MEM", "FILL", "SCORE", "= cpu + mem + slots + locality - penalty"]]
+    for c in e.candidates {
+        let s = c.score
+        rows.append([c.workerID + (c.workerID == e.chosen ? " *" : ""), "\(c.region)/\(c.zone)",
+                     String(format: "%.0f%%", c.load.cpu * 100), String(format: "%.0f%%", c.load.memory * 100),
+                     String(format: "%.0f%%", c.load.fill * 100), String(format: "%.3f", s.total),
+                     String(format: "%.3f + %.3f + %.3f + %.3f - %.3f", s.cpu, s.memory, s.slots, s.locality, s.penalty)])
+    }
+    let left = e.filtered.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+    return "scheduler (\(e.strategy.rawValue)): \(e.workers) workers, \(e.eligible) eligible"
+        + (left.isEmpty ? "" : "; left out: \(left)") + "\n" + formatTable(rows)
 }
 
 func describe(_ r: CallRecord) -> String {

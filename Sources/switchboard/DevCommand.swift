@@ -94,7 +94,7 @@ final class DevCluster: Sendable {
         let zones = ["a", "b", "c"]
         for i in 1...max(1, workers) {
             children.append(try spawn("worker-\(i)", ["worker", "--id", "worker-\(i)", "--capacity", "\(capacity)", "--handler", "echo",
-                                                      "--region", "local", "--zone", "local-\(zones[(i - 1) % 3])"] + common, in: directory))
+                                                      "--region", "local", "--zone", "local-\(zones[(i - 1) % 3])", "--cpu-source", "process"] + common, in: directory))
         }
         for child in children { say("started \(child.name) (pid \(child.pid))") }
         let connection = try await NATSConnection.connect(NATSConfiguration(servers: [nats.url], name: "dev-callers"),

@@ -25,6 +25,36 @@ struct RouterCommand: AsyncParsableCommand {
     var offerTimeout: Double = Settings.double("offer-timeout", 0.5)
     @Option(name: .customLong("max-offers"), help: "Workers offered one call at most.")
     var maxOffers: Int = Settings.int("max-offers", 3)
+    @Option(help: "Placement strategy: spread (power of d choices) or binpack (fill the fullest worker that fits).")
+    var strategy: String = Settings.string("strategy", "spread")
+    @Option(help: "Workers sampled per decision under spread (the d of power of d choices).")
+    var choices: Int = Settings.int("choices", 2)
+    @Option(name: .customLong("cpu-ceiling"), help: "CPU share past which a worker's score drops steeply.")
+    var cpuCeiling: Double = Settings.double("cpu-ceiling", 0.8)
+    @Option(name: .customLong("weights"), help: "Score weights as cpu,memory,slots,locality.")
+    var weights: String = Settings.string("weights", "1,0.5,1,1")
+    @Option(name: .customLong("suspect-after"), help: "Silent heartbeat intervals before a worker is suspect (and pinged).")
+    var suspectAfter: Int = Settings.int("suspect-after", 2)
+    @Option(name: .customLong("dead-after"), help: "Silent heartbeat intervals before a worker is dead.")
+    var deadAfter: Int = Settings.int("dead-after", 3)
+
+    /// The scheduler and liveness settings, checked.
+    func schedulerSettings() throws(SwitchboardError) -> (Scheduler.Configuration, WorkerRegistry.Configuration) {
+        guard let strategy = Scheduler.Strategy(rawValue: strategy), [.spread, .binpack].contains(strategy) else {
+            throw SwitchboardError(.invalidArgument, "strategy must be spread or binpack, not '\(strategy)'")
+        }
+        let w = weights.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard w.count == 4 else { throw SwitchboardError(.invalidArgument, "weights must be four numbers: cpu,memory,slots,locality") }
+        let scheduler = Scheduler.Configuration(strategy: strategy, choices: choices,
+                                                weights: .init(cpu: w[0], memory: w[1], slots: w[2], locality: w[3]),
+                                                cpuCeiling: cpuCeiling)
+        try scheduler.validate()
+        guard heartbeatInterval > 0, suspectAfter >= 1, deadAfter > suspectAfter else {
+            throw SwitchboardError(.invalidArgument, "need heartbeat interval > 0 and 1 <= suspect-after < dead-after")
+        }
+        return (scheduler, WorkerRegistry.Configuration(heartbeatInterval: Duration(seconds: heartbeatInterval),
+                                                         suspectAfter: suspectAfter, deadAfter: deadAfter))
+    }
 
     func run() async throws {
         Runtime.followParentIfAsked()
@@ -32,7 +62,11 @@ struct RouterCommand: AsyncParsableCommand {
         var config = RouterConfiguration(id: id, subjects: try cluster.subjects(), keys: try cluster.keys())
         config.httpHost = httpHost
         config.httpPort = httpPort
-        config.heartbeatInterval = Duration(seconds: heartbeatInterval)
+        do {
+            (config.scheduler, config.registry) = try schedulerSettings()
+        } catch {
+            throw ExitCodes.fail(error)
+        }
         config.routeDeadline = Duration(seconds: routeDeadline)
         config.offerTimeout = Duration(seconds: offerTimeout)
         config.maxOffers = maxOffers

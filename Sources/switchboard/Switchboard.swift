@@ -64,6 +64,7 @@ enum ExitCodes {
     }
 
     static func fail(_ error: SwitchboardError) -> ExitCode {
+        if let explanation = error.explanation { print(describe(explanation)) }
         FileHandle.standardError.write(Data("error: \(error.code): \(error.message)\n".utf8))
         return ExitCode(code(for: error))
     }

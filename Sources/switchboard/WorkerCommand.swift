@@ -27,6 +27,11 @@ struct WorkerCommand: AsyncParsableCommand {
     var heartbeatInterval: Double = Settings.double("heartbeat-interval", 1)
     @Option(name: .customLong("max-call-duration"), help: "Seconds after which a call is ended.")
     var maxCallDuration: Double = Settings.double("max-call-duration", 3600)
+    @Option(name: .customLong("cpu-source"),
+            help: "Whose CPU heartbeats report: auto (the cgroup quota's, else the machine's), machine, or process (this process alone, for several workers on one machine).")
+    var cpuSource: String = Settings.string("cpu-source", "auto")
+    @Option(name: .customLong("synthetic-cpu-load"), help: "For load tests: burn this share of one core (0-1).")
+    var syntheticCPULoad: Double = Settings.double("synthetic-cpu-load", 0)
 
     func run() async throws {
         Runtime.followParentIfAsked()
@@ -35,8 +40,13 @@ struct WorkerCommand: AsyncParsableCommand {
                                          subjects: try cluster.subjects(), keys: try cluster.keys())
         config.heartbeatInterval = Duration(seconds: heartbeatInterval)
         config.maxCallDuration = Duration(seconds: maxCallDuration)
+        config.syntheticCPULoad = syntheticCPULoad
         let callHandler: any CallHandler
-        do {
+        do throws(SwitchboardError) {
+            guard let source = CPUSource(rawValue: cpuSource) else {
+                throw SwitchboardError(.invalidArgument, "cpu source must be one of \(CPUSource.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            config.cpuSource = source
             try config.validate()
             callHandler = try BuiltinHandlers.named(handler)
         } catch {

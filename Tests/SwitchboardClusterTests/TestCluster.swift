@@ -47,7 +47,10 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         var id: String { worker.configuration.id }
     }
 
-    init(heartbeat: Duration = .milliseconds(200)) async throws {
+    /// `heartbeat`: workers report every interval, and a router finds one suspect after 2 silent intervals. Not
+    /// much shorter than 500 ms by default: a run of every test at once on 2 cores can hold a task back a few
+    /// hundred ms, and a suspect worker takes no calls.
+    init(heartbeat: Duration = .milliseconds(500)) async throws {
         let (natsURL, natsServer) = try await SharedServer.nats()
         let (redisURL, redisServer) = try await SharedServer.redis()
         self.natsURL = natsURL
@@ -113,10 +116,17 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         return running
     }
 
-    /// Waits until every router sees `count` ready workers.
+    /// Starts `switchboard worker` as a process of its own in this cluster.
+    func spawnWorker(id: String, _ arguments: [String] = []) throws -> CLIProcess {
+        try CLIProcess(["worker", "--id", id, "--nats-url", natsURL, "--redis-url", redisURL, "--prefix", subjects.prefix,
+                        "--key-prefix", keys.prefix, "--heartbeat-interval", "\(Double(heartbeat.components.seconds) + Double(heartbeat.components.attoseconds) / 1e18)",
+                        "--log-level", "warning"] + arguments)
+    }
+
+    /// Waits until every router sees `count` ready (and alive) workers.
     func waitForWorkers(_ count: Int, timeout: Duration = .seconds(5)) async throws {
         try await eventually(timeout: timeout, "routers see \(count) ready workers") {
-            routers.allSatisfy { $0.router.workers().filter { $0.heartbeat.state == .ready }.count == count }
+            routers.allSatisfy { $0.router.workers().filter(\.isPlaceable).count == count }
         }
     }
 

@@ -10,6 +10,9 @@ import Testing
         #expect(try Heartbeat.decode(Self.heartbeat.encoded()) == Self.heartbeat)
         let route = RouteRequest(tenant: "acme", region: "eu-west", metadata: ["from": "+331234"])
         #expect(try RouteRequest.decode(route.encoded()) == route)
+        let local = RouteRequest(tenant: "acme", region: "eu-west", zone: "eu-west-b", locality: .preferred, explain: true)
+        #expect(try RouteRequest.decode(local.encoded()) == local)
+        #expect(try RouteRequest.decode(Array(#"{"v":1,"tenant":"a","region":"eu"}"#.utf8)).locality == .required)
         let placement = Placement(callID: "c1", workerID: "w-1", version: "1.2.0", region: "eu-west",
                                   media: MediaSubjects(in: "sb.media.c1.in", out: "sb.media.c1.out"))
         #expect(try RouteReply.decode(RouteReply(call: placement).encoded()) == RouteReply(call: placement))
@@ -61,6 +64,9 @@ import Testing
             Array(#"{"v":1,"tenant":"a/b"}"#.utf8),
             Array(#"{"v":1,"tenant":"a","metadata":{"k":5}}"#.utf8),
             Array(#"{"v":2,"tenant":"a"}"#.utf8),
+            Array(#"{"v":1,"tenant":"a","zone":"eu-a"}"#.utf8),
+            Array(#"{"v":1,"tenant":"a","region":"eu","locality":"sometimes"}"#.utf8),
+            Array(#"{"v":1,"tenant":"a","explain":"yes"}"#.utf8),
             RouteRequest(tenant: "a", metadata: Dictionary(uniqueKeysWithValues: (0..<40).map { ("k\($0)", "v") })).encoded(),
         ]
         for bytes in bad {

@@ -208,15 +208,15 @@ public struct Scheduler: Sendable {
         switch configuration.strategy {
         case .spread:
             let sample = sampleEligible(configuration.choices, needs, pools, total, registry, &random)
-            return best(of: sample, needs, registry)
+            return best(of: sample, needs, &random)
         case .random:
-            return best(of: sampleEligible(1, needs, pools, total, registry, &random), needs, registry)
+            return best(of: sampleEligible(1, needs, pools, total, registry, &random), needs, &random)
         case .roundRobin:
             for step in 0..<total {
                 let position = (roundRobinCursor + step) % total
                 if let entry = eligibleEntry(at: position, needs, pools, registry) {
                     roundRobinCursor = position + 1
-                    return best(of: [entry], needs, registry)
+                    return best(of: [entry], needs, &random)
                 }
             }
             return Decision(chosen: nil, candidates: [])
@@ -227,7 +227,7 @@ public struct Scheduler: Sendable {
                     if let entry = registry.entries[id], isEligible(entry, needs) { all.append(entry) }
                 }
             }
-            return best(of: all, needs, registry)
+            return best(of: all, needs, &random)
         }
     }
 
@@ -272,10 +272,24 @@ public struct Scheduler: Sendable {
         return nil
     }
 
-    private func best(of entries: [WorkerRegistry.Entry], _ needs: Needs, _ registry: WorkerRegistry) -> Decision {
-        let candidates = entries.map { candidate($0, needs) }
-            .sorted { ($0.score.total, $1.workerID) > ($1.score.total, $0.workerID) }
-        return Decision(chosen: candidates.first, candidates: Array(candidates.prefix(8)))
+    /// The best scored of `entries`, ties broken at random; and the best few, for explaining.
+    private func best(of entries: [WorkerRegistry.Entry], _ needs: Needs,
+                      _ random: inout some RandomNumberGenerator) -> Decision {
+        let totals = entries.map { score($0, needs).total }
+        var chosen = -1
+        var ties = 0
+        for (i, total) in totals.enumerated() {
+            if chosen < 0 || total > totals[chosen] {
+                chosen = i
+                ties = 1
+            } else if total == totals[chosen] {
+                ties += 1
+                if Int.random(in: 0..<ties, using: &random) == 0 { chosen = i }  // each tie equally likely
+            }
+        }
+        guard chosen >= 0 else { return Decision(chosen: nil, candidates: []) }
+        let top = totals.indices.filter { $0 != chosen }.sorted { totals[$0] > totals[$1] }.prefix(7)
+        return Decision(chosen: candidate(entries[chosen], needs), candidates: ([chosen] + top).map { candidate(entries[$0], needs) })
     }
 
     // MARK: Rules
@@ -304,7 +318,11 @@ public struct Scheduler: Sendable {
     public func load(_ entry: WorkerRegistry.Entry) -> Load {
         let hb = entry.heartbeat
         let reserved = configuration.localCorrection ? entry.reserved : 0
-        let perCall = hb.activeCalls > 0 ? hb.cpu / Double(hb.activeCalls) : configuration.assumedCPUPerCall
+        // A call's CPU, judged by the worker's calls so far; never more than a full worker's share per call
+        // (a worker's capacity is what it can hold at full CPU), so CPU spent on other things is not
+        // counted again for every call offered.
+        let perCall = hb.activeCalls > 0 && hb.capacity > 0
+            ? min(hb.cpu / Double(hb.activeCalls), 1 / Double(hb.capacity)) : configuration.assumedCPUPerCall
         let memory = hb.memoryLimitBytes > 0 ? Double(hb.memoryUsedBytes) / Double(hb.memoryLimitBytes) : 0
         let calls = hb.activeCalls + reserved
         return Load(cpu: min(1, hb.cpu + Double(reserved) * perCall), memory: min(1, memory),
@@ -314,12 +332,10 @@ public struct Scheduler: Sendable {
 
     /// Scores `entry` for a call: higher is better.
     public func score(_ entry: WorkerRegistry.Entry, _ needs: Needs) -> Score {
-        candidate(entry, needs).score
+        score(entry.heartbeat, load(entry), needs)
     }
 
-    private func candidate(_ entry: WorkerRegistry.Entry, _ needs: Needs) -> Candidate {
-        let hb = entry.heartbeat
-        let load = load(entry)
+    private func score(_ hb: Heartbeat, _ load: Load, _ needs: Needs) -> Score {
         let w = configuration.weights
         var locality = 0.0
         if let region = needs.region, hb.region == region {
@@ -329,11 +345,17 @@ public struct Scheduler: Sendable {
             ? configuration.ceilingPenalty * (load.cpu - configuration.cpuCeiling) / max(0.01, 1 - configuration.cpuCeiling) : 0
         // spread favours free room; binpack favours the fullest worker that fits.
         let used = configuration.strategy == .binpack
-        let score = Score(cpu: w.cpu * (used ? load.cpu : 1 - load.cpu),
-                          memory: w.memory * (used ? load.memory : 1 - load.memory),
-                          slots: w.slots * (used ? load.fill : 1 - load.fill),
-                          locality: w.locality * locality, penalty: penalty)
-        return Candidate(workerID: hb.workerID, version: hb.version, region: hb.region, zone: hb.zone, load: load, score: score)
+        return Score(cpu: w.cpu * (used ? load.cpu : 1 - load.cpu),
+                     memory: w.memory * (used ? load.memory : 1 - load.memory),
+                     slots: w.slots * (used ? load.fill : 1 - load.fill),
+                     locality: w.locality * locality, penalty: penalty)
+    }
+
+    private func candidate(_ entry: WorkerRegistry.Entry, _ needs: Needs) -> Candidate {
+        let hb = entry.heartbeat
+        let load = load(entry)
+        return Candidate(workerID: hb.workerID, version: hb.version, region: hb.region, zone: hb.zone, load: load,
+                         score: score(hb, load, needs))
     }
 
     // MARK: Explaining

@@ -18,9 +18,8 @@ public enum RouterHTTP {
         routes.post("/v1/calls") { request, _ -> Response in
             var request = request
             let body = try await collect(&request, limit: maxBody)
-            let route = try RouteRequest.decode(withVersion(body))
-            let explain = request.uri.queryParameters.get("explain") == "true"
-            _ = explain  // the scheduler issue adds candidate explanations
+            var route = try RouteRequest.decode(withVersion(body))
+            if request.uri.queryParameters.get("explain") == "true" { route.explain = true }
             let placement = try await router.route(route)
             return json(placement, status: .created)
         }

@@ -1,0 +1,142 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardRouter
+import SwitchboardTestSupport
+import Testing
+
+@Suite("Scheduling with real workers")
+struct SchedulingTests {
+    /// Routes `count` calls through NATS (from `router`, by default any) and counts them by worker.
+    func route(_ cluster: TestCluster, _ count: Int, _ request: RouteRequest = RouteRequest(tenant: "t")) async throws -> [String: Int] {
+        var landed: [String: Int] = [:]
+        for _ in 0..<count {
+            let reply = try await cluster.routeByNATS(request)
+            let call = try #require(reply.call, "\(reply.error.map { "\($0.code): \($0.message)" } ?? "")")
+            landed[call.workerID, default: 0] += 1
+        }
+        return landed
+    }
+
+    @Test func aWorkerBurningCPUGetsClearlyFewerCalls() async throws {
+        let cluster = try await TestCluster(heartbeat: .milliseconds(200))
+        let router = try await cluster.addRouter()
+        // Three worker processes, each reporting its own CPU; one burns 60% of a core in a busy loop (30% of
+        // the machine's two cores).
+        let workers = try ["idle-1", "idle-2"].map { try cluster.spawnWorker(id: $0, ["--capacity", "100", "--cpu-source", "process"]) }
+            + [try cluster.spawnWorker(id: "busy", ["--capacity", "100", "--cpu-source", "process", "--synthetic-cpu-load", "0.6"])]
+        defer { withExtendedLifetime(workers) {} }
+        try await cluster.waitForWorkers(3, timeout: .seconds(15))
+        try await eventually(timeout: .seconds(10), "the busy worker reports its CPU") {
+            router.router.workers().first { $0.id == "busy" }.map { $0.heartbeat.cpu > 0.2 } ?? false
+        }
+        let cpu = router.router.workers().map { "\($0.id): \(Int($0.heartbeat.cpu * 100))%" }
+        let landed = try await route(cluster, 30)
+        let idle = Double((landed["idle-1"] ?? 0) + (landed["idle-2"] ?? 0)) / 2
+        let busy = Double(landed["busy"] ?? 0)
+        #expect(busy < idle / 2, "busy \(busy), idle \(idle) each: \(landed); CPU before: \(cpu)")
+        await cluster.shutdown()
+    }
+
+    @Test func aRequiredRegionKeepsCallsThereAndNowhereElse() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        try await cluster.addWorker(id: "eu-1", capacity: 10, region: "eu")
+        try await cluster.addWorker(id: "eu-2", capacity: 10, region: "eu")
+        try await cluster.addWorker(id: "us-1", capacity: 10, region: "us")
+        try await cluster.waitForWorkers(3)
+        let landed = try await route(cluster, 12, RouteRequest(tenant: "t", region: "eu"))
+        #expect(landed["us-1"] == nil && landed.values.reduce(0, +) == 12, "\(landed)")
+        let nowhere = try await cluster.routeByNATS(RouteRequest(tenant: "t", region: "ap"))
+        #expect(nowhere.error?.code == "no_capacity")
+        // Preferred: the us caller stays in us while it has room.
+        let local = try await route(cluster, 4, RouteRequest(tenant: "t", region: "us", locality: .preferred))
+        #expect(local == ["us-1": 4])
+        await cluster.shutdown()
+    }
+
+    @Test func aSuspectWorkerGetsNoCallsAndComesBackWhenItWakes() async throws {
+        let cluster = try await TestCluster(heartbeat: .milliseconds(500))
+        let router = try await cluster.addRouter { $0.pingTimeout = .seconds(5) }
+        try await cluster.addWorker(id: "awake", capacity: 20)
+        let sleeper = try cluster.spawnWorker(id: "sleeper", ["--capacity", "20"])
+        try await cluster.waitForWorkers(2, timeout: .seconds(15))
+
+        kill(sleeper.pid, SIGSTOP)  // alive but silent: no heartbeats, no answer to the ping
+        defer { kill(sleeper.pid, SIGCONT) }
+        try await eventually(timeout: .seconds(3), "the router finds the sleeper suspect") {
+            router.router.workers().first { $0.id == "sleeper" }?.liveness == .suspect
+        }
+        let landed = try await route(cluster, 6)
+        #expect(landed == ["awake": 6])
+        #expect(router.router.metrics.value("switchboard_offers_total", ["result": "timeout"]) == nil, "no offer went to the sleeper")
+        #expect(router.router.metrics.value("switchboard_worker_liveness_events_total", ["event": "suspect"]) ?? 0 >= 1)
+
+        // Dead after 3 silent intervals; back once it wakes and sends a heartbeat again.
+        try await eventually(timeout: .seconds(3), "the sleeper is dropped") { !router.router.workers().contains { $0.id == "sleeper" } }
+        kill(sleeper.pid, SIGCONT)
+        try await eventually(timeout: .seconds(5), "the sleeper is back") {
+            router.router.workers().first { $0.id == "sleeper" }?.isPlaceable ?? false
+        }
+        await cluster.shutdown()
+    }
+
+    @Test func twoRoutersRoutingAtOnceKeepTheSpreadEven() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        try await cluster.addRouter()
+        for i in 1...4 { try await cluster.addWorker(id: "w-\(i)", capacity: 30) }
+        try await cluster.waitForWorkers(4)
+        // 40 callers at once, each through one of the two routers (the queue group spreads them).
+        let placements = try await withThrowingTaskGroup(of: String?.self) { group in
+            for i in 0..<40 {
+                group.addTask {
+                    let (status, body) = try await cluster.http("POST", "/v1/calls", body: Array(#"{"tenant":"t"}"#.utf8), router: i % 2)
+                    guard status == 201 else { return nil }
+                    return try JSONDecoder().decode(Placement.self, from: body).workerID
+                }
+            }
+            return try await group.reduce(into: [String: Int]()) { counts, worker in if let worker { counts[worker, default: 0] += 1 } }
+        }
+        #expect(placements.values.reduce(0, +) == 40)
+        let counts = (1...4).map { placements["w-\($0)"] ?? 0 }
+        #expect(counts.max()! - counts.min()! <= 6, "\(placements)")
+        await cluster.shutdown()
+    }
+
+    @Test func theSchedulerExplainsItselfOverHTTPAndShowsScoreInputs() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        try await cluster.addWorker(id: "a", capacity: 5)
+        try await cluster.addWorker(id: "b", capacity: 5)
+        try await cluster.addWorker(id: "far", capacity: 5, region: "elsewhere")
+        try await cluster.waitForWorkers(3)
+
+        let (status, body) = try await cluster.http("POST", "/v1/calls?explain=true", body: Array(#"{"tenant":"t","region":"local"}"#.utf8))
+        #expect(status == 201)
+        let placement = try JSONDecoder().decode(Placement.self, from: body)
+        let explain = try #require(placement.explain)
+        #expect(explain.strategy == .spread && explain.workers == 3 && explain.eligible == 2)
+        #expect(explain.filtered == ["region": 1])
+        #expect(Set(explain.candidates.map(\.workerID)) == ["a", "b"] && explain.chosen == placement.workerID)
+        #expect(explain.candidates.allSatisfy { $0.score.slots > 0 && $0.score.cpu >= 0 })
+
+        // Without it, no explanation travels.
+        let (_, plain) = try await cluster.http("POST", "/v1/calls", body: Array(#"{"tenant":"t"}"#.utf8))
+        #expect(try JSONDecoder().decode(Placement.self, from: plain).explain == nil)
+
+        // A failure explains itself too.
+        let (failed, failure) = try await cluster.http("POST", "/v1/calls?explain=true", body: Array(#"{"tenant":"t","region":"mars"}"#.utf8))
+        #expect(failed == 503)
+        let envelope = try JSONDecoder().decode(ErrorEnvelope.self, from: failure)
+        #expect(envelope.error.code == "no_capacity" && envelope.error.explain?.filtered["region"] == 3)
+
+        let (_, workers) = try await cluster.http("GET", "/v1/workers")
+        let view = try JSONDecoder().decode(WorkersView.self, from: workers)
+        let a = try #require(view.workers.first { $0.id == "a" })
+        // (Its total may be below zero: in-process workers report the machine's CPU, which a busy test run
+        // pushes past the ceiling.)
+        #expect(a.liveness == "alive" && a.score.slots > 0 && a.load.fill >= 0 && a.reserved >= 0, "\(a)")
+        #expect(view.totals["suspect"] == 0)
+        await cluster.shutdown()
+    }
+}
