@@ -58,7 +58,7 @@ enum ExitCodes {
         case .invalidArgument, .badMessage, .tooLarge: return 64      // EX_USAGE / EX_DATAERR family
         case .connectionFailed, .connectionClosed, .noResponders: return 69  // EX_UNAVAILABLE
         case .authenticationFailed, .tlsFailed: return 77              // EX_NOPERM
-        case .timeout: return 75                                        // EX_TEMPFAIL
+        case .timeout, .noCapacity, .unavailable: return 75            // EX_TEMPFAIL: try again later
         default: return 1
         }
     }

@@ -28,6 +28,12 @@ struct CLITests {
         let placement = try JSONDecoder().decode(Placement.self, from: Data(routeOut.utf8))
         #expect(placement.workerID == "cli-worker")
 
+        let (explained, explainOut) = try await run(["call", "route", "--router-url", router.url, "--explain"])
+        #expect(explained == 0 && explainOut.contains("scheduler (spread): 1 workers, 1 eligible")
+            && explainOut.contains("cli-worker *"), "\(explainOut)")
+        let (nowhere, nowhereOut) = try await run(["call", "route", "--router-url", router.url, "--region", "mars", "--explain"])
+        #expect(nowhere == 75 && nowhereOut.contains("left out: 1 region") && nowhereOut.contains("error: no_capacity"), "\(nowhereOut)")
+
         let (shown, showOut) = try await run(["call", "show", placement.callID, "--router-url", router.url])
         #expect(shown == 0 && showOut.contains("call \(placement.callID):") && showOut.contains("tenant acme"), "\(showOut)")
 
