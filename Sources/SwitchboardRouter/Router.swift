@@ -46,13 +46,14 @@ public final class Router: Service, Sendable {
     /// Runs until cancelled or told to shut down gracefully; then it stops taking route requests, finishes
     /// those in flight, and returns.
     public func run() async throws {
-        let heartbeats = try nats.subscribe(to: configuration.subjects.heartbeat)
+        // Heartbeats are ingested on the delivery thread: a decode and a few µs under the lock, cheaper than
+        // a hop to another thread (10,000 workers send 10,000 a second).
+        let heartbeats = try nats.subscribe(to: configuration.subjects.heartbeat) { [self] message in ingestHeartbeat(message) }
         let routes = try nats.subscribe(to: configuration.subjects.route, queue: Subjects.routerQueue)
         try await nats.flush()
         logger.info("router running", metadata: ["route_subject": "\(configuration.subjects.route)"])
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
-                background.addTask { for await message in heartbeats { self.ingestHeartbeat(message) } }
                 background.addTask { await self.livenessLoop() }
                 await withDiscardingTaskGroup { inFlight in
                     for await message in routes {
@@ -62,6 +63,7 @@ public final class Router: Service, Sendable {
                 background.cancelAll()
             }
         } onGracefulShutdown: {
+            heartbeats.unsubscribe()
             self.logger.info("router shutting down: finishing route requests in flight")
             Task { try? await routes.drain() }
         }
@@ -139,7 +141,7 @@ public final class Router: Service, Sendable {
     }
 
     func updateWorkerGauges() {
-        let live = workers()
+        let live = fleet.withLock { Array($0.registry.entries.values) }
         var byState: [MetricsRegistry.Labels: Double] = [:]
         for state in WorkerState.allCases { byState[["state": state.rawValue]] = 0 }
         byState[["state": "suspect"]] = 0
