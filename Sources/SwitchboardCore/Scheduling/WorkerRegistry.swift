@@ -173,13 +173,16 @@ public struct WorkerRegistry: Sendable {
     /// Every known worker (suspect ones included), sorted by id.
     public var sorted: [Entry] { entries.values.sorted { $0.id < $1.id } }
 
-    /// The pools of placeable workers a call may use: those of `versions` (nil: any) in `region` (nil: any).
+    /// The pools of placeable workers a call may use: those of `versions` (nil: any) in `region` (nil: any),
+    /// in key order (a dictionary's order differs between processes; a seeded decision must not).
     func pools(versions: Set<String>?, region: String?) -> [IndexedIDs] {
-        pools.compactMap { key, pool in
-            guard !pool.isEmpty, versions?.contains(key.version) ?? true, region.map({ $0 == key.region }) ?? true
-            else { return nil }
-            return pool
+        var found: [(key: PoolKey, pool: IndexedIDs)] = []
+        for (key, pool) in pools
+        where !pool.isEmpty && (versions?.contains(key.version) ?? true) && (region.map { $0 == key.region } ?? true) {
+            found.append((key, pool))
         }
+        if found.count > 1 { found.sort { ($0.key.version, $0.key.region) < ($1.key.version, $1.key.region) } }
+        return found.map(\.pool)
     }
 
     /// Stores `entry` and keeps its pool membership right.
