@@ -110,28 +110,35 @@ public struct WorkerRegistry: Sendable {
         return result
     }
 
-    /// Advances time: marks silent workers suspect, drops dead ones, expires reservations.
+    /// Advances time: marks silent workers suspect, drops dead ones, expires reservations. Copies and stores
+    /// only the entries that change (it runs several times per heartbeat interval over the whole fleet).
     public mutating func tick(now: Instant) -> [LivenessEvent] {
         let suspectAt = configuration.heartbeatInterval * configuration.suspectAfter
         let deadAt = configuration.heartbeatInterval * configuration.deadAfter
         var events: [LivenessEvent] = []
-        for var entry in entries.values {
+        var dead: [String] = []
+        var changed: [Entry] = []
+        for entry in entries.values {
             let silent = now - entry.lastHeard
             if silent >= deadAt {
-                remove(entry.id)
-                events.append(.dead(entry.id))
+                dead.append(entry.id)
                 continue
             }
-            var changed = false
-            if silent >= suspectAt && entry.liveness == .alive {
+            let becomesSuspect = silent >= suspectAt && entry.liveness == .alive
+            guard becomesSuspect || entry.reservations.contains(where: { $0.expires <= now }) else { continue }
+            var entry = entry
+            if becomesSuspect {
                 entry.liveness = .suspect
                 events.append(.suspect(entry.id))
-                changed = true
             }
-            let before = entry.reservations.count
             entry.reservations.removeAll { $0.expires <= now }
-            if changed || entry.reservations.count != before { update(entry) }
+            changed.append(entry)
         }
+        for id in dead {
+            remove(id)
+            events.append(.dead(id))
+        }
+        for entry in changed { update(entry) }
         return events.sorted { "\($0)" < "\($1)" }
     }
 
