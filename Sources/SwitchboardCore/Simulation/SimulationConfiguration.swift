@@ -12,6 +12,11 @@ public struct SimulationConfiguration: Sendable, Equatable {
         public var cpuPerCall: Double
         public var memoryLimitBytes: Int64
 
+        enum CodingKeys: String, CodingKey {
+            case cores, capacity
+            case baseCPU = "base_cpu", cpuPerCall = "cpu_per_call", memoryLimitBytes = "memory_limit_bytes"
+        }
+
         /// `callsPerCore` calls per core, sized so a full worker sits at `fullCPU`.
         public init(cores: Int, callsPerCore: Int = 25, baseCPU: Double = 0.05, fullCPU: Double = 0.8) {
             self.cores = cores
