@@ -267,7 +267,7 @@ struct SimulationStats {
     }
 }
 
-extension Duration {
+fileprivate extension Duration {
     /// Whole nanoseconds (simulated time is kept as nanoseconds since the start).
     var nanoseconds: Int64 {
         let (seconds, attoseconds) = components
@@ -275,7 +275,7 @@ extension Duration {
     }
 }
 
-extension String {
+fileprivate extension String {
     func leftPadded(to width: Int) -> String {
         count >= width ? self : String(repeating: "0", count: width - count) + self
     }
