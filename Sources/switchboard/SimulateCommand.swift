@@ -2,38 +2,39 @@ import ArgumentParser
 import Foundation
 import SwitchboardCore
 
-/// `switchboard simulate`: the balance simulator (docs/simulator.md), one row per strategy.
+/// `switchboard simulate`: the balance simulator (docs/simulator.md), one row per strategy. Options also read
+/// `SWITCHBOARD_<OPTION>` from the environment, as the other commands do.
 struct SimulateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "simulate",
         abstract: "Simulate a fleet placing calls through the real scheduler; compare strategies on balance, refusals and locality.")
 
     @Option(help: "Workers in the fleet.")
-    var workers = 100
+    var workers: Int = Settings.int("workers", 100)
     @Option(help: "Routers, each with its own view of the fleet.")
-    var routers = 8
+    var routers: Int = Settings.int("routers", 8)
     @Option(help: "Seconds between a worker's heartbeats.")
-    var heartbeat = 1.0
+    var heartbeat: Double = Settings.double("heartbeat", 1)
     @Option(help: "Simulated seconds with statistics, after the warm-up.")
-    var duration = 7200.0
+    var duration: Double = Settings.double("duration", 7200)
     @Option(help: "Simulated seconds before the statistics start.")
-    var warmup = 600.0
+    var warmup: Double = Settings.double("warmup", 600)
     @Option(help: "Mean share of the fleet's slots in use (above 1: overload).")
-    var utilization = 0.7
+    var utilization: Double = Settings.double("utilization", 0.7)
     @Option(help: "Regions with their share of workers and callers, name:weight,...")
-    var regions = "eu:50,us:50"
+    var regions: String = Settings.string("regions", "eu:50,us:50")
     @Flag(help: "Every worker alike (4 cores) instead of a mix of 2, 4 and 8 cores.")
     var homogeneous = false
     @Option(name: .customLong("calls-per-core"), help: "Calls a worker takes per core (capacity).")
-    var callsPerCore = 25
+    var callsPerCore: Int = Settings.int("calls-per-core", 25)
     @Option(name: .customLong("mean-call"), help: "Mean call duration in seconds (log-normal).")
-    var meanCall = 180.0
+    var meanCall: Double = Settings.double("mean-call", 180)
     @Option(help: "Seed of every random draw: the same seed gives the same table.")
-    var seed: UInt64 = 1
+    var seed: UInt64 = UInt64(clamping: Settings.int("seed", 1))
     @Option(help: "The configured strategy: spread, binpack, random, round_robin or least_loaded.")
-    var strategy = "spread"
+    var strategy: String = Settings.string("strategy", "spread")
     @Option(help: "d in power of d choices (spread).")
-    var choices = 2
+    var choices: Int = Settings.int("choices", 2)
     @Flag(name: .customLong("no-local-correction"), help: "The configured strategy ignores this router's own reservations.")
     var noLocalCorrection = false
     @Option(help: "Output format: text or json.")
