@@ -9,7 +9,7 @@ import SwitchboardLocal
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard-bench",
-        abstract: "Benchmark the NATS, Redis and Opus wrappers against raw baselines measured in the same run.")
+        abstract: "Benchmark the NATS, Redis and Opus wrappers against raw baselines measured in the same run, and the scheduler.")
 
     @Option(help: "NATS server to use; default: start one on a free loopback port.")
     var natsURL: String?
@@ -17,8 +17,10 @@ struct Bench: AsyncParsableCommand {
     var redisURL: String?
     @Option(help: "Sequential round trips per measurement.")
     var count = 20_000
-    @Option(help: "Which parts to run (nats, redis, opus, route).")
-    var only: [String] = ["nats", "redis", "opus", "route"]
+    @Option(help: "Which parts to run (nats, redis, opus, route, scheduler).")
+    var only: [String] = ["nats", "redis", "opus", "route", "scheduler"]
+    @Option(name: .customLong("sim-seconds"), help: "Simulated seconds per strategy and setting in the scheduler part (after a 600 s warm-up).")
+    var simSeconds = 3600
     @Flag(help: "Also print the results as a Markdown table.")
     var markdown = false
 
@@ -52,6 +54,9 @@ struct Bench: AsyncParsableCommand {
         }
         if only.contains("opus") {
             try OpusBenchRun(frames: 5_000).run(into: &report)
+        }
+        if only.contains("scheduler") {
+            await SchedulerBench(decisions: count, simulatedSeconds: simSeconds).run(into: &report)
         }
         if markdown { print("\n" + report.markdown()) }
     }

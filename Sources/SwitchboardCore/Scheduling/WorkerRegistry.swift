@@ -110,28 +110,35 @@ public struct WorkerRegistry: Sendable {
         return result
     }
 
-    /// Advances time: marks silent workers suspect, drops dead ones, expires reservations.
+    /// Advances time: marks silent workers suspect, drops dead ones, expires reservations. Copies and stores
+    /// only the entries that change (it runs several times per heartbeat interval over the whole fleet).
     public mutating func tick(now: Instant) -> [LivenessEvent] {
         let suspectAt = configuration.heartbeatInterval * configuration.suspectAfter
         let deadAt = configuration.heartbeatInterval * configuration.deadAfter
         var events: [LivenessEvent] = []
-        for var entry in entries.values {
+        var dead: [String] = []
+        var changed: [Entry] = []
+        for entry in entries.values {
             let silent = now - entry.lastHeard
             if silent >= deadAt {
-                remove(entry.id)
-                events.append(.dead(entry.id))
+                dead.append(entry.id)
                 continue
             }
-            var changed = false
-            if silent >= suspectAt && entry.liveness == .alive {
+            let becomesSuspect = silent >= suspectAt && entry.liveness == .alive
+            guard becomesSuspect || entry.reservations.contains(where: { $0.expires <= now }) else { continue }
+            var entry = entry
+            if becomesSuspect {
                 entry.liveness = .suspect
                 events.append(.suspect(entry.id))
-                changed = true
             }
-            let before = entry.reservations.count
             entry.reservations.removeAll { $0.expires <= now }
-            if changed || entry.reservations.count != before { update(entry) }
+            changed.append(entry)
         }
+        for id in dead {
+            remove(id)
+            events.append(.dead(id))
+        }
+        for entry in changed { update(entry) }
         return events.sorted { "\($0)" < "\($1)" }
     }
 
@@ -173,13 +180,16 @@ public struct WorkerRegistry: Sendable {
     /// Every known worker (suspect ones included), sorted by id.
     public var sorted: [Entry] { entries.values.sorted { $0.id < $1.id } }
 
-    /// The pools of placeable workers a call may use: those of `versions` (nil: any) in `region` (nil: any).
+    /// The pools of placeable workers a call may use: those of `versions` (nil: any) in `region` (nil: any),
+    /// in key order (a dictionary's order differs between processes; a seeded decision must not).
     func pools(versions: Set<String>?, region: String?) -> [IndexedIDs] {
-        pools.compactMap { key, pool in
-            guard !pool.isEmpty, versions?.contains(key.version) ?? true, region.map({ $0 == key.region }) ?? true
-            else { return nil }
-            return pool
+        var found: [(key: PoolKey, pool: IndexedIDs)] = []
+        for (key, pool) in pools
+        where !pool.isEmpty && (versions?.contains(key.version) ?? true) && (region.map { $0 == key.region } ?? true) {
+            found.append((key, pool))
         }
+        if found.count > 1 { found.sort { ($0.key.version, $0.key.region) < ($1.key.version, $1.key.region) } }
+        return found.map(\.pool)
     }
 
     /// Stores `entry` and keeps its pool membership right.
