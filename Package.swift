@@ -27,7 +27,9 @@ let package = Package(
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "COpus", providers: [.apt(["libopus-dev"])]),
 
-        .target(name: "SwitchboardCore"),
+        // Optimized even in debug builds: the balance simulator runs hours of simulated fleet in the tests, and
+        // unoptimized it would hold both cores for most of the test run.
+        .target(name: "SwitchboardCore", swiftSettings: [.unsafeFlags(["-O"])]),
         .target(
             name: "SwitchboardNATS",
             dependencies: ["CNATS", "SwitchboardCore", .product(name: "Logging", package: "swift-log")]

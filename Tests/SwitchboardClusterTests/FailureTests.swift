@@ -66,7 +66,7 @@ final class CLIProcess: @unchecked Sendable {  // `output` is read only after th
 @Suite("Failures")
 struct FailureTests {
     @Test func aWorkerKilledWithSIGKILLLeavesTheTableWithinThreeIntervals() async throws {
-        let cluster = try await TestCluster(heartbeat: .milliseconds(200))
+        let cluster = try await TestCluster(heartbeat: .milliseconds(200), suspectAfter: 2, deadAfter: 3)
         let router = try await cluster.addRouter()
         let worker = try CLIProcess(["worker", "--id", "doomed", "--nats-url", cluster.natsURL, "--redis-url", cluster.redisURL,
                                      "--prefix", cluster.subjects.prefix, "--key-prefix", cluster.keys.prefix,

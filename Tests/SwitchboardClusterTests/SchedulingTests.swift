@@ -55,9 +55,11 @@ struct SchedulingTests {
     }
 
     @Test func aSuspectWorkerGetsNoCallsAndComesBackWhenItWakes() async throws {
-        let cluster = try await TestCluster(heartbeat: .milliseconds(500))
+        let cluster = try await TestCluster(heartbeat: .milliseconds(500), suspectAfter: 2, deadAfter: 3)
         let router = try await cluster.addRouter { $0.pingTimeout = .seconds(5) }
-        try await cluster.addWorker(id: "awake", capacity: 20)
+        // Both are processes of their own, so a busy moment in this test process cannot silence "awake".
+        let awake = try cluster.spawnWorker(id: "awake", ["--capacity", "20"])
+        defer { withExtendedLifetime(awake) {} }
         let sleeper = try cluster.spawnWorker(id: "sleeper", ["--capacity", "20"])
         try await cluster.waitForWorkers(2, timeout: .seconds(15))
 

@@ -28,6 +28,7 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     let subjects: Subjects
     let keys: RedisKeys
     let heartbeat: Duration
+    let liveness: (suspectAfter: Int, deadAfter: Int)
     let client: NATSConnection
     let redis: RedisClient
     private(set) var routers: [RunningRouter] = []
@@ -47,10 +48,11 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         var id: String { worker.configuration.id }
     }
 
-    /// `heartbeat`: workers report every interval, and a router finds one suspect after 2 silent intervals. Not
-    /// much shorter than 500 ms by default: a run of every test at once on 2 cores can hold a task back a few
-    /// hundred ms, and a suspect worker takes no calls.
-    init(heartbeat: Duration = .milliseconds(500)) async throws {
+    /// `heartbeat`: workers report every interval. Routers find a worker suspect after `suspectAfter` silent
+    /// intervals and dead after `deadAfter`. The defaults are lenient (2 s, 4 s): a run of every test at once on
+    /// 2 cores can hold this process's tasks back for seconds, and a suspect worker takes no calls. Tests of
+    /// failure detection ask for the production values (2, 3).
+    init(heartbeat: Duration = .milliseconds(500), suspectAfter: Int = 4, deadAfter: Int = 8) async throws {
         let (natsURL, natsServer) = try await SharedServer.nats()
         let (redisURL, redisServer) = try await SharedServer.redis()
         self.natsURL = natsURL
@@ -60,6 +62,7 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         subjects = try Subjects(prefix: prefix)
         keys = try RedisKeys(prefix: prefix)
         self.heartbeat = heartbeat
+        liveness = (suspectAfter, deadAfter)
         client = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: "test-client"), logger: quiet)
         redis = try RedisClient(url: redisURL, logger: quiet)
     }
@@ -78,7 +81,8 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     func addRouter(_ configure: (inout RouterConfiguration) -> Void = { _ in }) async throws -> RunningRouter {
         var config = RouterConfiguration(id: "router-\(routers.count + 1)", subjects: subjects, keys: keys)
         config.httpPort = 0
-        config.heartbeatInterval = heartbeat
+        config.registry = WorkerRegistry.Configuration(heartbeatInterval: heartbeat, suspectAfter: liveness.suspectAfter,
+                                                       deadAfter: liveness.deadAfter)
         configure(&config)
         let nats = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: config.id), logger: quiet)
         let redis = try RedisClient(url: redisURL, logger: quiet)

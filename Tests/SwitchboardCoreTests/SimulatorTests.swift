@@ -4,8 +4,9 @@ import Testing
 /// The balance simulator driving the real scheduler: 100 equal workers of 200 calls at 70% (140 calls each
 /// on average, so one call is 0.7% of the mean), 8 routers, 1 s heartbeats, a fixed seed. Runs are short
 /// (a debug build simulates ~150 s per second); the figures for hours of simulated time are in
-/// docs/benchmarks.md.
-@Suite struct SimulatorTests {
+/// docs/benchmarks.md. Serialized: each run holds a cooperative thread for a while, and the rest of the test
+/// run needs the other.
+@Suite(.serialized) struct SimulatorTests {
     static func fleet(seed: UInt64 = 7, utilization: Double = 0.7, regions: [SimulationConfiguration.RegionShare]? = nil,
                       warmup: Int = 300, measured: Int = 900) -> SimulationConfiguration {
         var c = SimulationConfiguration()

@@ -108,8 +108,9 @@ struct RedisResilienceTests {
         let error = await caughtError { _ = try await redis.send(["PING"]) }
         #expect(error?.code == .connectionFailed)
         #expect(error?.message.contains("127.0.0.1:\(port)") == true)
-        // A refused connection fails at once, not after the connect timeout.
-        #expect(ContinuousClock.now - start < .seconds(3))
+        // A refused connection fails at once, not after the (10 s) connect timeout; the margin is for a test run
+        // that keeps both cores busy.
+        #expect(ContinuousClock.now - start < .seconds(5))
     }
 
     @Test func configurationParsing() throws {
