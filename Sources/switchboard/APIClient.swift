@@ -27,7 +27,10 @@ struct APIClient {
         }
         let (data, response): (Data, URLResponse)
         do {
-            (data, response) = try await URLSession.shared.data(for: request)
+            // In a task of its own, never cancelled: FoundationNetworking on Linux can crash ("a task that is not
+            // in the registry") when the task awaiting a request is cancelled mid-flight, as `switchboard dev`
+            // does to its callers on Ctrl-C. The request's own timeout bounds the wait.
+            (data, response) = try await Task { [request] in try await URLSession.shared.data(for: request) }.value
         } catch {
             throw SwitchboardError(.connectionFailed, "cannot reach the router at \(base): \(error.localizedDescription)")
         }

@@ -71,6 +71,36 @@ public struct Heartbeat: WireMessage, Equatable {
         try WireCheck.text(incarnation, "incarnation", max: 64)
     }
 
+    /// Routers take 10,000 a second at 10,000 workers: a heartbeat as our encoder writes it is read by the
+    /// fast flat-object reader; anything else goes through the full decoder, which decides and names the error.
+    public static func decode(_ bytes: [UInt8]) throws(SwitchboardError) -> Heartbeat {
+        if bytes.count <= maxBytes, let json = FlatJSON(bytes), let heartbeat = Heartbeat(json) {
+            try heartbeat.validate()
+            return heartbeat
+        }
+        let heartbeat = try WireCodec.decode(Heartbeat.self, from: bytes, version: wireVersion, maxBytes: maxBytes)
+        try heartbeat.validate()
+        return heartbeat
+    }
+
+    /// Every field present with the right JSON type, and this build's version; else nil.
+    init?(_ json: FlatJSON) {
+        guard json.integer("v", as: Int.self) == Heartbeat.wireVersion,
+              let workerID = json.string("worker_id"), let version = json.string("version"),
+              let region = json.string("region"), let zone = json.string("zone"),
+              let state = json.string("state").flatMap(WorkerState.init(rawValue:)),
+              let capacity = json.integer("capacity", as: Int.self), let activeCalls = json.integer("active_calls", as: Int.self),
+              let cpu = json.double("cpu"),
+              let memoryUsed = json.integer("memory_used_bytes", as: Int64.self),
+              let memoryLimit = json.integer("memory_limit_bytes", as: Int64.self),
+              let seq = json.integer("seq", as: UInt64.self), let incarnation = json.string("incarnation"),
+              let accepted = json.integer("accepted", as: UInt64.self)
+        else { return nil }
+        self.init(workerID: workerID, version: version, region: region, zone: zone, state: state, capacity: capacity,
+                  activeCalls: activeCalls, cpu: cpu, memoryUsedBytes: memoryUsed, memoryLimitBytes: memoryLimit, seq: seq,
+                  incarnation: incarnation, accepted: accepted)
+    }
+
     /// Calls the worker could still take by its own report.
     public var freeSlots: Int { max(0, capacity - activeCalls) }
 }

@@ -7,6 +7,8 @@ public protocol WireMessage: Codable, Sendable, Versioned {
     static var maxBytes: Int { get }
     /// Checks what JSON types cannot: lengths, ranges, identifiers safe to put in a subject.
     func validate() throws(SwitchboardError)
+    /// The one way in: a valid message or a coded error.
+    static func decode(_ bytes: [UInt8]) throws(SwitchboardError) -> Self
 }
 
 extension WireMessage {
