@@ -30,7 +30,7 @@ import Testing
                                memoryUsedBytes: Int64(random.next() >> 2), memoryLimitBytes: Int64(random.next() >> 1),
                                seq: random.next(), incarnation: "inc\(random.next() % 999)", accepted: random.next())
             let bytes = hb.encoded()
-            let fast = try #require(FlatJSON(bytes).flatMap(Heartbeat.init), "\(String(decoding: bytes, as: UTF8.self))")
+            let fast = try #require(Heartbeat(flat: bytes), "\(String(decoding: bytes, as: UTF8.self))")
             let full = try WireCodec.decode(Heartbeat.self, from: bytes, version: 1)
             #expect(fast == full && fast == hb)
         }
@@ -53,7 +53,7 @@ import Testing
                 default: bytes.insert(alphabet[Int(random.next() % UInt64(alphabet.count))], at: at)
                 }
             }
-            guard let fast = FlatJSON(bytes).flatMap(Heartbeat.init) else { continue }
+            guard let fast = Heartbeat(flat: bytes) else { continue }
             fastAccepted += 1
             let full = try? WireCodec.decode(Heartbeat.self, from: bytes, version: 1)
             #expect(full == fast, "\(String(decoding: bytes, as: UTF8.self))")

@@ -74,7 +74,7 @@ public struct Heartbeat: WireMessage, Equatable {
     /// Routers take 10,000 a second at 10,000 workers: a heartbeat as our encoder writes it is read by the
     /// fast flat-object reader; anything else goes through the full decoder, which decides and names the error.
     public static func decode(_ bytes: [UInt8]) throws(SwitchboardError) -> Heartbeat {
-        if bytes.count <= maxBytes, let json = FlatJSON(bytes), let heartbeat = Heartbeat(json) {
+        if bytes.count <= maxBytes, let heartbeat = Heartbeat(flat: bytes) {
             try heartbeat.validate()
             return heartbeat
         }
@@ -83,18 +83,39 @@ public struct Heartbeat: WireMessage, Equatable {
         return heartbeat
     }
 
-    /// Every field present with the right JSON type, and this build's version; else nil.
-    init?(_ json: FlatJSON) {
-        guard json.integer("v", as: Int.self) == Heartbeat.wireVersion,
-              let workerID = json.string("worker_id"), let version = json.string("version"),
-              let region = json.string("region"), let zone = json.string("zone"),
-              let state = json.string("state").flatMap(WorkerState.init(rawValue:)),
-              let capacity = json.integer("capacity", as: Int.self), let activeCalls = json.integer("active_calls", as: Int.self),
-              let cpu = json.double("cpu"),
-              let memoryUsed = json.integer("memory_used_bytes", as: Int64.self),
-              let memoryLimit = json.integer("memory_limit_bytes", as: Int64.self),
-              let seq = json.integer("seq", as: UInt64.self), let incarnation = json.string("incarnation"),
-              let accepted = json.integer("accepted", as: UInt64.self)
+    /// A flat object with every field once, of the right JSON type, and this build's version; else nil.
+    init?(flat bytes: [UInt8]) {
+        var v: Int?, workerID: String?, version: String?, region: String?, zone: String?, state: WorkerState?
+        var capacity: Int?, activeCalls: Int?, cpu: Double?, memoryUsed: Int64?, memoryLimit: Int64?
+        var seq: UInt64?, incarnation: String?, accepted: UInt64?
+        var seen = 0, repeated = false
+        func take<T>(_ slot: inout T?, _ value: T?) {
+            repeated = repeated || slot != nil
+            slot = value
+            seen += 1
+        }
+        let flat = FlatJSON.visit(bytes) { key, value in
+            switch String(decoding: key, as: UTF8.self) {
+            case "v": take(&v, value.integer())
+            case "worker_id": take(&workerID, value.string)
+            case "version": take(&version, value.string)
+            case "region": take(&region, value.string)
+            case "zone": take(&zone, value.string)
+            case "state": take(&state, value.string.flatMap(WorkerState.init(rawValue:)))
+            case "capacity": take(&capacity, value.integer())
+            case "active_calls": take(&activeCalls, value.integer())
+            case "cpu": take(&cpu, value.double)
+            case "memory_used_bytes": take(&memoryUsed, value.integer())
+            case "memory_limit_bytes": take(&memoryLimit, value.integer())
+            case "seq": take(&seq, value.integer())
+            case "incarnation": take(&incarnation, value.string)
+            case "accepted": take(&accepted, value.integer())
+            default: repeated = true  // a key we do not know: the full decoder's to judge
+            }
+        }
+        guard flat, !repeated, seen == 14, v == Heartbeat.wireVersion,
+              let workerID, let version, let region, let zone, let state, let capacity, let activeCalls, let cpu,
+              let memoryUsed, let memoryLimit, let seq, let incarnation, let accepted
         else { return nil }
         self.init(workerID: workerID, version: version, region: region, zone: zone, state: state, capacity: capacity,
                   activeCalls: activeCalls, cpu: cpu, memoryUsedBytes: memoryUsed, memoryLimitBytes: memoryLimit, seq: seq,
