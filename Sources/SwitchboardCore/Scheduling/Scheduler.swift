@@ -272,24 +272,28 @@ public struct Scheduler: Sendable {
         return nil
     }
 
-    /// The best scored of `entries`, ties broken at random; and the best few, for explaining.
+    /// The best scored of `entries`, ties broken at random; and the best few, for explaining. One pass, so a
+    /// scan of a large fleet (binpack) stays linear.
     private func best(of entries: [WorkerRegistry.Entry], _ needs: Needs,
                       _ random: inout some RandomNumberGenerator) -> Decision {
-        let totals = entries.map { score($0, needs).total }
-        var chosen = -1
-        var ties = 0
-        for (i, total) in totals.enumerated() {
-            if chosen < 0 || total > totals[chosen] {
-                chosen = i
-                ties = 1
-            } else if total == totals[chosen] {
+        var chosen = -1, chosenTotal = -Double.infinity, ties = 0
+        var top: [(index: Int, total: Double)] = []  // the 8 best, best first
+        for (i, entry) in entries.enumerated() {
+            let total = score(entry, needs).total
+            if chosen < 0 || total > chosenTotal {
+                (chosen, chosenTotal, ties) = (i, total, 1)
+            } else if total == chosenTotal {
                 ties += 1
                 if Int.random(in: 0..<ties, using: &random) == 0 { chosen = i }  // each tie equally likely
             }
+            if top.count < 8 || total > top[top.count - 1].total {
+                top.insert((i, total), at: top.firstIndex { total > $0.total } ?? top.count)
+                if top.count > 8 { top.removeLast() }
+            }
         }
         guard chosen >= 0 else { return Decision(chosen: nil, candidates: []) }
-        let top = totals.indices.filter { $0 != chosen }.sorted { totals[$0] > totals[$1] }.prefix(7)
-        return Decision(chosen: candidate(entries[chosen], needs), candidates: ([chosen] + top).map { candidate(entries[$0], needs) })
+        let others = top.map(\.index).filter { $0 != chosen }.prefix(7)
+        return Decision(chosen: candidate(entries[chosen], needs), candidates: ([chosen] + others).map { candidate(entries[$0], needs) })
     }
 
     // MARK: Rules
