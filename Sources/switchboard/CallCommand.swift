@@ -83,7 +83,7 @@ func describe(_ e: Scheduler.Explanation) -> String {
     }
     let left = e.filtered.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
     return "scheduler (\(e.strategy.rawValue)): \(e.workers) workers, \(e.eligible) eligible"
-        + (left.isEmpty ? "" : "; left out: \(left)") + "\n" + formatTable(rows)
+        + (left.isEmpty ? "" : "; left out: \(left)") + (e.candidates.isEmpty ? "" : "\n" + formatTable(rows))
 }
 
 func describe(_ r: CallRecord) -> String {
