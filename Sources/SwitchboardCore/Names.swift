@@ -43,6 +43,10 @@ public struct RedisKeys: Sendable, Equatable {
     public func call(_ id: String) -> String { "\(prefix):call:\(id)" }
     /// Set: ids of the calls a worker holds.
     public func workerCalls(_ worker: String) -> String { "\(prefix):worker:\(worker):calls" }
+    /// String: a tenant's GCRA theoretical arrival time, in microseconds of Redis's clock.
+    public func tenantRate(_ tenant: String) -> String { "\(prefix):tenant:\(tenant):tat" }
+    /// Sorted set: a tenant's live-call leases, call id scored by expiry (milliseconds of Redis's clock).
+    public func tenantLeases(_ tenant: String) -> String { "\(prefix):tenant:\(tenant):leases" }
 }
 
 extension Subjects {

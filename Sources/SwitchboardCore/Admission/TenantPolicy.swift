@@ -1,0 +1,89 @@
+/// What a tenant may do: its rate of new calls, its number of live calls, where, and what happens when Redis,
+/// which keeps the counts, cannot be reached. Pure; validated before it is stored or used.
+public struct TenantPolicy: Codable, Sendable, Equatable {
+    /// When Redis is unreachable: admit against a cap kept by each router alone, or refuse (503 `unavailable`).
+    public enum WhenRedisDown: Codable, Sendable, Equatable {
+        case open(localCap: Int)
+        case closed
+    }
+
+    public var id: String
+    /// New calls per second, sustained.
+    public var callsPerSecond: Double
+    /// New calls allowed at once after a quiet spell.
+    public var burst: Int
+    /// Live calls at most, across every router.
+    public var maxLiveCalls: Int
+    /// Regions the tenant's calls may be placed in; empty: any.
+    public var regions: [String]
+    public var whenRedisDown: WhenRedisDown
+
+    public static let maxRate = 100_000.0
+    public static let maxBurst = 100_000
+    public static let maxLive = 10_000_000
+
+    public init(id: String, callsPerSecond: Double, burst: Int, maxLiveCalls: Int, regions: [String] = [],
+                whenRedisDown: WhenRedisDown = .closed) {
+        self.id = id
+        self.callsPerSecond = callsPerSecond
+        self.burst = burst
+        self.maxLiveCalls = maxLiveCalls
+        self.regions = regions
+        self.whenRedisDown = whenRedisDown
+    }
+
+    /// Refuses what cannot be enforced: zero, negative, not a number, or beyond what one cluster could serve.
+    public func validate() throws(SwitchboardError) {
+        func refuse(_ message: String) -> SwitchboardError { SwitchboardError(.invalidArgument, "tenant '\(id)': \(message)") }
+        do {
+            try WireCheck.identifier(id, "tenant id")
+        } catch {
+            throw SwitchboardError(.invalidArgument, error.message)
+        }
+        guard callsPerSecond.isFinite, callsPerSecond > 0, callsPerSecond <= Self.maxRate else {
+            throw refuse("calls per second must be a number above 0 and at most \(Int(Self.maxRate)), not \(callsPerSecond)")
+        }
+        guard (1...Self.maxBurst).contains(burst) else { throw refuse("burst must be 1-\(Self.maxBurst), not \(burst)") }
+        guard (1...Self.maxLive).contains(maxLiveCalls) else {
+            throw refuse("max live calls must be 1-\(Self.maxLive), not \(maxLiveCalls)")
+        }
+        for region in regions where region.isEmpty || region.utf8.count > 64 {
+            throw refuse("regions must be 1-64 characters")
+        }
+        if case .open(let cap) = whenRedisDown, !(1...Self.maxLive).contains(cap) {
+            throw refuse("the local cap when Redis is down must be 1-\(Self.maxLive), not \(cap)")
+        }
+    }
+
+    /// GCRA's emission interval (the time one call uses up) and tolerance (how far ahead of it a burst may run).
+    public var gcra: GCRA { GCRA(callsPerSecond: callsPerSecond, burst: burst) }
+}
+
+/// The generic cell rate algorithm (as redis-cell's `CL.THROTTLE`): one stored time per tenant, the theoretical
+/// arrival time (TAT) of the next call at the sustained rate; no background drip. Pure, in microseconds, so the
+/// Redis script and a router's local fallback agree.
+public struct GCRA: Sendable, Equatable {
+    /// Time one call uses up at the sustained rate.
+    public let interval: Int64
+    /// How far the TAT may run ahead of now: room for `burst` calls at once.
+    public let tolerance: Int64
+
+    public init(callsPerSecond: Double, burst: Int) {
+        interval = max(1, Int64((1_000_000 / callsPerSecond).rounded()))
+        tolerance = interval * Int64(max(0, burst - 1))
+    }
+
+    public enum Decision: Equatable, Sendable {
+        case allow(newTAT: Int64)
+        /// Refused; the caller may try again after this many microseconds.
+        case deny(retryAfter: Int64)
+    }
+
+    /// Decides one call at `now` given the stored TAT (nil: none stored, a quiet tenant).
+    public func decide(tat stored: Int64?, now: Int64) -> Decision {
+        let tat = max(stored ?? now, now)
+        let allowAt = tat - tolerance
+        guard now >= allowAt else { return .deny(retryAfter: allowAt - now) }
+        return .allow(newTAT: tat + interval)
+    }
+}
