@@ -25,6 +25,7 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CNATS", providers: [.apt(["libnats-dev"])]),
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CCrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "COpus", providers: [.apt(["libopus-dev"])]),
 
         // Optimized even in debug builds: the balance simulator runs hours of simulated fleet in the tests, and
@@ -36,7 +37,7 @@ let package = Package(
         ),
         .target(
             name: "SwitchboardRedis",
-            dependencies: ["CHiredis", "SwitchboardCore", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CHiredis", "CCrypto", "SwitchboardCore", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "SwitchboardOpus", dependencies: ["COpus", "SwitchboardCore"]),
         .target(name: "SwitchboardObservability"),

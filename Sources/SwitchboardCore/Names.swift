@@ -43,6 +43,10 @@ public struct RedisKeys: Sendable, Equatable {
     public func call(_ id: String) -> String { "\(prefix):call:\(id)" }
     /// Set: ids of the calls a worker holds.
     public func workerCalls(_ worker: String) -> String { "\(prefix):worker:\(worker):calls" }
+    /// Hash: tenant id → its record (policy and key hashes, JSON).
+    public var tenants: String { "\(prefix):tenants" }
+    /// Hash: SHA-256 of an API key → tenant id.
+    public var tenantKeys: String { "\(prefix):tenant-keys" }
     /// String: a tenant's GCRA theoretical arrival time, in microseconds of Redis's clock.
     public func tenantRate(_ tenant: String) -> String { "\(prefix):tenant:\(tenant):tat" }
     /// Sorted set: a tenant's live-call leases, call id scored by expiry (milliseconds of Redis's clock).

@@ -37,6 +37,12 @@ public struct SwitchboardError: Error, Sendable, Hashable, CustomStringConvertib
         public static let noCapacity = Code(rawValue: "no_capacity")
         /// The named call, worker or resource does not exist.
         public static let notFound = Code(rawValue: "not_found")
+        /// The thing to create exists already.
+        public static let conflict = Code(rawValue: "conflict")
+        /// A tenant's rate of new calls is used up for now; retry after the time the error says.
+        public static let rateLimited = Code(rawValue: "rate_limited")
+        /// A tenant holds as many live calls as it may.
+        public static let quotaExceeded = Code(rawValue: "quota_exceeded")
         /// A dependency (NATS, Redis) is unreachable; try again.
         public static let unavailable = Code(rawValue: "unavailable")
 

@@ -1,3 +1,4 @@
+import Foundation
 import SwitchboardCore
 import Testing
 
@@ -52,5 +53,21 @@ import Testing
         allowed = 0
         for _ in 0..<20 { if case .allow(let next) = gcra.decide(tat: tat, now: now) { tat = next; allowed += 1 } }
         #expect(allowed == 10)
+    }
+}
+
+@Suite struct TenantPolicyJSONTests {
+    @Test func theStoredFormRoundTripsAndReadsAConfigFile() throws {
+        let open = TenantPolicy(id: "acme", callsPerSecond: 50, burst: 10, maxLiveCalls: 100, regions: ["eu"],
+                                whenRedisDown: .open(localCap: 20))
+        #expect(try JSONDecoder().decode(TenantPolicy.self, from: Data(WireCodec.encode(open))) == open)
+        let minimal = try JSONDecoder().decode(TenantPolicy.self, from: Data(#"{"id":"b","calls_per_second":5,"burst":2,"max_live_calls":9}"#.utf8))
+        #expect(minimal == TenantPolicy(id: "b", callsPerSecond: 5, burst: 2, maxLiveCalls: 9))
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(TenantPolicy.self, from: Data(#"{"id":"b","calls_per_second":5,"burst":2,"max_live_calls":9,"when_redis_down":"maybe"}"#.utf8))
+        }
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(TenantPolicy.self, from: Data(#"{"id":"b","calls_per_second":5,"burst":2,"max_live_calls":9,"when_redis_down":"open"}"#.utf8))
+        }
     }
 }

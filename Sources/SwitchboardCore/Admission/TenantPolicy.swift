@@ -55,6 +55,45 @@ public struct TenantPolicy: Codable, Sendable, Equatable {
         }
     }
 
+    enum CodingKeys: String, CodingKey {
+        case id, burst, regions
+        case callsPerSecond = "calls_per_second", maxLiveCalls = "max_live_calls"
+        case whenRedisDown = "when_redis_down", localCap = "local_cap"
+    }
+
+    /// `{"id", "calls_per_second", "burst", "max_live_calls", "regions", "when_redis_down": "open"|"closed",
+    /// "local_cap"}`; `regions` defaults to any, `when_redis_down` to closed.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        callsPerSecond = try c.decode(Double.self, forKey: .callsPerSecond)
+        burst = try c.decode(Int.self, forKey: .burst)
+        maxLiveCalls = try c.decode(Int.self, forKey: .maxLiveCalls)
+        regions = try c.decodeIfPresent([String].self, forKey: .regions) ?? []
+        switch try c.decodeIfPresent(String.self, forKey: .whenRedisDown) ?? "closed" {
+        case "closed": whenRedisDown = .closed
+        case "open": whenRedisDown = .open(localCap: try c.decode(Int.self, forKey: .localCap))
+        case let other:
+            throw DecodingError.dataCorruptedError(forKey: .whenRedisDown, in: c,
+                                                   debugDescription: "'\(other)' is not open or closed")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(callsPerSecond, forKey: .callsPerSecond)
+        try c.encode(burst, forKey: .burst)
+        try c.encode(maxLiveCalls, forKey: .maxLiveCalls)
+        try c.encode(regions, forKey: .regions)
+        switch whenRedisDown {
+        case .closed: try c.encode("closed", forKey: .whenRedisDown)
+        case .open(let cap):
+            try c.encode("open", forKey: .whenRedisDown)
+            try c.encode(cap, forKey: .localCap)
+        }
+    }
+
     /// GCRA's emission interval (the time one call uses up) and tolerance (how far ahead of it a burst may run).
     public var gcra: GCRA { GCRA(callsPerSecond: callsPerSecond, burst: burst) }
 }
