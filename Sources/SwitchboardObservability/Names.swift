@@ -10,6 +10,7 @@ public enum MetricNames {
     public static let freeSlots = "switchboard_free_slots"
     public static let badMessages = "switchboard_bad_messages_total"
     public static let heartbeats = "switchboard_heartbeats_total"
+    public static let admissions = "switchboard_admissions_total"
     public static let workerLiveness = "switchboard_worker_liveness_events_total"
     public static let httpRequests = "switchboard_http_requests_total"
     // Worker

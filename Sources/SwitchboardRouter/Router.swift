@@ -21,6 +21,10 @@ public final class Router: Service, Sendable {
     let logger: Logger
     let fleet: Mutex<Fleet>
     let clock = ContinuousClock()
+    /// Tenants, their keys and their limits (used when `configuration.tenancy` is on).
+    public let tenants: TenantStore
+    let limits: TenantLimits
+    let keyCache = Mutex<[String: (policy: TenantPolicy, until: ContinuousClock.Instant)]>([:])
 
     /// The fleet view and the scheduler, changed together under one lock: a choice and its reservation are
     /// one step, so concurrent routes see each other's offers.
@@ -44,6 +48,8 @@ public final class Router: Service, Sendable {
         self.logger = logger
         fleet = Mutex(Fleet(registry: WorkerRegistry(configuration: configuration.registry),
                             scheduler: Scheduler(configuration: configuration.scheduler)))
+        tenants = TenantStore(redis: redis, keys: configuration.keys)
+        limits = TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime)
     }
 
     /// Runs until cancelled or told to shut down gracefully; then it stops taking route requests, finishes

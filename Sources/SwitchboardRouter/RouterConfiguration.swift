@@ -24,6 +24,16 @@ public struct RouterConfiguration: Sendable {
     public var maxOffers = 3
     /// Largest HTTP request body accepted.
     public var maxBodyBytes = 64 * 1024
+    /// Tenancy: callers authenticate with a tenant's API key, and each route is admitted against the tenant's
+    /// rate limit and live-call quota. Off: the body's `tenant` is taken as given and nothing is limited.
+    public var tenancy = false
+    /// With tenancy on, operator endpoints (`/v1/workers`) need `Authorization: Bearer <adminKey>`; tenant
+    /// keys do not open them.
+    public var adminKey: String?
+    /// How long a live-call lease lasts unless the worker renews it.
+    public var leaseTime: Duration = .seconds(30)
+    /// How long this router trusts a key it has looked up (a rotated key may work this much longer).
+    public var keyCacheTime: Duration = .seconds(5)
     /// How long an ended call's record stays in Redis.
     public var endedCallRetention: Duration = .seconds(24 * 3600)
 

@@ -8,14 +8,30 @@ import SwitchboardRedis
 extension Router {
     /// Places a call: choose a worker, offer, and on accept record the call in Redis. One deadline covers
     /// it all; every failure answers with a code and is counted.
-    public func route(_ request: RouteRequest) async throws(SwitchboardError) -> Placement {
+    /// With a `tenant` (tenancy on), the call is the tenant's whatever the request says, and is admitted
+    /// against its limits first; a call that is then not placed gives its lease back.
+    public func route(_ request: RouteRequest, tenant: TenantPolicy? = nil) async throws(SwitchboardError) -> Placement {
         let start = clock.now
         let callID = Identifiers.random(prefix: "c")
+        var request = request
+        if let tenant { request.tenant = tenant.id }
         var log = logger
         log[metadataKey: LogKey.callID] = "\(callID)"
         log[metadataKey: LogKey.tenant] = "\(request.tenant)"
-        do {
-            let placement = try await place(request, callID: callID, start: start, logger: log)
+        do throws(SwitchboardError) {
+            if let tenant {
+                if let region = request.region, !tenant.regions.isEmpty, !tenant.regions.contains(region) {
+                    throw SwitchboardError(.invalidArgument, "tenant '\(tenant.id)' may not place calls in region '\(region)'")
+                }
+                try await admit(tenant, callID: callID)
+            }
+            let placement: Placement
+            do throws(SwitchboardError) {
+                placement = try await place(request, callID: callID, start: start, logger: log)
+            } catch {
+                if tenant != nil { try? await limits.release(tenant: request.tenant, callID: callID) }
+                throw error
+            }
             finish(start, result: "placed")
             log.info("call placed", metadata: [LogKey.workerID: "\(placement.workerID)"])
             return placement
@@ -114,7 +130,8 @@ extension Router {
         let reply: RouteReply
         do {
             let request = try RouteRequest.decode(message.payload)
-            reply = RouteReply(call: try await route(request))
+            let tenant = try await tenant(authorization: message.headers["Authorization"])
+            reply = RouteReply(call: try await route(request, tenant: tenant))
         } catch {
             if error.code == .badMessage || error.code == .tooLarge {
                 countBadMessage("route_request", error)

@@ -93,6 +93,8 @@ extension Worker {
             ["HSET", keys.call(callID), "state", "ended", "ended_at", String(Self.unixMillis()), "end_reason", reason.rawValue],
             ["EXPIRE", keys.call(callID), String(Int(configuration.endedCallRetention.components.seconds))],
             ["SREM", keys.workerCalls(configuration.id), callID],
+            // The tenant's live-call lease goes back with the call (nothing to do when tenancy is off).
+            ["ZREM", keys.tenantLeases(offer.tenant), callID],
         ])
         let wasFull = state.withLock { state -> Bool in
             let wasFull = state.slots.activeCalls >= state.slots.capacity

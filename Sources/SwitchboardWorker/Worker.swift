@@ -27,6 +27,8 @@ public final class Worker: Service, Sendable {
         /// Subscribed before the worker says yes, so nothing the caller sends after placement is missed.
         let media: NATSSubscription
         let endRequests: NATSSubscription
+        /// Whose live-call lease this call holds (see `renewLeases`).
+        let tenant: String
     }
 
     struct State {
@@ -131,7 +133,8 @@ public final class Worker: Service, Sendable {
                 let media = try nats.subscribe(to: configuration.subjects.mediaIn(call: offer.callID), pendingLimit: 250)
                 let endRequests = try nats.subscribe(to: configuration.subjects.end(call: offer.callID), pendingLimit: 16)
                 let (ends, end) = AsyncStream.makeStream(of: EndReason.self, bufferingPolicy: .bufferingOldest(1))
-                state.withLock { $0.calls[offer.callID] = Running(end: end, ends: ends, media: media, endRequests: endRequests) }
+                state.withLock { $0.calls[offer.callID] = Running(end: end, ends: ends, media: media, endRequests: endRequests,
+                                                                       tenant: offer.tenant) }
             } catch {
                 logger.error("cannot subscribe to the call's subjects", metadata: [LogKey.callID: "\(offer.callID)", LogKey.error: "\(error)"])
                 state.withLock { _ = $0.slots.end(offer.callID) }
@@ -184,6 +187,7 @@ public final class Worker: Service, Sendable {
     private func heartbeatLoop() async {
         var sampler = LoadSampler(source: configuration.cpuSource)
         var lastSample = ContinuousClock.now - configuration.heartbeatInterval
+        var lastRenewal = ContinuousClock.now
         await publishHeartbeat()
         for await _ in heartbeatTriggers {
             if ContinuousClock.now - lastSample >= configuration.heartbeatInterval / 2 {
@@ -192,6 +196,22 @@ public final class Worker: Service, Sendable {
                 state.withLock { $0.load = sample }
             }
             await publishHeartbeat()
+            if ContinuousClock.now - lastRenewal >= configuration.leaseTime / 3 {
+                lastRenewal = .now
+                await renewLeases()
+            }
+        }
+    }
+
+    /// Extends the tenants' live-call leases of every call this worker holds, in one round trip, a few times
+    /// per lease time: a lease not renewed (this worker died) expires and the tenant's slot comes back.
+    func renewLeases() async {
+        let calls = state.withLock { $0.calls.map { (tenant: $0.value.tenant, callID: $0.key) } }
+        guard !calls.isEmpty else { return }
+        do {
+            try await TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime).renew(calls)
+        } catch {
+            logger.warning("live-call leases not renewed", metadata: [LogKey.error: "\(error)"])
         }
     }
 

@@ -21,6 +21,8 @@ public struct WorkerConfiguration: Sendable {
     public var sampleRate = 48_000
     /// Opus bitrate of the audio the worker sends.
     public var bitrate = 24_000
+    /// Tenants' live-call leases: renewed every third of this while the call runs (routers grant the same).
+    public var leaseTime: Duration = .seconds(30)
     /// Whose CPU use heartbeats report (see `CPUSource`).
     public var cpuSource: CPUSource = .auto
     /// For load tests: burn this share of one core in a background thread, so the worker looks busy.

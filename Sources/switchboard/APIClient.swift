@@ -8,6 +8,8 @@ import SwitchboardCore
 /// API's code, so the CLI prints one clear line and exits with a fitting code.
 struct APIClient {
     let base: String
+    /// Sent as `Authorization: Bearer <key>`: a tenant's API key, or the operator's admin key.
+    var key: String? = nil
 
     func get(_ path: String) async throws -> Data { try await send("GET", path, body: nil) }
     func delete(_ path: String) async throws -> Data { try await send("DELETE", path, body: nil) }
@@ -21,6 +23,7 @@ struct APIClient {
         }
         var request = URLRequest(url: url, timeoutInterval: 10)
         request.httpMethod = method
+        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
         if let body {
             request.httpBody = Data(body)
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -51,6 +54,7 @@ struct APIClient {
         switch api {
         case "bad_request": return .invalidArgument
         case "unavailable": return .unavailable
+        case "unauthorized": return .authenticationFailed
         default: return SwitchboardError.Code(rawValue: api)
         }
     }

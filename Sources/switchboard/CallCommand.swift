@@ -31,7 +31,7 @@ struct CallCommand: AsyncParsableCommand {
                 meta[String(item[..<eq])] = String(item[item.index(after: eq)...])
             }
             try await cli(router.output) {
-                let data = try await APIClient(base: router.routerURL)
+                let data = try await router.client
                     .post("/v1/calls", json: RouteRequest(tenant: tenant, region: region, zone: zone, locality: locality,
                                                           metadata: meta, explain: explain))
                 let p = try JSONDecoder().decode(Placement.self, from: data)
@@ -49,7 +49,7 @@ struct CallCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await cli(router.output) {
-                let data = try await APIClient(base: router.routerURL).get("/v1/calls/\(id)")
+                let data = try await router.client.get("/v1/calls/\(id)")
                 return (data, describe(try JSONDecoder().decode(CallRecord.self, from: data)))
             }
         }
@@ -62,7 +62,7 @@ struct CallCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await cli(router.output) {
-                let data = try await APIClient(base: router.routerURL).delete("/v1/calls/\(id)")
+                let data = try await router.client.delete("/v1/calls/\(id)")
                 return (data, describe(try JSONDecoder().decode(CallRecord.self, from: data)))
             }
         }

@@ -86,6 +86,8 @@ struct DemoCallers {
                 placement = try JSONDecoder().decode(Placement.self, from: data)
             }
         } catch {
+            // A request cut short because the operator stopped the demo is not a failure of the cluster.
+            if Task.isCancelled { return }
             stats.failed((error as? SwitchboardError)?.code.rawValue ?? "error")
             try? await Task.sleep(for: .milliseconds(500))
             return

@@ -37,6 +37,12 @@ struct RouterCommand: AsyncParsableCommand {
     var suspectAfter: Int = Settings.int("suspect-after", 2)
     @Option(name: .customLong("dead-after"), help: "Silent heartbeat intervals before a worker is dead.")
     var deadAfter: Int = Settings.int("dead-after", 3)
+    @Option(help: "on: callers need a tenant's API key and routes are held to the tenant's limits; off: no keys, no limits.")
+    var tenancy: String = Settings.string("tenancy", "off")
+    @Option(name: .customLong("admin-key"), help: "With tenancy on, the key operator endpoints need (env SWITCHBOARD_ADMIN_KEY).")
+    var adminKey: String? = Settings.value("admin-key")
+    @Option(name: .customLong("lease-time"), help: "Seconds a tenant's live-call lease lasts unless the worker renews it.")
+    var leaseTime: Double = Settings.double("lease-time", 30)
 
     /// The scheduler and liveness settings, checked.
     func schedulerSettings() throws(SwitchboardError) -> (Scheduler.Configuration, WorkerRegistry.Configuration) {
@@ -62,8 +68,16 @@ struct RouterCommand: AsyncParsableCommand {
         var config = RouterConfiguration(id: id, subjects: try cluster.subjects(), keys: try cluster.keys())
         config.httpHost = httpHost
         config.httpPort = httpPort
-        do {
+        do throws(SwitchboardError) {
             (config.scheduler, config.registry) = try schedulerSettings()
+            guard tenancy == "on" || tenancy == "off" else { throw SwitchboardError(.invalidArgument, "tenancy must be on or off") }
+            config.tenancy = tenancy == "on"
+            if config.tenancy && (adminKey ?? "").utf8.count < 16 {
+                throw SwitchboardError(.invalidArgument, "tenancy on needs an admin key of 16 characters or more (--admin-key)")
+            }
+            guard leaseTime >= 1 else { throw SwitchboardError(.invalidArgument, "lease time must be at least 1 second") }
+            config.adminKey = adminKey
+            config.leaseTime = Duration(seconds: leaseTime)
         } catch {
             throw ExitCodes.fail(error)
         }

@@ -89,6 +89,11 @@ struct RouterAddress: ParsableArguments {
     @Option(name: .customLong("router-url"), help: "A router's HTTP API (env SWITCHBOARD_ROUTER_URL).")
     var routerURL: String = Settings.string("router-url", "http://127.0.0.1:8080")
 
+    @Option(name: .customLong("api-key"), help: "A tenant's API key, or the admin key for operator commands, when the router has tenancy on (env SWITCHBOARD_API_KEY).")
+    var apiKey: String? = Settings.value("api-key")
+
     @Option(help: "Output format: text or json.")
     var output: OutputFormat = .text
+
+    var client: APIClient { APIClient(base: routerURL, key: apiKey) }
 }

@@ -10,7 +10,7 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await cli(router.output) {
-            let data = try await APIClient(base: router.routerURL).get("/v1/workers")
+            let data = try await router.client.get("/v1/workers")
             let view = try JSONDecoder().decode(WorkersView.self, from: data)
             return (data, table(view))
         }

@@ -32,6 +32,8 @@ struct WorkerCommand: AsyncParsableCommand {
     var cpuSource: String = Settings.string("cpu-source", "auto")
     @Option(name: .customLong("synthetic-cpu-load"), help: "For load tests: burn this share of one core (0-1).")
     var syntheticCPULoad: Double = Settings.double("synthetic-cpu-load", 0)
+    @Option(name: .customLong("lease-time"), help: "Seconds a tenant's live-call lease lasts (the routers' setting); renewed every third of it.")
+    var leaseTime: Double = Settings.double("lease-time", 30)
 
     func run() async throws {
         Runtime.followParentIfAsked()
@@ -41,6 +43,7 @@ struct WorkerCommand: AsyncParsableCommand {
         config.heartbeatInterval = Duration(seconds: heartbeatInterval)
         config.maxCallDuration = Duration(seconds: maxCallDuration)
         config.syntheticCPULoad = syntheticCPULoad
+        config.leaseTime = Duration(seconds: max(1, leaseTime))
         let callHandler: any CallHandler
         do throws(SwitchboardError) {
             guard let source = CPUSource(rawValue: cpuSource) else {

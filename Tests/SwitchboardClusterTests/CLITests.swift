@@ -81,3 +81,67 @@ struct CLITests {
         #expect(unreachable == 69 && unreachableOut.contains("error: connection_failed"), "\(unreachableOut)")
     }
 }
+
+@Suite("The switchboard CLI with tenants")
+struct TenantCLITests {
+    func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let cli = try CLIProcess(arguments)
+        guard let status = await cli.waitForExit(timeout: .seconds(30)) else {
+            Issue.record("switchboard \(arguments) did not exit")
+            return (-1, cli.output)
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        return (status, cli.output)
+    }
+
+    func apiKey(in output: String) -> String? {
+        output.split(separator: " ").first { $0.hasPrefix("sbk_") }.map(String.init)
+    }
+
+    @Test func tenantsAreManagedAndKeysOpenTheRouter() async throws {
+        let cluster = try await TestCluster()
+        let admin = "admin-key-of-sixteen-or-more"
+        let router = try await cluster.addRouter { $0.tenancy = true; $0.adminKey = admin }
+        try await cluster.addWorker(capacity: 4)
+        try await cluster.waitForWorkers(1)
+        let redis = ["--redis-url", cluster.redisURL, "--key-prefix", cluster.keys.prefix]
+
+        let (created, createOut) = try await run(["tenant", "create", "acme", "--calls-per-second", "20", "--burst", "5",
+                                                   "--max-live-calls", "3"] + redis)
+        #expect(created == 0, "\(createOut)")
+        let key = try #require(apiKey(in: createOut), "\(createOut)")
+        let (badStatus, badOut) = try await run(["tenant", "create", "bad", "--calls-per-second=-1"] + redis)
+        #expect(badStatus == 64 && badOut.contains("calls per second must be"), "\(badOut)")
+        let (dup, dupOut) = try await run(["tenant", "create", "acme"] + redis)
+        #expect(dup != 0 && dupOut.contains("error: conflict"), "\(dupOut)")
+
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-tenants-\(UUID().uuidString).json")
+        try Data(#"[{"id":"acme","calls_per_second":30,"burst":5,"max_live_calls":3},{"id":"beta","calls_per_second":1,"burst":1,"max_live_calls":1}]"#.utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let (applied, applyOut) = try await run(["tenant", "apply", file.path] + redis)
+        #expect(applied == 0 && applyOut.contains("updated acme") && applyOut.contains("created beta"), "\(applyOut)")
+        let (_, listOut) = try await run(["tenant", "list"] + redis)
+        #expect(listOut.contains("acme: 30.0 calls/s") && listOut.contains("beta: 1.0 calls/s"), "\(listOut)")
+        let (_, setOut) = try await run(["tenant", "set", "beta", "--max-live-calls", "7"] + redis)
+        #expect(setOut.contains("at most 7 live calls"), "\(setOut)")
+
+        // The key opens the router for calls; the admin key opens operator commands, and a tenant key does not.
+        let (routed, routeOut) = try await run(["call", "route", "--router-url", router.url, "--api-key", key])
+        #expect(routed == 0 && routeOut.contains("on worker"), "\(routeOut)")
+        let (noKey, noKeyOut) = try await run(["call", "route", "--router-url", router.url])
+        #expect(noKey == 77 && noKeyOut.contains("an API key is needed"), "\(noKeyOut)")
+        let (asTenant, _) = try await run(["status", "--router-url", router.url, "--api-key", key])
+        #expect(asTenant == 77)
+        let (asAdmin, statusOut) = try await run(["status", "--router-url", router.url, "--api-key", admin])
+        #expect(asAdmin == 0 && statusOut.contains("1 workers"), "\(statusOut)")
+
+        let (rotated, rotateOut) = try await run(["tenant", "rotate-key", "acme"] + redis)
+        let newKey = try #require(apiKey(in: rotateOut), "\(rotateOut)")
+        #expect(rotated == 0 && newKey != key)
+        let (deleted, _) = try await run(["tenant", "delete", "beta"] + redis)
+        #expect(deleted == 0)
+        let (gone, goneOut) = try await run(["tenant", "show", "beta"] + redis)
+        #expect(gone != 0 && goneOut.contains("error: not_found"), "\(goneOut)")
+        await cluster.shutdown()
+    }
+}

@@ -18,21 +18,26 @@ public enum RouterHTTP {
         routes.post("/v1/calls") { request, _ -> Response in
             var request = request
             let body = try await collect(&request, limit: maxBody)
-            var route = try RouteRequest.decode(withVersion(body))
+            var route = try RouteRequest.decode(withVersion(body, tenantOptional: router.configuration.tenancy))
             if request.uri.queryParameters.get("explain") == "true" { route.explain = true }
-            let placement = try await router.route(route)
+            let tenant = try await router.tenant(authorization: request.headers[.authorization])
+            let placement = try await router.route(route, tenant: tenant)
             return json(placement, status: .created)
         }
-        routes.get("/v1/calls/:id") { _, context -> Response in
+        routes.get("/v1/calls/:id") { request, context -> Response in
             let id = try context.parameters.require("id")
-            return json(try await router.call(id))
+            let tenant = try await router.tenant(authorization: request.headers[.authorization])
+            return json(try await router.call(id, tenant: tenant))
         }
-        routes.delete("/v1/calls/:id") { _, context -> Response in
+        routes.delete("/v1/calls/:id") { request, context -> Response in
             let id = try context.parameters.require("id")
+            let tenant = try await router.tenant(authorization: request.headers[.authorization])
+            _ = try await router.call(id, tenant: tenant)  // another tenant's call is not found
             return json(try await router.endCall(id))
         }
-        routes.get("/v1/workers") { _, _ -> Response in
-            json(WorkersView(router.workerViews()))
+        routes.get("/v1/workers") { request, _ -> Response in
+            try router.requireAdmin(authorization: request.headers[.authorization])
+            return json(WorkersView(router.workerViews()))
         }
         routes.get("/healthz") { _, _ -> Response in
             json(["status": "ok"])
@@ -69,13 +74,16 @@ public enum RouterHTTP {
     }
 
     /// HTTP clients may leave out the wire version; the path names the API version.
-    static func withVersion(_ body: [UInt8]) throws(SwitchboardError) -> [UInt8] {
+    /// With tenancy on, the key names the tenant and the body may leave `tenant` out.
+    static func withVersion(_ body: [UInt8], tenantOptional: Bool = false) throws(SwitchboardError) -> [UInt8] {
         guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
             throw SwitchboardError(.badMessage, body.isEmpty ? "empty request body" : "request body is not a JSON object")
         }
-        guard object["v"] == nil else { return body }
+        let needsTenant = tenantOptional && object["tenant"] == nil
+        guard object["v"] == nil || needsTenant else { return body }
         var versioned = object
-        versioned["v"] = RouteRequest.wireVersion
+        if needsTenant { versioned["tenant"] = "from-key" }  // replaced by the key's tenant
+        if versioned["v"] == nil { versioned["v"] = RouteRequest.wireVersion }
         guard let data = try? JSONSerialization.data(withJSONObject: versioned) else {
             throw SwitchboardError(.badMessage, "request body cannot be read")
         }
@@ -93,11 +101,14 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: MetricsRegistry
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let response: Response
+        var response: Response
         do {
             response = try await next(request, context)
         } catch let error as SwitchboardError {
             response = Self.render(error.api.status, error.apiBody)
+            if let ms = error.context["retry_after_ms"].flatMap(Int.init) {
+                response.headers[.retryAfter] = String((ms + 999) / 1000)  // whole seconds, rounded up
+            }
         } catch let error as HTTPError {
             let code: String
             switch error.status {

@@ -1,0 +1,91 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import SwitchboardCore
+import SwitchboardRedis
+import SwitchboardTestSupport
+import Testing
+
+@Suite("Tenancy on a router")
+struct TenancyTests {
+    func post(_ cluster: TestCluster, key: String?, body: String = "{}", router: Int = 0) async throws -> (Int, Data, String?) {
+        try await send(cluster, "POST", "/v1/calls", key: key, body: body, router: router)
+    }
+
+    func send(_ cluster: TestCluster, _ method: String, _ path: String, key: String?, body: String? = nil,
+              router: Int = 0) async throws -> (Int, Data, String?) {
+        var request = URLRequest(url: URL(string: cluster.routers[router].url + path)!, timeoutInterval: 10)
+        request.httpMethod = method
+        if let body { request.httpBody = Data(body.utf8) }
+        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let http = response as! HTTPURLResponse
+        return (http.statusCode, data, http.value(forHTTPHeaderField: "Retry-After"))
+    }
+
+    func code(_ data: Data) -> String? { try? JSONDecoder().decode(ErrorEnvelope.self, from: data).error.code }
+
+    @Test func keysDecideWhoCallsAndTenantsSeeOnlyTheirOwnCalls() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter { $0.tenancy = true }
+        try await cluster.addWorker(capacity: 10)
+        try await cluster.waitForWorkers(1)
+        let store = TenantStore(redis: cluster.redis, keys: cluster.keys)
+        let acme = try await store.create(TenantPolicy(id: "acme", callsPerSecond: 100, burst: 10, maxLiveCalls: 10))
+        let other = try await store.create(TenantPolicy(id: "other", callsPerSecond: 100, burst: 10, maxLiveCalls: 10))
+
+        #expect(try await code(post(cluster, key: nil).1) == "unauthorized")
+        #expect(try await post(cluster, key: nil).0 == 401)
+        #expect(try await post(cluster, key: "sbk_wrong").0 == 401)
+        let (status, body, _) = try await post(cluster, key: acme, body: #"{"tenant":"someone-else"}"#)
+        #expect(status == 201)
+        let call = try JSONDecoder().decode(Placement.self, from: body)
+        #expect(try await cluster.record(call.callID)["tenant"] == "acme", "the key decides the tenant")
+
+        #expect(try await send(cluster, "GET", "/v1/calls/\(call.callID)", key: acme).0 == 200)
+        #expect(try await send(cluster, "GET", "/v1/calls/\(call.callID)", key: other).0 == 404)
+        #expect(try await send(cluster, "DELETE", "/v1/calls/\(call.callID)", key: other).0 == 404)
+        #expect(try await send(cluster, "GET", "/v1/calls/\(call.callID)", key: nil).0 == 401)
+        #expect(try await cluster.record(call.callID)["state"] != "ended", "another tenant could not end it")
+        #expect(try await send(cluster, "DELETE", "/v1/calls/\(call.callID)", key: acme).0 == 200)
+
+        // NATS route requests carry the key in a header.
+        let request = RouteRequest(tenant: "ignored").encoded()
+        let refused = try RouteReply.decode(try await cluster.client.request(cluster.subjects.route, payload: request).payload)
+        #expect(refused.error?.code == "unauthorized")
+        let placed = try RouteReply.decode(try await cluster.client.request(cluster.subjects.route, payload: request,
+                                                                            headers: ["Authorization": "Bearer \(other)"]).payload)
+        #expect(placed.call != nil)
+        await cluster.shutdown()
+    }
+
+    @Test func overTheRateIs429WithRetryAfterAndOverTheQuotaToo() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter { $0.tenancy = true }
+        try await cluster.addWorker(capacity: 10)
+        try await cluster.waitForWorkers(1)
+        let store = TenantStore(redis: cluster.redis, keys: cluster.keys)
+        let slow = try await store.create(TenantPolicy(id: "slow", callsPerSecond: 0.5, burst: 2, maxLiveCalls: 10))
+        #expect(try await post(cluster, key: slow).0 == 201)
+        #expect(try await post(cluster, key: slow).0 == 201)
+        let (status, body, retryAfter) = try await post(cluster, key: slow)
+        #expect(status == 429 && code(body) == "rate_limited")
+        #expect(retryAfter.flatMap(Int.init).map { (1...2).contains($0) } == true, "Retry-After \(String(describing: retryAfter))")
+
+        let small = try await store.create(TenantPolicy(id: "small", callsPerSecond: 100, burst: 10, maxLiveCalls: 1))
+        let (first, firstBody, _) = try await post(cluster, key: small)
+        #expect(first == 201)
+        let (second, secondBody, _) = try await post(cluster, key: small)
+        #expect(second == 429 && code(secondBody) == "quota_exceeded")
+        // The call's end gives its lease back: the tenant can call again.
+        let call = try JSONDecoder().decode(Placement.self, from: firstBody)
+        #expect(try await send(cluster, "DELETE", "/v1/calls/\(call.callID)", key: small).0 == 200)
+        #expect(try await post(cluster, key: small).0 == 201)
+        // A call that cannot be placed gives its lease back too.
+        let nowhere = try await store.create(TenantPolicy(id: "nowhere", callsPerSecond: 100, burst: 10, maxLiveCalls: 1))
+        #expect(try await post(cluster, key: nowhere, body: #"{"region":"mars"}"#).0 == 503)
+        #expect(try await TenantLimits(redis: cluster.redis, keys: cluster.keys).live(tenant: "nowhere") == 0)
+        await cluster.shutdown()
+    }
+}
