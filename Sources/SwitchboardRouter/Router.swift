@@ -25,6 +25,9 @@ public final class Router: Service, Sendable {
     public let tenants: TenantStore
     let limits: TenantLimits
     let keyCache = Mutex<[String: (policy: TenantPolicy, until: ContinuousClock.Instant)]>([:])
+    /// Calls admitted per tenant by this router alone while Redis was unreachable (tenants in `open` mode);
+    /// cleared when Redis answers again.
+    let admittedWhileRedisDown = Mutex<[String: Int]>([:])
 
     /// The fleet view and the scheduler, changed together under one lock: a choice and its reservation are
     /// one step, so concurrent routes see each other's offers.

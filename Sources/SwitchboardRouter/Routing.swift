@@ -18,18 +18,19 @@ extension Router {
         var log = logger
         log[metadataKey: LogKey.callID] = "\(callID)"
         log[metadataKey: LogKey.tenant] = "\(request.tenant)"
+        var withoutRedis = false
         do throws(SwitchboardError) {
             if let tenant {
                 if let region = request.region, !tenant.regions.isEmpty, !tenant.regions.contains(region) {
                     throw SwitchboardError(.invalidArgument, "tenant '\(tenant.id)' may not place calls in region '\(region)'")
                 }
-                try await admit(tenant, callID: callID)
+                withoutRedis = try await admit(tenant, callID: callID) == .withoutRedis
             }
             let placement: Placement
             do throws(SwitchboardError) {
-                placement = try await place(request, callID: callID, start: start, logger: log)
+                placement = try await place(request, callID: callID, start: start, logger: log, admittedWithoutRedis: withoutRedis)
             } catch {
-                if tenant != nil { try? await limits.release(tenant: request.tenant, callID: callID) }
+                if tenant != nil && !withoutRedis { try? await limits.release(tenant: request.tenant, callID: callID) }
                 throw error
             }
             finish(start, result: "placed")
@@ -49,8 +50,8 @@ extension Router {
                         help: "Time from route request to answer")
     }
 
-    private func place(_ request: RouteRequest, callID: String, start: ContinuousClock.Instant,
-                       logger: Logger) async throws(SwitchboardError) -> Placement {
+    private func place(_ request: RouteRequest, callID: String, start: ContinuousClock.Instant, logger: Logger,
+                       admittedWithoutRedis: Bool = false) async throws(SwitchboardError) -> Placement {
         let deadline = start + configuration.routeDeadline
         let offer = Offer(callID: callID, tenant: request.tenant, region: request.region, metadata: request.metadata,
                           routerID: configuration.id).encoded()
@@ -98,6 +99,9 @@ extension Router {
                                     region: reply.region, state: .placed, createdAt: Self.unixMillis())
             do {
                 try await recordPlacement(record)
+            } catch where admittedWithoutRedis {
+                // Admitted under the tenant's fail-open rule: the call goes on unrecorded rather than not at all.
+                logger.warning("call placed but not recorded: Redis unreachable", metadata: [LogKey.error: "\(error)"])
             } catch {
                 // The worker holds a slot for a call nobody will know of: tell it to let go.
                 try? nats.publish(configuration.subjects.end(call: callID), payload: CallEnd(callID: callID, reason: .api).encoded())

@@ -13,8 +13,17 @@ extension Router {
         }
         let key = String(authorization.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
         let now = clock.now
-        if let cached = keyCache.withLock({ $0[key] }), cached.until > now { return cached.policy }
-        let policy = try await tenants.authenticate(key)
+        let cached = keyCache.withLock { $0[key] }
+        if let cached, cached.until > now { return cached.policy }
+        let policy: TenantPolicy
+        do {
+            policy = try await tenants.authenticate(key)
+        } catch where error.code != .authenticationFailed {
+            // Redis unreachable: a key this router has seen before still counts (its tenant's `when Redis is
+            // down` rule then decides); an unknown one cannot be checked.
+            if let cached { return cached.policy }
+            throw SwitchboardError(.unavailable, "API keys cannot be checked: \(error.message)")
+        }
         keyCache.withLock { cache in
             if cache.count > 10_000 { cache.removeAll() }  // bounded: a flood of keys cannot grow it
             cache[key] = (policy, now + configuration.keyCacheTime)
@@ -38,17 +47,22 @@ extension Router {
 
     /// Takes a rate token and a live-call lease for the call, or refuses with `rate_limited` (the wait in the
     /// error's context) or `quota_exceeded`.
-    func admit(_ policy: TenantPolicy, callID: String) async throws(SwitchboardError) {
+    enum Admitted { case byRedis, withoutRedis }
+
+    @discardableResult
+    func admit(_ policy: TenantPolicy, callID: String) async throws(SwitchboardError) -> Admitted {
         let decision: TenantLimits.Decision
         do {
             decision = try await limits.admit(policy, callID: callID)
+            admittedWhileRedisDown.withLock { if !$0.isEmpty { $0.removeAll() } }  // Redis is back: its counts rule
         } catch {
-            metrics.increment(MetricNames.admissions, ["result": "redis_error"], help: "Route requests admitted or refused by tenant limits")
-            throw SwitchboardError(.unavailable, "tenant limits cannot be checked: \(error.message)")
+            try admitWithoutRedis(policy, callID: callID, error)
+            return .withoutRedis
         }
         switch decision {
         case .admitted:
             metrics.increment(MetricNames.admissions, ["result": "admitted"], help: "Route requests admitted or refused by tenant limits")
+            return .byRedis
         case .rateLimited(let wait):
             metrics.increment(MetricNames.admissions, ["result": "rate_limited"], help: "Route requests admitted or refused by tenant limits")
             let ms = wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000
@@ -58,6 +72,29 @@ extension Router {
             metrics.increment(MetricNames.admissions, ["result": "quota_exceeded"], help: "Route requests admitted or refused by tenant limits")
             throw SwitchboardError(.quotaExceeded, "tenant '\(policy.id)' holds \(live) live calls of its \(max)")
         }
+    }
+
+    /// Redis cannot be reached: a tenant in `open` mode is admitted up to its local cap on this router, one in
+    /// `closed` mode is refused with `unavailable`. Either way it is logged and counted.
+    private func admitWithoutRedis(_ policy: TenantPolicy, callID: String, _ error: SwitchboardError) throws(SwitchboardError) {
+        guard case .open(let cap) = policy.whenRedisDown else {
+            metrics.increment(MetricNames.admissions, ["result": "refused_redis_down"], help: "Route requests admitted or refused by tenant limits")
+            logger.warning("call refused: Redis unreachable and the tenant's limits fail closed",
+                           metadata: [LogKey.tenant: "\(policy.id)", LogKey.callID: "\(callID)", LogKey.error: "\(error)"])
+            throw SwitchboardError(.unavailable, "tenant limits cannot be checked: \(error.message)")
+        }
+        let admitted = admittedWhileRedisDown.withLock { counts -> Bool in
+            guard counts[policy.id, default: 0] < cap else { return false }
+            counts[policy.id, default: 0] += 1
+            return true
+        }
+        guard admitted else {
+            metrics.increment(MetricNames.admissions, ["result": "quota_exceeded_redis_down"], help: "Route requests admitted or refused by tenant limits")
+            throw SwitchboardError(.quotaExceeded, "tenant '\(policy.id)' reached its cap of \(cap) calls on this router while Redis is unreachable")
+        }
+        metrics.increment(MetricNames.admissions, ["result": "admitted_redis_down"], help: "Route requests admitted or refused by tenant limits")
+        logger.warning("call admitted without Redis (the tenant's limits fail open, up to a local cap)",
+                       metadata: [LogKey.tenant: "\(policy.id)", LogKey.callID: "\(callID)", "local_cap": "\(cap)"])
     }
 
     /// A call's record, if `tenant` (when given) owns it: another tenant's call is `not_found`, as if absent.

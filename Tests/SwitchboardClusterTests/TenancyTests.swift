@@ -89,3 +89,45 @@ struct TenancyTests {
         await cluster.shutdown()
     }
 }
+
+@Suite("Tenancy when Redis is down")
+struct TenancyRedisDownTests {
+    @Test func openTenantsGoOnUpToTheLocalCapClosedOnesAreRefusedAndLimitsReturnWithRedis() async throws {
+        let cluster = try await TestCluster()
+        guard let redisServer = cluster.redisServer else { return }  // a shared REDIS_URL cannot be stopped here
+        try await cluster.addRouter { $0.tenancy = true; $0.keyCacheTime = .milliseconds(100) }
+        try await cluster.addWorker(capacity: 10)
+        try await cluster.waitForWorkers(1)
+        let store = TenantStore(redis: cluster.redis, keys: cluster.keys)
+        let open = try await store.create(TenantPolicy(id: "open", callsPerSecond: 100, burst: 50, maxLiveCalls: 50,
+                                                       whenRedisDown: .open(localCap: 2)))
+        let closed = try await store.create(TenantPolicy(id: "closed", callsPerSecond: 100, burst: 50, maxLiveCalls: 50))
+        let tests = TenancyTests()
+        #expect(try await tests.post(cluster, key: open).0 == 201)  // the router has now seen both keys
+        #expect(try await tests.post(cluster, key: closed).0 == 201)
+
+        await redisServer.stop()
+        let (refused, refusedBody, _) = try await tests.post(cluster, key: closed)
+        #expect(refused == 503 && tests.code(refusedBody) == "unavailable")
+        #expect(try await tests.post(cluster, key: open).0 == 201, "admitted on the local cap")
+        #expect(try await tests.post(cluster, key: open).0 == 201)
+        let (capped, cappedBody, _) = try await tests.post(cluster, key: open)
+        #expect(capped == 429 && tests.code(cappedBody) == "quota_exceeded", "the local cap is 2")
+        #expect(try await tests.post(cluster, key: "sbk_never-seen").0 == 503, "an unknown key cannot be checked")
+        #expect(cluster.routers[0].router.metrics.value("switchboard_admissions_total", ["result": "admitted_redis_down"]) == 2)
+
+        // Back (this test Redis keeps nothing on disk, so the tenants are made again, with new keys).
+        try await redisServer.restart()
+        try await eventually(timeout: .seconds(10), "Redis answers again") { (try? await cluster.redis.ping()) != nil }
+        let closedAgain = try await store.create(TenantPolicy(id: "closed", callsPerSecond: 100, burst: 50, maxLiveCalls: 50))
+        let openAgain = try await store.create(TenantPolicy(id: "open", callsPerSecond: 100, burst: 50, maxLiveCalls: 1,
+                                                            whenRedisDown: .open(localCap: 2)))
+        try await eventually(timeout: .seconds(10), "limits apply again once Redis is back") {
+            (try? await tests.post(cluster, key: closedAgain).0) == 201
+        }
+        #expect(try await tests.post(cluster, key: openAgain).0 == 201)
+        let (overQuota, overBody, _) = try await tests.post(cluster, key: openAgain)
+        #expect(overQuota == 429 && tests.code(overBody) == "quota_exceeded", "Redis's quota (1) rules again")
+        await cluster.shutdown()
+    }
+}

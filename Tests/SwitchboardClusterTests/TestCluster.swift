@@ -25,6 +25,8 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     let natsURL: String
     let redisURL: String
     let servers: [TestServer]
+    /// This cluster's own Redis, to stop and restart (nil when the tests share one through REDIS_URL).
+    let redisServer: TestServer?
     let subjects: Subjects
     let keys: RedisKeys
     let heartbeat: Duration
@@ -58,6 +60,7 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         self.natsURL = natsURL
         self.redisURL = redisURL
         servers = [natsServer, redisServer].compactMap { $0 }
+        self.redisServer = redisServer
         let prefix = uniquePrefix("c")
         subjects = try Subjects(prefix: prefix)
         keys = try RedisKeys(prefix: prefix)
