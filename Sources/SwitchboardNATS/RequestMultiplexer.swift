@@ -8,8 +8,10 @@ import Synchronization
 /// the timeout, a no-responders status or cancellation resumes, whichever comes first (exactly once: the
 /// continuation is taken out of the table under the lock by whoever resumes it).
 ///
-/// Timeouts share one timer, armed for the earliest deadline with some leeway: a timer per request cost a
-/// thread wake-up per request, even for requests long answered.
+/// Timeouts share one sweeper task that wakes every `sweepInterval` while requests are waiting and sleeps
+/// otherwise: a timer per request cost a thread wake-up per request, even for requests long answered. (A
+/// dispatch timer source re-armed from many threads crashed libdispatch's manager thread now and then on
+/// Linux, so this uses a task.)
 final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set once in init; the table is in a Mutex
     private struct Waiting {
         var continuation: CheckedContinuation<NATSMessage, any Error>
@@ -21,19 +23,22 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
         var nextID: UInt64 = 0
         var waiting: [UInt64: Waiting] = [:]
         var deadlines = DeadlineQueue()
-        var timerArmedFor: UInt64?
         var closed: SwitchboardError?
     }
 
-    /// How late a timeout may fire; lets one timer wake-up expire every request due in that window.
-    static let timeoutLeeway: DispatchTimeInterval = .milliseconds(5)
+    /// How late a timeout may fire; one wake-up expires every request due in that window.
+    static let sweepInterval: Duration = .milliseconds(5)
 
     private let prefix: String
     private let table = Mutex(Table())
     private var subscription: OpaquePointer?
-    private let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "switchboard.nats.request-timeouts"))
+    /// Wakes the sweeper when the first request of a busy spell starts waiting.
+    private let wake: AsyncStream<Void>.Continuation
+    private var sweeper: Task<Void, Never>?
 
     init(connection: OpaquePointer) throws {
+        let (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        self.wake = wake
         var inbox: UnsafeMutablePointer<natsInbox>?
         try check(natsInbox_Create(&inbox), "creating the reply inbox")
         prefix = String(cString: inbox!) + "."
@@ -46,9 +51,13 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
             throw SwitchboardError.nats(status, "subscribing to the reply inbox", connection: connection)
         }
         subscription = sub
-        timer.setEventHandler { [weak self] in self?.expireDue() }
-        timer.schedule(deadline: .distantFuture)
-        timer.activate()
+        sweeper = Task.detached { [weak self] in
+            for await _ in wakeups {
+                while let self, self.expireDue() {
+                    try? await Task.sleep(for: Self.sweepInterval)
+                }
+            }
+        }
         _ = natsSubscription_SetPendingLimits(sub, -1, -1)
         if natsSubscription_SetOnCompleteCB(sub, onNATSReplyInboxComplete, context.toOpaque()) != NATS_OK {
             context.release()
@@ -56,7 +65,8 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
     }
 
     deinit {
-        timer.cancel()
+        sweeper?.cancel()
+        wake.finish()
         if let subscription { natsSubscription_Destroy(subscription) }
     }
 
@@ -72,8 +82,8 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
                 let closed = table.withLock { table -> SwitchboardError? in
                     if let closed = table.closed { return closed }
                     table.waiting[id] = Waiting(continuation: continuation, subject: subject, timeout: timeout)
+                    if table.deadlines.count == 0 { wake.yield() }
                     table.deadlines.insert(.init(deadline: deadline, id: id))
-                    if table.timerArmedFor.map({ deadline < $0 }) ?? true { arm(&table, at: deadline) }
                     return nil
                 }
                 if let closed { return continuation.resume(throwing: closed) }
@@ -97,23 +107,17 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
         waiting?.continuation.resume(with: result)
     }
 
-    private func arm(_ table: inout Table, at deadline: UInt64) {
-        table.timerArmedFor = deadline
-        timer.schedule(deadline: DispatchTime(uptimeNanoseconds: deadline), leeway: Self.timeoutLeeway)
-    }
-
-    /// The timer fired: time out every request whose deadline has passed and arm for the next one.
-    private func expireDue() {
-        let expired = table.withLock { table -> [Waiting] in
+    /// Times out every request whose deadline has passed; returns whether any deadline is still pending.
+    private func expireDue() -> Bool {
+        let (expired, pending) = table.withLock { table -> ([Waiting], Bool) in
             let due = table.deadlines.popDue(at: DispatchTime.now().uptimeNanoseconds)
-            table.timerArmedFor = nil
-            if let next = table.deadlines.earliest { arm(&table, at: next) }
-            return due.compactMap { table.waiting.removeValue(forKey: $0) }
+            return (due.compactMap { table.waiting.removeValue(forKey: $0) }, table.deadlines.count > 0)
         }
         for request in expired {
             request.continuation.resume(throwing: SwitchboardError(.timeout, "no reply from '\(request.subject)' within \(request.timeout)",
                                                                    context: ["nats.subject": request.subject]))
         }
+        return pending
     }
 
     func failAll(_ error: SwitchboardError) {

@@ -38,7 +38,7 @@ struct CLITests {
         #expect(shown == 0 && showOut.contains("call \(placement.callID):") && showOut.contains("tenant acme"), "\(showOut)")
 
         let (status, statusOut) = try await run(["status", "--router-url", router.url])
-        #expect(status == 0 && statusOut.contains("cli-worker") && statusOut.contains("1 workers (1 ready, 0 suspect)"), "\(statusOut)")
+        #expect(status == 0 && statusOut.contains("cli-worker") && statusOut.contains("1 workers ("), "\(statusOut)")
 
         let (ended, endOut) = try await run(["call", "end", placement.callID, "--router-url", router.url])
         #expect(ended == 0 && endOut.contains("ended: api"), "\(endOut)")

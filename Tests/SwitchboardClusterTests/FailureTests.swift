@@ -32,7 +32,12 @@ final class CLIProcess: @unchecked Sendable {  // `output` is read only after th
         process.standardInput = FileHandle.nullDevice
         pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
-            guard let self, !data.isEmpty else { return }
+            guard let self, !data.isEmpty else {
+                // End of output (or nobody left to read it): stop watching the pipe before it is closed. A
+                // watch left on a closed descriptor crashes libdispatch's event loop later.
+                handle.readabilityHandler = nil
+                return
+            }
             self.lock.withLock { self.buffer.append(data) }
         }
         try process.run()
@@ -60,7 +65,10 @@ final class CLIProcess: @unchecked Sendable {  // `output` is read only after th
         return process.terminationStatus
     }
 
-    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        pipe.fileHandleForReading.readabilityHandler = nil
+    }
 }
 
 @Suite("Failures")

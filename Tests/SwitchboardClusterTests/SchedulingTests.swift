@@ -20,14 +20,17 @@ struct SchedulingTests {
     @Test func aWorkerBurningCPUGetsClearlyFewerCalls() async throws {
         let cluster = try await TestCluster(heartbeat: .milliseconds(200))
         let router = try await cluster.addRouter()
-        // Three worker processes, each reporting its own CPU; one burns 60% of a core in a busy loop (30% of
-        // the machine's two cores).
+        // Three worker processes, each reporting its own CPU; one burns 80% of a core in a busy loop (40% of
+        // the machine's two cores, when the rest of the test run leaves it that much).
         let workers = try ["idle-1", "idle-2"].map { try cluster.spawnWorker(id: $0, ["--capacity", "100", "--cpu-source", "process"]) }
-            + [try cluster.spawnWorker(id: "busy", ["--capacity", "100", "--cpu-source", "process", "--synthetic-cpu-load", "0.6"])]
+            + [try cluster.spawnWorker(id: "busy", ["--capacity", "100", "--cpu-source", "process", "--synthetic-cpu-load", "0.8"])]
         defer { withExtendedLifetime(workers) {} }
         try await cluster.waitForWorkers(3, timeout: .seconds(15))
-        try await eventually(timeout: .seconds(10), "the busy worker reports its CPU") {
-            router.router.workers().first { $0.id == "busy" }.map { $0.heartbeat.cpu > 0.2 } ?? false
+        // Clearly busier than the others by its own report (how much depends on how busy the rest of the test
+        // run keeps the two cores).
+        try await eventually(timeout: .seconds(20), "the busy worker reports its CPU") {
+            let cpu = Dictionary(uniqueKeysWithValues: router.router.workers().map { ($0.id, $0.heartbeat.cpu) })
+            return (cpu["busy"] ?? 0) >= max(cpu["idle-1"] ?? 1, cpu["idle-2"] ?? 1) + 0.1
         }
         let cpu = router.router.workers().map { "\($0.id): \(Int($0.heartbeat.cpu * 100))%" }
         let landed = try await route(cluster, 30)
@@ -101,7 +104,9 @@ struct SchedulingTests {
         }
         #expect(placements.values.reduce(0, +) == 40)
         let counts = (1...4).map { placements["w-\($0)"] ?? 0 }
-        #expect(counts.max()! - counts.min()! <= 6, "\(placements)")
+        // Even, give or take what two routers placing at once between heartbeats cannot see of each other; a
+        // herd would put a third or more of the calls on one worker.
+        #expect(counts.max()! - counts.min()! <= 10 && counts.max()! <= 16, "\(placements)")
         await cluster.shutdown()
     }
 

@@ -15,13 +15,10 @@ struct TenancyTests {
 
     func send(_ cluster: TestCluster, _ method: String, _ path: String, key: String?, body: String? = nil,
               router: Int = 0) async throws -> (Int, Data, String?) {
-        var request = URLRequest(url: URL(string: cluster.routers[router].url + path)!, timeoutInterval: 10)
-        request.httpMethod = method
-        if let body { request.httpBody = Data(body.utf8) }
-        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        let http = response as! HTTPURLResponse
-        return (http.statusCode, data, http.value(forHTTPHeaderField: "Retry-After"))
+        let response = try await PlainHTTP.request(method, cluster.routers[router].url + path,
+                                                   headers: key.map { ["Authorization": "Bearer \($0)"] } ?? [:],
+                                                   body: body.map { Data($0.utf8) })
+        return (response.status, response.body, response.headers["retry-after"])
     }
 
     func code(_ data: Data) -> String? { try? JSONDecoder().decode(ErrorEnvelope.self, from: data).error.code }
@@ -66,12 +63,13 @@ struct TenancyTests {
         try await cluster.addWorker(capacity: 10)
         try await cluster.waitForWorkers(1)
         let store = TenantStore(redis: cluster.redis, keys: cluster.keys)
-        let slow = try await store.create(TenantPolicy(id: "slow", callsPerSecond: 0.5, burst: 2, maxLiveCalls: 10))
+        // Two at once, then one per 10 s: the third call comes well within that even on a busy test run.
+        let slow = try await store.create(TenantPolicy(id: "slow", callsPerSecond: 0.1, burst: 2, maxLiveCalls: 10))
         #expect(try await post(cluster, key: slow).0 == 201)
         #expect(try await post(cluster, key: slow).0 == 201)
         let (status, body, retryAfter) = try await post(cluster, key: slow)
         #expect(status == 429 && code(body) == "rate_limited")
-        #expect(retryAfter.flatMap(Int.init).map { (1...2).contains($0) } == true, "Retry-After \(String(describing: retryAfter))")
+        #expect(retryAfter.flatMap(Int.init).map { (1...10).contains($0) } == true, "Retry-After \(String(describing: retryAfter))")
 
         let small = try await store.create(TenantPolicy(id: "small", callsPerSecond: 100, burst: 10, maxLiveCalls: 1))
         let (first, firstBody, _) = try await post(cluster, key: small)
@@ -119,15 +117,96 @@ struct TenancyRedisDownTests {
         // Back (this test Redis keeps nothing on disk, so the tenants are made again, with new keys).
         try await redisServer.restart()
         try await eventually(timeout: .seconds(10), "Redis answers again") { (try? await cluster.redis.ping()) != nil }
-        let closedAgain = try await store.create(TenantPolicy(id: "closed", callsPerSecond: 100, burst: 50, maxLiveCalls: 50))
-        let openAgain = try await store.create(TenantPolicy(id: "open", callsPerSecond: 100, burst: 50, maxLiveCalls: 1,
-                                                            whenRedisDown: .open(localCap: 2)))
+        // (Each pooled connection finds out about the restart on its next command, which fails once.)
+        func create(_ policy: TenantPolicy) async throws -> String {
+            for _ in 0..<4 { if let key = try? await store.create(policy) { return key } }
+            return try await store.create(policy)
+        }
+        let closedAgain = try await create(TenantPolicy(id: "closed", callsPerSecond: 100, burst: 50, maxLiveCalls: 50))
+        let openAgain = try await create(TenantPolicy(id: "open", callsPerSecond: 100, burst: 50, maxLiveCalls: 1,
+                                                      whenRedisDown: .open(localCap: 2)))
         try await eventually(timeout: .seconds(10), "limits apply again once Redis is back") {
             (try? await tests.post(cluster, key: closedAgain).0) == 201
         }
         #expect(try await tests.post(cluster, key: openAgain).0 == 201)
         let (overQuota, overBody, _) = try await tests.post(cluster, key: openAgain)
         #expect(overQuota == 429 && tests.code(overBody) == "quota_exceeded", "Redis's quota (1) rules again")
+        await cluster.shutdown()
+    }
+}
+
+@Suite("Tenant limits across routers")
+struct TenantLimitsAcrossRoutersTests {
+    func route(_ cluster: TestCluster, key: String) async throws -> RouteReply {
+        let message = try await cluster.client.request(cluster.subjects.route, payload: RouteRequest(tenant: "x").encoded(),
+                                                       headers: ["Authorization": "Bearer \(key)"], timeout: .seconds(10))
+        return try RouteReply.decode(message.payload)
+    }
+
+    @Test func aThousandRouteRequestsAcrossTwoRoutersAdmitNoMoreThanTheRate() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter { $0.tenancy = true }
+        try await cluster.addRouter { $0.tenancy = true }
+        try await cluster.addWorker(capacity: 400)
+        try await cluster.waitForWorkers(1)
+        let key = try await TenantStore(redis: cluster.redis, keys: cluster.keys)
+            .create(TenantPolicy(id: "acme", callsPerSecond: 50, burst: 10, maxLiveCalls: 100_000))
+        // 1,000 route requests over 4 s through the routers' queue group, 10 callers at a time.
+        let clock = ContinuousClock()
+        let start = clock.now
+        let results = try await withThrowingTaskGroup(of: [String].self) { group in
+            for lane in 0..<10 {
+                group.addTask {
+                    var codes: [String] = []
+                    for i in 0..<100 {
+                        try await clock.sleep(until: start + .milliseconds(Int64(i) * 40 + Int64(lane) * 4))
+                        let reply = try await route(cluster, key: key)
+                        codes.append(reply.call != nil ? "placed" : reply.error?.code ?? "?")
+                    }
+                    return codes
+                }
+            }
+            return try await group.reduce(into: [String]()) { $0 += $1 }
+        }
+        let elapsed = clock.now - start
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        #expect(results.count == 1000)
+        // (A busy test run can make an offer time out after admission: that call is admitted, then no_capacity.)
+        #expect(Set(results).isSubset(of: ["placed", "rate_limited", "no_capacity"]), "\(Set(results))")
+        let served = cluster.routers.map { Int($0.router.metrics.value("switchboard_admissions_total", ["result": "admitted"]) ?? 0) }
+        let admitted = served.reduce(0, +)
+        #expect(admitted == results.filter { $0 != "rate_limited" }.count)
+        #expect(admitted <= 10 + Int(seconds * 50) + 1, "admitted \(admitted) in \(seconds) s")
+        #expect(admitted >= 10 + Int(seconds * 25), "admitted \(admitted) in \(seconds) s")
+        #expect(served.allSatisfy { $0 > 0 }, "both routers admitted calls: \(served)")
+        await cluster.shutdown()
+    }
+
+    @Test func theQuotaHoldsAcrossTwoRoutersAndAKilledWorkersLeasesComeBack() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter { $0.tenancy = true; $0.leaseTime = .seconds(2) }
+        try await cluster.addRouter { $0.tenancy = true; $0.leaseTime = .seconds(2) }
+        let doomed = try cluster.spawnWorker(id: "doomed", ["--capacity", "100", "--lease-time", "2"])
+        try await cluster.waitForWorkers(1, timeout: .seconds(15))
+        let key = try await TenantStore(redis: cluster.redis, keys: cluster.keys)
+            .create(TenantPolicy(id: "acme", callsPerSecond: 10_000, burst: 1_000, maxLiveCalls: 25))
+        let codes = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<100 { group.addTask { let r = try await route(cluster, key: key); return r.call != nil ? "placed" : r.error?.code ?? "?" } }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(codes.filter { $0 == "placed" }.count == 25)
+        #expect(codes.filter { $0 == "quota_exceeded" }.count == 75)
+
+        // The worker holding all 25 dies; nobody renews their leases, so within the lease time (2 s) the tenant
+        // can place calls again, on another worker.
+        kill(doomed.pid, SIGKILL)
+        let killedAt = ContinuousClock.now
+        try await cluster.addWorker(id: "survivor", capacity: 100)
+        try await eventually(timeout: .seconds(6), "the tenant places a call again") {
+            (try? await route(cluster, key: key).call?.workerID) == "survivor"
+        }
+        let back = ContinuousClock.now - killedAt
+        #expect(back < .seconds(4), "leases came back after \(back)")
         await cluster.shutdown()
     }
 }

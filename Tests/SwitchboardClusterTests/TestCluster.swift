@@ -145,11 +145,8 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     }
 
     func http(_ method: String, _ path: String, body: [UInt8]? = nil, router: Int = 0) async throws -> (status: Int, body: Data) {
-        var request = URLRequest(url: URL(string: routers[router].url + path)!, timeoutInterval: 10)
-        request.httpMethod = method
-        if let body { request.httpBody = Data(body) }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        return ((response as! HTTPURLResponse).statusCode, data)
+        let response = try await PlainHTTP.request(method, routers[router].url + path, body: body.map { Data($0) })
+        return (response.status, response.body)
     }
 
     func record(_ callID: String) async throws -> [String: String] {

@@ -78,11 +78,13 @@ struct NATSConnectionTests {
     @Test func connectToNothingFailsFastWithACode() async throws {
         let port = try TestServer.freePort()
         var cfg = config("nats://127.0.0.1:\(port)")
-        cfg.connectTimeout = .milliseconds(500)
+        cfg.connectTimeout = .seconds(10)
         let start = ContinuousClock.now
         let error = await caughtError { _ = try await NATSConnection.connect(cfg, logger: testLogger) }
         #expect(error?.code == .connectionFailed)
-        #expect(ContinuousClock.now - start < .seconds(3))
+        // A refused connection fails at once, not after the (10 s) connect timeout; the margin is for a test run
+        // that keeps both cores busy.
+        #expect(ContinuousClock.now - start < .seconds(5))
     }
 
     @Test func badURLIsRefused() async throws {

@@ -69,15 +69,15 @@ struct TenantLimitsTests {
     }
 
     @Test func anUnrenewedLeaseExpiresAndARenewedOneStays() async throws {
-        // Leases of 3 s, so a test run that stalls this process for a second or two does not expire them early.
-        try await withTwoRouters(leaseTime: .seconds(3)) { a, b in
+        // Leases of 5 s, so a test run that stalls this process for a few seconds does not expire them early.
+        try await withTwoRouters(leaseTime: .seconds(5)) { a, b in
             let policy = TenantPolicy(id: "acme", callsPerSecond: 1000, burst: 100, maxLiveCalls: 2)
             #expect(try await a.admit(policy, callID: "kept") == .admitted(live: 1))
             #expect(try await a.admit(policy, callID: "lost") == .admitted(live: 2))
             #expect(try await b.admit(policy, callID: "third") == .quotaExceeded(live: 2, max: 2))
             // The worker holding "kept" renews it; nobody renews "lost" (its worker died).
-            for _ in 0..<8 {
-                try await Task.sleep(for: .milliseconds(500))
+            for _ in 0..<7 {
+                try await Task.sleep(for: .seconds(1))
                 #expect(try await b.renew([(tenant: "acme", callID: "kept")]) == 1)
             }
             // An expired lease is not brought back by a late renewal (nothing else has swept it yet).
@@ -89,16 +89,17 @@ struct TenantLimitsTests {
 
     @Test func aRefusedCallIsToldWhenToRetry() async throws {
         try await withTwoRouters { a, _ in
-            let policy = TenantPolicy(id: "slow", callsPerSecond: 2, burst: 1, maxLiveCalls: 100)
+            // One call per 5 s: the second call comes well within that even on a busy test run.
+            let policy = TenantPolicy(id: "slow", callsPerSecond: 0.2, burst: 1, maxLiveCalls: 100)
             let start = ContinuousClock.now
             #expect(try await a.admit(policy, callID: "one") == .admitted(live: 1))
             guard case .rateLimited(let wait) = try await a.admit(policy, callID: "two") else {
-                Issue.record("a second call within 500 ms passed")
+                Issue.record("a second call within 5 s passed")
                 return
             }
-            // The rest of the 500 ms interval: what is left of it when the second call arrived.
+            // The rest of the 5 s interval: what is left of it when the second call arrived.
             let between = ContinuousClock.now - start
-            #expect(wait <= .milliseconds(500) && wait >= .milliseconds(500) - between - .milliseconds(5),
+            #expect(wait <= .seconds(5) && wait >= .seconds(5) - between - .milliseconds(5),
                     "retry after \(wait), \(between) after the first call")
         }
     }
