@@ -17,8 +17,8 @@ struct Bench: AsyncParsableCommand {
     var redisURL: String?
     @Option(help: "Sequential round trips per measurement.")
     var count = 20_000
-    @Option(help: "Which parts to run (nats, redis, opus, route, scheduler, ingest).")
-    var only: [String] = ["nats", "redis", "opus", "route", "scheduler", "ingest"]
+    @Option(help: "Which parts to run (nats, redis, opus, route, scheduler, ingest, tenants).")
+    var only: [String] = ["nats", "redis", "opus", "route", "scheduler", "ingest", "tenants"]
     @Option(name: .customLong("sim-seconds"), help: "Simulated seconds per strategy and setting in the scheduler part (after a 600 s warm-up).")
     var simSeconds = 3600
     @Flag(help: "Also print the results as a Markdown table.")
@@ -37,7 +37,7 @@ struct Bench: AsyncParsableCommand {
             nats = server.url
         }
         var redis = redisURL
-        if redis == nil && (only.contains("redis") || only.contains("route") || only.contains("ingest")) {
+        if redis == nil && (only.contains("redis") || only.contains("route") || only.contains("ingest") || only.contains("tenants")) {
             let server = try await LocalServer(.redis, label: "sbbench")
             servers.append(server)
             redis = server.url
@@ -57,6 +57,9 @@ struct Bench: AsyncParsableCommand {
         }
         if only.contains("scheduler") {
             await SchedulerBench(decisions: count, simulatedSeconds: simSeconds).run(into: &report)
+        }
+        if only.contains("tenants"), let redis {
+            try await TenantBench(url: redis, count: count).run(into: &report)
         }
         if only.contains("ingest"), let nats, let redis {
             try await IngestBench(natsURL: nats, redisURL: redis).run(into: &report)
