@@ -5,6 +5,7 @@ import SwitchboardCore
 import SwitchboardLocal
 import SwitchboardNATS
 import SwitchboardOpus
+import SwitchboardRedis
 import UnixSignals
 
 /// A whole local cluster in one command: nats-server and redis-server on free loopback ports, routers and
@@ -55,6 +56,9 @@ final class DevCluster: Sendable {
     let children: [Child]
     let routerURLs: [String]
     let connection: NATSConnection
+    /// The routers run with tenancy on: operator calls use the admin key, demo callers the demo tenant's key.
+    let adminKey: String
+    let demoKey: String
 
     struct Child: Sendable {
         let name: String
@@ -63,7 +67,10 @@ final class DevCluster: Sendable {
         var pid: Int32 { process.processIdentifier }
     }
 
-    private init(nats: LocalServer, redis: LocalServer, directory: URL, children: [Child], routerURLs: [String], connection: NATSConnection) {
+    private init(nats: LocalServer, redis: LocalServer, directory: URL, children: [Child], routerURLs: [String], connection: NATSConnection,
+                 adminKey: String, demoKey: String) {
+        self.adminKey = adminKey
+        self.demoKey = demoKey
         self.nats = nats
         self.redis = redis
         self.directory = directory
@@ -83,12 +90,21 @@ final class DevCluster: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         say("nats-server  \(nats.url)\nredis-server \(redis.url)\nlogs         \(directory.path)")
 
+        // A demo tenant, as an operator would make one, and routers that ask for keys.
+        let tenants = TenantStore(redis: try RedisClient(url: redis.url, logger: Runtime.logger("switchboard.dev", level: "warning")),
+                                  keys: try RedisKeys(prefix: "sb"))
+        defer { tenants.redis.close() }
+        let demoKey = try await tenants.create(TenantPolicy(id: "demo", callsPerSecond: 50, burst: 20, maxLiveCalls: 1_000))
+        let adminKey = "admin-" + Identifiers.random(bytes: 12)
+        say("tenant       demo (50 calls/s, burst 20, 1,000 live calls), api key \(demoKey)\nadmin key    \(adminKey)")
+
         let common = ["--nats-url", nats.url, "--redis-url", redis.url, "--log-level", logLevel]
         var children: [Child] = []
         var routerURLs: [String] = []
         for i in 1...max(1, routers) {
             let port = try LocalServer.freePort()
-            children.append(try spawn("router-\(i)", ["router", "--id", "router-\(i)", "--http-port", "\(port)"] + common, in: directory))
+            children.append(try spawn("router-\(i)", ["router", "--id", "router-\(i)", "--http-port", "\(port)", "--tenancy", "on",
+                                                      "--admin-key", adminKey] + common, in: directory))
             routerURLs.append("http://127.0.0.1:\(port)")
         }
         let zones = ["a", "b", "c"]
@@ -100,7 +116,7 @@ final class DevCluster: Sendable {
         let connection = try await NATSConnection.connect(NATSConfiguration(servers: [nats.url], name: "dev-callers"),
                                                           logger: Runtime.logger("switchboard.dev", level: "warning"))
         let cluster = DevCluster(nats: nats, redis: redis, directory: directory, children: children, routerURLs: routerURLs,
-                                 connection: connection)
+                                 connection: connection, adminKey: adminKey, demoKey: demoKey)
         try await cluster.waitUntilReady(workers: max(1, workers))
         return cluster
     }
@@ -127,7 +143,7 @@ final class DevCluster: Sendable {
         let deadline = ContinuousClock.now + .seconds(30)
         for url in routerURLs {
             while true {
-                if let data = try? await APIClient(base: url).get("/v1/workers"),
+                if let data = try? await APIClient(base: url, key: adminKey).get("/v1/workers"),
                    let view = try? JSONDecoder().decode(WorkersView.self, from: data), view.totals["ready"] ?? 0 >= workers {
                     break
                 }

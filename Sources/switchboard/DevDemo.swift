@@ -74,7 +74,9 @@ struct DemoCallers {
         let placement: Placement
         do {
             if caller % 2 == 0 {
-                let reply = try RouteReply.decode(try await nats.request(Subjects.default.route, payload: request.encoded(), timeout: .seconds(3)).payload)
+                let reply = try RouteReply.decode(try await nats.request(Subjects.default.route, payload: request.encoded(),
+                                                                         headers: ["Authorization": "Bearer \(cluster.demoKey)"],
+                                                                         timeout: .seconds(3)).payload)
                 guard let call = reply.call else {
                     stats.failed(reply.error?.code ?? "error")
                     try? await Task.sleep(for: .milliseconds(500))
@@ -82,7 +84,7 @@ struct DemoCallers {
                 }
                 placement = call
             } else {
-                let data = try await APIClient(base: router).post("/v1/calls", json: request)
+                let data = try await APIClient(base: router, key: cluster.demoKey).post("/v1/calls", json: request)
                 placement = try JSONDecoder().decode(Placement.self, from: data)
             }
         } catch {
@@ -117,7 +119,7 @@ struct DemoCallers {
         } catch {
             stats.failed((error as? SwitchboardError)?.code.rawValue ?? "media_error")
         }
-        _ = try? await APIClient(base: router).delete("/v1/calls/\(placement.callID)")
+        _ = try? await APIClient(base: router, key: cluster.demoKey).delete("/v1/calls/\(placement.callID)")
         let packets = echoed.withLock { $0 }
         stats.ended(sent: sent, echoed: packets.count, toneOK: Self.isTone(packets, frequency: 440))
     }
@@ -152,7 +154,7 @@ struct LiveTable {
             lastPlaced = s.placed
             lastTime = now
             var lines: [String] = []
-            if let data = try? await APIClient(base: cluster.routerURLs[0]).get("/v1/workers"),
+            if let data = try? await APIClient(base: cluster.routerURLs[0], key: cluster.adminKey).get("/v1/workers"),
                let view = try? JSONDecoder().decode(WorkersView.self, from: data) {
                 var rows = [["WORKER", "ZONE", "STATE", "CALLS", "CPU"]]
                 for w in view.workers {

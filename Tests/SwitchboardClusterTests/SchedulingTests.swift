@@ -43,10 +43,12 @@ struct SchedulingTests {
     @Test func aRequiredRegionKeepsCallsThereAndNowhereElse() async throws {
         let cluster = try await TestCluster()
         try await cluster.addRouter()
-        try await cluster.addWorker(id: "eu-1", capacity: 10, region: "eu")
-        try await cluster.addWorker(id: "eu-2", capacity: 10, region: "eu")
-        try await cluster.addWorker(id: "us-1", capacity: 10, region: "us")
-        try await cluster.waitForWorkers(3)
+        // Worker processes, so a busy moment in this test process cannot make one look silent.
+        let workers = try [("eu-1", "eu"), ("eu-2", "eu"), ("us-1", "us")].map { id, region in
+            try cluster.spawnWorker(id: id, ["--capacity", "10", "--region", region, "--zone", "\(region)-a"])
+        }
+        defer { withExtendedLifetime(workers) {} }
+        try await cluster.waitForWorkers(3, timeout: .seconds(15))
         let landed = try await route(cluster, 12, RouteRequest(tenant: "t", region: "eu"))
         #expect(landed["us-1"] == nil && landed.values.reduce(0, +) == 12, "\(landed)")
         let nowhere = try await cluster.routeByNATS(RouteRequest(tenant: "t", region: "ap"))
