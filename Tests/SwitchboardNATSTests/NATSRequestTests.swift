@@ -34,7 +34,7 @@ struct NATSRequestTests {
             let start = ContinuousClock.now
             let error = await caughtError { _ = try await nc.request("\(prefix).nobody", payload: bytes("?"), timeout: .seconds(30)) }
             #expect(error?.code == .noResponders)
-            #expect(ContinuousClock.now - start < .seconds(3))  // at once, not at the timeout
+            #expect(ContinuousClock.now - start < .seconds(10))  // at once, not at the (30 s) timeout
         }
     }
 
@@ -46,7 +46,7 @@ struct NATSRequestTests {
             let error = await caughtError { _ = try await nc.request("\(prefix).silent", payload: [], timeout: .milliseconds(200)) }
             let elapsed = ContinuousClock.now - start
             #expect(error?.code == .timeout)
-            #expect(elapsed >= .milliseconds(190) && elapsed < .seconds(2), "took \(elapsed)")
+            #expect(elapsed >= .milliseconds(190) && elapsed < .seconds(10), "took \(elapsed)")
             _ = await next(silent)
         }
     }
@@ -61,7 +61,7 @@ struct NATSRequestTests {
             task.cancel()
             let error = await caughtError { _ = try await task.value }
             #expect(error?.code == .cancelled)
-            #expect(ContinuousClock.now - start < .seconds(3))  // at once, not at the timeout
+            #expect(ContinuousClock.now - start < .seconds(10))  // at once, not at the (30 s) timeout
             withExtendedLifetime(silent) {}
         }
     }

@@ -59,7 +59,7 @@ struct RedisResilienceTests {
         let error = await caughtError { _ = try await redis.send(["BLPOP", "never", "30"]) }
         #expect(error?.code == .timeout)
         // Far below the 30 s the command would block for (with room for a test run that loads both cores).
-        #expect(ContinuousClock.now - start < .seconds(3))
+        #expect(ContinuousClock.now - start < .seconds(10))
         // The client goes on working.
         #expect(try await redis.send(["PING"]) == .status("PONG"))
     }
@@ -67,7 +67,7 @@ struct RedisResilienceTests {
     @Test func recoversAfterTheServerRestarts() async throws {
         let server = try await TestServer(.redis)
         var configuration = try RedisConfiguration(url: server.url)
-        configuration.connectTimeout = .milliseconds(500)
+        configuration.connectTimeout = .seconds(30)
         let redis = try RedisClient(configuration: configuration, logger: testLogger)
         defer { redis.close() }
         // Warm every pooled connection.
@@ -82,7 +82,7 @@ struct RedisResilienceTests {
             let start = ContinuousClock.now
             let error = await caughtError { _ = try await redis.send(["PING"]) }
             #expect(error?.code == .connectionClosed || error?.code == .connectionFailed, "\(String(describing: error))")
-            #expect(ContinuousClock.now - start < .seconds(1))
+            #expect(ContinuousClock.now - start < .seconds(10))  // refused at once, not at the 30 s connect timeout
         }
 
         try await server.start()
@@ -101,16 +101,16 @@ struct RedisResilienceTests {
     @Test func connectToNothingFailsFast() async throws {
         let port = try TestServer.freePort()
         var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(port)")
-        configuration.connectTimeout = .seconds(10)
+        configuration.connectTimeout = .seconds(30)
         let redis = try RedisClient(configuration: configuration, logger: testLogger)
         defer { redis.close() }
         let start = ContinuousClock.now
         let error = await caughtError { _ = try await redis.send(["PING"]) }
         #expect(error?.code == .connectionFailed)
         #expect(error?.message.contains("127.0.0.1:\(port)") == true)
-        // A refused connection fails at once, not after the (10 s) connect timeout; the margin is for a test run
+        // A refused connection fails at once, not after the (30 s) connect timeout; the margin is for a test run
         // that keeps both cores busy.
-        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(ContinuousClock.now - start < .seconds(10))
     }
 
     @Test func configurationParsing() throws {
