@@ -28,6 +28,8 @@ public final class Router: Service, Sendable {
     /// Calls admitted per tenant by this router alone while Redis was unreachable (tenants in `open` mode);
     /// cleared when Redis answers again.
     let admittedWhileRedisDown = Mutex<[String: Int]>([:])
+    /// Tenants given a metric label of their own (at most `tenantLabelCap`).
+    let labelledTenants = Mutex<Set<String>>([])
 
     /// The fleet view and the scheduler, changed together under one lock: a choice and its reservation are
     /// one step, so concurrent routes see each other's offers.

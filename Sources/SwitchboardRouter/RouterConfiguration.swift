@@ -30,6 +30,9 @@ public struct RouterConfiguration: Sendable {
     /// With tenancy on, operator endpoints (`/v1/workers`) need `Authorization: Bearer <adminKey>`; tenant
     /// keys do not open them.
     public var adminKey: String?
+    /// Tenants named in metric labels at most; calls of tenants beyond are counted under `tenant="other"`, so
+    /// a cluster of many tenants does not grow a series per tenant.
+    public var tenantLabelCap = 50
     /// How long a live-call lease lasts unless the worker renews it.
     public var leaseTime: Duration = .seconds(30)
     /// How long this router trusts a key it has looked up (a rotated key may work this much longer).

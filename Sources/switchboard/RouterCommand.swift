@@ -43,6 +43,8 @@ struct RouterCommand: AsyncParsableCommand {
     var adminKey: String? = Settings.value("admin-key")
     @Option(name: .customLong("lease-time"), help: "Seconds a tenant's live-call lease lasts unless the worker renews it.")
     var leaseTime: Double = Settings.double("lease-time", 30)
+    @Option(name: .customLong("tenant-label-cap"), help: "Tenants named in metric labels at most; the rest count as 'other'.")
+    var tenantLabelCap: Int = Settings.int("tenant-label-cap", 50)
 
     /// The scheduler and liveness settings, checked.
     func schedulerSettings() throws(SwitchboardError) -> (Scheduler.Configuration, WorkerRegistry.Configuration) {
@@ -77,6 +79,8 @@ struct RouterCommand: AsyncParsableCommand {
             }
             guard leaseTime >= 1 else { throw SwitchboardError(.invalidArgument, "lease time must be at least 1 second") }
             config.adminKey = adminKey
+            guard tenantLabelCap >= 0 else { throw SwitchboardError(.invalidArgument, "tenant label cap must be 0 or more") }
+            config.tenantLabelCap = tenantLabelCap
             config.leaseTime = Duration(seconds: leaseTime)
         } catch {
             throw ExitCodes.fail(error)

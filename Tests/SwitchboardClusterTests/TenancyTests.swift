@@ -59,7 +59,7 @@ struct TenancyTests {
 
     @Test func overTheRateIs429WithRetryAfterAndOverTheQuotaToo() async throws {
         let cluster = try await TestCluster()
-        try await cluster.addRouter { $0.tenancy = true }
+        let router = try await cluster.addRouter { $0.tenancy = true; $0.tenantLabelCap = 1 }
         try await cluster.addWorker(capacity: 10)
         try await cluster.waitForWorkers(1)
         let store = TenantStore(redis: cluster.redis, keys: cluster.keys)
@@ -84,6 +84,11 @@ struct TenancyTests {
         let nowhere = try await store.create(TenantPolicy(id: "nowhere", callsPerSecond: 100, burst: 10, maxLiveCalls: 1))
         #expect(try await post(cluster, key: nowhere, body: #"{"region":"mars"}"#).0 == 503)
         #expect(try await TenantLimits(redis: cluster.redis, keys: cluster.keys).live(tenant: "nowhere") == 0)
+        // Metrics name the first tenant only (the cap is 1 here); the others count as "other".
+        let metrics = router.router.metrics
+        #expect(metrics.value("switchboard_admissions_total", ["result": "rate_limited", "tenant": "slow"]) == 1)
+        #expect(metrics.value("switchboard_admissions_total", ["result": "quota_exceeded", "tenant": "other"]) == 1)
+        #expect(metrics.value("switchboard_admissions_total", ["result": "admitted", "tenant": "small"]) == nil)
         await cluster.shutdown()
     }
 }
@@ -112,7 +117,7 @@ struct TenancyRedisDownTests {
         let (capped, cappedBody, _) = try await tests.post(cluster, key: open)
         #expect(capped == 429 && tests.code(cappedBody) == "quota_exceeded", "the local cap is 2")
         #expect(try await tests.post(cluster, key: "sbk_never-seen").0 == 503, "an unknown key cannot be checked")
-        #expect(cluster.routers[0].router.metrics.value("switchboard_admissions_total", ["result": "admitted_redis_down"]) == 2)
+        #expect(cluster.routers[0].router.metrics.value("switchboard_admissions_total", ["result": "admitted_redis_down", "tenant": "open"]) == 2)
 
         // Back (this test Redis keeps nothing on disk, so the tenants are made again, with new keys).
         try await redisServer.restart()
@@ -173,7 +178,7 @@ struct TenantLimitsAcrossRoutersTests {
         #expect(results.count == 1000)
         // (A busy test run can make an offer time out after admission: that call is admitted, then no_capacity.)
         #expect(Set(results).isSubset(of: ["placed", "rate_limited", "no_capacity"]), "\(Set(results))")
-        let served = cluster.routers.map { Int($0.router.metrics.value("switchboard_admissions_total", ["result": "admitted"]) ?? 0) }
+        let served = cluster.routers.map { Int($0.router.metrics.value("switchboard_admissions_total", ["result": "admitted", "tenant": "acme"]) ?? 0) }
         let admitted = served.reduce(0, +)
         #expect(admitted == results.filter { $0 != "rate_limited" }.count)
         #expect(admitted <= 10 + Int(seconds * 50) + 1, "admitted \(admitted) in \(seconds) s")
