@@ -61,15 +61,15 @@ extension Router {
         }
         switch decision {
         case .admitted:
-            countAdmission("admitted", policy.id, help: "Route requests admitted or refused by tenant limits")
+            countAdmission("admitted", policy.id)
             return .byRedis
         case .rateLimited(let wait):
-            countAdmission("rate_limited", policy.id, help: "Route requests admitted or refused by tenant limits")
+            countAdmission("rate_limited", policy.id)
             let ms = wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000
             throw SwitchboardError(.rateLimited, "tenant '\(policy.id)' is over \(policy.callsPerSecond) calls per second (burst \(policy.burst))",
                                    context: ["retry_after_ms": String(max(1, ms))])
         case .quotaExceeded(let live, let max):
-            countAdmission("quota_exceeded", policy.id, help: "Route requests admitted or refused by tenant limits")
+            countAdmission("quota_exceeded", policy.id)
             throw SwitchboardError(.quotaExceeded, "tenant '\(policy.id)' holds \(live) live calls of its \(max)")
         }
     }
@@ -78,7 +78,7 @@ extension Router {
     /// `closed` mode is refused with `unavailable`. Either way it is logged and counted.
     private func admitWithoutRedis(_ policy: TenantPolicy, callID: String, _ error: SwitchboardError) throws(SwitchboardError) {
         guard case .open(let cap) = policy.whenRedisDown else {
-            countAdmission("refused_redis_down", policy.id, help: "Route requests admitted or refused by tenant limits")
+            countAdmission("refused_redis_down", policy.id)
             logger.warning("call refused: Redis unreachable and the tenant's limits fail closed",
                            metadata: [LogKey.tenant: "\(policy.id)", LogKey.callID: "\(callID)", LogKey.error: "\(error)"])
             throw SwitchboardError(.unavailable, "tenant limits cannot be checked: \(error.message)")
@@ -89,23 +89,24 @@ extension Router {
             return true
         }
         guard admitted else {
-            countAdmission("quota_exceeded_redis_down", policy.id, help: "Route requests admitted or refused by tenant limits")
+            countAdmission("quota_exceeded_redis_down", policy.id)
             throw SwitchboardError(.quotaExceeded, "tenant '\(policy.id)' reached its cap of \(cap) calls on this router while Redis is unreachable")
         }
-        countAdmission("admitted_redis_down", policy.id, help: "Route requests admitted or refused by tenant limits")
+        countAdmission("admitted_redis_down", policy.id)
         logger.warning("call admitted without Redis (the tenant's limits fail open, up to a local cap)",
                        metadata: [LogKey.tenant: "\(policy.id)", LogKey.callID: "\(callID)", "local_cap": "\(cap)"])
     }
 
     /// Counts an admission decision, labelled with the tenant while there are few enough of them.
-    private func countAdmission(_ result: String, _ tenant: String, help: String) {
+    private func countAdmission(_ result: String, _ tenant: String) {
         let label = labelledTenants.withLock { labelled -> String in
             if labelled.contains(tenant) { return tenant }
             guard labelled.count < configuration.tenantLabelCap else { return "other" }
             labelled.insert(tenant)
             return tenant
         }
-        metrics.increment(MetricNames.admissions, ["result": result, "tenant": label], help: help)
+        metrics.increment(MetricNames.admissions, ["result": result, "tenant": label],
+                          help: "Route requests admitted or refused by tenant limits")
     }
 
     /// A call's record, if `tenant` (when given) owns it: another tenant's call is `not_found`, as if absent.
