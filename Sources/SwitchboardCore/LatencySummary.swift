@@ -32,4 +32,10 @@ extension Duration {
         let (seconds, attoseconds) = components
         return Double(seconds) * 1e6 + Double(attoseconds) / 1e12
     }
+
+    /// Whole milliseconds (rounded down), as nats.c, hiredis, Redis scripts and HTTP headers take them.
+    public var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
 }

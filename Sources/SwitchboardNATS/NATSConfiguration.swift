@@ -54,10 +54,3 @@ public struct NATSConfiguration: Sendable {
     }
 }
 
-extension Duration {
-    /// Whole milliseconds, as nats.c and hiredis take them.
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    }
-}

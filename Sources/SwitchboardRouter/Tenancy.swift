@@ -65,7 +65,7 @@ extension Router {
             return .byRedis
         case .rateLimited(let wait):
             countAdmission("rate_limited", policy.id)
-            let ms = wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000
+            let ms = wait.milliseconds
             throw SwitchboardError(.rateLimited, "tenant '\(policy.id)' is over \(policy.callsPerSecond) calls per second (burst \(policy.burst))",
                                    context: ["retry_after_ms": String(max(1, ms))])
         case .quotaExceeded(let live, let max):

@@ -44,8 +44,7 @@ public struct WorkerView: Codable, Sendable, Equatable {
         memoryLimitBytes = hb.memoryLimitBytes
         load = scheduler.load(entry)
         score = scheduler.score(entry, Scheduler.Needs())
-        lastHeartbeatAgeMs = Int((now - entry.lastHeard).components.seconds * 1000
-            + (now - entry.lastHeard).components.attoseconds / 1_000_000_000_000_000)
+        lastHeartbeatAgeMs = Int((now - entry.lastHeard).milliseconds)
     }
 }
 
