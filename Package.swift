@@ -40,7 +40,7 @@ let package = Package(
             dependencies: ["CHiredis", "CCrypto", "SwitchboardCore", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "SwitchboardOpus", dependencies: ["COpus", "SwitchboardCore"]),
-        .target(name: "SwitchboardObservability"),
+        .target(name: "SwitchboardObservability", dependencies: [.product(name: "Logging", package: "swift-log")]),
 
         // Shells: the worker and the router, around the pure core.
         .target(

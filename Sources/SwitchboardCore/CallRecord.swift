@@ -1,3 +1,5 @@
+import Foundation
+
 /// A call as Redis keeps it (hash `<prefix>:call:<id>`): written by the router at placement and by the
 /// worker as the call starts and ends.
 public struct CallRecord: Codable, Sendable, Equatable {
@@ -19,15 +21,25 @@ public struct CallRecord: Codable, Sendable, Equatable {
     public var startedAt: Int64?
     public var endedAt: Int64?
     public var endReason: String?
+    /// The caller's metadata for the handler (kept so another worker can take the call on).
+    public var metadata: [String: String]
+    /// The latest checkpoint's sequence number; nil before the first.
+    public var checkpointSeq: UInt64?
+    /// Times the call moved to another worker (migration or failover).
+    public var moves: Int
 
     enum CodingKeys: String, CodingKey {
-        case tenant, version, region, state
+        case tenant, version, region, state, metadata, moves
         case callID = "call_id", workerID = "worker_id", createdAt = "created_at", startedAt = "started_at"
-        case endedAt = "ended_at", endReason = "end_reason"
+        case endedAt = "ended_at", endReason = "end_reason", checkpointSeq = "checkpoint_seq"
     }
 
     public init(callID: String, tenant: String, workerID: String, version: String, region: String, state: State,
-                createdAt: Int64? = nil, startedAt: Int64? = nil, endedAt: Int64? = nil, endReason: String? = nil) {
+                createdAt: Int64? = nil, startedAt: Int64? = nil, endedAt: Int64? = nil, endReason: String? = nil,
+                metadata: [String: String] = [:], checkpointSeq: UInt64? = nil, moves: Int = 0) {
+        self.metadata = metadata
+        self.checkpointSeq = checkpointSeq
+        self.moves = moves
         self.callID = callID
         self.tenant = tenant
         self.workerID = workerID
@@ -44,6 +56,7 @@ public struct CallRecord: Codable, Sendable, Equatable {
     public var placementFields: [(String, String)] {
         var f = [("tenant", tenant), ("worker_id", workerID), ("version", version), ("region", region)]
         if let createdAt { f.append(("created_at", String(createdAt))) }
+        if !metadata.isEmpty { f.append(("metadata", String(decoding: WireCodec.encode(metadata), as: UTF8.self))) }
         return f
     }
 
@@ -60,5 +73,8 @@ public struct CallRecord: Codable, Sendable, Equatable {
         self.startedAt = fields["started_at"].flatMap { Int64($0) }
         self.endedAt = fields["ended_at"].flatMap { Int64($0) }
         self.endReason = fields["end_reason"]
+        self.metadata = fields["metadata"].flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
+        self.checkpointSeq = fields["checkpoint_seq"].flatMap { UInt64($0) }
+        self.moves = fields["moves"].flatMap { Int($0) } ?? 0
     }
 }

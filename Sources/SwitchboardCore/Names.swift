@@ -22,6 +22,14 @@ public struct Subjects: Sendable, Equatable {
     public func mediaOut(call: String) -> String { "\(prefix).media.\(call).out" }
     /// Ending a call (request/reply; the worker holding it answers).
     public func end(call: String) -> String { "\(prefix).call.\(call).end" }
+    /// Orders to one worker: drain, undrain, and the steps of moving a call (request/reply).
+    public func control(worker: String) -> String { "\(prefix).worker.\(worker).control" }
+    /// Moving a call to another worker (request/reply, queue group `routers`).
+    public var migrate: String { "\(prefix).migrate" }
+    /// A worker's drain began or was cancelled (broadcast to every router).
+    public var drains: String { "\(prefix).drains" }
+    /// What happens to a call: placed, migrating, migrated, resumed, ended.
+    public func events(call: String) -> String { "\(prefix).call.\(call).events" }
     /// Operator requests to routers (status and the like), request/reply.
     public var status: String { "\(prefix).status" }
 
@@ -43,6 +51,12 @@ public struct RedisKeys: Sendable, Equatable {
     public func call(_ id: String) -> String { "\(prefix):call:\(id)" }
     /// Set: ids of the calls a worker holds.
     public func workerCalls(_ worker: String) -> String { "\(prefix):worker:\(worker):calls" }
+    /// Hash: worker id → its drain request (JSON), while the drain lasts.
+    public var drains: String { "\(prefix):drains" }
+    /// String: the router moving a call (migration or failover) holds it, with an expiry.
+    public func callLock(_ id: String) -> String { "\(prefix):call:\(id):lock" }
+    /// Stream: operator actions (who, what, when, outcome).
+    public var audit: String { "\(prefix):audit" }
     /// Hash: tenant id → its record (policy and key hashes, JSON).
     public var tenants: String { "\(prefix):tenants" }
     /// Hash: SHA-256 of an API key → tenant id.

@@ -1,3 +1,4 @@
+import Logging
 /// Metric names, in one place. Labels are low-cardinality: result, reason, state, version, region; never a
 /// call id or a tenant id without a cap.
 public enum MetricNames {
@@ -21,6 +22,12 @@ public enum MetricNames {
     public static let mediaPackets = "switchboard_media_packets_total"
     public static let workerCPU = "switchboard_worker_cpu_ratio"
     public static let workerMemory = "switchboard_worker_memory_bytes"
+    public static let checkpoints = "switchboard_checkpoints_total"
+    public static let workerDraining = "switchboard_worker_draining"
+    public static let migrations = "switchboard_migrations_total"
+    public static let migrationPauseSeconds = "switchboard_migration_pause_seconds"
+    public static let failoverCalls = "switchboard_failover_calls_total"
+    public static let drainRequests = "switchboard_drain_requests_total"
 
     /// Latency buckets in seconds: 100 µs ... 5 s.
     public static let latencyBuckets: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
@@ -36,4 +43,13 @@ public enum LogKey {
     public static let error = "error"
     public static let errorCode = "error_code"
     public static let reason = "reason"
+}
+
+extension Logger {
+    /// A copy with more metadata.
+    public func with(_ metadata: Logger.Metadata) -> Logger {
+        var copy = self
+        for (key, value) in metadata { copy[metadataKey: key] = value }
+        return copy
+    }
 }

@@ -30,6 +30,8 @@ public final class Router: Service, Sendable {
     let admittedWhileRedisDown = Mutex<[String: Int]>([:])
     /// Tenants given a metric label of their own (at most `tenantLabelCap`).
     let labelledTenants = Mutex<Set<String>>([])
+    /// Set by a graceful shutdown: `/readyz` fails from then on.
+    let shuttingDown = Mutex(false)
 
     /// The fleet view and the scheduler, changed together under one lock: a choice and its reservation are
     /// one step, so concurrent routes see each other's offers.
@@ -63,12 +65,28 @@ public final class Router: Service, Sendable {
         // Heartbeats are ingested on the delivery thread: a decode and a few µs under the lock, cheaper than
         // a hop to another thread (10,000 workers send 10,000 a second).
         let heartbeats = try nats.subscribe(to: configuration.subjects.heartbeat) { [self] message in ingestHeartbeat(message) }
+        let drainNotices = try nats.subscribe(to: configuration.subjects.drains) { [self] message in ingestDrainNotice(message) }
         let routes = try nats.subscribe(to: configuration.subjects.route, queue: Subjects.routerQueue)
+        let migrations = try nats.subscribe(to: configuration.subjects.migrate, queue: Subjects.routerQueue)
         try await nats.flush()
+        await loadDrains()
         logger.info("router running", metadata: ["route_subject": "\(configuration.subjects.route)"])
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { await self.livenessLoop() }
+                background.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: self.configuration.drainRefresh)
+                        await self.loadDrains()
+                    }
+                }
+                background.addTask {
+                    await withDiscardingTaskGroup { inFlight in
+                        for await message in migrations {
+                            inFlight.addTask { await self.handleMigrateRequest(message) }
+                        }
+                    }
+                }
                 await withDiscardingTaskGroup { inFlight in
                     for await message in routes {
                         inFlight.addTask { await self.handleRouteRequest(message) }
@@ -77,8 +95,13 @@ public final class Router: Service, Sendable {
                 background.cancelAll()
             }
         } onGracefulShutdown: {
+            // Not ready from now (a load balancer stops sending); the queue-group subscriptions drain: the NATS
+            // server sends new requests to the other routers, and those already here are answered.
+            self.shuttingDown.withLock { $0 = true }
             heartbeats.unsubscribe()
+            drainNotices.unsubscribe()
             self.logger.info("router shutting down: finishing route requests in flight")
+            Task { try? await migrations.drain() }
             Task { try? await routes.drain() }
         }
         logger.info("router stopped")
@@ -132,6 +155,7 @@ public final class Router: Service, Sendable {
                         metrics.increment(MetricNames.workerLiveness, ["event": "dead"], help: "Workers found suspect or dead")
                         logger.warning("worker dead: no heartbeat for \(configuration.registry.deadAfter) intervals",
                                        metadata: [LogKey.workerID: "\(id)"])
+                        pings.addTask { await self.failover(id) }
                     }
                 }
                 updateWorkerGauges()
@@ -154,6 +178,7 @@ public final class Router: Service, Sendable {
             guard stillSuspect else { return }
             metrics.increment(MetricNames.workerLiveness, ["event": "dead"], help: "Workers found suspect or dead")
             logger.warning("worker dead: failed its ping", metadata: [LogKey.workerID: "\(workerID)", LogKey.error: "\(error)"])
+            await failover(workerID)
         }
     }
 
@@ -204,12 +229,19 @@ public struct Readiness: Codable, Sendable {
     public var ready: Bool
     public var nats: Bool
     public var redis: Bool
+    public var shuttingDown: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case ready, nats, redis
+        case shuttingDown = "shutting_down"
+    }
 }
 
 extension Router {
     public func readiness() async -> Readiness {
         let natsOK = nats.isConnected
         let redisOK = (try? await redis.ping()) != nil
-        return Readiness(ready: natsOK && redisOK, nats: natsOK, redis: redisOK)
+        let stopping = shuttingDown.withLock { $0 }
+        return Readiness(ready: natsOK && redisOK && !stopping, nats: natsOK, redis: redisOK, shuttingDown: stopping)
     }
 }

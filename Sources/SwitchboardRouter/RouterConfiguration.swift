@@ -37,6 +37,14 @@ public struct RouterConfiguration: Sendable {
     public var leaseTime: Duration = .seconds(30)
     /// How long this router trusts a key it has looked up (a rotated key may work this much longer).
     public var keyCacheTime: Duration = .seconds(5)
+    /// A drain asked for without a deadline gets this one.
+    public var defaultDrainDeadline: Duration = .seconds(3600)
+    /// How long a router may hold a call it is moving (migration, failover) before another may try.
+    public var moveLockTime: Duration = .seconds(15)
+    /// Audit entries kept at least (the stream is trimmed near this length).
+    public var auditLength = 10_000
+    /// How often the drains kept in Redis are read again (notices are the fast path; this catches a missed one).
+    public var drainRefresh: Duration = .seconds(5)
     /// How long an ended call's record stays in Redis.
     public var endedCallRetention: Duration = .seconds(24 * 3600)
 

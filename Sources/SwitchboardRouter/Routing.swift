@@ -52,19 +52,47 @@ extension Router {
 
     private func place(_ request: RouteRequest, callID: String, start: ContinuousClock.Instant, logger: Logger,
                        admittedWithoutRedis: Bool = false) async throws(SwitchboardError) -> Placement {
-        let deadline = start + configuration.routeDeadline
         let offer = Offer(callID: callID, tenant: request.tenant, region: request.region, metadata: request.metadata,
-                          routerID: configuration.id).encoded()
-        var needs = Scheduler.Needs(region: request.region, zone: request.zone, locality: request.locality)
+                          routerID: configuration.id)
+        let needs = Scheduler.Needs(region: request.region, zone: request.zone, locality: request.locality)
+        let (reply, explanation) = try await offerAround(offer, needs: needs, deadline: start + configuration.routeDeadline,
+                                                         explain: request.explain, logger: logger)
+        let record = CallRecord(callID: callID, tenant: request.tenant, workerID: reply.workerID, version: reply.version,
+                                region: reply.region, state: .placed, createdAt: Self.unixMillis(), metadata: request.metadata)
+        do {
+            try await recordPlacement(record)
+        } catch where admittedWithoutRedis {
+            // Admitted under the tenant's fail-open rule: the call goes on unrecorded rather than not at all.
+            logger.warning("call placed but not recorded: Redis unreachable", metadata: [LogKey.error: "\(error)"])
+        } catch {
+            // The worker holds a slot for a call nobody will know of: tell it to let go.
+            try? nats.publish(configuration.subjects.end(call: callID), payload: CallEnd(callID: callID, reason: .api).encoded())
+            throw SwitchboardError(.unavailable, "call accepted by \(reply.workerID) but not recorded: \(error)")
+        }
+        publishEvent(CallEvent(callID: callID, event: .placed, workerID: reply.workerID, atMillis: Self.unixMillis()))
+        return Placement(callID: callID, workerID: reply.workerID, version: reply.version, region: reply.region,
+                         media: MediaSubjects(in: configuration.subjects.mediaIn(call: callID),
+                                              out: configuration.subjects.mediaOut(call: callID)),
+                         explain: explanation)
+    }
+
+    /// Offers a call to the workers the scheduler chooses, one after another, until one accepts, `maxOffers`
+    /// have been tried, or the deadline passes. Every offer reserves its slot in this router's view until
+    /// the worker's heartbeats show it.
+    func offerAround(_ offer: Offer, needs: Scheduler.Needs, deadline: ContinuousClock.Instant, explain: Bool = false,
+                     logger: Logger) async throws(SwitchboardError) -> (OfferReply, Scheduler.Explanation?) {
+        let payload = offer.encoded()
+        var needs = needs
         var refusals: [String] = []
         var explanation: Scheduler.Explanation?
-        while needs.tried.count < configuration.maxOffers {
+        let offersAtMost = needs.tried.count + configuration.maxOffers  // workers left out beforehand do not count
+        while needs.tried.count < offersAtMost {
             let remaining = deadline - clock.now
             guard remaining > .zero else { break }
             // Choose and reserve in one step, so concurrent routes see each other's offers.
             let chosen = fleet.withLock { fleet -> (Scheduler.Candidate, UInt64)? in
                 let decision = fleet.scheduler.choose(needs, in: fleet.registry, using: &fleet.random,
-                                                      explain: request.explain && explanation == nil)
+                                                      explain: explain && explanation == nil)
                 if let first = decision.explanation { explanation = first }
                 guard let chosen = decision.chosen,
                       let token = fleet.registry.reserve(chosen.workerID, now: clock.now) else { return nil }
@@ -74,8 +102,8 @@ extension Router {
             needs.tried.insert(worker.workerID)
             let reply: OfferReply
             do {
-                let message = try await nats.request(configuration.subjects.offer(worker: worker.workerID), payload: offer,
-                                                     headers: ["Call-Id": callID],
+                let message = try await nats.request(configuration.subjects.offer(worker: worker.workerID), payload: payload,
+                                                     headers: ["Call-Id": offer.callID],
                                                      timeout: min(configuration.offerTimeout, remaining))
                 reply = try OfferReply.decode(message.payload)
             } catch {
@@ -95,29 +123,18 @@ extension Router {
             }
             fleet.withLock { $0.registry.accepted(worker.workerID, token: token, acceptSeq: acceptSeq) }
             metrics.increment(MetricNames.offers, ["result": "accepted"], help: "Offers to workers by result")
-            let record = CallRecord(callID: callID, tenant: request.tenant, workerID: reply.workerID, version: reply.version,
-                                    region: reply.region, state: .placed, createdAt: Self.unixMillis())
-            do {
-                try await recordPlacement(record)
-            } catch where admittedWithoutRedis {
-                // Admitted under the tenant's fail-open rule: the call goes on unrecorded rather than not at all.
-                logger.warning("call placed but not recorded: Redis unreachable", metadata: [LogKey.error: "\(error)"])
-            } catch {
-                // The worker holds a slot for a call nobody will know of: tell it to let go.
-                try? nats.publish(configuration.subjects.end(call: callID), payload: CallEnd(callID: callID, reason: .api).encoded())
-                throw SwitchboardError(.unavailable, "call accepted by \(reply.workerID) but not recorded: \(error)")
-            }
-            return Placement(callID: callID, workerID: reply.workerID, version: reply.version, region: reply.region,
-                             media: MediaSubjects(in: configuration.subjects.mediaIn(call: callID),
-                                                  out: configuration.subjects.mediaOut(call: callID)),
-                             explain: explanation)
+            return (reply, explanation)
         }
-        let place = request.region.map { r in " in region \(r)\(request.zone.map { "/\($0)" } ?? "")" } ?? ""
+        let place = needs.region.map { r in " in region \(r)\(needs.zone.map { "/\($0)" } ?? "")" } ?? ""
         let why = refusals.isEmpty ? "no ready worker with a free slot\(place)"
             : "every worker offered refused or failed (\(refusals.joined(separator: "; ")))"
         var error = SwitchboardError(.noCapacity, why)
         error.explanation = explanation
         throw error
+    }
+
+    func publishEvent(_ event: CallEvent) {
+        try? nats.publish(configuration.subjects.events(call: event.callID), payload: event.encoded())
     }
 
     private func recordPlacement(_ record: CallRecord) async throws {

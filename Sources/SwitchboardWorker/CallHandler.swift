@@ -1,3 +1,4 @@
+import Foundation
 import SwitchboardCore
 
 /// One 20 ms frame of decoded mono audio.
@@ -20,7 +21,13 @@ public protocol CallHandler: Sendable {
     func run(_ call: CallContext) async throws
 }
 
-/// A handler's view of its call: who, decoded audio in, a way to speak and to hang up.
+/// A handler's view of its call: who, decoded audio in, a way to speak and to hang up, and its saved state.
+///
+/// State: a handler that keeps state the call cannot do without (a conversation so far, where a prompt
+/// stands) saves it with `send(_:saving:)` or `save(_:)`. The worker checkpoints it to Redis every
+/// `checkpointInterval` when it changed (and at once on `checkpoint()`); when the call moves to another
+/// worker (a drain, `call migrate`, its worker dying) the handler there starts with `restoredState`. A call
+/// whose handler never saved state cannot be resumed after its worker dies: it ends with `worker_lost`.
 public struct CallContext: Sendable {
     public let callID: String
     public let tenant: String
@@ -31,11 +38,37 @@ public struct CallContext: Sendable {
     public var frameSamples: Int { sampleRate / 50 }
     /// Audio from the caller, one frame per packet; a lost packet arrives as a concealed frame.
     public let audio: AsyncStream<AudioFrame>
-    let sender: AudioSender
+    let session: CallSession
     let hangUp: @Sendable () -> Void
+    let checkpointNow: @Sendable () async throws -> Void
 
     /// Encodes one frame (exactly `frameSamples` samples) and sends it to the caller.
-    public func send(_ samples: [Int16]) throws { try sender.send(samples) }
+    public func send(_ samples: [Int16]) throws { try session.send(samples) }
+
+    /// Sends one frame and saves the state the handler is in after it, together: a checkpoint never holds a
+    /// state ahead of (or behind) the audio the caller got.
+    public func send(_ samples: [Int16], saving state: some Encodable & Sendable) throws {
+        try session.send(samples, state: state)
+    }
+
+    /// Saves the handler's state (at most 64 KiB as JSON); checkpointed within `checkpointInterval`.
+    public func save(_ state: some Encodable & Sendable) { session.save(state) }
+
+    /// Writes the saved state to Redis now (e.g. after a turn the call must not lose).
+    public func checkpoint() async throws { try await checkpointNow() }
+
+    /// True when this call was running on another worker and was taken on here.
+    public var isResumed: Bool { session.restored != nil }
+
+    /// The state saved before the call moved here, nil on a new call (or one whose handler saved none).
+    public func restoredState<State: Decodable>(as type: State.Type) throws -> State? {
+        guard let text = session.restored?.state else { return nil }
+        do {
+            return try JSONDecoder().decode(State.self, from: Data(text.utf8))
+        } catch {
+            throw SwitchboardError(.badMessage, "the call's saved state does not decode as \(State.self): \(error)")
+        }
+    }
 
     /// Ends the call (reason `handler`).
     public func end() { hangUp() }
@@ -54,12 +87,20 @@ public enum BuiltinHandlers {
     }
 }
 
-/// Sends back what it hears: each frame is decoded and re-encoded, a real codec round trip per packet.
+/// Sends back what it hears: each frame is decoded and re-encoded, a real codec round trip per packet. Its
+/// state is the count of frames echoed, carried across a move to another worker.
 public struct EchoHandler: CallHandler {
+    public struct State: Codable, Sendable, Equatable {
+        public var echoed: Int
+    }
+
     public init() {}
     public func run(_ call: CallContext) async throws {
+        var state = try call.restoredState(as: State.self) ?? State(echoed: 0)
+        call.save(state)
         for await frame in call.audio where !frame.concealed {
-            try call.send(frame.samples)
+            state.echoed += 1
+            try call.send(frame.samples, saving: state)
         }
     }
 }

@@ -16,86 +16,109 @@ extension Worker {
         let log = logger.with([LogKey.callID: "\(callID)", LogKey.tenant: "\(offer.tenant)"])
         guard let running = state.withLock({ $0.calls[callID] }) else { return }
         let keys = configuration.keys
+        let session = running.session
 
-        await redisWrite(log, "record call start", [
-            ["HSET", keys.call(callID), "state", "active", "worker_id", configuration.id,
-             "started_at", String(Self.unixMillis())],
-            ["SADD", keys.workerCalls(configuration.id), callID],
-        ])
-
-        let endRequests = EndRequests()
-        let reason: EndReason
-        do {
-            let media = running.media
-            let endSubscription = running.endRequests
-            let sender = try AudioSender(nats: nats, subject: configuration.subjects.mediaOut(call: callID),
-                                         sampleRate: configuration.sampleRate, bitrate: configuration.bitrate, metrics: metrics)
-            let (audio, audioIn) = AsyncStream.makeStream(of: AudioFrame.self, bufferingPolicy: .bufferingNewest(50))
-            let context = CallContext(callID: callID, tenant: offer.tenant, metadata: offer.metadata,
-                                      sampleRate: configuration.sampleRate, audio: audio, sender: sender,
-                                      hangUp: { running.end.yield(.handler) })
-            log.info("call started")
-            reason = await withTaskGroup(of: EndReason?.self) { group in
-                group.addTask {
-                    await self.receiveMedia(media, into: audioIn, sampleRate: self.configuration.sampleRate, logger: log)
-                    return nil
-                }
-                group.addTask {
-                    for await message in endSubscription {
-                        switch Result(catching: { () throws(SwitchboardError) in try CallEnd.decode(message.payload) }) {
-                        case .success(let end):
-                            endRequests.add(message)
-                            running.end.yield(end.reason)
-                        case .failure(let error):
-                            self.metrics.increment(MetricNames.badMessages, ["kind": "call_end", "code": error.code.rawValue])
-                            try? self.nats.reply(to: message, payload: RouteReply(error: error).encoded())
-                        }
-                    }
-                    return nil
-                }
-                group.addTask {
-                    do {
-                        try await self.handler.run(context)
-                    } catch where !(error is CancellationError) {
-                        log.warning("handler failed", metadata: [LogKey.error: "\(error)"])
-                    } catch {}
-                    return Task.isCancelled ? nil : .handler
-                }
-                group.addTask {
-                    for await reason in running.ends { return reason }
-                    return nil
-                }
-                group.addTask {
-                    try? await Task.sleep(for: self.configuration.maxCallDuration)
-                    return Task.isCancelled ? nil : .maxDuration
-                }
-                var first: EndReason = .workerStopping
-                for await result in group {
-                    if let result {
-                        first = result
-                        break
-                    }
-                }
-                group.cancelAll()
-                media.unsubscribe()
-                endSubscription.unsubscribe()
-                audioIn.finish()
-                return first
-            }
-        } catch {
-            log.error("call could not start", metadata: [LogKey.error: "\(error)"])
-            running.media.unsubscribe()
-            running.endRequests.unsubscribe()
-            reason = .handler
+        if let resume = offer.resume {
+            await redisWrite(log, "record call resumed", [
+                ["HSET", keys.call(callID), "state", "active", "worker_id", configuration.id, "version", configuration.version,
+                 "region", configuration.region],
+                ["HINCRBY", keys.call(callID), "moves", "1"],
+                ["SADD", keys.workerCalls(configuration.id), callID],
+            ])
+            log.info("call taken on", metadata: ["from_worker": "\(resume.fromWorker)", "reason": "\(resume.reason.rawValue)",
+                                                 "checkpoint_seq": "\(resume.checkpoint.seq)"])
+        } else {
+            await redisWrite(log, "record call start", [
+                ["HSET", keys.call(callID), "state", "active", "worker_id", configuration.id,
+                 "started_at", String(Self.unixMillis())],
+                ["SADD", keys.workerCalls(configuration.id), callID],
+            ])
         }
 
-        await redisWrite(log, "record call end", [
-            ["HSET", keys.call(callID), "state", "ended", "ended_at", String(Self.unixMillis()), "end_reason", reason.rawValue],
-            ["EXPIRE", keys.call(callID), String(Int(configuration.endedCallRetention.components.seconds))],
-            ["SREM", keys.workerCalls(configuration.id), callID],
-            // The tenant's live-call lease goes back with the call (nothing to do when tenancy is off).
-            ["ZREM", keys.tenantLeases(offer.tenant), callID],
-        ])
+        let endRequests = EndRequests()
+        let media = running.media
+        let endSubscription = running.endRequests
+        let (audio, audioIn) = AsyncStream.makeStream(of: AudioFrame.self, bufferingPolicy: .bufferingNewest(50))
+        let context = CallContext(callID: callID, tenant: offer.tenant, metadata: offer.metadata,
+                                  sampleRate: configuration.sampleRate, audio: audio, session: session,
+                                  hangUp: { running.end.yield(.handler) },
+                                  checkpointNow: { [self] () throws(SwitchboardError) in
+                                      if case .moved = await writeCheckpoint(callID, session, always: true, log: log) {
+                                          running.end.yield(.migrated)
+                                      }
+                                  })
+        log.info("call started")
+        let reason = await withTaskGroup(of: EndReason?.self) { group in
+            group.addTask {
+                await self.receiveMedia(media, into: audioIn, sampleRate: self.configuration.sampleRate, logger: log)
+                return nil
+            }
+            group.addTask {
+                for await message in endSubscription {
+                    switch Result(catching: { () throws(SwitchboardError) in try CallEnd.decode(message.payload) }) {
+                    case .success(let end):
+                        endRequests.add(message)
+                        running.end.yield(end.reason)
+                    case .failure(let error):
+                        self.metrics.increment(MetricNames.badMessages, ["kind": "call_end", "code": error.code.rawValue])
+                        try? self.nats.reply(to: message, payload: RouteReply(error: error).encoded())
+                    }
+                }
+                return nil
+            }
+            group.addTask {
+                do {
+                    try await self.handler.run(context)
+                } catch where !(error is CancellationError) {
+                    log.warning("handler failed", metadata: [LogKey.error: "\(error)"])
+                } catch {}
+                return Task.isCancelled ? nil : .handler
+            }
+            group.addTask {
+                for await reason in running.ends { return reason }
+                return nil
+            }
+            group.addTask {
+                try? await Task.sleep(for: self.configuration.maxCallDuration)
+                return Task.isCancelled ? nil : .maxDuration
+            }
+            group.addTask {
+                // Checkpoints: soon after the start (the handler saves its first state), then every interval.
+                try? await Task.sleep(for: .milliseconds(50))
+                while !Task.isCancelled {
+                    if case .moved = await self.writeCheckpoint(callID, session, log: log) { return .migrated }
+                    try? await Task.sleep(for: self.configuration.checkpointInterval)
+                }
+                return nil
+            }
+            var first: EndReason = .workerStopping
+            for await result in group {
+                if let result {
+                    first = result
+                    break
+                }
+            }
+            group.cancelAll()
+            media.unsubscribe()
+            endSubscription.unsubscribe()
+            audioIn.finish()
+            return first
+        }
+
+        if reason == .migrated {
+            // Another worker holds the call now and has recorded it: only this worker's own set changes.
+            await redisWrite(log, "record call moved", [["SREM", keys.workerCalls(configuration.id), callID]])
+        } else {
+            await redisWrite(log, "record call end", [
+                ["HSET", keys.call(callID), "state", "ended", "ended_at", String(Self.unixMillis()), "end_reason", reason.rawValue],
+                ["EXPIRE", keys.call(callID), String(Int(configuration.endedCallRetention.components.seconds))],
+                ["SREM", keys.workerCalls(configuration.id), callID],
+                // The tenant's live-call lease goes back with the call (nothing to do when tenancy is off).
+                ["ZREM", keys.tenantLeases(offer.tenant), callID],
+            ])
+            publishEvent(CallEvent(callID: callID, event: .ended, workerID: configuration.id, reason: reason.rawValue,
+                                   atMillis: Self.unixMillis()))
+        }
         let wasFull = state.withLock { state -> Bool in
             let wasFull = state.slots.activeCalls >= state.slots.capacity
             state.slots.end(callID)
@@ -104,10 +127,60 @@ extension Worker {
         }
         running.end.finish()
         metrics.increment(MetricNames.callsEnded, ["reason": reason.rawValue], help: "Calls ended, by reason")
-        log.info("call ended", metadata: [LogKey.reason: "\(reason.rawValue)"])
+        log.info(reason == .migrated ? "call moved to another worker" : "call ended", metadata: [LogKey.reason: "\(reason.rawValue)"])
         let ended = Array(#"{"v":1,"ended":true,"reason":"\#(reason.rawValue)"}"#.utf8)
-        for request in endRequests.all { try? nats.reply(to: request, payload: ended) }
+        if reason != .migrated {
+            for request in endRequests.all { try? nats.reply(to: request, payload: ended) }
+        }
         if wasFull { heartbeatTrigger.yield() }  // a slot opened on a full worker: tell the routers now
+        drainTrigger.yield()
+    }
+
+    enum CheckpointResult { case written(Checkpoint), unchanged, moved, failed }
+
+    static let checkpointScript = RedisScript("""
+        -- KEYS: the call record. ARGV: this worker's id, the checkpoint (JSON), its seq.
+        -- Only the worker the record names may write: a worker that lost the call (it moved while this one
+        -- was cut off) learns so here, and lets go.
+        if redis.call('HGET', KEYS[1], 'worker_id') ~= ARGV[1] then return 0 end
+        if redis.call('HGET', KEYS[1], 'state') == 'ended' then return 0 end
+        redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2], 'checkpoint_seq', ARGV[3])
+        return 1
+        """)
+
+    /// Takes the call's checkpoint (when its state changed, or `always`, or to `hold` it for a migration)
+    /// and writes it to the call record, if this worker still owns the call.
+    func writeCheckpoint(_ callID: String, _ session: CallSession, always: Bool = false, hold: Bool = false,
+                         log: Logger) async -> CheckpointResult {
+        let checkpoint: Checkpoint
+        do {
+            guard let taken = try session.checkpoint(always: always, hold: hold, unixNowMillis: Self.unixMillis()) else { return .unchanged }
+            checkpoint = taken
+        } catch {
+            metrics.increment(MetricNames.checkpoints, ["result": error.code.rawValue], help: "Call checkpoints written, by result")
+            log.error("checkpoint not taken", metadata: [LogKey.error: "\(error)"])
+            return .failed
+        }
+        do {
+            let written = try await redis.evaluate(Self.checkpointScript, keys: [configuration.keys.call(callID)],
+                                                   arguments: [configuration.id, String(decoding: checkpoint.encoded(), as: UTF8.self),
+                                                               String(checkpoint.seq)])
+            guard written.int == 1 else {
+                metrics.increment(MetricNames.checkpoints, ["result": "moved"], help: "Call checkpoints written, by result")
+                log.warning("the call is recorded on another worker: letting go of it")
+                return .moved
+            }
+            metrics.increment(MetricNames.checkpoints, ["result": "written"], help: "Call checkpoints written, by result")
+            return .written(checkpoint)
+        } catch {
+            metrics.increment(MetricNames.checkpoints, ["result": error.code.rawValue], help: "Call checkpoints written, by result")
+            log.warning("checkpoint not written", metadata: [LogKey.error: "\(error)"])
+            return .failed
+        }
+    }
+
+    func publishEvent(_ event: CallEvent) {
+        try? nats.publish(configuration.subjects.events(call: event.callID), payload: event.encoded())
     }
 
     /// Decodes the caller's packets into frames for the handler; a gap in sequence numbers (up to 5 packets)
@@ -155,42 +228,91 @@ extension Worker {
     static func unixMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 }
 
-/// Encodes a handler's frames and publishes them as media packets, numbering them. One per call; the lock
-/// keeps the encoder on one caller at a time (a handler may send from more than one task).
-final class AudioSender: Sendable {
+/// One call's outgoing audio and saved state on this worker: encodes the handler's frames and publishes them
+/// as numbered media packets, keeps the handler's latest state, and takes checkpoints of both.
+///
+/// One lock keeps a frame and the state that goes with it together: a checkpoint is always of audio sent.
+/// While a migration holds the call, frames are dropped (the next worker resumes from the checkpoint taken
+/// at the hold), and nothing is sent twice. The state is kept as a value and encoded only when a checkpoint
+/// is taken (about once a second), not with every frame.
+final class CallSession: Sendable {
+    typealias HandlerState = any Encodable & Sendable
+
     private struct State {
         var encoder: OpusEncoder
-        var sequence: UInt32 = 0
-        var timestamp: UInt32 = 0
+        var sequence: UInt32
+        var timestamp: UInt32
+        var held = false
+        /// The handler's latest state: a value saved since the last checkpoint, else the last one's JSON.
+        var saved: HandlerState?
+        var savedJSON: String?
+        var checkpointSeq: UInt64
     }
 
     private let state: Mutex<State>
     private let nats: NATSConnection
     private let subject: String
-    private let frameSamples: Int
     private let metrics: MetricsRegistry
+    /// The checkpoint the call was resumed from, nil for a new call.
+    let restored: Checkpoint?
 
-    init(nats: NATSConnection, subject: String, sampleRate: Int, bitrate: Int, metrics: MetricsRegistry) throws {
+    init(nats: NATSConnection, subject: String, sampleRate: Int, bitrate: Int, metrics: MetricsRegistry,
+         resumingFrom checkpoint: Checkpoint? = nil, unixNowMillis: Int64 = 0) throws {
         let encoder = try OpusEncoder(sampleRate: sampleRate, bitrate: bitrate)
-        state = Mutex(State(encoder: encoder))
+        let position = checkpoint.map { $0.mediaPosition(elapsedMillis: unixNowMillis - $0.takenAtMillis) } ?? (sequence: 0, timestamp: 0)
+        state = Mutex(State(encoder: encoder, sequence: position.sequence, timestamp: position.timestamp,
+                            savedJSON: checkpoint?.state, checkpointSeq: checkpoint?.seq ?? 0))
         self.nats = nats
         self.subject = subject
-        self.frameSamples = sampleRate / 50
         self.metrics = metrics
+        self.restored = checkpoint
     }
 
-    func send(_ samples: [Int16]) throws {
-        let packet = try state.withLock { state -> MediaPacket in
+    /// Encodes one frame and sends it; with `newState`, records it as the handler's state after this frame.
+    func send(_ samples: [Int16], state newState: HandlerState? = nil) throws {
+        let sent = try state.withLock { state -> Bool in
+            guard !state.held else { return false }  // the checkpoint of the hold stands
+            if let newState { state.saved = newState }
             let payload = try state.encoder.encode(samples)
-            defer {
-                state.sequence &+= 1
-                state.timestamp &+= 960  // 20 ms at 48 kHz, whatever the sample rate
-            }
-            return MediaPacket(sequence: state.sequence, timestamp: state.timestamp, payload: payload)
+            let packet = MediaPacket(sequence: state.sequence, timestamp: state.timestamp, payload: payload)
+            state.sequence &+= 1
+            state.timestamp &+= 960  // 20 ms at 48 kHz, whatever the sample rate
+            try nats.publish(subject, payload: packet.encoded())
+            return true
         }
-        try nats.publish(subject, payload: packet.encoded())
-        metrics.increment(MetricNames.mediaPackets, ["direction": "out"], help: "Media packets, by direction")
+        if sent { metrics.increment(MetricNames.mediaPackets, ["direction": "out"], help: "Media packets, by direction") }
     }
+
+    /// Records the handler's state (taken at the next checkpoint).
+    func save(_ newState: HandlerState) {
+        state.withLock { state in
+            if !state.held { state.saved = newState }
+        }
+    }
+
+    /// A checkpoint of the state now if it changed since the last one (or `always`); nil when unchanged.
+    /// - Throws: `tooLarge` when the handler's state is over 64 KiB as JSON (the last good checkpoint stands).
+    func checkpoint(always: Bool = false, hold: Bool = false, unixNowMillis: Int64) throws(SwitchboardError) -> Checkpoint? {
+        try state.withLock { state throws(SwitchboardError) -> Checkpoint? in
+            if hold { state.held = true }
+            if let saved = state.saved {
+                state.saved = nil
+                let json = String(decoding: WireCodec.encode(saved), as: UTF8.self)
+                guard json.utf8.count <= Checkpoint.maxStateBytes else {
+                    throw SwitchboardError(.tooLarge, "call state of \(json.utf8.count) bytes is over \(Checkpoint.maxStateBytes)")
+                }
+                state.savedJSON = json
+            } else if !always {
+                return nil
+            }
+            state.checkpointSeq += 1
+            return Checkpoint(seq: state.checkpointSeq, state: state.savedJSON, mediaSequence: state.sequence,
+                              mediaTimestamp: state.timestamp, takenAtMillis: unixNowMillis)
+        }
+    }
+
+    /// The migration failed: send again.
+    func unhold() { state.withLock { $0.held = false } }
 }
 
 /// End requests waiting for the call to finish ending, to be answered then.
@@ -198,13 +320,4 @@ final class EndRequests: Sendable {
     private let messages = Mutex<[NATSMessage]>([])
     func add(_ message: NATSMessage) { messages.withLock { $0.append(message) } }
     var all: [NATSMessage] { messages.withLock { $0 } }
-}
-
-extension Logger {
-    /// A copy with more metadata.
-    func with(_ metadata: Logger.Metadata) -> Logger {
-        var copy = self
-        for (key, value) in metadata { copy[metadataKey: key] = value }
-        return copy
-    }
 }

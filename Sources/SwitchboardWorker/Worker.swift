@@ -29,6 +29,7 @@ public final class Worker: Service, Sendable {
         let endRequests: NATSSubscription
         /// Whose live-call lease this call holds (see `renewLeases`).
         let tenant: String
+        let session: CallSession
     }
 
     struct State {
@@ -36,6 +37,11 @@ public final class Worker: Service, Sendable {
         var calls: [String: Running] = [:]
         var seq: UInt64 = 0
         var load = LoadSampler.Sample(cpu: 0, memoryUsed: 0, memoryLimit: 0)
+        var drain = Drain()
+        /// The drain as asked for (kept in Redis while it lasts).
+        var drainRequest: DrainRequest?
+        /// Calls this worker has asked the routers to move and not yet heard back on.
+        var migrating: Set<String> = []
     }
 
     let state: Mutex<State>
@@ -43,6 +49,9 @@ public final class Worker: Service, Sendable {
     private let heartbeatTriggers: AsyncStream<Void>
     private let accepted: AsyncStream<Offer>.Continuation
     private let acceptedCalls: AsyncStream<Offer>
+    /// Wakes the drain at once (a call ended, a drain was asked for) rather than at its next tick.
+    let drainTrigger: AsyncStream<Void>.Continuation
+    let drainTriggers: AsyncStream<Void>
 
     public init(configuration: WorkerConfiguration, nats: NATSConnection, redis: RedisClient, handler: any CallHandler,
                 metrics: MetricsRegistry = MetricsRegistry(), logger: Logger) throws(SwitchboardError) {
@@ -58,11 +67,13 @@ public final class Worker: Service, Sendable {
         state = Mutex(State(slots: WorkerSlots(capacity: configuration.capacity)))
         (heartbeatTriggers, heartbeatTrigger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         (acceptedCalls, accepted) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
+        (drainTriggers, drainTrigger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// Runs until cancelled or told to shut down gracefully. On shutdown the worker reports `stopping`
-    /// (routers stop offering at once), ends its calls with reason `worker_stopping`, sends a last heartbeat
-    /// and returns.
+    /// Runs until its drain is done (its last call gone), `stop()`, or cancellation. A graceful shutdown
+    /// (SIGTERM) starts a drain with the configured deadline: no new calls, the calls here go on, and at the
+    /// deadline those left move to other workers (or end). It then reports `stopping` with no calls (routers
+    /// drop it at once) and returns.
     public func run() async throws {
         // Offers are answered on the delivery thread: the decision is a few microseconds under a lock, and a
         // hop to another thread would cost more than all of it.
@@ -77,7 +88,12 @@ public final class Worker: Service, Sendable {
                 logger.warning("ping not answered", metadata: [LogKey.error: "\(error)"])
             }
         }
+        // Drains and the steps of moving a call need Redis: each in a task of its own, off the delivery thread.
+        let controls = try nats.subscribe(to: configuration.subjects.control(worker: configuration.id)) { [self] message in
+            Task { await self.handleControl(message) }
+        }
         try await nats.flush()
+        await resumeDrainFromRedis()
         let burner = configuration.syntheticCPULoad > 0 ? CPUBurner(share: configuration.syntheticCPULoad) : nil
         defer { burner?.stop() }
         logger.info("worker running", metadata: ["version": "\(configuration.version)", "region": "\(configuration.region)",
@@ -86,6 +102,7 @@ public final class Worker: Service, Sendable {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { await self.heartbeatLoop() }
                 background.addTask { await self.ticker() }
+                background.addTask { await self.drainLoop() }
                 await withDiscardingTaskGroup { calls in
                     for await offer in acceptedCalls {
                         calls.addTask { await self.runCall(offer) }
@@ -94,16 +111,19 @@ public final class Worker: Service, Sendable {
                 background.cancelAll()
             }
         } onGracefulShutdown: {
-            self.stop()
-            offers.unsubscribe()
-            pings.unsubscribe()
+            Task { await self.drain(deadline: self.configuration.drainDeadline, atDeadline: self.configuration.drainAtDeadline,
+                                    requestedBy: "signal") }
         }
+        offers.unsubscribe()
+        pings.unsubscribe()
+        controls.unsubscribe()
         await publishHeartbeat()  // stopping, no calls: routers drop this worker now
         logger.info("worker stopped")
     }
 
-    /// Stop: take no more calls, end the ones running.
-    func stop() {
+    /// Stops at once: takes no more calls and ends the ones running (reason `worker_stopping`); `run` returns
+    /// when they have ended. A drain is the gentle way (see `drain`).
+    public func stop() {
         let running = state.withLock { state -> [Running] in
             state.slots.setState(.stopping)
             return Array(state.calls.values)
@@ -130,13 +150,23 @@ public final class Worker: Service, Sendable {
         if decision == .accept {
             // Listen on the call's subjects before saying yes: the caller may send audio the moment it hears.
             do {
+                let session = try CallSession(nats: nats, subject: configuration.subjects.mediaOut(call: offer.callID),
+                                              sampleRate: configuration.sampleRate, bitrate: configuration.bitrate,
+                                              metrics: metrics, resumingFrom: offer.resume?.checkpoint,
+                                              unixNowMillis: Self.unixMillis())
                 let media = try nats.subscribe(to: configuration.subjects.mediaIn(call: offer.callID), pendingLimit: 250)
-                let endRequests = try nats.subscribe(to: configuration.subjects.end(call: offer.callID), pendingLimit: 16)
+                let endRequests: NATSSubscription
+                do {
+                    endRequests = try nats.subscribe(to: configuration.subjects.end(call: offer.callID), pendingLimit: 16)
+                } catch {
+                    media.unsubscribe()
+                    throw error
+                }
                 let (ends, end) = AsyncStream.makeStream(of: EndReason.self, bufferingPolicy: .bufferingOldest(1))
                 state.withLock { $0.calls[offer.callID] = Running(end: end, ends: ends, media: media, endRequests: endRequests,
-                                                                       tenant: offer.tenant) }
+                                                                       tenant: offer.tenant, session: session) }
             } catch {
-                logger.error("cannot subscribe to the call's subjects", metadata: [LogKey.callID: "\(offer.callID)", LogKey.error: "\(error)"])
+                logger.error("cannot take the call on", metadata: [LogKey.callID: "\(offer.callID)", LogKey.error: "\(error)"])
                 state.withLock { _ = $0.slots.end(offer.callID) }
                 decision = .refuse(.full)
             }

@@ -27,6 +27,13 @@ public struct WorkerConfiguration: Sendable {
     public var cpuSource: CPUSource = .auto
     /// For load tests: burn this share of one core in a background thread, so the worker looks busy.
     public var syntheticCPULoad = 0.0
+    /// A graceful shutdown (SIGTERM) drains with this deadline; then calls still running are moved or ended.
+    public var drainDeadline: Duration = .seconds(300)
+    public var drainAtDeadline: AtDeadline = .migrate
+    /// How often a call's changed state is checkpointed to Redis.
+    public var checkpointInterval: Duration = .seconds(1)
+    /// Time a router has to move one call when this worker asks.
+    public var migrateTimeout: Duration = .seconds(5)
 
     public init(id: String, version: String, region: String, zone: String, capacity: Int, subjects: Subjects, keys: RedisKeys) {
         self.id = id
@@ -52,7 +59,8 @@ public struct WorkerConfiguration: Sendable {
         guard (0...1).contains(syntheticCPULoad) else {
             throw SwitchboardError(.invalidArgument, "synthetic CPU load must be between 0 and 1")
         }
-        guard maxCallDuration > .zero, heartbeatInterval > .zero else {
+        try DrainRequest.checkDeadline(seconds: Double(drainDeadline.milliseconds) / 1000)
+        guard maxCallDuration > .zero, heartbeatInterval > .zero, checkpointInterval > .zero, migrateTimeout > .zero else {
             throw SwitchboardError(.invalidArgument, "durations must be positive")
         }
     }

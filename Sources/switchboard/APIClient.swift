@@ -16,6 +16,7 @@ struct APIClient {
     func post(_ path: String, json body: some Encodable) async throws -> Data {
         try await send("POST", path, body: WireCodec.encode(body))
     }
+    func post(_ path: String) async throws -> Data { try await send("POST", path, body: nil) }
 
     private func send(_ method: String, _ path: String, body: [UInt8]?) async throws -> Data {
         guard let url = URL(string: base.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path) else {
@@ -24,6 +25,7 @@ struct APIClient {
         var request = URLRequest(url: url, timeoutInterval: 10)
         request.httpMethod = method
         if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
+        request.setValue(Self.actor, forHTTPHeaderField: "X-Switchboard-Actor")
         if let body {
             request.httpBody = Data(body)
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -48,6 +50,12 @@ struct APIClient {
         }
         return data
     }
+
+    /// Who runs this command, for the router's audit of operator actions: `user@host`.
+    static let actor: String = {
+        let user = ProcessInfo.processInfo.environment["USER"] ?? NSUserName()
+        return "\(user)@\(ProcessInfo.processInfo.hostName)"
+    }()
 
     /// The error code the API uses, as ours (API codes are our codes' public names).
     static func code(_ api: String) -> SwitchboardError.Code {

@@ -6,7 +6,7 @@ struct CallCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "call",
         abstract: "Route, show and end calls through a router's HTTP API.",
-        subcommands: [Route.self, Show.self, End.self])
+        subcommands: [Route.self, Show.self, End.self, Migrate.self])
 
     struct Route: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Ask a router to place a call; print where it landed.")
@@ -55,6 +55,21 @@ struct CallCommand: AsyncParsableCommand {
         }
     }
 
+    struct Migrate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Move a live call to another worker (make before break; needs the admin key with tenancy on).")
+        @OptionGroup var router: RouterAddress
+        @Argument(help: "Call id.") var id: String
+
+        func run() async throws {
+            try await cli(router.output) {
+                let data = try await router.client.post("/v1/calls/\(id)/migrate")
+                let m = try JSONDecoder().decode(Migration.self, from: data)
+                return (data, "call \(m.callID) moved from \(m.fromWorker) to \(m.toWorker); audio paused \(String(format: "%.1f", m.pauseMillis)) ms")
+            }
+        }
+    }
+
     struct End: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "End a call.")
         @OptionGroup var router: RouterAddress
@@ -89,6 +104,8 @@ func describe(_ e: Scheduler.Explanation) -> String {
 func describe(_ r: CallRecord) -> String {
     var line = "call \(r.callID): \(r.state.rawValue), tenant \(r.tenant), worker \(r.workerID) (version \(r.version), region \(r.region))"
     if let reason = r.endReason { line += ", ended: \(reason)" }
+    if r.moves > 0 { line += ", moved \(r.moves)x" }
+    if let seq = r.checkpointSeq { line += ", checkpoint #\(seq)" }
     return line
 }
 

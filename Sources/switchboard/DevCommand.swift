@@ -110,7 +110,9 @@ final class DevCluster: Sendable {
         let zones = ["a", "b", "c"]
         for i in 1...max(1, workers) {
             children.append(try spawn("worker-\(i)", ["worker", "--id", "worker-\(i)", "--capacity", "\(capacity)", "--handler", "echo",
-                                                      "--region", "local", "--zone", "local-\(zones[(i - 1) % 3])", "--cpu-source", "process"] + common, in: directory))
+                                                      "--region", "local", "--zone", "local-\(zones[(i - 1) % 3])", "--cpu-source", "process",
+                                                      // The whole local cluster stops at once: nowhere to move calls to.
+                                                      "--drain-deadline", "0", "--drain-at-deadline", "end"] + common, in: directory))
         }
         for child in children { say("started \(child.name) (pid \(child.pid))") }
         let connection = try await NATSConnection.connect(NATSConfiguration(servers: [nats.url], name: "dev-callers"),

@@ -33,7 +33,8 @@ enum Runtime {
             defer { redis.close() }
             _ = try await redis.ping()  // fail at start, with the reason, rather than on the first call
             let group = ServiceGroup(configuration: .init(
-                services: try services(nats, redis).map { .init(service: $0) },
+                // A service that returns (a worker whose drain is done) ends the process cleanly, exit 0.
+                services: try services(nats, redis).map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
             try await group.run()

@@ -19,7 +19,7 @@ struct StatusCommand: AsyncParsableCommand {
     func table(_ view: WorkersView) -> String {
         var rows = [["WORKER", "VERSION", "REGION/ZONE", "STATE", "CALLS", "RESERVED", "FREE", "CPU", "MEM", "SCORE", "SEEN"]]
         for w in view.workers {
-            let state = w.liveness == "alive" ? w.state : "\(w.state) (\(w.liveness))"
+            let state = w.liveness == "alive" ? w.state + drainProgress(w) : "\(w.state) (\(w.liveness))"
             rows.append([w.id, w.version, "\(w.region)/\(w.zone)", state, "\(w.activeCalls)/\(w.capacity)", "\(w.reserved)",
                          "\(w.freeSlots)", String(format: "%.0f%%", w.cpu * 100),
                          String(format: "%d MiB (%.0f%%)", w.memoryUsedBytes / 1_048_576, w.load.memory * 100),
@@ -27,9 +27,24 @@ struct StatusCommand: AsyncParsableCommand {
         }
         var text = formatTable(rows)
         let t = view.totals
-        text += "\n\(t["workers"] ?? 0) workers (\(t["ready"] ?? 0) ready, \(t["suspect"] ?? 0) suspect), \(t["active_calls"] ?? 0) calls, \(t["free_slots"] ?? 0) free slots of \(t["capacity"] ?? 0)"
+        text += "\n\(t["workers"] ?? 0) workers (\(t["ready"] ?? 0) ready, \(t["draining"] ?? 0) draining, \(t["suspect"] ?? 0) suspect), \(t["active_calls"] ?? 0) calls, \(t["free_slots"] ?? 0) free slots of \(t["capacity"] ?? 0)"
         return text
     }
+}
+
+/// A drain's progress for the state column: time to its deadline and what happens then (the calls left are
+/// in the CALLS column).
+func drainProgress(_ w: WorkerView) -> String {
+    guard let drain = w.drain else { return "" }
+    let left = Double(drain.deadlineMillis - Int64(Date().timeIntervalSince1970 * 1000)) / 1000
+    let when = left > 0 ? "\(formatSeconds(left)) to deadline" : "deadline passed"
+    return " (\(when), then \(drain.atDeadline.rawValue))"
+}
+
+func formatSeconds(_ s: Double) -> String {
+    if s >= 3600 { return String(format: "%.0fh%02.0fm", (s / 3600).rounded(.down), (s.truncatingRemainder(dividingBy: 3600) / 60).rounded(.down)) }
+    if s >= 60 { return String(format: "%.0fm%02.0fs", (s / 60).rounded(.down), s.truncatingRemainder(dividingBy: 60).rounded(.down)) }
+    return String(format: "%.0fs", s.rounded(.up))
 }
 
 /// Left-aligned columns, two spaces apart.

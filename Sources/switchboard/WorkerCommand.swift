@@ -35,6 +35,13 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("lease-time"), help: "Seconds a tenant's live-call lease lasts (the routers' setting); renewed every third of it.")
     var leaseTime: Double = Settings.double("lease-time", 30)
 
+    @Option(name: .customLong("drain-deadline"), help: "SIGTERM drains the worker: seconds its calls have to end by themselves before the rest move.")
+    var drainDeadline: Double = Settings.double("drain-deadline", 300)
+    @Option(name: .customLong("drain-at-deadline"), help: "What happens to calls still running at the drain deadline: migrate or end.")
+    var drainAtDeadline: String = Settings.string("drain-at-deadline", "migrate")
+    @Option(name: .customLong("checkpoint-interval"), help: "Seconds between checkpoints of a call's changed state.")
+    var checkpointInterval: Double = Settings.double("checkpoint-interval", 1)
+
     func run() async throws {
         Runtime.followParentIfAsked()
         let logger = Runtime.logger("switchboard.worker", level: cluster.logLevel)
@@ -50,6 +57,13 @@ struct WorkerCommand: AsyncParsableCommand {
                 throw SwitchboardError(.invalidArgument, "cpu source must be one of \(CPUSource.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             config.cpuSource = source
+            try DrainRequest.checkDeadline(seconds: drainDeadline)
+            config.drainDeadline = Duration(seconds: drainDeadline)
+            guard let atDeadline = AtDeadline(rawValue: drainAtDeadline) else {
+                throw SwitchboardError(.invalidArgument, "drain-at-deadline must be migrate or end, got '\(drainAtDeadline)'")
+            }
+            config.drainAtDeadline = atDeadline
+            config.checkpointInterval = Duration(seconds: checkpointInterval)
             try config.validate()
             callHandler = try BuiltinHandlers.named(handler)
         } catch {

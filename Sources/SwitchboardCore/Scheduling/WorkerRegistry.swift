@@ -45,14 +45,16 @@ public struct WorkerRegistry: Sendable {
         public var lastHeard: Instant
         public var liveness: Liveness
         public var reservations: [Reservation] = []
+        /// An operator's drain of this worker, known before (or without) the worker's heartbeat saying so.
+        public var drain: DrainRequest?
 
         public var id: String { heartbeat.workerID }
         /// Calls this router placed (or is placing) that the worker's last heartbeat does not show yet.
         public var reserved: Int { reservations.count }
         /// Free slots by the worker's report, less this router's reservations.
         public var freeSlots: Int { max(0, heartbeat.capacity - heartbeat.activeCalls - reserved) }
-        /// Ready and alive: may be offered calls.
-        public var isPlaceable: Bool { heartbeat.state == .ready && liveness == .alive }
+        /// Ready, alive and not being drained: may be offered calls.
+        public var isPlaceable: Bool { heartbeat.state == .ready && liveness == .alive && drain == nil }
     }
 
     public enum IngestResult: String, Equatable, Sendable {
@@ -77,6 +79,8 @@ public struct WorkerRegistry: Sendable {
 
     public let configuration: Configuration
     public private(set) var entries: [String: Entry] = [:]
+    /// Drains under way, by worker id (kept for workers not heard from yet, e.g. after a router restart).
+    public private(set) var drains: [String: DrainRequest] = [:]
     private(set) var pools: [PoolKey: IndexedIDs] = [:]
     private var nextToken: UInt64 = 0
 
@@ -90,7 +94,7 @@ public struct WorkerRegistry: Sendable {
     @discardableResult
     public mutating func ingest(_ heartbeat: Heartbeat, now: Instant) -> IngestResult {
         guard var entry = entries[heartbeat.workerID] else {
-            update(Entry(heartbeat: heartbeat, lastHeard: now, liveness: .alive))
+            update(Entry(heartbeat: heartbeat, lastHeard: now, liveness: .alive, drain: drains[heartbeat.workerID]))
             return .joined
         }
         let result: IngestResult
@@ -146,6 +150,17 @@ public struct WorkerRegistry: Sendable {
     public mutating func remove(_ workerID: String) {
         guard let old = entries.removeValue(forKey: workerID) else { return }
         if old.isPlaceable { pools[PoolKey(old)]?.remove(workerID) }
+    }
+
+    // MARK: Drains
+
+    /// A drain began (or nil: it was cancelled or finished): the worker is no longer offered calls from now,
+    /// whatever its last heartbeat said.
+    public mutating func setDrain(_ workerID: String, _ drain: DrainRequest?) {
+        drains[workerID] = drain
+        guard var entry = entries[workerID] else { return }
+        entry.drain = drain
+        update(entry)
     }
 
     // MARK: Reservations

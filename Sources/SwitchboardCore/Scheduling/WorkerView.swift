@@ -20,9 +20,11 @@ public struct WorkerView: Codable, Sendable, Equatable {
     public var load: Scheduler.Load
     public var score: Scheduler.Score
     public var lastHeartbeatAgeMs: Int
+    /// The drain under way, if any: its deadline and what then (progress is `active_calls` going to 0).
+    public var drain: DrainRequest?
 
     enum CodingKeys: String, CodingKey {
-        case id, version, region, zone, state, liveness, capacity, reserved, cpu, load, score
+        case id, version, region, zone, state, liveness, capacity, reserved, cpu, load, score, drain
         case activeCalls = "active_calls", freeSlots = "free_slots", memoryUsedBytes = "memory_used_bytes"
         case memoryLimitBytes = "memory_limit_bytes", lastHeartbeatAgeMs = "last_heartbeat_age_ms"
     }
@@ -33,7 +35,9 @@ public struct WorkerView: Codable, Sendable, Equatable {
         version = hb.version
         region = hb.region
         zone = hb.zone
-        state = hb.state.rawValue
+        // A drain asked for but not yet in a heartbeat already counts: no call is placed there.
+        state = entry.drain != nil && hb.state == .ready ? WorkerState.draining.rawValue : hb.state.rawValue
+        drain = entry.drain
         liveness = entry.liveness.rawValue
         capacity = hb.capacity
         activeCalls = hb.activeCalls
@@ -60,6 +64,7 @@ public struct WorkersView: Codable, Sendable, Equatable {
             "workers": workers.count,
             "ready": placeable.count,
             "suspect": workers.filter { $0.liveness == "suspect" }.count,
+            "draining": workers.filter { $0.state == WorkerState.draining.rawValue }.count,
             "capacity": workers.reduce(0) { $0 + $1.capacity },
             "active_calls": workers.reduce(0) { $0 + $1.activeCalls },
             "free_slots": placeable.reduce(0) { $0 + $1.freeSlots },

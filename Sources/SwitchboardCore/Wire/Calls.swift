@@ -122,24 +122,30 @@ public struct RouteReply: WireMessage, Equatable {
 /// `<prefix>.worker.<id>.offer` (request): a router offers a call to a worker.
 public struct Offer: WireMessage, Equatable {
     public static let wireVersion = 1
+    /// Room for a resumed call's checkpoint.
+    public static var maxBytes: Int { Checkpoint.maxBytes + 16 * 1024 }
     public var v = Offer.wireVersion
     public var callID: String
     public var tenant: String
     public var region: String?
     public var metadata: [String: String]
     public var routerID: String
+    /// Set when the call is already running elsewhere (migration, failover): take it on from this checkpoint.
+    public var resume: Resume?
 
     enum CodingKeys: String, CodingKey {
-        case v, tenant, region, metadata
+        case v, tenant, region, metadata, resume
         case callID = "call_id", routerID = "router_id"
     }
 
-    public init(callID: String, tenant: String, region: String?, metadata: [String: String], routerID: String) {
+    public init(callID: String, tenant: String, region: String?, metadata: [String: String], routerID: String,
+                resume: Resume? = nil) {
         self.callID = callID
         self.tenant = tenant
         self.region = region
         self.metadata = metadata
         self.routerID = routerID
+        self.resume = resume
     }
 
     public func validate() throws(SwitchboardError) {
@@ -148,6 +154,10 @@ public struct Offer: WireMessage, Equatable {
         if let region { try WireCheck.text(region, "region", max: 64) }
         try WireCheck.metadata(metadata)
         try WireCheck.identifier(routerID, "router_id")
+        if let resume {
+            try WireCheck.identifier(resume.fromWorker, "from_worker")
+            try resume.checkpoint.validate()
+        }
     }
 }
 
@@ -188,8 +198,14 @@ public struct OfferReply: WireMessage, Equatable {
 }
 
 /// Why a call ended.
-public enum EndReason: String, Codable, Sendable {
+public enum EndReason: String, Codable, Sendable, CaseIterable {
     case caller, handler, maxDuration = "max_duration", api, workerStopping = "worker_stopping"
+    /// A drain's deadline passed (with `--at-deadline end`, or no other worker could take the call).
+    case drainDeadline = "drain_deadline"
+    /// Its worker died and it had no checkpoint to resume from (or no worker could take it).
+    case workerLost = "worker_lost"
+    /// Not an end for the caller: another worker took the call on. Only the worker that let go sees it.
+    case migrated
 }
 
 /// `<prefix>.call.<id>.end` (request): end a call. The worker that holds it answers.

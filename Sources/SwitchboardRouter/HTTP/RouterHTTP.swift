@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import SwitchboardCore
@@ -38,6 +39,44 @@ public enum RouterHTTP {
         routes.get("/v1/workers") { request, _ -> Response in
             try router.requireAdmin(authorization: request.headers[.authorization])
             return json(WorkersView(router.workerViews()))
+        }
+        routes.post("/v1/workers/:id/drain") { request, context -> Response in
+            try router.requireAdmin(authorization: request.headers[.authorization])
+            let id = try context.parameters.require("id")
+            var request = request
+            let body = try DrainBody.decode(try await collect(&request, limit: maxBody))
+            let deadline = try body.deadline(default: router.configuration.defaultDrainDeadline)
+            let actor = actor(request)
+            let result = try await router.audited("drain", target: id, actor: actor,
+                                                  detail: "deadline \(deadline), at deadline \(body.atDeadline ?? .migrate)") {
+                () throws(SwitchboardError) in
+                try await router.drain(id, deadline: deadline, atDeadline: body.atDeadline ?? .migrate, actor: actor)
+            }
+            return json(result, status: .accepted)
+        }
+        routes.post("/v1/workers/:id/undrain") { request, context -> Response in
+            try router.requireAdmin(authorization: request.headers[.authorization])
+            let id = try context.parameters.require("id")
+            let actor = actor(request)
+            return json(try await router.audited("undrain", target: id, actor: actor) { () throws(SwitchboardError) in
+                try await router.undrain(id, actor: actor)
+            })
+        }
+        routes.post("/v1/calls/:id/migrate") { request, context -> Response in
+            try router.requireAdmin(authorization: request.headers[.authorization])
+            let id = try context.parameters.require("id")
+            let actor = actor(request)
+            return json(try await router.audited("migrate", target: id, actor: actor) { () throws(SwitchboardError) in
+                try await router.migrate(id, requestedBy: actor)
+            })
+        }
+        routes.get("/v1/audit") { request, _ -> Response in
+            try router.requireAdmin(authorization: request.headers[.authorization])
+            let limitText = request.uri.queryParameters.get("limit") ?? "50"
+            guard let limit = Int(limitText) else {
+                throw SwitchboardError(.invalidArgument, "limit must be a whole number, got '\(limitText)'")
+            }
+            return json(["entries": try await router.auditEntries(limit: limit)])
         }
         routes.get("/healthz") { _, _ -> Response in
             json(["status": "ok"])
@@ -90,6 +129,14 @@ public enum RouterHTTP {
         return [UInt8](data)
     }
 
+    /// Who asks, for the audit: the name the client gives (`X-Switchboard-Actor`, e.g. the CLI's user@host),
+    /// and which credential came with it.
+    static func actor(_ request: Request) -> String {
+        let named = request.headers[HTTPField.Name("X-Switchboard-Actor")!].map { String($0.prefix(96)) } ?? "unnamed"
+        let credential = request.headers[.authorization] == nil ? "no key" : "admin key"
+        return "\(named.filter { !$0.isNewline }) (\(credential))"
+    }
+
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
         Response(status: status, headers: [.contentType: "application/json"],
                  body: .init(byteBuffer: ByteBuffer(bytes: WireCodec.encode(value))))
@@ -129,5 +176,35 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     static func render(_ status: Int, _ body: ErrorBody) -> Response {
         Response(status: HTTPResponse.Status(code: status), headers: [.contentType: "application/json"],
                  body: .init(byteBuffer: ByteBuffer(bytes: WireCodec.encode(ErrorEnvelope(body)))))
+    }
+}
+
+/// `POST /v1/workers/{id}/drain`: both fields optional (an empty body takes the defaults).
+public struct DrainBody: Codable, Sendable {
+    public var deadlineSeconds: Double?
+    public var atDeadline: AtDeadline?
+
+    public init(deadlineSeconds: Double? = nil, atDeadline: AtDeadline? = nil) {
+        self.deadlineSeconds = deadlineSeconds
+        self.atDeadline = atDeadline
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case deadlineSeconds = "deadline_seconds", atDeadline = "at_deadline"
+    }
+
+    static func decode(_ body: [UInt8]) throws(SwitchboardError) -> DrainBody {
+        guard !body.isEmpty else { return DrainBody() }
+        do {
+            return try JSONDecoder().decode(DrainBody.self, from: Data(body))
+        } catch {
+            throw SwitchboardError(.badMessage, "drain body must be {\"deadline_seconds\": number, \"at_deadline\": \"migrate\" or \"end\"}")
+        }
+    }
+
+    func deadline(default fallback: Duration) throws(SwitchboardError) -> Duration {
+        guard let deadlineSeconds else { return fallback }
+        try DrainRequest.checkDeadline(seconds: deadlineSeconds)
+        return .milliseconds(Int64((deadlineSeconds * 1000).rounded()))
     }
 }

@@ -1,0 +1,162 @@
+/// What happens to the calls still running when a drain's deadline passes.
+public enum AtDeadline: String, Codable, Sendable, CaseIterable {
+    /// Move each call to another worker from its latest checkpoint (live migration).
+    case migrate
+    /// End each call with reason `drain_deadline`.
+    case end
+}
+
+/// A worker's drain, from the request to the exit. Pure: time and the worker's calls are inputs, and every
+/// step returns what the worker must do.
+///
+/// ```
+/// serving ──request──▶ draining ──deadline, end──────────────────▶ ending ──no calls──▶ done (exit 0)
+///    ▲                  │  ▲ │                                        ▲
+///    └────cancel────────┘  │ └─deadline, migrate─▶ migrating ─give up─┘
+///                          └──────────request──────────┘ │
+///                          draining / migrating ──no calls──▶ done
+/// ```
+/// Migration is retried every `retryEvery` for the calls still here (no other worker may have had room);
+/// after `giveUpAfter` the rest are ended with reason `drain_deadline`, so a drain always finishes.
+public struct Drain: Sendable, Equatable {
+    public typealias Instant = ContinuousClock.Instant
+
+    public enum Phase: Equatable, Sendable {
+        case serving
+        case draining(deadline: Instant, atDeadline: AtDeadline)
+        case migrating(since: Instant, lastAttempt: Instant)
+        case ending
+        case done
+    }
+
+    public enum Action: Equatable, Sendable {
+        /// Take no new calls; tell the routers now.
+        case refuseNewCalls
+        /// Take new calls again (the drain was cancelled).
+        case acceptNewCalls
+        /// Ask the routers to move these calls elsewhere.
+        case migrate([String])
+        /// End these calls with this reason.
+        case end([String], EndReason)
+        /// The last call is gone: leave the cluster and exit 0.
+        case exit
+    }
+
+    public var retryEvery: Duration
+    public var giveUpAfter: Duration
+    public private(set) var phase: Phase = .serving
+
+    public init(retryEvery: Duration = .seconds(2), giveUpAfter: Duration = .seconds(30)) {
+        self.retryEvery = retryEvery
+        self.giveUpAfter = giveUpAfter
+    }
+
+    /// Not serving: no new calls.
+    public var isDraining: Bool { phase != .serving }
+
+    /// A drain request (a new one replaces the deadline of one under way). Ignored once calls are being
+    /// ended or the worker is leaving.
+    public mutating func request(deadline: Instant, atDeadline: AtDeadline, now: Instant, calls: Set<String>) -> [Action] {
+        switch phase {
+        case .ending, .done:
+            return []
+        case .serving:
+            phase = .draining(deadline: deadline, atDeadline: atDeadline)
+            return [.refuseNewCalls] + tick(now: now, calls: calls)
+        case .draining, .migrating:
+            phase = .draining(deadline: deadline, atDeadline: atDeadline)
+            return tick(now: now, calls: calls)
+        }
+    }
+
+    /// Cancels a drain. False (and nothing changes) when there is none, or calls are already being ended or
+    /// the worker is leaving: too late to take calls again.
+    public mutating func cancel() -> (cancelled: Bool, actions: [Action]) {
+        switch phase {
+        case .draining, .migrating:
+            phase = .serving
+            return (true, [.acceptNewCalls])
+        case .serving, .ending, .done:
+            return (false, [])
+        }
+    }
+
+    /// Advances time with the calls the worker holds now.
+    public mutating func tick(now: Instant, calls: Set<String>) -> [Action] {
+        if phase != .serving && phase != .done && calls.isEmpty {
+            phase = .done
+            return [.exit]
+        }
+        switch phase {
+        case .serving, .done:
+            return []
+        case .draining(let deadline, let atDeadline):
+            guard now >= deadline else { return [] }
+            switch atDeadline {
+            case .end:
+                phase = .ending
+                return [.end(calls.sorted(), .drainDeadline)]
+            case .migrate:
+                phase = .migrating(since: now, lastAttempt: now)
+                return [.migrate(calls.sorted())]
+            }
+        case .migrating(let since, let lastAttempt):
+            if now - since >= giveUpAfter {
+                phase = .ending
+                return [.end(calls.sorted(), .drainDeadline)]
+            }
+            guard now - lastAttempt >= retryEvery else { return [] }
+            phase = .migrating(since: since, lastAttempt: now)
+            return [.migrate(calls.sorted())]
+        case .ending:
+            return []
+        }
+    }
+}
+
+/// A drain as operators ask for it and as Redis keeps it (hash `<prefix>:drains`, worker id → this JSON), so
+/// it outlives a router restart and a worker's reconnect.
+public struct DrainRequest: Codable, Sendable, Equatable {
+    public var workerID: String
+    /// Unix time in milliseconds at which calls still running are migrated or ended.
+    public var deadlineMillis: Int64
+    public var atDeadline: AtDeadline
+    public var requestedBy: String
+    public var requestedAtMillis: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case workerID = "worker_id", deadlineMillis = "deadline_ms", atDeadline = "at_deadline"
+        case requestedBy = "requested_by", requestedAtMillis = "requested_at_ms"
+    }
+
+    public init(workerID: String, deadlineMillis: Int64, atDeadline: AtDeadline, requestedBy: String, requestedAtMillis: Int64) {
+        self.workerID = workerID
+        self.deadlineMillis = deadlineMillis
+        self.atDeadline = atDeadline
+        self.requestedBy = requestedBy
+        self.requestedAtMillis = requestedAtMillis
+    }
+
+    /// The longest deadline accepted (a week).
+    public static let maxDeadline: Duration = .seconds(7 * 24 * 3600)
+
+    /// Checks an operator's deadline: not negative, at most `maxDeadline`.
+    public static func checkDeadline(seconds: Double) throws(SwitchboardError) {
+        guard seconds.isFinite, seconds >= 0 else {
+            throw SwitchboardError(.invalidArgument, "drain deadline must be zero or more seconds, got \(seconds)")
+        }
+        guard seconds <= Double(maxDeadline.components.seconds) else {
+            throw SwitchboardError(.invalidArgument, "drain deadline must be at most a week (\(maxDeadline.components.seconds) s), got \(seconds)")
+        }
+    }
+
+    public func validate() throws(SwitchboardError) {
+        try WireCheck.identifier(workerID, "worker_id")
+        try WireCheck.text(requestedBy, "requested_by", max: 128)
+    }
+
+    /// The deadline on this process's clock, given the Unix time now.
+    public func deadline(now: ContinuousClock.Instant, unixNowMillis: Int64) -> ContinuousClock.Instant {
+        now + .milliseconds(max(0, deadlineMillis - unixNowMillis))
+    }
+}

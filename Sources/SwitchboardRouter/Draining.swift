@@ -1,0 +1,167 @@
+import Foundation
+import Logging
+import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardObservability
+import SwitchboardRedis
+
+/// The answer to a drain or undrain: the drain now in force (nil after undrain), and whether the worker
+/// itself confirmed (a worker cut off from NATS applies the drain from Redis when it is back).
+public struct DrainResult: Codable, Sendable, Equatable {
+    public var workerID: String
+    public var drain: DrainRequest?
+    public var confirmed: Bool
+    public var state: String?
+    public var activeCalls: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case drain, confirmed, state
+        case workerID = "worker_id", activeCalls = "active_calls"
+    }
+}
+
+extension Router {
+    // MARK: - Drains
+
+    /// Drains a worker: kept in Redis (it outlives this router and the worker's reconnects), applied in every
+    /// router's view at once (no new call lands there from the moment this returns), and sent to the worker,
+    /// which refuses offers from then on and leaves when its last call is gone.
+    public func drain(_ workerID: String, deadline: Duration, atDeadline: AtDeadline, actor: String) async throws(SwitchboardError) -> DrainResult {
+        try WireCheck.identifier(workerID, "worker_id")
+        try DrainRequest.checkDeadline(seconds: Double(deadline.milliseconds) / 1000)
+        guard fleet.withLock({ $0.registry.entries[workerID] != nil }) else {
+            throw SwitchboardError(.notFound, "no worker \(workerID) is known (see switchboard node list)")
+        }
+        let now = Self.unixMillis()
+        let request = DrainRequest(workerID: workerID, deadlineMillis: now + deadline.milliseconds, atDeadline: atDeadline,
+                                   requestedBy: actor, requestedAtMillis: now)
+        do {
+            _ = try await redis.send(["HSET", configuration.keys.drains, workerID, String(decoding: WireCodec.encode(request), as: UTF8.self)])
+        } catch {
+            throw SwitchboardError(.unavailable, "the drain cannot be kept in Redis: \(error.message)")
+        }
+        setDrain(workerID, request)
+        metrics.increment(MetricNames.drainRequests, ["op": "drain"], help: "Drain and undrain requests")
+        let reply = try? await control(workerID, WorkerControl(.drain, drain: request))
+        logger.notice("worker draining", metadata: [LogKey.workerID: "\(workerID)", "deadline_ms": "\(request.deadlineMillis)",
+                                                    "at_deadline": "\(atDeadline.rawValue)", "by": "\(actor)",
+                                                    "confirmed": "\(reply != nil)"])
+        return DrainResult(workerID: workerID, drain: request, confirmed: reply != nil, state: reply?.state.rawValue,
+                           activeCalls: reply?.activeCalls)
+    }
+
+    /// Cancels a worker's drain; `conflict` when it is too late (its calls are being ended, or it is leaving).
+    public func undrain(_ workerID: String, actor: String) async throws(SwitchboardError) -> DrainResult {
+        try WireCheck.identifier(workerID, "worker_id")
+        let known = fleet.withLock { $0.registry.entries[workerID] != nil || $0.registry.drains[workerID] != nil }
+        guard known else { throw SwitchboardError(.notFound, "no worker \(workerID) is known (see switchboard node list)") }
+        var reply: WorkerControlReply?
+        do {
+            reply = try await control(workerID, WorkerControl(.undrain))
+        } catch where error.code == .conflict {
+            throw error
+        } catch {
+            reply = nil  // not reachable: the record in Redis decides when it is back
+        }
+        do {
+            _ = try await redis.send(["HDEL", configuration.keys.drains, workerID])
+        } catch {
+            throw SwitchboardError(.unavailable, "the drain cannot be removed from Redis: \(error.message)")
+        }
+        setDrain(workerID, nil)
+        metrics.increment(MetricNames.drainRequests, ["op": "undrain"], help: "Drain and undrain requests")
+        logger.notice("worker drain cancelled", metadata: [LogKey.workerID: "\(workerID)", "by": "\(actor)"])
+        return DrainResult(workerID: workerID, drain: nil, confirmed: reply != nil, state: reply?.state.rawValue,
+                           activeCalls: reply?.activeCalls)
+    }
+
+    /// Applies a drain (or its end) to this router's view and tells every other router.
+    private func setDrain(_ workerID: String, _ request: DrainRequest?) {
+        fleet.withLock { $0.registry.setDrain(workerID, request) }
+        try? nats.publish(configuration.subjects.drains, payload: DrainNotice(workerID: workerID, drain: request).encoded())
+    }
+
+    /// Another router or a worker announced a drain.
+    func ingestDrainNotice(_ message: NATSMessage) {
+        do {
+            let notice = try DrainNotice.decode(message.payload)
+            fleet.withLock { $0.registry.setDrain(notice.workerID, notice.drain) }
+        } catch {
+            countBadMessage("drain_notice", error)
+        }
+    }
+
+    /// Reads the drains kept in Redis into this router's view: at start (a restarted router keeps to drains
+    /// asked of another) and now and then after (a notice missed while disconnected).
+    func loadDrains() async {
+        let stored: [String: String]
+        do {
+            stored = try await redis.hashGetAll(configuration.keys.drains)
+        } catch {
+            logger.warning("drains not read from Redis", metadata: [LogKey.error: "\(error)"])
+            return
+        }
+        var drains: [String: DrainRequest] = [:]
+        for (worker, text) in stored {
+            guard let request = try? JSONDecoder().decode(DrainRequest.self, from: Data(text.utf8)), request.workerID == worker else {
+                logger.warning("unreadable drain in Redis ignored", metadata: [LogKey.workerID: "\(worker)"])
+                continue
+            }
+            drains[worker] = request
+        }
+        fleet.withLock { fleet in
+            for (worker, request) in drains where fleet.registry.drains[worker] != request { fleet.registry.setDrain(worker, request) }
+            for worker in fleet.registry.drains.keys where drains[worker] == nil { fleet.registry.setDrain(worker, nil) }
+        }
+    }
+
+    // MARK: - Audit
+
+    /// Appends an operator action to the audit stream (capped near `auditLength` entries). An audit that
+    /// cannot be written is logged, never silently dropped.
+    func audit(_ action: String, target: String, actor: String, outcome: String, detail: String = "") async {
+        let entry = AuditEntry(atMillis: Self.unixMillis(), actor: actor, action: action, target: target, outcome: outcome, detail: detail)
+        var command = ["XADD", configuration.keys.audit, "MAXLEN", "~", String(configuration.auditLength), "*"]
+        for (field, value) in entry.fields { command += [field, value] }
+        do {
+            _ = try await redis.send(command)
+        } catch {
+            logger.error("audit entry not written", metadata: ["action": "\(action)", "target": "\(target)", "actor": "\(actor)",
+                                                               "outcome": "\(outcome)", LogKey.error: "\(error)"])
+        }
+    }
+
+    /// The latest audit entries, newest first.
+    public func auditEntries(limit: Int) async throws(SwitchboardError) -> [AuditEntry] {
+        guard (1...10_000).contains(limit) else { throw SwitchboardError(.invalidArgument, "limit must be 1-10000, got \(limit)") }
+        let reply: RedisValue
+        do {
+            reply = try await redis.send(["XREVRANGE", configuration.keys.audit, "+", "-", "COUNT", String(limit)])
+        } catch {
+            throw SwitchboardError(.unavailable, "cannot read the audit stream: \(error.message)")
+        }
+        return (reply.array ?? []).compactMap { item in
+            guard let parts = item.array, parts.count == 2, let id = parts[0].string, let flat = parts[1].array else { return nil }
+            var fields: [String: String] = [:]
+            var i = 0
+            while i + 1 < flat.count {
+                if let key = flat[i].string { fields[key] = flat[i + 1].string ?? "" }
+                i += 2
+            }
+            return AuditEntry(id: id, fields: fields)
+        }
+    }
+
+    /// Runs an operator action and records it in the audit stream with its outcome.
+    func audited<T>(_ action: String, target: String, actor: String, detail: String = "",
+                    _ body: () async throws(SwitchboardError) -> T) async throws(SwitchboardError) -> T {
+        do {
+            let result = try await body()
+            await audit(action, target: target, actor: actor, outcome: "ok", detail: detail)
+            return result
+        } catch {
+            await audit(action, target: target, actor: actor, outcome: error.api.code, detail: [detail, error.message].filter { !$0.isEmpty }.joined(separator: "; "))
+            throw error
+        }
+    }
+}

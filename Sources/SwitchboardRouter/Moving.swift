@@ -1,0 +1,208 @@
+import Foundation
+import Logging
+import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardObservability
+import SwitchboardRedis
+
+extension Router {
+    // MARK: - Live migration
+
+    /// Moves a running call to another worker, make before break: the worker holding it stops sending and
+    /// checkpoints (`hold`); the scheduler picks another worker, which is offered the call with that
+    /// checkpoint, subscribes to the call's media and starts its handler from the saved state; only when it
+    /// has accepted does the first worker let go (`release`). If no worker takes it, the first one goes on
+    /// (`unhold`). The caller keeps the same media subjects throughout.
+    ///
+    /// One router moves a call at a time (a lock in Redis with an expiry).
+    public func migrate(_ callID: String, requestedBy: String) async throws(SwitchboardError) -> Migration {
+        try WireCheck.identifier(callID, "call_id")
+        let record = try await call(callID)
+        guard record.state != .ended else {
+            throw SwitchboardError(.conflict, "call \(callID) has ended (\(record.endReason ?? "no reason recorded")); there is nothing to move")
+        }
+        let log = logger.with([LogKey.callID: "\(callID)", LogKey.workerID: "\(record.workerID)", "by": "\(requestedBy)"])
+        guard try await lock(callID) else {
+            throw SwitchboardError(.conflict, "call \(callID) is being moved already")
+        }
+        defer { Task { await self.unlock(callID) } }
+        publishEvent(CallEvent(callID: callID, event: .migrating, workerID: record.workerID, atMillis: Self.unixMillis()))
+
+        let held = clock.now
+        let checkpoint: Checkpoint
+        do throws(SwitchboardError) {
+            let reply = try await control(record.workerID, WorkerControl(.hold, callID: callID))
+            guard let taken = reply.checkpoint else { throw SwitchboardError(.badMessage, "hold answered without a checkpoint") }
+            checkpoint = taken
+        } catch {
+            metrics.increment(MetricNames.migrations, ["result": "hold_failed"], help: "Call migrations by result")
+            log.warning("call not moved: its worker did not hold it", metadata: [LogKey.error: "\(error.message)"])
+            throw SwitchboardError(error.code == .notFound ? .conflict : .unavailable,
+                                   "worker \(record.workerID) could not hand call \(callID) over: \(error.message)")
+        }
+        let offer = Offer(callID: callID, tenant: record.tenant, region: nil, metadata: record.metadata, routerID: configuration.id,
+                          resume: Resume(reason: .migrate, fromWorker: record.workerID, checkpoint: checkpoint))
+        let accepted: OfferReply
+        do {
+            (accepted, _) = try await offerAround(offer, needs: Scheduler.Needs(region: record.region, locality: .preferred,
+                                                                                tried: [record.workerID]),
+                                                  deadline: clock.now + configuration.routeDeadline, logger: log)
+        } catch {
+            _ = try? await control(record.workerID, WorkerControl(.unhold, callID: callID))
+            metrics.increment(MetricNames.migrations, ["result": error.code.rawValue], help: "Call migrations by result")
+            log.warning("call not moved: no other worker took it; it stays", metadata: [LogKey.error: "\(error.message)"])
+            throw error
+        }
+        let pause = clock.now - held
+        do {
+            _ = try await control(record.workerID, WorkerControl(.release, callID: callID))
+        } catch {
+            // It lets go anyway once its next checkpoint finds the call recorded elsewhere.
+            log.warning("old worker did not confirm letting go", metadata: [LogKey.error: "\(error.message)"])
+        }
+        metrics.increment(MetricNames.migrations, ["result": "moved"], help: "Call migrations by result")
+        metrics.observe(MetricNames.migrationPauseSeconds, [:], pause.microseconds / 1e6, buckets: MetricNames.latencyBuckets,
+                        help: "Time a migrated call's audio paused: from hold to the new worker's accept")
+        publishEvent(CallEvent(callID: callID, event: .migrated, workerID: accepted.workerID, fromWorker: record.workerID,
+                               atMillis: Self.unixMillis()))
+        log.notice("call moved", metadata: ["to_worker": "\(accepted.workerID)", "pause_ms": "\(pause.microseconds / 1000)"])
+        return Migration(callID: callID, fromWorker: record.workerID, toWorker: accepted.workerID,
+                         pauseMillis: pause.microseconds / 1000)
+    }
+
+    /// Sends an order to one worker and returns its answer; the worker's refusal comes back as its error.
+    func control(_ workerID: String, _ order: WorkerControl, timeout: Duration? = nil) async throws(SwitchboardError) -> WorkerControlReply {
+        let reply: WorkerControlReply
+        do {
+            let message = try await nats.request(configuration.subjects.control(worker: workerID), payload: order.encoded(),
+                                                 headers: order.callID.map { ["Call-Id": $0] } ?? [:],
+                                                 timeout: timeout ?? configuration.offerTimeout)
+            reply = try WorkerControlReply.decode(message.payload)
+        } catch let error as SwitchboardError {
+            throw error.code == .noResponders ? SwitchboardError(.unavailable, "worker \(workerID) is not connected") : error
+        } catch {
+            throw SwitchboardError(.unavailable, "worker \(workerID) did not answer: \(error)")
+        }
+        if let error = reply.error {
+            throw SwitchboardError(SwitchboardError.Code(rawValue: error.code), error.message)
+        }
+        return reply
+    }
+
+    static let unlockScript = RedisScript("""
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+        return 0
+        """)
+
+    /// Takes the call's move lock for this router; false when another router holds it.
+    func lock(_ callID: String) async throws(SwitchboardError) -> Bool {
+        do {
+            let reply = try await redis.send(["SET", configuration.keys.callLock(callID), configuration.id, "NX", "PX",
+                                              String(configuration.moveLockTime.milliseconds)])
+            return !reply.isNull
+        } catch {
+            throw SwitchboardError(.unavailable, "cannot lock call \(callID) in Redis: \(error.message)")
+        }
+    }
+
+    func unlock(_ callID: String) async {
+        _ = try? await redis.evaluate(Self.unlockScript, keys: [configuration.keys.callLock(callID)], arguments: [configuration.id])
+    }
+
+    // MARK: - Failover
+
+    /// A worker died: every call in its set in Redis is taken on by another worker from its checkpoint, or,
+    /// with none, ended with reason `worker_lost`. Every router sees the death; a lock per call makes one of
+    /// them handle each call.
+    func failover(_ workerID: String) async {
+        let calls: [String]
+        do {
+            calls = (try await redis.send(["SMEMBERS", configuration.keys.workerCalls(workerID)]).array ?? []).compactMap(\.string)
+        } catch {
+            logger.error("cannot read a dead worker's calls: they are not moved", metadata: [LogKey.workerID: "\(workerID)",
+                                                                                           LogKey.error: "\(error)"])
+            return
+        }
+        guard !calls.isEmpty else { return }
+        logger.warning("taking on a dead worker's calls", metadata: [LogKey.workerID: "\(workerID)", "calls": "\(calls.count)"])
+        await withDiscardingTaskGroup { group in
+            for callID in calls { group.addTask { await self.recover(callID, from: workerID) } }
+        }
+    }
+
+    private func recover(_ callID: String, from workerID: String) async {
+        let log = logger.with([LogKey.callID: "\(callID)", LogKey.workerID: "\(workerID)"])
+        let keys = configuration.keys
+        do {
+            guard try await lock(callID) else { return }  // another router has it
+            defer { Task { await self.unlock(callID) } }
+            let fields = try await redis.hashGetAll(keys.call(callID))
+            guard let record = CallRecord(callID: callID, fields: fields), record.state != .ended, record.workerID == workerID else {
+                // Ended, or already elsewhere: the set only kept a stale entry.
+                _ = try await redis.send(["SREM", keys.workerCalls(workerID), callID])
+                return
+            }
+            let checkpoint: Checkpoint
+            switch Checkpoint.parse(fields["checkpoint"]) {
+            case .success(let found)?:
+                checkpoint = found
+            case .failure(let error)?:
+                await lose(record, because: "its checkpoint is unusable (\(error.message))", log: log)
+                return
+            case nil:
+                await lose(record, because: "it has no checkpoint", log: log)
+                return
+            }
+            let offer = Offer(callID: callID, tenant: record.tenant, region: nil, metadata: record.metadata, routerID: configuration.id,
+                              resume: Resume(reason: .failover, fromWorker: workerID, checkpoint: checkpoint))
+            let reply: OfferReply
+            do {
+                (reply, _) = try await offerAround(offer, needs: Scheduler.Needs(region: record.region, locality: .preferred,
+                                                                                 tried: [workerID]),
+                                                   deadline: clock.now + configuration.routeDeadline, logger: log)
+            } catch {
+                await lose(record, because: "no worker could take it (\(error.message))", log: log)
+                return
+            }
+            _ = try? await redis.send(["SREM", keys.workerCalls(workerID), callID])
+            metrics.increment(MetricNames.failoverCalls, ["result": "recovered"], help: "Calls of dead workers, by result")
+            publishEvent(CallEvent(callID: callID, event: .resumed, workerID: reply.workerID, fromWorker: workerID,
+                                   atMillis: Self.unixMillis()))
+            log.notice("call recovered from a dead worker", metadata: ["to_worker": "\(reply.workerID)",
+                                                                      "checkpoint_seq": "\(checkpoint.seq)"])
+        } catch {
+            log.error("call of a dead worker not handled: Redis unreachable", metadata: [LogKey.error: "\(error)"])
+        }
+    }
+
+    /// Ends a dead worker's call that cannot be taken on, with reason `worker_lost`, counted and logged.
+    private func lose(_ record: CallRecord, because why: String, log: Logger) async {
+        let keys = configuration.keys
+        _ = try? await redis.pipeline([
+            RedisCommand(["HSET", keys.call(record.callID), "state", "ended", "ended_at", String(Self.unixMillis()),
+                          "end_reason", EndReason.workerLost.rawValue]),
+            RedisCommand(["EXPIRE", keys.call(record.callID), String(configuration.endedCallRetention.components.seconds)]),
+            RedisCommand(["SREM", keys.workerCalls(record.workerID), record.callID]),
+            RedisCommand(["ZREM", keys.tenantLeases(record.tenant), record.callID]),
+        ])
+        metrics.increment(MetricNames.failoverCalls, ["result": "lost"], help: "Calls of dead workers, by result")
+        publishEvent(CallEvent(callID: record.callID, event: .ended, workerID: record.workerID,
+                               reason: EndReason.workerLost.rawValue, atMillis: Self.unixMillis()))
+        log.error("call lost with its worker: \(why)")
+    }
+
+    // MARK: - NATS API
+
+    /// `<prefix>.migrate`: a draining worker asks for one of its calls to be moved.
+    func handleMigrateRequest(_ message: NATSMessage) async {
+        let reply: MigrateReply
+        do {
+            let request = try MigrateRequest.decode(message.payload)
+            reply = MigrateReply(try await migrate(request.callID, requestedBy: request.requestedBy))
+        } catch {
+            if error.code == .badMessage || error.code == .tooLarge { countBadMessage("migrate_request", error) }
+            reply = MigrateReply(error: error)
+        }
+        try? nats.reply(to: message, payload: reply.encoded())
+    }
+}

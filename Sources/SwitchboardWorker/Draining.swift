@@ -1,0 +1,208 @@
+import Foundation
+import Logging
+import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardObservability
+import SwitchboardRedis
+
+extension Worker {
+    // MARK: - Drain
+
+    /// Starts (or re-times) a drain: no new calls from now on (routers are told at once), the calls here go
+    /// on, and at the deadline those left are moved to other workers (`migrate`) or ended. When the last
+    /// call is gone, `run` returns. The drain is kept in Redis until then, so a restarted router or a
+    /// reconnected worker keeps to it.
+    public func drain(deadline: Duration, atDeadline: AtDeadline, requestedBy: String) async {
+        let now = Self.unixMillis()
+        let request = DrainRequest(workerID: configuration.id, deadlineMillis: now + deadline.milliseconds,
+                                   atDeadline: atDeadline, requestedBy: requestedBy, requestedAtMillis: now)
+        await apply(request, record: true)
+    }
+
+    /// Applies a drain request: to the state machine, and (`record`) to Redis and every router.
+    func apply(_ request: DrainRequest, record: Bool) async {
+        let (actions, calls) = state.withLock { state in
+            state.drainRequest = request
+            let actions = state.drain.request(deadline: request.deadline(now: .now, unixNowMillis: Self.unixMillis()),
+                                               atDeadline: request.atDeadline, now: .now, calls: Set(state.calls.keys))
+            return (actions, state.calls.count)
+        }
+        logger.notice("draining", metadata: ["calls": "\(calls)", "deadline_ms": "\(request.deadlineMillis)",
+                                             "at_deadline": "\(request.atDeadline.rawValue)", "by": "\(request.requestedBy)"])
+        if record {
+            do {
+                _ = try await redis.send(["HSET", configuration.keys.drains, configuration.id,
+                                          String(decoding: WireCodec.encode(request), as: UTF8.self)])
+            } catch {
+                logger.warning("drain not kept in Redis", metadata: [LogKey.error: "\(error)"])
+            }
+            announce(request)
+        }
+        await perform(actions)
+    }
+
+    /// Cancels a drain under way; false when there is none or it is too late (calls are being ended).
+    public func undrain() async -> Bool {
+        let (cancelled, actions) = state.withLock { state in
+            let result = state.drain.cancel()
+            if result.cancelled { state.drainRequest = nil }
+            return result
+        }
+        guard cancelled else { return false }
+        logger.notice("drain cancelled: taking calls again")
+        _ = try? await redis.send(["HDEL", configuration.keys.drains, configuration.id])
+        announce(nil)
+        await perform(actions)
+        return true
+    }
+
+    /// Tells every router at once that this worker's drain began or ended.
+    private func announce(_ request: DrainRequest?) {
+        try? nats.publish(configuration.subjects.drains, payload: DrainNotice(workerID: configuration.id, drain: request).encoded())
+    }
+
+    /// A worker that starts (or restarts) while a drain of it is recorded keeps to it.
+    func resumeDrainFromRedis() async {
+        do {
+            guard let text = try await redis.send(["HGET", configuration.keys.drains, configuration.id]).string else { return }
+            let request = try JSONDecoder().decode(DrainRequest.self, from: Data(text.utf8))
+            await apply(request, record: false)
+        } catch {
+            logger.warning("could not read this worker's drain from Redis", metadata: [LogKey.error: "\(error)"])
+        }
+    }
+
+    /// Ticks the drain a few times a second, and at once when a call ends.
+    func drainLoop() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    drainTrigger.yield()
+                }
+            }
+            for await _ in drainTriggers {
+                let actions = state.withLock { $0.drain.tick(now: .now, calls: Set($0.calls.keys)) }
+                await perform(actions)
+                if state.withLock({ $0.drain.phase == .done }) { break }
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func perform(_ actions: [Drain.Action]) async {
+        for action in actions {
+            switch action {
+            case .refuseNewCalls:
+                state.withLock { _ = $0.slots.setState(.draining) }
+                metrics.set(MetricNames.workerDraining, to: 1, help: "1 while this worker drains")
+                heartbeatTrigger.yield()
+            case .acceptNewCalls:
+                state.withLock { _ = $0.slots.setState(.ready) }
+                metrics.set(MetricNames.workerDraining, to: 0, help: "1 while this worker drains")
+                heartbeatTrigger.yield()
+            case .migrate(let calls):
+                migrate(calls)
+            case .end(let calls, let reason):
+                logger.warning("drain deadline: ending the calls still here", metadata: ["calls": "\(calls.count)"])
+                for call in calls { endCall(call, reason: reason) }
+            case .exit:
+                logger.notice("drain done: no calls left; leaving")
+                _ = try? await redis.send(["HDEL", configuration.keys.drains, configuration.id])
+                announce(nil)
+                stop()
+            }
+        }
+    }
+
+    /// Asks the routers to move each call to another worker, each in a task of its own; a call already being
+    /// moved is not asked for twice.
+    private func migrate(_ calls: [String]) {
+        let fresh = state.withLock { state in
+            let fresh = calls.filter { !state.migrating.contains($0) }
+            state.migrating.formUnion(fresh)
+            return fresh
+        }
+        guard !fresh.isEmpty else { return }
+        logger.notice("drain deadline: moving calls to other workers", metadata: ["calls": "\(fresh.count)"])
+        for callID in fresh {
+            Task {
+                defer { _ = state.withLock { $0.migrating.remove(callID) } }
+                do {
+                    let reply = try await nats.request(configuration.subjects.migrate,
+                                                       payload: MigrateRequest(callID: callID, requestedBy: "drain:\(configuration.id)").encoded(),
+                                                       headers: ["Call-Id": callID], timeout: configuration.migrateTimeout)
+                    let answer = try MigrateReply.decode(reply.payload)
+                    if let error = answer.error {
+                        logger.warning("call not moved: \(error.message)", metadata: [LogKey.callID: "\(callID)", LogKey.errorCode: "\(error.code)"])
+                    }
+                } catch {
+                    logger.warning("call not moved", metadata: [LogKey.callID: "\(callID)", LogKey.error: "\(error)"])
+                }
+            }
+        }
+    }
+
+    // MARK: - Control
+
+    /// Answers an order from a router: drain, undrain, and the steps of moving a call.
+    func handleControl(_ message: NATSMessage) async {
+        let control: WorkerControl
+        do {
+            control = try WorkerControl.decode(message.payload)
+        } catch {
+            metrics.increment(MetricNames.badMessages, ["kind": "control", "code": error.code.rawValue], help: "Messages refused as malformed")
+            reply(to: message, error: error)
+            return
+        }
+        switch control.op {
+        case .drain:
+            await apply(control.drain!, record: false)  // the router kept it in Redis and told the others
+            reply(to: message)
+        case .undrain:
+            let cancelled = await undrain()
+            if cancelled || state.withLock({ !$0.drain.isDraining }) {
+                reply(to: message)
+            } else {
+                reply(to: message, error: SwitchboardError(.conflict, "worker \(configuration.id) is already ending its calls or leaving; too late to undrain"))
+            }
+        case .hold, .unhold, .release:
+            let callID = control.callID!
+            guard let running = state.withLock({ $0.calls[callID] }) else {
+                reply(to: message, error: SwitchboardError(.notFound, "worker \(configuration.id) holds no call \(callID)"))
+                return
+            }
+            switch control.op {
+            case .hold:
+                let log = logger.with([LogKey.callID: "\(callID)"])
+                switch await writeCheckpoint(callID, running.session, always: true, hold: true, log: log) {
+                case .written(let checkpoint):
+                    reply(to: message, checkpoint: checkpoint)
+                case .moved:
+                    running.end.yield(.migrated)
+                    reply(to: message, error: SwitchboardError(.conflict, "call \(callID) is recorded on another worker"))
+                case .unchanged, .failed:
+                    running.session.unhold()
+                    reply(to: message, error: SwitchboardError(.unavailable, "could not checkpoint call \(callID)"))
+                }
+            case .unhold:
+                running.session.unhold()
+                reply(to: message)
+            default:
+                running.end.yield(.migrated)
+                reply(to: message)
+            }
+        }
+    }
+
+    private func reply(to message: NATSMessage, error: SwitchboardError? = nil, checkpoint: Checkpoint? = nil) {
+        let (workerState, calls) = state.withLock { ($0.slots.state, $0.slots.activeCalls) }
+        let answer = WorkerControlReply(ok: error == nil, error: error?.apiBody, state: workerState, activeCalls: calls,
+                                        checkpoint: checkpoint)
+        do {
+            try nats.reply(to: message, payload: answer.encoded())
+        } catch {
+            logger.warning("control reply not sent", metadata: [LogKey.error: "\(error)"])
+        }
+    }
+}
