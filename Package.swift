@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(
             name: "SwitchboardClusterTests",
             dependencies: [
-                "SwitchboardRouter", "SwitchboardWorker", "SwitchboardOpus", "SwitchboardTestSupport",
+                "SwitchboardRouter", "SwitchboardWorker", "SwitchboardOpus", "SwitchboardTestSupport", "SwitchboardObservability",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),

@@ -18,6 +18,20 @@ extension SwitchboardError {
         }
     }
 
+    /// An error as an API answered it, with our code for its public one (the inverse of `api`, where the
+    /// public code names several of ours it gives the usual one).
+    public init(api body: ErrorBody) {
+        let code: Code
+        switch body.code {
+        case "bad_request": code = .invalidArgument
+        case "unavailable": code = .unavailable
+        case "unauthorized": code = .authenticationFailed
+        default: code = Code(rawValue: body.code)
+        }
+        self.init(code, body.message)
+        explanation = body.explain
+    }
+
     /// The error as API clients see it, with its public code.
     public var apiBody: ErrorBody { ErrorBody(code: api.code, message: message, explain: explanation) }
 }

@@ -83,9 +83,7 @@ extension Router {
         } catch {
             throw SwitchboardError(.unavailable, "worker \(workerID) did not answer: \(error)")
         }
-        if let error = reply.error {
-            throw SwitchboardError(SwitchboardError.Code(rawValue: error.code), error.message)
-        }
+        if let error = reply.error { throw SwitchboardError(api: error) }
         return reply
     }
 

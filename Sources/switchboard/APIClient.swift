@@ -42,8 +42,8 @@ struct APIClient {
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         guard (200..<300).contains(status) else {
             if let envelope = try? JSONDecoder().decode(ErrorEnvelope.self, from: data) {
-                var error = SwitchboardError(Self.code(envelope.error.code), envelope.error.message, context: ["http_status": "\(status)"])
-                error.explanation = envelope.error.explain
+                var error = SwitchboardError(api: envelope.error)
+                error.context["http_status"] = "\(status)"
                 throw error
             }
             throw SwitchboardError(.serverError, "router answered HTTP \(status)")
@@ -56,14 +56,4 @@ struct APIClient {
         let user = ProcessInfo.processInfo.environment["USER"] ?? NSUserName()
         return "\(user)@\(ProcessInfo.processInfo.hostName)"
     }()
-
-    /// The error code the API uses, as ours (API codes are our codes' public names).
-    static func code(_ api: String) -> SwitchboardError.Code {
-        switch api {
-        case "bad_request": return .invalidArgument
-        case "unavailable": return .unavailable
-        case "unauthorized": return .authenticationFailed
-        default: return SwitchboardError.Code(rawValue: api)
-        }
-    }
 }

@@ -71,7 +71,8 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     }
 
     func shutdown() async {
-        for w in workers { await w.group.triggerGracefulShutdown() }
+        // Stop at once: a graceful shutdown would drain, and wait for calls the test left running.
+        for w in workers { w.worker.stop() }
         for w in workers { _ = try? await w.task.value }
         for r in routers { await r.group.triggerGracefulShutdown() }
         for r in routers { _ = try? await r.task.value }
@@ -113,7 +114,9 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         let nats = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: config.id), logger: quiet)
         let redis = try RedisClient(url: redisURL, logger: quiet)
         let worker = try Worker(configuration: config, nats: nats, redis: redis, handler: handler, logger: quiet)
-        let group = ServiceGroup(services: [worker], logger: quiet)
+        // A worker whose drain is done returns: that ends its group cleanly, as it ends the process.
+        let group = ServiceGroup(configuration: .init(services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
+                                                      logger: quiet))
         let task = Task {
             defer { nats.close(); redis.close() }
             try await group.run()
@@ -126,7 +129,15 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     /// Starts `switchboard worker` as a process of its own in this cluster.
     func spawnWorker(id: String, _ arguments: [String] = []) throws -> CLIProcess {
         try CLIProcess(["worker", "--id", id, "--nats-url", natsURL, "--redis-url", redisURL, "--prefix", subjects.prefix,
-                        "--key-prefix", keys.prefix, "--heartbeat-interval", "\(Double(heartbeat.components.seconds) + Double(heartbeat.components.attoseconds) / 1e18)",
+                        "--key-prefix", keys.prefix, "--heartbeat-interval", "\(heartbeat.seconds)",
+                        "--log-level", "warning"] + arguments)
+    }
+
+    /// Starts `switchboard router` as a process of its own in this cluster (tenancy off, HTTP on a free port).
+    func spawnRouter(id: String, _ arguments: [String] = []) throws -> CLIProcess {
+        try CLIProcess(["router", "--id", id, "--nats-url", natsURL, "--redis-url", redisURL, "--prefix", subjects.prefix,
+                        "--key-prefix", keys.prefix, "--http-port", "0", "--heartbeat-interval", "\(heartbeat.seconds)",
+                        "--suspect-after", "\(liveness.suspectAfter)", "--dead-after", "\(liveness.deadAfter)",
                         "--log-level", "warning"] + arguments)
     }
 
@@ -144,8 +155,9 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         return try RouteReply.decode(message.payload)
     }
 
-    func http(_ method: String, _ path: String, body: [UInt8]? = nil, router: Int = 0) async throws -> (status: Int, body: Data) {
-        let response = try await PlainHTTP.request(method, routers[router].url + path, body: body.map { Data($0) })
+    func http(_ method: String, _ path: String, body: [UInt8]? = nil, router: Int = 0,
+              headers: [String: String] = [:]) async throws -> (status: Int, body: Data) {
+        let response = try await PlainHTTP.request(method, routers[router].url + path, headers: headers, body: body.map { Data($0) })
         return (response.status, response.body)
     }
 
@@ -156,6 +168,10 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     func workerCalls(_ workerID: String) async throws -> Set<String> {
         Set((try await redis.send(["SMEMBERS", keys.workerCalls(workerID)]).array ?? []).compactMap(\.string))
     }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
 /// The HTTP port the server bound, handed over from its start-up callback.

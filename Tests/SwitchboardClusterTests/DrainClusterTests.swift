@@ -1,0 +1,319 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardObservability
+import SwitchboardOpus
+import SwitchboardRouter
+import SwitchboardTestSupport
+import SwitchboardWorker
+import Synchronization
+import Testing
+
+/// What a caller hears on a call's `.out`: each packet with the time it arrived.
+final class AudioTap: Sendable {
+    struct Heard: Sendable {
+        var at: ContinuousClock.Instant
+        var packet: MediaPacket
+    }
+
+    private final class Store: Sendable {
+        let heard = Mutex<[Heard]>([])
+    }
+
+    private let store = Store()
+    private let subscription: NATSSubscription
+
+    init(_ nats: NATSConnection, _ subject: String) throws {
+        let store = self.store
+        subscription = try nats.subscribe(to: subject) { message in
+            guard let packet = try? MediaPacket.decode(message.payload) else { return }
+            store.heard.withLock { $0.append(Heard(at: .now, packet: packet)) }
+        }
+    }
+
+    deinit { subscription.unsubscribe() }
+
+    var all: [Heard] { store.heard.withLock { $0 } }
+    var count: Int { store.heard.withLock { $0.count } }
+    func count(after instant: ContinuousClock.Instant) -> Int { store.heard.withLock { $0.filter { $0.at > instant }.count } }
+
+    /// The longest silence between two packets.
+    var longestGap: Duration {
+        let all = self.all
+        return zip(all, all.dropFirst()).map { $1.at - $0.at }.max() ?? .zero
+    }
+
+    /// The dominant frequency of the first `frames` packets heard after `instant`, decoded in order as a
+    /// caller would.
+    func frequency(after instant: ContinuousClock.Instant, frames: Int = 25) throws -> Double {
+        let decoder = try OpusDecoder()
+        var samples: [Int16] = []
+        for h in all.filter({ $0.at > instant }).prefix(frames) { samples += try decoder.decode(h.packet.payload) }
+        return SignalAnalysis.dominantFrequency(samples, sampleRate: 48_000, from: 100, to: 2000)
+    }
+}
+
+extension TestCluster {
+    func route(_ metadata: [String: String] = [:]) async throws -> Placement {
+        let reply = try await routeByNATS(RouteRequest(tenant: "t", metadata: metadata))
+        guard let call = reply.call else { throw TestServerError("not placed: \(reply.error?.message ?? "?")") }
+        return call
+    }
+
+    func drain(_ worker: String, deadlineSeconds: Double, atDeadline: String = "migrate", router: Int = 0) async throws -> (status: Int, body: Data) {
+        try await http("POST", "/v1/workers/\(worker)/drain",
+                       body: Array(#"{"deadline_seconds": \#(deadlineSeconds), "at_deadline": "\#(atDeadline)"}"#.utf8), router: router,
+                       headers: ["X-Switchboard-Actor": "test@ops"])
+    }
+
+    func drainRecord(_ worker: String) async throws -> String? {
+        try await redis.send(["HGET", keys.drains, worker]).string
+    }
+}
+
+@Suite("Draining, migration and failover")
+struct DrainClusterTests {
+    @Test func drainingAWorkerWithTenCallsPlacesNothingMoreOnItAndItExitsZeroWhenTheyEnd() async throws {
+        let cluster = try await TestCluster()
+        let router = try await cluster.addRouter()
+        let a = try cluster.spawnWorker(id: "a", ["--capacity", "10", "--handler", "tone"])
+        try await cluster.waitForWorkers(1, timeout: .seconds(30))
+        var calls: [Placement] = []
+        for _ in 0..<10 { calls.append(try await cluster.route()) }
+        #expect(calls.allSatisfy { $0.workerID == "a" })
+        try await cluster.addWorker(id: "b", capacity: 30)
+        try await cluster.waitForWorkers(2, timeout: .seconds(30))
+
+        let (status, body) = try await cluster.drain("a", deadlineSeconds: 3600)
+        #expect(status == 202, "\(String(decoding: body, as: UTF8.self))")
+        let result = try decodeJSON(DrainResult.self, body)
+        #expect(result.confirmed && result.state == "draining" && result.activeCalls == 10)
+        // From the moment the command returned, nothing more lands on a.
+        for _ in 0..<20 { #expect(try await cluster.route().workerID == "b") }
+        // Its calls go on: audio keeps coming, and status shows the drain's progress.
+        let tap = try AudioTap(cluster.client, calls[0].media.out)
+        try await eventually(timeout: .seconds(30), "a's call still sends audio") { tap.count >= 25 }
+        let view = try decodeJSON(WorkersView.self, try await cluster.http("GET", "/v1/workers").body)
+        let shown = try #require(view.workers.first { $0.id == "a" })
+        #expect(shown.state == "draining" && shown.activeCalls == 10 && shown.drain?.requestedBy == "test@ops (no key)")
+        #expect(a.process.isRunning)
+
+        for call in calls { #expect(try await cluster.http("DELETE", "/v1/calls/\(call.callID)").status == 200) }
+        #expect(await a.waitForExit(timeout: .seconds(30)) == 0, "\(a.output)")
+        #expect(try await cluster.drainRecord("a") == nil, "a finished drain leaves no record")
+        try await eventually(timeout: .seconds(10), "router drops a") { !router.router.workers().contains { $0.id == "a" } }
+        for call in calls { #expect(try await cluster.record(call.callID)["end_reason"] == "api") }
+        await cluster.shutdown()
+    }
+
+    @Test func aShortDeadlineMovesTheCallsAndTheToneGoesOnAtTheSameFrequency() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        let a = try cluster.spawnWorker(id: "a", ["--capacity", "10", "--handler", "tone"])
+        try await cluster.waitForWorkers(1, timeout: .seconds(30))
+        var calls: [Placement] = []
+        for _ in 0..<5 { calls.append(try await cluster.route(["tone_hz": "700"])) }
+        let b = try cluster.spawnWorker(id: "b", ["--capacity", "10", "--handler", "tone"])
+        try await cluster.waitForWorkers(2, timeout: .seconds(30))
+        let taps = try calls.map { try AudioTap(cluster.client, $0.media.out) }
+        try await eventually(timeout: .seconds(30), "tone flowing") { taps.allSatisfy { $0.count >= 10 } }
+
+        let drained = ContinuousClock.now
+        #expect(try await cluster.drain("a", deadlineSeconds: 1).status == 202)
+        #expect(await a.waitForExit(timeout: .seconds(30)) == 0, "\(a.output)")
+        for call in calls {
+            let record = try await cluster.record(call.callID)
+            #expect(record["worker_id"] == "b" && record["state"] == "active" && record["moves"] == "1", "\(record)")
+        }
+        let moved = ContinuousClock.now
+        try await eventually(timeout: .seconds(30), "tone flowing from b") { taps.allSatisfy { $0.count(after: moved) >= 25 } }
+        #expect(ContinuousClock.now - drained < .seconds(30))
+        for tap in taps {
+            let sequences = tap.all.map(\.packet.sequence)
+            // Numbered on from where a left off: nothing twice, nothing backwards.
+            #expect(zip(sequences, sequences.dropFirst()).allSatisfy { $1 > $0 }, "\(sequences)")
+            #expect(tap.longestGap < .seconds(1), "audio paused \(tap.longestGap)")
+            #expect(abs(try tap.frequency(after: moved) - 700) <= 5)
+        }
+        #expect(try await cluster.workerCalls("b").count == 5)
+        #expect(try await cluster.workerCalls("a").isEmpty)
+        withExtendedLifetime(b) {}
+        await cluster.shutdown()
+    }
+
+    @Test func aWorkerKilledWithTwentyCallsHasThemAllResumedElsewhere() async throws {
+        let interval = Duration.milliseconds(500)
+        let cluster = try await TestCluster(heartbeat: interval, suspectAfter: 2, deadAfter: 3)
+        let router = try await cluster.addRouter()
+        let a = try cluster.spawnWorker(id: "a", ["--capacity", "20", "--handler", "tone"])
+        try await cluster.waitForWorkers(1, timeout: .seconds(30))
+        var calls: [Placement] = []
+        for _ in 0..<20 { calls.append(try await cluster.route(["tone_hz": "500"])) }
+        let b = try cluster.spawnWorker(id: "b", ["--capacity", "30", "--handler", "tone"])
+        try await cluster.waitForWorkers(2, timeout: .seconds(30))
+        try await eventually(timeout: .seconds(30), "every call checkpointed") {
+            for call in calls where try await cluster.record(call.callID)["checkpoint_seq"] == nil { return false }
+            return true
+        }
+        let taps = try calls.map { try AudioTap(cluster.client, $0.media.out) }
+
+        kill(a.pid, SIGKILL)
+        let killed = ContinuousClock.now
+        try await eventually(timeout: .seconds(30), "all 20 calls resumed on b") {
+            for call in calls {
+                let record = try await cluster.record(call.callID)
+                guard record["worker_id"] == "b", record["state"] == "active" else { return false }
+            }
+            return true
+        }
+        let resumed = ContinuousClock.now - killed
+        // Found dead within 3 intervals (or sooner, failing its ping); then 1 s for all 20 to be taken on.
+        #expect(resumed <= interval * 3 + .seconds(1), "resumed \(resumed) after the kill")
+        #expect(router.router.metrics.value(MetricNames.failoverCalls, ["result": "recovered"]) == 20)
+        #expect(router.router.metrics.value(MetricNames.failoverCalls, ["result": "lost"]) == nil)
+        let after = ContinuousClock.now
+        try await eventually(timeout: .seconds(30), "audio on every call again") { taps.allSatisfy { $0.count(after: after) >= 10 } }
+        for tap in taps { #expect(abs(try tap.frequency(after: after) - 500) <= 5) }
+        #expect(try await cluster.workerCalls("b").count == 20)
+        #expect(try await cluster.workerCalls("a").isEmpty)
+        withExtendedLifetime(b) {}
+        await cluster.shutdown()
+    }
+
+    @Test func aDeadWorkersCallWithoutACheckpointEndsAsWorkerLost() async throws {
+        let cluster = try await TestCluster(heartbeat: .milliseconds(500), suspectAfter: 2, deadAfter: 3)
+        let router = try await cluster.addRouter()
+        let a = try cluster.spawnWorker(id: "a")
+        try await cluster.waitForWorkers(1, timeout: .seconds(30))
+        // A call the worker accepted but never checkpointed (as one placed a moment before the crash is).
+        _ = try await cluster.redis.pipeline([
+            .init(["HSET", cluster.keys.call("c-nostate"), "tenant", "t", "worker_id", "a", "state", "active"]),
+            .init(["SADD", cluster.keys.workerCalls("a"), "c-nostate"]),
+        ])
+        let events = try cluster.client.subscribe(to: cluster.subjects.events(call: "c-nostate"))
+        kill(a.pid, SIGKILL)
+        try await eventually(timeout: .seconds(30), "the call is ended") { try await cluster.record("c-nostate")["state"] == "ended" }
+        #expect(try await cluster.record("c-nostate")["end_reason"] == "worker_lost")
+        #expect(router.router.metrics.value(MetricNames.failoverCalls, ["result": "lost"]) == 1)
+        #expect(try await cluster.workerCalls("a").isEmpty)
+        var ended: CallEvent?
+        for await message in events {
+            ended = try CallEvent.decode(message.payload)
+            break
+        }
+        #expect(ended?.event == .ended && ended?.reason == "worker_lost")
+        await cluster.shutdown()
+    }
+
+    @Test func aDrainSurvivesARouterRestartAndAWorkerRestart() async throws {
+        let cluster = try await TestCluster()
+        let first = try await cluster.addRouter()
+        try await cluster.addWorker(id: "a", handler: ToneHandler())
+        try await cluster.waitForWorkers(1)
+        _ = try await cluster.route()
+        try await cluster.addWorker(id: "b", capacity: 20)
+        try await cluster.waitForWorkers(2)
+        #expect(try await cluster.drain("a", deadlineSeconds: 3600).status == 202)
+        await first.group.triggerGracefulShutdown()
+        try await first.task.value
+
+        // A new router knows the drain from Redis (who asked, until when), not only from heartbeats.
+        let second = try await cluster.addRouter()
+        try await eventually(timeout: .seconds(10), "new router sees both") { second.router.workers().count == 2 }
+        #expect(second.router.workers().first { $0.id == "a" }?.drain?.requestedBy == "test@ops (no key)")
+        for _ in 0..<10 { #expect(try await cluster.route().workerID == "b") }
+
+        // A worker that starts while a drain of it is recorded keeps to it: with no calls, it leaves at once.
+        _ = try await cluster.redis.send(["HSET", cluster.keys.drains, "c", String(decoding: WireCodec.encode(
+            DrainRequest(workerID: "c", deadlineMillis: 0, atDeadline: .migrate, requestedBy: "test", requestedAtMillis: 0)), as: UTF8.self)])
+        let c = try await cluster.addWorker(id: "c")
+        try await c.task.value
+        #expect(c.worker.workerState == .stopping)
+        #expect(try await cluster.drainRecord("c") == nil)
+        await cluster.shutdown()
+    }
+
+    @Test func undrainBringsTheWorkerBack() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        let a = try await cluster.addWorker(id: "a", handler: ToneHandler())
+        try await cluster.waitForWorkers(1)
+        _ = try await cluster.route()
+        #expect(try await cluster.drain("a", deadlineSeconds: 3600).status == 202)
+        #expect(try await cluster.routeByNATS(RouteRequest(tenant: "t")).error?.code == "no_capacity")
+        let (status, body) = try await cluster.http("POST", "/v1/workers/a/undrain")
+        #expect(status == 200, "\(String(decoding: body, as: UTF8.self))")
+        #expect(a.worker.workerState == .ready)
+        #expect(try await cluster.drainRecord("a") == nil)
+        #expect(try await cluster.route().workerID == "a")
+        await cluster.shutdown()
+    }
+
+    @Test func callMigrateMovesOneCallAndRefusesWhatCannotMove() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        try await cluster.addWorker(id: "a", handler: ToneHandler())
+        try await cluster.waitForWorkers(1)
+        let call = try await cluster.route()
+        // Nowhere to go: refused, and the call stays where it was, still sending.
+        let (status, body) = try await cluster.http("POST", "/v1/calls/\(call.callID)/migrate")
+        #expect(status == 503 && errorCode(body) == "no_capacity", "\(status) \(String(decoding: body, as: UTF8.self))")
+        let tap = try AudioTap(cluster.client, call.media.out)
+        try await eventually(timeout: .seconds(30), "a sends again after the failed move") { tap.count >= 10 }
+        try await cluster.addWorker(id: "b", handler: ToneHandler())
+        try await cluster.waitForWorkers(2)
+
+        let events = try cluster.client.subscribe(to: cluster.subjects.events(call: call.callID))
+        let moved = try await cluster.http("POST", "/v1/calls/\(call.callID)/migrate", headers: ["X-Switchboard-Actor": "alice@ops"])
+        #expect(moved.status == 200)
+        let migration = try decodeJSON(Migration.self, moved.body)
+        #expect(migration.fromWorker == "a" && migration.toWorker == "b")
+        var kinds: [CallEvent.Kind] = []
+        for await message in events {
+            kinds.append(try CallEvent.decode(message.payload).event)
+            if kinds.count == 2 { break }
+        }
+        #expect(kinds == [.migrating, .migrated])
+        #expect(try await cluster.record(call.callID)["worker_id"] == "b")
+
+        // An ended call, an unknown one: clear errors.
+        #expect(try await cluster.http("DELETE", "/v1/calls/\(call.callID)").status == 200)
+        let ended = try await cluster.http("POST", "/v1/calls/\(call.callID)/migrate")
+        #expect(ended.status == 409 && errorCode(ended.body) == "conflict")
+        #expect(errorCode(try await cluster.http("POST", "/v1/calls/c-nope/migrate").body) == "not_found")
+
+        // Every operator action is in the audit, with who and the outcome.
+        let audit = try await cluster.http("GET", "/v1/audit?limit=10")
+        struct Entries: Decodable { var entries: [AuditEntry] }
+        let entries = try decodeJSON(Entries.self, audit.body).entries
+        #expect(entries.map(\.outcome) == ["not_found", "conflict", "ok", "no_capacity"])
+        #expect(entries.allSatisfy { $0.action == "migrate" })
+        #expect(entries[2].actor == "alice@ops (no key)" && entries[2].target == call.callID)
+        await cluster.shutdown()
+    }
+
+    @Test func badDrainRequestsGetClearErrors() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        try await cluster.addWorker(id: "a")
+        try await cluster.waitForWorkers(1)
+        let unknown = try await cluster.drain("nobody", deadlineSeconds: 60)
+        #expect(unknown.status == 404 && errorCode(unknown.body) == "not_found")
+        let negative = try await cluster.drain("a", deadlineSeconds: -5)
+        #expect(negative.status == 400 && errorCode(negative.body) == "bad_request")
+        let badPolicy = try await cluster.drain("a", deadlineSeconds: 5, atDeadline: "explode")
+        #expect(badPolicy.status == 400)
+        let garbage = try await cluster.http("POST", "/v1/workers/a/drain", body: Array("[1,2".utf8))
+        #expect(garbage.status == 400)
+        #expect(errorCode(try await cluster.http("POST", "/v1/workers/nobody/undrain").body) == "not_found")
+        // Nothing was drained by any of it.
+        #expect(try await cluster.drainRecord("a") == nil)
+        #expect(try await cluster.route().workerID == "a")
+        // A malformed order straight to the worker is refused with a code, and the worker goes on.
+        let reply = try await cluster.client.request(cluster.subjects.control(worker: "a"), payload: Array(#"{"v":1,"op":"hold"}"#.utf8),
+                                                     timeout: .seconds(5))
+        #expect(try WorkerControlReply.decode(reply.payload).error?.code == "bad_request")
+        #expect(try await cluster.route().workerID == "a")
+        await cluster.shutdown()
+    }
+}
