@@ -317,3 +317,58 @@ struct DrainClusterTests {
         await cluster.shutdown()
     }
 }
+
+/// Ends each call the moment it starts: a stream of route requests does not pile up calls.
+struct HangUpHandler: CallHandler {
+    func run(_ call: CallContext) async throws {}
+}
+
+@Suite("Router shutdown")
+struct RouterShutdownTests {
+    @Test func sigtermOnOneOfTwoRoutersUnderASteadyStreamOfRoutesLosesNone() async throws {
+        let cluster = try await TestCluster()
+        let routers = try ["r1", "r2"].map { try cluster.spawnRouter(id: $0) }
+        for router in routers { try await router.waitForOutput("listening on", timeout: .seconds(30)) }
+        try await cluster.addWorker(id: "a", capacity: 10_000, handler: HangUpHandler())
+        // Both routers see the worker once a run of routes all succeed.
+        var streak = 0
+        try await eventually(timeout: .seconds(30), "both routers place calls") {
+            streak = (try? await cluster.routeByNATS(RouteRequest(tenant: "t")).call) != nil ? streak + 1 : 0
+            return streak >= 20
+        }
+
+        final class Tally: Sendable {
+            let placed = Mutex(0)
+            let failed = Mutex<[String]>([])
+        }
+        let tally = Tally()
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    while ContinuousClock.now - start < .seconds(4) {
+                        do {
+                            let reply = try await cluster.routeByNATS(RouteRequest(tenant: "t"))
+                            if reply.call != nil { tally.placed.withLock { $0 += 1 } } else {
+                                tally.failed.withLock { $0.append(reply.error?.code ?? "?") }
+                            }
+                        } catch {
+                            tally.failed.withLock { $0.append("\(error)") }
+                        }
+                        try await Task.sleep(for: .milliseconds(10))
+                    }
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(1))
+                kill(routers[0].pid, SIGTERM)
+            }
+            try await group.waitForAll()
+        }
+        #expect(tally.failed.withLock { $0 } == [], "route requests lost across the shutdown")
+        #expect(tally.placed.withLock { $0 } >= 50)
+        #expect(await routers[0].waitForExit(timeout: .seconds(30)) == 0, "\(routers[0].output)")
+        #expect(routers[1].process.isRunning)
+        await cluster.shutdown()
+    }
+}
