@@ -81,7 +81,7 @@ let package = Package(
             name: "switchboard-bench",
             dependencies: [
                 "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus", "SwitchboardLocal", "CBenchBaseline",
-                "SwitchboardRouter", "SwitchboardWorker",
+                "SwitchboardRouter", "SwitchboardWorker", "SwitchboardObservability",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
