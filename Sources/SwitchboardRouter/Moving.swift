@@ -111,8 +111,8 @@ extension Router {
 
     /// A worker died: every call in its set in Redis is taken on by another worker from its checkpoint, or,
     /// with none, ended with reason `worker_lost`. Every router sees the death; a lock per call makes one of
-    /// them handle each call.
-    func failover(_ workerID: String) async {
+    /// them handle each call. `except`: a restarted worker's new process, whose own calls stay.
+    func failover(_ workerID: String, except incarnation: String? = nil) async {
         let calls: [String]
         do {
             calls = (try await redis.send(["SMEMBERS", configuration.keys.workerCalls(workerID)]).array ?? []).compactMap(\.string)
@@ -124,17 +124,18 @@ extension Router {
         guard !calls.isEmpty else { return }
         logger.warning("taking on a dead worker's calls", metadata: [LogKey.workerID: "\(workerID)", "calls": "\(calls.count)"])
         await withDiscardingTaskGroup { group in
-            for callID in calls { group.addTask { await self.recover(callID, from: workerID) } }
+            for callID in calls { group.addTask { await self.recover(callID, from: workerID, except: incarnation) } }
         }
     }
 
-    private func recover(_ callID: String, from workerID: String) async {
+    private func recover(_ callID: String, from workerID: String, except incarnation: String?) async {
         let log = logger.with([LogKey.callID: "\(callID)", LogKey.workerID: "\(workerID)"])
         let keys = configuration.keys
         do {
             guard try await lock(callID) else { return }  // another router has it
             defer { Task { await self.unlock(callID) } }
             let fields = try await redis.hashGetAll(keys.call(callID))
+            if let incarnation, fields["incarnation"] == incarnation { return }  // the new process holds it
             guard let record = CallRecord(callID: callID, fields: fields), record.state != .ended, record.workerID == workerID else {
                 // Ended, or already elsewhere: the set only kept a stale entry.
                 _ = try await redis.send(["SREM", keys.workerCalls(workerID), callID])

@@ -127,6 +127,11 @@ public final class Router: Service, Sendable {
         case .joined, .restarted:
             logger.info("worker \(result)", metadata: [LogKey.workerID: "\(heartbeat.workerID)", "version": "\(heartbeat.version)",
                                                     "region": "\(heartbeat.region)", "capacity": "\(heartbeat.capacity)"])
+            // A worker back under the same id before it was found dead: the calls of its previous process are
+            // gone with it, and are taken on like a dead worker's.
+            if result == .restarted {
+                Task { await self.failover(heartbeat.workerID, except: heartbeat.incarnation) }
+            }
         case .recovered:
             logger.info("suspect worker heard from again", metadata: [LogKey.workerID: "\(heartbeat.workerID)"])
         case .updated, .stale:

@@ -21,7 +21,7 @@ extension Worker {
         if let resume = offer.resume {
             await redisWrite(log, "record call resumed", [
                 ["HSET", keys.call(callID), "state", "active", "worker_id", configuration.id, "version", configuration.version,
-                 "region", configuration.region],
+                 "region", configuration.region, "incarnation", incarnation],
                 ["HINCRBY", keys.call(callID), "moves", "1"],
                 ["SADD", keys.workerCalls(configuration.id), callID],
             ])
@@ -30,7 +30,7 @@ extension Worker {
         } else {
             await redisWrite(log, "record call start", [
                 ["HSET", keys.call(callID), "state", "active", "worker_id", configuration.id,
-                 "started_at", String(Self.unixMillis())],
+                 "started_at", String(Self.unixMillis()), "incarnation", incarnation],
                 ["SADD", keys.workerCalls(configuration.id), callID],
             ])
         }
@@ -311,8 +311,14 @@ final class CallSession: Sendable {
         }
     }
 
-    /// The migration failed: send again.
-    func unhold() { state.withLock { $0.held = false } }
+    /// The migration failed: send again. False if it was not held.
+    @discardableResult
+    func unhold() -> Bool {
+        state.withLock { state in
+            defer { state.held = false }
+            return state.held
+        }
+    }
 }
 
 /// End requests waiting for the call to finish ending, to be answered then.

@@ -178,6 +178,15 @@ extension Worker {
                 switch await writeCheckpoint(callID, running.session, always: true, hold: true, log: log) {
                 case .written(let checkpoint):
                     reply(to: message, checkpoint: checkpoint)
+                    // A router that holds a call and then vanishes (before release or unhold) must not leave
+                    // it silent: after a while it speaks again. If another worker did take it on, the next
+                    // checkpoint finds the call recorded there, and this worker lets go.
+                    Task { [configuration] in
+                        try? await Task.sleep(for: configuration.migrateTimeout)
+                        if state.withLock({ $0.calls[callID] != nil }), running.session.unhold() {
+                            log.warning("a held call was neither released nor resumed in time: sending its audio again")
+                        }
+                    }
                 case .moved:
                     running.end.yield(.migrated)
                     reply(to: message, error: SwitchboardError(.conflict, "call \(callID) is recorded on another worker"))

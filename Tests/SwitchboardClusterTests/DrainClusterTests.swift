@@ -180,6 +180,27 @@ struct DrainClusterTests {
         await cluster.shutdown()
     }
 
+    @Test func aWorkerRestartedUnderTheSameIdBeforeItIsFoundDeadHasItsOldCallsResumed() async throws {
+        let cluster = try await TestCluster()  // lenient liveness: the restart comes long before death
+        try await cluster.addRouter()
+        let first = try cluster.spawnWorker(id: "a", ["--handler", "tone"])
+        try await cluster.waitForWorkers(1, timeout: .seconds(30))
+        let call = try await cluster.route()
+        try await cluster.addWorker(id: "b", handler: ToneHandler())
+        try await cluster.waitForWorkers(2, timeout: .seconds(30))
+        try await eventually(timeout: .seconds(30), "checkpointed") { try await cluster.record(call.callID)["checkpoint_seq"] != nil }
+        kill(first.pid, SIGKILL)
+        _ = await first.waitForExit(timeout: .seconds(10))
+        let second = try cluster.spawnWorker(id: "a", ["--handler", "tone"])
+        try await eventually(timeout: .seconds(30), "the old process's call resumed on b") {
+            try await cluster.record(call.callID)["worker_id"] == "b"
+        }
+        // The new process under the same id keeps taking calls of its own.
+        try await cluster.waitForWorkers(2, timeout: .seconds(30))
+        withExtendedLifetime(second) {}
+        await cluster.shutdown()
+    }
+
     @Test func aDeadWorkersCallWithoutACheckpointEndsAsWorkerLost() async throws {
         let cluster = try await TestCluster(heartbeat: .milliseconds(500), suspectAfter: 2, deadAfter: 3)
         let router = try await cluster.addRouter()
