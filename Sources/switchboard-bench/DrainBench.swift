@@ -78,7 +78,7 @@ struct DrainBench {
         let last = onA.map(\.at).max().map { $0 - asked } ?? .zero
         let total = log.placements.withLock { $0.count }
         report.add(Row(name: "drain: command to return", summary: LatencySummary([returned - asked])))
-        report.add(Row(name: "drain: command to the last route placed on the worker",
+        report.add(Row(name: "drain: command to last route placed there",
                        summary: LatencySummary([max(.zero, last)]),
                        note: String(format: "the last was asked %.1f ms %@ the command; %d asked after it returned landed there, of %d routes (8 callers)",
                                     abs(last.microseconds) / 1000, last < .zero ? "before" : "after", after, total)))
@@ -115,7 +115,7 @@ struct DrainBench {
         }
         let pause = LatencySummary(pauses)!
         let gap = LatencySummary(gaps)!
-        report.add(Row(name: "migration: hold to new worker's accept (router)", summary: pause, baseline: "raw NATS p50",
+        report.add(Row(name: "migration: hold to accept (router)", summary: pause, baseline: "raw NATS p50",
                        ratio: pause.p50.microseconds / natsRTT.p50.microseconds))
         report.add(Row(name: "migration: longest gap the caller hears", summary: gap,
                        note: "\(migrations) moves of live tone calls; a steady stream has 20 ms between packets; goal p99 <= 200 ms"))
@@ -125,7 +125,7 @@ struct DrainBench {
     /// `calls` tone calls on a worker process that is then killed (SIGKILL): time until every one runs on
     /// another worker.
     private func failover(_ calls: Int, _ fleet: BenchFleet, caller: NATSConnection, into report: inout Report) async throws {
-        let name = "failover, \(calls) calls: SIGKILL to all resumed"
+        let name = "failover, \(calls) calls: SIGKILL to resumed"
         guard let binary = BenchFleet.switchboardBinary() else {
             report.add(Row(name: name, note: "skipped: build the switchboard executable too (swift build -c release)"))
             return

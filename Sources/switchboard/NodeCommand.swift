@@ -34,7 +34,7 @@ struct NodeCommand: AsyncParsableCommand {
             discussion: "At the deadline, calls still running are moved to other workers (migrate, the default) or ended (end).")
         @OptionGroup var router: RouterAddress
         @Argument(help: "Worker id.") var id: String
-        @Option(help: "Time the calls have to end by themselves: e.g. 90s, 30m, 1h, or seconds.")
+        @Option(parsing: .unconditional, help: "Time the calls have to end by themselves: e.g. 90s, 30m, 1h, or seconds.")
         var deadline: String = "1h"
         @Option(name: .customLong("at-deadline"), help: "What happens then to calls still running: migrate or end.")
         var atDeadline: AtDeadline = .migrate

@@ -1,6 +1,7 @@
 import Foundation
 import SwitchboardCore
 import SwitchboardTestSupport
+import SwitchboardWorker
 import Testing
 
 @Suite("The switchboard CLI")
@@ -48,6 +49,37 @@ struct CLITests {
         #expect(missing != 0 && missingOut.contains("error: not_found"), "\(missingOut)")
         let (down, downOut) = try await run(["status", "--router-url", "http://127.0.0.1:\(try TestServer.freePort())"])
         #expect(down == 69 && downOut.contains("error: connection_failed"), "\(downOut)")
+        await cluster.shutdown()
+    }
+
+    @Test func nodeDrainUndrainMigrateAndAuditFromTheCLI() async throws {
+        let cluster = try await TestCluster()
+        let router = try await cluster.addRouter()
+        try await cluster.addWorker(id: "w-a", handler: ToneHandler())
+        try await cluster.waitForWorkers(1)
+        let call = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "acme")).call)
+        let r = ["--router-url", router.url]
+
+        let (drained, drainOut) = try await run(["node", "drain", "w-a", "--deadline", "1h30m"] + r)
+        #expect(drained == 0 && drainOut.contains("worker w-a draining") && drainOut.contains("1 calls left"), "\(drainOut)")
+        let (listed, listOut) = try await run(["node", "list"] + r)
+        #expect(listed == 0 && listOut.contains("draining") && listOut.contains("to deadline, then migrate"), "\(listOut)")
+        // Nowhere to move the call to: a clear error, exit 75 (try again later), and the call stays.
+        let (stuck, stuckOut) = try await run(["call", "migrate", call.callID] + r)
+        #expect(stuck == 75 && stuckOut.contains("error: no_capacity"), "\(stuckOut)")
+        let (undrained, undrainOut) = try await run(["node", "undrain", "w-a"] + r)
+        #expect(undrained == 0 && undrainOut.contains("takes calls again"), "\(undrainOut)")
+
+        let (negative, negativeOut) = try await run(["node", "drain", "w-a", "--deadline", "-5"] + r)
+        #expect(negative == 64 && negativeOut.contains("must not be negative"), "\(negativeOut)")
+        let (unknown, unknownOut) = try await run(["node", "drain", "nobody"] + r)
+        #expect(unknown == 65 && unknownOut.contains("error: not_found"), "\(unknownOut)")
+
+        let (audited, auditOut) = try await run(["audit"] + r)
+        let lines = auditOut.split(separator: "\n").dropFirst().map(String.init)
+        #expect(audited == 0 && lines.count == 4, "\(auditOut)")
+        #expect(lines.first?.contains("drain") == true && lines.first?.contains("not_found") == true, "\(auditOut)")
+        #expect(lines.last?.contains("drain") == true && lines.last?.contains("ok") == true, "\(auditOut)")
         await cluster.shutdown()
     }
 
