@@ -20,6 +20,8 @@ public struct RouterConfiguration: Sendable {
     public var routeDeadline: Duration = .seconds(2)
     /// Time a single worker has to answer an offer.
     public var offerTimeout: Duration = .milliseconds(500)
+    /// Time the worker holding a call has to end it and answer (`DELETE /v1/calls/{id}`).
+    public var endTimeout: Duration = .seconds(5)
     /// Workers offered one call at most.
     public var maxOffers = 3
     /// Largest HTTP request body accepted.

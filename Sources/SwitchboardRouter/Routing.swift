@@ -194,7 +194,7 @@ extension Router {
         guard record.state != .ended else { return record }
         do {
             _ = try await nats.request(configuration.subjects.end(call: id), payload: CallEnd(callID: id, reason: .api).encoded(),
-                                       headers: ["Call-Id": id], timeout: configuration.routeDeadline)
+                                       headers: ["Call-Id": id], timeout: configuration.endTimeout)
         } catch let error as SwitchboardError where error.code == .noResponders {
             // No worker holds it any more (it died or never started it): close the record so it does not
             // stay "active" for ever.

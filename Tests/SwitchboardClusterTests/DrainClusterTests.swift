@@ -132,7 +132,9 @@ struct DrainClusterTests {
             let sequences = tap.all.map(\.packet.sequence)
             // Numbered on from where a left off: nothing twice, nothing backwards.
             #expect(zip(sequences, sequences.dropFirst()).allSatisfy { $1 > $0 }, "\(sequences)")
-            #expect(tap.longestGap < .seconds(1), "audio paused \(tap.longestGap)")
+            // The bench measures the gap (about one frame); here it only must be a pause, not a loss, even when
+            // this busy process stalls.
+            #expect(tap.longestGap < .seconds(3), "audio paused \(tap.longestGap)")
             #expect(abs(try tap.frequency(after: moved) - 700) <= 5)
         }
         #expect(try await cluster.workerCalls("b").count == 5)
@@ -142,41 +144,60 @@ struct DrainClusterTests {
     }
 
     @Test func aWorkerKilledWithTwentyCallsHasThemAllResumedElsewhere() async throws {
+        // Router and workers are processes of their own, so a stall of this busy test process cannot delay
+        // them; the time is read from the router's own events.
         let interval = Duration.milliseconds(500)
         let cluster = try await TestCluster(heartbeat: interval, suspectAfter: 2, deadAfter: 3)
-        let router = try await cluster.addRouter()
+        let router = try cluster.spawnRouter(id: "r1")
+        try await router.waitForOutput("listening on", timeout: .seconds(30))
         let a = try cluster.spawnWorker(id: "a", ["--capacity", "20", "--handler", "tone"])
-        try await cluster.waitForWorkers(1, timeout: .seconds(30))
         var calls: [Placement] = []
-        for _ in 0..<20 { calls.append(try await cluster.route(["tone_hz": "500"])) }
+        try await eventually(timeout: .seconds(30), "the router places on a") {
+            guard let call = try? await cluster.route(["tone_hz": "500"]) else { return false }
+            calls.append(call)
+            return true
+        }
+        for _ in 1..<20 { calls.append(try await cluster.route(["tone_hz": "500"])) }
+        #expect(Set(calls.map(\.workerID)) == ["a"])
         let b = try cluster.spawnWorker(id: "b", ["--capacity", "30", "--handler", "tone"])
-        try await cluster.waitForWorkers(2, timeout: .seconds(30))
+        try await eventually(timeout: .seconds(30), "the router places on b (a is full)") {
+            (try? await cluster.route())?.workerID == "b"
+        }
         try await eventually(timeout: .seconds(30), "every call checkpointed") {
             for call in calls where try await cluster.record(call.callID)["checkpoint_seq"] == nil { return false }
             return true
         }
         let taps = try calls.map { try AudioTap(cluster.client, $0.media.out) }
+        let events = try cluster.client.subscribe(to: cluster.subjects.events(call: "*"))
+        try await cluster.client.flush()
 
+        let killedAt = Int64(Date().timeIntervalSince1970 * 1000)
         kill(a.pid, SIGKILL)
-        let killed = ContinuousClock.now
-        try await eventually(timeout: .seconds(30), "all 20 calls resumed on b") {
-            for call in calls {
-                let record = try await cluster.record(call.callID)
-                guard record["worker_id"] == "b", record["state"] == "active" else { return false }
-            }
-            return true
+        var resumed: [String: CallEvent] = [:]
+        var other: [CallEvent] = []
+        let deadline = Task { try await Task.sleep(for: .seconds(30)); events.unsubscribe() }
+        for await message in events {
+            let event = try CallEvent.decode(message.payload)
+            if event.event == .resumed { resumed[event.callID] = event } else { other.append(event) }
+            if resumed.count == 20 { break }
         }
-        let resumed = ContinuousClock.now - killed
+        deadline.cancel()
+        #expect(resumed.count == 20, "resumed: \(resumed.count), other events: \(other)")
+        #expect(Set(resumed.keys) == Set(calls.map(\.callID)))
+        #expect(resumed.values.allSatisfy { $0.workerID == "b" && $0.fromWorker == "a" })
+        #expect(!other.contains { $0.event == .ended }, "no call lost: \(other)")
+        let last = resumed.values.map(\.atMillis).max() ?? .max
         // Found dead within 3 intervals (or sooner, failing its ping); then 1 s for all 20 to be taken on.
-        #expect(resumed <= interval * 3 + .seconds(1), "resumed \(resumed) after the kill")
-        #expect(router.router.metrics.value(MetricNames.failoverCalls, ["result": "recovered"]) == 20)
-        #expect(router.router.metrics.value(MetricNames.failoverCalls, ["result": "lost"]) == nil)
+        #expect(last - killedAt <= Int64((interval * 3 + .seconds(1)).milliseconds), "resumed \(last - killedAt) ms after the kill")
+        for call in calls {
+            let record = try await cluster.record(call.callID)
+            #expect(record["worker_id"] == "b" && record["state"] == "active" && record["moves"] == "1", "\(record)")
+        }
         let after = ContinuousClock.now
         try await eventually(timeout: .seconds(30), "audio on every call again") { taps.allSatisfy { $0.count(after: after) >= 10 } }
         for tap in taps { #expect(abs(try tap.frequency(after: after) - 500) <= 5) }
-        #expect(try await cluster.workerCalls("b").count == 20)
         #expect(try await cluster.workerCalls("a").isEmpty)
-        withExtendedLifetime(b) {}
+        withExtendedLifetime((router, b)) {}
         await cluster.shutdown()
     }
 
@@ -240,7 +261,9 @@ struct DrainClusterTests {
 
         // A new router knows the drain from Redis (who asked, until when), not only from heartbeats.
         let second = try await cluster.addRouter()
-        try await eventually(timeout: .seconds(10), "new router sees both") { second.router.workers().count == 2 }
+        try await eventually(timeout: .seconds(30), "new router sees both, b ready") {
+            second.router.workers().count == 2 && second.router.workers().contains { $0.id == "b" && $0.isPlaceable }
+        }
         #expect(second.router.workers().first { $0.id == "a" }?.drain?.requestedBy == "test@ops (no key)")
         for _ in 0..<10 { #expect(try await cluster.route().workerID == "b") }
 
