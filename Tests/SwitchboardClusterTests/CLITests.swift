@@ -166,6 +166,16 @@ struct TenantCLITests {
         #expect(asTenant == 77)
         let (asAdmin, statusOut) = try await run(["status", "--router-url", router.url, "--api-key", admin])
         #expect(asAdmin == 0 && statusOut.contains("1 workers"), "\(statusOut)")
+        // Draining, moving calls and reading the audit are operator actions too.
+        let workerID = try #require(router.router.workers().first?.id)
+        for command in [["node", "drain", workerID], ["node", "undrain", workerID], ["call", "migrate", "c-any"], ["audit"]] {
+            let (refused, refusedOut) = try await run(command + ["--router-url", router.url, "--api-key", key])
+            #expect(refused == 77 && refusedOut.contains("admin key"), "\(command): \(refusedOut)")
+        }
+        let (drained, drainedOut) = try await run(["node", "drain", workerID, "--router-url", router.url, "--api-key", admin])
+        #expect(drained == 0, "\(drainedOut)")
+        let (audited, auditOut) = try await run(["audit", "--router-url", router.url, "--api-key", admin])
+        #expect(audited == 0 && auditOut.contains("(admin key)") && auditOut.contains(workerID), "\(auditOut)")
 
         let (rotated, rotateOut) = try await run(["tenant", "rotate-key", "acme"] + redis)
         let newKey = try #require(apiKey(in: rotateOut), "\(rotateOut)")
