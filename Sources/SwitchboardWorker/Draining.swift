@@ -19,16 +19,11 @@ extension Worker {
         await apply(request, record: true)
     }
 
-    /// Applies a drain request: to the state machine, and (`record`) to Redis and every router.
+    /// Applies a drain request: kept in Redis and announced to every router first (`record`; the router that
+    /// sent it did both already), then to the state machine. Ignored once calls are being ended or the worker
+    /// is leaving.
     func apply(_ request: DrainRequest, record: Bool) async {
-        let (actions, calls) = state.withLock { state in
-            state.drainRequest = request
-            let actions = state.drain.request(deadline: request.deadline(now: .now, unixNowMillis: Self.unixMillis()),
-                                               atDeadline: request.atDeadline, now: .now, calls: Set(state.calls.keys))
-            return (actions, state.calls.count)
-        }
-        logger.notice("draining", metadata: ["calls": "\(calls)", "deadline_ms": "\(request.deadlineMillis)",
-                                             "at_deadline": "\(request.atDeadline.rawValue)", "by": "\(request.requestedBy)"])
+        guard state.withLock({ $0.drain.phase != .ending && $0.drain.phase != .done }) else { return }
         if record {
             do {
                 _ = try await redis.send(["HSET", configuration.keys.drains, configuration.id,
@@ -38,16 +33,21 @@ extension Worker {
             }
             announce(request)
         }
+        let (actions, calls) = state.withLock { state in
+            let actions = state.drain.request(deadline: request.deadline(now: .now, unixNowMillis: Self.unixMillis()),
+                                               atDeadline: request.atDeadline, now: .now, calls: Set(state.calls.keys))
+            // Offers are refused from this instant, under the same lock as the decision.
+            if actions.contains(.refuseNewCalls) { state.slots.setState(.draining) }
+            return (actions, state.calls.count)
+        }
+        logger.notice("draining", metadata: ["calls": "\(calls)", "deadline_ms": "\(request.deadlineMillis)",
+                                             "at_deadline": "\(request.atDeadline.rawValue)", "by": "\(request.requestedBy)"])
         await perform(actions)
     }
 
     /// Cancels a drain under way; false when there is none or it is too late (calls are being ended).
     public func undrain() async -> Bool {
-        let (cancelled, actions) = state.withLock { state in
-            let result = state.drain.cancel()
-            if result.cancelled { state.drainRequest = nil }
-            return result
-        }
+        let (cancelled, actions) = state.withLock { $0.drain.cancel() }
         guard cancelled else { return false }
         logger.notice("drain cancelled: taking calls again")
         _ = try? await redis.send(["HDEL", configuration.keys.drains, configuration.id])

@@ -38,8 +38,6 @@ public final class Worker: Service, Sendable {
         var seq: UInt64 = 0
         var load = LoadSampler.Sample(cpu: 0, memoryUsed: 0, memoryLimit: 0)
         var drain = Drain()
-        /// The drain as asked for (kept in Redis while it lasts).
-        var drainRequest: DrainRequest?
         /// Calls this worker has asked the routers to move and not yet heard back on.
         var migrating: Set<String> = []
     }
