@@ -117,14 +117,12 @@ extension Router {
 
     // MARK: - Audit
 
-    /// Appends an operator action to the audit stream (capped near `auditLength` entries). An audit that
-    /// cannot be written is logged, never silently dropped.
+    /// Appends an operator action to the audit stream. One that cannot be written is logged with all it
+    /// holds, never silently dropped.
     func audit(_ action: String, target: String, actor: String, outcome: String, detail: String = "") async {
         let entry = AuditEntry(atMillis: Self.unixMillis(), actor: actor, action: action, target: target, outcome: outcome, detail: detail)
-        var command = ["XADD", configuration.keys.audit, "MAXLEN", "~", String(configuration.auditLength), "*"]
-        for (field, value) in entry.fields { command += [field, value] }
         do {
-            _ = try await redis.send(command)
+            try await AuditLog(redis: redis, keys: configuration.keys, length: configuration.auditLength).append(entry)
         } catch {
             logger.error("audit entry not written", metadata: ["action": "\(action)", "target": "\(target)", "actor": "\(actor)",
                                                                "outcome": "\(outcome)", LogKey.error: "\(error)"])
@@ -133,22 +131,10 @@ extension Router {
 
     /// The latest audit entries, newest first.
     public func auditEntries(limit: Int) async throws(SwitchboardError) -> [AuditEntry] {
-        guard (1...10_000).contains(limit) else { throw SwitchboardError(.invalidArgument, "limit must be 1-10000, got \(limit)") }
-        let reply: RedisValue
         do {
-            reply = try await redis.send(["XREVRANGE", configuration.keys.audit, "+", "-", "COUNT", String(limit)])
-        } catch {
+            return try await AuditLog(redis: redis, keys: configuration.keys).entries(limit: limit)
+        } catch where error.code != .invalidArgument {
             throw SwitchboardError(.unavailable, "cannot read the audit stream: \(error.message)")
-        }
-        return (reply.array ?? []).compactMap { item in
-            guard let parts = item.array, parts.count == 2, let id = parts[0].string, let flat = parts[1].array else { return nil }
-            var fields: [String: String] = [:]
-            var i = 0
-            while i + 1 < flat.count {
-                if let key = flat[i].string { fields[key] = flat[i + 1].string ?? "" }
-                i += 2
-            }
-            return AuditEntry(id: id, fields: fields)
         }
     }
 

@@ -12,11 +12,21 @@ extension Worker {
     /// on, and at the deadline those left are moved to other workers (`migrate`) or ended. When the last
     /// call is gone, `run` returns. The drain is kept in Redis until then, so a restarted router or a
     /// reconnected worker keeps to it.
+    /// A drain asked of the worker itself (SIGTERM) is written to the audit stream, as the routers write the
+    /// ones asked through them.
     public func drain(deadline: Duration, atDeadline: AtDeadline, requestedBy: String) async {
         let now = Self.unixMillis()
         let request = DrainRequest(workerID: configuration.id, deadlineMillis: now + deadline.milliseconds,
                                    atDeadline: atDeadline, requestedBy: requestedBy, requestedAtMillis: now)
         await apply(request, record: true)
+        let entry = AuditEntry(atMillis: now, actor: "\(requestedBy) (worker \(configuration.id))", action: "drain",
+                               target: configuration.id, outcome: "ok",
+                               detail: "deadline \(deadline), at deadline \(atDeadline.rawValue)")
+        do {
+            try await AuditLog(redis: redis, keys: configuration.keys).append(entry)
+        } catch {
+            logger.error("audit entry not written", metadata: ["action": "drain", "actor": "\(entry.actor)", LogKey.error: "\(error)"])
+        }
     }
 
     /// Applies a drain request: kept in Redis and announced to every router first (`record`; the router that
