@@ -78,3 +78,7 @@ public struct CallRecord: Codable, Sendable, Equatable {
         self.moves = fields["moves"].flatMap { Int($0) } ?? 0
     }
 }
+
+/// The wall clock now, in Unix milliseconds: what records, events and drains store (never used to measure
+/// a duration; `ContinuousClock` does that).
+public func unixMillisNow() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }

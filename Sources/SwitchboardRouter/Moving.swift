@@ -26,7 +26,7 @@ extension Router {
             throw SwitchboardError(.conflict, "call \(callID) is being moved already")
         }
         defer { Task { await self.unlock(callID) } }
-        publishEvent(CallEvent(callID: callID, event: .migrating, workerID: record.workerID, atMillis: Self.unixMillis()))
+        publishEvent(CallEvent(callID: callID, event: .migrating, workerID: record.workerID, atMillis: unixMillisNow()))
 
         let held = clock.now
         let checkpoint: Checkpoint
@@ -64,7 +64,7 @@ extension Router {
         metrics.observe(MetricNames.migrationPauseSeconds, [:], pause.microseconds / 1e6, buckets: MetricNames.latencyBuckets,
                         help: "Time a migrated call's audio paused: from hold to the new worker's accept")
         publishEvent(CallEvent(callID: callID, event: .migrated, workerID: accepted.workerID, fromWorker: record.workerID,
-                               atMillis: Self.unixMillis()))
+                               atMillis: unixMillisNow()))
         log.notice("call moved", metadata: ["to_worker": "\(accepted.workerID)", "pause_ms": "\(pause.microseconds / 1000)"])
         return Migration(callID: callID, fromWorker: record.workerID, toWorker: accepted.workerID,
                          pauseMillis: pause.microseconds / 1000)
@@ -166,7 +166,7 @@ extension Router {
             _ = try? await redis.send(["SREM", keys.workerCalls(workerID), callID])
             metrics.increment(MetricNames.failoverCalls, ["result": "recovered"], help: "Calls of dead workers, by result")
             publishEvent(CallEvent(callID: callID, event: .resumed, workerID: reply.workerID, fromWorker: workerID,
-                                   atMillis: Self.unixMillis()))
+                                   atMillis: unixMillisNow()))
             log.notice("call recovered from a dead worker", metadata: ["to_worker": "\(reply.workerID)",
                                                                       "checkpoint_seq": "\(checkpoint.seq)"])
         } catch {
@@ -178,7 +178,7 @@ extension Router {
     private func lose(_ record: CallRecord, because why: String, log: Logger) async {
         let keys = configuration.keys
         _ = try? await redis.pipeline([
-            RedisCommand(["HSET", keys.call(record.callID), "state", "ended", "ended_at", String(Self.unixMillis()),
+            RedisCommand(["HSET", keys.call(record.callID), "state", "ended", "ended_at", String(unixMillisNow()),
                           "end_reason", EndReason.workerLost.rawValue]),
             RedisCommand(["EXPIRE", keys.call(record.callID), String(configuration.endedCallRetention.components.seconds)]),
             RedisCommand(["SREM", keys.workerCalls(record.workerID), record.callID]),
@@ -186,7 +186,7 @@ extension Router {
         ])
         metrics.increment(MetricNames.failoverCalls, ["result": "lost"], help: "Calls of dead workers, by result")
         publishEvent(CallEvent(callID: record.callID, event: .ended, workerID: record.workerID,
-                               reason: EndReason.workerLost.rawValue, atMillis: Self.unixMillis()))
+                               reason: EndReason.workerLost.rawValue, atMillis: unixMillisNow()))
         log.error("call lost with its worker: \(why)")
     }
 

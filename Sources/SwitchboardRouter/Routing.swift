@@ -58,7 +58,7 @@ extension Router {
         let (reply, explanation) = try await offerAround(offer, needs: needs, deadline: start + configuration.routeDeadline,
                                                          explain: request.explain, logger: logger)
         let record = CallRecord(callID: callID, tenant: request.tenant, workerID: reply.workerID, version: reply.version,
-                                region: reply.region, state: .placed, createdAt: Self.unixMillis(), metadata: request.metadata)
+                                region: reply.region, state: .placed, createdAt: unixMillisNow(), metadata: request.metadata)
         do {
             try await recordPlacement(record)
         } catch where admittedWithoutRedis {
@@ -69,7 +69,7 @@ extension Router {
             try? nats.publish(configuration.subjects.end(call: callID), payload: CallEnd(callID: callID, reason: .api).encoded())
             throw SwitchboardError(.unavailable, "call accepted by \(reply.workerID) but not recorded: \(error)")
         }
-        publishEvent(CallEvent(callID: callID, event: .placed, workerID: reply.workerID, atMillis: Self.unixMillis()))
+        publishEvent(CallEvent(callID: callID, event: .placed, workerID: reply.workerID, atMillis: unixMillisNow()))
         return Placement(callID: callID, workerID: reply.workerID, version: reply.version, region: reply.region,
                          media: MediaSubjects(in: configuration.subjects.mediaIn(call: callID),
                                               out: configuration.subjects.mediaOut(call: callID)),
@@ -143,7 +143,6 @@ extension Router {
         _ = try await redis.send(hset)
     }
 
-    static func unixMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     // MARK: - NATS API
 
@@ -198,7 +197,7 @@ extension Router {
         } catch let error as SwitchboardError where error.code == .noResponders {
             // No worker holds it any more (it died or never started it): close the record so it does not
             // stay "active" for ever.
-            _ = try? await redis.send(["HSET", configuration.keys.call(id), "state", "ended", "ended_at", String(Self.unixMillis()),
+            _ = try? await redis.send(["HSET", configuration.keys.call(id), "state", "ended", "ended_at", String(unixMillisNow()),
                                        "end_reason", "not_running"])
         } catch {
             throw SwitchboardError(.unavailable, "could not reach the worker holding call \(id): \(error)")

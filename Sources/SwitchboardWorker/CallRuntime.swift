@@ -30,7 +30,7 @@ extension Worker {
         } else {
             await redisWrite(log, "record call start", [
                 ["HSET", keys.call(callID), "state", "active", "worker_id", configuration.id,
-                 "started_at", String(Self.unixMillis()), "incarnation", incarnation],
+                 "started_at", String(unixMillisNow()), "incarnation", incarnation],
                 ["SADD", keys.workerCalls(configuration.id), callID],
             ])
         }
@@ -110,14 +110,14 @@ extension Worker {
             await redisWrite(log, "record call moved", [["SREM", keys.workerCalls(configuration.id), callID]])
         } else {
             await redisWrite(log, "record call end", [
-                ["HSET", keys.call(callID), "state", "ended", "ended_at", String(Self.unixMillis()), "end_reason", reason.rawValue],
+                ["HSET", keys.call(callID), "state", "ended", "ended_at", String(unixMillisNow()), "end_reason", reason.rawValue],
                 ["EXPIRE", keys.call(callID), String(Int(configuration.endedCallRetention.components.seconds))],
                 ["SREM", keys.workerCalls(configuration.id), callID],
                 // The tenant's live-call lease goes back with the call (nothing to do when tenancy is off).
                 ["ZREM", keys.tenantLeases(offer.tenant), callID],
             ])
             publishEvent(CallEvent(callID: callID, event: .ended, workerID: configuration.id, reason: reason.rawValue,
-                                   atMillis: Self.unixMillis()))
+                                   atMillis: unixMillisNow()))
         }
         let wasFull = state.withLock { state -> Bool in
             let wasFull = state.slots.activeCalls >= state.slots.capacity
@@ -154,7 +154,7 @@ extension Worker {
                          log: Logger) async -> CheckpointResult {
         let checkpoint: Checkpoint
         do {
-            guard let taken = try session.checkpoint(always: always, hold: hold, unixNowMillis: Self.unixMillis()) else { return .unchanged }
+            guard let taken = try session.checkpoint(always: always, hold: hold, unixNowMillis: unixMillisNow()) else { return .unchanged }
             checkpoint = taken
         } catch {
             metrics.increment(MetricNames.checkpoints, ["result": error.code.rawValue], help: "Call checkpoints written, by result")
@@ -225,7 +225,6 @@ extension Worker {
         }
     }
 
-    static func unixMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 }
 
 /// One call's outgoing audio and saved state on this worker: encodes the handler's frames and publishes them

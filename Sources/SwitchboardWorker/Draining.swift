@@ -15,7 +15,7 @@ extension Worker {
     /// A drain asked of the worker itself (SIGTERM) is written to the audit stream, as the routers write the
     /// ones asked through them.
     public func drain(deadline: Duration, atDeadline: AtDeadline, requestedBy: String) async {
-        let now = Self.unixMillis()
+        let now = unixMillisNow()
         let request = DrainRequest(workerID: configuration.id, deadlineMillis: now + deadline.milliseconds,
                                    atDeadline: atDeadline, requestedBy: requestedBy, requestedAtMillis: now)
         await apply(request, record: true)
@@ -44,7 +44,7 @@ extension Worker {
             announce(request)
         }
         let (actions, calls) = state.withLock { state in
-            let actions = state.drain.request(deadline: request.deadline(now: .now, unixNowMillis: Self.unixMillis()),
+            let actions = state.drain.request(deadline: request.deadline(now: .now, unixNowMillis: unixMillisNow()),
                                                atDeadline: request.atDeadline, now: .now, calls: Set(state.calls.keys))
             // Offers are refused from this instant, under the same lock as the decision.
             if actions.contains(.refuseNewCalls) { state.slots.setState(.draining) }

@@ -151,7 +151,7 @@ public final class Worker: Service, Sendable {
                 let session = try CallSession(nats: nats, subject: configuration.subjects.mediaOut(call: offer.callID),
                                               sampleRate: configuration.sampleRate, bitrate: configuration.bitrate,
                                               metrics: metrics, resumingFrom: offer.resume?.checkpoint,
-                                              unixNowMillis: Self.unixMillis())
+                                              unixNowMillis: unixMillisNow())
                 let media = try nats.subscribe(to: configuration.subjects.mediaIn(call: offer.callID), pendingLimit: 250)
                 let endRequests: NATSSubscription
                 do {

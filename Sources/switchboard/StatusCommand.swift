@@ -36,7 +36,7 @@ struct StatusCommand: AsyncParsableCommand {
 /// in the CALLS column).
 func drainProgress(_ w: WorkerView) -> String {
     guard let drain = w.drain else { return "" }
-    let left = Double(drain.deadlineMillis - Int64(Date().timeIntervalSince1970 * 1000)) / 1000
+    let left = Double(drain.deadlineMillis - unixMillisNow()) / 1000
     let when = left > 0 ? "\(formatSeconds(left)) to deadline" : "deadline passed"
     return " (\(when), then \(drain.atDeadline.rawValue))"
 }

@@ -51,10 +51,10 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     }
 
     /// `heartbeat`: workers report every interval. Routers find a worker suspect after `suspectAfter` silent
-    /// intervals and dead after `deadAfter`. The defaults are lenient (2 s, 4 s): a run of every test at once on
+    /// intervals and dead after `deadAfter`. The defaults are lenient (4 s, 8 s): a run of every test at once on
     /// 2 cores can hold this process's tasks back for seconds, and a suspect worker takes no calls. Tests of
     /// failure detection ask for the production values (2, 3).
-    init(heartbeat: Duration = .milliseconds(500), suspectAfter: Int = 4, deadAfter: Int = 8) async throws {
+    init(heartbeat: Duration = .milliseconds(500), suspectAfter: Int = 8, deadAfter: Int = 16) async throws {
         let (natsURL, natsServer) = try await SharedServer.nats()
         let (redisURL, redisServer) = try await SharedServer.redis()
         self.natsURL = natsURL
