@@ -82,15 +82,6 @@ extension Worker {
                 try? await Task.sleep(for: self.configuration.maxCallDuration)
                 return Task.isCancelled ? nil : .maxDuration
             }
-            group.addTask {
-                // Checkpoints: soon after the start (the handler saves its first state), then every interval.
-                try? await Task.sleep(for: .milliseconds(50))
-                while !Task.isCancelled {
-                    if case .moved = await self.writeCheckpoint(callID, session, log: log) { return .migrated }
-                    try? await Task.sleep(for: self.configuration.checkpointInterval)
-                }
-                return nil
-            }
             var first: EndReason = .workerStopping
             for await result in group {
                 if let result {
@@ -134,49 +125,6 @@ extension Worker {
         }
         if wasFull { heartbeatTrigger.yield() }  // a slot opened on a full worker: tell the routers now
         drainTrigger.yield()
-    }
-
-    enum CheckpointResult { case written(Checkpoint), unchanged, moved, failed }
-
-    static let checkpointScript = RedisScript("""
-        -- KEYS: the call record. ARGV: this worker's id, the checkpoint (JSON), its seq.
-        -- Only the worker the record names may write: a worker that lost the call (it moved while this one
-        -- was cut off) learns so here, and lets go.
-        if redis.call('HGET', KEYS[1], 'worker_id') ~= ARGV[1] then return 0 end
-        if redis.call('HGET', KEYS[1], 'state') == 'ended' then return 0 end
-        redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2], 'checkpoint_seq', ARGV[3])
-        return 1
-        """)
-
-    /// Takes the call's checkpoint (when its state changed, or `always`, or to `hold` it for a migration)
-    /// and writes it to the call record, if this worker still owns the call.
-    func writeCheckpoint(_ callID: String, _ session: CallSession, always: Bool = false, hold: Bool = false,
-                         log: Logger) async -> CheckpointResult {
-        let checkpoint: Checkpoint
-        do {
-            guard let taken = try session.checkpoint(always: always, hold: hold, unixNowMillis: unixMillisNow()) else { return .unchanged }
-            checkpoint = taken
-        } catch {
-            metrics.increment(MetricNames.checkpoints, ["result": error.code.rawValue], help: "Call checkpoints written, by result")
-            log.error("checkpoint not taken", metadata: [LogKey.error: "\(error)"])
-            return .failed
-        }
-        do {
-            let written = try await redis.evaluate(Self.checkpointScript, keys: [configuration.keys.call(callID)],
-                                                   arguments: [configuration.id, String(decoding: checkpoint.encoded(), as: UTF8.self),
-                                                               String(checkpoint.seq)])
-            guard written.int == 1 else {
-                metrics.increment(MetricNames.checkpoints, ["result": "moved"], help: "Call checkpoints written, by result")
-                log.warning("the call is recorded on another worker: letting go of it")
-                return .moved
-            }
-            metrics.increment(MetricNames.checkpoints, ["result": "written"], help: "Call checkpoints written, by result")
-            return .written(checkpoint)
-        } catch {
-            metrics.increment(MetricNames.checkpoints, ["result": error.code.rawValue], help: "Call checkpoints written, by result")
-            log.warning("checkpoint not written", metadata: [LogKey.error: "\(error)"])
-            return .failed
-        }
     }
 
     func publishEvent(_ event: CallEvent) {
@@ -238,7 +186,9 @@ final class CallSession: Sendable {
     typealias HandlerState = any Encodable & Sendable
 
     private struct State {
-        var encoder: OpusEncoder
+        /// Made with the first frame sent, not when the offer is accepted: the accept is on every call's
+        /// placement path, and an encoder takes a while to set up.
+        var encoder: OpusEncoder?
         var sequence: UInt32
         var timestamp: UInt32
         var held = false
@@ -252,18 +202,21 @@ final class CallSession: Sendable {
     private let nats: NATSConnection
     private let subject: String
     private let metrics: MetricsRegistry
+    private let sampleRate: Int
+    private let bitrate: Int
     /// The checkpoint the call was resumed from, nil for a new call.
     let restored: Checkpoint?
 
     init(nats: NATSConnection, subject: String, sampleRate: Int, bitrate: Int, metrics: MetricsRegistry,
-         resumingFrom checkpoint: Checkpoint? = nil, unixNowMillis: Int64 = 0) throws {
-        let encoder = try OpusEncoder(sampleRate: sampleRate, bitrate: bitrate)
+         resumingFrom checkpoint: Checkpoint? = nil, unixNowMillis: Int64 = 0) {
         let position = checkpoint.map { $0.mediaPosition(elapsedMillis: unixNowMillis - $0.takenAtMillis) } ?? (sequence: 0, timestamp: 0)
-        state = Mutex(State(encoder: encoder, sequence: position.sequence, timestamp: position.timestamp,
-                            savedJSON: checkpoint?.state, checkpointSeq: checkpoint?.seq ?? 0))
+        state = Mutex(State(sequence: position.sequence, timestamp: position.timestamp, savedJSON: checkpoint?.state,
+                            checkpointSeq: checkpoint?.seq ?? 0))
         self.nats = nats
         self.subject = subject
         self.metrics = metrics
+        self.sampleRate = sampleRate
+        self.bitrate = bitrate
         self.restored = checkpoint
     }
 
@@ -272,7 +225,8 @@ final class CallSession: Sendable {
         let sent = try state.withLock { state -> Bool in
             guard !state.held else { return false }  // the checkpoint of the hold stands
             if let newState { state.saved = newState }
-            let payload = try state.encoder.encode(samples)
+            if state.encoder == nil { state.encoder = try OpusEncoder(sampleRate: sampleRate, bitrate: bitrate) }
+            let payload = try state.encoder!.encode(samples)
             let packet = MediaPacket(sequence: state.sequence, timestamp: state.timestamp, payload: payload)
             state.sequence &+= 1
             state.timestamp &+= 960  // 20 ms at 48 kHz, whatever the sample rate

@@ -92,7 +92,8 @@ extension Worker {
                 }
             }
             for await _ in drainTriggers {
-                let actions = state.withLock { $0.drain.tick(now: .now, calls: Set($0.calls.keys)) }
+                // Nothing to do unless draining: no set of the calls is built under the lock offers take.
+                let actions = state.withLock { $0.drain.isDraining ? $0.drain.tick(now: .now, calls: Set($0.calls.keys)) : [] }
                 await perform(actions)
                 if state.withLock({ $0.drain.phase == .done }) { break }
             }

@@ -101,6 +101,7 @@ public final class Worker: Service, Sendable {
                 background.addTask { await self.heartbeatLoop() }
                 background.addTask { await self.ticker() }
                 background.addTask { await self.drainLoop() }
+                background.addTask { await self.checkpointLoop() }
                 await withDiscardingTaskGroup { calls in
                     for await offer in acceptedCalls {
                         calls.addTask { await self.runCall(offer) }
@@ -148,7 +149,7 @@ public final class Worker: Service, Sendable {
         if decision == .accept {
             // Listen on the call's subjects before saying yes: the caller may send audio the moment it hears.
             do {
-                let session = try CallSession(nats: nats, subject: configuration.subjects.mediaOut(call: offer.callID),
+                let session = CallSession(nats: nats, subject: configuration.subjects.mediaOut(call: offer.callID),
                                               sampleRate: configuration.sampleRate, bitrate: configuration.bitrate,
                                               metrics: metrics, resumingFrom: offer.resume?.checkpoint,
                                               unixNowMillis: unixMillisNow())
