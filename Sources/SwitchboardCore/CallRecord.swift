@@ -79,6 +79,21 @@ public struct CallRecord: Codable, Sendable, Equatable {
     }
 }
 
+extension RedisKeys {
+    /// The Redis commands that record a call's end: its record closed with the reason (and kept `retention`
+    /// longer), the call out of its worker's set, the tenant's live-call lease given back (nothing to give
+    /// when tenancy is off). Run by the worker that held the call, or by a router for a call lost with its
+    /// worker.
+    public func endCall(_ callID: String, tenant: String, worker: String, reason: EndReason, retention: Duration) -> [[String]] {
+        [
+            ["HSET", call(callID), "state", "ended", "ended_at", String(unixMillisNow()), "end_reason", reason.rawValue],
+            ["EXPIRE", call(callID), String(retention.components.seconds)],
+            ["SREM", workerCalls(worker), callID],
+            ["ZREM", tenantLeases(tenant), callID],
+        ]
+    }
+}
+
 /// The wall clock now, in Unix milliseconds: what records, events and drains store (never used to measure
 /// a duration; `ContinuousClock` does that).
 public func unixMillisNow() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }

@@ -40,13 +40,9 @@ extension Router {
             throw SwitchboardError(error.code == .notFound ? .conflict : .unavailable,
                                    "worker \(record.workerID) could not hand call \(callID) over: \(error.message)")
         }
-        let offer = Offer(callID: callID, tenant: record.tenant, region: nil, metadata: record.metadata, routerID: configuration.id,
-                          resume: Resume(reason: .migrate, fromWorker: record.workerID, checkpoint: checkpoint))
         let accepted: OfferReply
         do {
-            (accepted, _) = try await offerAround(offer, needs: Scheduler.Needs(region: record.region, locality: .preferred,
-                                                                                tried: [record.workerID]),
-                                                  deadline: clock.now + configuration.routeDeadline, logger: log)
+            accepted = try await resumeElsewhere(record, .migrate, from: checkpoint, log: log)
         } catch {
             _ = try? await control(record.workerID, WorkerControl(.unhold, callID: callID))
             metrics.increment(MetricNames.migrations, ["result": error.code.rawValue], help: "Call migrations by result")
@@ -70,13 +66,24 @@ extension Router {
                          pauseMillis: pause.microseconds / 1000)
     }
 
+    /// Offers a running call, with its checkpoint, to workers other than the one the record names (in the
+    /// call's region first, elsewhere when none there has room); the accept of the one that took it on.
+    private func resumeElsewhere(_ record: CallRecord, _ reason: ResumeReason, from checkpoint: Checkpoint,
+                                 log: Logger) async throws(SwitchboardError) -> OfferReply {
+        let offer = Offer(callID: record.callID, tenant: record.tenant, region: nil, metadata: record.metadata,
+                          routerID: configuration.id,
+                          resume: Resume(reason: reason, fromWorker: record.workerID, checkpoint: checkpoint))
+        let needs = Scheduler.Needs(region: record.region, locality: .preferred, tried: [record.workerID])
+        return try await offerAround(offer, needs: needs, deadline: clock.now + configuration.routeDeadline, logger: log).0
+    }
+
     /// Sends an order to one worker and returns its answer; the worker's refusal comes back as its error.
-    func control(_ workerID: String, _ order: WorkerControl, timeout: Duration? = nil) async throws(SwitchboardError) -> WorkerControlReply {
+    func control(_ workerID: String, _ order: WorkerControl) async throws(SwitchboardError) -> WorkerControlReply {
         let reply: WorkerControlReply
         do {
             let message = try await nats.request(configuration.subjects.control(worker: workerID), payload: order.encoded(),
                                                  headers: order.callID.map { ["Call-Id": $0] } ?? [:],
-                                                 timeout: timeout ?? configuration.offerTimeout)
+                                                 timeout: configuration.offerTimeout)
             reply = try WorkerControlReply.decode(message.payload)
         } catch let error as SwitchboardError {
             throw error.code == .noResponders ? SwitchboardError(.unavailable, "worker \(workerID) is not connected") : error
@@ -152,13 +159,9 @@ extension Router {
                 await lose(record, because: "it has no checkpoint", log: log)
                 return
             }
-            let offer = Offer(callID: callID, tenant: record.tenant, region: nil, metadata: record.metadata, routerID: configuration.id,
-                              resume: Resume(reason: .failover, fromWorker: workerID, checkpoint: checkpoint))
             let reply: OfferReply
             do {
-                (reply, _) = try await offerAround(offer, needs: Scheduler.Needs(region: record.region, locality: .preferred,
-                                                                                 tried: [workerID]),
-                                                   deadline: clock.now + configuration.routeDeadline, logger: log)
+                reply = try await resumeElsewhere(record, .failover, from: checkpoint, log: log)
             } catch {
                 await lose(record, because: "no worker could take it (\(error.message))", log: log)
                 return
@@ -176,14 +179,9 @@ extension Router {
 
     /// Ends a dead worker's call that cannot be taken on, with reason `worker_lost`, counted and logged.
     private func lose(_ record: CallRecord, because why: String, log: Logger) async {
-        let keys = configuration.keys
-        _ = try? await redis.pipeline([
-            RedisCommand(["HSET", keys.call(record.callID), "state", "ended", "ended_at", String(unixMillisNow()),
-                          "end_reason", EndReason.workerLost.rawValue]),
-            RedisCommand(["EXPIRE", keys.call(record.callID), String(configuration.endedCallRetention.components.seconds)]),
-            RedisCommand(["SREM", keys.workerCalls(record.workerID), record.callID]),
-            RedisCommand(["ZREM", keys.tenantLeases(record.tenant), record.callID]),
-        ])
+        let commands = configuration.keys.endCall(record.callID, tenant: record.tenant, worker: record.workerID,
+                                                   reason: .workerLost, retention: configuration.endedCallRetention)
+        _ = try? await redis.pipeline(commands.map(RedisCommand.init))
         metrics.increment(MetricNames.failoverCalls, ["result": "lost"], help: "Calls of dead workers, by result")
         publishEvent(CallEvent(callID: record.callID, event: .ended, workerID: record.workerID,
                                reason: EndReason.workerLost.rawValue, atMillis: unixMillisNow()))

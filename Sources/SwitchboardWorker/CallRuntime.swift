@@ -100,13 +100,8 @@ extension Worker {
             // Another worker holds the call now and has recorded it: only this worker's own set changes.
             await redisWrite(log, "record call moved", [["SREM", keys.workerCalls(configuration.id), callID]])
         } else {
-            await redisWrite(log, "record call end", [
-                ["HSET", keys.call(callID), "state", "ended", "ended_at", String(unixMillisNow()), "end_reason", reason.rawValue],
-                ["EXPIRE", keys.call(callID), String(Int(configuration.endedCallRetention.components.seconds))],
-                ["SREM", keys.workerCalls(configuration.id), callID],
-                // The tenant's live-call lease goes back with the call (nothing to do when tenancy is off).
-                ["ZREM", keys.tenantLeases(offer.tenant), callID],
-            ])
+            await redisWrite(log, "record call end", keys.endCall(callID, tenant: offer.tenant, worker: configuration.id,
+                                                                  reason: reason, retention: configuration.endedCallRetention))
             publishEvent(CallEvent(callID: callID, event: .ended, workerID: configuration.id, reason: reason.rawValue,
                                    atMillis: unixMillisNow()))
         }

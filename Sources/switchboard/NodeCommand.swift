@@ -103,12 +103,10 @@ struct AuditCommand: AsyncParsableCommand {
     @OptionGroup var router: RouterAddress
     @Option(help: "Entries shown at most.") var limit: Int = 50
 
-    struct Entries: Decodable { var entries: [AuditEntry] }
-
     func run() async throws {
         try await cli(router.output) {
             let data = try await router.client.get("/v1/audit?limit=\(limit)")
-            let entries = try JSONDecoder().decode(Entries.self, from: data).entries
+            let entries = try JSONDecoder().decode(AuditEntries.self, from: data).entries
             let formatter = ISO8601DateFormatter()
             var rows = [["WHEN", "ACTOR", "ACTION", "TARGET", "OUTCOME", "DETAIL"]]
             for e in entries {

@@ -330,8 +330,7 @@ struct DrainClusterTests {
 
         // Every operator action is in the audit, with who and the outcome.
         let audit = try await cluster.http("GET", "/v1/audit?limit=10")
-        struct Entries: Decodable { var entries: [AuditEntry] }
-        let entries = try decodeJSON(Entries.self, audit.body).entries
+        let entries = try decodeJSON(AuditEntries.self, audit.body).entries
         #expect(entries.map(\.outcome) == ["not_found", "conflict", "ok", "no_capacity"])
         #expect(entries.allSatisfy { $0.action == "migrate" })
         #expect(entries[2].actor == "alice@ops (no key)" && entries[2].target == call.callID)

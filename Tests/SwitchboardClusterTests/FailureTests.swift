@@ -108,8 +108,7 @@ struct FailureTests {
         #expect(try await cluster.record(call.callID)["state"] == "active", "the call goes on")
         // The drain a signal started is audited like one asked through a router.
         try await eventually(timeout: .seconds(10), "audited") {
-            struct Entries: Decodable { var entries: [AuditEntry] }
-            let entries = try decodeJSON(Entries.self, try await cluster.http("GET", "/v1/audit").body).entries
+            let entries = try decodeJSON(AuditEntries.self, try await cluster.http("GET", "/v1/audit").body).entries
             return entries.contains { $0.action == "drain" && $0.actor == "signal (worker \(worker.id))" && $0.outcome == "ok" }
         }
         #expect(try await cluster.http("DELETE", "/v1/calls/\(call.callID)").status == 200)

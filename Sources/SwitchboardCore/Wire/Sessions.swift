@@ -314,3 +314,9 @@ public struct AuditEntry: Codable, Sendable, Equatable {
                   detail: fields["detail"] ?? "")
     }
 }
+
+/// `GET /v1/audit`: the latest operator actions, newest first.
+public struct AuditEntries: Codable, Sendable, Equatable {
+    public var entries: [AuditEntry]
+    public init(_ entries: [AuditEntry]) { self.entries = entries }
+}

@@ -76,7 +76,7 @@ public enum RouterHTTP {
             guard let limit = Int(limitText) else {
                 throw SwitchboardError(.invalidArgument, "limit must be a whole number, got '\(limitText)'")
             }
-            return json(["entries": try await router.auditEntries(limit: limit)])
+            return json(AuditEntries(try await router.auditEntries(limit: limit)))
         }
         routes.get("/healthz") { _, _ -> Response in
             json(["status": "ok"])
