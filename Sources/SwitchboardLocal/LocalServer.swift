@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -53,7 +54,12 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
         let p = try launch()
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
-            if LocalServer.canConnect(port: port) { return }
+            // Someone listens: make sure it is ours. A server that could not bind the port exits at once, and
+            // whoever holds the port answers in its place.
+            if LocalServer.canConnect(port: port) {
+                try await Task.sleep(for: .milliseconds(20))
+                if p.isRunning { return }
+            }
             if !p.isRunning {
                 lock.withLock { process = nil }
                 throw LocalServerError("\(kind.rawValue) exited at start (status \(p.terminationStatus)):\n\(log())")
@@ -140,8 +146,21 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
         return nil
     }
 
-    /// A port that was free a moment ago: bind port 0 on loopback, read the port, close.
+    /// Ports this process has handed out: two servers started at once must not both be given one port
+    /// (the kernel may offer a port again as soon as the probe closes it).
+    private static let handedOut = Mutex<Set<Int>>([])
+
+    /// A port that was free a moment ago and that this process has not handed out before: bind port 0 on
+    /// loopback, read the port, close.
     public static func freePort() throws -> Int {
+        for _ in 0..<100 {
+            let port = try probePort()
+            if handedOut.withLock({ $0.insert(port).inserted }) { return port }
+        }
+        throw LocalServerError("no free port not handed out already")
+    }
+
+    private static func probePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw LocalServerError("socket() failed: errno \(errno)") }
         defer { close(fd) }
