@@ -66,6 +66,18 @@ extension TestCluster {
                        headers: ["X-Switchboard-Actor": "test@ops"])
     }
 
+    /// Waits until every call's record names `worker`, active, moved once. The router answers (or announces)
+    /// a move when the new worker accepts; the worker records itself a moment after, as it starts the call.
+    func expectRecords(_ calls: [Placement], on worker: String) async throws {
+        try await eventually(timeout: .seconds(30), "every record names \(worker), active, moved once") {
+            for call in calls {
+                let record = try await record(call.callID)
+                guard record["worker_id"] == worker, record["state"] == "active", record["moves"] == "1" else { return false }
+            }
+            return true
+        }
+    }
+
     func drainRecord(_ worker: String) async throws -> String? {
         try await redis.send(["HGET", keys.drains, worker]).string
     }
@@ -123,10 +135,7 @@ struct DrainClusterTests {
         let drained = ContinuousClock.now
         #expect(try await cluster.drain("a", deadlineSeconds: 1).status == 202)
         #expect(await a.waitForExit(timeout: .seconds(30)) == 0, "\(a.output)")
-        for call in calls {
-            let record = try await cluster.record(call.callID)
-            #expect(record["worker_id"] == "b" && record["state"] == "active" && record["moves"] == "1", "\(record)")
-        }
+        try await cluster.expectRecords(calls, on: "b")
         let moved = ContinuousClock.now
         try await eventually(timeout: .seconds(30), "tone flowing from b") { taps.allSatisfy { $0.count(after: moved) >= 25 } }
         #expect(ContinuousClock.now - drained < .seconds(30))
@@ -191,10 +200,7 @@ struct DrainClusterTests {
         let last = resumed.values.map(\.atMillis).max() ?? .max
         // Found dead within 3 intervals (or sooner, failing its ping); then 1 s for all 20 to be taken on.
         #expect(last - killedAt <= Int64((interval * 3 + .seconds(1)).milliseconds), "resumed \(last - killedAt) ms after the kill")
-        for call in calls {
-            let record = try await cluster.record(call.callID)
-            #expect(record["worker_id"] == "b" && record["state"] == "active" && record["moves"] == "1", "\(record)")
-        }
+        try await cluster.expectRecords(calls, on: "b")
         let after = ContinuousClock.now
         try await eventually(timeout: .seconds(30), "audio on every call again") { taps.allSatisfy { $0.count(after: after) >= 10 } }
         for tap in taps { #expect(abs(try tap.frequency(after: after) - 500) <= 5) }
@@ -320,7 +326,7 @@ struct DrainClusterTests {
             if kinds.count == 2 { break }
         }
         #expect(kinds == [.migrating, .migrated])
-        #expect(try await cluster.record(call.callID)["worker_id"] == "b")
+        try await cluster.expectRecords([call], on: "b")
 
         // An ended call, an unknown one: clear errors.
         #expect(try await cluster.http("DELETE", "/v1/calls/\(call.callID)").status == 200)
