@@ -100,12 +100,11 @@ final class DevCluster: Sendable {
 
         let common = ["--nats-url", nats.url, "--redis-url", redis.url, "--log-level", logLevel]
         var children: [Child] = []
-        var routerURLs: [String] = []
         for i in 1...max(1, routers) {
-            let port = try LocalServer.freePort()
-            children.append(try spawn("router-\(i)", ["router", "--id", "router-\(i)", "--http-port", "\(port)", "--tenancy", "on",
+            // Port 0: each router binds a port of its own and says which. A port picked here and handed over
+            // could be taken by another process before the router binds it.
+            children.append(try spawn("router-\(i)", ["router", "--id", "router-\(i)", "--http-port", "0", "--tenancy", "on",
                                                       "--admin-key", adminKey] + common, in: directory))
-            routerURLs.append("http://127.0.0.1:\(port)")
         }
         let zones = ["a", "b", "c"]
         for i in 1...max(1, workers) {
@@ -115,6 +114,16 @@ final class DevCluster: Sendable {
                                                       "--drain-deadline", "0", "--drain-at-deadline", "end"] + common, in: directory))
         }
         for child in children { say("started \(child.name) (pid \(child.pid))") }
+        var routerURLs: [String] = []
+        for child in children where child.name.hasPrefix("router-") {
+            guard let url = await Self.listeningURL(of: child) else {
+                for c in children where c.process.isRunning { kill(c.pid, SIGKILL) }
+                await redis.stop()
+                await nats.stop()
+                Settings.fail("\(child.name) did not start within 30 s; its log:\n" + ((try? String(contentsOf: child.log, encoding: .utf8)) ?? ""))
+            }
+            routerURLs.append(url)
+        }
         let connection = try await NATSConnection.connect(NATSConfiguration(servers: [nats.url], name: "dev-callers"),
                                                           logger: Runtime.logger("switchboard.dev", level: "warning"))
         let cluster = DevCluster(nats: nats, redis: redis, directory: directory, children: children, routerURLs: routerURLs,
@@ -138,6 +147,21 @@ final class DevCluster: Sendable {
         process.standardInput = FileHandle.nullDevice
         try process.run()
         return Child(name: name, process: process, log: log)
+    }
+
+    /// The URL a router says it listens on (its log's `listening on` line); nil if it exits or says nothing
+    /// within 30 s.
+    private static func listeningURL(of router: Child) async -> String? {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline && router.process.isRunning {
+            let log = (try? String(contentsOf: router.log, encoding: .utf8)) ?? ""
+            if let line = log.split(separator: "\n").first(where: { $0.contains(" listening on ") }),
+               let at = line.range(of: " listening on ") {
+                return String(line[at.upperBound...]).trimmingCharacters(in: .whitespaces)
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
     }
 
     /// Waits until every router is ready and sees every worker.
