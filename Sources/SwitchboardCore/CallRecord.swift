@@ -27,17 +27,24 @@ public struct CallRecord: Codable, Sendable, Equatable {
     public var checkpointSeq: UInt64?
     /// Times the call moved to another worker (migration or failover).
     public var moves: Int
+    /// Ownership epoch: 1 at placement, bumped by each worker that takes the call on. Every write a worker
+    /// makes to the call is conditional on it, so a worker that lost the call (it was cut off, it stalled)
+    /// cannot speak or write for it (see docs/decisions/0008-failure-detection.md).
+    public var epoch: Int64
+    /// Epochs above this are refused as malformed (a call moving once a second would take 30,000 years).
+    public static let maxEpoch: Int64 = 1 << 40
 
     enum CodingKeys: String, CodingKey {
-        case tenant, version, region, state, metadata, moves
+        case tenant, version, region, state, metadata, moves, epoch
         case callID = "call_id", workerID = "worker_id", createdAt = "created_at", startedAt = "started_at"
         case endedAt = "ended_at", endReason = "end_reason", checkpointSeq = "checkpoint_seq"
     }
 
     public init(callID: String, tenant: String, workerID: String, version: String, region: String, state: State,
                 createdAt: Int64? = nil, startedAt: Int64? = nil, endedAt: Int64? = nil, endReason: String? = nil,
-                metadata: [String: String] = [:], checkpointSeq: UInt64? = nil, moves: Int = 0) {
+                metadata: [String: String] = [:], checkpointSeq: UInt64? = nil, moves: Int = 0, epoch: Int64 = 1) {
         self.metadata = metadata
+        self.epoch = epoch
         self.checkpointSeq = checkpointSeq
         self.moves = moves
         self.callID = callID
@@ -76,21 +83,7 @@ public struct CallRecord: Codable, Sendable, Equatable {
         self.metadata = fields["metadata"].flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:]
         self.checkpointSeq = fields["checkpoint_seq"].flatMap { UInt64($0) }
         self.moves = fields["moves"].flatMap { Int($0) } ?? 0
-    }
-}
-
-extension RedisKeys {
-    /// The Redis commands that record a call's end: its record closed with the reason (and kept `retention`
-    /// longer), the call out of its worker's set, the tenant's live-call lease given back (nothing to give
-    /// when tenancy is off). Run by the worker that held the call, or by a router for a call lost with its
-    /// worker.
-    public func endCall(_ callID: String, tenant: String, worker: String, reason: EndReason, retention: Duration) -> [[String]] {
-        [
-            ["HSET", call(callID), "state", "ended", "ended_at", String(unixMillisNow()), "end_reason", reason.rawValue],
-            ["EXPIRE", call(callID), String(retention.components.seconds)],
-            ["SREM", workerCalls(worker), callID],
-            ["ZREM", tenantLeases(tenant), callID],
-        ]
+        self.epoch = fields["epoch"].flatMap { Int64($0) }.map { min(max($0, 1), Self.maxEpoch) } ?? 1
     }
 }
 

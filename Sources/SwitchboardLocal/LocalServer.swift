@@ -44,6 +44,9 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
         }
     }
 
+    /// The running server's process id (nil when stopped), for tests that freeze it with SIGSTOP.
+    public var pid: Int32? { lock.withLock { process.map(\.processIdentifier) } }
+
     public var logPath: URL { workDirectory.appendingPathComponent("server.log") }
 
     /// The server's log, for a failing test or a failed start to print.

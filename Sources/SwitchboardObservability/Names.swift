@@ -27,6 +27,8 @@ public enum MetricNames {
     public static let migrations = "switchboard_migrations_total"
     public static let migrationPauseSeconds = "switchboard_migration_pause_seconds"
     public static let failoverCalls = "switchboard_failover_calls_total"
+    public static let recordsReasserted = "switchboard_worker_records_reasserted_total"
+    public static let ownershipChecks = "switchboard_worker_ownership_checks_total"
     public static let drainRequests = "switchboard_drain_requests_total"
 
     /// Latency buckets in seconds: 100 µs ... 5 s.

@@ -72,7 +72,7 @@ extension Router {
                                  log: Logger) async throws(SwitchboardError) -> OfferReply {
         let offer = Offer(callID: record.callID, tenant: record.tenant, region: nil, metadata: record.metadata,
                           routerID: configuration.id,
-                          resume: Resume(reason: reason, fromWorker: record.workerID, checkpoint: checkpoint))
+                          resume: Resume(reason: reason, fromWorker: record.workerID, checkpoint: checkpoint, epoch: record.epoch))
         let needs = Scheduler.Needs(region: record.region, locality: .preferred, tried: [record.workerID])
         return try await offerAround(offer, needs: needs, deadline: clock.now + configuration.routeDeadline, logger: log).0
     }
@@ -99,12 +99,18 @@ extension Router {
         return 0
         """)
 
-    /// Takes the call's move lock for this router; false when another router holds it.
-    func lock(_ callID: String) async throws(SwitchboardError) -> Bool {
+    static let extendScript = RedisScript("""
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+        return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+        """)
+
+    /// Takes the call's move lock for this router (or, `extend`, renews the one it holds); false when another
+    /// router holds it.
+    func lock(_ callID: String, extend: Bool = false) async throws(SwitchboardError) -> Bool {
+        let key = configuration.keys.callLock(callID), ttl = String(configuration.moveLockTime.milliseconds)
         do {
-            let reply = try await redis.send(["SET", configuration.keys.callLock(callID), configuration.id, "NX", "PX",
-                                              String(configuration.moveLockTime.milliseconds)])
-            return !reply.isNull
+            if extend { return try await redis.evaluate(Self.extendScript, keys: [key], arguments: [configuration.id, ttl]).int == 1 }
+            return !(try await redis.send(["SET", key, configuration.id, "NX", "PX", ttl])).isNull
         } catch {
             throw SwitchboardError(.unavailable, "cannot lock call \(callID) in Redis: \(error.message)")
         }
@@ -116,13 +122,14 @@ extension Router {
 
     // MARK: - Failover
 
-    /// A worker died: every call in its set in Redis is taken on by another worker from its checkpoint, or,
-    /// with none, ended with reason `worker_lost`. Every router sees the death; a lock per call makes one of
-    /// them handle each call. `except`: a restarted worker's new process, whose own calls stay.
-    func failover(_ workerID: String, except incarnation: String? = nil) async {
+    /// A worker died: every call in its set in Redis is taken on by another worker from its checkpoint. Every
+    /// router sees the death; a lock per call makes one of them handle each call. `except`: a restarted
+    /// worker's new process, whose own calls stay. `deadIncarnation`: the process found dead; if it turns
+    /// out alive (heard from again), it keeps its calls.
+    func failover(_ workerID: String, except incarnation: String? = nil, deadIncarnation: String? = nil) async {
         let calls: [String]
         do {
-            calls = (try await redis.send(["SMEMBERS", configuration.keys.workerCalls(workerID)]).array ?? []).compactMap(\.string)
+            calls = try await callStore.calls(of: workerID)
         } catch {
             logger.error("cannot read a dead worker's calls: they are not moved", metadata: [LogKey.workerID: "\(workerID)",
                                                                                            LogKey.error: "\(error)"])
@@ -131,47 +138,71 @@ extension Router {
         guard !calls.isEmpty else { return }
         logger.warning("taking on a dead worker's calls", metadata: [LogKey.workerID: "\(workerID)", "calls": "\(calls.count)"])
         await withDiscardingTaskGroup { group in
-            for callID in calls { group.addTask { await self.recover(callID, from: workerID, except: incarnation) } }
+            for callID in calls {
+                group.addTask { await self.recover(callID, from: workerID, except: incarnation, deadIncarnation: deadIncarnation) }
+            }
         }
     }
 
-    private func recover(_ callID: String, from workerID: String, except incarnation: String?) async {
+    /// Takes on one call of a dead worker, trying again with backoff while no worker has room, for the
+    /// failover window; only then is the call lost.
+    private func recover(_ callID: String, from workerID: String, except incarnation: String?, deadIncarnation: String?) async {
         let log = logger.with([LogKey.callID: "\(callID)", LogKey.workerID: "\(workerID)"])
-        let keys = configuration.keys
+        var retry = FailoverRetry(configuration: configuration.failover, now: clock.now)
+        var lastError = ""
         do {
             guard try await lock(callID) else { return }  // another router has it
             defer { Task { await self.unlock(callID) } }
-            let fields = try await redis.hashGetAll(keys.call(callID))
-            if let incarnation, fields["incarnation"] == incarnation { return }  // the new process holds it
-            guard let record = CallRecord(callID: callID, fields: fields), record.state != .ended, record.workerID == workerID else {
-                // Ended, or already elsewhere: the set only kept a stale entry.
-                _ = try await redis.send(["SREM", keys.workerCalls(workerID), callID])
-                return
+            while true {
+                if let deadIncarnation, fleet.withLock({ $0.registry.entries[workerID]?.heartbeat.incarnation == deadIncarnation }) {
+                    log.notice("the worker found dead is heard from again: it keeps its call")
+                    return
+                }
+                let fields = try await callStore.fields(callID)
+                if let incarnation, fields["incarnation"] == incarnation { return }  // the new process holds it
+                guard let record = CallRecord(callID: callID, fields: fields), record.state != .ended, record.workerID == workerID else {
+                    // Ended, or already elsewhere: the set only kept a stale entry.
+                    try await callStore.forget(callID, worker: workerID)
+                    return
+                }
+                let checkpoint: Checkpoint
+                switch Checkpoint.parse(fields["checkpoint"]) {
+                case .success(let found)?:
+                    checkpoint = found
+                case .failure(let error)?:
+                    await lose(record, because: "its checkpoint is unusable (\(error.message))", log: log)
+                    return
+                case nil:
+                    await lose(record, because: "it has no checkpoint", log: log)
+                    return
+                }
+                do {
+                    let reply = try await resumeElsewhere(record, .failover, from: checkpoint, log: log)
+                    metrics.increment(MetricNames.failoverCalls, ["result": "recovered"], help: "Calls of dead workers, by result")
+                    publishEvent(CallEvent(callID: callID, event: .resumed, workerID: reply.workerID, fromWorker: workerID,
+                                           atMillis: unixMillisNow()))
+                    log.notice("call recovered from a dead worker", metadata: ["to_worker": "\(reply.workerID)",
+                                                                              "checkpoint_seq": "\(checkpoint.seq)",
+                                                                              "attempts": "\(retry.attempts + 1)"])
+                    return
+                } catch {
+                    lastError = error.message
+                }
+                switch retry.attemptFailed(now: clock.now) {
+                case .retry(let at):
+                    if retry.attempts == 1 {
+                        metrics.increment(MetricNames.failoverCalls, ["result": "waiting"], help: "Calls of dead workers, by result")
+                        log.warning("no worker can take the call on yet; trying again for \(configuration.failover.window)",
+                                    metadata: [LogKey.error: "\(lastError)"])
+                    }
+                    try? await Task.sleep(until: at, clock: clock)
+                    _ = try await lock(callID, extend: true)
+                case .giveUp(let attempts):
+                    await lose(record, because: "no worker could take it in \(configuration.failover.window) (\(attempts) attempts; last: \(lastError))",
+                               log: log)
+                    return
+                }
             }
-            let checkpoint: Checkpoint
-            switch Checkpoint.parse(fields["checkpoint"]) {
-            case .success(let found)?:
-                checkpoint = found
-            case .failure(let error)?:
-                await lose(record, because: "its checkpoint is unusable (\(error.message))", log: log)
-                return
-            case nil:
-                await lose(record, because: "it has no checkpoint", log: log)
-                return
-            }
-            let reply: OfferReply
-            do {
-                reply = try await resumeElsewhere(record, .failover, from: checkpoint, log: log)
-            } catch {
-                await lose(record, because: "no worker could take it (\(error.message))", log: log)
-                return
-            }
-            _ = try? await redis.send(["SREM", keys.workerCalls(workerID), callID])
-            metrics.increment(MetricNames.failoverCalls, ["result": "recovered"], help: "Calls of dead workers, by result")
-            publishEvent(CallEvent(callID: callID, event: .resumed, workerID: reply.workerID, fromWorker: workerID,
-                                   atMillis: unixMillisNow()))
-            log.notice("call recovered from a dead worker", metadata: ["to_worker": "\(reply.workerID)",
-                                                                      "checkpoint_seq": "\(checkpoint.seq)"])
         } catch {
             log.error("call of a dead worker not handled: Redis unreachable", metadata: [LogKey.error: "\(error)"])
         }
@@ -179,9 +210,15 @@ extension Router {
 
     /// Ends a dead worker's call that cannot be taken on, with reason `worker_lost`, counted and logged.
     private func lose(_ record: CallRecord, because why: String, log: Logger) async {
-        let commands = configuration.keys.endCall(record.callID, tenant: record.tenant, worker: record.workerID,
-                                                   reason: .workerLost, retention: configuration.endedCallRetention)
-        _ = try? await redis.pipeline(commands.map(RedisCommand.init))
+        do {
+            guard try await callStore.end(record.callID, tenant: record.tenant, worker: record.workerID, epoch: record.epoch,
+                                          reason: .workerLost, retention: configuration.endedCallRetention) == .owned else {
+                log.notice("a dead worker's call was taken on meanwhile; not ended")
+                return
+            }
+        } catch {
+            log.error("call lost with its worker, and its end not recorded", metadata: [LogKey.error: "\(error)"])
+        }
         metrics.increment(MetricNames.failoverCalls, ["result": "lost"], help: "Calls of dead workers, by result")
         publishEvent(CallEvent(callID: record.callID, event: .ended, workerID: record.workerID,
                                reason: EndReason.workerLost.rawValue, atMillis: unixMillisNow()))

@@ -24,6 +24,8 @@ public final class Router: Service, Sendable {
     /// Tenants, their keys and their limits (used when `configuration.tenancy` is on).
     public let tenants: TenantStore
     let limits: TenantLimits
+    /// Every write this router makes to a call's record.
+    let callStore: CallStore
     let keyCache = Mutex<[String: (policy: TenantPolicy, until: ContinuousClock.Instant)]>([:])
     /// Calls admitted per tenant by this router alone while Redis was unreachable (tenants in `open` mode);
     /// cleared when Redis answers again.
@@ -57,6 +59,7 @@ public final class Router: Service, Sendable {
                             scheduler: Scheduler(configuration: configuration.scheduler)))
         tenants = TenantStore(redis: redis, keys: configuration.keys)
         limits = TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime)
+        callStore = CallStore(redis: redis, keys: configuration.keys)
     }
 
     /// Runs until cancelled or told to shut down gracefully; then it stops taking route requests, finishes
@@ -74,6 +77,7 @@ public final class Router: Service, Sendable {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { await self.livenessLoop() }
+                background.addTask { await self.watchConnection() }
                 background.addTask {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: self.configuration.drainRefresh)
@@ -117,7 +121,7 @@ public final class Router: Service, Sendable {
         }
     }
 
-    private func ingest(_ heartbeat: Heartbeat) {
+    func ingest(_ heartbeat: Heartbeat) {
         let result = fleet.withLock { fleet in
             let result = fleet.registry.ingest(heartbeat, now: clock.now)
             fleet.ingested[result, default: 0] += 1
@@ -143,50 +147,6 @@ public final class Router: Service, Sendable {
         }
     }
 
-    /// Marks silent workers suspect (and pings them) or dead, a few times per heartbeat interval.
-    private func livenessLoop() async {
-        await withDiscardingTaskGroup { pings in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: configuration.heartbeatInterval / 4)
-                let events = fleet.withLock { $0.registry.tick(now: clock.now) }
-                for event in events {
-                    switch event {
-                    case .suspect(let id):
-                        metrics.increment(MetricNames.workerLiveness, ["event": "suspect"], help: "Workers found suspect or dead")
-                        logger.warning("worker suspect: no heartbeat for \(configuration.registry.suspectAfter) intervals; pinging it",
-                                       metadata: [LogKey.workerID: "\(id)"])
-                        pings.addTask { await self.ping(id) }
-                    case .dead(let id):
-                        metrics.increment(MetricNames.workerLiveness, ["event": "dead"], help: "Workers found suspect or dead")
-                        logger.warning("worker dead: no heartbeat for \(configuration.registry.deadAfter) intervals",
-                                       metadata: [LogKey.workerID: "\(id)"])
-                        pings.addTask { await self.failover(id) }
-                    }
-                }
-                updateWorkerGauges()
-            }
-        }
-    }
-
-    /// Asks a suspect worker for a heartbeat directly: an answer brings it back, silence or an error drops it.
-    func ping(_ workerID: String) async {
-        do {
-            let reply = try await nats.request(configuration.subjects.ping(worker: workerID), payload: [],
-                                               timeout: configuration.pingTimeout)
-            ingest(try Heartbeat.decode(reply.payload))
-        } catch {
-            let stillSuspect = fleet.withLock { fleet -> Bool in
-                guard fleet.registry.entries[workerID]?.liveness == .suspect else { return false }
-                fleet.registry.remove(workerID)
-                return true
-            }
-            guard stillSuspect else { return }
-            metrics.increment(MetricNames.workerLiveness, ["event": "dead"], help: "Workers found suspect or dead")
-            logger.warning("worker dead: failed its ping", metadata: [LogKey.workerID: "\(workerID)", LogKey.error: "\(error)"])
-            await failover(workerID)
-        }
-    }
-
     func updateWorkerGauges() {
         let (live, ingested) = fleet.withLock { fleet in
             defer { fleet.ingested.removeAll(keepingCapacity: true) }
@@ -198,13 +158,14 @@ public final class Router: Service, Sendable {
         var byState: [MetricsRegistry.Labels: Double] = [:]
         for state in WorkerState.allCases { byState[["state": state.rawValue]] = 0 }
         byState[["state": "suspect"]] = 0
+        byState[["state": "unreachable"]] = 0
         var calls = 0.0, free = 0.0
         for entry in live {
-            byState[["state": entry.liveness == .suspect ? "suspect" : entry.heartbeat.state.rawValue], default: 0] += 1
+            byState[["state": entry.liveness == .alive ? entry.heartbeat.state.rawValue : entry.liveness.rawValue], default: 0] += 1
             calls += Double(entry.heartbeat.activeCalls)
             if entry.isPlaceable { free += Double(entry.freeSlots) }
         }
-        metrics.replaceGauge(MetricNames.workers, byState, help: "Known workers by state (or suspect), as this router sees them")
+        metrics.replaceGauge(MetricNames.workers, byState, help: "Known workers by state (or suspect, unreachable), as this router sees them")
         metrics.set(MetricNames.activeCalls, to: calls, help: "Calls on live workers, by their heartbeats")
         metrics.set(MetricNames.freeSlots, to: free, help: "Free slots on ready workers")
     }

@@ -41,6 +41,9 @@ public struct RouterConfiguration: Sendable {
     public var keyCacheTime: Duration = .seconds(5)
     /// A drain asked for without a deadline gets this one.
     public var defaultDrainDeadline: Duration = .seconds(3600)
+    /// How long a dead worker's call is offered again (with backoff) while no worker has room, before it is
+    /// lost.
+    public var failover = FailoverRetry.Configuration()
     /// How long a router may hold a call it is moving (migration, failover) before another may try.
     public var moveLockTime: Duration = .seconds(15)
     /// Audit entries kept at least (the stream is trimmed near this length).

@@ -60,7 +60,7 @@ extension Router {
         let record = CallRecord(callID: callID, tenant: request.tenant, workerID: reply.workerID, version: reply.version,
                                 region: reply.region, state: .placed, createdAt: unixMillisNow(), metadata: request.metadata)
         do {
-            try await recordPlacement(record)
+            try await callStore.place(record)
         } catch where admittedWithoutRedis {
             // Admitted under the tenant's fail-open rule: the call goes on unrecorded rather than not at all.
             logger.warning("call placed but not recorded: Redis unreachable", metadata: [LogKey.error: "\(error)"])
@@ -137,11 +137,6 @@ extension Router {
         try? nats.publish(configuration.subjects.events(call: event.callID), payload: event.encoded())
     }
 
-    private func recordPlacement(_ record: CallRecord) async throws {
-        var hset = ["HSET", configuration.keys.call(record.callID)]
-        for (field, value) in record.placementFields { hset += [field, value] }
-        _ = try await redis.send(hset)
-    }
 
 
     // MARK: - NATS API
@@ -197,8 +192,8 @@ extension Router {
         } catch let error as SwitchboardError where error.code == .noResponders {
             // No worker holds it any more (it died or never started it): close the record so it does not
             // stay "active" for ever.
-            _ = try? await redis.send(["HSET", configuration.keys.call(id), "state", "ended", "ended_at", String(unixMillisNow()),
-                                       "end_reason", "not_running"])
+            _ = try? await callStore.end(id, tenant: record.tenant, worker: record.workerID, epoch: record.epoch, reason: .notRunning,
+                                         retention: configuration.endedCallRetention)
         } catch {
             throw SwitchboardError(.unavailable, "could not reach the worker holding call \(id): \(error)")
         }

@@ -15,24 +15,23 @@ extension Worker {
         let callID = offer.callID
         let log = logger.with([LogKey.callID: "\(callID)", LogKey.tenant: "\(offer.tenant)"])
         guard let running = state.withLock({ $0.calls[callID] }) else { return }
-        let keys = configuration.keys
         let session = running.session
 
         if let resume = offer.resume {
-            await redisWrite(log, "record call resumed", [
-                ["HSET", keys.call(callID), "state", "active", "worker_id", configuration.id, "version", configuration.version,
-                 "region", configuration.region, "incarnation", incarnation],
-                ["HINCRBY", keys.call(callID), "moves", "1"],
-                ["SADD", keys.workerCalls(configuration.id), callID],
-            ])
+            // Claimed before the offer was accepted (`claimAndAnswer`): the record names this worker already.
             log.info("call taken on", metadata: ["from_worker": "\(resume.fromWorker)", "reason": "\(resume.reason.rawValue)",
-                                                 "checkpoint_seq": "\(resume.checkpoint.seq)"])
+                                                 "checkpoint_seq": "\(resume.checkpoint.seq)", "epoch": "\(running.epoch ?? 0)"])
         } else {
-            await redisWrite(log, "record call start", [
-                ["HSET", keys.call(callID), "state", "active", "worker_id", configuration.id,
-                 "started_at", String(unixMillisNow()), "incarnation", incarnation],
-                ["SADD", keys.workerCalls(configuration.id), callID],
-            ])
+            do {
+                if try await callStore.start(callID, worker: configuration.id, incarnation: incarnation,
+                                             startedAt: running.startedAt) == .superseded {
+                    log.warning("the call's record was ended or taken on before it started here; letting go of it")
+                    running.end.yield(.migrated)
+                }
+            } catch {
+                // The refresh writes the record again once Redis answers.
+                log.error("record call start failed", metadata: [LogKey.error: "\(error)"])
+            }
         }
 
         let endRequests = EndRequests()
@@ -96,12 +95,23 @@ extension Worker {
             return first
         }
 
-        if reason == .migrated {
-            // Another worker holds the call now and has recorded it: only this worker's own set changes.
-            await redisWrite(log, "record call moved", [["SREM", keys.workerCalls(configuration.id), callID]])
-        } else {
-            await redisWrite(log, "record call end", keys.endCall(callID, tenant: offer.tenant, worker: configuration.id,
-                                                                  reason: reason, retention: configuration.endedCallRetention))
+        let epoch = state.withLock { $0.calls[callID]?.epoch }
+        var recordedEnd = false
+        do {
+            if reason == .migrated || epoch == nil {
+                // Another worker holds the call now (or never let this one claim it): only this worker's set changes.
+                try await callStore.forget(callID, worker: configuration.id)
+            } else if try await callStore.end(callID, tenant: offer.tenant, worker: configuration.id, epoch: epoch!, reason: reason,
+                                              retention: configuration.endedCallRetention) == .owned {
+                recordedEnd = true
+            } else {
+                log.warning("call end not recorded: another worker holds the call now")
+            }
+        } catch {
+            log.error("record call end failed", metadata: [LogKey.error: "\(error)"])
+            recordedEnd = reason != .migrated
+        }
+        if recordedEnd {
             publishEvent(CallEvent(callID: callID, event: .ended, workerID: configuration.id, reason: reason.rawValue,
                                    atMillis: unixMillisNow()))
         }
@@ -157,17 +167,6 @@ extension Worker {
         }
     }
 
-    private func redisWrite(_ log: Logger, _ what: String, _ commands: [[String]]) async {
-        do {
-            let replies = try await redis.pipeline(commands.map { RedisCommand($0) })
-            if let failed = replies.first(where: { if case .error = $0 { return true } else { return false } }) {
-                log.error("\(what) failed", metadata: [LogKey.error: "\(failed)"])
-            }
-        } catch {
-            log.error("\(what) failed", metadata: [LogKey.error: "\(error)"])
-        }
-    }
-
 }
 
 /// One call's outgoing audio and saved state on this worker: encodes the handler's frames and publishes them
@@ -187,6 +186,9 @@ final class CallSession: Sendable {
         var sequence: UInt32
         var timestamp: UInt32
         var held = false
+        /// Set while the worker confirms it still owns the call (after a stall or a reconnection): no audio
+        /// goes out, so two workers never speak on one call.
+        var fenced = false
         /// The handler's latest state: a value saved since the last checkpoint, else the last one's JSON.
         var saved: HandlerState?
         var savedJSON: String?
@@ -201,9 +203,13 @@ final class CallSession: Sendable {
     private let bitrate: Int
     /// The checkpoint the call was resumed from, nil for a new call.
     let restored: Checkpoint?
+    private let watch: StallWatch?
+    let callID: String
 
-    init(nats: NATSConnection, subject: String, sampleRate: Int, bitrate: Int, metrics: MetricsRegistry,
-         resumingFrom checkpoint: Checkpoint? = nil, unixNowMillis: Int64 = 0) {
+    init(callID: String, nats: NATSConnection, subject: String, sampleRate: Int, bitrate: Int, metrics: MetricsRegistry,
+         resumingFrom checkpoint: Checkpoint? = nil, unixNowMillis: Int64 = 0, watch: StallWatch? = nil) {
+        self.watch = watch
+        self.callID = callID
         let position = checkpoint.map { $0.mediaPosition(elapsedMillis: unixNowMillis - $0.takenAtMillis) } ?? (sequence: 0, timestamp: 0)
         state = Mutex(State(sequence: position.sequence, timestamp: position.timestamp, savedJSON: checkpoint?.state,
                             checkpointSeq: checkpoint?.seq ?? 0))
@@ -219,6 +225,9 @@ final class CallSession: Sendable {
     func send(_ samples: [Int16], state newState: HandlerState? = nil) throws {
         let sent = try state.withLock { state -> Bool in
             guard !state.held else { return false }  // the checkpoint of the hold stands
+            // Fenced, or this process has just woken from a stall its watch has not handled yet: another
+            // worker may hold the call now.
+            guard !state.fenced, watch?.stalled != true else { return false }
             if let newState { state.saved = newState }
             if state.encoder == nil { state.encoder = try OpusEncoder(sampleRate: sampleRate, bitrate: bitrate) }
             let payload = try state.encoder!.encode(samples)
@@ -259,6 +268,11 @@ final class CallSession: Sendable {
         }
     }
 
+    /// Stops (or, false, resumes) sending while ownership is being confirmed.
+    func fence(_ on: Bool) {
+        state.withLock { $0.fenced = on }
+    }
+
     /// The migration failed: send again. False if it was not held.
     @discardableResult
     func unhold() -> Bool {
@@ -274,4 +288,27 @@ final class EndRequests: Sendable {
     private let messages = Mutex<[NATSMessage]>([])
     func add(_ message: NATSMessage) { messages.withLock { $0.append(message) } }
     var all: [NATSMessage] { messages.withLock { $0 } }
+}
+
+/// Notices this process's own stalls: a loop touches it every 100 ms, and a frame about to go out while the
+/// last touch is older than the limit is held back (the process was frozen; ownership must be confirmed).
+final class StallWatch: Sendable {
+    private let base = ContinuousClock.now
+    private let lastTouch = Atomic<Int64>(0)
+    let limit: Duration
+
+    init(limit: Duration) { self.limit = limit }
+
+    private var sinceBase: Int64 {
+        let (seconds, atto) = (ContinuousClock.now - base).components
+        return seconds * 1_000_000_000 + atto / 1_000_000_000
+    }
+
+    /// Records that the loop ran.
+    func touch() { lastTouch.store(sinceBase, ordering: .relaxed) }
+
+    /// Time since the loop last ran.
+    var sinceLastTouch: Duration { .nanoseconds(sinceBase - lastTouch.load(ordering: .relaxed)) }
+
+    var stalled: Bool { sinceLastTouch > limit }
 }

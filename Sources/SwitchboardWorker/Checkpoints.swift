@@ -6,29 +6,9 @@ import SwitchboardRedis
 extension Worker {
     enum CheckpointResult { case written(Checkpoint), unchanged, moved, failed }
 
-    static let checkpointScript = RedisScript("""
-        -- KEYS: call records. ARGV[1]: this worker's id; then for each key, its checkpoint (JSON) and seq.
-        -- Only the worker a record names may write: a worker that lost a call (it moved while this one was cut
-        -- off) learns so here (0), and lets go of it.
-        local written = {}
-        for i, key in ipairs(KEYS) do
-          if redis.call('HGET', key, 'worker_id') == ARGV[1] and redis.call('HGET', key, 'state') ~= 'ended' then
-            redis.call('HSET', key, 'checkpoint', ARGV[2 * i], 'checkpoint_seq', ARGV[2 * i + 1])
-            written[i] = 1
-          else
-            written[i] = 0
-          end
-        end
-        return written
-        """)
-
     /// Writes checkpoints in one script run; for each, whether this worker still owns the call.
-    private func write(_ batch: [(callID: String, checkpoint: Checkpoint)]) async throws(SwitchboardError) -> [Bool] {
-        var arguments = [configuration.id]
-        for item in batch { arguments += [String(decoding: item.checkpoint.encoded(), as: UTF8.self), String(item.checkpoint.seq)] }
-        let reply = try await redis.evaluate(Self.checkpointScript, keys: batch.map { configuration.keys.call($0.callID) },
-                                             arguments: arguments)
-        return (reply.array ?? []).map { $0.int == 1 }
+    private func write(_ batch: [CallStore.CheckpointWrite]) async throws(SwitchboardError) -> [CallStore.Ownership] {
+        try await callStore.checkpoint(batch, worker: configuration.id)
     }
 
     private func count(_ result: String, _ n: Int = 1) {
@@ -40,10 +20,18 @@ extension Worker {
     func writeCheckpoint(_ callID: String, _ session: CallSession, always: Bool = false, hold: Bool = false,
                          log: Logger) async -> CheckpointResult {
         do {
-            guard let checkpoint = try session.checkpoint(always: always, hold: hold, unixNowMillis: unixMillisNow()) else {
+            guard let epoch = state.withLock({ $0.calls[callID]?.epoch }),
+                  let checkpoint = try session.checkpoint(always: always, hold: hold, unixNowMillis: unixMillisNow()) else {
                 return .unchanged
             }
-            guard try await write([(callID, checkpoint)]).first == true else {
+            switch try await write([CallStore.CheckpointWrite(callID: callID, epoch: epoch, checkpoint: checkpoint)]).first {
+            case .owned?, .reasserted?:
+                break
+            case .missing?:
+                refreshTrigger.yield()  // Redis lost the record: write it again now
+                count("missing")
+                return .failed
+            case .superseded?, nil:
                 count("moved")
                 log.warning("the call is recorded on another worker: letting go of it")
                 return .moved
@@ -64,13 +52,13 @@ extension Worker {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.checkpointInterval)
             let now = unixMillisNow()
-            let calls = state.withLock { Array($0.calls) }
-            unwritten.formIntersection(calls.map(\.key))
-            var batch: [(callID: String, checkpoint: Checkpoint)] = []
-            for (callID, running) in calls {
+            let calls = state.withLock { $0.calls.compactMap { id, call in call.epoch.map { (id, call.session, $0) } } }
+            unwritten.formIntersection(calls.map(\.0))
+            var batch: [CallStore.CheckpointWrite] = []
+            for (callID, session, epoch) in calls {
                 do {
-                    if let checkpoint = try running.session.checkpoint(always: unwritten.contains(callID), unixNowMillis: now) {
-                        batch.append((callID, checkpoint))
+                    if let checkpoint = try session.checkpoint(always: unwritten.contains(callID), unixNowMillis: now) {
+                        batch.append(CallStore.CheckpointWrite(callID: callID, epoch: epoch, checkpoint: checkpoint))
                     }
                 } catch {
                     count(error.code.rawValue)
@@ -82,12 +70,17 @@ extension Worker {
                 do {
                     let owned = try await write(chunk)
                     unwritten.subtract(chunk.map(\.callID))
-                    for (item, stillHere) in zip(chunk, owned) where !stillHere {
-                        logger.warning("the call is recorded on another worker: letting go of it", metadata: [LogKey.callID: "\(item.callID)"])
-                        state.withLock { $0.calls[item.callID] }?.end.yield(.migrated)
+                    for (item, ownership) in zip(chunk, owned) {
+                        switch ownership {
+                        case .owned, .reasserted: break
+                        case .missing: unwritten.insert(item.callID)
+                        case .superseded: letGo(item.callID)
+                        }
                     }
-                    count("written", owned.filter { $0 }.count)
-                    count("moved", owned.filter { !$0 }.count)
+                    if owned.contains(.missing) { refreshTrigger.yield() }
+                    count("written", owned.filter { $0 == .owned }.count)
+                    count("moved", owned.filter { $0 == .superseded }.count)
+                    count("missing", owned.filter { $0 == .missing }.count)
                 } catch {
                     unwritten.formUnion(chunk.map(\.callID))
                     count(error.code.rawValue, chunk.count)

@@ -48,6 +48,7 @@ extension Worker {
                                                atDeadline: request.atDeadline, now: .now, calls: Set(state.calls.keys))
             // Offers are refused from this instant, under the same lock as the decision.
             if actions.contains(.refuseNewCalls) { state.slots.setState(.draining) }
+            state.appliedDrain = request
             return (actions, state.calls.count)
         }
         logger.notice("draining", metadata: ["calls": "\(calls)", "deadline_ms": "\(request.deadlineMillis)",
@@ -57,7 +58,11 @@ extension Worker {
 
     /// Cancels a drain under way; false when there is none or it is too late (calls are being ended).
     public func undrain() async -> Bool {
-        let (cancelled, actions) = state.withLock { $0.drain.cancel() }
+        let (cancelled, actions) = state.withLock { state in
+            let result = state.drain.cancel()
+            if result.0 { state.appliedDrain = nil }
+            return result
+        }
         guard cancelled else { return false }
         logger.notice("drain cancelled: taking calls again")
         _ = try? await redis.send(["HDEL", configuration.keys.drains, configuration.id])
@@ -71,14 +76,25 @@ extension Worker {
         try? nats.publish(configuration.subjects.drains, payload: DrainNotice(workerID: configuration.id, drain: request).encoded())
     }
 
-    /// A worker that starts (or restarts) while a drain of it is recorded keeps to it.
-    func resumeDrainFromRedis() async {
+    /// Keeps to the drain recorded for this worker in Redis: at start (a worker restarted while drained), when
+    /// it reconnects and every refresh interval (a drain or undrain a router sent while this worker was cut
+    /// off). A recorded drain not applied yet is applied; a drain a router asked for whose record is gone was
+    /// cancelled (a drain this worker started itself, on a signal, stays).
+    func syncDrainFromRedis() async {
+        let stored: DrainRequest?
         do {
-            guard let text = try await redis.send(["HGET", configuration.keys.drains, configuration.id]).string else { return }
-            let request = try JSONDecoder().decode(DrainRequest.self, from: Data(text.utf8))
-            await apply(request, record: false)
+            stored = try await redis.send(["HGET", configuration.keys.drains, configuration.id]).string
+                .map { try JSONDecoder().decode(DrainRequest.self, from: Data($0.utf8)) }
         } catch {
             logger.warning("could not read this worker's drain from Redis", metadata: [LogKey.error: "\(error)"])
+            return
+        }
+        let applied = state.withLock { $0.appliedDrain }
+        if let stored, stored != applied {
+            await apply(stored, record: false)
+        } else if stored == nil, let applied, applied.requestedBy != "signal" {
+            logger.notice("this worker's drain was cancelled while it was cut off", metadata: ["by": "\(applied.requestedBy)"])
+            _ = await undrain()
         }
     }
 

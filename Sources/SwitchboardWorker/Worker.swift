@@ -19,6 +19,10 @@ public final class Worker: Service, Sendable {
     let logger: Logger
     /// Random per process start: lets routers tell a restarted worker from a stale heartbeat.
     let incarnation = Identifiers.random(bytes: 6)
+    /// Every write this worker makes to its calls' records, fenced by their epochs.
+    let callStore: CallStore
+    /// Notices this process's own stalls (see `watchLoop`).
+    let stallWatch: StallWatch
 
     struct Running {
         /// Ends the call with a reason; the first one wins.
@@ -27,9 +31,18 @@ public final class Worker: Service, Sendable {
         /// Subscribed before the worker says yes, so nothing the caller sends after placement is missed.
         let media: NATSSubscription
         let endRequests: NATSSubscription
-        /// Whose live-call lease this call holds (see `renewLeases`).
+        /// Whose live-call lease this call holds (see `refreshCalls`).
         let tenant: String
         let session: CallSession
+        /// The ownership epoch this worker holds the call at: 1 for a new call, the claim's for one taken on
+        /// (nil until claimed: no checkpoint or refresh is written for it before).
+        var epoch: Int64?
+        let startedAt: Int64
+        let metadata: [String: String]
+
+        var held: CallStore.Held? {
+            epoch.map { CallStore.Held(callID: session.callID, epoch: $0, tenant: tenant, startedAt: startedAt, metadata: metadata) }
+        }
     }
 
     struct State {
@@ -38,6 +51,8 @@ public final class Worker: Service, Sendable {
         var seq: UInt64 = 0
         var load = LoadSampler.Sample(cpu: 0, memoryUsed: 0, memoryLimit: 0)
         var drain = Drain()
+        /// The drain request in force (nil when serving), to tell a new one in Redis from the one applied.
+        var appliedDrain: DrainRequest?
         /// Calls this worker has asked the routers to move and not yet heard back on.
         var migrating: Set<String> = []
     }
@@ -47,9 +62,15 @@ public final class Worker: Service, Sendable {
     private let heartbeatTriggers: AsyncStream<Void>
     private let accepted: AsyncStream<Offer>.Continuation
     private let acceptedCalls: AsyncStream<Offer>
+    /// Offers to take on a running call, answered once the call is claimed in Redis.
+    private let claim: AsyncStream<(Offer, NATSMessage)>.Continuation
+    private let claims: AsyncStream<(Offer, NATSMessage)>
     /// Wakes the drain at once (a call ended, a drain was asked for) rather than at its next tick.
     let drainTrigger: AsyncStream<Void>.Continuation
     let drainTriggers: AsyncStream<Void>
+    /// Runs `refreshCalls` now rather than at the next interval (a write found a record missing).
+    let refreshTrigger: AsyncStream<Void>.Continuation
+    let refreshTriggers: AsyncStream<Void>
 
     public init(configuration: WorkerConfiguration, nats: NATSConnection, redis: RedisClient, handler: any CallHandler,
                 metrics: MetricsRegistry = MetricsRegistry(), logger: Logger) throws(SwitchboardError) {
@@ -63,9 +84,13 @@ public final class Worker: Service, Sendable {
         logger[metadataKey: LogKey.workerID] = "\(configuration.id)"
         self.logger = logger
         state = Mutex(State(slots: WorkerSlots(capacity: configuration.capacity)))
+        callStore = CallStore(redis: redis, keys: configuration.keys)
+        stallWatch = StallWatch(limit: configuration.stallLimit)
+        (claims, claim) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
         (heartbeatTriggers, heartbeatTrigger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         (acceptedCalls, accepted) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
         (drainTriggers, drainTrigger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (refreshTriggers, refreshTrigger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Runs until its drain is done (its last call gone), `stop()`, or cancellation. A graceful shutdown
@@ -91,7 +116,7 @@ public final class Worker: Service, Sendable {
             Task { await self.handleControl(message) }
         }
         try await nats.flush()
-        await resumeDrainFromRedis()
+        await syncDrainFromRedis()
         let burner = configuration.syntheticCPULoad > 0 ? CPUBurner(share: configuration.syntheticCPULoad) : nil
         defer { burner?.stop() }
         logger.info("worker running", metadata: ["version": "\(configuration.version)", "region": "\(configuration.region)",
@@ -102,6 +127,16 @@ public final class Worker: Service, Sendable {
                 background.addTask { await self.ticker() }
                 background.addTask { await self.drainLoop() }
                 background.addTask { await self.checkpointLoop() }
+                background.addTask { await self.watchLoop() }
+                background.addTask { await self.refreshLoop() }
+                background.addTask { await self.watchConnection() }
+                background.addTask {
+                    await withDiscardingTaskGroup { inFlight in
+                        for await (offer, message) in self.claims {
+                            inFlight.addTask { await self.claimAndAnswer(offer, message) }
+                        }
+                    }
+                }
                 await withDiscardingTaskGroup { calls in
                     for await offer in acceptedCalls {
                         calls.addTask { await self.runCall(offer) }
@@ -130,6 +165,7 @@ public final class Worker: Service, Sendable {
         logger.info("worker stopping", metadata: ["calls": "\(running.count)"])
         for call in running { call.end.yield(.workerStopping) }
         accepted.finish()
+        claim.finish()
         heartbeatTrigger.yield()
     }
 
@@ -149,10 +185,10 @@ public final class Worker: Service, Sendable {
         if decision == .accept {
             // Listen on the call's subjects before saying yes: the caller may send audio the moment it hears.
             do {
-                let session = CallSession(nats: nats, subject: configuration.subjects.mediaOut(call: offer.callID),
-                                              sampleRate: configuration.sampleRate, bitrate: configuration.bitrate,
-                                              metrics: metrics, resumingFrom: offer.resume?.checkpoint,
-                                              unixNowMillis: unixMillisNow())
+                let session = CallSession(callID: offer.callID, nats: nats, subject: configuration.subjects.mediaOut(call: offer.callID),
+                                          sampleRate: configuration.sampleRate, bitrate: configuration.bitrate,
+                                          metrics: metrics, resumingFrom: offer.resume?.checkpoint,
+                                          unixNowMillis: unixMillisNow(), watch: stallWatch)
                 let media = try nats.subscribe(to: configuration.subjects.mediaIn(call: offer.callID), pendingLimit: 250)
                 let endRequests: NATSSubscription
                 do {
@@ -163,7 +199,9 @@ public final class Worker: Service, Sendable {
                 }
                 let (ends, end) = AsyncStream.makeStream(of: EndReason.self, bufferingPolicy: .bufferingOldest(1))
                 state.withLock { $0.calls[offer.callID] = Running(end: end, ends: ends, media: media, endRequests: endRequests,
-                                                                       tenant: offer.tenant, session: session) }
+                                                                       tenant: offer.tenant, session: session,
+                                                                       epoch: offer.resume == nil ? 1 : nil,
+                                                                       startedAt: unixMillisNow(), metadata: offer.metadata) }
             } catch {
                 logger.error("cannot take the call on", metadata: [LogKey.callID: "\(offer.callID)", LogKey.error: "\(error)"])
                 state.withLock { _ = $0.slots.end(offer.callID) }
@@ -171,6 +209,8 @@ public final class Worker: Service, Sendable {
             }
         }
         switch decision {
+        case .accept where offer.resume != nil:
+            claim.yield((offer, message))  // answered once claimed: nothing is said or sent for it before
         case .accept:
             answer(message, .accept(workerID: configuration.id, version: configuration.version, region: configuration.region,
                                     acceptSeq: acceptSeq))
@@ -183,6 +223,41 @@ public final class Worker: Service, Sendable {
             answer(message, .refuse(reason, workerID: configuration.id, version: configuration.version, region: configuration.region))
             metrics.increment(MetricNames.offersAnswered, ["result": "refused_\(reason.rawValue)"], help: "Offers answered by result")
         }
+    }
+
+    /// A call to take on: claimed in Redis (owner and epoch+1, only if the record still holds the epoch the
+    /// router read) before the worker says yes and starts it. Not claimed: refused, nothing started.
+    private func claimAndAnswer(_ offer: Offer, _ message: NATSMessage) async {
+        let resume = offer.resume!
+        let log = logger.with([LogKey.callID: "\(offer.callID)", LogKey.tenant: "\(offer.tenant)"])
+        var epoch: Int64?
+        do {
+            epoch = try await callStore.claim(offer.callID, worker: configuration.id, from: resume, incarnation: incarnation,
+                                              version: configuration.version, region: configuration.region)
+            if epoch == nil { log.warning("call not taken on: its record moved on since the router read it") }
+        } catch {
+            log.warning("call not taken on: cannot claim it in Redis", metadata: [LogKey.error: "\(error)"])
+        }
+        let (running, acceptSeq) = state.withLock { state -> (Running?, UInt64) in
+            guard let epoch else {
+                state.slots.end(offer.callID)
+                return (state.calls.removeValue(forKey: offer.callID), state.slots.accepted)
+            }
+            state.calls[offer.callID]?.epoch = epoch
+            return (nil, state.slots.accepted)
+        }
+        guard epoch != nil else {
+            running?.media.unsubscribe()
+            running?.endRequests.unsubscribe()
+            answer(message, .refuse(.superseded, workerID: configuration.id, version: configuration.version, region: configuration.region))
+            metrics.increment(MetricNames.offersAnswered, ["result": "refused_superseded"], help: "Offers answered by result")
+            return
+        }
+        answer(message, .accept(workerID: configuration.id, version: configuration.version, region: configuration.region,
+                                acceptSeq: acceptSeq))
+        metrics.increment(MetricNames.offersAnswered, ["result": "accepted"], help: "Offers answered by result")
+        accepted.yield(offer)
+        if state.withLock({ $0.slots.activeCalls >= $0.slots.capacity }) { heartbeatTrigger.yield() }
     }
 
     private func answer(_ message: NATSMessage, _ reply: OfferReply) {
@@ -216,7 +291,6 @@ public final class Worker: Service, Sendable {
     private func heartbeatLoop() async {
         var sampler = LoadSampler(source: configuration.cpuSource)
         var lastSample = ContinuousClock.now - configuration.heartbeatInterval
-        var lastRenewal = ContinuousClock.now
         await publishHeartbeat()
         for await _ in heartbeatTriggers {
             if ContinuousClock.now - lastSample >= configuration.heartbeatInterval / 2 {
@@ -225,22 +299,6 @@ public final class Worker: Service, Sendable {
                 state.withLock { $0.load = sample }
             }
             await publishHeartbeat()
-            if ContinuousClock.now - lastRenewal >= configuration.leaseTime / 3 {
-                lastRenewal = .now
-                await renewLeases()
-            }
-        }
-    }
-
-    /// Extends the tenants' live-call leases of every call this worker holds, in one round trip, a few times
-    /// per lease time: a lease not renewed (this worker died) expires and the tenant's slot comes back.
-    func renewLeases() async {
-        let calls = state.withLock { $0.calls.map { (tenant: $0.value.tenant, callID: $0.key) } }
-        guard !calls.isEmpty else { return }
-        do {
-            try await TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime).renew(calls)
-        } catch {
-            logger.warning("live-call leases not renewed", metadata: [LogKey.error: "\(error)"])
         }
     }
 

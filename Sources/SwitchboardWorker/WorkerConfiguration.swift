@@ -34,6 +34,14 @@ public struct WorkerConfiguration: Sendable {
     public var checkpointInterval: Duration = .seconds(1)
     /// Time a router has to move one call when this worker asks.
     public var migrateTimeout: Duration = .seconds(5)
+    /// How often the worker confirms it still owns its calls and keeps their records, its set and the
+    /// tenants' leases alive (and writes records Redis lost again), and re-reads its drain.
+    public var refreshInterval: Duration = .seconds(3)
+    /// A pause of this worker's own loop longer than this (a stall: SIGSTOP, a VM pause, CPU starvation) and
+    /// it sends no audio until it has confirmed it still owns each call: routers may have given them to
+    /// another worker meanwhile. Nil: the routers' suspect time, 2 heartbeat intervals.
+    public var stallThreshold: Duration?
+    var stallLimit: Duration { stallThreshold ?? heartbeatInterval * 2 }
 
     public init(id: String, version: String, region: String, zone: String, capacity: Int, subjects: Subjects, keys: RedisKeys) {
         self.id = id

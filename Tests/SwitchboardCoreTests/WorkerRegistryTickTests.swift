@@ -9,18 +9,22 @@ import Testing
                   cpu: 0.1, memoryUsedBytes: 0, memoryLimitBytes: 1 << 30, seq: seq, incarnation: "a", accepted: accepted)
     }
 
-    @Test func silentWorkersBecomeSuspectThenDead() {
+    @Test func silentWorkersBecomeSuspectAndDieOnlyByAFailedPing() {
         let t0 = ContinuousClock.now
         var registry = WorkerRegistry()
-        registry.ingest(Self.heartbeat("w1", seq: 1), now: t0)
-        registry.ingest(Self.heartbeat("w2", seq: 1), now: t0)
+        for id in ["w1", "w2", "w3"] { registry.ingest(Self.heartbeat(id, seq: 1), now: t0) }
         #expect(registry.tick(now: t0 + .milliseconds(1500)).isEmpty)
         registry.ingest(Self.heartbeat("w2", seq: 2), now: t0 + .milliseconds(1500))
+        registry.ingest(Self.heartbeat("w3", seq: 2), now: t0 + .milliseconds(1500))
         #expect(registry.tick(now: t0 + .seconds(2)) == [.suspect("w1")])
         #expect(registry.entries["w1"]?.liveness == .suspect)
-        #expect(registry.pools(versions: nil, region: "eu").map(\.ids) == [["w2"]])
+        #expect(registry.pools(versions: nil, region: "eu").map { Set($0.ids) } == [["w2", "w3"]])
+        // Silence alone never kills.
         #expect(registry.tick(now: t0 + .milliseconds(2500)).isEmpty)
-        #expect(registry.tick(now: t0 + .seconds(3)) == [.dead("w1")])
+        #expect(registry.tick(now: t0 + .seconds(3)).isEmpty)
+        #expect(registry.entries["w1"] != nil)
+        #expect(registry.pingFailed("w1", sentAt: t0 + .seconds(2), timeout: .milliseconds(500), now: t0 + .milliseconds(3100))
+                == .dead(incarnation: "a"))
         #expect(registry.entries["w1"] == nil)
         #expect(registry.entries["w2"]?.liveness == .alive)
     }

@@ -1,8 +1,13 @@
 /// A router's live view of the fleet, built from heartbeats. Pure: time is an input.
 ///
-/// - Liveness: a worker silent for `suspectAfter` heartbeat intervals is suspect (no new calls; the router
-///   pings it), for `deadAfter` intervals (or failing the ping) dead and dropped. A heartbeat older than the
-///   last one seen from the same worker process is ignored.
+/// - Liveness, doubting the observer first (see docs/decisions/0008-failure-detection.md): a worker silent
+///   for `suspectAfter` heartbeat intervals is suspect (no new calls; the router pings it). It is dead only on
+///   evidence: its direct ping failed while this router was connected, not just back from a stall or a
+///   reconnect, and not in a mass silence. When more than `unreachableShare` of the fleet (or every worker
+///   of a zone) falls silent at once, the silent workers are `unreachable` instead: no new calls, no
+///   failover. A router that was cut off from NATS or whose own ticks stalled past the suspect time treats
+///   every worker as just heard and judges nobody for a full detection time (`deadAfter` intervals). A
+///   heartbeat older than the last one seen from the same worker process is ignored.
 /// - Local correction: every offer this router makes reserves a slot on the worker until a heartbeat shows
 ///   the worker counted it (its `accepted` count reaches the accept's sequence number), the offer is
 ///   refused, or the reservation expires. Routers working from the same second-old heartbeats do not all
@@ -14,23 +19,37 @@ public struct WorkerRegistry: Sendable {
 
     public struct Configuration: Sendable, Equatable {
         public var heartbeatInterval: Duration = .seconds(1)
-        /// Intervals of silence before a worker is suspect, and before it is dead.
+        /// Intervals of silence before a worker is suspect (and pinged).
         public var suspectAfter = 2
+        /// The full detection time, in intervals: how long a router back from a stall or a disconnection
+        /// waits before it judges anyone, and how often a suspect that no verdict could be reached on is
+        /// pinged again.
         public var deadAfter = 3
         /// How long a reservation lasts at most (an offer never answered, a heartbeat never received).
         public var reservationTimeout: Duration = .seconds(3)
+        /// The disruption guard: when more than this share of the fleet is silent at once (at least two
+        /// workers), the silence is taken for the observer's fault and nobody is failed over.
+        public var unreachableShare = 0.5
 
         public init(heartbeatInterval: Duration = .seconds(1), suspectAfter: Int = 2, deadAfter: Int = 3,
-                    reservationTimeout: Duration? = nil) {
+                    reservationTimeout: Duration? = nil, unreachableShare: Double = 0.5) {
             self.heartbeatInterval = heartbeatInterval
             self.suspectAfter = suspectAfter
             self.deadAfter = deadAfter
             self.reservationTimeout = reservationTimeout ?? heartbeatInterval * 3
+            self.unreachableShare = unreachableShare
         }
+
+        /// Silence past which a worker is suspect; also a gap between two ticks past which this router takes
+        /// itself to have stalled.
+        public var suspectTime: Duration { heartbeatInterval * suspectAfter }
+        public var detectionTime: Duration { heartbeatInterval * max(deadAfter, suspectAfter) }
     }
 
     public enum Liveness: String, Codable, Sendable {
         case alive, suspect
+        /// Silent together with much of the fleet (or its whole zone): no new calls, no failover.
+        case unreachable
     }
 
     public struct Reservation: Sendable, Equatable {
@@ -45,6 +64,8 @@ public struct WorkerRegistry: Sendable {
         public var lastHeard: Instant
         public var liveness: Liveness
         public var reservations: [Reservation] = []
+        /// When this router last asked the suspect worker for a heartbeat directly (nil: no ping out).
+        public var pingSentAt: Instant?
         /// An operator's drain of this worker, known before (or without) the worker's heartbeat saying so.
         public var drain: DrainRequest?
 
@@ -68,8 +89,13 @@ public struct WorkerRegistry: Sendable {
     public enum LivenessEvent: Equatable, Sendable {
         /// Silent for `suspectAfter` intervals: ping it.
         case suspect(String)
-        /// Silent for `deadAfter` intervals: dropped.
-        case dead(String)
+        /// Still suspect, no verdict yet (this router could not judge when its last ping failed): ping again.
+        case ping(String)
+        /// Silent in a mass silence: kept, not failed over.
+        case unreachable([String], Disruption)
+        /// This router's own ticks stalled (or it was cut off from NATS) for this long: every worker counts
+        /// as just heard, and nobody is judged for a detection time.
+        case selfSuspected(Duration)
     }
 
     struct PoolKey: Hashable, Sendable {
@@ -78,11 +104,18 @@ public struct WorkerRegistry: Sendable {
     }
 
     public let configuration: Configuration
-    public private(set) var entries: [String: Entry] = [:]
+    public internal(set) var entries: [String: Entry] = [:]
     /// Drains under way, by worker id (kept for workers not heard from yet, e.g. after a router restart).
     public private(set) var drains: [String: DrainRequest] = [:]
     private(set) var pools: [PoolKey: IndexedIDs] = [:]
     private var nextToken: UInt64 = 0
+    /// The observer's own health (see `WorkerRegistry+Liveness.swift`).
+    var lastTick: Instant?
+    var connected = true
+    /// No worker is judged dead before this instant (a detection time after a stall or a reconnection).
+    public internal(set) var judgeAfter: Instant?
+    /// The mass silence in force, if any.
+    public internal(set) var disruption: Disruption?
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -105,45 +138,14 @@ public struct WorkerRegistry: Sendable {
             return .stale
         } else {
             entry.reservations.removeAll { $0.acceptSeq.map { $0 <= heartbeat.accepted } ?? false }
-            result = entry.liveness == .suspect ? .recovered : .updated
+            result = entry.liveness != .alive ? .recovered : .updated
         }
         entry.heartbeat = heartbeat
         entry.lastHeard = now
         entry.liveness = .alive
+        entry.pingSentAt = nil
         update(entry)
         return result
-    }
-
-    /// Advances time: marks silent workers suspect, drops dead ones, expires reservations. Copies and stores
-    /// only the entries that change (it runs several times per heartbeat interval over the whole fleet).
-    public mutating func tick(now: Instant) -> [LivenessEvent] {
-        let suspectAt = configuration.heartbeatInterval * configuration.suspectAfter
-        let deadAt = configuration.heartbeatInterval * configuration.deadAfter
-        var events: [LivenessEvent] = []
-        var dead: [String] = []
-        var changed: [Entry] = []
-        for entry in entries.values {
-            let silent = now - entry.lastHeard
-            if silent >= deadAt {
-                dead.append(entry.id)
-                continue
-            }
-            let becomesSuspect = silent >= suspectAt && entry.liveness == .alive
-            guard becomesSuspect || entry.reservations.contains(where: { $0.expires <= now }) else { continue }
-            var entry = entry
-            if becomesSuspect {
-                entry.liveness = .suspect
-                events.append(.suspect(entry.id))
-            }
-            entry.reservations.removeAll { $0.expires <= now }
-            changed.append(entry)
-        }
-        for id in dead {
-            remove(id)
-            events.append(.dead(id))
-        }
-        for entry in changed { update(entry) }
-        return events.sorted { "\($0)" < "\($1)" }
     }
 
     /// Drops a worker at once (it failed its ping, or said it is leaving).
@@ -208,7 +210,7 @@ public struct WorkerRegistry: Sendable {
     }
 
     /// Stores `entry` and keeps its pool membership right.
-    private mutating func update(_ entry: Entry) {
+    mutating func update(_ entry: Entry) {
         let old = entries.updateValue(entry, forKey: entry.id)
         let oldKey = old.flatMap { $0.isPlaceable ? PoolKey($0) : nil }
         let newKey = entry.isPlaceable ? PoolKey(entry) : nil

@@ -157,6 +157,9 @@ public struct Offer: WireMessage, Equatable {
         if let resume {
             try WireCheck.identifier(resume.fromWorker, "from_worker")
             try resume.checkpoint.validate()
+            if let epoch = resume.epoch, epoch < 1 || epoch > CallRecord.maxEpoch {
+                throw SwitchboardError(.badMessage, "resume epoch \(epoch) is out of range 1...\(CallRecord.maxEpoch)")
+            }
         }
     }
 }
@@ -164,6 +167,9 @@ public struct Offer: WireMessage, Equatable {
 /// Why a worker said no to an offer.
 public enum RefusalReason: String, Codable, Sendable {
     case full, draining, stopping, duplicate, badOffer = "bad_offer"
+    /// A call to take on could not be claimed: its record moved on (another worker holds it, it ended) or
+    /// Redis did not answer.
+    case superseded
 }
 
 /// A worker's answer to an offer: accepted (the slot is reserved) or refused with a reason.
@@ -204,6 +210,8 @@ public enum EndReason: String, Codable, Sendable, CaseIterable {
     case drainDeadline = "drain_deadline"
     /// Its worker died and it had no checkpoint to resume from (or no worker could take it).
     case workerLost = "worker_lost"
+    /// Ended through the API while no worker held it any more (its record was closed by a router).
+    case notRunning = "not_running"
     /// Not an end for the caller: another worker took the call on. Only the worker that let go sees it.
     case migrated
 }

@@ -63,16 +63,21 @@ public struct Resume: Codable, Sendable, Equatable {
     public var reason: ResumeReason
     public var fromWorker: String
     public var checkpoint: Checkpoint
+    /// The ownership epoch the call's record held when it was read: the worker taking it on claims it only
+    /// if the record still holds it (nil from a router that predates epochs: then only if the record still
+    /// names `fromWorker`).
+    public var epoch: Int64?
 
     enum CodingKeys: String, CodingKey {
-        case reason, checkpoint
+        case reason, checkpoint, epoch
         case fromWorker = "from_worker"
     }
 
-    public init(reason: ResumeReason, fromWorker: String, checkpoint: Checkpoint) {
+    public init(reason: ResumeReason, fromWorker: String, checkpoint: Checkpoint, epoch: Int64? = nil) {
         self.reason = reason
         self.fromWorker = fromWorker
         self.checkpoint = checkpoint
+        self.epoch = epoch
     }
 }
 

@@ -1,0 +1,266 @@
+import Foundation
+import SwitchboardCore
+
+/// Every write to a call's record (`<kp>:call:<id>`), its worker's set of calls and the tenant's live-call
+/// lease, each one script: atomic, one round trip, and fenced by the record's ownership epoch.
+///
+/// - The router records a placement (`place`, epoch 1); the worker marks the call started (`start`).
+/// - A worker taking a call on (migration, failover, drain deadline) claims it (`claim`): owner and epoch+1
+///   in one step, only if the record still holds the epoch the router read; it sends no audio before.
+/// - A worker's checkpoints (`checkpoint`), its periodic refresh (`refresh`: TTLs, leases, and the record
+///   written again when Redis lost it) and a call's end (`end`) apply only while the record names that
+///   worker at that epoch; a worker told "superseded" stops the call's media without ending it.
+/// Records and worker sets expire (`ttl`) unless their live calls refresh them.
+/// See docs/decisions/0008-failure-detection.md.
+public struct CallStore: Sendable {
+    public let redis: RedisClient
+    public let keys: RedisKeys
+    /// How long a live call's record and its worker's set last without a refresh.
+    public var ttl: Duration
+
+    public init(redis: RedisClient, keys: RedisKeys, ttl: Duration = .seconds(300)) {
+        self.redis = redis
+        self.keys = keys
+        self.ttl = ttl
+    }
+
+    /// What a worker's write found.
+    public enum Ownership: Int64, Sendable {
+        /// Another worker holds the call now, or it ended: let go of it (its media stops, no end recorded).
+        case superseded = 0
+        case owned = 1
+        /// No record (Redis lost it): the worker writes it again at its next refresh.
+        case missing = -1
+        /// `refresh` wrote the lost record again.
+        case reasserted = 2
+    }
+
+    // MARK: - Router
+
+    static let placeScript = RedisScript("""
+        -- KEYS[1]: the record. ARGV[1]: ttl ms; then field, value pairs.
+        for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+        redis.call('HSETNX', KEYS[1], 'epoch', '1')
+        redis.call('PEXPIRE', KEYS[1], ARGV[1])
+        return 1
+        """)
+
+    /// Records a call the router placed (its worker may have marked it started already).
+    public func place(_ record: CallRecord) async throws(SwitchboardError) {
+        var arguments = [String(ttl.milliseconds)]
+        for (field, value) in record.placementFields { arguments += [field, value] }
+        _ = try await redis.evaluate(Self.placeScript, keys: [keys.call(record.callID)], arguments: arguments)
+    }
+
+    /// The call's record fields; empty when Redis has none.
+    public func fields(_ callID: String) async throws(SwitchboardError) -> [String: String] {
+        try await redis.hashGetAll(keys.call(callID))
+    }
+
+    // MARK: - Worker
+
+    static let startScript = RedisScript("""
+        -- KEYS[1]: the record, KEYS[2]: the worker's set. ARGV: call id, worker, epoch, ttl ms, started at, incarnation.
+        local e = redis.call('HGET', KEYS[1], 'epoch')
+        if (e and tonumber(e) ~= tonumber(ARGV[3])) or redis.call('HGET', KEYS[1], 'state') == 'ended' then return 0 end
+        redis.call('HSET', KEYS[1], 'state', 'active', 'worker_id', ARGV[2], 'epoch', ARGV[3], 'started_at', ARGV[5],
+                   'incarnation', ARGV[6])
+        redis.call('PEXPIRE', KEYS[1], ARGV[4])
+        redis.call('SADD', KEYS[2], ARGV[1])
+        redis.call('PEXPIRE', KEYS[2], ARGV[4])
+        return 1
+        """)
+
+    /// A new call starts on `worker` at epoch 1.
+    public func start(_ callID: String, worker: String, incarnation: String, startedAt: Int64) async throws(SwitchboardError) -> Ownership {
+        let reply = try await redis.evaluate(Self.startScript, keys: [keys.call(callID), keys.workerCalls(worker)],
+                                             arguments: [callID, worker, "1", String(ttl.milliseconds), String(startedAt), incarnation])
+        return reply.int == 1 ? .owned : .superseded
+    }
+
+    static let claimScript = RedisScript("""
+        -- KEYS[1]: the record, KEYS[2]: the new worker's set, KEYS[3]: the previous worker's set.
+        -- ARGV: call id, worker, expected epoch ('' = only if the record names the previous worker), previous
+        -- worker, ttl ms, incarnation, version, region. Returns the new epoch, 0 when superseded, -1 when missing.
+        if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+        if redis.call('HGET', KEYS[1], 'state') == 'ended' then return 0 end
+        local epoch = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '1')
+        if ARGV[3] ~= '' then
+          if epoch ~= tonumber(ARGV[3]) then return 0 end
+        elseif redis.call('HGET', KEYS[1], 'worker_id') ~= ARGV[4] then
+          return 0
+        end
+        epoch = epoch + 1
+        redis.call('HSET', KEYS[1], 'worker_id', ARGV[2], 'epoch', tostring(epoch), 'state', 'active', 'incarnation', ARGV[6],
+                   'version', ARGV[7], 'region', ARGV[8])
+        redis.call('HINCRBY', KEYS[1], 'moves', 1)
+        redis.call('PEXPIRE', KEYS[1], ARGV[5])
+        redis.call('SREM', KEYS[3], ARGV[1])
+        redis.call('SADD', KEYS[2], ARGV[1])
+        redis.call('PEXPIRE', KEYS[2], ARGV[5])
+        return epoch
+        """)
+
+    /// Takes a running call on: the new epoch, or nil when the record moved on (or is gone) since the router
+    /// read it.
+    public func claim(_ callID: String, worker: String, from resume: Resume, incarnation: String, version: String,
+                      region: String) async throws(SwitchboardError) -> Int64? {
+        let reply = try await redis.evaluate(
+            Self.claimScript, keys: [keys.call(callID), keys.workerCalls(worker), keys.workerCalls(resume.fromWorker)],
+            arguments: [callID, worker, resume.epoch.map(String.init) ?? "", resume.fromWorker, String(ttl.milliseconds),
+                        incarnation, version, region])
+        guard let epoch = reply.int, epoch > 0 else { return nil }
+        return epoch
+    }
+
+    static let checkpointScript = RedisScript("""
+        -- KEYS: call records. ARGV[1]: worker, ARGV[2]: ttl ms; then per key: epoch, checkpoint (JSON), seq.
+        local result = {}
+        for i, key in ipairs(KEYS) do
+          local base = 3 * i
+          if redis.call('EXISTS', key) == 0 then
+            result[i] = -1
+          elseif redis.call('HGET', key, 'worker_id') == ARGV[1] and redis.call('HGET', key, 'state') ~= 'ended'
+              and tonumber(redis.call('HGET', key, 'epoch') or '1') == tonumber(ARGV[base]) then
+            redis.call('HSET', key, 'checkpoint', ARGV[base + 1], 'checkpoint_seq', ARGV[base + 2])
+            redis.call('PEXPIRE', key, ARGV[2])
+            result[i] = 1
+          else
+            result[i] = 0
+          end
+        end
+        return result
+        """)
+
+    public struct CheckpointWrite: Sendable {
+        public var callID: String
+        public var epoch: Int64
+        public var checkpoint: Checkpoint
+        public init(callID: String, epoch: Int64, checkpoint: Checkpoint) {
+            self.callID = callID
+            self.epoch = epoch
+            self.checkpoint = checkpoint
+        }
+    }
+
+    /// Writes checkpoints in one script run; for each, whether `worker` still owns the call.
+    public func checkpoint(_ batch: [CheckpointWrite], worker: String) async throws(SwitchboardError) -> [Ownership] {
+        var arguments = [worker, String(ttl.milliseconds)]
+        for item in batch {
+            arguments += [String(item.epoch), String(decoding: item.checkpoint.encoded(), as: UTF8.self), String(item.checkpoint.seq)]
+        }
+        let reply = try await redis.evaluate(Self.checkpointScript, keys: batch.map { keys.call($0.callID) }, arguments: arguments)
+        return (reply.array ?? []).map { $0.int.flatMap(Ownership.init(rawValue:)) ?? .superseded }
+    }
+
+    static let refreshScript = RedisScript("""
+        -- KEYS[1]: the worker's set; then per call its record and its tenant's leases. ARGV[1]: worker, ARGV[2]:
+        -- ttl ms, ARGV[3]: lease ms, ARGV[4]: incarnation; then per call: id, epoch, tenant, version, region,
+        -- started at, metadata (JSON or ''). Lease expiry is on Redis's clock.
+        local t = redis.call('TIME')
+        local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
+        local until_ms = string.format('%.0f', now_ms + tonumber(ARGV[3]))
+        local result = {}
+        for i = 1, (#KEYS - 1) / 2 do
+          local key, leases, base = KEYS[2 * i], KEYS[2 * i + 1], 4 + 7 * (i - 1)
+          local id = ARGV[base + 1]
+          redis.call('ZREMRANGEBYSCORE', leases, '-inf', string.format('%.0f', now_ms))
+          if redis.call('EXISTS', key) == 0 then
+            redis.call('HSET', key, 'tenant', ARGV[base + 3], 'worker_id', ARGV[1], 'version', ARGV[base + 4],
+                       'region', ARGV[base + 5], 'state', 'active', 'started_at', ARGV[base + 6],
+                       'epoch', ARGV[base + 2], 'incarnation', ARGV[4])
+            if ARGV[base + 7] ~= '' then redis.call('HSET', key, 'metadata', ARGV[base + 7]) end
+            redis.call('PEXPIRE', key, ARGV[2])
+            redis.call('SADD', KEYS[1], id)
+            redis.call('ZADD', leases, until_ms, id)
+            result[i] = 2
+          elseif redis.call('HGET', key, 'worker_id') == ARGV[1] and redis.call('HGET', key, 'state') ~= 'ended'
+              and tonumber(redis.call('HGET', key, 'epoch') or '1') == tonumber(ARGV[base + 2]) then
+            redis.call('PEXPIRE', key, ARGV[2])
+            redis.call('SADD', KEYS[1], id)
+            -- Only a lease that still exists: one that expired was given back and stays given back.
+            redis.call('ZADD', leases, 'XX', until_ms, id)
+            result[i] = 1
+          else
+            result[i] = 0
+          end
+          redis.call('PEXPIRE', leases, tonumber(ARGV[3]) * 2)
+        end
+        redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        return result
+        """)
+
+    /// What a worker knows of a call it holds: enough to write its record again.
+    public struct Held: Sendable {
+        public var callID: String
+        public var epoch: Int64
+        public var tenant: String
+        public var startedAt: Int64
+        public var metadata: [String: String]
+        public init(callID: String, epoch: Int64, tenant: String, startedAt: Int64, metadata: [String: String]) {
+            self.callID = callID
+            self.epoch = epoch
+            self.tenant = tenant
+            self.startedAt = startedAt
+            self.metadata = metadata
+        }
+    }
+
+    /// A worker's calls, confirmed and kept alive in one script run: each owned call's record and the
+    /// worker's set get their TTL back and the tenant's lease is renewed; a record Redis lost is written
+    /// again (with a fresh lease); for each call, whether the worker still owns it.
+    public func refresh(_ calls: [Held], worker: String, incarnation: String, version: String, region: String,
+                        leaseTime: Duration) async throws(SwitchboardError) -> [Ownership] {
+        guard !calls.isEmpty else { return [] }
+        var keyList = [keys.workerCalls(worker)]
+        var arguments = [worker, String(ttl.milliseconds), String(leaseTime.milliseconds), incarnation]
+        for call in calls {
+            keyList += [keys.call(call.callID), keys.tenantLeases(call.tenant)]
+            arguments += [call.callID, String(call.epoch), call.tenant, version, region, String(call.startedAt),
+                          call.metadata.isEmpty ? "" : String(decoding: WireCodec.encode(call.metadata), as: UTF8.self)]
+        }
+        let reply = try await redis.evaluate(Self.refreshScript, keys: keyList, arguments: arguments)
+        return (reply.array ?? []).map { $0.int.flatMap(Ownership.init(rawValue:)) ?? .superseded }
+    }
+
+    // MARK: - The end
+
+    static let endScript = RedisScript("""
+        -- KEYS[1]: the record, KEYS[2]: the worker's set, KEYS[3]: the tenant's leases.
+        -- ARGV: call id, worker, epoch, reason, ended at, retention ms. Only the owner at that epoch ends the
+        -- call and gives the lease back; a superseded worker only leaves the call out of its own set.
+        redis.call('SREM', KEYS[2], ARGV[1])
+        if redis.call('EXISTS', KEYS[1]) == 1 then
+          if redis.call('HGET', KEYS[1], 'state') == 'ended' or redis.call('HGET', KEYS[1], 'worker_id') ~= ARGV[2]
+              or tonumber(redis.call('HGET', KEYS[1], 'epoch') or '1') ~= tonumber(ARGV[3]) then
+            return 0
+          end
+          redis.call('HSET', KEYS[1], 'state', 'ended', 'ended_at', ARGV[5], 'end_reason', ARGV[4])
+          redis.call('PEXPIRE', KEYS[1], ARGV[6])
+        end
+        redis.call('ZREM', KEYS[3], ARGV[1])
+        return 1
+        """)
+
+    /// Records a call's end for the worker that held it at `epoch` (the worker itself, or a router for a
+    /// call lost with its worker): record closed with the reason and kept `retention` longer, call out of
+    /// the worker's set, lease given back. `superseded` when the call had moved on: nothing but the set.
+    @discardableResult
+    public func end(_ callID: String, tenant: String, worker: String, epoch: Int64, reason: EndReason,
+                    retention: Duration) async throws(SwitchboardError) -> Ownership {
+        let reply = try await redis.evaluate(
+            Self.endScript, keys: [keys.call(callID), keys.workerCalls(worker), keys.tenantLeases(tenant)],
+            arguments: [callID, worker, String(epoch), reason.rawValue, String(unixMillisNow()), String(retention.milliseconds)])
+        return reply.int == 1 ? .owned : .superseded
+    }
+
+    /// Leaves a call out of a worker's set (a stale entry: the call ended or moved on).
+    public func forget(_ callID: String, worker: String) async throws(SwitchboardError) {
+        _ = try await redis.send(["SREM", keys.workerCalls(worker), callID])
+    }
+
+    /// The calls in a worker's set.
+    public func calls(of worker: String) async throws(SwitchboardError) -> [String] {
+        (try await redis.send(["SMEMBERS", keys.workerCalls(worker)]).array ?? []).compactMap(\.string)
+    }
+}

@@ -1,0 +1,91 @@
+import Logging
+import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardObservability
+
+extension Router {
+    /// Ticks the fleet view a few times per heartbeat interval and carries out what it says: ping suspects,
+    /// report mass silences and this router's own stalls. Deaths come only from failed pings (`ping`).
+    func livenessLoop() async {
+        await withDiscardingTaskGroup { pings in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: configuration.heartbeatInterval / 4)
+                let events = fleet.withLock { $0.registry.tick(now: clock.now) }
+                for event in events {
+                    switch event {
+                    case .suspect(let id):
+                        countLiveness("suspect")
+                        logger.warning("worker suspect: no heartbeat for \(configuration.registry.suspectAfter) intervals; pinging it",
+                                       metadata: [LogKey.workerID: "\(id)"])
+                        pings.addTask { await self.ping(id) }
+                    case .ping(let id):
+                        pings.addTask { await self.ping(id) }
+                    case .unreachable(let ids, let disruption):
+                        countLiveness("unreachable", by: ids.count)
+                        logger.error("workers unreachable, not failed over: \(disruption.reason)",
+                                     metadata: ["workers": "\(ids.joined(separator: ","))"])
+                    case .selfSuspected(let gap):
+                        countLiveness("self_suspected")
+                        logger.warning("this router was stalled or cut off; every worker counts as just heard, none is judged for \(configuration.registry.detectionTime)",
+                                       metadata: ["gap_ms": "\(gap.milliseconds)"])
+                    }
+                }
+                updateWorkerGauges()
+            }
+        }
+    }
+
+    /// Follows this router's NATS connection: while it is down nobody is judged; when it is back every
+    /// worker counts as just heard.
+    func watchConnection() async {
+        for await event in nats.events {
+            let connected: Bool
+            switch event {
+            case .disconnected: connected = false
+            case .reconnected: connected = true
+            case .closed: return
+            case .error: continue
+            }
+            let suspected = fleet.withLock { $0.registry.setConnected(connected, now: clock.now) }
+            if case .selfSuspected(let gap)? = suspected {
+                countLiveness("self_suspected")
+                logger.warning("reconnected to NATS after \(gap.milliseconds) ms; no worker is judged for \(configuration.registry.detectionTime)")
+            }
+        }
+    }
+
+    /// Asks a suspect worker for a heartbeat directly: an answer brings it back; a failure is evidence of
+    /// death only if this router can judge right now (see `WorkerRegistry.pingFailed`).
+    func ping(_ workerID: String) async {
+        let sentAt = clock.now
+        let failure: any Error
+        do {
+            let reply = try await nats.request(configuration.subjects.ping(worker: workerID), payload: [],
+                                               timeout: configuration.pingTimeout)
+            ingest(try Heartbeat.decode(reply.payload))
+            return
+        } catch {
+            failure = error
+        }
+        let connected = nats.isConnected
+        let verdict = fleet.withLock { fleet in
+            if !connected { _ = fleet.registry.setConnected(false, now: clock.now) }
+            return fleet.registry.pingFailed(workerID, sentAt: sentAt, timeout: configuration.pingTimeout, now: clock.now)
+        }
+        switch verdict {
+        case .dead(let incarnation):
+            countLiveness("dead")
+            logger.warning("worker dead: failed its ping", metadata: [LogKey.workerID: "\(workerID)", LogKey.error: "\(failure)"])
+            await failover(workerID, deadIncarnation: incarnation)
+        case .notJudged(let why):
+            logger.notice("worker failed its ping but is not judged: \(why)", metadata: [LogKey.workerID: "\(workerID)"])
+        case .moot:
+            break
+        }
+    }
+
+    private func countLiveness(_ event: String, by count: Int = 1) {
+        metrics.increment(MetricNames.workerLiveness, ["event": event], by: Double(count),
+                          help: "Liveness events: workers suspect, unreachable or dead, and this router suspecting itself")
+    }
+}

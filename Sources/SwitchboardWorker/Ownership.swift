@@ -1,0 +1,119 @@
+import Foundation
+import Logging
+import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardObservability
+import SwitchboardRedis
+
+extension Worker {
+    /// Lets go of a call another worker holds now: its media stops at once; nothing is ended, the tenant's
+    /// lease stays (the new owner holds the call).
+    func letGo(_ callID: String) {
+        logger.warning("the call is recorded on another worker: letting go of it", metadata: [LogKey.callID: "\(callID)"])
+        state.withLock { $0.calls[callID] }?.end.yield(.migrated)
+    }
+
+    /// Confirms, in one round trip, that this worker still owns each of its calls, and keeps what it owns alive
+    /// in Redis: record and set TTLs, tenants' leases, and records Redis lost written again. Calls held at
+    /// another epoch are let go of. Returns false when Redis did not answer.
+    @discardableResult
+    func refreshCalls() async -> Bool {
+        let held = state.withLock { $0.calls.values.compactMap(\.held) }
+        guard !held.isEmpty else { return true }
+        var ok = true
+        for start in stride(from: 0, to: held.count, by: 200) {
+            let chunk = Array(held[start..<min(start + 200, held.count)])
+            do {
+                let results = try await callStore.refresh(chunk, worker: configuration.id, incarnation: incarnation,
+                                                          version: configuration.version, region: configuration.region,
+                                                          leaseTime: configuration.leaseTime)
+                for (call, result) in zip(chunk, results) {
+                    switch result {
+                    case .superseded:
+                        letGo(call.callID)
+                    case .reasserted:
+                        logger.notice("call record was missing in Redis; written again", metadata: [LogKey.callID: "\(call.callID)"])
+                    case .owned, .missing:
+                        break
+                    }
+                }
+                let reasserted = results.filter { $0 == .reasserted }.count
+                if reasserted > 0 {
+                    metrics.increment(MetricNames.recordsReasserted, by: Double(reasserted),
+                                      help: "Call records Redis had lost, written again by the worker that holds the call")
+                }
+            } catch {
+                ok = false
+                logger.warning("calls not refreshed in Redis", metadata: ["calls": "\(chunk.count)", LogKey.error: "\(error)"])
+            }
+        }
+        return ok
+    }
+
+    /// Every refresh interval (and at once when a write found a record missing): `refreshCalls`, and the
+    /// drain recorded for this worker read again (one a router asked for while this worker was cut off).
+    func refreshLoop() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: configuration.refreshInterval)
+                    refreshTrigger.yield()
+                }
+            }
+            for await _ in refreshTriggers {
+                await refreshCalls()
+                await syncDrainFromRedis()
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Watches this process's own loop. After a stall longer than the routers' suspect time, every call is
+    /// fenced (no audio) until one round trip confirms which are still this worker's; the others are let go
+    /// of. Frames a handler sends before this loop runs again are held back by the watch itself.
+    func watchLoop() async {
+        stallWatch.touch()
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(100))
+            let gap = stallWatch.sinceLastTouch
+            guard gap > stallWatch.limit else {
+                stallWatch.touch()
+                continue
+            }
+            logger.warning("this worker was stalled for \(gap.milliseconds) ms; confirming it still owns its calls before they speak")
+            metrics.increment(MetricNames.ownershipChecks, ["cause": "stall"], help: "Times a worker confirmed it still owns its calls")
+            await confirmOwnership { self.stallWatch.touch() }
+            stallWatch.touch()
+        }
+    }
+
+    /// Follows this worker's NATS connection: when it is back, ownership is confirmed (routers may have given
+    /// the calls to others meanwhile) and the drain recorded for it is read again.
+    func watchConnection() async {
+        for await event in nats.events {
+            switch event {
+            case .reconnected:
+                metrics.increment(MetricNames.ownershipChecks, ["cause": "reconnect"], help: "Times a worker confirmed it still owns its calls")
+                await confirmOwnership()
+                await syncDrainFromRedis()
+                heartbeatTrigger.yield()
+            case .closed:
+                return
+            case .disconnected, .error:
+                continue
+            }
+        }
+    }
+
+    /// Fences every call (then runs `fenced`), confirms ownership, trying again until Redis answers, and
+    /// unfences the calls still owned.
+    private func confirmOwnership(fenced: () -> Void = {}) async {
+        let sessions = state.withLock { $0.calls.values.map(\.session) }
+        for session in sessions { session.fence(true) }
+        fenced()
+        while !(await refreshCalls()) && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        for session in sessions { session.fence(false) }
+    }
+}
