@@ -30,6 +30,8 @@ public final class Router: Service, Sendable {
     /// Calls admitted per tenant by this router alone while Redis was unreachable (tenants in `open` mode);
     /// cleared when Redis answers again.
     let admittedWhileRedisDown = Mutex<[String: Int]>([:])
+    /// Leases of calls refused or not placed, to give back once Redis answers (see `releaseLease`).
+    let pendingReleases = Mutex<[(tenant: String, callID: String)]>([])
     /// Tenants given a metric label of their own (at most `tenantLabelCap`).
     let labelledTenants = Mutex<Set<String>>([])
     /// Set by a graceful shutdown: `/readyz` fails from then on.
@@ -78,6 +80,7 @@ public final class Router: Service, Sendable {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { await self.livenessLoop() }
                 background.addTask { await self.watchConnection() }
+                background.addTask { await self.releaseLoop() }
                 background.addTask {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: self.configuration.drainRefresh)

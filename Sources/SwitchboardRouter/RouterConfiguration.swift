@@ -55,7 +55,10 @@ public struct RouterConfiguration: Sendable {
 
     public var heartbeatInterval: Duration {
         get { registry.heartbeatInterval }
-        set { registry = .init(heartbeatInterval: newValue, suspectAfter: registry.suspectAfter, deadAfter: registry.deadAfter) }
+        set {
+            registry = .init(heartbeatInterval: newValue, suspectAfter: registry.suspectAfter, deadAfter: registry.deadAfter,
+                             unreachableShare: registry.unreachableShare)
+        }
     }
 
     public init(id: String, subjects: Subjects, keys: RedisKeys) {

@@ -30,7 +30,14 @@ extension Router {
             do throws(SwitchboardError) {
                 placement = try await place(request, callID: callID, start: start, logger: log, admittedWithoutRedis: withoutRedis)
             } catch {
-                if tenant != nil && !withoutRedis { try? await limits.release(tenant: request.tenant, callID: callID) }
+                if tenant != nil && !withoutRedis {
+                    // At once, unless Redis is what failed (then as soon as it answers, off this route's clock).
+                    if error.code == .unavailable {
+                        releaseLease(tenant: request.tenant, callID: callID)
+                    } else if (try? await limits.release(tenant: request.tenant, callID: callID)) == nil {
+                        releaseLease(tenant: request.tenant, callID: callID)
+                    }
+                }
                 throw error
             }
             finish(start, result: "placed")

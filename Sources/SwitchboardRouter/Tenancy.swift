@@ -56,7 +56,13 @@ extension Router {
             decision = try await limits.admit(policy, callID: callID)
             admittedWhileRedisDown.withLock { if !$0.isEmpty { $0.removeAll() } }  // Redis is back: its counts rule
         } catch {
-            try admitWithoutRedis(policy, callID: callID, error)
+            do {
+                try admitWithoutRedis(policy, callID: callID, error)
+            } catch let refusal {
+                // The script may still have run (a timeout is no answer): its lease must not outlive the refusal.
+                releaseLease(tenant: policy.id, callID: callID)
+                throw refusal
+            }
             return .withoutRedis
         }
         switch decision {
@@ -71,6 +77,33 @@ extension Router {
         case .quotaExceeded(let live, let max):
             countAdmission("quota_exceeded", policy.id)
             throw SwitchboardError(.quotaExceeded, "tenant '\(policy.id)' holds \(live) live calls of its \(max)")
+        }
+    }
+
+    /// Gives a call's live-call lease back; when Redis does not answer, again every second until it does (or
+    /// the lease expires by itself), so a call refused or not placed never holds a tenant's slot.
+    func releaseLease(tenant: String, callID: String) {
+        pendingReleases.withLock { pending in
+            if pending.count >= 10_000 { pending.removeFirst() }  // it expires with its lease time anyway
+            pending.append((tenant, callID))
+        }
+    }
+
+    /// Runs the releases waiting for Redis, every second.
+    func releaseLoop() async {
+        while !Task.isCancelled {
+            let pending = pendingReleases.withLock { pending in defer { pending.removeAll() }; return pending }
+            var failed: [(tenant: String, callID: String)] = []
+            for (i, item) in pending.enumerated() {
+                do {
+                    try await limits.release(tenant: item.tenant, callID: item.callID)
+                } catch {
+                    failed = Array(pending[i...])
+                    break
+                }
+            }
+            if !failed.isEmpty { pendingReleases.withLock { $0.insert(contentsOf: failed, at: 0) } }
+            try? await Task.sleep(for: pending.isEmpty || !failed.isEmpty ? .seconds(1) : .milliseconds(10))
         }
     }
 

@@ -35,8 +35,12 @@ struct RouterCommand: AsyncParsableCommand {
     var weights: String = Settings.string("weights", "1,0.5,1,1")
     @Option(name: .customLong("suspect-after"), help: "Silent heartbeat intervals before a worker is suspect (and pinged).")
     var suspectAfter: Int = Settings.int("suspect-after", 2)
-    @Option(name: .customLong("dead-after"), help: "Silent heartbeat intervals before a worker is dead.")
+    @Option(name: .customLong("dead-after"), help: "The detection time in intervals: after a stall or a reconnection this router judges no worker for this long.")
     var deadAfter: Int = Settings.int("dead-after", 3)
+    @Option(name: .customLong("unreachable-share"), help: "Share of the fleet silent at once past which silent workers are unreachable (kept, not failed over), 0-1.")
+    var unreachableShare: Double = Settings.double("unreachable-share", 0.5)
+    @Option(name: .customLong("failover-window"), help: "Seconds a dead worker's call is offered again while no worker has room, before it is lost.")
+    var failoverWindow: Double = Settings.double("failover-window", 30)
     @Option(help: "on: callers need a tenant's API key and routes are held to the tenant's limits; off: no keys, no limits.")
     var tenancy: String = Settings.string("tenancy", "off")
     @Option(name: .customLong("admin-key"), help: "With tenancy on, the key operator endpoints need (env SWITCHBOARD_ADMIN_KEY).")
@@ -60,8 +64,12 @@ struct RouterCommand: AsyncParsableCommand {
         guard heartbeatInterval > 0, suspectAfter >= 1, deadAfter > suspectAfter else {
             throw SwitchboardError(.invalidArgument, "need heartbeat interval > 0 and 1 <= suspect-after < dead-after")
         }
+        guard unreachableShare > 0, unreachableShare <= 1 else {
+            throw SwitchboardError(.invalidArgument, "unreachable share must be above 0 and at most 1, not \(unreachableShare)")
+        }
         return (scheduler, WorkerRegistry.Configuration(heartbeatInterval: Duration(seconds: heartbeatInterval),
-                                                         suspectAfter: suspectAfter, deadAfter: deadAfter))
+                                                         suspectAfter: suspectAfter, deadAfter: deadAfter,
+                                                         unreachableShare: unreachableShare))
     }
 
     func run() async throws {
@@ -82,6 +90,10 @@ struct RouterCommand: AsyncParsableCommand {
             guard tenantLabelCap >= 0 else { throw SwitchboardError(.invalidArgument, "tenant label cap must be 0 or more") }
             config.tenantLabelCap = tenantLabelCap
             config.leaseTime = Duration(seconds: leaseTime)
+            guard failoverWindow >= 0, failoverWindow <= 3600 else {
+                throw SwitchboardError(.invalidArgument, "failover window must be 0 to 3600 seconds, not \(failoverWindow)")
+            }
+            config.failover.window = Duration(seconds: failoverWindow)
         } catch {
             throw ExitCodes.fail(error)
         }

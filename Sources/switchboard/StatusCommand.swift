@@ -27,7 +27,7 @@ struct StatusCommand: AsyncParsableCommand {
         }
         var text = formatTable(rows)
         let t = view.totals
-        text += "\n\(t["workers"] ?? 0) workers (\(t["ready"] ?? 0) ready, \(t["draining"] ?? 0) draining, \(t["suspect"] ?? 0) suspect), \(t["active_calls"] ?? 0) calls, \(t["free_slots"] ?? 0) free slots of \(t["capacity"] ?? 0)"
+        text += "\n\(t["workers"] ?? 0) workers (\(t["ready"] ?? 0) ready, \(t["draining"] ?? 0) draining, \(t["suspect"] ?? 0) suspect, \(t["unreachable"] ?? 0) unreachable), \(t["active_calls"] ?? 0) calls, \(t["free_slots"] ?? 0) free slots of \(t["capacity"] ?? 0)"
         return text
     }
 }

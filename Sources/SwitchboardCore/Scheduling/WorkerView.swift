@@ -5,7 +5,8 @@ public struct WorkerView: Codable, Sendable, Equatable {
     public var region: String
     public var zone: String
     public var state: String
-    /// `alive` or `suspect` (silent for 2 intervals, being pinged).
+    /// `alive`, `suspect` (silent for 2 intervals, being pinged) or `unreachable` (silent with much of the
+    /// fleet: kept, not failed over).
     public var liveness: String
     public var capacity: Int
     public var activeCalls: Int
@@ -64,6 +65,7 @@ public struct WorkersView: Codable, Sendable, Equatable {
             "workers": workers.count,
             "ready": placeable.count,
             "suspect": workers.filter { $0.liveness == "suspect" }.count,
+            "unreachable": workers.filter { $0.liveness == "unreachable" }.count,
             "draining": workers.filter { $0.state == WorkerState.draining.rawValue }.count,
             "capacity": workers.reduce(0) { $0 + $1.capacity },
             "active_calls": workers.reduce(0) { $0 + $1.activeCalls },
