@@ -46,10 +46,10 @@ public struct CallStore: Sendable {
         """)
 
     /// Records a call the router placed (its worker may have marked it started already).
-    public func place(_ record: CallRecord) async throws(SwitchboardError) {
+    public func place(_ record: CallRecord, deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) {
         var arguments = [String(ttl.milliseconds)]
         for (field, value) in record.placementFields { arguments += [field, value] }
-        _ = try await redis.evaluate(Self.placeScript, keys: [keys.call(record.callID)], arguments: arguments)
+        _ = try await redis.evaluate(Self.placeScript, keys: [keys.call(record.callID)], arguments: arguments, deadline: deadline)
     }
 
     /// The call's record fields; empty when Redis has none.

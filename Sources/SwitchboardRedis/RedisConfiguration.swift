@@ -6,8 +6,12 @@ public struct RedisConfiguration: Sendable {
     /// Connections in the pool, each on a thread of its own.
     public var poolSize = 4
     public var connectTimeout: Duration = .seconds(2)
-    /// Time one command (or one pipeline) may take before it fails with `timeout`.
+    /// Time one command (or one pipeline) may take before it fails with `timeout`, counted from the call,
+    /// so time spent waiting for a free connection counts; a caller may pass a deadline of its own instead.
     public var commandTimeout: Duration = .seconds(2)
+    /// Commands that may wait for a free connection; one more fails at once with `unavailable`. A server
+    /// that cannot keep up then sheds load at the door instead of making every caller wait out its timeout.
+    public var maxQueuedCommands = 1024
     /// Largest command or pipeline accepted, in argument bytes.
     public var maxCommandBytes = 64 * 1024 * 1024
 
@@ -37,6 +41,7 @@ public struct RedisConfiguration: Sendable {
 
     func validate() throws(SwitchboardError) {
         guard (1...256).contains(poolSize) else { throw SwitchboardError(.invalidArgument, "Redis pool size must be 1...256") }
+        guard maxQueuedCommands >= 1 else { throw SwitchboardError(.invalidArgument, "Redis maxQueuedCommands must be at least 1") }
         guard connectTimeout > .zero, commandTimeout > .zero else {
             throw SwitchboardError(.invalidArgument, "Redis timeouts must be positive")
         }

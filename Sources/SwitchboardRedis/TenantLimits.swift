@@ -63,11 +63,11 @@ public struct TenantLimits: Sendable {
 
     /// Admits a new call for `policy`'s tenant, or says why not. Admitting the same call id again (a retry)
     /// takes nothing more.
-    public func admit(_ policy: TenantPolicy, callID: String) async throws(SwitchboardError) -> Decision {
+    public func admit(_ policy: TenantPolicy, callID: String, deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) -> Decision {
         let gcra = policy.gcra
         let reply = try await redis.evaluate(Self.admitScript, keys: [keys.tenantRate(policy.id), keys.tenantLeases(policy.id)],
                                              arguments: [String(gcra.interval), String(gcra.tolerance), String(policy.maxLiveCalls),
-                                                         String(leaseTime.milliseconds), callID])
+                                                         String(leaseTime.milliseconds), callID], deadline: deadline)
         guard let parts = reply.array, parts.count == 3, let verdict = parts[0].int, let wait = parts[1].int, let live = parts[2].int
         else { throw SwitchboardError(.internalError, "unexpected reply from the admission script: \(reply)") }
         switch verdict {

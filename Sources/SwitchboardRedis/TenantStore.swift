@@ -84,8 +84,8 @@ public struct TenantStore: Sendable {
         return key
     }
 
-    public func get(_ id: String) async throws(SwitchboardError) -> Record {
-        guard let json = try await redis.send(["HGET", keys.tenants, id]).string else {
+    public func get(_ id: String, deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) -> Record {
+        guard let json = try await redis.send(["HGET", keys.tenants, id], deadline: deadline).string else {
             throw SwitchboardError(.notFound, "no tenant '\(id)'")
         }
         return try Self.record(json, id)
@@ -124,12 +124,12 @@ public struct TenantStore: Sendable {
     }
 
     /// The tenant a key belongs to; `authenticationFailed` for an unknown key.
-    public func authenticate(_ key: String) async throws(SwitchboardError) -> TenantPolicy {
+    public func authenticate(_ key: String, deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) -> TenantPolicy {
         guard key.hasPrefix("sbk_"), key.utf8.count <= 128,
-              let id = try await redis.send(["HGET", keys.tenantKeys, APIKey.hash(key)]).string
+              let id = try await redis.send(["HGET", keys.tenantKeys, APIKey.hash(key)], deadline: deadline).string
         else { throw SwitchboardError(.authenticationFailed, "unknown API key") }
         do {
-            return try await get(id).policy
+            return try await get(id, deadline: deadline).policy
         } catch where error.code == .notFound {
             throw SwitchboardError(.authenticationFailed, "unknown API key")
         }

@@ -7,11 +7,15 @@ import SwitchboardRedis
 
 extension Router {
     /// Places a call: choose a worker, offer, and on accept record the call in Redis. One deadline covers
-    /// it all; every failure answers with a code and is counted.
+    /// it all (`deadline`, from when the request came in, so the caller's key check counts too; nil: from
+    /// now): a slow or frozen Redis makes it fail with `unavailable` in time, never pile up. Every failure
+    /// answers with a code and is counted.
     /// With a `tenant` (tenancy on), the call is the tenant's whatever the request says, and is admitted
     /// against its limits first; a call that is then not placed gives its lease back.
-    public func route(_ request: RouteRequest, tenant: TenantPolicy? = nil) async throws(SwitchboardError) -> Placement {
+    public func route(_ request: RouteRequest, tenant: TenantPolicy? = nil,
+                      deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) -> Placement {
         let start = clock.now
+        let deadline = deadline ?? start + configuration.routeDeadline
         let callID = Identifiers.random(prefix: "c")
         var request = request
         if let tenant { request.tenant = tenant.id }
@@ -24,11 +28,11 @@ extension Router {
                 if let region = request.region, !tenant.regions.isEmpty, !tenant.regions.contains(region) {
                     throw SwitchboardError(.invalidArgument, "tenant '\(tenant.id)' may not place calls in region '\(region)'")
                 }
-                withoutRedis = try await admit(tenant, callID: callID) == .withoutRedis
+                withoutRedis = try await admit(tenant, callID: callID, deadline: deadline) == .withoutRedis
             }
             let placement: Placement
             do throws(SwitchboardError) {
-                placement = try await place(request, callID: callID, start: start, logger: log, admittedWithoutRedis: withoutRedis)
+                placement = try await place(request, callID: callID, deadline: deadline, logger: log, admittedWithoutRedis: withoutRedis)
             } catch {
                 if tenant != nil && !withoutRedis {
                     // At once, unless Redis is what failed (then as soon as it answers, off this route's clock).
@@ -57,17 +61,17 @@ extension Router {
                         help: "Time from route request to answer")
     }
 
-    private func place(_ request: RouteRequest, callID: String, start: ContinuousClock.Instant, logger: Logger,
+    private func place(_ request: RouteRequest, callID: String, deadline: ContinuousClock.Instant, logger: Logger,
                        admittedWithoutRedis: Bool = false) async throws(SwitchboardError) -> Placement {
         let offer = Offer(callID: callID, tenant: request.tenant, region: request.region, metadata: request.metadata,
                           routerID: configuration.id)
         let needs = Scheduler.Needs(region: request.region, zone: request.zone, locality: request.locality)
-        let (reply, explanation) = try await offerAround(offer, needs: needs, deadline: start + configuration.routeDeadline,
+        let (reply, explanation) = try await offerAround(offer, needs: needs, deadline: deadline,
                                                          explain: request.explain, logger: logger)
         let record = CallRecord(callID: callID, tenant: request.tenant, workerID: reply.workerID, version: reply.version,
                                 region: reply.region, state: .placed, createdAt: unixMillisNow(), metadata: request.metadata)
         do {
-            try await callStore.place(record)
+            try await callStore.place(record, deadline: deadline)
         } catch where admittedWithoutRedis {
             // Admitted under the tenant's fail-open rule: the call goes on unrecorded rather than not at all.
             logger.warning("call placed but not recorded: Redis unreachable", metadata: [LogKey.error: "\(error)"])
@@ -151,9 +155,10 @@ extension Router {
     func handleRouteRequest(_ message: NATSMessage) async {
         let reply: RouteReply
         do {
+            let deadline = clock.now + configuration.routeDeadline
             let request = try RouteRequest.decode(message.payload)
-            let tenant = try await tenant(authorization: message.headers["Authorization"])
-            reply = RouteReply(call: try await route(request, tenant: tenant))
+            let tenant = try await tenant(authorization: message.headers["Authorization"], deadline: deadline)
+            reply = RouteReply(call: try await route(request, tenant: tenant, deadline: deadline))
         } catch {
             if error.code == .badMessage || error.code == .tooLarge {
                 countBadMessage("route_request", error)

@@ -6,7 +6,8 @@ import SwitchboardRedis
 extension Router {
     /// The tenant an `Authorization: Bearer <key>` value belongs to; nil when tenancy is off. Keys found are
     /// trusted for `keyCacheTime`, so a route costs no extra round trip for them.
-    public func tenant(authorization: String?) async throws(SwitchboardError) -> TenantPolicy? {
+    /// `deadline`: the route's, when the key is checked for one.
+    public func tenant(authorization: String?, deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) -> TenantPolicy? {
         guard configuration.tenancy else { return nil }
         guard let authorization, authorization.hasPrefix("Bearer ") else {
             throw SwitchboardError(.authenticationFailed, "an API key is needed: Authorization: Bearer <key>")
@@ -17,7 +18,7 @@ extension Router {
         if let cached, cached.until > now { return cached.policy }
         let policy: TenantPolicy
         do {
-            policy = try await tenants.authenticate(key)
+            policy = try await tenants.authenticate(key, deadline: deadline)
         } catch where error.code != .authenticationFailed {
             // Redis unreachable: a key this router has seen before still counts (its tenant's `when Redis is
             // down` rule then decides); an unknown one cannot be checked.
@@ -50,10 +51,10 @@ extension Router {
     enum Admitted { case byRedis, withoutRedis }
 
     @discardableResult
-    func admit(_ policy: TenantPolicy, callID: String) async throws(SwitchboardError) -> Admitted {
+    func admit(_ policy: TenantPolicy, callID: String, deadline: ContinuousClock.Instant) async throws(SwitchboardError) -> Admitted {
         let decision: TenantLimits.Decision
         do {
-            decision = try await limits.admit(policy, callID: callID)
+            decision = try await limits.admit(policy, callID: callID, deadline: deadline)
             admittedWhileRedisDown.withLock { if !$0.isEmpty { $0.removeAll() } }  // Redis is back: its counts rule
         } catch {
             do {

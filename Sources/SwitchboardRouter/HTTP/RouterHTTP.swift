@@ -18,11 +18,12 @@ public enum RouterHTTP {
 
         routes.post("/v1/calls") { request, _ -> Response in
             var request = request
+            let deadline = ContinuousClock.now + router.configuration.routeDeadline
             let body = try await collect(&request, limit: maxBody)
             var route = try RouteRequest.decode(withVersion(body, tenantOptional: router.configuration.tenancy))
             if request.uri.queryParameters.get("explain") == "true" { route.explain = true }
-            let tenant = try await router.tenant(authorization: request.headers[.authorization])
-            let placement = try await router.route(route, tenant: tenant)
+            let tenant = try await router.tenant(authorization: request.headers[.authorization], deadline: deadline)
+            let placement = try await router.route(route, tenant: tenant, deadline: deadline)
             return json(placement, status: .created)
         }
         routes.get("/v1/calls/:id") { request, context -> Response in
