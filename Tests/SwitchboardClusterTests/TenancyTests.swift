@@ -148,6 +148,26 @@ struct TenantLimitsAcrossRoutersTests {
         return try RouteReply.decode(message.payload)
     }
 
+    /// Redis's clock now, in Unix milliseconds (the clock the leases are scored by).
+    func redisMillis(_ cluster: TestCluster) async throws -> Int64 {
+        let time = try await cluster.redis.send(["TIME"]).array ?? []
+        guard time.count == 2, let seconds = time[0].int, let micros = time[1].int else { throw TestServerError("TIME: \(time)") }
+        return seconds * 1000 + micros / 1000
+    }
+
+    static let heldLeasesScript = RedisScript("""
+        local t = redis.call('TIME')
+        local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
+        return {now_ms, redis.call('ZCOUNT', KEYS[1], '(' .. now_ms, '+inf')}
+        """)
+
+    /// Redis's clock and the tenant's leases not expired by it, read together.
+    func heldLeases(_ cluster: TestCluster, tenant: String) async throws -> (now: Int64, held: Int) {
+        let reply = try await cluster.redis.evaluate(Self.heldLeasesScript, keys: [cluster.keys.tenantLeases(tenant)]).array ?? []
+        guard reply.count == 2, let now = reply[0].int, let held = reply[1].int else { throw TestServerError("held leases: \(reply)") }
+        return (now, Int(held))
+    }
+
     @Test func aThousandRouteRequestsAcrossTwoRoutersAdmitNoMoreThanTheRate() async throws {
         let cluster = try await TestCluster()
         try await cluster.addRouter { $0.tenancy = true }
@@ -204,18 +224,29 @@ struct TenantLimitsAcrossRoutersTests {
         #expect(codes.filter { $0 == "placed" }.count == 25)
         #expect(codes.filter { $0 == "quota_exceeded" }.count == 75)
 
-        // The worker holding all 25 dies; nobody renews their leases, so within the lease time (2 s) the tenant
-        // can place calls again, on another worker.
+        // The worker holding all 25 dies; nobody renews their leases, so they expire and the tenant can place calls
+        // again, on another worker. Timed on Redis's clock, the one the leases are scored by: this busy process
+        // may stall for a second or more, Redis's clock does not.
+        let leaseTime: Int64 = 2_000, renewal = leaseTime / 3  // the worker renews every third of the lease time
+        let killedAt = try await redisMillis(cluster)
         kill(doomed.pid, SIGKILL)
-        let killedAt = ContinuousClock.now
-        let limits = TenantLimits(redis: cluster.redis, keys: cluster.keys)
-        try await eventually(timeout: .seconds(6), "the dead worker's leases expire") {
-            (try? await limits.live(tenant: "acme")) == 0
+        _ = await doomed.waitForExit(timeout: .seconds(10))
+        let expiries = try await cluster.redis.send(["ZRANGE", cluster.keys.tenantLeases("acme"), "0", "-1", "WITHSCORES"])
+            .array?.enumerated().filter { $0.offset % 2 == 1 }.compactMap { $0.element.int } ?? []
+        #expect(expiries.count == 25, "leases at the kill: \(expiries.count)")
+        let lastExpiry = try #require(expiries.max())
+        // Renewed until the kill, so none lasts past the kill by more than a lease time and one renewal interval.
+        #expect(lastExpiry <= killedAt + leaseTime + renewal, "a lease expires \(lastExpiry - killedAt) ms after the kill")
+        // And all gone by then: a lease renewed after the kill would be held past that expiry, one never expiring
+        // for ever. (Each look reads the count and the time in one script, so no stall of this process between
+        // them can make a lease look held late.)
+        var heldLate: (held: Int, ms: Int64)?
+        try await eventually(timeout: .seconds(15), "the dead worker's leases expire") {
+            let (now, held) = try await heldLeases(cluster, tenant: "acme")
+            if held > 0 && now > lastExpiry { heldLate = (held, now - lastExpiry) }
+            return held == 0
         }
-        let back = ContinuousClock.now - killedAt
-        // Renewed every third of the lease time until the kill, so gone at most one lease time (2 s) after it;
-        // the rest is polling on a busy test run (which can stall this process for a second or more).
-        #expect(back < .seconds(4), "leases came back after \(back)")
+        #expect(heldLate == nil, "\(heldLate?.held ?? 0) leases still held \(heldLate?.ms ?? 0) ms after the last expiry seen at the kill")
         try await cluster.addWorker(id: "survivor", capacity: 100)
         try await eventually(timeout: .seconds(10), "the tenant places a call again") {
             (try? await route(cluster, key: key).call?.workerID) == "survivor"

@@ -1,0 +1,170 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardTestSupport
+import Testing
+
+/// The failure model's test (docs: DESIGN "Failure model"): live tone calls through a fault of the bus, a
+/// router, a worker or Redis, and one pass mark for every case, `expectEveryCallSpeaking`: every healthy call
+/// still speaking afterwards, nothing ended, no lease leaked. One case at a time: each runs its own servers,
+/// routers and workers as processes, and several at once would starve each other on 2 cores.
+@Suite("Chaos: live calls through faults", .serialized)
+struct ChaosTests {
+    // MARK: - The bus
+
+    @Test func everyCallGoesOnWhenNATSIsStoppedForFourSecondsAndStartedAgain() async throws {
+        try await ChaosCluster.run { cluster in
+            await cluster.nats.stop()
+            try await Task.sleep(for: .seconds(4))
+            try await cluster.nats.start()  // the same port: every client reconnects by itself
+            await cluster.expectEveryCallSpeaking()
+        }
+    }
+
+    @Test func everyCallGoesOnWhenNATSIsRestartedTwiceWithinTenSeconds() async throws {
+        try await ChaosCluster.run { cluster in
+            // Each time down for longer than a worker's detection time (1.5 s), the second while the routers may
+            // still be doubting their view after the first.
+            for _ in 0..<2 {
+                await cluster.nats.stop()
+                try await Task.sleep(for: .seconds(2))
+                try await cluster.nats.start()
+                try await Task.sleep(for: .seconds(2))
+            }
+            await cluster.expectEveryCallSpeaking()
+        }
+    }
+
+    // MARK: - Routers
+
+    @Test func everyCallGoesOnWhenTheOnlyRouterIsFrozenForFiveSeconds() async throws {
+        try await ChaosCluster.run { cluster in
+            // Thawed, it has heard from nobody for 5 s: it must not take that as the fleet's death.
+            let router = cluster.process("r1")
+            cluster.freeze(router.pid)
+            try await Task.sleep(for: .seconds(5))
+            cluster.thaw(router.pid)
+            await cluster.expectEveryCallSpeaking()
+        }
+    }
+
+    @Test func everyCallGoesOnWhenOneOfTwoRoutersIsFrozenForFiveSeconds() async throws {
+        try await ChaosCluster.run(routers: 2) { cluster in
+            let router = cluster.process("r1")
+            cluster.freeze(router.pid)
+            try await Task.sleep(for: .seconds(5))
+            cluster.thaw(router.pid)
+            await cluster.expectEveryCallSpeaking()
+        }
+    }
+
+    // MARK: - Workers
+
+    @Test func aFrozenWorkersCallsResumeElsewhereAndItDoesNotSpeakOverThemWhenThawed() async throws {
+        try await ChaosCluster.run { cluster in
+            let (frozen, itsCalls) = cluster.busiestWorker()
+            let worker = cluster.process(frozen)
+            cluster.freeze(worker.pid)
+            // Frozen past detection (3 intervals, 1.5 s), and on until a router has moved its calls: the case is
+            // a worker that wakes to find its calls elsewhere, however long a busy box takes to move them.
+            try await Task.sleep(for: .seconds(3))
+            let moved = await cluster.poll(timeout: .seconds(15)) {
+                for call in itsCalls where try await cluster.record(call.id)["worker_id"] == frozen { return false }
+                return true
+            }
+            let thawedFrom = cluster.calls.map(\.tap.count)
+            cluster.thaw(worker.pid)
+            cluster.check(moved, "\(frozen)'s calls not moved while it was frozen")
+            await cluster.expectEveryCallSpeaking(movedFrom: [frozen])
+            for (call, start) in zip(cluster.calls, thawedFrom) {
+                // A number heard twice, from the first packet on, had two speakers; and since the thaw only the
+                // new worker may speak, so no number comes after a higher one.
+                let sequences = call.tap.all.map(\.packet.sequence)
+                let twice = Dictionary(grouping: sequences, by: { $0 }).filter { $0.value.count > 1 }.keys.sorted()
+                cluster.check(twice.isEmpty, "call \(call.id) (placed on \(call.placedOn)): \(twice.count) sequence numbers heard twice, from \(twice.first.map(String.init) ?? "")")
+                let sinceThaw = sequences.dropFirst(start)
+                let back = zip(sinceThaw, sinceThaw.dropFirst()).filter { $1 <= $0 }
+                cluster.check(back.isEmpty, "call \(call.id) (placed on \(call.placedOn)): two speakers after the thaw, e.g. \(back.prefix(3).map { "\($0) then \($1)" })")
+            }
+        }
+    }
+
+    @Test func aKilledWorkersCallsWaitForANewWorkerWhenTheRestOfTheFleetIsFull() async throws {
+        // Two slots each, four calls: no free slot anywhere once one worker is gone.
+        try await ChaosCluster.run(workers: [("a", 2), ("b", 2)]) { cluster in
+            let (killed, _) = cluster.busiestWorker()
+            kill(cluster.process(killed).pid, SIGKILL)
+            try await Task.sleep(for: .seconds(5))
+            try cluster.spawnWorker("c", capacity: 4)
+            await cluster.expectEveryCallSpeaking(movedFrom: [killed], to: ["c"])
+        }
+    }
+
+    @Test func aThirdOfTheFleetKilledAtOnceHasItsCallsResumedOnTheRest() async throws {
+        try await ChaosCluster.run(workers: [("a", 4), ("b", 4), ("c", 4)], calls: 6) { cluster in
+            let (killed, _) = cluster.busiestWorker()
+            kill(cluster.process(killed).pid, SIGKILL)
+            await cluster.expectEveryCallSpeaking(movedFrom: [killed])
+        }
+    }
+
+    // MARK: - Redis
+
+    @Test func aFrozenRedisRefusesNewCallsInTimeAndLiveCallsTalkThroughIt() async throws {
+        try await ChaosCluster.run { cluster in
+            let redisPID = try cluster.require(cluster.redisServer.pid, "redis-server is not running")
+            let from = cluster.calls.map(\.tap.count)
+            let frozenAt = ContinuousClock.now
+            cluster.freeze(redisPID)
+            // A caller of a tenant whose limits fail closed hears `unavailable` within the route deadline.
+            let reply = try await cluster.route(key: cluster.key, metadata: ["tone_hz": "2000"])
+            let answered = ContinuousClock.now - frozenAt
+            cluster.check(reply.error?.code == "unavailable" && answered <= ChaosCluster.routeDeadline + .milliseconds(1500),
+                          "route during the freeze: \(reply.error?.code ?? "placed") after \(answered)")
+            try await Task.sleep(until: frozenAt + .seconds(6), clock: .continuous)
+            // The calls need no Redis to speak: of the 300 packets each sent meanwhile, 100 at least were heard.
+            cluster.check(zip(cluster.calls, from).allSatisfy { $0.tap.count >= $1 + 100 },
+                          "calls silent while Redis was frozen: heard \(zip(cluster.calls, from).map { $0.tap.count - $1 })")
+            cluster.thaw(redisPID)
+            if let placed = reply.call { try? await cluster.end(placed.callID) }
+            let thawed = ContinuousClock.now
+
+            // A new caller (its key unknown to the routers until now) is placed again soon after.
+            var probe: Placement?
+            var last = "none yet"
+            _ = await cluster.poll(timeout: .seconds(15)) {
+                let reply = try await cluster.route(key: cluster.probeKey, timeout: .seconds(5))
+                last = reply.error.map { "\($0.code): \($0.message)" } ?? "placed"
+                probe = reply.call
+                return probe != nil
+            }
+            let back = ContinuousClock.now - thawed
+            cluster.check(probe != nil && back <= .seconds(4), "routing back \(back) after the thaw (last answer: \(last))")
+            if let probe { try? await cluster.end(probe.callID) }
+            await cluster.expectEveryCallSpeaking()
+        }
+    }
+
+    @Test func anEmptiedRedisHasEveryLiveCallsRecordBackWithinTenSeconds() async throws {
+        try await ChaosCluster.run { cluster in
+            // This Redis keeps nothing on disk (no save points, no AOF): a restart starts it empty.
+            try await cluster.redisServer.restart()
+            let restarted = ContinuousClock.now
+            var tenants: Int64?
+            _ = await cluster.poll(timeout: .seconds(5)) {
+                tenants = try await cluster.redis.send(["EXISTS", cluster.keys.tenants]).int
+                return tenants != nil
+            }
+            try cluster.require(tenants == 0, "Redis did not come back empty (tenants: \(String(describing: tenants)))")
+            var missing: [String] = []
+            let back = await cluster.poll(timeout: .seconds(10) - (ContinuousClock.now - restarted)) {
+                missing = []
+                for call in cluster.calls where try await cluster.record(call.id)["worker_id"] != call.placedOn {
+                    missing.append(call.id)
+                }
+                return missing.isEmpty
+            }
+            cluster.check(back, "records not back 10 s after Redis came back empty: \(missing)")
+            await cluster.expectEveryCallSpeaking()
+        }
+    }
+}
