@@ -259,6 +259,23 @@ public struct CallStore: Sendable {
         _ = try await redis.send(["SREM", keys.workerCalls(worker), callID])
     }
 
+    /// The workers that have a set of calls in Redis (SCAN, in pages: never one long command).
+    public func workersWithCalls() async throws(SwitchboardError) -> [String] {
+        let tail = ":calls"
+        let head = String(keys.workerCalls("").dropLast(tail.count))  // "<kp>:worker:"
+        var cursor = "0", workers: [String] = []
+        repeat {
+            let page = try await redis.send(["SCAN", cursor, "MATCH", head + "*" + tail, "COUNT", "1000"]).array ?? []
+            guard page.count == 2, let next = page[0].string else { break }
+            cursor = next
+            for key in page[1].array ?? [] {
+                guard let key = key.string, key.hasPrefix(head), key.hasSuffix(tail) else { continue }
+                workers.append(String(key.dropFirst(head.count).dropLast(tail.count)))
+            }
+        } while cursor != "0"
+        return workers
+    }
+
     /// The calls in a worker's set.
     public func calls(of worker: String) async throws(SwitchboardError) -> [String] {
         (try await redis.send(["SMEMBERS", keys.workerCalls(worker)]).array ?? []).compactMap(\.string)

@@ -89,3 +89,48 @@ extension Router {
                           help: "Liveness events: workers suspect, unreachable or dead, and this router suspecting itself")
     }
 }
+
+extension Router {
+    /// Now and then, one router (a lock in Redis per round) looks for calls nobody is looking after: sets of
+    /// calls in Redis whose worker no router knows (it died while every router was restarting, or the router
+    /// failing its calls over died mid-way), and fails them over as a dead worker's. Only when this router
+    /// can trust its own view (see `WorkerRegistry.mayTakeUnknownWorkersForGone`).
+    func reconcileLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.reconcileInterval)
+            await reconcile()
+        }
+    }
+
+    @discardableResult
+    public func reconcile() async -> [String] {
+        let key = configuration.keys.prefix + ":reconcile"
+        do {
+            guard fleet.withLock({ $0.registry.mayTakeUnknownWorkersForGone(now: clock.now) }),
+                  !(try await redis.send(["SET", key, configuration.id, "NX", "PX",
+                                          String(configuration.reconcileInterval.milliseconds)])).isNull else { return [] }
+            let withCalls = try await callStore.workersWithCalls()
+            let orphaned = fleet.withLock { fleet in
+                withCalls.filter { fleet.registry.entries[$0] == nil }
+            }
+            var gone: [String] = []
+            for worker in orphaned where fleet.withLock({ $0.registry.mayTakeUnknownWorkersForGone(now: clock.now) }) {
+                // Unknown is not dead: a worker this router does not hear (another NATS node) may answer.
+                if let reply = try? await nats.request(configuration.subjects.ping(worker: worker), payload: [],
+                                                       timeout: configuration.pingTimeout),
+                   let heartbeat = try? Heartbeat.decode(reply.payload) {
+                    ingest(heartbeat)
+                    continue
+                }
+                logger.warning("calls of a worker no router knows: failing them over", metadata: [LogKey.workerID: "\(worker)"])
+                metrics.increment(MetricNames.reconciledWorkers, help: "Workers whose calls a router's reconciliation failed over")
+                gone.append(worker)
+                await failover(worker)
+            }
+            return gone
+        } catch {
+            logger.warning("reconciliation skipped: Redis unreachable", metadata: [LogKey.error: "\(error)"])
+            return []
+        }
+    }
+}

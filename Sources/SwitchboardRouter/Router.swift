@@ -81,6 +81,7 @@ public final class Router: Service, Sendable {
                 background.addTask { await self.livenessLoop() }
                 background.addTask { await self.watchConnection() }
                 background.addTask { await self.releaseLoop() }
+                background.addTask { await self.reconcileLoop() }
                 background.addTask {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: self.configuration.drainRefresh)

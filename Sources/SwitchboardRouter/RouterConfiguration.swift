@@ -44,6 +44,8 @@ public struct RouterConfiguration: Sendable {
     /// How long a dead worker's call is offered again (with backoff) while no worker has room, before it is
     /// lost.
     public var failover = FailoverRetry.Configuration()
+    /// How often one of the routers looks for calls whose worker no router knows (see `reconcile`).
+    public var reconcileInterval: Duration = .seconds(15)
     /// How long a router may hold a call it is moving (migration, failover) before another may try.
     public var moveLockTime: Duration = .seconds(15)
     /// Audit entries kept at least (the stream is trimmed near this length).

@@ -295,7 +295,7 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
     func shutdown() async {
         for (_, process) in processes where process.process.isRunning { kill(process.pid, SIGKILL) }
         for (_, process) in processes { _ = await process.waitForExit(timeout: .seconds(10)) }
-        if failed {
+        if failed || ProcessInfo.processInfo.environment["CHAOS_OUTPUT"] != nil {  // (set: print it for passing cases too)
             for (name, process) in processes {
                 print("──── \(name) (switchboard \(process.process.arguments?.first ?? "")), exit \(process.process.isRunning ? "-" : "\(process.process.terminationStatus)") ────\n\(process.output)")
             }

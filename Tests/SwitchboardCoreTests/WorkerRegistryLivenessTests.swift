@@ -140,4 +140,18 @@ import Testing
         }
         #expect(events.first == .suspect("w1"))
     }
+
+    @Test func unknownWorkersAreTakenForGoneOnlyByARouterThatHasWatchedLongEnoughAndTrustsItsView() {
+        let t0 = ContinuousClock.now
+        var registry = WorkerRegistry()
+        registry.ingest(Self.heartbeat("w1", seq: 1), now: t0)
+        _ = registry.tick(now: t0)
+        #expect(!registry.mayTakeUnknownWorkersForGone(now: t0 + .seconds(2)), "watched for less than a detection time")
+        #expect(registry.mayTakeUnknownWorkersForGone(now: t0 + .seconds(3)))
+        _ = registry.setConnected(false, now: t0 + .seconds(3))
+        #expect(!registry.mayTakeUnknownWorkersForGone(now: t0 + .seconds(4)), "cut off")
+        _ = registry.setConnected(true, now: t0 + .seconds(4))
+        #expect(!registry.mayTakeUnknownWorkersForGone(now: t0 + .seconds(5)), "just reconnected")
+        #expect(registry.mayTakeUnknownWorkersForGone(now: t0 + .seconds(7)))
+    }
 }

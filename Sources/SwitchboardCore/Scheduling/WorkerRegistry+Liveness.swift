@@ -95,6 +95,14 @@ extension WorkerRegistry {
         return .dead(incarnation: entry.heartbeat.incarnation)
     }
 
+    /// Whether this router may take a worker it does not know for gone (and fail its calls over): it has
+    /// watched the fleet for a detection time, is connected, is not within a detection time of its own stall
+    /// or reconnection, and sees no mass silence.
+    public func mayTakeUnknownWorkersForGone(now: Instant) -> Bool {
+        guard let firstTick, now - firstTick >= configuration.detectionTime, connected, disruption == nil else { return false }
+        return judgeAfter.map { now >= $0 } ?? true
+    }
+
     /// This router's NATS connection went down or came back. Back: every worker counts as just heard, and
     /// nobody is judged for a detection time (the workers were cut off too, or our view of them was).
     public mutating func setConnected(_ isConnected: Bool, now: Instant) -> LivenessEvent? {
@@ -109,6 +117,7 @@ extension WorkerRegistry {
     /// a pause, a loaded machine). The silence it saw was its own.
     private mutating func noteStall(now: Instant) -> LivenessEvent? {
         defer { lastTick = max(lastTick ?? now, now) }
+        if firstTick == nil { firstTick = now }
         guard let lastTick, now - lastTick >= configuration.suspectTime else { return nil }
         forgiveSilence(now: now)
         return .selfSuspected(now - lastTick)

@@ -111,6 +111,7 @@ public struct WorkerRegistry: Sendable {
     private var nextToken: UInt64 = 0
     /// The observer's own health (see `WorkerRegistry+Liveness.swift`).
     var lastTick: Instant?
+    var firstTick: Instant?
     var connected = true
     /// No worker is judged dead before this instant (a detection time after a stall or a reconnection).
     public internal(set) var judgeAfter: Instant?

@@ -1,0 +1,61 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardObservability
+import SwitchboardRouter
+import SwitchboardTestSupport
+import Testing
+
+/// Calls nobody looks after (their worker died while no router saw it, or the router failing them over died)
+/// are found by the routers' reconciliation and taken on; a worker that is only unknown, not gone, keeps its
+/// calls.
+@Suite("Reconciliation", .serialized)
+struct ReconcileTests {
+    static func orphan(_ cluster: TestCluster, call: String, worker: String) async throws {
+        let checkpoint = Checkpoint(seq: 1, state: nil, mediaSequence: 10, mediaTimestamp: 9_600, takenAtMillis: unixMillisNow())
+        _ = try await cluster.redis.pipeline([
+            .init(["HSET", cluster.keys.call(call), "tenant", "t", "worker_id", worker, "state", "active", "epoch", "1",
+                   "checkpoint", String(decoding: checkpoint.encoded(), as: UTF8.self), "checkpoint_seq", "1"]),
+            .init(["SADD", cluster.keys.workerCalls(worker), call]),
+        ])
+    }
+
+    @Test func aCallOfAWorkerNoRouterKnowsIsTakenOn() async throws {
+        let cluster = try await TestCluster(heartbeat: .milliseconds(500), suspectAfter: 2, deadAfter: 3)
+        let router = try await cluster.addRouter { $0.reconcileInterval = .milliseconds(500) }
+        try await cluster.addWorker(id: "alive")
+        try await cluster.waitForWorkers(1)
+        try await Self.orphan(cluster, call: "c-orphan", worker: "ghost")
+        try await eventually(timeout: .seconds(20), "the orphaned call is taken on by the live worker") {
+            let record = try await cluster.record("c-orphan")
+            return record["worker_id"] == "alive" && record["state"] == "active" && record["epoch"] == "2"
+        }
+        #expect(try await cluster.workerCalls("ghost").isEmpty)
+        #expect(router.router.metrics.value(MetricNames.reconciledWorkers) ?? 0 >= 1)
+        await cluster.shutdown()
+    }
+
+    @Test func aWorkerThisRouterDoesNotHearButThatAnswersItsPingKeepsItsCalls() async throws {
+        let cluster = try await TestCluster(heartbeat: .milliseconds(500), suspectAfter: 2, deadAfter: 3)
+        let router = try await cluster.addRouter { $0.reconcileInterval = .seconds(3600) }
+        try await cluster.addWorker(id: "alive")
+        try await cluster.waitForWorkers(1)
+        // "far" sends no heartbeat this router hears (as one behind a partitioned NATS node would) but answers
+        // its ping.
+        let far = Heartbeat(workerID: "far", version: "1.0.0", region: "local", zone: "local-a", state: .ready, capacity: 4,
+                            activeCalls: 1, cpu: 0, memoryUsedBytes: 0, memoryLimitBytes: 0, seq: 1, incarnation: "far-1", accepted: 1)
+        let pings = try cluster.client.subscribe(to: cluster.subjects.ping(worker: "far")) { message in
+            try? cluster.client.reply(to: message, payload: far.encoded())
+        }
+        try await cluster.client.flush()
+        try await Self.orphan(cluster, call: "c-far", worker: "far")
+        try await eventually(timeout: .seconds(20), "the router can judge") {
+            // Watching for a detection time first: until then it takes nobody for gone.
+            try await Task.sleep(for: .milliseconds(200))
+            return await router.router.reconcile().isEmpty && router.router.workers().contains { $0.id == "far" }
+        }
+        #expect(try await cluster.record("c-far")["worker_id"] == "far")
+        #expect(try await cluster.workerCalls("far") == ["c-far"])
+        pings.unsubscribe()
+        await cluster.shutdown()
+    }
+}
