@@ -61,7 +61,8 @@ struct SchedulingTests {
 
     @Test func aSuspectWorkerGetsNoCallsAndComesBackWhenItWakes() async throws {
         let cluster = try await TestCluster(heartbeat: .milliseconds(500), suspectAfter: 2, deadAfter: 3)
-        let router = try await cluster.addRouter { $0.pingTimeout = .seconds(5) }
+        // A ping timeout of 1 s keeps the sleeper suspect long enough to watch routes avoid it.
+        let router = try await cluster.addRouter { $0.pingTimeout = .seconds(1) }
         // Both are processes of their own, so a busy moment in this test process cannot silence "awake".
         let awake = try cluster.spawnWorker(id: "awake", ["--capacity", "20"])
         defer { withExtendedLifetime(awake) {} }
@@ -78,8 +79,8 @@ struct SchedulingTests {
         #expect(router.router.metrics.value("switchboard_offers_total", ["result": "timeout"]) == nil, "no offer went to the sleeper")
         #expect(router.router.metrics.value("switchboard_worker_liveness_events_total", ["event": "suspect"]) ?? 0 >= 1)
 
-        // Dead after 3 silent intervals; back once it wakes and sends a heartbeat again.
-        try await eventually(timeout: .seconds(3), "the sleeper is dropped") { !router.router.workers().contains { $0.id == "sleeper" } }
+        // Dead once its ping has failed (silence alone never kills); back once it wakes and sends a heartbeat.
+        try await eventually(timeout: .seconds(10), "the sleeper is dropped") { !router.router.workers().contains { $0.id == "sleeper" } }
         kill(sleeper.pid, SIGCONT)
         try await eventually(timeout: .seconds(5), "the sleeper is back") {
             router.router.workers().first { $0.id == "sleeper" }?.isPlaceable ?? false
