@@ -22,48 +22,51 @@ extension Router {
             throw SwitchboardError(.conflict, "call \(callID) has ended (\(record.endReason ?? "no reason recorded")); there is nothing to move")
         }
         let log = logger.with([LogKey.callID: "\(callID)", LogKey.workerID: "\(record.workerID)", "by": "\(requestedBy)"])
-        guard try await lock(callID) else {
+        guard let outcome = try await withCallLock(callID, { () async -> CallMove.Outcome in await move(record, log: log) }) else {
             throw SwitchboardError(.conflict, "call \(callID) is being moved already")
         }
-        defer { Task { await self.unlock(callID) } }
-        publishEvent(CallEvent(callID: callID, event: .migrating, workerID: record.workerID, atMillis: unixMillisNow()))
-
-        let held = clock.now
-        let checkpoint: Checkpoint
-        do throws(SwitchboardError) {
-            let reply = try await control(record.workerID, WorkerControl(.hold, callID: callID))
-            guard let taken = reply.checkpoint else { throw SwitchboardError(.badMessage, "hold answered without a checkpoint") }
-            checkpoint = taken
-        } catch {
-            metrics.increment(MetricNames.migrations, ["result": "hold_failed"], help: "Call migrations by result")
-            log.warning("call not moved: its worker did not hold it", metadata: [LogKey.error: "\(error.message)"])
-            throw SwitchboardError(error.code == .notFound ? .conflict : .unavailable,
-                                   "worker \(record.workerID) could not hand call \(callID) over: \(error.message)")
-        }
-        let accepted: OfferReply
-        do {
-            accepted = try await resumeElsewhere(record, .migrate, from: checkpoint, log: log)
-        } catch {
-            _ = try? await control(record.workerID, WorkerControl(.unhold, callID: callID))
-            metrics.increment(MetricNames.migrations, ["result": error.code.rawValue], help: "Call migrations by result")
-            log.warning("call not moved: no other worker took it; it stays", metadata: [LogKey.error: "\(error.message)"])
+        switch outcome {
+        case .moved(let to, let pause, let released):
+            if !released { log.warning("old worker did not confirm letting go; its next write finds the call claimed elsewhere") }
+            metrics.increment(MetricNames.migrations, ["result": "moved"], help: "Call migrations by result")
+            metrics.observe(MetricNames.migrationPauseSeconds, [:], pause.microseconds / 1e6, buckets: MetricNames.latencyBuckets,
+                            help: "Time a migrated call's audio paused: from hold to the new worker's accept")
+            publishEvent(CallEvent(callID: callID, event: .migrated, workerID: to, fromWorker: record.workerID, atMillis: unixMillisNow()))
+            log.notice("call moved", metadata: ["to_worker": "\(to)", "pause_ms": "\(pause.microseconds / 1000)"])
+            return Migration(callID: callID, fromWorker: record.workerID, toWorker: to, pauseMillis: pause.microseconds / 1000)
+        case .notMoved(let error, let result):
+            metrics.increment(MetricNames.migrations, ["result": result], help: "Call migrations by result")
+            log.warning("call not moved; it stays", metadata: [LogKey.error: "\(error.message)"])
             throw error
         }
-        let pause = clock.now - held
-        do {
-            _ = try await control(record.workerID, WorkerControl(.release, callID: callID))
-        } catch {
-            // It lets go anyway once its next checkpoint finds the call recorded elsewhere.
-            log.warning("old worker did not confirm letting go", metadata: [LogKey.error: "\(error.message)"])
+    }
+
+    /// Carries out a `CallMove`: each action's I/O, its result (or failure) fed back as the next event.
+    private func move(_ record: CallRecord, log: Logger) async -> CallMove.Outcome {
+        let callID = record.callID
+        publishEvent(CallEvent(callID: callID, event: .migrating, workerID: record.workerID, atMillis: unixMillisNow()))
+        var move = CallMove(callID: callID, worker: record.workerID)
+        var action = move.start()
+        while true {
+            let event: CallMove.Event
+            switch action {
+            case .hold:
+                do { event = .held(try await control(record.workerID, WorkerControl(.hold, callID: callID)).checkpoint) }
+                catch { event = .holdFailed(error) }
+            case .offer(let checkpoint):
+                do { event = .accepted(worker: try await resumeElsewhere(record, .migrate, from: checkpoint, log: log).workerID) }
+                catch { event = .offerFailed(error) }
+            case .release:
+                do { _ = try await control(record.workerID, WorkerControl(.release, callID: callID)); event = .released }
+                catch { event = .releaseFailed(error) }
+            case .unhold:
+                do { _ = try await control(record.workerID, WorkerControl(.unhold, callID: callID)); event = .unheld }
+                catch { event = .unholdFailed(error) }
+            case .finish(let outcome):
+                return outcome
+            }
+            action = move.on(event, now: clock.now)
         }
-        metrics.increment(MetricNames.migrations, ["result": "moved"], help: "Call migrations by result")
-        metrics.observe(MetricNames.migrationPauseSeconds, [:], pause.microseconds / 1e6, buckets: MetricNames.latencyBuckets,
-                        help: "Time a migrated call's audio paused: from hold to the new worker's accept")
-        publishEvent(CallEvent(callID: callID, event: .migrated, workerID: accepted.workerID, fromWorker: record.workerID,
-                               atMillis: unixMillisNow()))
-        log.notice("call moved", metadata: ["to_worker": "\(accepted.workerID)", "pause_ms": "\(pause.microseconds / 1000)"])
-        return Migration(callID: callID, fromWorker: record.workerID, toWorker: accepted.workerID,
-                         pauseMillis: pause.microseconds / 1000)
     }
 
     /// Offers a running call, with its checkpoint, to workers other than the one the record names (in the
@@ -116,6 +119,19 @@ extension Router {
         }
     }
 
+    /// Runs `body` holding the call's move lock and lets go after; nil when another router holds the lock.
+    func withCallLock<T: Sendable>(_ callID: String, _ body: () async throws(SwitchboardError) -> T) async throws(SwitchboardError) -> T? {
+        guard try await lock(callID) else { return nil }
+        do {
+            let result = try await body()
+            await unlock(callID)
+            return result
+        } catch {
+            await unlock(callID)
+            throw error
+        }
+    }
+
     func unlock(_ callID: String) async {
         _ = try? await redis.evaluate(Self.unlockScript, keys: [configuration.keys.callLock(callID)], arguments: [configuration.id])
     }
@@ -148,63 +164,69 @@ extension Router {
     /// failover window; only then is the call lost.
     private func recover(_ callID: String, from workerID: String, except incarnation: String?, deadIncarnation: String?) async {
         let log = logger.with([LogKey.callID: "\(callID)", LogKey.workerID: "\(workerID)"])
-        var retry = FailoverRetry(configuration: configuration.failover, now: clock.now)
-        var lastError = ""
         do {
-            guard try await lock(callID) else { return }  // another router has it
-            defer { Task { await self.unlock(callID) } }
-            while true {
-                if let deadIncarnation, fleet.withLock({ $0.registry.entries[workerID]?.heartbeat.incarnation == deadIncarnation }) {
-                    log.notice("the worker found dead is heard from again: it keeps its call")
-                    return
-                }
-                let fields = try await callStore.fields(callID)
-                if let incarnation, fields["incarnation"] == incarnation { return }  // the new process holds it
-                guard let record = CallRecord(callID: callID, fields: fields), record.state != .ended, record.workerID == workerID else {
-                    // Ended, or already elsewhere: the set only kept a stale entry.
-                    try await callStore.forget(callID, worker: workerID)
-                    return
-                }
-                let checkpoint: Checkpoint
-                switch Checkpoint.parse(fields["checkpoint"]) {
-                case .success(let found)?:
-                    checkpoint = found
-                case .failure(let error)?:
-                    await lose(record, because: "its checkpoint is unusable (\(error.message))", log: log)
-                    return
-                case nil:
-                    await lose(record, because: "it has no checkpoint", log: log)
-                    return
-                }
-                do {
-                    let reply = try await resumeElsewhere(record, .failover, from: checkpoint, log: log)
-                    metrics.increment(MetricNames.failoverCalls, ["result": "recovered"], help: "Calls of dead workers, by result")
-                    publishEvent(CallEvent(callID: callID, event: .resumed, workerID: reply.workerID, fromWorker: workerID,
-                                           atMillis: unixMillisNow()))
-                    log.notice("call recovered from a dead worker", metadata: ["to_worker": "\(reply.workerID)",
-                                                                              "checkpoint_seq": "\(checkpoint.seq)",
-                                                                              "attempts": "\(retry.attempts + 1)"])
-                    return
-                } catch {
-                    lastError = error.message
-                }
-                switch retry.attemptFailed(now: clock.now) {
-                case .retry(let at):
-                    if retry.attempts == 1 {
-                        metrics.increment(MetricNames.failoverCalls, ["result": "waiting"], help: "Calls of dead workers, by result")
-                        log.warning("no worker can take the call on yet; trying again for \(configuration.failover.window)",
-                                    metadata: [LogKey.error: "\(lastError)"])
-                    }
-                    try? await Task.sleep(until: at, clock: clock)
-                    _ = try await lock(callID, extend: true)
-                case .giveUp(let attempts):
-                    await lose(record, because: "no worker could take it in \(configuration.failover.window) (\(attempts) attempts; last: \(lastError))",
-                               log: log)
-                    return
-                }
+            // Another router has the lock: it handles this call.
+            _ = try await withCallLock(callID) { () async throws(SwitchboardError) in
+                try await recoverHoldingLock(callID, from: workerID, except: incarnation, deadIncarnation: deadIncarnation, log: log)
             }
         } catch {
             log.error("call of a dead worker not handled: Redis unreachable", metadata: [LogKey.error: "\(error)"])
+        }
+    }
+
+    private func recoverHoldingLock(_ callID: String, from workerID: String, except incarnation: String?, deadIncarnation: String?,
+                                    log: Logger) async throws(SwitchboardError) {
+        var retry = FailoverRetry(configuration: configuration.failover, now: clock.now)
+        var lastError = ""
+        while true {
+            if let deadIncarnation, fleet.withLock({ $0.registry.entries[workerID]?.heartbeat.incarnation == deadIncarnation }) {
+                log.notice("the worker found dead is heard from again: it keeps its call")
+                return
+            }
+            let fields = try await callStore.fields(callID)
+            if let incarnation, fields["incarnation"] == incarnation { return }  // the new process holds it
+            guard let record = CallRecord(callID: callID, fields: fields), record.state != .ended, record.workerID == workerID else {
+                // Ended, or already elsewhere: the set only kept a stale entry.
+                try await callStore.forget(callID, worker: workerID)
+                return
+            }
+            let checkpoint: Checkpoint
+            switch Checkpoint.parse(fields["checkpoint"]) {
+            case .success(let found)?:
+                checkpoint = found
+            case .failure(let error)?:
+                await lose(record, because: "its checkpoint is unusable (\(error.message))", log: log)
+                return
+            case nil:
+                await lose(record, because: "it has no checkpoint", log: log)
+                return
+            }
+            do {
+                let reply = try await resumeElsewhere(record, .failover, from: checkpoint, log: log)
+                metrics.increment(MetricNames.failoverCalls, ["result": "recovered"], help: "Calls of dead workers, by result")
+                publishEvent(CallEvent(callID: callID, event: .resumed, workerID: reply.workerID, fromWorker: workerID,
+                                       atMillis: unixMillisNow()))
+                log.notice("call recovered from a dead worker", metadata: ["to_worker": "\(reply.workerID)",
+                                                                          "checkpoint_seq": "\(checkpoint.seq)",
+                                                                          "attempts": "\(retry.attempts + 1)"])
+                return
+            } catch {
+                lastError = error.message
+            }
+            switch retry.attemptFailed(now: clock.now) {
+            case .retry(let at):
+                if retry.attempts == 1 {
+                    metrics.increment(MetricNames.failoverCalls, ["result": "waiting"], help: "Calls of dead workers, by result")
+                    log.warning("no worker can take the call on yet; trying again for \(configuration.failover.window)",
+                                metadata: [LogKey.error: "\(lastError)"])
+                }
+                try? await Task.sleep(until: at, clock: clock)
+                _ = try await lock(callID, extend: true)
+            case .giveUp(let attempts):
+                await lose(record, because: "no worker could take it in \(configuration.failover.window) (\(attempts) attempts; last: \(lastError))",
+                           log: log)
+                return
+            }
         }
     }
 

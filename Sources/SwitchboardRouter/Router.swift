@@ -37,6 +37,18 @@ public final class Router: Service, Sendable {
     /// Set by a graceful shutdown: `/readyz` fails from then on.
     let shuttingDown = Mutex(false)
 
+    /// Work that outlives the message or event that asked for it, run in `run()`'s task group (never in a
+    /// loose task), each job in a child task of its own.
+    enum Job: Sendable {
+        /// A worker back under the same id with a new process: its previous process's calls are taken on.
+        case failover(worker: String, except: String)
+        /// Graceful shutdown: the queue-group subscriptions drain (the server sends new requests to the
+        /// other routers, those already here are answered).
+        case drain(NATSSubscription)
+    }
+    let job: AsyncStream<Job>.Continuation
+    private let jobs: AsyncStream<Job>
+
     /// The fleet view and the scheduler, changed together under one lock: a choice and its reservation are
     /// one step, so concurrent routes see each other's offers.
     struct Fleet {
@@ -62,6 +74,7 @@ public final class Router: Service, Sendable {
         tenants = TenantStore(redis: redis, keys: configuration.keys)
         limits = TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime)
         callStore = CallStore(redis: redis, keys: configuration.keys)
+        (jobs, job) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
 
     /// Runs until cancelled or told to shut down gracefully; then it stops taking route requests, finishes
@@ -90,6 +103,18 @@ public final class Router: Service, Sendable {
                 }
                 background.addTask {
                     await withDiscardingTaskGroup { inFlight in
+                        for await job in self.jobs {
+                            inFlight.addTask {
+                                switch job {
+                                case .failover(let worker, let incarnation): await self.failover(worker, except: incarnation)
+                                case .drain(let subscription): try? await subscription.drain()
+                                }
+                            }
+                        }
+                    }
+                }
+                background.addTask {
+                    await withDiscardingTaskGroup { inFlight in
                         for await message in migrations {
                             inFlight.addTask { await self.handleMigrateRequest(message) }
                         }
@@ -109,8 +134,8 @@ public final class Router: Service, Sendable {
             heartbeats.unsubscribe()
             drainNotices.unsubscribe()
             self.logger.info("router shutting down: finishing route requests in flight")
-            Task { try? await migrations.drain() }
-            Task { try? await routes.drain() }
+            self.job.yield(.drain(migrations))
+            self.job.yield(.drain(routes))
         }
         logger.info("router stopped")
     }
@@ -138,7 +163,7 @@ public final class Router: Service, Sendable {
             // A worker back under the same id before it was found dead: the calls of its previous process are
             // gone with it, and are taken on like a dead worker's.
             if result == .restarted {
-                Task { await self.failover(heartbeat.workerID, except: heartbeat.incarnation) }
+                job.yield(.failover(worker: heartbeat.workerID, except: heartbeat.incarnation))
             }
         case .recovered:
             logger.info("suspect worker heard from again", metadata: [LogKey.workerID: "\(heartbeat.workerID)"])

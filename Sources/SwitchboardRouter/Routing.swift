@@ -93,13 +93,17 @@ extension Router {
     func offerAround(_ offer: Offer, needs: Scheduler.Needs, deadline: ContinuousClock.Instant, explain: Bool = false,
                      logger: Logger) async throws(SwitchboardError) -> (OfferReply, Scheduler.Explanation?) {
         let payload = offer.encoded()
-        var needs = needs
-        var refusals: [String] = []
+        var attempt = PlacementAttempt(needs: needs, maxOffers: configuration.maxOffers, offerTimeout: configuration.offerTimeout,
+                                       deadline: deadline)
         var explanation: Scheduler.Explanation?
-        let offersAtMost = needs.tried.count + configuration.maxOffers  // workers left out beforehand do not count
-        while needs.tried.count < offersAtMost {
-            let remaining = deadline - clock.now
-            guard remaining > .zero else { break }
+        while true {
+            let needs: Scheduler.Needs, timeout: Duration
+            switch attempt.next(now: clock.now) {
+            case .offer(let n, let t): (needs, timeout) = (n, t)
+            case .giveUp(var error):
+                error.explanation = explanation
+                throw error
+            }
             // Choose and reserve in one step, so concurrent routes see each other's offers.
             let chosen = fleet.withLock { fleet -> (Scheduler.Candidate, UInt64)? in
                 let decision = fleet.scheduler.choose(needs, in: fleet.registry, using: &fleet.random,
@@ -109,39 +113,37 @@ extension Router {
                       let token = fleet.registry.reserve(chosen.workerID, now: clock.now) else { return nil }
                 return (chosen, token)
             }
-            guard let (worker, token) = chosen else { break }
-            needs.tried.insert(worker.workerID)
+            guard let (worker, token) = chosen else {
+                var error = attempt.noCandidate()
+                error.explanation = explanation
+                throw error
+            }
+            attempt.offered(worker.workerID)
             let reply: OfferReply
             do {
                 let message = try await nats.request(configuration.subjects.offer(worker: worker.workerID), payload: payload,
-                                                     headers: ["Call-Id": offer.callID],
-                                                     timeout: min(configuration.offerTimeout, remaining))
+                                                     headers: ["Call-Id": offer.callID], timeout: timeout)
                 reply = try OfferReply.decode(message.payload)
             } catch {
                 fleet.withLock { $0.registry.release(worker.workerID, token: token) }
                 let code = (error as? SwitchboardError)?.code.rawValue ?? "error"
                 metrics.increment(MetricNames.offers, ["result": code], help: "Offers to workers by result")
-                refusals.append("\(worker.workerID): \(code)")
                 logger.warning("offer failed", metadata: [LogKey.workerID: "\(worker.workerID)", LogKey.error: "\(error)"])
+                _ = attempt.answered(worker.workerID, .failed(code))
                 continue
             }
             guard reply.accepted, let acceptSeq = reply.acceptSeq else {
                 fleet.withLock { $0.registry.release(worker.workerID, token: token) }
                 let reason = reply.reason?.rawValue ?? "refused"
                 metrics.increment(MetricNames.offers, ["result": "refused_\(reason)"], help: "Offers to workers by result")
-                refusals.append("\(worker.workerID): \(reason)")
+                _ = attempt.answered(worker.workerID, .refused(reason))
                 continue
             }
             fleet.withLock { $0.registry.accepted(worker.workerID, token: token, acceptSeq: acceptSeq) }
             metrics.increment(MetricNames.offers, ["result": "accepted"], help: "Offers to workers by result")
+            _ = attempt.answered(worker.workerID, .accepted)
             return (reply, explanation)
         }
-        let place = needs.region.map { r in " in region \(r)\(needs.zone.map { "/\($0)" } ?? "")" } ?? ""
-        let why = refusals.isEmpty ? "no ready worker with a free slot\(place)"
-            : "every worker offered refused or failed (\(refusals.joined(separator: "; ")))"
-        var error = SwitchboardError(.noCapacity, why)
-        error.explanation = explanation
-        throw error
     }
 
     func publishEvent(_ event: CallEvent) {

@@ -273,6 +273,8 @@ final class CallSession: Sendable {
         state.withLock { $0.fenced = on }
     }
 
+    var isHeld: Bool { state.withLock { $0.held } }
+
     /// The migration failed: send again. False if it was not held.
     @discardableResult
     func unhold() -> Bool {

@@ -152,21 +152,22 @@ extension Worker {
         }
         guard !fresh.isEmpty else { return }
         logger.notice("drain deadline: moving calls to other workers", metadata: ["calls": "\(fresh.count)"])
-        for callID in fresh {
-            Task {
-                defer { _ = state.withLock { $0.migrating.remove(callID) } }
-                do {
-                    let reply = try await nats.request(configuration.subjects.migrate,
-                                                       payload: MigrateRequest(callID: callID, requestedBy: "drain:\(configuration.id)").encoded(),
-                                                       headers: ["Call-Id": callID], timeout: configuration.migrateTimeout)
-                    let answer = try MigrateReply.decode(reply.payload)
-                    if let error = answer.error {
-                        logger.warning("call not moved: \(error.message)", metadata: [LogKey.callID: "\(callID)", LogKey.errorCode: "\(error.code)"])
-                    }
-                } catch {
-                    logger.warning("call not moved", metadata: [LogKey.callID: "\(callID)", LogKey.error: "\(error)"])
-                }
+        for callID in fresh { job.yield(.move(callID)) }
+    }
+
+    /// Asks the routers (their queue group) to move one call, and waits for the answer.
+    func askToMove(_ callID: String) async {
+        defer { _ = state.withLock { $0.migrating.remove(callID) } }
+        do {
+            let reply = try await nats.request(configuration.subjects.migrate,
+                                               payload: MigrateRequest(callID: callID, requestedBy: "drain:\(configuration.id)").encoded(),
+                                               headers: ["Call-Id": callID], timeout: configuration.migrateTimeout)
+            let answer = try MigrateReply.decode(reply.payload)
+            if let error = answer.error {
+                logger.warning("call not moved: \(error.message)", metadata: [LogKey.callID: "\(callID)", LogKey.errorCode: "\(error.code)"])
             }
+        } catch {
+            logger.warning("call not moved", metadata: [LogKey.callID: "\(callID)", LogKey.error: "\(error)"])
         }
     }
 
@@ -206,14 +207,9 @@ extension Worker {
                 case .written(let checkpoint):
                     reply(to: message, checkpoint: checkpoint)
                     // A router that holds a call and then vanishes (before release or unhold) must not leave
-                    // it silent: after a while it speaks again. If another worker did take it on, the next
-                    // checkpoint finds the call recorded there, and this worker lets go.
-                    Task { [configuration] in
-                        try? await Task.sleep(for: configuration.migrateTimeout)
-                        if state.withLock({ $0.calls[callID] != nil }), running.session.unhold() {
-                            log.warning("a held call was neither released nor resumed in time: sending its audio again")
-                        }
-                    }
+                    // it silent: after a while it speaks again. If another worker did take it on, its claim
+                    // bumped the epoch: the next checkpoint finds that, and this worker lets go.
+                    job.yield(.speakAgainIfStillHeld(callID, running.session))
                 case .moved:
                     running.end.yield(.migrated)
                     reply(to: message, error: SwitchboardError(.conflict, "call \(callID) is recorded on another worker"))

@@ -62,9 +62,22 @@ public final class Worker: Service, Sendable {
     private let heartbeatTriggers: AsyncStream<Void>
     private let accepted: AsyncStream<Offer>.Continuation
     private let acceptedCalls: AsyncStream<Offer>
-    /// Offers to take on a running call, answered once the call is claimed in Redis.
-    private let claim: AsyncStream<(Offer, NATSMessage)>.Continuation
-    private let claims: AsyncStream<(Offer, NATSMessage)>
+    /// Work that outlives the message or event that asked for it, run in `run()`'s task group (never in a loose
+    /// task): each job in a child task of its own.
+    enum Job: Sendable {
+        /// An offer to take on a running call, answered once the call is claimed in Redis.
+        case claim(Offer, NATSMessage)
+        /// An order from a router (drains and the steps of moving a call need Redis: off the delivery thread).
+        case control(NATSMessage)
+        /// SIGTERM: drain with the configured deadline.
+        case drainOnSignal
+        /// Ask the routers to move one call (at a drain deadline).
+        case move(String)
+        /// A held call that neither moves nor is unheld in time speaks again.
+        case speakAgainIfStillHeld(String, CallSession)
+    }
+    let job: AsyncStream<Job>.Continuation
+    private let jobs: AsyncStream<Job>
     /// Wakes the drain at once (a call ended, a drain was asked for) rather than at its next tick.
     let drainTrigger: AsyncStream<Void>.Continuation
     let drainTriggers: AsyncStream<Void>
@@ -86,7 +99,7 @@ public final class Worker: Service, Sendable {
         state = Mutex(State(slots: WorkerSlots(capacity: configuration.capacity)))
         callStore = CallStore(redis: redis, keys: configuration.keys)
         stallWatch = StallWatch(limit: configuration.stallLimit)
-        (claims, claim) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
+        (jobs, job) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
         (heartbeatTriggers, heartbeatTrigger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         (acceptedCalls, accepted) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
         (drainTriggers, drainTrigger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
@@ -111,9 +124,8 @@ public final class Worker: Service, Sendable {
                 logger.warning("ping not answered", metadata: [LogKey.error: "\(error)"])
             }
         }
-        // Drains and the steps of moving a call need Redis: each in a task of its own, off the delivery thread.
         let controls = try nats.subscribe(to: configuration.subjects.control(worker: configuration.id)) { [self] message in
-            Task { await self.handleControl(message) }
+            job.yield(.control(message))
         }
         try await nats.flush()
         await syncDrainFromRedis()
@@ -132,8 +144,8 @@ public final class Worker: Service, Sendable {
                 background.addTask { await self.watchConnection() }
                 background.addTask {
                     await withDiscardingTaskGroup { inFlight in
-                        for await (offer, message) in self.claims {
-                            inFlight.addTask { await self.claimAndAnswer(offer, message) }
+                        for await job in self.jobs {
+                            inFlight.addTask { await self.perform(job) }
                         }
                     }
                 }
@@ -145,8 +157,7 @@ public final class Worker: Service, Sendable {
                 background.cancelAll()
             }
         } onGracefulShutdown: {
-            Task { await self.drain(deadline: self.configuration.drainDeadline, atDeadline: self.configuration.drainAtDeadline,
-                                    requestedBy: "signal") }
+            self.job.yield(.drainOnSignal)
         }
         offers.unsubscribe()
         pings.unsubscribe()
@@ -165,7 +176,6 @@ public final class Worker: Service, Sendable {
         logger.info("worker stopping", metadata: ["calls": "\(running.count)"])
         for call in running { call.end.yield(.workerStopping) }
         accepted.finish()
-        claim.finish()
         heartbeatTrigger.yield()
     }
 
@@ -210,7 +220,7 @@ public final class Worker: Service, Sendable {
         }
         switch decision {
         case .accept where offer.resume != nil:
-            claim.yield((offer, message))  // answered once claimed: nothing is said or sent for it before
+            job.yield(.claim(offer, message))  // answered once claimed: nothing is said or sent for it before
         case .accept:
             answer(message, .accept(workerID: configuration.id, version: configuration.version, region: configuration.region,
                                     acceptSeq: acceptSeq))
@@ -222,6 +232,39 @@ public final class Worker: Service, Sendable {
         case .refuse(let reason):
             answer(message, .refuse(reason, workerID: configuration.id, version: configuration.version, region: configuration.region))
             metrics.increment(MetricNames.offersAnswered, ["result": "refused_\(reason.rawValue)"], help: "Offers answered by result")
+        }
+    }
+
+    private func perform(_ job: Job) async {
+        switch job {
+        case .claim(let offer, let message):
+            await claimAndAnswer(offer, message)
+        case .control(let message):
+            await handleControl(message)
+        case .drainOnSignal:
+            await drain(deadline: configuration.drainDeadline, atDeadline: configuration.drainAtDeadline, requestedBy: "signal")
+        case .move(let callID):
+            await askToMove(callID)
+        case .speakAgainIfStillHeld(let callID, let session):
+            try? await Task.sleep(for: configuration.migrateTimeout)
+            // Only if it is still this worker's: another may have claimed it and the release gone astray.
+            while let held = state.withLock({ $0.calls[callID]?.held }), session.isHeld, !Task.isCancelled {
+                switch try? await callStore.refresh([held], worker: configuration.id, incarnation: incarnation,
+                                                    version: configuration.version, region: configuration.region,
+                                                    leaseTime: configuration.leaseTime).first {
+                case .superseded?:
+                    letGo(callID)
+                    return
+                case .owned?, .reasserted?, .missing?:
+                    if session.unhold() {
+                        logger.warning("a held call was neither released nor resumed in time: sending its audio again",
+                                       metadata: [LogKey.callID: "\(callID)"])
+                    }
+                    return
+                case nil:
+                    try? await Task.sleep(for: .seconds(1))  // Redis did not answer: ask again
+                }
+            }
         }
     }
 

@@ -1,0 +1,99 @@
+import Testing
+@testable import SwitchboardCore
+
+@Suite struct CallMoveTests {
+    let checkpoint = Checkpoint(seq: 2, state: nil, mediaSequence: 5, mediaTimestamp: 4_800, takenAtMillis: 1)
+
+    @Test func holdOfferReleaseMovesTheCallAndTimesThePause() {
+        let t0 = ContinuousClock.now
+        var move = CallMove(callID: "c1", worker: "a")
+        let r1 = move.start()
+        #expect(r1 == .hold)
+        let r2 = move.on(.held(checkpoint), now: t0)
+        #expect(r2 == .offer(checkpoint))
+        let r3 = move.on(.accepted(worker: "b"), now: t0 + .milliseconds(4))
+        #expect(r3 == .release(to: "b"))
+        let r4 = move.on(.released, now: t0 + .milliseconds(5))
+        #expect(r4 == .finish(.moved(to: "b", pause: .milliseconds(4), released: true)))
+    }
+
+    @Test func aReleaseThatGetsNoAnswerStillMovesTheCall() {
+        let t0 = ContinuousClock.now
+        var move = CallMove(callID: "c1", worker: "a")
+        _ = move.start()
+        _ = move.on(.held(checkpoint), now: t0)
+        _ = move.on(.accepted(worker: "b"), now: t0)
+        #expect(move.on(.releaseFailed(SwitchboardError(.timeout, "no answer")), now: t0)
+                == .finish(.moved(to: "b", pause: .zero, released: false)))
+    }
+
+    @Test func noTakerUnholdsAndTheCallStaysWithTheOffersError() {
+        let t0 = ContinuousClock.now
+        let full = SwitchboardError(.noCapacity, "every worker offered refused")
+        var move = CallMove(callID: "c1", worker: "a")
+        _ = move.start()
+        _ = move.on(.held(checkpoint), now: t0)
+        let r5 = move.on(.offerFailed(full), now: t0)
+        #expect(r5 == .unhold)
+        let r6 = move.on(.unholdFailed(SwitchboardError(.timeout, "x")), now: t0)
+        #expect(r6 == .finish(.notMoved(full, result: "no_capacity")))
+    }
+
+    @Test func aHoldThatFailsUndoesNothingAndSaysWhy() {
+        let t0 = ContinuousClock.now
+        var gone = CallMove(callID: "c1", worker: "a")
+        _ = gone.start()
+        guard case .finish(.notMoved(let conflict, "hold_failed")) = gone.on(.holdFailed(SwitchboardError(.notFound, "no call")), now: t0) else {
+            Issue.record("a worker that does not hold the call is a conflict")
+            return
+        }
+        #expect(conflict.code == .conflict)
+        var cutOff = CallMove(callID: "c1", worker: "a")
+        _ = cutOff.start()
+        guard case .finish(.notMoved(let unavailable, _)) = cutOff.on(.holdFailed(SwitchboardError(.timeout, "x")), now: t0) else {
+            Issue.record("a hold that timed out is not moved")
+            return
+        }
+        #expect(unavailable.code == .unavailable)
+        var empty = CallMove(callID: "c1", worker: "a")
+        _ = empty.start()
+        guard case .finish(.notMoved(_, "hold_failed")) = empty.on(.held(nil), now: t0) else {
+            Issue.record("a hold without a checkpoint is not moved")
+            return
+        }
+    }
+}
+
+@Suite struct PlacementAttemptTests {
+    @Test func offersUntilOneAcceptsAtMostMaxOffersAndSaysWhoRefused() {
+        let t0 = ContinuousClock.now
+        var attempt = PlacementAttempt(needs: .init(region: "eu"), maxOffers: 2, offerTimeout: .milliseconds(500), deadline: t0 + .seconds(2))
+        let r7 = attempt.next(now: t0)
+        #expect(r7 == .offer(needs: .init(region: "eu"), timeout: .milliseconds(500)))
+        attempt.offered("a")
+        let r8 = attempt.answered("a", .refused("full"))
+        #expect(!r8)
+        guard case .offer(let needs, _) = attempt.next(now: t0) else { Issue.record("a second offer"); return }
+        #expect(needs.tried == ["a"])
+        attempt.offered("b")
+        let r9 = attempt.answered("b", .failed("timeout"))
+        #expect(!r9)
+        guard case .giveUp(let error) = attempt.next(now: t0) else { Issue.record("gave up after 2"); return }
+        #expect(error.code == .noCapacity)
+        #expect(error.message == "every worker offered refused or failed (a: full; b: timeout)")
+    }
+
+    @Test func theLastOfferGetsOnlyWhatIsLeftOfTheDeadlineAndNoneAfterIt() {
+        let t0 = ContinuousClock.now
+        var attempt = PlacementAttempt(needs: .init(tried: ["moving-from"]), maxOffers: 3, offerTimeout: .milliseconds(500),
+                                       deadline: t0 + .milliseconds(300))
+        let r10 = attempt.next(now: t0 + .milliseconds(100))
+        #expect(r10 == .offer(needs: .init(tried: ["moving-from"]), timeout: .milliseconds(200)))
+        var late = attempt
+        guard case .giveUp(let error) = late.next(now: t0 + .milliseconds(300)) else { Issue.record("deadline passed"); return }
+        #expect(error.message == "no ready worker with a free slot")
+        attempt.offered("a")
+        let r11 = attempt.answered("a", .accepted)
+        #expect(r11)
+    }
+}
