@@ -25,8 +25,8 @@ extension Worker {
             do {
                 if try await callStore.start(callID, worker: configuration.id, incarnation: incarnation,
                                              startedAt: running.startedAt) == .superseded {
-                    log.warning("the call's record was ended or taken on before it started here; letting go of it")
-                    running.end.yield(.migrated)
+                    log.warning("the call's record was ended or taken on before it started here")
+                    letGo(callID)
                 }
             } catch {
                 // The refresh writes the record again once Redis answers.
@@ -43,7 +43,7 @@ extension Worker {
                                   hangUp: { running.end.yield(.handler) },
                                   checkpointNow: { [self] () throws(SwitchboardError) in
                                       if case .moved = await writeCheckpoint(callID, session, always: true, log: log) {
-                                          running.end.yield(.migrated)
+                                          letGo(callID)
                                       }
                                   })
         log.info("call started")
@@ -189,6 +189,8 @@ final class CallSession: Sendable {
         /// Set while the worker confirms it still owns the call (after a stall or a reconnection): no audio
         /// goes out, so two workers never speak on one call.
         var fenced = false
+        /// Another worker holds the call now: nothing more goes out, whatever unfences or unholds it later.
+        var superseded = false
         /// The handler's latest state: a value saved since the last checkpoint, else the last one's JSON.
         var saved: HandlerState?
         var savedJSON: String?
@@ -227,7 +229,7 @@ final class CallSession: Sendable {
             guard !state.held else { return false }  // the checkpoint of the hold stands
             // Fenced, or this process has just woken from a stall its watch has not handled yet: another
             // worker may hold the call now.
-            guard !state.fenced, watch?.stalled != true else { return false }
+            guard !state.fenced, !state.superseded, watch?.stalled != true else { return false }
             if let newState { state.saved = newState }
             if state.encoder == nil { state.encoder = try OpusEncoder(sampleRate: sampleRate, bitrate: bitrate) }
             let payload = try state.encoder!.encode(samples)
@@ -271,6 +273,11 @@ final class CallSession: Sendable {
     /// Stops (or, false, resumes) sending while ownership is being confirmed.
     func fence(_ on: Bool) {
         state.withLock { $0.fenced = on }
+    }
+
+    /// Stops sending for good: another worker holds the call.
+    func silence() {
+        state.withLock { $0.superseded = true }
     }
 
     var isHeld: Bool { state.withLock { $0.held } }

@@ -33,8 +33,7 @@ extension Worker {
                 return .failed
             case .superseded?, nil:
                 count("moved")
-                log.warning("the call is recorded on another worker: letting go of it")
-                return .moved
+                return .moved  // the caller lets go of it
             }
             count("written")
             return .written(checkpoint)

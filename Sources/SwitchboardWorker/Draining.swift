@@ -211,7 +211,7 @@ extension Worker {
                     // bumped the epoch: the next checkpoint finds that, and this worker lets go.
                     job.yield(.speakAgainIfStillHeld(callID, running.session))
                 case .moved:
-                    running.end.yield(.migrated)
+                    letGo(callID)
                     reply(to: message, error: SwitchboardError(.conflict, "call \(callID) is recorded on another worker"))
                 case .unchanged, .failed:
                     running.session.unhold()
@@ -221,7 +221,7 @@ extension Worker {
                 running.session.unhold()
                 reply(to: message)
             default:
-                running.end.yield(.migrated)
+                letGo(callID)  // released: the new worker claimed it
                 reply(to: message)
             }
         }

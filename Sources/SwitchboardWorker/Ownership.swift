@@ -9,8 +9,10 @@ extension Worker {
     /// Lets go of a call another worker holds now: its media stops at once; nothing is ended, the tenant's
     /// lease stays (the new owner holds the call).
     func letGo(_ callID: String) {
+        guard let running = state.withLock({ $0.calls[callID] }) else { return }
+        running.session.silence()  // at once: the call's task may take a moment to wind down
         logger.warning("the call is recorded on another worker: letting go of it", metadata: [LogKey.callID: "\(callID)"])
-        state.withLock { $0.calls[callID] }?.end.yield(.migrated)
+        running.end.yield(.migrated)
     }
 
     /// Confirms, in one round trip, that this worker still owns each of its calls, and keeps what it owns alive
@@ -56,7 +58,8 @@ extension Worker {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [self] in
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: configuration.refreshInterval)
+                    // Often enough for the tenants' leases too: three renewals per lease time.
+                    try? await Task.sleep(for: min(configuration.refreshInterval, configuration.leaseTime / 3))
                     refreshTrigger.yield()
                 }
             }
