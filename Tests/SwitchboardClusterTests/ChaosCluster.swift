@@ -259,6 +259,13 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
             return leases == calls.count
         }
         check(leases == calls.count, "tenant \(tenant) holds \(leases) leases for \(calls.count) live calls", sourceLocation: sourceLocation)
+
+        // The figure for docs/chaos.md: the longest silence any caller heard, fault and recovery included (as
+        // heard by this test process, which a busy machine can itself hold up now and then).
+        let silences = calls.map { (call: $0.id, gap: $0.tap.longestGap) }
+        let longest = silences.max { $0.gap < $1.gap }
+        print("chaos result: \(Test.current?.name ?? "?"): \(calls.count) calls, \(ended.count) ended, longest silence "
+              + "\(longest.map { "\($0.gap.milliseconds) ms (\($0.call))" } ?? "none")")
     }
 
     // MARK: - Assertions that print the processes' output when they fail
