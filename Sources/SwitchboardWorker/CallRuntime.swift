@@ -230,6 +230,9 @@ final class CallSession: Sendable {
             // Fenced, or this process has just woken from a stall its watch has not handled yet: another
             // worker may hold the call now.
             guard !state.fenced, !state.superseded, watch?.stalled != true else { return false }
+            // Cut off from NATS, a frame would wait in the client's buffer and reach the caller seconds late,
+            // after a reconnection, maybe after another worker took the call on: it is dropped instead.
+            guard nats.isConnected else { return false }
             if let newState { state.saved = newState }
             if state.encoder == nil { state.encoder = try OpusEncoder(sampleRate: sampleRate, bitrate: bitrate) }
             let payload = try state.encoder!.encode(samples)
