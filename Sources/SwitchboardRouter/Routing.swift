@@ -150,8 +150,6 @@ extension Router {
         try? nats.publish(configuration.subjects.events(call: event.callID), payload: event.encoded())
     }
 
-
-
     // MARK: - NATS API
 
     func handleRouteRequest(_ message: NATSMessage) async {

@@ -58,4 +58,21 @@ struct ReconcileTests {
         pings.unsubscribe()
         await cluster.shutdown()
     }
+
+    @Test func aDrainAndAnUndrainTheWorkerMissedAreAppliedAtItsNextReRead() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        let worker = try await cluster.addWorker(id: "missed") { $0.refreshInterval = .milliseconds(300) }
+        try await cluster.waitForWorkers(1)
+        _ = try await cluster.route()  // a call to keep: a worker drained with none leaves at once
+        // Written to Redis as a router does, but the worker never got the control message (it was cut off).
+        let now = unixMillisNow()
+        let request = DrainRequest(workerID: "missed", deadlineMillis: now + 3_600_000, atDeadline: .migrate,
+                                   requestedBy: "ops@test", requestedAtMillis: now)
+        _ = try await cluster.redis.send(["HSET", cluster.keys.drains, "missed", String(decoding: WireCodec.encode(request), as: UTF8.self)])
+        try await eventually(timeout: .seconds(10), "the missed drain applies") { worker.worker.workerState == .draining }
+        _ = try await cluster.redis.send(["HDEL", cluster.keys.drains, "missed"])
+        try await eventually(timeout: .seconds(10), "the missed undrain applies") { worker.worker.workerState == .ready }
+        await cluster.shutdown()
+    }
 }
