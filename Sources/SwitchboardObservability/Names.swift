@@ -29,6 +29,7 @@ public enum MetricNames {
     public static let failoverCalls = "switchboard_failover_calls_total"
     public static let reconciledWorkers = "switchboard_reconciled_workers_total"
     public static let recordsReasserted = "switchboard_worker_records_reasserted_total"
+    public static let recordsRepaired = "switchboard_worker_records_repaired_total"
     public static let ownershipChecks = "switchboard_worker_ownership_checks_total"
     public static let drainRequests = "switchboard_drain_requests_total"
 

@@ -108,7 +108,17 @@ extension Worker {
                 log.warning("call end not recorded: another worker holds the call now")
             }
         } catch {
-            log.error("record call end failed", metadata: [LogKey.error: "\(error)"])
+            // Written again at each refresh until Redis takes it (`repairRecords`).
+            log.error("record call end failed; it is written again once Redis answers", metadata: [LogKey.error: "\(error)"])
+            if reason != .migrated, let epoch {
+                let dropped = state.withLock {
+                    $0.repair.endFailed(.init(callID: callID, tenant: offer.tenant, epoch: epoch, reason: reason))
+                }
+                if let dropped {
+                    log.error("too many call ends waiting for Redis: one is left to its record's expiry",
+                              metadata: ["dropped_call_id": "\(dropped.callID)"])
+                }
+            }
             recordedEnd = reason != .migrated
         }
         if recordedEnd {

@@ -64,11 +64,54 @@ extension Worker {
                 }
             }
             for await _ in refreshTriggers {
-                await refreshCalls()
+                if await refreshCalls() { await repairRecords() }
                 await syncDrainFromRedis()
             }
             group.cancelAll()
         }
+    }
+
+    /// Puts right what this worker's records say that is no longer so: ends Redis did not take are written
+    /// again with their reason; calls its set lists that it does not hold (at two refreshes in a row) have their
+    /// record ended `not_running` if it still names this worker process, else are left out of the set (but a
+    /// previous process's calls under the same id are left to the routers' failover).
+    func repairRecords() async {
+        let pending = state.withLock { Array($0.repair.pendingEnds.values) }
+        for end in pending {
+            guard (try? await callStore.end(end.callID, tenant: end.tenant, worker: configuration.id, epoch: end.epoch,
+                                            reason: end.reason, retention: configuration.endedCallRetention)) != nil else { return }
+            state.withLock { $0.repair.endWritten(end.callID) }
+            logger.notice("call end recorded after Redis came back", metadata: [LogKey.callID: "\(end.callID)",
+                                                                              LogKey.reason: "\(end.reason.rawValue)"])
+            countRepair("end_written")
+        }
+        guard let listed = try? await callStore.calls(of: configuration.id) else { return }
+        let strays = state.withLock { state in
+            state.repair.listed(Set(listed), holding: Set(state.calls.keys).union(state.slots.calls))
+        }
+        for callID in strays {
+            guard let fields = try? await callStore.fields(callID) else { return }
+            let record = CallRecord(callID: callID, fields: fields)
+            if let record, record.workerID == configuration.id, fields["incarnation"] != incarnation {
+                continue  // a previous process's call under this id: the routers fail it over
+            } else if let record, record.workerID == configuration.id, record.state != .ended {
+                logger.warning("call recorded on this worker but not running here: ending its record",
+                               metadata: [LogKey.callID: "\(callID)", LogKey.tenant: "\(record.tenant)"])
+                _ = try? await callStore.end(callID, tenant: record.tenant, worker: configuration.id, epoch: record.epoch,
+                                             reason: .notRunning, retention: configuration.endedCallRetention)
+                publishEvent(CallEvent(callID: callID, event: .ended, workerID: configuration.id,
+                                       reason: EndReason.notRunning.rawValue, atMillis: unixMillisNow()))
+                countRepair("stray_ended")
+            } else {
+                try? await callStore.forget(callID, worker: configuration.id)
+                countRepair("stray_forgotten")
+            }
+        }
+    }
+
+    private func countRepair(_ result: String) {
+        metrics.increment(MetricNames.recordsRepaired, ["result": result],
+                          help: "Call records a worker put right: ends written late, strays in its set ended or forgotten")
     }
 
     /// Watches this process's own loop. After a stall longer than the routers' suspect time, every call is

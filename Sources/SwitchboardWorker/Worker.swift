@@ -18,7 +18,7 @@ public final class Worker: Service, Sendable {
     public let metrics: MetricsRegistry
     let logger: Logger
     /// Random per process start: lets routers tell a restarted worker from a stale heartbeat.
-    let incarnation = Identifiers.random(bytes: 6)
+    public let incarnation = Identifiers.random(bytes: 6)
     /// Every write this worker makes to its calls' records, fenced by their epochs.
     let callStore: CallStore
     /// Notices this process's own stalls (see `watchLoop`).
@@ -55,6 +55,8 @@ public final class Worker: Service, Sendable {
         var appliedDrain: DrainRequest?
         /// Calls this worker has asked the routers to move and not yet heard back on.
         var migrating: Set<String> = []
+        /// Ends Redis did not take, and calls its set lists that this worker does not hold (`repairRecords`).
+        var repair = RecordRepair()
     }
 
     let state: Mutex<State>

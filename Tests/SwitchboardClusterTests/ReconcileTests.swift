@@ -75,4 +75,52 @@ struct ReconcileTests {
         try await eventually(timeout: .seconds(10), "the missed undrain applies") { worker.worker.workerState == .ready }
         await cluster.shutdown()
     }
+
+    @Test func aCallItsWorkerDoesNotHoldIsEndedAndAnotherWorkersIsLeftOutOfTheSet() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        let worker = try await cluster.addWorker(id: "alive") { $0.refreshInterval = .milliseconds(200) }
+        try await cluster.waitForWorkers(1)
+        let live = try await cluster.route()
+        // Listed in alive's set, not running there: one still recorded on alive, one recorded on another worker.
+        _ = try await cluster.redis.pipeline([
+            .init(["HSET", cluster.keys.call("c-stray"), "tenant", "t", "worker_id", "alive", "state", "active", "epoch", "3",
+                   "incarnation", worker.worker.incarnation]),
+            .init(["HSET", cluster.keys.call("c-before"), "tenant", "t", "worker_id", "alive", "state", "active", "epoch", "1",
+                   "incarnation", "a-previous-process"]),
+            .init(["HSET", cluster.keys.call("c-moved"), "tenant", "t", "worker_id", "other", "state", "active", "epoch", "2"]),
+            .init(["SADD", cluster.keys.workerCalls("alive"), "c-stray", "c-moved", "c-before"]),
+        ])
+        try await eventually(timeout: .seconds(10), "the strays are repaired") {
+            try await cluster.workerCalls("alive") == [live.callID, "c-before"]
+        }
+        let stray = try await cluster.record("c-stray")
+        #expect(stray["state"] == "ended" && stray["end_reason"] == "not_running", "\(stray)")
+        #expect(try await cluster.record("c-moved")["state"] == "active", "another worker's call is not touched")
+        #expect(try await cluster.record("c-before")["state"] == "active", "a previous process's call is the failover's")
+        #expect(try await cluster.record(live.callID)["state"] == "active", "the call it holds goes on")
+        #expect(worker.worker.metrics.value(MetricNames.recordsRepaired, ["result": "stray_ended"]) == 1)
+        #expect(worker.worker.metrics.value(MetricNames.recordsRepaired, ["result": "stray_forgotten"]) == 1)
+        await cluster.shutdown()
+    }
+
+    @Test func anEndRedisDidNotTakeIsWrittenWithItsReasonOnceRedisAnswers() async throws {
+        let cluster = try await TestCluster(ownRedis: true)
+        try await cluster.addRouter()
+        let worker = try await cluster.addWorker(id: "w") { $0.refreshInterval = .milliseconds(200) }
+        try await cluster.waitForWorkers(1)
+        let call = try await cluster.route()
+        try await eventually("active") { try await cluster.record(call.callID)["state"] == "active" }
+        // Redis holds every script for 3 s (on its own clock), longer than the worker's 2 s command timeout: the
+        // end times out and its connection is dropped, so the script it sent never runs.
+        _ = try await cluster.redis.send(["CLIENT", "PAUSE", "3000", "WRITE"])
+        #expect(worker.worker.endCall(call.callID, reason: .caller))
+        try await eventually(timeout: .seconds(20), "the end is recorded once Redis answers") {
+            try await cluster.record(call.callID)["state"] == "ended"
+        }
+        #expect(try await cluster.record(call.callID)["end_reason"] == "caller")
+        #expect(worker.worker.metrics.value(MetricNames.recordsRepaired, ["result": "end_written"]) == 1)
+        #expect(try await cluster.workerCalls("w").isEmpty)
+        await cluster.shutdown()
+    }
 }

@@ -54,9 +54,11 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     /// intervals and dead after `deadAfter`. The defaults are lenient (4 s, 8 s): a run of every test at once on
     /// 2 cores can hold this process's tasks back for seconds, and a suspect worker takes no calls. Tests of
     /// failure detection ask for the production values (2, 3).
-    init(heartbeat: Duration = .milliseconds(500), suspectAfter: Int = 8, deadAfter: Int = 16) async throws {
+    /// `ownRedis`: a redis-server of this cluster's own even when `REDIS_URL` names a shared one (to freeze it).
+    init(heartbeat: Duration = .milliseconds(500), suspectAfter: Int = 8, deadAfter: Int = 16, ownRedis: Bool = false) async throws {
         let (natsURL, natsServer) = try await SharedServer.nats()
-        let (redisURL, redisServer) = try await SharedServer.redis()
+        let (redisURL, redisServer) = ownRedis ? try await { let s = try await TestServer(.redis); return (s.url, s) }()
+                                               : try await SharedServer.redis()
         self.natsURL = natsURL
         self.redisURL = redisURL
         servers = [natsServer, redisServer].compactMap { $0 }
