@@ -8,6 +8,7 @@ extension SwitchboardError {
         case .badMessage, .invalidArgument: return (400, "bad_request")
         case .authenticationFailed: return (401, "unauthorized")
         case .notFound: return (404, "not_found")
+        case .versionNotFound: return (404, "version_not_found")
         case .tooLarge: return (413, "too_large")
         case .conflict: return (409, "conflict")
         case .rateLimited: return (429, "rate_limited")

@@ -30,6 +30,8 @@ public struct Subjects: Sendable, Equatable {
     public var drains: String { "\(prefix).drains" }
     /// What happens to a call: placed, migrating, migrated, resumed, ended.
     public func events(call: String) -> String { "\(prefix).call.\(call).events" }
+    /// A new deploy policy (broadcast to every router and worker).
+    public var deploy: String { "\(prefix).deploy" }
     /// Operator requests to routers (status and the like), request/reply.
     public var status: String { "\(prefix).status" }
 
@@ -65,6 +67,12 @@ public struct RedisKeys: Sendable, Equatable {
     public func tenantRate(_ tenant: String) -> String { "\(prefix):tenant:\(tenant):tat" }
     /// Sorted set: a tenant's live-call leases, call id scored by expiry (milliseconds of Redis's clock).
     public func tenantLeases(_ tenant: String) -> String { "\(prefix):tenant:\(tenant):leases" }
+    /// Hash: the deploy policy (`policy`, JSON) and its `revision`.
+    public var deploy: String { "\(prefix):deploy" }
+    /// Stream: every change of the deploy policy.
+    public var deployHistory: String { "\(prefix):deploy:history" }
+    /// Hash: placements per version in one 10 s bucket (`<version>|<result>` → count), starting at `bucket` ms.
+    public func deployStats(_ bucket: String) -> String { "\(prefix):deploy:stats:\(bucket)" }
 }
 
 extension Subjects {

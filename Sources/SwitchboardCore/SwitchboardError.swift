@@ -37,8 +37,10 @@ public struct SwitchboardError: Error, Sendable, Hashable, CustomStringConvertib
         public static let noCapacity = Code(rawValue: "no_capacity")
         /// The named call, worker or resource does not exist.
         public static let notFound = Code(rawValue: "not_found")
-        /// The thing to create exists already.
+        /// The thing to create exists already, or it is not in a state for what was asked.
         public static let conflict = Code(rawValue: "conflict")
+        /// No live worker runs the version named (a deploy or rollback to it would place nothing).
+        public static let versionNotFound = Code(rawValue: "version_not_found")
         /// A tenant's rate of new calls is used up for now; retry after the time the error says.
         public static let rateLimited = Code(rawValue: "rate_limited")
         /// A tenant holds as many live calls as it may.

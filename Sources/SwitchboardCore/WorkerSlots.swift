@@ -3,7 +3,10 @@
 /// A slot is reserved the moment the worker says yes to an offer, so two offers racing for the last slot
 /// cannot both be accepted (whatever the routers believed from the last heartbeat).
 public struct WorkerSlots: Sendable, Equatable {
+    /// Ready, draining or stopping (the drain's doing); `reportedState` adds the deploy's `outdated`.
     public private(set) var state: WorkerState = .ready
+    /// Set while this worker's version takes no new calls: the deploy policy revision that said so.
+    public private(set) var outdatedAt: Int64?
     public let capacity: Int
     public private(set) var calls: Set<String> = []
     /// Offers accepted in all; each accept answers with the count after it (`OfferReply.acceptSeq`).
@@ -18,13 +21,15 @@ public struct WorkerSlots: Sendable, Equatable {
         case refuse(RefusalReason)
     }
 
-    /// Decides on an offer and, on yes, reserves the slot.
-    public mutating func offer(_ callID: String) -> Decision {
+    /// Decides on an offer and, on yes, reserves the slot. An outdated worker still takes calls that move
+    /// (`resume`), and new ones a router chose under a newer deploy policy than its own (`deployRevision`).
+    public mutating func offer(_ callID: String, resume: Bool = false, deployRevision: Int64? = nil) -> Decision {
         switch state {
         case .draining: return .refuse(.draining)
         case .stopping: return .refuse(.stopping)
-        case .ready: break
+        case .ready, .outdated: break
         }
+        if let outdatedAt, !resume, (deployRevision ?? -1) <= outdatedAt { return .refuse(.outdated) }
         if calls.contains(callID) { return .refuse(.duplicate) }
         guard calls.count < capacity else { return .refuse(.full) }
         calls.insert(callID)
@@ -43,6 +48,18 @@ public struct WorkerSlots: Sendable, Equatable {
         state = newState
         return true
     }
+
+    /// Marks this worker's version outdated under deploy policy `revision` (nil: current again); returns
+    /// whether the reported state changed.
+    @discardableResult
+    public mutating func setOutdated(_ revision: Int64?) -> Bool {
+        let before = reportedState
+        outdatedAt = revision
+        return reportedState != before
+    }
+
+    /// What heartbeats say: the drain's state, or `outdated` while ready but outdated.
+    public var reportedState: WorkerState { state == .ready && outdatedAt != nil ? .outdated : state }
 
     public var activeCalls: Int { calls.count }
 }

@@ -30,6 +30,11 @@ public enum MetricNames {
     public static let reconciledWorkers = "switchboard_reconciled_workers_total"
     public static let recordsReasserted = "switchboard_worker_records_reasserted_total"
     public static let recordsRepaired = "switchboard_worker_records_repaired_total"
+    public static let deployRevision = "switchboard_deploy_revision"
+    public static let deployChanges = "switchboard_deploy_changes_total"
+    public static let placementsByVersion = "switchboard_placements_by_version_total"
+    public static let workersByVersion = "switchboard_workers_by_version"
+    public static let workerOutdated = "switchboard_worker_outdated"
     public static let ownershipChecks = "switchboard_worker_ownership_checks_total"
     public static let drainRequests = "switchboard_drain_requests_total"
 

@@ -70,14 +70,18 @@ extension Router {
     }
 
     /// Offers a running call, with its checkpoint, to workers other than the one the record names (in the
-    /// call's region first, elsewhere when none there has room); the accept of the one that took it on.
+    /// call's region first, elsewhere when none there has room; of the call's own version first, then the
+    /// active one, then the canary); the accept of the one that took it on.
     private func resumeElsewhere(_ record: CallRecord, _ reason: ResumeReason, from checkpoint: Checkpoint,
                                  log: Logger) async throws(SwitchboardError) -> OfferReply {
+        let (targets, revision) = fleet.withLock { ($0.deploy?.moveTargets(for: record.version), $0.deploy?.revision) }
         let offer = Offer(callID: record.callID, tenant: record.tenant, region: nil, metadata: record.metadata,
                           routerID: configuration.id,
-                          resume: Resume(reason: reason, fromWorker: record.workerID, checkpoint: checkpoint, epoch: record.epoch))
-        let needs = Scheduler.Needs(region: record.region, locality: .preferred, tried: [record.workerID])
-        return try await offerAround(offer, needs: needs, deadline: clock.now + configuration.routeDeadline, logger: log).0
+                          resume: Resume(reason: reason, fromWorker: record.workerID, checkpoint: checkpoint, epoch: record.epoch),
+                          deployRevision: revision)
+        let needs = Scheduler.Needs(versions: targets?.first, fallback: Array((targets ?? []).dropFirst()), region: record.region,
+                                    locality: .preferred, tried: [record.workerID])
+        return try await offerAround(offer, needs: needs, deadline: clock.now + configuration.routeDeadline, logger: log).reply
     }
 
     /// Sends an order to one worker and returns its answer; the worker's refusal comes back as its error.

@@ -26,6 +26,10 @@ public final class Router: Service, Sendable {
     let limits: TenantLimits
     /// Every write this router makes to a call's record.
     let callStore: CallStore
+    /// The deploy policy, its history and the placement counts per version in Redis.
+    let deployStore: DeployStore
+    /// Placements per version (`version|result` → n) not yet added to Redis's counts.
+    let versionCounts = Mutex<[String: Int]>([:])
     let keyCache = Mutex<[String: (policy: TenantPolicy, until: ContinuousClock.Instant)]>([:])
     /// Calls admitted per tenant by this router alone while Redis was unreachable (tenants in `open` mode);
     /// cleared when Redis answers again.
@@ -45,6 +49,8 @@ public final class Router: Service, Sendable {
         /// Graceful shutdown: the queue-group subscriptions drain (the server sends new requests to the
         /// other routers, those already here are answered).
         case drain(NATSSubscription)
+        /// A worker refused a call as outdated under a newer deploy policy than this router's: read it now.
+        case reloadDeploy
     }
     let job: AsyncStream<Job>.Continuation
     private let jobs: AsyncStream<Job>
@@ -58,6 +64,10 @@ public final class Router: Service, Sendable {
         /// Heartbeats taken since the metrics last counted them, by result (counted here, under the lock the
         /// ingest takes anyway, rather than in the metrics registry 10,000 times a second).
         var ingested: [WorkerRegistry.IngestResult: Int] = [:]
+        /// The deploy policy placements follow (nil until read), when it was taken, and the canary split.
+        var deploy: DeployPolicy?
+        var deployAppliedAt: ContinuousClock.Instant?
+        var split = CanarySplit()
     }
 
     public init(configuration: RouterConfiguration, nats: NATSConnection, redis: RedisClient,
@@ -74,6 +84,7 @@ public final class Router: Service, Sendable {
         tenants = TenantStore(redis: redis, keys: configuration.keys)
         limits = TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime)
         callStore = CallStore(redis: redis, keys: configuration.keys)
+        deployStore = DeployStore(redis: redis, keys: configuration.keys)
         (jobs, job) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
 
@@ -84,6 +95,11 @@ public final class Router: Service, Sendable {
         // a hop to another thread (10,000 workers send 10,000 a second).
         let heartbeats = try nats.subscribe(to: configuration.subjects.heartbeat) { [self] message in ingestHeartbeat(message) }
         let drainNotices = try nats.subscribe(to: configuration.subjects.drains) { [self] message in ingestDrainNotice(message) }
+        let deployNotices = try nats.subscribe(to: configuration.subjects.deploy) { [self] message in ingestDeployNotice(message) }
+        try await nats.flush()
+        // The policy before the first route: a restarted router places by it from its first call. (Without
+        // Redis it places on workers that say they are ready, their own reading of the policy.)
+        await loadDeployPolicy()
         let routes = try nats.subscribe(to: configuration.subjects.route, queue: Subjects.routerQueue)
         let migrations = try nats.subscribe(to: configuration.subjects.migrate, queue: Subjects.routerQueue)
         try await nats.flush()
@@ -95,6 +111,7 @@ public final class Router: Service, Sendable {
                 background.addTask { await self.watchConnection() }
                 background.addTask { await self.releaseLoop() }
                 background.addTask { await self.reconcileLoop() }
+                background.addTask { await self.deployLoop() }
                 background.addTask {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: self.configuration.drainRefresh)
@@ -108,6 +125,7 @@ public final class Router: Service, Sendable {
                                 switch job {
                                 case .failover(let worker, let incarnation): await self.failover(worker, except: incarnation)
                                 case .drain(let subscription): try? await subscription.drain()
+                                case .reloadDeploy: await self.loadDeployPolicy()
                                 }
                             }
                         }
@@ -133,6 +151,7 @@ public final class Router: Service, Sendable {
             self.shuttingDown.withLock { $0 = true }
             heartbeats.unsubscribe()
             drainNotices.unsubscribe()
+            deployNotices.unsubscribe()
             self.logger.info("router shutting down: finishing route requests in flight")
             self.job.yield(.drain(migrations))
             self.job.yield(.drain(routes))
@@ -188,13 +207,17 @@ public final class Router: Service, Sendable {
         for state in WorkerState.allCases { byState[["state": state.rawValue]] = 0 }
         byState[["state": "suspect"]] = 0
         byState[["state": "unreachable"]] = 0
+        var byVersion: [MetricsRegistry.Labels: Double] = [:]
         var calls = 0.0, free = 0.0
         for entry in live {
-            byState[["state": entry.liveness == .alive ? entry.heartbeat.state.rawValue : entry.liveness.rawValue], default: 0] += 1
+            let state = entry.liveness == .alive ? entry.heartbeat.state.rawValue : entry.liveness.rawValue
+            byState[["state": state], default: 0] += 1
+            byVersion[["version": entry.heartbeat.version, "state": state], default: 0] += 1
             calls += Double(entry.heartbeat.activeCalls)
-            if entry.isPlaceable { free += Double(entry.freeSlots) }
+            if entry.isPlaceable && entry.heartbeat.state == .ready { free += Double(entry.freeSlots) }
         }
         metrics.replaceGauge(MetricNames.workers, byState, help: "Known workers by state (or suspect, unreachable), as this router sees them")
+        metrics.replaceGauge(MetricNames.workersByVersion, byVersion, help: "Known workers by version and state, as this router sees them")
         metrics.set(MetricNames.activeCalls, to: calls, help: "Calls on live workers, by their heartbeats")
         metrics.set(MetricNames.freeSlots, to: free, help: "Free slots on ready workers")
     }

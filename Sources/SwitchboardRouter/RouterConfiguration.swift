@@ -52,6 +52,9 @@ public struct RouterConfiguration: Sendable {
     public var auditLength = 10_000
     /// How often the drains kept in Redis are read again (notices are the fast path; this catches a missed one).
     public var drainRefresh: Duration = .seconds(5)
+    /// How often the deploy policy is read again (notices are the fast path; this bounds a missed one to a
+    /// second), and placement counts per version are sent to Redis.
+    public var deployRefresh: Duration = .seconds(1)
     /// How long an ended call's record stays in Redis.
     public var endedCallRetention: Duration = .seconds(24 * 3600)
 

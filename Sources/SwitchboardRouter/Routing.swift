@@ -63,11 +63,24 @@ extension Router {
 
     private func place(_ request: RouteRequest, callID: String, deadline: ContinuousClock.Instant, logger: Logger,
                        admittedWithoutRedis: Bool = false) async throws(SwitchboardError) -> Placement {
+        // The deploy policy decides the versions: the canary's share, else the active one.
+        let (choice, revision) = versionChoice(tenant: request.tenant)
         let offer = Offer(callID: callID, tenant: request.tenant, region: request.region, metadata: request.metadata,
-                          routerID: configuration.id)
-        let needs = Scheduler.Needs(region: request.region, zone: request.zone, locality: request.locality)
-        let (reply, explanation) = try await offerAround(offer, needs: needs, deadline: deadline,
-                                                         explain: request.explain, logger: logger)
+                          routerID: configuration.id, deployRevision: revision)
+        let needs = Scheduler.Needs(versions: choice.versions, fallback: choice.fallback, region: request.region,
+                                    zone: request.zone, locality: request.locality)
+        let offered: Offered
+        do {
+            offered = try await offerAround(offer, needs: needs, deadline: deadline, explain: request.explain, logger: logger)
+        } catch {
+            if let version = choice.version { countPlacement(version, "failed") }
+            throw error
+        }
+        let (reply, explanation) = (offered.reply, offered.explanation)
+        if choice.version != nil {
+            countPlacement(reply.version, "placed")
+            if offered.fellBack, let canary = choice.version { countPlacement(canary, "fallback") }
+        }
         let record = CallRecord(callID: callID, tenant: request.tenant, workerID: reply.workerID, version: reply.version,
                                 region: reply.region, state: .placed, createdAt: unixMillisNow(), metadata: request.metadata)
         do {
@@ -87,11 +100,19 @@ extension Router {
                          explain: explanation)
     }
 
+    /// A worker's accept, why it was chosen (when asked), and whether it came from the needs' fallback
+    /// versions (a canary's call on the active version).
+    struct Offered {
+        var reply: OfferReply
+        var explanation: Scheduler.Explanation?
+        var fellBack: Bool
+    }
+
     /// Offers a call to the workers the scheduler chooses, one after another, until one accepts, `maxOffers`
     /// have been tried, or the deadline passes. Every offer reserves its slot in this router's view until
     /// the worker's heartbeats show it.
     func offerAround(_ offer: Offer, needs: Scheduler.Needs, deadline: ContinuousClock.Instant, explain: Bool = false,
-                     logger: Logger) async throws(SwitchboardError) -> (OfferReply, Scheduler.Explanation?) {
+                     logger: Logger) async throws(SwitchboardError) -> Offered {
         let payload = offer.encoded()
         var attempt = PlacementAttempt(needs: needs, maxOffers: configuration.maxOffers, offerTimeout: configuration.offerTimeout,
                                        deadline: deadline)
@@ -105,15 +126,15 @@ extension Router {
                 throw error
             }
             // Choose and reserve in one step, so concurrent routes see each other's offers.
-            let chosen = fleet.withLock { fleet -> (Scheduler.Candidate, UInt64)? in
+            let chosen = fleet.withLock { fleet -> (Scheduler.Candidate, UInt64, Bool)? in
                 let decision = fleet.scheduler.choose(needs, in: fleet.registry, using: &fleet.random,
                                                       explain: explain && explanation == nil)
                 if let first = decision.explanation { explanation = first }
                 guard let chosen = decision.chosen,
                       let token = fleet.registry.reserve(chosen.workerID, now: clock.now) else { return nil }
-                return (chosen, token)
+                return (chosen, token, decision.fallback > 0)
             }
-            guard let (worker, token) = chosen else {
+            guard let (worker, token, fromFallback) = chosen else {
                 var error = attempt.noCandidate()
                 error.explanation = explanation
                 throw error
@@ -136,13 +157,15 @@ extension Router {
                 fleet.withLock { $0.registry.release(worker.workerID, token: token) }
                 let reason = reply.reason?.rawValue ?? "refused"
                 metrics.increment(MetricNames.offers, ["result": "refused_\(reason)"], help: "Offers to workers by result")
+                // The worker follows a newer deploy policy than this router: read it now.
+                if reply.reason == .outdated { job.yield(.reloadDeploy) }
                 _ = attempt.answered(worker.workerID, .refused(reason))
                 continue
             }
             fleet.withLock { $0.registry.accepted(worker.workerID, token: token, acceptSeq: acceptSeq) }
             metrics.increment(MetricNames.offers, ["result": "accepted"], help: "Offers to workers by result")
             _ = attempt.answered(worker.workerID, .accepted)
-            return (reply, explanation)
+            return Offered(reply: reply, explanation: explanation, fellBack: fromFallback)
         }
     }
 

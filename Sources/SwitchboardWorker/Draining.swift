@@ -79,7 +79,7 @@ extension Worker {
     /// Keeps to the drain recorded for this worker in Redis: at start (a worker restarted while drained), when
     /// it reconnects and every refresh interval (a drain or undrain a router sent while this worker was cut
     /// off). A recorded drain not applied yet is applied; a drain a router asked for whose record is gone was
-    /// cancelled (a drain this worker started itself, on a signal, stays).
+    /// cancelled (a drain this worker started itself, on a signal or at the end of its rollback window, stays).
     func syncDrainFromRedis() async {
         let stored: DrainRequest?
         do {
@@ -92,7 +92,7 @@ extension Worker {
         let applied = state.withLock { $0.appliedDrain }
         if let stored, stored != applied {
             await apply(stored, record: false)
-        } else if stored == nil, let applied, applied.requestedBy != "signal" {
+        } else if stored == nil, let applied, applied.requestedBy != "signal", applied.requestedBy != Self.deployDrain {
             logger.notice("this worker's drain was cancelled while it was cut off", metadata: ["by": "\(applied.requestedBy)"])
             _ = await undrain()
         }
@@ -111,6 +111,7 @@ extension Worker {
                 // Nothing to do unless draining: no set of the calls is built under the lock offers take.
                 let actions = state.withLock { $0.drain.isDraining ? $0.drain.tick(now: .now, calls: Set($0.calls.keys)) : [] }
                 await perform(actions)
+                await tickDeploy()
                 if state.withLock({ $0.drain.phase == .done }) { break }
             }
             group.cancelAll()
@@ -228,7 +229,7 @@ extension Worker {
     }
 
     private func reply(to message: NATSMessage, error: SwitchboardError? = nil, checkpoint: Checkpoint? = nil) {
-        let (workerState, calls) = state.withLock { ($0.slots.state, $0.slots.activeCalls) }
+        let (workerState, calls) = state.withLock { ($0.slots.reportedState, $0.slots.activeCalls) }
         let answer = WorkerControlReply(ok: error == nil, error: error?.apiBody, state: workerState, activeCalls: calls,
                                         checkpoint: checkpoint)
         do {

@@ -66,6 +66,7 @@ extension Worker {
             for await _ in refreshTriggers {
                 if await refreshCalls() { await repairRecords() }
                 await syncDrainFromRedis()
+                await syncDeployFromRedis()
             }
             group.cancelAll()
         }
@@ -142,6 +143,7 @@ extension Worker {
                 metrics.increment(MetricNames.ownershipChecks, ["cause": "reconnect"], help: "Times a worker confirmed it still owns its calls")
                 await confirmOwnership()
                 await syncDrainFromRedis()
+                await syncDeployFromRedis()
                 heartbeatTrigger.yield()
             case .closed:
                 return

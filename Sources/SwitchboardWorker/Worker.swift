@@ -57,6 +57,10 @@ public final class Worker: Service, Sendable {
         var migrating: Set<String> = []
         /// Ends Redis did not take, and calls its set lists that this worker does not hold (`repairRecords`).
         var repair = RecordRepair()
+        /// This worker's version under the deploy policy (see `Deploying.swift`).
+        var standing: DeployStanding
+        /// Redis's clock less this process's, at the last read (the rollback window is Redis's).
+        var redisClockOffset: Int64 = 0
     }
 
     let state: Mutex<State>
@@ -77,6 +81,8 @@ public final class Worker: Service, Sendable {
         case move(String)
         /// A held call that neither moves nor is unheld in time speaks again.
         case speakAgainIfStillHeld(String, CallSession)
+        /// A new deploy policy was announced.
+        case deploy(DeployPolicy)
     }
     let job: AsyncStream<Job>.Continuation
     private let jobs: AsyncStream<Job>
@@ -98,7 +104,7 @@ public final class Worker: Service, Sendable {
         var logger = logger
         logger[metadataKey: LogKey.workerID] = "\(configuration.id)"
         self.logger = logger
-        state = Mutex(State(slots: WorkerSlots(capacity: configuration.capacity)))
+        state = Mutex(State(slots: WorkerSlots(capacity: configuration.capacity), standing: DeployStanding(version: configuration.version)))
         callStore = CallStore(redis: redis, keys: configuration.keys)
         stallWatch = StallWatch(limit: configuration.stallLimit)
         (jobs, job) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
@@ -129,8 +135,10 @@ public final class Worker: Service, Sendable {
         let controls = try nats.subscribe(to: configuration.subjects.control(worker: configuration.id)) { [self] message in
             job.yield(.control(message))
         }
+        let deployNotices = try nats.subscribe(to: configuration.subjects.deploy) { [self] message in ingestDeployNotice(message) }
         try await nats.flush()
         await syncDrainFromRedis()
+        await syncDeployFromRedis()
         let burner = configuration.syntheticCPULoad > 0 ? CPUBurner(share: configuration.syntheticCPULoad) : nil
         defer { burner?.stop() }
         logger.info("worker running", metadata: ["version": "\(configuration.version)", "region": "\(configuration.region)",
@@ -164,6 +172,7 @@ public final class Worker: Service, Sendable {
         offers.unsubscribe()
         pings.unsubscribe()
         controls.unsubscribe()
+        deployNotices.unsubscribe()
         await publishHeartbeat()  // stopping, no calls: routers drop this worker now
         logger.info("worker stopped")
     }
@@ -193,7 +202,9 @@ public final class Worker: Service, Sendable {
             answer(message, .refuse(.badOffer, workerID: configuration.id, version: configuration.version, region: configuration.region))
             return
         }
-        var (decision, acceptSeq) = state.withLock { ($0.slots.offer(offer.callID), $0.slots.accepted) }
+        var (decision, acceptSeq) = state.withLock {
+            ($0.slots.offer(offer.callID, resume: offer.resume != nil, deployRevision: offer.deployRevision), $0.slots.accepted)
+        }
         if decision == .accept {
             // Listen on the call's subjects before saying yes: the caller may send audio the moment it hears.
             do {
@@ -247,6 +258,8 @@ public final class Worker: Service, Sendable {
             await drain(deadline: configuration.drainDeadline, atDeadline: configuration.drainAtDeadline, requestedBy: "signal")
         case .move(let callID):
             await askToMove(callID)
+        case .deploy(let policy):
+            await applyDeploy(policy)
         case .speakAgainIfStillHeld(let callID, let session):
             try? await Task.sleep(for: configuration.migrateTimeout)
             // Only if it is still this worker's: another may have claimed it and the release gone astray.
@@ -322,7 +335,7 @@ public final class Worker: Service, Sendable {
     }
 
     public var activeCalls: Int { state.withLock { $0.slots.activeCalls } }
-    public var workerState: WorkerState { state.withLock { $0.slots.state } }
+    public var workerState: WorkerState { state.withLock { $0.slots.reportedState } }
 
     // MARK: - Heartbeats
 
@@ -351,7 +364,7 @@ public final class Worker: Service, Sendable {
         state.withLock { state in
             state.seq += 1
             return Heartbeat(workerID: configuration.id, version: configuration.version, region: configuration.region,
-                             zone: configuration.zone, state: state.slots.state, capacity: configuration.capacity,
+                             zone: configuration.zone, state: state.slots.reportedState, capacity: configuration.capacity,
                              activeCalls: state.slots.activeCalls, cpu: state.load.cpu,
                              memoryUsedBytes: state.load.memoryUsed, memoryLimitBytes: state.load.memoryLimit,
                              seq: state.seq, incarnation: incarnation, accepted: state.slots.accepted)

@@ -17,6 +17,9 @@ struct APIClient {
         try await send("POST", path, body: WireCodec.encode(body))
     }
     func post(_ path: String) async throws -> Data { try await send("POST", path, body: nil) }
+    func put(_ path: String, json body: some Encodable) async throws -> Data {
+        try await send("PUT", path, body: WireCodec.encode(body))
+    }
 
     private func send(_ method: String, _ path: String, body: [UInt8]?) async throws -> Data {
         guard let url = URL(string: base.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path) else {

@@ -69,10 +69,11 @@ struct NodeCommand: AsyncParsableCommand {
 
 extension AtDeadline: ExpressibleByArgument {}
 
-/// `90`, `90s`, `30m`, `1h`, `1h30m` as seconds; a negative or malformed one is a usage error.
-func parseDuration(_ text: String) throws -> Double {
+/// `90`, `90s`, `30m`, `1h`, `1h30m` as seconds; a negative or malformed one is a usage error naming `what`.
+func parseDuration(_ text: String, _ what: String = "deadline") throws -> Double {
+    let malformed = ValidationError("\(what) must look like 90s, 30m, 1h or 1h30m, got '\(text)'")
     if let seconds = Double(text) {
-        guard seconds >= 0 else { throw ValidationError("deadline must not be negative, got '\(text)'") }
+        guard seconds >= 0 else { throw ValidationError("\(what) must not be negative, got '\(text)'") }
         return seconds
     }
     var total = 0.0, number = ""
@@ -86,13 +87,13 @@ func parseDuration(_ text: String) throws -> Double {
         case "h": unit = 3600
         case "m": unit = 60
         case "s": unit = 1
-        default: throw ValidationError("deadline must look like 90s, 30m, 1h or 1h30m, got '\(text)'")
+        default: throw malformed
         }
-        guard let value = Double(number) else { throw ValidationError("deadline must look like 90s, 30m, 1h or 1h30m, got '\(text)'") }
+        guard let value = Double(number) else { throw malformed }
         total += value * unit
         number = ""
     }
-    guard number.isEmpty, !text.isEmpty else { throw ValidationError("deadline must look like 90s, 30m, 1h or 1h30m, got '\(text)'") }
+    guard number.isEmpty, !text.isEmpty else { throw malformed }
     return total
 }
 

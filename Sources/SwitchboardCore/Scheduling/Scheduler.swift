@@ -66,17 +66,23 @@ public struct Scheduler: Sendable {
 
     /// What a call asks of its worker.
     public struct Needs: Sendable, Equatable {
-        /// Versions that may take new calls; nil: any.
+        /// Versions that may take the call (the router's deploy policy decided); nil: any version whose
+        /// worker says it is ready. With versions named, a worker that says `outdated` may take the call too:
+        /// the router's policy may be newer than the worker's heartbeat (a rollback a moment ago).
         public var versions: Set<String>?
+        /// Versions tried in order when none of `versions` has room (a canary's call falls back to the
+        /// active version; a moving call from its own version to the active one).
+        public var fallback: [Set<String>]
         public var region: String?
         public var zone: String?
         public var locality: Locality
         /// Workers already offered this call.
         public var tried: Set<String>
 
-        public init(versions: Set<String>? = nil, region: String? = nil, zone: String? = nil, locality: Locality = .required,
-                    tried: Set<String> = []) {
+        public init(versions: Set<String>? = nil, fallback: [Set<String>] = [], region: String? = nil, zone: String? = nil,
+                    locality: Locality = .required, tried: Set<String> = []) {
             self.versions = versions
+            self.fallback = fallback
             self.region = region
             self.zone = zone
             self.locality = locality
@@ -169,6 +175,8 @@ public struct Scheduler: Sendable {
 
     public struct Decision: Sendable {
         public var chosen: Candidate?
+        /// Which versions the choice came from: 0 for `needs.versions`, i for `needs.fallback[i - 1]`.
+        public var fallback = 0
         /// The workers scored, best first.
         public var candidates: [Candidate]
         /// Filled in when asked for.
@@ -184,9 +192,22 @@ public struct Scheduler: Sendable {
 
     // MARK: Deciding
 
-    /// Chooses a worker for a call, or none when no worker may take it.
+    /// Chooses a worker for a call, or none when no worker may take it: among `needs.versions` first, then
+    /// each of `needs.fallback` in turn.
     public mutating func choose(_ needs: Needs, in registry: WorkerRegistry, using random: inout some RandomNumberGenerator,
                                 explain: Bool = false) -> Decision {
+        var decision = chooseAmong(needs, in: registry, using: &random, explain: explain)
+        for (i, versions) in needs.fallback.enumerated() where decision.chosen == nil {
+            var next = needs
+            next.versions = versions
+            decision = chooseAmong(next, in: registry, using: &random, explain: explain)
+            decision.fallback = i + 1
+        }
+        return decision
+    }
+
+    private mutating func chooseAmong(_ needs: Needs, in registry: WorkerRegistry, using random: inout some RandomNumberGenerator,
+                                      explain: Bool) -> Decision {
         let pools = registry.pools(versions: needs.versions, region: needs.locality == .required ? needs.region : nil)
         if needs.locality == .preferred, let region = needs.region {
             // Workers in the caller's region first; elsewhere only when none there can take the call.
@@ -300,7 +321,11 @@ public struct Scheduler: Sendable {
 
     /// The first rule `entry` fails for `needs`, or nil when it may take the call.
     public func filter(_ entry: WorkerRegistry.Entry, _ needs: Needs) -> Filter? {
-        if entry.heartbeat.state != .ready { return .notReady }
+        switch entry.heartbeat.state {
+        case .ready: break
+        case .outdated where needs.versions != nil: break
+        case .outdated, .draining, .stopping: return .notReady
+        }
         if entry.liveness != .alive { return .suspect }
         if let versions = needs.versions, !versions.contains(entry.heartbeat.version) { return .version }
         if needs.locality == .required {

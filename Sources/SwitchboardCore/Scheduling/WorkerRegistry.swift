@@ -74,8 +74,11 @@ public struct WorkerRegistry: Sendable {
         public var reserved: Int { reservations.count }
         /// Free slots by the worker's report, less this router's reservations.
         public var freeSlots: Int { max(0, heartbeat.capacity - heartbeat.activeCalls - reserved) }
-        /// Ready, alive and not being drained: may be offered calls.
-        public var isPlaceable: Bool { heartbeat.state == .ready && liveness == .alive && drain == nil }
+        /// Ready (or outdated: the router's deploy policy decides), alive and not being drained: may be offered
+        /// calls.
+        public var isPlaceable: Bool {
+            (heartbeat.state == .ready || heartbeat.state == .outdated) && liveness == .alive && drain == nil
+        }
     }
 
     public enum IngestResult: String, Equatable, Sendable {

@@ -37,7 +37,7 @@ public struct WorkerView: Codable, Sendable, Equatable {
         region = hb.region
         zone = hb.zone
         // A drain asked for but not yet in a heartbeat already counts: no call is placed there.
-        state = entry.drain != nil && hb.state == .ready ? WorkerState.draining.rawValue : hb.state.rawValue
+        state = entry.drain != nil && (hb.state == .ready || hb.state == .outdated) ? WorkerState.draining.rawValue : hb.state.rawValue
         drain = entry.drain
         liveness = entry.liveness.rawValue
         capacity = hb.capacity
@@ -67,6 +67,7 @@ public struct WorkersView: Codable, Sendable, Equatable {
             "suspect": workers.filter { $0.liveness == "suspect" }.count,
             "unreachable": workers.filter { $0.liveness == "unreachable" }.count,
             "draining": workers.filter { $0.state == WorkerState.draining.rawValue }.count,
+            "outdated": workers.filter { $0.state == WorkerState.outdated.rawValue }.count,
             "capacity": workers.reduce(0) { $0 + $1.capacity },
             "active_calls": workers.reduce(0) { $0 + $1.activeCalls },
             "free_slots": placeable.reduce(0) { $0 + $1.freeSlots },

@@ -132,14 +132,18 @@ public struct Offer: WireMessage, Equatable {
     public var routerID: String
     /// Set when the call is already running elsewhere (migration, failover): take it on from this checkpoint.
     public var resume: Resume?
+    /// The deploy policy revision the router chose by (nil: it knows none). A worker outdated under its own
+    /// revision refuses a new call offered under an older one, and takes it under a newer one.
+    public var deployRevision: Int64?
 
     enum CodingKeys: String, CodingKey {
         case v, tenant, region, metadata, resume
-        case callID = "call_id", routerID = "router_id"
+        case callID = "call_id", routerID = "router_id", deployRevision = "deploy_revision"
     }
 
     public init(callID: String, tenant: String, region: String?, metadata: [String: String], routerID: String,
-                resume: Resume? = nil) {
+                resume: Resume? = nil, deployRevision: Int64? = nil) {
+        self.deployRevision = deployRevision
         self.callID = callID
         self.tenant = tenant
         self.region = region
@@ -154,6 +158,7 @@ public struct Offer: WireMessage, Equatable {
         if let region { try WireCheck.text(region, "region", max: 64) }
         try WireCheck.metadata(metadata)
         try WireCheck.identifier(routerID, "router_id")
+        if let deployRevision { try WireCheck.range(deployRevision, 0...Int64.max / 2, "deploy_revision") }
         if let resume {
             try WireCheck.identifier(resume.fromWorker, "from_worker")
             try resume.checkpoint.validate()
@@ -170,6 +175,8 @@ public enum RefusalReason: String, Codable, Sendable {
     /// A call to take on could not be claimed: its record moved on (another worker holds it, it ended) or
     /// Redis did not answer.
     case superseded
+    /// A new call, offered under an older deploy policy than the one that made this worker's version outdated.
+    case outdated
 }
 
 /// A worker's answer to an offer: accepted (the slot is reserved) or refused with a reason.

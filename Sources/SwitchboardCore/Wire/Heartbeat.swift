@@ -2,6 +2,9 @@
 public enum WorkerState: String, Codable, Sendable, CaseIterable {
     /// Takes new calls.
     case ready
+    /// Its version takes no new calls under the deploy policy; it finishes the ones it has (and drains once
+    /// the rollback window is over).
+    case outdated
     /// Takes no new calls; finishes the ones it has.
     case draining
     /// Shutting down: takes nothing, about to leave.

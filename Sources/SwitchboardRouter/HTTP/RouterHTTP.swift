@@ -79,6 +79,45 @@ public enum RouterHTTP {
             }
             return json(AuditEntries(try await router.auditEntries(limit: limit)))
         }
+        routes.get("/v1/deployment") { request, _ -> Response in
+            try router.requireAdmin(authorization: request.headers[.authorization])
+            return json(try await router.deploymentStatus())
+        }
+        routes.put("/v1/deployment") { request, _ -> Response in
+            try router.requireAdmin(authorization: request.headers[.authorization])
+            var request = request
+            let body: DeployBody = try decodeBody(try await collect(&request, limit: maxBody),
+                                                  shape: #"{"version": "1.5.0", "canary_percent": 0-100, "canary_by": "call" or "tenant", "rollback_window_seconds", "drain_deadline_seconds", "at_deadline", "force", "revision"}"#)
+            let change = try body.change()
+            let canary = body.canaryPercent.map { " as canary at \($0)%" } ?? ""
+            return json(try await router.audited("deploy", target: body.version, actor: actor(request),
+                                                 detail: "\(body.version)\(canary)\(body.force == true ? ", forced" : "")") {
+                () throws(SwitchboardError) in
+                try await router.changeDeploy(change, force: body.force ?? false, expectedRevision: body.revision, actor: actor(request))
+            })
+        }
+        for (path, action) in [("promote", "promote"), ("abort", "abort"), ("rollback", "rollback")] {
+            routes.post("/v1/deployment/\(path)") { request, _ -> Response in
+                try router.requireAdmin(authorization: request.headers[.authorization])
+                var request = request
+                let bytes = try await collect(&request, limit: maxBody)
+                let body: DeployActionBody = bytes.isEmpty ? DeployActionBody()
+                    : try decodeBody(bytes, shape: #"{"to": "1.4.0", "force": false, "revision": 7} (every field optional)"#)
+                let change: DeployPolicy.Change = action == "promote" ? .promote : action == "abort" ? .abort : .rollback(to: body.to)
+                return json(try await router.audited(action, target: action == "rollback" ? body.to ?? "previous" : "canary", actor: actor(request),
+                                                     detail: body.force == true ? "forced" : "") { () throws(SwitchboardError) in
+                    try await router.changeDeploy(change, force: body.force ?? false, expectedRevision: body.revision, actor: actor(request))
+                })
+            }
+        }
+        routes.get("/v1/deployment/history") { request, _ -> Response in
+            try router.requireAdmin(authorization: request.headers[.authorization])
+            let limitText = request.uri.queryParameters.get("limit") ?? "20"
+            guard let limit = Int(limitText) else {
+                throw SwitchboardError(.invalidArgument, "limit must be a whole number, got '\(limitText)'")
+            }
+            return json(DeployHistory(try await router.deployHistory(limit: limit)))
+        }
         routes.get("/healthz") { _, _ -> Response in
             json(["status": "ok"])
         }
@@ -111,6 +150,15 @@ public enum RouterHTTP {
             bytes.append(contentsOf: chunk.readableBytesView)
         }
         return bytes
+    }
+
+    /// A JSON body of an operator request; `bad_request` showing `shape` when it is not one.
+    static func decodeBody<T: Decodable>(_ body: [UInt8], shape: String) throws(SwitchboardError) -> T {
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(body))
+        } catch {
+            throw SwitchboardError(.badMessage, "body must be \(shape)")
+        }
     }
 
     /// HTTP clients may leave out the wire version; the path names the API version.
