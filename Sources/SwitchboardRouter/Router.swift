@@ -40,6 +40,9 @@ public final class Router: Service, Sendable {
     let labelledTenants = Mutex<Set<String>>([])
     /// Set by a graceful shutdown: `/readyz` fails from then on.
     let shuttingDown = Mutex(false)
+    /// Set once `run` has read the deploy policy and the drains: no call is placed before (HTTP answers
+    /// `unavailable`, `/readyz` fails; route requests on NATS are not subscribed to until then).
+    let started = Mutex(false)
 
     /// Work that outlives the message or event that asked for it, run in `run()`'s task group (never in a
     /// loose task), each job in a child task of its own.
@@ -100,10 +103,11 @@ public final class Router: Service, Sendable {
         // The policy before the first route: a restarted router places by it from its first call. (Without
         // Redis it places on workers that say they are ready, their own reading of the policy.)
         await loadDeployPolicy()
+        await loadDrains()
+        started.withLock { $0 = true }
         let routes = try nats.subscribe(to: configuration.subjects.route, queue: Subjects.routerQueue)
         let migrations = try nats.subscribe(to: configuration.subjects.migrate, queue: Subjects.routerQueue)
         try await nats.flush()
-        await loadDrains()
         logger.info("router running", metadata: ["route_subject": "\(configuration.subjects.route)"])
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
@@ -248,9 +252,11 @@ public struct Readiness: Codable, Sendable {
     public var nats: Bool
     public var redis: Bool
     public var shuttingDown: Bool
+    /// Still reading the deploy policy and the drains at start.
+    public var starting: Bool
 
     enum CodingKeys: String, CodingKey {
-        case ready, nats, redis
+        case ready, nats, redis, starting
         case shuttingDown = "shutting_down"
     }
 }
@@ -260,6 +266,8 @@ extension Router {
         let natsOK = nats.isConnected
         let redisOK = (try? await redis.ping()) != nil
         let stopping = shuttingDown.withLock { $0 }
-        return Readiness(ready: natsOK && redisOK && !stopping, nats: natsOK, redis: redisOK, shuttingDown: stopping)
+        let starting = !started.withLock { $0 }
+        return Readiness(ready: natsOK && redisOK && !stopping && !starting, nats: natsOK, redis: redisOK, shuttingDown: stopping,
+                         starting: starting)
     }
 }

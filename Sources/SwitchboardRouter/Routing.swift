@@ -14,6 +14,9 @@ extension Router {
     /// against its limits first; a call that is then not placed gives its lease back.
     public func route(_ request: RouteRequest, tenant: TenantPolicy? = nil,
                       deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) -> Placement {
+        guard started.withLock({ $0 }) else {
+            throw SwitchboardError(.unavailable, "this router is starting (reading the deploy policy); try again in a moment")
+        }
         let start = clock.now
         let deadline = deadline ?? start + configuration.routeDeadline
         let callID = Identifiers.random(prefix: "c")

@@ -15,42 +15,47 @@ struct DeployCommand: AsyncParsableCommand {
             deploy promote, deploy abort: the canary becomes the active version, or is dropped.
             rollback: new calls go back to the previous active version at once.
             """,
-        subcommands: [Status.self, Promote.self, Abort.self, History.self])
+        subcommands: [Apply.self, Status.self, Promote.self, Abort.self, History.self],
+        defaultSubcommand: Apply.self)
 
-    @OptionGroup var router: RouterAddress
-    @Argument(help: "The version to deploy.") var version: String
-    @Option(help: "Send this share of new calls (0-100 percent) to the version, as a canary beside the active one.")
-    var canary: Double?
-    @Option(name: .customLong("canary-by"), help: "Split new calls per call (exact share) or per tenant (all of a tenant's calls on one version).")
-    var canaryBy: DeployPolicy.CanaryKey?
-    @Option(name: .customLong("rollback-window"), help: "How long versions this deploy makes outdated stay warm for a rollback: e.g. 30m.")
-    var rollbackWindow: String?
-    @Option(name: .customLong("drain-deadline"), help: "Then their workers drain: time their calls have to end by themselves, e.g. 1h.")
-    var drainDeadline: String?
-    @Option(name: .customLong("at-deadline"), help: "What happens then to calls still running: migrate or end.")
-    var atDeadline: AtDeadline?
-    @Flag(help: "Deploy even if no live worker runs the version yet (e.g. ahead of its pods).")
-    var force = false
-    @Option(help: "Refuse unless the policy is still at this revision.")
-    var revision: Int64?
+    struct Apply: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "apply", abstract: "Deploy a version (`switchboard deploy 1.5.0` is `switchboard deploy apply 1.5.0`).")
+        @OptionGroup var router: RouterAddress
+        @Argument(help: "The version to deploy.") var version: String
+        @Option(help: "Send this share of new calls (0-100 percent) to the version, as a canary beside the active one.")
+        var canary: Double?
+        @Option(name: .customLong("canary-by"), help: "Split new calls per call (exact share) or per tenant (all of a tenant's calls on one version).")
+        var canaryBy: DeployPolicy.CanaryKey?
+        @Option(name: .customLong("rollback-window"), help: "How long versions this deploy makes outdated stay warm for a rollback: e.g. 30m.")
+        var rollbackWindow: String?
+        @Option(name: .customLong("drain-deadline"), help: "Then their workers drain: time their calls have to end by themselves, e.g. 1h.")
+        var drainDeadline: String?
+        @Option(name: .customLong("at-deadline"), help: "What happens then to calls still running: migrate or end.")
+        var atDeadline: AtDeadline?
+        @Flag(help: "Deploy even if no live worker runs the version yet (e.g. ahead of its pods).")
+        var force = false
+        @Option(help: "Refuse unless the policy is still at this revision.")
+        var revision: Int64?
 
-    func validate() throws {
-        if let canary, !(canary.isFinite && (0...100).contains(canary)) {
-            throw ValidationError("--canary must be 0 to 100 percent, got \(canary)")
+        func validate() throws {
+            if let canary, !(canary.isFinite && (0...100).contains(canary)) {
+                throw ValidationError("--canary must be 0 to 100 percent, got \(canary)")
+            }
+            if canaryBy != nil && canary == nil { throw ValidationError("--canary-by needs --canary") }
         }
-        if canaryBy != nil && canary == nil { throw ValidationError("--canary-by needs --canary") }
-    }
 
-    func run() async throws {
-        let body = DeployBody(version: version, canaryPercent: canary, canaryBy: canaryBy,
-                              rollbackWindowSeconds: try rollbackWindow.map { try parseDuration($0, "rollback window") },
-                              drainDeadlineSeconds: try drainDeadline.map { try parseDuration($0, "drain deadline") },
-                              atDeadline: atDeadline, force: force ? true : nil, revision: revision)
-        try await cli(router.output) {
-            let data = try await router.client.put("/v1/deployment", json: body)
-            let status = try JSONDecoder().decode(DeploymentStatus.self, from: data)
-            let done = canary == nil ? "new calls go to \(version)" : "\(formatPercent(canary!)) of new calls go to \(version)"
-            return (data, "revision \(status.policy.revision): \(done)\n\n" + describe(status))
+        func run() async throws {
+            let body = DeployBody(version: version, canaryPercent: canary, canaryBy: canaryBy,
+                                  rollbackWindowSeconds: try rollbackWindow.map { try parseDuration($0, "rollback window") },
+                                  drainDeadlineSeconds: try drainDeadline.map { try parseDuration($0, "drain deadline") },
+                                  atDeadline: atDeadline, force: force ? true : nil, revision: revision)
+            try await cli(router.output) {
+                let data = try await router.client.put("/v1/deployment", json: body)
+                let status = try JSONDecoder().decode(DeploymentStatus.self, from: data)
+                let done = canary == nil ? "new calls go to \(version)" : "\(formatPercent(canary!)) of new calls go to \(version)"
+                return (data, "revision \(status.policy.revision): \(done)\n\n" + describe(status))
+            }
         }
     }
 

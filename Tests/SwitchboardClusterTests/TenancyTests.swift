@@ -201,11 +201,13 @@ struct TenantLimitsAcrossRoutersTests {
         let elapsed = clock.now - start
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         #expect(results.count == 1000)
-        // (A busy test run can make an offer time out after admission: that call is admitted, then no_capacity.)
-        #expect(Set(results).isSubset(of: ["placed", "rate_limited", "no_capacity"]), "\(Set(results))")
+        // (A busy test run can make an offer time out after admission, no_capacity, or a route miss its 2 s deadline,
+        // unavailable, before or after its admission.)
+        #expect(Set(results).isSubset(of: ["placed", "rate_limited", "no_capacity", "unavailable"]), "\(Set(results))")
         let served = cluster.routers.map { Int($0.router.metrics.value("switchboard_admissions_total", ["result": "admitted", "tenant": "acme"]) ?? 0) }
         let admitted = served.reduce(0, +)
-        #expect(admitted == results.filter { $0 != "rate_limited" }.count)
+        #expect(admitted >= results.filter { $0 == "placed" || $0 == "no_capacity" }.count)
+        #expect(admitted <= results.filter { $0 != "rate_limited" }.count)
         #expect(admitted <= 10 + Int(seconds * 50) + 1, "admitted \(admitted) in \(seconds) s")
         // Not far below it either (the lanes fall behind and burst when the whole suite loads the machine, so
         // the floor is well under the rate).

@@ -101,6 +101,8 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
             try await group.run()
         }
         let url = "http://127.0.0.1:\(try await port.wait())"
+        // As an orchestrator waits for readiness: the router has read the deploy policy and the drains.
+        try await eventually(timeout: .seconds(30), "router \(config.id) started") { !(await router.readiness().starting) }
         let running = RunningRouter(router: router, group: group, task: task, url: url)
         routers.append(running)
         return running

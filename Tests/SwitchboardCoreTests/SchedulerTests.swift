@@ -148,3 +148,31 @@ import Testing
         #expect(throws: Never.self) { try Scheduler.Configuration().validate() }
     }
 }
+
+@Suite struct SchedulerVersionTests {
+    let t0 = ContinuousClock.now
+
+    func decide(_ beats: [Heartbeat], _ needs: Scheduler.Needs) -> Scheduler.Decision {
+        var registry = WorkerRegistry()
+        for b in beats { registry.ingest(b, now: t0) }
+        var scheduler = Scheduler(configuration: .init(choices: 16))
+        var random = SeededRandom(seed: 3)
+        return scheduler.choose(needs, in: registry, using: &random)
+    }
+
+    @Test func aFullCanaryFallsBackToTheActiveVersion() {
+        let fleet = [beat("canary", version: "2", capacity: 1, calls: 1), beat("active", version: "1")]
+        let decision = decide(fleet, .init(versions: ["2"], fallback: [["1"]]))
+        #expect(decision.chosen?.workerID == "active" && decision.fallback == 1)
+        let roomy = decide([beat("canary", version: "2"), beat("active", version: "1")], .init(versions: ["2"], fallback: [["1"]]))
+        #expect(roomy.chosen?.workerID == "canary" && roomy.fallback == 0)
+        #expect(decide(fleet, .init(versions: ["2"])).chosen == nil, "no fallback named: none")
+    }
+
+    @Test func outdatedWorkersTakeCallsOnlyWhenTheRouterNamesTheirVersion() {
+        let fleet = [beat("old", version: "1", state: .outdated)]
+        #expect(decide(fleet, .init()).chosen == nil, "no policy known here: the worker's own word stands")
+        #expect(decide(fleet, .init(versions: ["1"])).chosen?.workerID == "old", "a newer policy made 1 eligible again")
+        #expect(decide(fleet, .init(versions: ["2"])).chosen == nil)
+    }
+}

@@ -132,7 +132,8 @@ public struct DeployPolicy: Codable, Sendable, Equatable {
         case promote
         /// The canary is dropped.
         case abort
-        /// The previous active version (or `to`) becomes the active one again; any canary is dropped.
+        /// During a canary: the canary is dropped, every new call goes to the active version. Otherwise the
+        /// previous active version (or `to`) becomes the active one again (and any canary is dropped).
         case rollback(to: String? = nil)
     }
 
@@ -195,6 +196,10 @@ public struct DeployPolicy: Codable, Sendable, Equatable {
             guard canary != nil else { throw SwitchboardError(.conflict, "there is no canary to abort (revision \(revision))") }
             next.canary = nil
             next.action = .abort
+        case .rollback(nil) where canary != nil:
+            // During a canary the release under test is the canary: every new call goes back to the active one.
+            next.canary = nil
+            next.action = .rollback
         case .rollback(let to):
             guard let target = to ?? previous.first else {
                 throw SwitchboardError(.conflict, "there is no previous version to roll back to (revision \(revision))")
