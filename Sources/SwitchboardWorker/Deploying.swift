@@ -8,13 +8,37 @@ import SwitchboardRedis
 extension Worker {
     // MARK: - Deploy policy
 
-    /// Reads the deploy policy with Redis's clock: at start, every refresh interval and on reconnection (a
-    /// notice missed while cut off).
-    func syncDeployFromRedis() async {
+    enum DeployEvent: Sendable {
+        case policy(DeployPolicy)
+        case tick
+    }
+
+    /// Takes policies and ticks one at a time, so what they start (a drain, an undrain) happens in their order.
+    func deployLoop() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    deployEvent.yield(.tick)
+                }
+            }
+            for await event in deployEvents {
+                switch event {
+                case .policy(let policy): await applyDeploy(policy)
+                case .tick: await tickDeploy()
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Reads the deploy policy with Redis's clock: at start (applied at once: before the first heartbeat),
+    /// every refresh interval and on reconnection (a notice missed while cut off).
+    func syncDeployFromRedis(applyNow: Bool = false) async {
         do {
             let (policy, now) = try await DeployStore(redis: redis, keys: configuration.keys).read()
             state.withLock { $0.redisClockOffset = now - unixMillisNow() }
-            await applyDeploy(policy)
+            if applyNow { await applyDeploy(policy) } else { deployEvent.yield(.policy(policy)) }
         } catch {
             logger.warning("deploy policy not read from Redis", metadata: [LogKey.error: "\(error)"])
         }
@@ -23,7 +47,7 @@ extension Worker {
     /// `<prefix>.deploy`: a router changed the policy.
     func ingestDeployNotice(_ message: NATSMessage) {
         do {
-            job.yield(.deploy(try DeployNotice.decode(message.payload).policy))
+            deployEvent.yield(.policy(try DeployNotice.decode(message.payload).policy))
         } catch {
             metrics.increment(MetricNames.badMessages, ["kind": "deploy_notice", "code": error.code.rawValue], help: "Messages refused as malformed")
             logger.warning("bad deploy notice refused", metadata: [LogKey.error: "\(error)"])
@@ -33,37 +57,34 @@ extension Worker {
     /// Redis's clock now, as far as this worker can tell (its own plus the offset seen at the last read).
     var redisNowMillis: Int64 { unixMillisNow() &+ state.withLock { $0.redisClockOffset } }
 
-    func applyDeploy(_ policy: DeployPolicy) async {
+    private func applyDeploy(_ policy: DeployPolicy) async {
         let now = redisNowMillis
-        let actions = state.withLock { $0.standing.apply(policy, nowMillis: now) }
+        let actions = state.withLock { $0.takeStanding { $0.apply(policy, nowMillis: now) } }
         metrics.set(MetricNames.deployRevision, to: Double(policy.revision), help: "The deploy policy revision this process follows")
-        await perform(actions)
+        await carryOut(actions)
     }
 
-    /// Called with the drain's ticks: the rollback window may be over.
-    func tickDeploy() async {
+    /// The rollback window may be over.
+    private func tickDeploy() async {
         let now = redisNowMillis
-        let actions = state.withLock { $0.standing.isOutdated ? $0.standing.tick(nowMillis: now) : [] }
-        await perform(actions)
+        let actions = state.withLock { $0.standing.isOutdated ? $0.takeStanding { $0.tick(nowMillis: now) } : [] }
+        await carryOut(actions)
     }
 
-    private func perform(_ actions: [DeployStanding.Action]) async {
+    /// What is left to do after the slots took the standing's word (under the lock): say so, and drain or
+    /// undrain.
+    private func carryOut(_ actions: [DeployStanding.Action]) async {
         for action in actions {
             switch action {
             case .outdated(let revision):
-                let changed = state.withLock { $0.slots.setOutdated(revision) }
-                if changed {
-                    logger.notice("version \(configuration.version) is outdated: no new calls; the calls here go on",
-                                  metadata: ["revision": "\(revision)"])
-                    metrics.set(MetricNames.workerOutdated, to: 1, help: "1 while this worker's version takes no new calls")
-                    heartbeatTrigger.yield()
-                }
+                logger.notice("version \(configuration.version) is outdated: no new calls; the calls here go on",
+                              metadata: ["revision": "\(revision)"])
+                metrics.set(MetricNames.workerOutdated, to: 1, help: "1 while this worker's version takes no new calls")
+                heartbeatTrigger.yield()
             case .current:
-                if state.withLock({ $0.slots.setOutdated(nil) }) {
-                    logger.notice("version \(configuration.version) takes new calls again")
-                    metrics.set(MetricNames.workerOutdated, to: 0, help: "1 while this worker's version takes no new calls")
-                    heartbeatTrigger.yield()
-                }
+                logger.notice("version \(configuration.version) takes new calls again")
+                metrics.set(MetricNames.workerOutdated, to: 0, help: "1 while this worker's version takes no new calls")
+                heartbeatTrigger.yield()
             case .drain(let deadline, let atDeadline):
                 // An operator's drain under way keeps its own deadline.
                 guard !state.withLock({ $0.drain.isDraining }) else { continue }
@@ -79,4 +100,19 @@ extension Worker {
 
     /// Who a drain the deploy policy started is by (the audit and `node list` show it).
     static let deployDrain = "deploy"
+}
+
+extension Worker.State {
+    /// Runs a step of the standing and has the slots follow it in the same critical section, so two policies
+    /// applied at once (a notice and a re-read) cannot leave the slots at the older one; returns the actions
+    /// that changed the reported state or need I/O.
+    mutating func takeStanding(_ step: (inout DeployStanding) -> [DeployStanding.Action]) -> [DeployStanding.Action] {
+        step(&standing).filter { action in
+            switch action {
+            case .outdated(let revision): return slots.setOutdated(revision)
+            case .current: return slots.setOutdated(nil)
+            case .drain, .undrain: return true
+            }
+        }
+    }
 }

@@ -111,7 +111,6 @@ extension Worker {
                 // Nothing to do unless draining: no set of the calls is built under the lock offers take.
                 let actions = state.withLock { $0.drain.isDraining ? $0.drain.tick(now: .now, calls: Set($0.calls.keys)) : [] }
                 await perform(actions)
-                await tickDeploy()
                 if state.withLock({ $0.drain.phase == .done }) { break }
             }
             group.cancelAll()

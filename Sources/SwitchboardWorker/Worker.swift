@@ -81,8 +81,6 @@ public final class Worker: Service, Sendable {
         case move(String)
         /// A held call that neither moves nor is unheld in time speaks again.
         case speakAgainIfStillHeld(String, CallSession)
-        /// A new deploy policy was announced.
-        case deploy(DeployPolicy)
     }
     let job: AsyncStream<Job>.Continuation
     private let jobs: AsyncStream<Job>
@@ -92,6 +90,9 @@ public final class Worker: Service, Sendable {
     /// Runs `refreshCalls` now rather than at the next interval (a write found a record missing).
     let refreshTrigger: AsyncStream<Void>.Continuation
     let refreshTriggers: AsyncStream<Void>
+    /// Deploy policies read or announced, and ticks, taken one at a time (`deployLoop`).
+    let deployEvent: AsyncStream<DeployEvent>.Continuation
+    let deployEvents: AsyncStream<DeployEvent>
 
     public init(configuration: WorkerConfiguration, nats: NATSConnection, redis: RedisClient, handler: any CallHandler,
                 metrics: MetricsRegistry = MetricsRegistry(), logger: Logger) throws(SwitchboardError) {
@@ -112,6 +113,7 @@ public final class Worker: Service, Sendable {
         (acceptedCalls, accepted) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
         (drainTriggers, drainTrigger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         (refreshTriggers, refreshTrigger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (deployEvents, deployEvent) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
 
     /// Runs until its drain is done (its last call gone), `stop()`, or cancellation. A graceful shutdown
@@ -138,7 +140,7 @@ public final class Worker: Service, Sendable {
         let deployNotices = try nats.subscribe(to: configuration.subjects.deploy) { [self] message in ingestDeployNotice(message) }
         try await nats.flush()
         await syncDrainFromRedis()
-        await syncDeployFromRedis()
+        await syncDeployFromRedis(applyNow: true)
         let burner = configuration.syntheticCPULoad > 0 ? CPUBurner(share: configuration.syntheticCPULoad) : nil
         defer { burner?.stop() }
         logger.info("worker running", metadata: ["version": "\(configuration.version)", "region": "\(configuration.region)",
@@ -152,6 +154,7 @@ public final class Worker: Service, Sendable {
                 background.addTask { await self.watchLoop() }
                 background.addTask { await self.refreshLoop() }
                 background.addTask { await self.watchConnection() }
+                background.addTask { await self.deployLoop() }
                 background.addTask {
                     await withDiscardingTaskGroup { inFlight in
                         for await job in self.jobs {
@@ -258,8 +261,7 @@ public final class Worker: Service, Sendable {
             await drain(deadline: configuration.drainDeadline, atDeadline: configuration.drainAtDeadline, requestedBy: "signal")
         case .move(let callID):
             await askToMove(callID)
-        case .deploy(let policy):
-            await applyDeploy(policy)
+
         case .speakAgainIfStillHeld(let callID, let session):
             try? await Task.sleep(for: configuration.migrateTimeout)
             // Only if it is still this worker's: another may have claimed it and the release gone astray.

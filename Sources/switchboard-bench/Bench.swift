@@ -17,8 +17,8 @@ struct Bench: AsyncParsableCommand {
     var redisURL: String?
     @Option(help: "Sequential round trips per measurement.")
     var count = 20_000
-    @Option(help: "Which parts to run (nats, redis, opus, route, scheduler, ingest, tenants, drain).")
-    var only: [String] = ["nats", "redis", "opus", "route", "scheduler", "ingest", "tenants", "drain"]
+    @Option(help: "Which parts to run (nats, redis, opus, route, scheduler, ingest, tenants, drain, deploy).")
+    var only: [String] = ["nats", "redis", "opus", "route", "scheduler", "ingest", "tenants", "drain", "deploy"]
     @Option(name: .customLong("sim-seconds"), help: "Simulated seconds per strategy and setting in the scheduler part (after a 600 s warm-up).")
     var simSeconds = 3600
     @Flag(help: "Also print the results as a Markdown table.")
@@ -31,13 +31,13 @@ struct Bench: AsyncParsableCommand {
         defer { for server in servers { server.kill() } }
 
         var nats = natsURL
-        if nats == nil && (only.contains("nats") || only.contains("route") || only.contains("ingest") || only.contains("drain")) {
+        if nats == nil && (only.contains("nats") || only.contains("route") || only.contains("ingest") || only.contains("drain") || only.contains("deploy")) {
             let server = try await LocalServer(.nats, label: "sbbench")
             servers.append(server)
             nats = server.url
         }
         var redis = redisURL
-        if redis == nil && (only.contains("redis") || only.contains("route") || only.contains("ingest") || only.contains("tenants") || only.contains("drain")) {
+        if redis == nil && (only.contains("redis") || only.contains("route") || only.contains("ingest") || only.contains("tenants") || only.contains("drain") || only.contains("deploy")) {
             let server = try await LocalServer(.redis, label: "sbbench")
             servers.append(server)
             redis = server.url
@@ -66,6 +66,9 @@ struct Bench: AsyncParsableCommand {
         }
         if only.contains("drain"), let nats, let redis {
             try await DrainBench(natsURL: nats, redisURL: redis).run(into: &report)
+        }
+        if only.contains("deploy"), let nats, let redis {
+            try await DeployBench(natsURL: nats, redisURL: redis).run(into: &report)
         }
         if markdown { print("\n" + report.markdown()) }
     }

@@ -131,7 +131,7 @@ struct DeployClusterTests {
         // Calls end by themselves after a second. (The benchmark runs 2,000 placements; the split's arithmetic
         // over 2,000 is CanarySplitTests'.)
         for (id, version) in [("v1-a", "1"), ("v1-b", "1"), ("v2-a", "2"), ("v2-b", "2")] {
-            try await cluster.addWorker(id: id, version: version, capacity: 200) { $0.maxCallDuration = .seconds(1) }
+            try await cluster.addWorker(id: id, version: version, capacity: 400) { $0.maxCallDuration = .seconds(1) }
         }
         try await cluster.waitForWorkers(4)
         try await cluster.deploy(DeployBody(version: "1"))
