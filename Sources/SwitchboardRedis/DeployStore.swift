@@ -57,12 +57,13 @@ public struct DeployStore: Sendable {
         return {1, tonumber(ARGV[2])}
         """)
 
-    /// Writes `policy` if the one in Redis is still at `policy.revision - 1`; `conflict` (naming the current
-    /// revision) when another change came first.
-    public func write(_ policy: DeployPolicy, deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) {
+    /// Writes `policy` if the one in Redis is still at `stored` (by default the revision before `policy`'s);
+    /// `conflict` (naming the current revision) when another change came first.
+    public func write(_ policy: DeployPolicy, over stored: Int64? = nil, deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) {
         try policy.validate()
         let json = String(decoding: WireCodec.encode(policy), as: UTF8.self)
-        var arguments = [String(policy.revision - 1), String(policy.revision), json, String(historyLength)]
+        let expected = stored ?? policy.revision - 1
+        var arguments = [String(expected), String(policy.revision), json, String(historyLength)]
         for (field, value) in DeployHistoryEntry(policy: policy).fields { arguments += [field, value] }
         let reply = try await redis.evaluate(Self.writeScript, keys: [keys.deploy, keys.deployHistory], arguments: arguments,
                                              deadline: deadline).array ?? []
@@ -70,7 +71,7 @@ public struct DeployStore: Sendable {
             throw SwitchboardError(.serverError, "unexpected reply writing the deploy policy")
         }
         guard written == 1 else {
-            throw SwitchboardError(.conflict, "the deploy policy changed meanwhile: it is at revision \(revision) now, not \(policy.revision - 1); look again (switchboard deploy status) and retry",
+            throw SwitchboardError(.conflict, "the deploy policy changed meanwhile: it is at revision \(revision) now, not \(expected); look again (switchboard deploy status) and retry",
                                    context: ["revision": "\(revision)"])
         }
     }

@@ -34,12 +34,21 @@ extension Router {
     }
 
     /// Reads the policy from Redis: at start (before the first route), now and then after (a notice missed),
-    /// and when a worker said it knows a newer one.
+    /// and when a worker said it knows a newer one. A policy Redis lost (a restart without persistence) is
+    /// written back from this router's, so revisions never go back and a later change is taken everywhere.
     @discardableResult
     func loadDeployPolicy() async -> Bool {
         do {
-            applyDeploy(try await deployStore.read().policy, from: "redis")
+            let stored = try await deployStore.read().policy
+            applyDeploy(stored, from: "redis")
+            if let mine = fleet.withLock({ $0.deploy }), mine.revision > stored.revision {
+                try await deployStore.write(mine, over: stored.revision)
+                logger.notice("deploy policy was missing in Redis (or older there): written again",
+                              metadata: ["revision": "\(mine.revision)", "redis_revision": "\(stored.revision)"])
+            }
             return true
+        } catch where error.code == .conflict {
+            return true  // another router wrote it back first: the next round reads it
         } catch {
             logger.warning("deploy policy not read from Redis", metadata: [LogKey.error: "\(error)"])
             return false
@@ -96,12 +105,16 @@ extension Router {
     public func changeDeploy(_ change: DeployPolicy.Change, force: Bool = false, expectedRevision: Int64? = nil,
                              actor: String) async throws(SwitchboardError) -> DeploymentStatus {
         let deadline = clock.now + configuration.routeDeadline
-        let (current, now): (DeployPolicy, Int64)
+        let (stored, now): (DeployPolicy, Int64)
         do {
-            (current, now) = try await deployStore.read(deadline: deadline)
+            (stored, now) = try await deployStore.read(deadline: deadline)
         } catch {
             throw SwitchboardError(.unavailable, "cannot read the deploy policy from Redis: \(error.message)")
         }
+        // Redis may have lost the policy (a restart without persistence): the change is made from the newer of
+        // the two, so its revision is above every router's and worker's.
+        let local = fleet.withLock { $0.deploy }
+        let current = local.map { $0.revision > stored.revision ? $0 : stored } ?? stored
         if let expectedRevision, expectedRevision != current.revision {
             throw SwitchboardError(.conflict, "the deploy policy is at revision \(current.revision), not \(expectedRevision); look again and retry",
                                    context: ["revision": "\(current.revision)"])
@@ -111,7 +124,7 @@ extension Router {
         }
         let next = try current.applying(change, liveVersions: live, force: force, nowMillis: now, actor: actor)
         do {
-            try await deployStore.write(next, deadline: deadline)
+            try await deployStore.write(next, over: stored.revision, deadline: deadline)
         } catch where error.code != .conflict {
             throw SwitchboardError(.unavailable, "the deploy policy cannot be written to Redis: \(error.message)")
         }

@@ -256,6 +256,29 @@ struct DeployClusterTests {
         await cluster.shutdown()
     }
 
+    @Test func aPolicyRedisLostIsWrittenBackAndTheNextChangeIsTakenEverywhere() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        try await cluster.addRouter()
+        try await cluster.addWorker(id: "v1", version: "1")
+        let v2 = try await cluster.addWorker(id: "v2", version: "2")
+        try await cluster.waitForWorkers(2)
+        try await cluster.deploy(DeployBody(version: "1"))
+        try await cluster.deploy(DeployBody(version: "2"))
+        try await cluster.waitForRevision(2)
+        // As a Redis restarted without persistence: the policy is gone. The routers keep theirs and write it back.
+        _ = try await cluster.redis.send(["DEL", cluster.keys.deploy])
+        let store = DeployStore(redis: cluster.redis, keys: cluster.keys)
+        try await eventually(timeout: .seconds(10), "the policy is back in Redis") { try await store.read().policy.revision == 2 }
+        #expect(try await cluster.placed().version == "2")
+        // The next change has a revision above every router's and worker's, so all of them take it.
+        #expect(try await cluster.deployAction("rollback").value?.policy.revision == 3)
+        try await cluster.waitForRevision(3)
+        try await eventually("v2 outdated") { v2.worker.workerState == .outdated }
+        for router in 0..<2 { #expect(try await cluster.placed(router: router).version == "1") }
+        await cluster.shutdown()
+    }
+
     @Test func guardsRefuseWithClearErrorsAndAFullCanaryFallsBack() async throws {
         let cluster = try await TestCluster()
         let router = try await cluster.addRouter()
