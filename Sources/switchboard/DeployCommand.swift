@@ -74,22 +74,14 @@ struct DeployCommand: AsyncParsableCommand {
 
     struct Promote: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The canary becomes the active version: every new call goes to it.")
-        @OptionGroup var router: RouterAddress
-        @Option(help: "Refuse unless the policy is still at this revision.") var revision: Int64?
-
-        func run() async throws {
-            try await action("promote", DeployActionBody(revision: revision), router)
-        }
+        @OptionGroup var change: ChangeOptions
+        func run() async throws { try await action("promote", DeployActionBody(revision: change.revision), change.router) }
     }
 
     struct Abort: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Drop the canary: every new call goes to the active version.")
-        @OptionGroup var router: RouterAddress
-        @Option(help: "Refuse unless the policy is still at this revision.") var revision: Int64?
-
-        func run() async throws {
-            try await action("abort", DeployActionBody(revision: revision), router)
-        }
+        @OptionGroup var change: ChangeOptions
+        func run() async throws { try await action("abort", DeployActionBody(revision: change.revision), change.router) }
     }
 
     struct History: AsyncParsableCommand {
@@ -115,15 +107,21 @@ struct DeployCommand: AsyncParsableCommand {
 struct RollbackCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rollback",
-        abstract: "New calls go back to the previous active version at once (its workers were kept warm); no call is cut.")
-    @OptionGroup var router: RouterAddress
+        abstract: "New calls go back to the previous active version at once (its workers were kept warm); no call is cut.",
+        discussion: "During a canary, the canary is dropped: every new call goes to the active version.")
+    @OptionGroup var change: ChangeOptions
     @Option(help: "Roll back to this version (one that was active before) rather than the previous one.") var to: String?
     @Flag(help: "Roll back even if no live worker runs that version any more.") var force = false
-    @Option(help: "Refuse unless the policy is still at this revision.") var revision: Int64?
 
     func run() async throws {
-        try await action("rollback", DeployActionBody(to: to, force: force ? true : nil, revision: revision), router)
+        try await action("rollback", DeployActionBody(to: to, force: force ? true : nil, revision: change.revision), change.router)
     }
+}
+
+/// What every change of the policy takes: the router to ask, and the revision it must still be at.
+struct ChangeOptions: ParsableArguments {
+    @OptionGroup var router: RouterAddress
+    @Option(help: "Refuse unless the policy is still at this revision.") var revision: Int64?
 }
 
 private func action(_ name: String, _ body: DeployActionBody, _ router: RouterAddress) async throws {

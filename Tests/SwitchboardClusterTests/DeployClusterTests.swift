@@ -167,7 +167,8 @@ struct DeployClusterTests {
         await cluster.shutdown()
     }
 
-    @Test func rollbackIsInForceAtOnceOnEveryRouterAndCutsNoCall() async throws {
+    /// Two routers, a worker of version 1 and one of 2, version 1 deployed and then `second`.
+    static func twoVersions(then second: DeployBody) async throws -> (TestCluster, v2: TestCluster.RunningWorker) {
         let cluster = try await TestCluster()
         try await cluster.addRouter()
         try await cluster.addRouter()
@@ -175,8 +176,13 @@ struct DeployClusterTests {
         let v2 = try await cluster.addWorker(id: "v2", version: "2")
         try await cluster.waitForWorkers(2)
         try await cluster.deploy(DeployBody(version: "1"))
-        try await cluster.deploy(DeployBody(version: "2", canaryPercent: 50))
+        try await cluster.deploy(second)
         try await cluster.waitForRevision(2)
+        return (cluster, v2)
+    }
+
+    @Test func rollbackIsInForceAtOnceOnEveryRouterAndCutsNoCall() async throws {
+        let (cluster, v2) = try await Self.twoVersions(then: DeployBody(version: "2", canaryPercent: 50))
         var onCanary: [Placement] = []
         for _ in 0..<10 {
             let call = try await cluster.placed()
@@ -257,15 +263,7 @@ struct DeployClusterTests {
     }
 
     @Test func aPolicyRedisLostIsWrittenBackAndTheNextChangeIsTakenEverywhere() async throws {
-        let cluster = try await TestCluster()
-        try await cluster.addRouter()
-        try await cluster.addRouter()
-        try await cluster.addWorker(id: "v1", version: "1")
-        let v2 = try await cluster.addWorker(id: "v2", version: "2")
-        try await cluster.waitForWorkers(2)
-        try await cluster.deploy(DeployBody(version: "1"))
-        try await cluster.deploy(DeployBody(version: "2"))
-        try await cluster.waitForRevision(2)
+        let (cluster, v2) = try await Self.twoVersions(then: DeployBody(version: "2"))
         // As a Redis restarted without persistence: the policy is gone. The routers keep theirs and write it back.
         _ = try await cluster.redis.send(["DEL", cluster.keys.deploy])
         let store = DeployStore(redis: cluster.redis, keys: cluster.keys)

@@ -73,11 +73,7 @@ public enum RouterHTTP {
         }
         routes.get("/v1/audit") { request, _ -> Response in
             try router.requireAdmin(authorization: request.headers[.authorization])
-            let limitText = request.uri.queryParameters.get("limit") ?? "50"
-            guard let limit = Int(limitText) else {
-                throw SwitchboardError(.invalidArgument, "limit must be a whole number, got '\(limitText)'")
-            }
-            return json(AuditEntries(try await router.auditEntries(limit: limit)))
+            return json(AuditEntries(try await router.auditEntries(limit: try limit(request, default: 50))))
         }
         routes.get("/v1/deployment") { request, _ -> Response in
             try router.requireAdmin(authorization: request.headers[.authorization])
@@ -112,11 +108,7 @@ public enum RouterHTTP {
         }
         routes.get("/v1/deployment/history") { request, _ -> Response in
             try router.requireAdmin(authorization: request.headers[.authorization])
-            let limitText = request.uri.queryParameters.get("limit") ?? "20"
-            guard let limit = Int(limitText) else {
-                throw SwitchboardError(.invalidArgument, "limit must be a whole number, got '\(limitText)'")
-            }
-            return json(DeployHistory(try await router.deployHistory(limit: limit)))
+            return json(DeployHistory(try await router.deployHistory(limit: try limit(request, default: 20))))
         }
         routes.get("/healthz") { _, _ -> Response in
             json(["status": "ok"])
@@ -150,6 +142,13 @@ public enum RouterHTTP {
             bytes.append(contentsOf: chunk.readableBytesView)
         }
         return bytes
+    }
+
+    /// The `limit` query parameter (the store checks its range).
+    static func limit(_ request: Request, default fallback: Int) throws(SwitchboardError) -> Int {
+        guard let text = request.uri.queryParameters.get("limit") else { return fallback }
+        guard let limit = Int(text) else { throw SwitchboardError(.invalidArgument, "limit must be a whole number, got '\(text)'") }
+        return limit
     }
 
     /// A JSON body of an operator request; `bad_request` showing `shape` when it is not one.
