@@ -80,10 +80,8 @@ extension Router {
             throw error
         }
         let (reply, explanation) = (offered.reply, offered.explanation)
-        if choice.version != nil {
-            countPlacement(reply.version, "placed")
-            if offered.fellBack, let canary = choice.version { countPlacement(canary, "fallback") }
-        }
+        countPlacement(reply.version, "placed")
+        if offered.fellBack, let canary = choice.version { countPlacement(canary, "fallback") }
         let record = CallRecord(callID: callID, tenant: request.tenant, workerID: reply.workerID, version: reply.version,
                                 region: reply.region, state: .placed, createdAt: unixMillisNow(), metadata: request.metadata)
         do {

@@ -40,6 +40,12 @@ import Testing
         #expect(first.standing(of: "1") == .outdated(drainAtMillis: t0 + 30 * 60 * 1000))
     }
 
+    @Test func aFirstPolicyAsACanaryTakesTheOneVersionRunningAsActive() throws {
+        let first = try deploy(.none, "2", canary: 10, live: ["1", "2"])
+        #expect(first.revision == 1 && first.active == "1" && first.canary?.version == "2" && first.previous.isEmpty)
+        #expect(first.retired.isEmpty, "both still take calls")
+    }
+
     @Test func aCanaryThenPromoteOrAbort() throws {
         let base = try deploy(.none, "1", live: ["1"])
         let canary = try deploy(base, "2", canary: 20, live: ["1", "2"], at: 10)
@@ -76,6 +82,7 @@ import Testing
         #expect(code { try deploy(base, "2", canary: -1, live: ["1", "2"]) } == "invalid_argument")
         #expect(code { try deploy(base, "2", canary: .nan, live: ["1", "2"]) } == "invalid_argument")
         #expect(code { try deploy(.none, "2", canary: 10, live: ["2"]) } == "conflict", "no active version to be a canary beside")
+        #expect(code { try deploy(.none, "3", canary: 10, live: ["1", "2", "3"]) } == "conflict", "which one is active?")
         #expect(code { try deploy(base, "1", canary: 10, live: ["1"]) } == "invalid_argument")
         #expect(code { try deploy(base, "1", live: ["1"]) } == "conflict", "already active")
         #expect(code { try deploy(base, "", live: ["1"]) } == "invalid_argument")

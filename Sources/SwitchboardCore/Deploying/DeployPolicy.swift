@@ -165,7 +165,17 @@ public struct DeployPolicy: Codable, Sendable, Equatable {
                 guard percent.isFinite, (0...100).contains(percent) else {
                     throw SwitchboardError(.invalidArgument, "the canary weight must be 0 to 100 percent, got \(percent)")
                 }
-                guard let active, !isNone else {
+                if isNone {
+                    // The first policy, as a canary: the version running now is the active one.
+                    let running = liveVersions.subtracting([version])
+                    guard running.count == 1, let only = running.first else {
+                        throw SwitchboardError(.conflict, running.isEmpty
+                            ? "no other version runs to be the active one beside a canary: deploy \(version) without --canary"
+                            : "several versions run (\(running.sorted().joined(separator: ", "))): deploy the one that should take calls first, then the canary")
+                    }
+                    next.active = only
+                }
+                guard let active = next.active else {
                     throw SwitchboardError(.conflict, "there is no active version yet: deploy one without --canary first")
                 }
                 guard version != active else {
