@@ -94,6 +94,9 @@ let package = Package(
         .testTarget(name: "SwitchboardNATSTests", dependencies: ["SwitchboardNATS", "SwitchboardTestSupport"]),
         .testTarget(name: "SwitchboardRedisTests", dependencies: ["SwitchboardRedis", "SwitchboardTestSupport"]),
         .testTarget(name: "SwitchboardOpusTests", dependencies: ["SwitchboardOpus"]),
+        // Every decoder of outside bytes under 100,000 hostile inputs each; scripts/test runs it on its own first.
+        .testTarget(name: "SwitchboardFuzzTests", dependencies: ["SwitchboardCore", "SwitchboardRedis", "SwitchboardRouter"],
+                    swiftSettings: [.unsafeFlags(["-O"])]),
         .testTarget(
             name: "SwitchboardClusterTests",
             dependencies: [

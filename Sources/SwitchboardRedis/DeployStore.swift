@@ -30,10 +30,11 @@ public struct DeployStore: Sendable {
             throw SwitchboardError(.serverError, "unexpected reply reading the deploy policy")
         }
         guard !text.isEmpty else { return (.none, now) }
-        return (try Self.decode(text), now)
+        return (try Self.decodePolicy(text), now)
     }
 
-    static func decode(_ text: String) throws(SwitchboardError) -> DeployPolicy {
+    /// A policy as Redis keeps it, read back like network input.
+    public static func decodePolicy(_ text: String) throws(SwitchboardError) -> DeployPolicy {
         let policy: DeployPolicy
         do {
             policy = try JSONDecoder().decode(DeployPolicy.self, from: Data(text.utf8))

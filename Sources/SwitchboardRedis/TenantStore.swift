@@ -144,11 +144,19 @@ public struct TenantStore: Sendable {
 
     private static func json(_ record: Record) -> String { String(decoding: WireCodec.encode(record), as: UTF8.self) }
 
-    private static func record(_ json: String, _ id: String) throws(SwitchboardError) -> Record {
+    /// A tenant's record as Redis keeps it, read back like network input.
+    static func record(_ json: String, _ id: String) throws(SwitchboardError) -> Record {
+        let record: Record
         do {
-            return try JSONDecoder().decode(Record.self, from: Data(json.utf8))
+            record = try JSONDecoder().decode(Record.self, from: Data(json.utf8))
         } catch {
             throw SwitchboardError(.internalError, "tenant '\(id)' is stored in a form this build cannot read: \(error)")
         }
+        do {
+            try record.policy.validate()  // read back like network input
+        } catch {
+            throw SwitchboardError(.internalError, "tenant '\(id)' is stored with limits this build refuses: \(error.message)")
+        }
+        return record
     }
 }

@@ -103,7 +103,7 @@ extension Router {
         }
         var drains: [String: DrainRequest] = [:]
         for (worker, text) in stored {
-            guard let request = try? JSONDecoder().decode(DrainRequest.self, from: Data(text.utf8)), request.workerID == worker else {
+            guard let request = try? DrainRequest.decodeStored(text), request.workerID == worker else {
                 logger.warning("unreadable drain in Redis ignored", metadata: [LogKey.workerID: "\(worker)"])
                 continue
             }

@@ -222,7 +222,9 @@ final class CallSession: Sendable {
          resumingFrom checkpoint: Checkpoint? = nil, unixNowMillis: Int64 = 0, watch: StallWatch? = nil) {
         self.watch = watch
         self.callID = callID
-        let position = checkpoint.map { $0.mediaPosition(elapsedMillis: unixNowMillis - $0.takenAtMillis) } ?? (sequence: 0, timestamp: 0)
+        let position = checkpoint.map { c in
+            c.mediaPosition(elapsedMillis: unixNowMillis.subtractingReportingOverflow(c.takenAtMillis).partialValue)
+        } ?? (sequence: 0, timestamp: 0)
         state = Mutex(State(sequence: position.sequence, timestamp: position.timestamp, savedJSON: checkpoint?.state,
                             checkpointSeq: checkpoint?.seq ?? 0))
         self.nats = nats

@@ -84,7 +84,7 @@ extension Worker {
         let stored: DrainRequest?
         do {
             stored = try await redis.send(["HGET", configuration.keys.drains, configuration.id]).string
-                .map { try JSONDecoder().decode(DrainRequest.self, from: Data($0.utf8)) }
+                .map { text throws(SwitchboardError) in try DrainRequest.decodeStored(text) }
         } catch {
             logger.warning("could not read this worker's drain from Redis", metadata: [LogKey.error: "\(error)"])
             return

@@ -24,6 +24,12 @@ struct DevCommand: AsyncParsableCommand {
     @Option(help: "Stop after this many seconds (default: run until Ctrl-C).") var duration: Double?
     @Option(name: .customLong("log-level"), help: "Log level of the processes started.") var logLevel = "notice"
 
+    func validate() throws {
+        if let duration {
+            do { _ = try seconds(duration, "duration") } catch { throw ValidationError(error.message) }
+        }
+    }
+
     func run() async throws {
         let cluster = try await DevCluster.start(routers: routers, workers: workers, capacity: capacity, logLevel: logLevel)
         let stats = DemoStats()
@@ -33,7 +39,9 @@ struct DevCommand: AsyncParsableCommand {
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { for await _ in signals { return } }
-            if let duration { group.addTask { try? await Task.sleep(for: Duration(seconds: duration)) } }
+            if let duration, let stopAfter = try? seconds(duration, "duration") {
+                group.addTask { try? await Task.sleep(for: stopAfter) }
+            }
             await group.next()
             group.cancelAll()
         }

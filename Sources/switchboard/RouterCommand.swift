@@ -61,13 +61,14 @@ struct RouterCommand: AsyncParsableCommand {
                                                 weights: .init(cpu: w[0], memory: w[1], slots: w[2], locality: w[3]),
                                                 cpuCeiling: cpuCeiling)
         try scheduler.validate()
-        guard heartbeatInterval > 0, suspectAfter >= 1, deadAfter > suspectAfter else {
-            throw SwitchboardError(.invalidArgument, "need heartbeat interval > 0 and 1 <= suspect-after < dead-after")
+        let interval = try seconds(heartbeatInterval, "heartbeat interval", max: 3600)
+        guard (1...1000).contains(suspectAfter), deadAfter > suspectAfter, deadAfter <= 1000 else {
+            throw SwitchboardError(.invalidArgument, "need 1 <= suspect-after < dead-after <= 1000")
         }
-        guard unreachableShare > 0, unreachableShare <= 1 else {
+        guard unreachableShare.isFinite, unreachableShare > 0, unreachableShare <= 1 else {
             throw SwitchboardError(.invalidArgument, "unreachable share must be above 0 and at most 1, not \(unreachableShare)")
         }
-        return (scheduler, WorkerRegistry.Configuration(heartbeatInterval: Duration(seconds: heartbeatInterval),
+        return (scheduler, WorkerRegistry.Configuration(heartbeatInterval: interval,
                                                          suspectAfter: suspectAfter, deadAfter: deadAfter,
                                                          unreachableShare: unreachableShare))
     }
@@ -86,19 +87,17 @@ struct RouterCommand: AsyncParsableCommand {
                 throw SwitchboardError(.invalidArgument, "tenancy on needs an admin key of 16 characters or more (--admin-key)")
             }
             guard leaseTime >= 1 else { throw SwitchboardError(.invalidArgument, "lease time must be at least 1 second") }
+            config.leaseTime = try seconds(leaseTime, "lease time", max: 3600)
             config.adminKey = adminKey
             guard tenantLabelCap >= 0 else { throw SwitchboardError(.invalidArgument, "tenant label cap must be 0 or more") }
             config.tenantLabelCap = tenantLabelCap
-            config.leaseTime = Duration(seconds: leaseTime)
-            guard failoverWindow >= 0, failoverWindow <= 3600 else {
-                throw SwitchboardError(.invalidArgument, "failover window must be 0 to 3600 seconds, not \(failoverWindow)")
-            }
-            config.failover.window = Duration(seconds: failoverWindow)
+            config.failover.window = try seconds(failoverWindow, "failover window", allowZero: true, max: 3600)
+            config.routeDeadline = try seconds(routeDeadline, "route deadline", max: 600)
+            config.offerTimeout = try seconds(offerTimeout, "offer timeout", max: 600)
+            guard (1...100).contains(maxOffers) else { throw SwitchboardError(.invalidArgument, "max offers must be 1-100, got \(maxOffers)") }
         } catch {
             throw ExitCodes.fail(error)
         }
-        config.routeDeadline = Duration(seconds: routeDeadline)
-        config.offerTimeout = Duration(seconds: offerTimeout)
         config.maxOffers = maxOffers
         try await Runtime.serve(cluster, name: id, logger: logger) { nats, redis in
             let router = Router(configuration: config, nats: nats, redis: redis, logger: logger)

@@ -16,17 +16,16 @@ enum Settings {
         if let i = args.firstIndex(of: "--config"), i + 1 < args.count { path = args[i + 1] }
         if let arg = args.first(where: { $0.hasPrefix("--config=") }) { path = String(arg.dropFirst("--config=".count)) }
         guard let path, !path.isEmpty else { return [:] }
+        let data: Data
         do {
-            let data = try Data(contentsOf: URL(fileURLWithPath: path))
-            guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                fail("config file \(path) is not a JSON object")
-            }
-            return object.mapValues { value in
-                if let b = value as? Bool { return b ? "true" : "false" }
-                return "\(value)"
-            }
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
             fail("cannot read config file \(path): \(error.localizedDescription)")
+        }
+        do {
+            return try ConfigFile.parse(data)
+        } catch {
+            fail("\(path): \((error as? SwitchboardError)?.message ?? "\(error)")")
         }
     }()
 
@@ -56,6 +55,15 @@ enum Settings {
         guard let number = Double(text) else { fail("\(name) must be a number, got '\(text)'") }
         return number
     }
+}
+
+/// A number of seconds from a flag, the environment or a file, as a duration: finite, above 0 (or 0 with
+/// `allowZero`), at most `max` (a duration from a NaN or an infinity would stop the process).
+func seconds(_ value: Double, _ name: String, allowZero: Bool = false, max: Double = 10_000_000) throws(SwitchboardError) -> Duration {
+    guard value.isFinite, allowZero ? value >= 0 : value > 0, value <= max else {
+        throw SwitchboardError(.invalidArgument, "\(name) must be a number of seconds \(allowZero ? ">=" : ">") 0 and at most \(Int(max)), got \(value)")
+    }
+    return .milliseconds(Int64((value * 1000).rounded()))
 }
 
 /// Options every cluster command shares.

@@ -64,9 +64,9 @@ struct SimulateCommand: AsyncParsableCommand {
         var simulation = SimulationConfiguration()
         simulation.workers = workers
         simulation.routers = routers
-        simulation.heartbeatInterval = try Self.seconds(heartbeat, "heartbeat")
-        simulation.duration = try Self.seconds(duration, "duration")
-        simulation.warmup = try Self.seconds(warmup, "warmup", allowZero: true)
+        simulation.heartbeatInterval = try seconds(heartbeat, "heartbeat")
+        simulation.duration = try seconds(duration, "duration")
+        simulation.warmup = try seconds(warmup, "warmup", allowZero: true)
         simulation.utilization = utilization
         simulation.regions = try SimulationConfiguration.parseRegions(regions)
         guard (1...10_000).contains(callsPerCore) else { throw SwitchboardError(.invalidArgument, "calls-per-core must be 1-10000") }
@@ -82,13 +82,6 @@ struct SimulateCommand: AsyncParsableCommand {
         let configured = Scheduler.Configuration(strategy: kind, choices: choices, localCorrection: !noLocalCorrection)
         try configured.validate()
         return (simulation, SimulationStrategy.comparison(configured: configured))
-    }
-
-    static func seconds(_ value: Double, _ name: String, allowZero: Bool = false) throws(SwitchboardError) -> Duration {
-        guard value.isFinite, allowZero ? value >= 0 : value > 0, value <= 10_000_000 else {
-            throw SwitchboardError(.invalidArgument, "\(name) must be a number of seconds \(allowZero ? ">=" : ">") 0, got \(value)")
-        }
-        return .milliseconds(Int64((value * 1000).rounded()))
     }
 
     /// The strategies side by side, two at a time (each run is single-threaded and independent).

@@ -47,23 +47,23 @@ struct WorkerCommand: AsyncParsableCommand {
         let logger = Runtime.logger("switchboard.worker", level: cluster.logLevel)
         var config = WorkerConfiguration(id: id, version: version, region: region, zone: zone, capacity: capacity,
                                          subjects: try cluster.subjects(), keys: try cluster.keys())
-        config.heartbeatInterval = Duration(seconds: heartbeatInterval)
-        config.maxCallDuration = Duration(seconds: maxCallDuration)
         config.syntheticCPULoad = syntheticCPULoad
-        config.leaseTime = Duration(seconds: max(1, leaseTime))
         let callHandler: any CallHandler
         do throws(SwitchboardError) {
+            config.heartbeatInterval = try seconds(heartbeatInterval, "heartbeat interval", max: 3600)
+            config.maxCallDuration = try seconds(maxCallDuration, "max call duration")
+            config.leaseTime = try seconds(Swift.max(1, leaseTime), "lease time", max: 3600)
             guard let source = CPUSource(rawValue: cpuSource) else {
                 throw SwitchboardError(.invalidArgument, "cpu source must be one of \(CPUSource.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             config.cpuSource = source
             try DrainRequest.checkDeadline(seconds: drainDeadline)
-            config.drainDeadline = Duration(seconds: drainDeadline)
+            config.drainDeadline = try seconds(drainDeadline, "drain deadline", allowZero: true)
             guard let atDeadline = AtDeadline(rawValue: drainAtDeadline) else {
                 throw SwitchboardError(.invalidArgument, "drain-at-deadline must be migrate or end, got '\(drainAtDeadline)'")
             }
             config.drainAtDeadline = atDeadline
-            config.checkpointInterval = Duration(seconds: checkpointInterval)
+            config.checkpointInterval = try seconds(checkpointInterval, "checkpoint interval", max: 3600)
             try config.validate()
             callHandler = try BuiltinHandlers.named(handler)
         } catch {

@@ -65,4 +65,55 @@ struct BadInputTests {
         #expect(try await cluster.http("GET", "/healthz").status == 200)
         await cluster.shutdown()
     }
+
+    /// Messages built to hit arithmetic at its limits (a deadline of Int64.min once killed a worker), sent to a
+    /// live router and worker running as processes: each is refused with a code or ignored, both stay up, and
+    /// a call placed afterwards speaks.
+    @Test func craftedMessagesAtTheLimitsKillNeitherRouterNorWorker() async throws {
+        let cluster = try await TestCluster()
+        let router = try cluster.spawnRouter(id: "r1")
+        try await router.waitForOutput("listening on", timeout: .seconds(30))
+        let worker = try cluster.spawnWorker(id: "w1", ["--handler", "tone"])
+        try await eventually(timeout: .seconds(30), "the router places on w1") { (try? await cluster.routeByNATS(RouteRequest(tenant: "t")).call) != nil }
+        let min = "-9223372036854775808", max = "9223372036854775807", umax = "18446744073709551615"
+        func drain(_ deadline: String, _ requested: String = "0") -> String {
+            #"{"worker_id":"w1","deadline_ms":\#(deadline),"at_deadline":"migrate","requested_by":"x","requested_at_ms":\#(requested)}"#
+        }
+        func checkpoint(_ takenAt: String, seq: String = "1") -> String {
+            #"{"v":1,"seq":\#(seq),"media_seq":4294967295,"media_ts":4294967295,"taken_at_ms":\#(takenAt)}"#
+        }
+        let requests: [(String, String)] = [
+            (cluster.subjects.control(worker: "w1"), #"{"v":1,"op":"drain","drain":\#(drain(min))}"#),
+            (cluster.subjects.control(worker: "w1"), #"{"v":1,"op":"drain","drain":\#(drain(max, max))}"#),
+            (cluster.subjects.control(worker: "w1"), #"{"v":1,"op":"hold","call_id":"\#(String(repeating: "c", count: 5000))"}"#),
+            (cluster.subjects.offer(worker: "w1"), #"{"v":1,"call_id":"c-x1","tenant":"t","metadata":{},"router_id":"r","resume":{"reason":"failover","from_worker":"w9","epoch":\#(max),"checkpoint":\#(checkpoint(min))}}"#),
+            (cluster.subjects.offer(worker: "w1"), #"{"v":1,"call_id":"c-x2","tenant":"t","metadata":{},"router_id":"r","deploy_revision":\#(min),"resume":{"reason":"migrate","from_worker":"w9","checkpoint":\#(checkpoint(max, seq: umax))}}"#),
+            (cluster.subjects.offer(worker: "w1"), #"{"v":1,"call_id":"c-x3","tenant":"t","metadata":{},"router_id":"r","deploy_revision":\#(max)}"#),
+            (cluster.subjects.ping(worker: "w1"), String(repeating: "[", count: 5000)),
+            (cluster.subjects.route, #"{"v":1,"tenant":"t","metadata":{"k":\#(String(repeating: "[", count: 3000))}}"#),
+            (cluster.subjects.migrate, #"{"v":1,"call_id":"c-none","requested_by":"\#(String(repeating: "x", count: 10_000))"}"#),
+        ]
+        for (subject, body) in requests {
+            _ = try? await cluster.client.request(subject, payload: Array(body.utf8), timeout: .seconds(5))
+        }
+        let broadcasts: [(String, String)] = [
+            (cluster.subjects.heartbeat, #"{"v":1,"worker_id":"w1","version":"1","region":"local","zone":"local-a","state":"ready","capacity":\#(max),"active_calls":\#(min),"cpu":1e308,"memory_used_bytes":\#(max),"memory_limit_bytes":1,"seq":\#(umax),"incarnation":"i","accepted":\#(umax)}"#),
+            (cluster.subjects.heartbeat, #"{"v":1,"worker_id":"ghost","version":"1","region":"local","zone":"local-a","state":"ready","capacity":100000,"active_calls":0,"cpu":0,"memory_used_bytes":\#(max),"memory_limit_bytes":\#(max),"seq":\#(umax),"incarnation":"i","accepted":\#(umax)}"#),
+            (cluster.subjects.drains, #"{"v":1,"worker_id":"w1","drain":\#(drain(min, min))}"#),
+            (cluster.subjects.deploy, #"{"v":1,"policy":{"v":1,"revision":\#(max),"active":"1","previous":[],"retired":{"0":\#(max)},"rollback_window_ms":\#(max),"drain_deadline_ms":0,"at_deadline":"migrate","changed_at_ms":0,"changed_by":""}}"#),
+            (cluster.subjects.deploy, #"{"v":1,"policy":{"v":1,"revision":5,"active":"1","canary":{"version":"2","percent":1e400,"by":"call"},"previous":[],"retired":{},"rollback_window_ms":0,"drain_deadline_ms":0,"at_deadline":"migrate","changed_at_ms":0,"changed_by":""}}"#),
+        ]
+        for (subject, body) in broadcasts { try cluster.client.publish(subject, payload: Array(body.utf8)) }
+        try await cluster.client.flush()
+
+        // Both alive, and a call placed now speaks.
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(router.process.isRunning, "router died:\n\(router.output)")
+        #expect(worker.process.isRunning, "worker died:\n\(worker.output)")
+        let call = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "t")).call)
+        let tap = try AudioTap(cluster.client, call.media.out)
+        try await eventually(timeout: .seconds(10), "the new call speaks") { tap.count >= 25 }
+        #expect(call.workerID == "w1")
+        await cluster.shutdown()
+    }
 }

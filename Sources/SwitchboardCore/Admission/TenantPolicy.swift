@@ -19,6 +19,8 @@ public struct TenantPolicy: Codable, Sendable, Equatable {
     public var whenRedisDown: WhenRedisDown
 
     public static let maxRate = 100_000.0
+    /// One call in 1,000 s at least: the GCRA interval (µs) then fits comfortably in 64 bits.
+    public static let minRate = 0.001
     public static let maxBurst = 100_000
     public static let maxLive = 10_000_000
 
@@ -40,8 +42,8 @@ public struct TenantPolicy: Codable, Sendable, Equatable {
         } catch {
             throw SwitchboardError(.invalidArgument, error.message)
         }
-        guard callsPerSecond.isFinite, callsPerSecond > 0, callsPerSecond <= Self.maxRate else {
-            throw refuse("calls per second must be a number above 0 and at most \(Int(Self.maxRate)), not \(callsPerSecond)")
+        guard callsPerSecond.isFinite, callsPerSecond >= Self.minRate, callsPerSecond <= Self.maxRate else {
+            throw refuse("calls per second must be a number from \(Self.minRate) to \(Int(Self.maxRate)), not \(callsPerSecond)")
         }
         guard (1...Self.maxBurst).contains(burst) else { throw refuse("burst must be 1-\(Self.maxBurst), not \(burst)") }
         guard (1...Self.maxLive).contains(maxLiveCalls) else {

@@ -1,3 +1,5 @@
+import Foundation
+
 /// What happens to the calls still running when a drain's deadline passes.
 public enum AtDeadline: String, Codable, Sendable, CaseIterable {
     /// Move each call to another worker from its latest checkpoint (live migration).
@@ -153,10 +155,26 @@ public struct DrainRequest: Codable, Sendable, Equatable {
     public func validate() throws(SwitchboardError) {
         try WireCheck.identifier(workerID, "worker_id")
         try WireCheck.text(requestedBy, "requested_by", max: 128)
+        try WireCheck.unixMillis(deadlineMillis, "deadline_ms")
+        try WireCheck.unixMillis(requestedAtMillis, "requested_at_ms")
     }
 
-    /// The deadline on this process's clock, given the Unix time now.
+    /// A drain as Redis keeps it (JSON in `<kp>:drains`), read back like network input.
+    public static func decodeStored(_ text: String) throws(SwitchboardError) -> DrainRequest {
+        let request: DrainRequest
+        do {
+            request = try JSONDecoder().decode(DrainRequest.self, from: Data(text.utf8))
+        } catch {
+            throw SwitchboardError(.badMessage, "stored drain request cannot be read: \(error)")
+        }
+        try request.validate()
+        return request
+    }
+
+    /// The deadline on this process's clock, given the Unix time now (a validated request cannot overflow;
+    /// the subtraction saturates anyway).
     public func deadline(now: ContinuousClock.Instant, unixNowMillis: Int64) -> ContinuousClock.Instant {
-        now + .milliseconds(max(0, deadlineMillis - unixNowMillis))
+        let (left, overflow) = deadlineMillis.subtractingReportingOverflow(unixNowMillis)
+        return now + .milliseconds(overflow ? 0 : min(max(0, left), DrainRequest.maxDeadline.milliseconds))
     }
 }

@@ -34,6 +34,7 @@ public struct Checkpoint: WireMessage, Equatable {
         if let state, state.utf8.count > Self.maxStateBytes {
             throw SwitchboardError(.tooLarge, "checkpoint state of \(state.utf8.count) bytes is over \(Self.maxStateBytes)")
         }
+        try WireCheck.unixMillis(takenAtMillis, "taken_at_ms")
     }
 
     /// Reads the record's `checkpoint` field; nil (with the reason) when it is missing or unusable.
@@ -45,6 +46,7 @@ public struct Checkpoint: WireMessage, Equatable {
     /// Where the outgoing audio resumes `elapsedMillis` after the checkpoint: packets continue in number and
     /// time, skipping those the caller never got.
     public func mediaPosition(elapsedMillis: Int64) -> (sequence: UInt32, timestamp: UInt32) {
+        // UInt32 arithmetic wraps, as sequence numbers and timestamps do on the wire.
         let frames = UInt32(truncatingIfNeeded: max(0, elapsedMillis) / 20)
         return (mediaSequence &+ frames, mediaTimestamp &+ frames &* 960)
     }
@@ -251,6 +253,7 @@ public struct CallEvent: WireMessage, Equatable {
         try WireCheck.identifier(callID, "call_id")
         try WireCheck.identifier(workerID, "worker_id")
         if let fromWorker { try WireCheck.identifier(fromWorker, "from_worker") }
+        try WireCheck.unixMillis(atMillis, "at_ms")
     }
 }
 

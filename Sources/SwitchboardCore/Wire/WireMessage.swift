@@ -47,6 +47,14 @@ public enum WireCheck {
         }
     }
 
+    /// Unix milliseconds a message may carry: 1970 to 2100, so a sum with a deadline or a window, or a
+    /// difference with the clock, cannot overflow.
+    public static let unixMillisRange: ClosedRange<Int64> = 0...4_102_444_800_000
+
+    public static func unixMillis(_ value: Int64, _ field: String) throws(SwitchboardError) {
+        try range(value, unixMillisRange, field)
+    }
+
     public static func range<T: Comparable>(_ value: T, _ bounds: ClosedRange<T>, _ field: String) throws(SwitchboardError) {
         guard bounds.contains(value) else {
             throw SwitchboardError(.badMessage, "'\(field)' is \(value), outside \(bounds)", context: ["field": field])
