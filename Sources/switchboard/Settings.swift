@@ -25,7 +25,7 @@ enum Settings {
         do {
             return try ConfigFile.parse(data)
         } catch {
-            fail("\(path): \((error as? SwitchboardError)?.message ?? "\(error)")")
+            fail("cannot read config file \(path): \((error as? SwitchboardError)?.message ?? "\(error)")")
         }
     }()
 

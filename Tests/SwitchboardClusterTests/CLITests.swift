@@ -95,6 +95,11 @@ struct CLITests {
         #expect(help.contains("default: from-env"))
         #expect(help.contains("default: z1"))
 
+        // A 1 in a file is the number 1 (it was once read as true), and a float stays a float.
+        try Data(#"{"capacity": 1, "heartbeat-interval": 0.25}"#.utf8).write(to: file)
+        let (_, ones) = try await run(["worker", "--config", file.path, "--help"])
+        #expect(ones.contains("Calls held at most at once. (default: 1)") && ones.contains("(default: 0.25)"), "\(ones)")
+
         let bad = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-bad-\(UUID().uuidString).json")
         try Data("{not json".utf8).write(to: bad)
         defer { try? FileManager.default.removeItem(at: bad) }
