@@ -18,6 +18,9 @@ public struct NATSConfiguration: Sendable {
     public var connectTimeout: Duration = .seconds(2)
     /// Messages a subscription buffers for a slow consumer before it drops (and counts) new ones.
     public var pendingLimit = 65_536
+    /// Bytes of payload a subscription buffers, likewise (a flood of large messages cannot grow memory
+    /// without bound). The reply inbox keeps to both too.
+    public var pendingBytesLimit = 64 * 1024 * 1024
     /// Threads that deliver messages to every subscription of this process, however many there are.
     public var deliveryThreads = 2
 

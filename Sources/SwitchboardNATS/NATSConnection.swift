@@ -28,7 +28,8 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
         self.configuration = configuration
         self.logger = logger
         self.maxPayload = Int(natsConnection_GetMaxPayload(handle))
-        self.requests = try RequestMultiplexer(connection: handle)
+        self.requests = try RequestMultiplexer(connection: handle, pendingLimit: configuration.pendingLimit,
+                                               pendingBytes: configuration.pendingBytesLimit)
     }
 
     deinit {
@@ -108,12 +109,15 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
 
     /// Subscribes to `subject` (wildcards allowed), in `queue` group when given: each message of the subject
     /// goes to one member of the group. Iterate the result; leaving the loop or cancelling its task
-    /// unsubscribes. Messages beyond `pendingLimit` waiting for the consumer are dropped and counted.
-    public func subscribe(to subject: String, queue: String? = nil, pendingLimit: Int? = nil) throws -> NATSSubscription {
+    /// unsubscribes. Messages beyond `pendingLimit` (or `pendingBytes` of payload) waiting for the consumer are
+    /// dropped and counted.
+    public func subscribe(to subject: String, queue: String? = nil, pendingLimit: Int? = nil,
+                          pendingBytes: Int? = nil) throws -> NATSSubscription {
         try Subject.validate(subject, allowWildcards: true)
         if let queue { try Subject.validateQueueGroup(queue) }
         return try NATSSubscription(connection: self, subject: subject, queue: queue,
-                                    pendingLimit: pendingLimit ?? configuration.pendingLimit)
+                                    pendingLimit: pendingLimit ?? configuration.pendingLimit,
+                                    pendingBytes: pendingBytes ?? configuration.pendingBytesLimit)
     }
 
     /// Subscribes with a handler that nats.c's delivery thread calls for each message, in order, one at a
@@ -125,7 +129,8 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
         try Subject.validate(subject, allowWildcards: true)
         if let queue { try Subject.validateQueueGroup(queue) }
         return try NATSSubscription(connection: self, subject: subject, queue: queue,
-                                    pendingLimit: configuration.pendingLimit, handler: handler)
+                                    pendingLimit: configuration.pendingLimit, pendingBytes: configuration.pendingBytesLimit,
+                                    handler: handler)
     }
 
     // MARK: - Request

@@ -11,18 +11,19 @@ public final class NATSSubscription: AsyncSequence, Sendable {
     public typealias Element = NATSMessage
     public let subject: String
     public let queue: String?
-    private let core: SubscriptionCore
+    fileprivate let core: SubscriptionCore
     private let stream: AsyncStream<NATSMessage>
 
-    init(connection: NATSConnection, subject: String, queue: String?, pendingLimit: Int,
+    init(connection: NATSConnection, subject: String, queue: String?, pendingLimit: Int, pendingBytes: Int,
          handler: (@Sendable (NATSMessage) -> Void)? = nil) throws {
         self.subject = subject
         self.queue = queue
-        let limit = Swift.max(1, pendingLimit)
+        let limit = Swift.max(1, pendingLimit), bytes = Swift.max(1, pendingBytes)
         let (stream, continuation) = AsyncStream.makeStream(of: NATSMessage.self, bufferingPolicy: .bufferingOldest(limit))
         self.stream = stream
-        core = SubscriptionCore(continuation: continuation, subject: subject, logger: connection.logger, handler: handler)
-        try core.start(connection: connection.handle, queue: queue, pendingLimit: limit)
+        core = SubscriptionCore(continuation: continuation, subject: subject, logger: connection.logger, maxPendingBytes: bytes,
+                                handler: handler)
+        try core.start(connection: connection.handle, queue: queue, pendingLimit: limit, pendingBytes: bytes)
         continuation.onTermination = { [core] (reason: AsyncStream<NATSMessage>.Continuation.Termination) in
             if case .cancelled = reason { core.unsubscribe() }
         }
@@ -47,9 +48,15 @@ public final class NATSSubscription: AsyncSequence, Sendable {
         // Holding the subscription keeps it subscribed while someone iterates it.
         let subscription: NATSSubscription
         var base: AsyncStream<NATSMessage>.AsyncIterator
-        public mutating func next() async -> NATSMessage? { await base.next() }
+        public mutating func next() async -> NATSMessage? {
+            let message = await base.next()
+            if let message { subscription.core.consumed(message) }
+            return message
+        }
         public mutating func next(isolation actor: isolated (any Actor)?) async -> NATSMessage? {
-            await base.next(isolation: actor)
+            let message = await base.next(isolation: actor)
+            if let message { subscription.core.consumed(message) }
+            return message
         }
     }
 
@@ -67,15 +74,19 @@ final class SubscriptionCore: @unchecked Sendable {  // `handle` is written once
     private let logger: Logger
     private var handle: OpaquePointer?
     private let droppedCounter = Atomic<Int>(0)
+    /// Payload bytes handed to the stream and not yet taken by the consumer.
+    private let pendingBytes = Atomic<Int>(0)
+    private let maxPendingBytes: Int
     private let completion = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
     /// Set for handler subscriptions: called on the delivery thread instead of buffering.
     private let handler: (@Sendable (NATSMessage) -> Void)?
 
-    init(continuation: AsyncStream<NATSMessage>.Continuation, subject: String, logger: Logger,
+    init(continuation: AsyncStream<NATSMessage>.Continuation, subject: String, logger: Logger, maxPendingBytes: Int,
          handler: (@Sendable (NATSMessage) -> Void)?) {
         self.continuation = continuation
         self.subject = subject
         self.logger = logger
+        self.maxPendingBytes = maxPendingBytes
         self.handler = handler
     }
 
@@ -90,7 +101,7 @@ final class SubscriptionCore: @unchecked Sendable {  // `handle` is written once
         return droppedCounter.load(ordering: .relaxed) + Int(inLibrary)
     }
 
-    func start(connection: OpaquePointer, queue: String?, pendingLimit: Int) throws {
+    func start(connection: OpaquePointer, queue: String?, pendingLimit: Int, pendingBytes: Int) throws {
         let context = Unmanaged.passRetained(self)
         var sub: OpaquePointer?
         let status = queue.map { natsConnection_QueueSubscribe(&sub, connection, subject, $0, onNATSMessage, context.toOpaque()) }
@@ -100,8 +111,8 @@ final class SubscriptionCore: @unchecked Sendable {  // `handle` is written once
             throw SwitchboardError.nats(status, "subscribe to '\(subject)'", connection: connection)
         }
         handle = sub
-        // Both nats.c's queue (messages in flight to the delivery thread) and our buffer hold at most the limit.
-        _ = natsSubscription_SetPendingLimits(sub, Int32(pendingLimit), -1)
+        // Both nats.c's queue (messages in flight to the delivery thread) and our buffer hold at most the limits.
+        _ = natsSubscription_SetPendingLimits(sub, Int32(clamping: pendingLimit), Int32(clamping: pendingBytes))
         let completeStatus = natsSubscription_SetOnCompleteCB(sub, onNATSSubscriptionComplete, context.toOpaque())
         if completeStatus != NATS_OK {
             // Already closed (the connection went away in between): no callback will come.
@@ -112,11 +123,27 @@ final class SubscriptionCore: @unchecked Sendable {  // `handle` is written once
 
     func deliver(_ message: NATSMessage) {
         if let handler { return handler(message) }
+        let size = message.payload.count
+        let pending = pendingBytes.wrappingAdd(size, ordering: .relaxed).newValue
+        guard pending <= maxPendingBytes else {
+            pendingBytes.wrappingSubtract(size, ordering: .relaxed)
+            return countDropped()
+        }
         if case .dropped = continuation.yield(message) {
-            let count = droppedCounter.wrappingAdd(1, ordering: .relaxed).newValue
-            if count == 1 || count % 1000 == 0 {
-                logger.warning("slow consumer: dropping messages", metadata: ["nats.subject": "\(subject)", "dropped": "\(count)"])
-            }
+            pendingBytes.wrappingSubtract(size, ordering: .relaxed)
+            countDropped()
+        }
+    }
+
+    /// The consumer took `message` from the stream.
+    func consumed(_ message: NATSMessage) {
+        pendingBytes.wrappingSubtract(message.payload.count, ordering: .relaxed)
+    }
+
+    private func countDropped() {
+        let count = droppedCounter.wrappingAdd(1, ordering: .relaxed).newValue
+        if count == 1 || count % 1000 == 0 {
+            logger.warning("slow consumer: dropping messages", metadata: ["nats.subject": "\(subject)", "dropped": "\(count)"])
         }
     }
 

@@ -36,7 +36,7 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
     private let wake: AsyncStream<Void>.Continuation
     private var sweeper: Task<Void, Never>?
 
-    init(connection: OpaquePointer) throws {
+    init(connection: OpaquePointer, pendingLimit: Int, pendingBytes: Int) throws {
         let (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.wake = wake
         var inbox: UnsafeMutablePointer<natsInbox>?
@@ -58,7 +58,8 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
                 }
             }
         }
-        _ = natsSubscription_SetPendingLimits(sub, -1, -1)
+        // Bounded like any subscription: anyone who sees a reply subject can publish to the inbox.
+        _ = natsSubscription_SetPendingLimits(sub, Int32(clamping: pendingLimit), Int32(clamping: pendingBytes))
         if natsSubscription_SetOnCompleteCB(sub, onNATSReplyInboxComplete, context.toOpaque()) != NATS_OK {
             context.release()
         }

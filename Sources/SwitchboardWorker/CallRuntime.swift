@@ -47,10 +47,25 @@ extension Worker {
                                       }
                                   })
         log.info("call started")
+        let heard = MediaClock()
         let reason = await withTaskGroup(of: EndReason?.self) { group in
             group.addTask {
-                await self.receiveMedia(media, into: audioIn, sampleRate: self.configuration.sampleRate, logger: log)
+                await self.receiveMedia(media, into: audioIn, sampleRate: self.configuration.sampleRate, heard: heard, logger: log)
                 return nil
+            }
+            if let timeout = configuration.mediaTimeout {
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: min(timeout / 4, .seconds(1)))
+                        // Silence while this worker is cut off or frozen is not the caller's.
+                        if !self.nats.isConnected || self.stallWatch.stalled { heard.touch() }
+                        if heard.silence >= timeout {
+                            log.warning("no audio from the caller for \(timeout): ending the call")
+                            return .noMedia
+                        }
+                    }
+                    return nil
+                }
             }
             group.addTask {
                 for await message in endSubscription {
@@ -149,7 +164,7 @@ extension Worker {
     /// Decodes the caller's packets into frames for the handler; a gap in sequence numbers (up to 5 packets)
     /// becomes concealed frames, a late or repeated packet is dropped, a malformed one is counted.
     func receiveMedia(_ media: NATSSubscription, into audio: AsyncStream<AudioFrame>.Continuation, sampleRate: Int,
-                      logger: Logger) async {
+                      heard: MediaClock, logger: Logger) async {
         let decoder: OpusDecoder
         do {
             decoder = try OpusDecoder(sampleRate: sampleRate)
@@ -170,6 +185,7 @@ extension Worker {
                 }
                 last = packet.sequence
                 audio.yield(AudioFrame(samples: try decoder.decode(packet.payload)))
+                heard.touch()
                 metrics.increment(MetricNames.mediaPackets, ["direction": "in"], help: "Media packets, by direction")
             } catch {
                 metrics.increment(MetricNames.badMessages, ["kind": "media", "code": error.code.rawValue])
@@ -305,6 +321,19 @@ final class CallSession: Sendable {
             return state.held
         }
     }
+}
+
+/// When the caller's audio was last heard on a call.
+final class MediaClock: Sendable {
+    private let clock = ContinuousClock()
+    private let base = ContinuousClock.now
+    private let last = Atomic<Int64>(0)  // ms since `base`
+
+    init() { touch() }
+
+    func touch() { last.store((clock.now - base).milliseconds, ordering: .relaxed) }
+
+    var silence: Duration { .milliseconds((clock.now - base).milliseconds - last.load(ordering: .relaxed)) }
 }
 
 /// End requests waiting for the call to finish ending, to be answered then.

@@ -215,10 +215,13 @@ public final class Worker: Service, Sendable {
                                           sampleRate: configuration.sampleRate, bitrate: configuration.bitrate,
                                           metrics: metrics, resumingFrom: offer.resume?.checkpoint,
                                           unixNowMillis: unixMillisNow(), watch: stallWatch)
-                let media = try nats.subscribe(to: configuration.subjects.mediaIn(call: offer.callID), pendingLimit: 250)
+                // Bounded in messages and bytes: 5 s of audio, whatever a flood of large messages holds.
+                let media = try nats.subscribe(to: configuration.subjects.mediaIn(call: offer.callID), pendingLimit: 250,
+                                               pendingBytes: 512 * 1024)
                 let endRequests: NATSSubscription
                 do {
-                    endRequests = try nats.subscribe(to: configuration.subjects.end(call: offer.callID), pendingLimit: 16)
+                    endRequests = try nats.subscribe(to: configuration.subjects.end(call: offer.callID), pendingLimit: 16,
+                                                     pendingBytes: 64 * 1024)
                 } catch {
                     media.unsubscribe()
                     throw error

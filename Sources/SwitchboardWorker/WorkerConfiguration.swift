@@ -15,6 +15,10 @@ public struct WorkerConfiguration: Sendable {
     public var heartbeatInterval: Duration = .seconds(1)
     /// A call still running after this long is ended (reason `max_duration`).
     public var maxCallDuration: Duration = .seconds(3600)
+    /// A call whose caller sends no audio for this long is ended (reason `no_media`), so a placement nobody
+    /// uses (or a forged one) cannot hold a slot for the maximum duration. Time cut off from NATS or frozen
+    /// does not count. Nil: never.
+    public var mediaTimeout: Duration? = .seconds(60)
     /// How long an ended call's record stays in Redis.
     public var endedCallRetention: Duration = .seconds(24 * 3600)
     /// Sample rate of the audio handlers see and send.

@@ -27,6 +27,8 @@ struct WorkerCommand: AsyncParsableCommand {
     var heartbeatInterval: Double = Settings.double("heartbeat-interval", 1)
     @Option(name: .customLong("max-call-duration"), help: "Seconds after which a call is ended.")
     var maxCallDuration: Double = Settings.double("max-call-duration", 3600)
+    @Option(name: .customLong("media-timeout"), help: "End a call whose caller sends no audio for this many seconds (0: never).")
+    var mediaTimeout: Double = Settings.double("media-timeout", 60)
     @Option(name: .customLong("cpu-source"),
             help: "Whose CPU heartbeats report: auto (the cgroup quota's, else the machine's), machine, or process (this process alone, for several workers on one machine).")
     var cpuSource: String = Settings.string("cpu-source", "auto")
@@ -52,6 +54,7 @@ struct WorkerCommand: AsyncParsableCommand {
         do throws(SwitchboardError) {
             config.heartbeatInterval = try seconds(heartbeatInterval, "heartbeat interval", max: 3600)
             config.maxCallDuration = try seconds(maxCallDuration, "max call duration")
+            config.mediaTimeout = mediaTimeout == 0 ? nil : try seconds(mediaTimeout, "media timeout")
             config.leaseTime = try seconds(Swift.max(1, leaseTime), "lease time", max: 3600)
             guard let source = CPUSource(rawValue: cpuSource) else {
                 throw SwitchboardError(.invalidArgument, "cpu source must be one of \(CPUSource.allCases.map(\.rawValue).joined(separator: ", "))")

@@ -143,4 +143,28 @@ struct CallFlowTests {
         #expect(capped.worker.activeCalls == 0 && brief.worker.activeCalls == 0)
         await cluster.shutdown()
     }
+
+    @Test func aCallWhoseCallerSendsNoAudioEndsAndOneThatSpeaksGoesOn() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        try await cluster.addWorker { $0.mediaTimeout = .seconds(2) }
+        try await cluster.waitForWorkers(1)
+        let silent = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "t")).call)
+        let speaking = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "t")).call)
+        let encoder = try OpusEncoder()
+        var tone = ToneGenerator(frequency: 300)
+        let start = ContinuousClock.now
+        var seq: UInt32 = 0
+        // The speaking caller sends 20 ms frames for two and a half media timeouts (paced by the clock).
+        while ContinuousClock.now - start < .seconds(5) {
+            let packet = MediaPacket(sequence: seq, timestamp: seq &* 960, payload: try encoder.encode(tone.next(960)))
+            try cluster.client.publish(speaking.media.in, payload: packet.encoded())
+            seq &+= 1
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await eventually(timeout: .seconds(10), "the silent call ended") { try await cluster.record(silent.callID)["state"] == "ended" }
+        #expect(try await cluster.record(silent.callID)["end_reason"] == "no_media")
+        #expect(try await cluster.record(speaking.callID)["state"] == "active", "audio kept it going")
+        await cluster.shutdown()
+    }
 }

@@ -219,6 +219,8 @@ public enum EndReason: String, Codable, Sendable, CaseIterable {
     case workerLost = "worker_lost"
     /// Ended through the API while no worker held it any more (its record was closed by a router).
     case notRunning = "not_running"
+    /// Its caller sent no audio for the worker's media timeout (60 s by default).
+    case noMedia = "no_media"
     /// Not an end for the caller: another worker took the call on. Only the worker that let go sees it.
     case migrated
 }
