@@ -103,6 +103,24 @@ struct NATSSubscriptionTests {
         }
     }
 
+    @Test func aFloodOfLargeMessagesIsBoundedInBytesAndRoomComesBackAsTheyAreTaken() async throws {
+        try await withNATS { nc, prefix in
+            let sub = try nc.subscribe(to: "\(prefix).big", pendingLimit: 1000, pendingBytes: 10_000)
+            let payload = [UInt8](repeating: 7, count: 1000)
+            for i in 0..<100 { try nc.publish("\(prefix).big", payload: [UInt8(i)] + payload.dropFirst()) }
+            try await nc.flush()
+            let deadline = ContinuousClock.now + .seconds(20)
+            while sub.droppedCount < 90 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(sub.droppedCount == 90, "ten 1,000-byte messages fit in 10,000 bytes")
+            var first: [UInt8] = []
+            for _ in 0..<10 { if let m = await next(sub) { first.append(m.payload[0]) } }
+            #expect(first == Array(0..<10))
+            // Taken: there is room again.
+            try nc.publish("\(prefix).big", payload: [200] + payload.dropFirst())
+            #expect(await next(sub)?.payload.first == 200)
+        }
+    }
+
     @Test func manySubscriptionsShareABoundedNumberOfThreads() async throws {
         try await withNATS { nc, prefix in
             let before = threadCount()
