@@ -7,6 +7,7 @@ extension SwitchboardError {
         switch code {
         case .badMessage, .invalidArgument: return (400, "bad_request")
         case .authenticationFailed: return (401, "unauthorized")
+        case .forbidden: return (403, "forbidden")
         case .notFound: return (404, "not_found")
         case .versionNotFound: return (404, "version_not_found")
         case .tooLarge: return (413, "too_large")

@@ -22,6 +22,8 @@ public struct SwitchboardError: Error, Sendable, Hashable, CustomStringConvertib
         public static let connectionFailed = Code(rawValue: "connection_failed")
         public static let connectionClosed = Code(rawValue: "connection_closed")
         public static let authenticationFailed = Code(rawValue: "authentication_failed")
+        /// A valid credential, but not one that may do this (a tenant's key on an operator endpoint).
+        public static let forbidden = Code(rawValue: "forbidden")
         public static let tlsFailed = Code(rawValue: "tls_failed")
         public static let timeout = Code(rawValue: "timeout")
         public static let noResponders = Code(rawValue: "no_responders")

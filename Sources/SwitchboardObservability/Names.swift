@@ -31,6 +31,7 @@ public enum MetricNames {
     public static let recordsReasserted = "switchboard_worker_records_reasserted_total"
     public static let recordsRepaired = "switchboard_worker_records_repaired_total"
     public static let deployRevision = "switchboard_deploy_revision"
+    public static let operatorRefusals = "switchboard_operator_refusals_total"
     public static let deployChanges = "switchboard_deploy_changes_total"
     public static let placementsByVersion = "switchboard_placements_by_version_total"
     public static let workersByVersion = "switchboard_workers_by_version"

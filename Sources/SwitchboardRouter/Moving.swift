@@ -258,7 +258,12 @@ extension Router {
         let reply: MigrateReply
         do {
             let request = try MigrateRequest.decode(message.payload)
-            reply = MigrateReply(try await migrate(request.callID, requestedBy: request.requestedBy))
+            // Audited like the HTTP one: who asked is what the request says (on a bus with per-role permissions,
+            // only workers may send it).
+            let actor = "\(request.requestedBy) (over NATS)"
+            reply = MigrateReply(try await audited("migrate", target: request.callID, actor: actor) { () throws(SwitchboardError) in
+                try await migrate(request.callID, requestedBy: actor)
+            })
         } catch {
             if error.code == .badMessage || error.code == .tooLarge { countBadMessage("migrate_request", error) }
             reply = MigrateReply(error: error)

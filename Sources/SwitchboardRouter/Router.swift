@@ -40,6 +40,8 @@ public final class Router: Service, Sendable {
     let labelledTenants = Mutex<Set<String>>([])
     /// Set by a graceful shutdown: `/readyz` fails from then on.
     let shuttingDown = Mutex(false)
+    /// Refused operator requests written to the audit, at most 5 a second (all are counted).
+    let refusalAudit = Mutex(TokenBucket(perSecond: 5, burst: 10))
     /// Set once `run` has read the deploy policy and the drains: no call is placed before (HTTP answers
     /// `unavailable`, `/readyz` fails; route requests on NATS are not subscribed to until then).
     let started = Mutex(false)
@@ -109,6 +111,9 @@ public final class Router: Service, Sendable {
         let migrations = try nats.subscribe(to: configuration.subjects.migrate, queue: Subjects.routerQueue)
         try await nats.flush()
         logger.info("router running", metadata: ["route_subject": "\(configuration.subjects.route)"])
+        if configuration.insecureNoAuth {
+            logger.critical("operator endpoints are open to anyone (--insecure-no-auth): drains, moves and deploys need no key")
+        }
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { await self.livenessLoop() }
@@ -254,9 +259,11 @@ public struct Readiness: Codable, Sendable {
     public var shuttingDown: Bool
     /// Still reading the deploy policy and the drains at start.
     public var starting: Bool
+    /// `admin_keys`, or `off` (`--insecure-no-auth`: operator endpoints open to anyone).
+    public var auth: String
 
     enum CodingKeys: String, CodingKey {
-        case ready, nats, redis, starting
+        case ready, nats, redis, starting, auth
         case shuttingDown = "shutting_down"
     }
 }
@@ -268,6 +275,6 @@ extension Router {
         let stopping = shuttingDown.withLock { $0 }
         let starting = !started.withLock { $0 }
         return Readiness(ready: natsOK && redisOK && !stopping && !starting, nats: natsOK, redis: redisOK, shuttingDown: stopping,
-                         starting: starting)
+                         starting: starting, auth: configuration.insecureNoAuth ? "off" : "admin_keys")
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import SwitchboardCore
 
 /// A router's settings. Defaults suit a local cluster; the executable fills them from flags, environment
@@ -29,9 +30,11 @@ public struct RouterConfiguration: Sendable {
     /// Tenancy: callers authenticate with a tenant's API key, and each route is admitted against the tenant's
     /// rate limit and live-call quota. Off: the body's `tenant` is taken as given and nothing is limited.
     public var tenancy = false
-    /// With tenancy on, operator endpoints (`/v1/workers`) need `Authorization: Bearer <adminKey>`; tenant
-    /// keys do not open them.
-    public var adminKey: String?
+    /// Operator endpoints (workers, drains, moves, deploys, the audit) need `Authorization: Bearer <key>` with
+    /// one of these, tenancy on or off; the audit names the key's owner. Tenant keys do not open them (403).
+    public var adminKeys: [AdminKey] = []
+    /// Operator endpoints open to anyone (a loud warning at start, and in `/readyz`). For a laptop only.
+    public var insecureNoAuth = false
     /// Tenants named in metric labels at most; calls of tenants beyond are counted under `tenant="other"`, so
     /// a cluster of many tenants does not grow a series per tenant.
     public var tenantLabelCap = 50
@@ -72,3 +75,41 @@ public struct RouterConfiguration: Sendable {
         self.keys = keys
     }
 }
+
+/// An operator's credential: who it names (in the audit) and the key.
+public struct AdminKey: Sendable, Equatable {
+    public var name: String
+    public var key: String
+
+    /// Keys shorter than this are refused: an admin key opens every operator action.
+    public static let minimumLength = 16
+
+    public init(name: String, key: String) throws(SwitchboardError) {
+        guard (1...64).contains(name.utf8.count),
+              name.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 65 && $0 <= 90) || ($0 >= 97 && $0 <= 122) || $0 == 45 || $0 == 95 || $0 == 46 || $0 == 64 }) else {
+            throw SwitchboardError(.invalidArgument, "an admin key's name must be 1-64 letters, digits, '-', '_', '.' or '@'")
+        }
+        guard key.utf8.count >= Self.minimumLength, key.utf8.count <= 256, !key.unicodeScalars.contains(where: { $0.value <= 32 }) else {
+            throw SwitchboardError(.invalidArgument, "admin key '\(name)' must be \(Self.minimumLength)-256 characters without spaces")
+        }
+        self.name = name
+        self.key = key
+    }
+
+    /// A key file: one `name:key` per line; blank lines and lines starting with `#` are skipped.
+    public static func parseFile(_ text: String) throws(SwitchboardError) -> [AdminKey] {
+        var keys: [AdminKey] = []
+        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            guard !line.isEmpty, !line.hasPrefix("#") else { continue }
+            guard let colon = line.firstIndex(of: ":") else {
+                throw SwitchboardError(.invalidArgument, "line \(number + 1) of the admin key file is not name:key")
+            }
+            keys.append(try AdminKey(name: String(line[..<colon]), key: String(line[line.index(after: colon)...])))
+        }
+        guard !keys.isEmpty else { throw SwitchboardError(.invalidArgument, "the admin key file names no key") }
+        guard Set(keys.map(\.name)).count == keys.count else { throw SwitchboardError(.invalidArgument, "two admin keys share a name") }
+        return keys
+    }
+}
+

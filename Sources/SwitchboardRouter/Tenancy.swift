@@ -32,12 +32,27 @@ extension Router {
         return policy
     }
 
-    /// Operator endpoints: open when tenancy is off; else only to the admin key.
-    public func requireAdmin(authorization: String?) throws(SwitchboardError) {
-        guard configuration.tenancy else { return }
-        guard let admin = configuration.adminKey, !admin.isEmpty, let authorization,
-              Self.constantTimeEqual(authorization, "Bearer " + admin)
-        else { throw SwitchboardError(.authenticationFailed, "this endpoint needs the admin key") }
+    /// Who is asking for an operator action: the name of the admin key in `Authorization: Bearer <key>`.
+    /// Without a key, or with an unknown one: `authentication_failed` (401); with a tenant's key: `forbidden`
+    /// (403). Tenancy on or off alike. Refusals are counted and (at most a few a second) audited.
+    public func operatorName(authorization: String?, action: String) async throws(SwitchboardError) -> String {
+        if configuration.insecureNoAuth { return "anyone (auth off)" }
+        let key = authorization.flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces) : nil }
+        if let key {
+            // Every key compared in full: the time taken does not say which one nearly matched.
+            var found: String?
+            for admin in configuration.adminKeys where Self.constantTimeEqual(key, admin.key) { found = admin.name }
+            if let found { return found }
+        }
+        var status = "unauthorized"
+        if let key, key.hasPrefix("sbk_"), (try? await tenants.authenticate(key)) != nil { status = "forbidden" }
+        metrics.increment(MetricNames.operatorRefusals, ["status": status], help: "Operator requests refused: no or unknown key, or a tenant's key")
+        if refusalAudit.withLock({ $0.take(now: clock.now) }) {
+            await audit(action, target: "", actor: key == nil ? "no key" : status == "forbidden" ? "a tenant's key" : "an unknown key",
+                        outcome: status)
+        }
+        if status == "forbidden" { throw SwitchboardError(.forbidden, "a tenant's key cannot do operator actions; use an admin key") }
+        throw SwitchboardError(.authenticationFailed, "this needs an admin key: Authorization: Bearer <key>")
     }
 
     static func constantTimeEqual(_ a: String, _ b: String) -> Bool {

@@ -43,8 +43,12 @@ struct RouterCommand: AsyncParsableCommand {
     var failoverWindow: Double = Settings.double("failover-window", 30)
     @Option(help: "on: callers need a tenant's API key and routes are held to the tenant's limits; off: no keys, no limits.")
     var tenancy: String = Settings.string("tenancy", "off")
-    @Option(name: .customLong("admin-key"), help: "With tenancy on, the key operator endpoints need (env SWITCHBOARD_ADMIN_KEY).")
+    @Option(name: .customLong("admin-key"), help: "A key operator endpoints take, named 'admin' in the audit (env SWITCHBOARD_ADMIN_KEY).")
     var adminKey: String? = Settings.value("admin-key")
+    @Option(name: .customLong("admin-key-file"), help: "Operator keys, one name:key per line; the audit names who acted (env SWITCHBOARD_ADMIN_KEY_FILE).")
+    var adminKeyFile: String? = Settings.value("admin-key-file")
+    @Flag(name: .customLong("insecure-no-auth"), help: "Leave operator endpoints open to anyone (never on a network).")
+    var insecureNoAuth = Settings.value("insecure-no-auth") == "true"
     @Option(name: .customLong("lease-time"), help: "Seconds a tenant's live-call lease lasts unless the worker renews it.")
     var leaseTime: Double = Settings.double("lease-time", 30)
     @Option(name: .customLong("tenant-label-cap"), help: "Tenants named in metric labels at most; the rest count as 'other'.")
@@ -83,12 +87,10 @@ struct RouterCommand: AsyncParsableCommand {
             (config.scheduler, config.registry) = try schedulerSettings()
             guard tenancy == "on" || tenancy == "off" else { throw SwitchboardError(.invalidArgument, "tenancy must be on or off") }
             config.tenancy = tenancy == "on"
-            if config.tenancy && (adminKey ?? "").utf8.count < 16 {
-                throw SwitchboardError(.invalidArgument, "tenancy on needs an admin key of 16 characters or more (--admin-key)")
-            }
+            (config.adminKeys, config.insecureNoAuth) = try AdminKeys.resolve(file: adminKeyFile, key: adminKey, insecure: insecureNoAuth,
+                                                                                routerID: id, httpHost: httpHost)
             guard leaseTime >= 1 else { throw SwitchboardError(.invalidArgument, "lease time must be at least 1 second") }
             config.leaseTime = try seconds(leaseTime, "lease time", max: 3600)
-            config.adminKey = adminKey
             guard tenantLabelCap >= 0 else { throw SwitchboardError(.invalidArgument, "tenant label cap must be 0 or more") }
             config.tenantLabelCap = tenantLabelCap
             config.failover.window = try seconds(failoverWindow, "failover window", allowZero: true, max: 3600)

@@ -45,10 +45,6 @@ enum Runtime {
     }
 }
 
-extension Duration {
-    init(seconds: Double) { self = .milliseconds(Int((seconds * 1000).rounded())) }
-}
-
 /// Writes a line to standard output at once (no buffering), so a parent process reading it sees it now.
 func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))

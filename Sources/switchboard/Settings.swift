@@ -100,8 +100,22 @@ struct RouterAddress: ParsableArguments {
     @Option(name: .customLong("api-key"), help: "A tenant's API key, or the admin key for operator commands, when the router has tenancy on (env SWITCHBOARD_API_KEY).")
     var apiKey: String? = Settings.value("api-key")
 
+    @Option(name: .customLong("api-key-file"), help: "A file with the key (a router's name:key admin key file: its first key) (env SWITCHBOARD_API_KEY_FILE).")
+    var apiKeyFile: String? = Settings.value("api-key-file")
+
     @Option(help: "Output format: text or json.")
     var output: OutputFormat = .text
 
-    var client: APIClient { APIClient(base: routerURL, key: apiKey) }
+    var client: APIClient {
+        APIClient(base: routerURL, key: apiKey.flatMap { $0.isEmpty ? nil : $0 } ?? apiKeyFile.flatMap(Self.firstKey))
+    }
+
+    /// The key in a key file: its first `name:key` line's key, or its first line as it is.
+    static func firstKey(inFile path: String) -> String? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { Settings.fail("cannot read the key file \(path)") }
+        let line = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.first { !$0.isEmpty && !$0.hasPrefix("#") }
+        guard let line else { Settings.fail("the key file \(path) holds no key") }
+        if let colon = line.firstIndex(of: ":"), !line.hasPrefix("sbk_") { return String(line[line.index(after: colon)...]) }
+        return line
+    }
 }

@@ -1,14 +1,16 @@
 import Foundation
 import SwitchboardCore
+import SwitchboardRouter
 import SwitchboardTestSupport
 import SwitchboardWorker
 import Testing
 
 @Suite("The switchboard CLI")
 struct CLITests {
-    /// Runs `switchboard` to completion and returns its exit status and output.
+    /// Runs `switchboard` to completion and returns its exit status and output; operator commands carry the
+    /// test clusters' admin key unless `--api-key` is given.
     func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
-        let cli = try CLIProcess(arguments, environment: environment)
+        let cli = try CLIProcess(arguments, environment: ["SWITCHBOARD_API_KEY": TestCluster.adminKey].merging(environment) { $1 })
         guard let status = await cli.waitForExit(timeout: .seconds(30)) else {
             Issue.record("switchboard \(arguments) did not exit")
             return (-1, cli.output)
@@ -121,8 +123,8 @@ struct CLITests {
 
 @Suite("The switchboard CLI with tenants")
 struct TenantCLITests {
-    func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
-        let cli = try CLIProcess(arguments)
+    func run(_ arguments: [String], apiKey: String = TestCluster.adminKey) async throws -> (status: Int32, output: String) {
+        let cli = try CLIProcess(arguments, environment: ["SWITCHBOARD_API_KEY": apiKey])
         guard let status = await cli.waitForExit(timeout: .seconds(30)) else {
             Issue.record("switchboard \(arguments) did not exit")
             return (-1, cli.output)
@@ -138,7 +140,7 @@ struct TenantCLITests {
     @Test func tenantsAreManagedAndKeysOpenTheRouter() async throws {
         let cluster = try await TestCluster()
         let admin = "admin-key-of-sixteen-or-more"
-        let router = try await cluster.addRouter { $0.tenancy = true; $0.adminKey = admin }
+        let router = try await cluster.addRouter { $0.tenancy = true; $0.adminKeys = [try! AdminKey(name: "ops-alice", key: admin)] }
         try await cluster.addWorker(capacity: 4)
         try await cluster.waitForWorkers(1)
         let redis = ["--redis-url", cluster.redisURL, "--key-prefix", cluster.keys.prefix]
@@ -165,7 +167,7 @@ struct TenantCLITests {
         // The key opens the router for calls; the admin key opens operator commands, and a tenant key does not.
         let (routed, routeOut) = try await run(["call", "route", "--router-url", router.url, "--api-key", key])
         #expect(routed == 0 && routeOut.contains("on worker"), "\(routeOut)")
-        let (noKey, noKeyOut) = try await run(["call", "route", "--router-url", router.url])
+        let (noKey, noKeyOut) = try await run(["call", "route", "--router-url", router.url], apiKey: "")
         #expect(noKey == 77 && noKeyOut.contains("an API key is needed"), "\(noKeyOut)")
         let (asTenant, _) = try await run(["status", "--router-url", router.url, "--api-key", key])
         #expect(asTenant == 77)
@@ -180,7 +182,7 @@ struct TenantCLITests {
         let (drained, drainedOut) = try await run(["node", "drain", workerID, "--router-url", router.url, "--api-key", admin])
         #expect(drained == 0, "\(drainedOut)")
         let (audited, auditOut) = try await run(["audit", "--router-url", router.url, "--api-key", admin])
-        #expect(audited == 0 && auditOut.contains("(admin key)") && auditOut.contains(workerID), "\(auditOut)")
+        #expect(audited == 0 && auditOut.contains("ops-alice (admin key") && auditOut.contains(workerID), "\(auditOut)")
 
         let (rotated, rotateOut) = try await run(["tenant", "rotate-key", "acme"] + redis)
         let newKey = try #require(apiKey(in: rotateOut), "\(rotateOut)")

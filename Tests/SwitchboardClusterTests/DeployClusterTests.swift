@@ -311,10 +311,10 @@ struct DeployClusterTests {
         #expect(try await cluster.deployAction("rollback", DeployActionBody(force: true)).value?.policy.active == "2")
 
         // The CLI: one clear line and a non-zero exit for a refusal; the status as a table.
-        let refused = try CLIProcess(["deploy", "9", "--router-url", router.url])
+        let refused = try CLIProcess(["deploy", "9", "--router-url", router.url, "--api-key", TestCluster.adminKey])
         #expect(await refused.waitForExit(timeout: .seconds(30)) == 65)
         #expect(refused.output.contains("error: version_not_found: no live worker runs 9"), "\(refused.output)")
-        let status = try CLIProcess(["deploy", "status", "--router-url", router.url])
+        let status = try CLIProcess(["deploy", "status", "--router-url", router.url, "--api-key", TestCluster.adminKey])
         #expect(await status.waitForExit(timeout: .seconds(30)) == 0)
         #expect(status.output.contains("revision 5 · active 2") && status.output.contains("VERSION"), "\(status.output)")
         await cluster.shutdown()

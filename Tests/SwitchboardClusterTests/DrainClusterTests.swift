@@ -109,7 +109,7 @@ struct DrainClusterTests {
         try await eventually(timeout: .seconds(30), "a's call still sends audio") { tap.count >= 25 }
         let view = try decodeJSON(WorkersView.self, try await cluster.http("GET", "/v1/workers").body)
         let shown = try #require(view.workers.first { $0.id == "a" })
-        #expect(shown.state == "draining" && shown.activeCalls == 10 && shown.drain?.requestedBy == "test@ops (no key)")
+        #expect(shown.state == "draining" && shown.activeCalls == 10 && shown.drain?.requestedBy == "tester (admin key, client test@ops)")
         #expect(a.process.isRunning)
 
         for call in calls { #expect(try await cluster.http("DELETE", "/v1/calls/\(call.callID)").status == 200) }
@@ -272,7 +272,7 @@ struct DrainClusterTests {
         try await eventually(timeout: .seconds(30), "new router sees both, b ready") {
             second.router.workers().count == 2 && second.router.workers().contains { $0.id == "b" && $0.isPlaceable }
         }
-        #expect(second.router.workers().first { $0.id == "a" }?.drain?.requestedBy == "test@ops (no key)")
+        #expect(second.router.workers().first { $0.id == "a" }?.drain?.requestedBy == "tester (admin key, client test@ops)")
         for _ in 0..<10 { #expect(try await cluster.route().workerID == "b") }
 
         // A worker that starts while a drain of it is recorded keeps to it: with no calls, it leaves at once.
@@ -339,7 +339,7 @@ struct DrainClusterTests {
         let entries = try decodeJSON(AuditEntries.self, audit.body).entries
         #expect(entries.map(\.outcome) == ["not_found", "conflict", "ok", "no_capacity"])
         #expect(entries.allSatisfy { $0.action == "migrate" })
-        #expect(entries[2].actor == "alice@ops (no key)" && entries[2].target == call.callID)
+        #expect(entries[2].actor == "tester (admin key, client alice@ops)" && entries[2].target == call.callID)
         await cluster.shutdown()
     }
 

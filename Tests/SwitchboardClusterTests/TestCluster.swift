@@ -34,6 +34,8 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     let client: NATSConnection
     let redis: RedisClient
     private(set) var routers: [RunningRouter] = []
+    /// Every router's operator key here, named `tester` in the audit.
+    static let adminKey = "test-admin-key-0123456789"
     private(set) var workers: [RunningWorker] = []
 
     struct RunningRouter {
@@ -89,6 +91,7 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         config.httpPort = 0
         config.registry = WorkerRegistry.Configuration(heartbeatInterval: heartbeat, suspectAfter: liveness.suspectAfter,
                                                        deadAfter: liveness.deadAfter)
+        config.adminKeys = [try AdminKey(name: "tester", key: Self.adminKey)]
         configure(&config)
         let nats = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: config.id), logger: quiet)
         let redis = try RedisClient(url: redisURL, logger: quiet)
@@ -141,6 +144,7 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     func spawnRouter(id: String, _ arguments: [String] = []) throws -> CLIProcess {
         try CLIProcess(["router", "--id", id, "--nats-url", natsURL, "--redis-url", redisURL, "--prefix", subjects.prefix,
                         "--key-prefix", keys.prefix, "--http-port", "0", "--heartbeat-interval", "\(heartbeat.seconds)",
+                        "--admin-key", Self.adminKey,
                         "--suspect-after", "\(liveness.suspectAfter)", "--dead-after", "\(liveness.deadAfter)",
                         "--log-level", "warning"] + arguments)
     }
@@ -159,8 +163,13 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         return try RouteReply.decode(message.payload)
     }
 
+    /// An HTTP request to router `router`; operator paths carry the admin key unless `headers` name their own
+    /// `Authorization` or `asOperator` is false.
     func http(_ method: String, _ path: String, body: [UInt8]? = nil, router: Int = 0,
-              headers: [String: String] = [:]) async throws -> (status: Int, body: Data) {
+              headers: [String: String] = [:], asOperator: Bool = true) async throws -> (status: Int, body: Data) {
+        var headers = headers
+        let operatorPath = ["/v1/workers", "/v1/audit", "/v1/deployment"].contains { path.hasPrefix($0) } || path.hasSuffix("/migrate")
+        if asOperator && operatorPath && headers["Authorization"] == nil { headers["Authorization"] = "Bearer \(Self.adminKey)" }
         let response = try await PlainHTTP.request(method, routers[router].url + path, headers: headers, body: body.map { Data($0) })
         return (response.status, response.body)
     }

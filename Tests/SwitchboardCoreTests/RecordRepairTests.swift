@@ -33,3 +33,15 @@ import Testing
         #expect(Set(repair.pendingEnds.keys) == ["b", "c"])
     }
 }
+
+@Suite struct TokenBucketTests {
+    @Test func aBurstThenTheRate() {
+        let t0 = ContinuousClock.now
+        var bucket = TokenBucket(perSecond: 5, burst: 10)
+        #expect((0..<15).filter { _ in bucket.take(now: t0) }.count == 10)
+        let early = bucket.take(now: t0 + .milliseconds(100))
+        let onTime = bucket.take(now: t0 + .milliseconds(200))
+        #expect(!early && onTime, "one token per 200 ms")
+        #expect((0..<20).filter { _ in bucket.take(now: t0 + .seconds(60)) }.count == 10, "never more than the burst")
+    }
+}

@@ -38,16 +38,15 @@ public enum RouterHTTP {
             return json(try await router.endCall(id))
         }
         routes.get("/v1/workers") { request, _ -> Response in
-            try router.requireAdmin(authorization: request.headers[.authorization])
+            _ = try await actor(request, router, "list workers")
             return json(WorkersView(router.workerViews()))
         }
         routes.post("/v1/workers/:id/drain") { request, context -> Response in
-            try router.requireAdmin(authorization: request.headers[.authorization])
+            let actor = try await actor(request, router, "drain")
             let id = try context.parameters.require("id")
             var request = request
             let body = try DrainBody.decode(try await collect(&request, limit: maxBody))
             let deadline = try body.deadline(default: router.configuration.defaultDrainDeadline)
-            let actor = actor(request)
             let result = try await router.audited("drain", target: id, actor: actor,
                                                   detail: "deadline \(deadline), at deadline \(body.atDeadline ?? .migrate)") {
                 () throws(SwitchboardError) in
@@ -56,58 +55,56 @@ public enum RouterHTTP {
             return json(result, status: .accepted)
         }
         routes.post("/v1/workers/:id/undrain") { request, context -> Response in
-            try router.requireAdmin(authorization: request.headers[.authorization])
+            let actor = try await actor(request, router, "undrain")
             let id = try context.parameters.require("id")
-            let actor = actor(request)
             return json(try await router.audited("undrain", target: id, actor: actor) { () throws(SwitchboardError) in
                 try await router.undrain(id, actor: actor)
             })
         }
         routes.post("/v1/calls/:id/migrate") { request, context -> Response in
-            try router.requireAdmin(authorization: request.headers[.authorization])
+            let actor = try await actor(request, router, "migrate")
             let id = try context.parameters.require("id")
-            let actor = actor(request)
             return json(try await router.audited("migrate", target: id, actor: actor) { () throws(SwitchboardError) in
                 try await router.migrate(id, requestedBy: actor)
             })
         }
         routes.get("/v1/audit") { request, _ -> Response in
-            try router.requireAdmin(authorization: request.headers[.authorization])
+            _ = try await actor(request, router, "read the audit")
             return json(AuditEntries(try await router.auditEntries(limit: try limit(request, default: 50))))
         }
         routes.get("/v1/deployment") { request, _ -> Response in
-            try router.requireAdmin(authorization: request.headers[.authorization])
+            _ = try await actor(request, router, "deploy status")
             return json(try await router.deploymentStatus())
         }
         routes.put("/v1/deployment") { request, _ -> Response in
-            try router.requireAdmin(authorization: request.headers[.authorization])
+            let actor = try await actor(request, router, "deploy")
             var request = request
             let body: DeployBody = try decodeBody(try await collect(&request, limit: maxBody),
                                                   shape: #"{"version": "1.5.0", "canary_percent": 0-100, "canary_by": "call" or "tenant", "rollback_window_seconds", "drain_deadline_seconds", "at_deadline", "force", "revision"}"#)
             let change = try body.change()
             let canary = body.canaryPercent.map { " as canary at \($0)%" } ?? ""
-            return json(try await router.audited("deploy", target: body.version, actor: actor(request),
+            return json(try await router.audited("deploy", target: body.version, actor: actor,
                                                  detail: "\(body.version)\(canary)\(body.force == true ? ", forced" : "")") {
                 () throws(SwitchboardError) in
-                try await router.changeDeploy(change, force: body.force ?? false, expectedRevision: body.revision, actor: actor(request))
+                try await router.changeDeploy(change, force: body.force ?? false, expectedRevision: body.revision, actor: actor)
             })
         }
         for (path, action) in [("promote", "promote"), ("abort", "abort"), ("rollback", "rollback")] {
             routes.post("/v1/deployment/\(path)") { request, _ -> Response in
-                try router.requireAdmin(authorization: request.headers[.authorization])
+                let actor = try await actor(request, router, action)
                 var request = request
                 let bytes = try await collect(&request, limit: maxBody)
                 let body: DeployActionBody = bytes.isEmpty ? DeployActionBody()
                     : try decodeBody(bytes, shape: #"{"to": "1.4.0", "force": false, "revision": 7} (every field optional)"#)
                 let change: DeployPolicy.Change = action == "promote" ? .promote : action == "abort" ? .abort : .rollback(to: body.to)
-                return json(try await router.audited(action, target: action == "rollback" ? body.to ?? "previous" : "canary", actor: actor(request),
+                return json(try await router.audited(action, target: action == "rollback" ? body.to ?? "previous" : "canary", actor: actor,
                                                      detail: body.force == true ? "forced" : "") { () throws(SwitchboardError) in
-                    try await router.changeDeploy(change, force: body.force ?? false, expectedRevision: body.revision, actor: actor(request))
+                    try await router.changeDeploy(change, force: body.force ?? false, expectedRevision: body.revision, actor: actor)
                 })
             }
         }
         routes.get("/v1/deployment/history") { request, _ -> Response in
-            try router.requireAdmin(authorization: request.headers[.authorization])
+            _ = try await actor(request, router, "deploy history")
             return json(DeployHistory(try await router.deployHistory(limit: try limit(request, default: 20))))
         }
         routes.get("/healthz") { _, _ -> Response in
@@ -177,12 +174,12 @@ public enum RouterHTTP {
         return [UInt8](data)
     }
 
-    /// Who asks, for the audit: the name the client gives (`X-Switchboard-Actor`, e.g. the CLI's user@host),
-    /// and which credential came with it.
-    static func actor(_ request: Request) -> String {
-        let named = request.headers[HTTPField.Name("X-Switchboard-Actor")!].map { String($0.prefix(96)) } ?? "unnamed"
-        let credential = request.headers[.authorization] == nil ? "no key" : "admin key"
-        return "\(named.filter { !$0.isNewline }) (\(credential))"
+    /// Who asks, for the audit: the admin key's owner (its name in the router's key file; a 401 or 403 for
+    /// anyone else), and the name the client gives (`X-Switchboard-Actor`, e.g. the CLI's user@host) beside it.
+    static func actor(_ request: Request, _ router: Router, _ action: String) async throws(SwitchboardError) -> String {
+        let name = try await router.operatorName(authorization: request.headers[.authorization], action: action)
+        let client = request.headers[HTTPField.Name("X-Switchboard-Actor")!].map { String($0.prefix(96)).filter { !$0.isNewline } }
+        return "\(name) (admin key\(client.map { ", client \($0)" } ?? ""))"
     }
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
