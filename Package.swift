@@ -33,7 +33,7 @@ let package = Package(
         .target(name: "SwitchboardCore", swiftSettings: [.unsafeFlags(["-O"])]),
         .target(
             name: "SwitchboardNATS",
-            dependencies: ["CNATS", "SwitchboardCore", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CNATS", "CCrypto", "SwitchboardCore", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
             name: "SwitchboardRedis",

@@ -10,8 +10,15 @@ public struct NATSConfiguration: Sendable {
     public var user: String?
     public var password: String?
     public var token: String?
-    /// A `.creds` file (user JWT and NKey seed), as `nsc` writes it.
+    /// A `.creds` file (user JWT and NKey seed), as `nsc` and `switchboard nats-config` write it.
     public var credentialsFile: String?
+    /// A user JWT and its NKey seed held in memory (a caller's per-call media credential).
+    public var credentials: Credentials?
+    /// A file holding an NKey seed alone (`SU...`), for servers that list users by NKey.
+    public var nkeySeedFile: String?
+    /// Where request replies arrive (`<prefix>.<random>.<n>`): a role's own part of `_INBOX` on a bus with
+    /// per-role permissions (see `BusRole.inboxPrefix`).
+    public var inboxPrefix = "_INBOX"
     public var tls: TLS?
     public var reconnect = Reconnect()
     /// Time allowed to open the TCP connection and finish the handshake.
@@ -23,6 +30,28 @@ public struct NATSConfiguration: Sendable {
     public var pendingBytesLimit = 64 * 1024 * 1024
     /// Threads that deliver messages to every subscription of this process, however many there are.
     public var deliveryThreads = 2
+
+    public struct Credentials: Sendable, Equatable {
+        public var jwt: String
+        public var seed: String
+        public init(jwt: String, seed: String) {
+            self.jwt = jwt
+            self.seed = seed
+        }
+
+        /// Reads a `.creds` file's text: the JWT and the seed between their BEGIN/END lines.
+        public init(creds text: String) throws(SwitchboardError) {
+            func block(_ name: String) -> String? {
+                guard let begin = text.range(of: "-----BEGIN \(name)-----"), let end = text.range(of: "------END \(name)------"),
+                      begin.upperBound < end.lowerBound else { return nil }
+                return text[begin.upperBound..<end.lowerBound].trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            guard let jwt = block("NATS USER JWT"), let seed = block("USER NKEY SEED"), !jwt.isEmpty, !seed.isEmpty else {
+                throw SwitchboardError(.invalidArgument, "not a NATS credentials file (a user JWT and a seed)")
+            }
+            self.init(jwt: jwt, seed: seed)
+        }
+    }
 
     public struct TLS: Sendable {
         /// CA bundle that signed the server's certificate.

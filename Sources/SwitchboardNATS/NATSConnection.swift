@@ -28,8 +28,8 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
         self.configuration = configuration
         self.logger = logger
         self.maxPayload = Int(natsConnection_GetMaxPayload(handle))
-        self.requests = try RequestMultiplexer(connection: handle, pendingLimit: configuration.pendingLimit,
-                                               pendingBytes: configuration.pendingBytesLimit)
+        self.requests = try RequestMultiplexer(connection: handle, inboxPrefix: configuration.inboxPrefix,
+                                               pendingLimit: configuration.pendingLimit, pendingBytes: configuration.pendingBytesLimit)
     }
 
     deinit {
@@ -41,7 +41,7 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
     /// Connects to the first reachable server of `configuration.servers`.
     public static func connect(_ configuration: NATSConfiguration, logger: Logger = Logger(label: "switchboard.nats")) async throws -> NATSConnection {
         NATSLibrary.open(deliveryThreads: configuration.deliveryThreads)
-        let sink = NATSEventSink(logger: logger)
+        let sink = NATSEventSink(logger: logger, credentials: configuration.credentials)
         let options = try NATSOptions(configuration, sink: sink)
         let handle = try await onBlockingThread("nats-connect") { () throws -> UncheckedHandle in
             var nc: OpaquePointer?

@@ -19,6 +19,9 @@ public enum NATSConnectionEvent: Sendable, Equatable {
 /// connection is created until it reports `closed`; then the reference is released, exactly once.
 final class NATSEventSink: Sendable {
     let logger: Logger
+    /// In-memory credentials nats.c asks for (through the callbacks below) at every connect and reconnect:
+    /// the sink lives exactly as long as nats.c may call.
+    let credentials: NATSConfiguration.Credentials?
     let events: AsyncStream<NATSConnectionEvent>
     private let continuation: AsyncStream<NATSConnectionEvent>.Continuation
     private struct State {
@@ -31,8 +34,9 @@ final class NATSEventSink: Sendable {
     }
     private let state = Mutex(State())
 
-    init(logger: Logger) {
+    init(logger: Logger, credentials: NATSConfiguration.Credentials? = nil) {
         self.logger = logger
+        self.credentials = credentials
         (events, continuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(256))
     }
 
@@ -124,3 +128,19 @@ private let natsAsyncError: natsErrHandler = { nc, sub, status, closure in
     sink.logger.error("nats error", metadata: ["error.code": "\(error.code)", "error": "\(error.message)", "nats.subject": "\(subject)"])
     sink.emit(.error(code: error.code.rawValue, message: error.message))
 }
+
+/// nats.c asks for the user JWT of in-memory credentials.
+let onNATSUserJWT: natsUserJWTHandler = { jwt, _, closure in
+    let sink = Unmanaged<NATSEventSink>.fromOpaque(closure!).takeUnretainedValue()
+    guard let credentials = sink.credentials, let jwt else { return NATS_ERR }
+    jwt.pointee = strdup(credentials.jwt)  // nats.c frees it
+    return NATS_OK
+}
+
+/// nats.c asks for the server's nonce signed with the in-memory seed.
+let onNATSSignNonce: natsSignatureHandler = { _, signature, length, nonce, closure in
+    let sink = Unmanaged<NATSEventSink>.fromOpaque(closure!).takeUnretainedValue()
+    guard let credentials = sink.credentials, let nonce else { return NATS_ERR }
+    return nats_Sign(credentials.seed, nonce, signature, length)  // allocates; nats.c frees it
+}
+

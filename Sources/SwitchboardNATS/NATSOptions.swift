@@ -28,8 +28,23 @@ final class NATSOptions: @unchecked Sendable {  // immutable after init; only re
             try check(natsOptions_SetUserInfo(handle, config.user, config.password), "setting user and password")
         }
         if let token = config.token { try check(natsOptions_SetToken(handle, token), "setting the token") }
+        let ways = [config.credentialsFile != nil, config.credentials != nil, config.nkeySeedFile != nil].filter { $0 }.count
+        guard ways <= 1 else { throw SwitchboardError(.invalidArgument, "give NATS one of a credentials file, credentials or an NKey seed file") }
         if let file = config.credentialsFile {
             try check(natsOptions_SetUserCredentialsFromFiles(handle, file, nil), "loading credentials file '\(file)'")
+        }
+        if config.credentials != nil {
+            let context = Unmanaged.passUnretained(sink).toOpaque()
+            try check(natsOptions_SetUserCredentialsCallbacks(handle, onNATSUserJWT, context, onNATSSignNonce, context),
+                      "setting in-memory credentials")
+        }
+        if let file = config.nkeySeedFile {
+            let seed: String
+            do { seed = try String(contentsOfFile: file, encoding: .utf8) } catch {
+                throw SwitchboardError(.invalidArgument, "cannot read the NKey seed file '\(file)'")
+            }
+            let key = try NKey(seed: seed)
+            try check(natsOptions_SetNKeyFromSeed(handle, key.publicKey, file), "loading NKey seed file '\(file)'")
         }
         if let tls = config.tls {
             try check(natsOptions_SetSecure(handle, true), "enabling TLS")

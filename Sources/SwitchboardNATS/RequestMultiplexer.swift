@@ -36,13 +36,11 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
     private let wake: AsyncStream<Void>.Continuation
     private var sweeper: Task<Void, Never>?
 
-    init(connection: OpaquePointer, pendingLimit: Int, pendingBytes: Int) throws {
+    init(connection: OpaquePointer, inboxPrefix: String, pendingLimit: Int, pendingBytes: Int) throws {
         let (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.wake = wake
-        var inbox: UnsafeMutablePointer<natsInbox>?
-        try check(natsInbox_Create(&inbox), "creating the reply inbox")
-        prefix = String(cString: inbox!) + "."
-        natsInbox_Destroy(inbox)
+        try Subject.validate(inboxPrefix)
+        prefix = inboxPrefix + "." + Identifiers.random(bytes: 11) + "."
         let context = Unmanaged.passRetained(self)
         var sub: OpaquePointer?
         let status = natsConnection_Subscribe(&sub, connection, prefix + "*", onNATSReply, context.toOpaque())

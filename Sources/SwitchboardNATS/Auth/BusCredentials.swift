@@ -1,0 +1,82 @@
+import Foundation
+import SwitchboardCore
+
+/// A closed bus for one cluster: an operator, a system account and the cluster's account (in NATS operator mode
+/// with the built-in memory resolver), one user credential per role with that role's permissions
+/// (`BusRole`), and a signing key the routers use to give each call's caller a credential of its own (its media
+/// only, for a few hours). Written by `switchboard nats-config`; see docs/security.md.
+public struct BusCredentials: Sendable {
+    /// A `nats-server` configuration fragment: operator, system account, resolver and its preloaded accounts.
+    public let serverConfig: String
+    /// A `.creds` file's text per role.
+    public let roleCredentials: [BusRole: String]
+    /// What the routers need to mint per-call media credentials.
+    public let mediaSigning: MediaSigningKey
+    /// The operator's and the cluster account's seeds: needed only to change the accounts; keep them offline.
+    public let operatorSeed: String
+    public let accountSeed: String
+
+    public static func generate(subjects: Subjects, name: String = "switchboard") throws(SwitchboardError) -> BusCredentials {
+        let operatorKey = try NKey.generate(.operator_)
+        let system = try NKey.generate(.account), account = try NKey.generate(.account), signing = try NKey.generate(.account)
+        let operatorJWT = try NATSJWT.operatorJWT(name: name, key: operatorKey, systemAccount: system.publicKey)
+        let systemJWT = try NATSJWT.accountJWT(name: "SYS", key: system, signedBy: operatorKey)
+        let accountJWT = try NATSJWT.accountJWT(name: name, key: account, signedBy: operatorKey, signingKeys: [signing.publicKey])
+        var roles: [BusRole: String] = [:]
+        for role in BusRole.allCases {
+            let user = try NKey.generate(.user)
+            let p = role.permissions(subjects)
+            let jwt = try NATSJWT.userJWT(name: "\(name)-\(role.rawValue)", user: user.publicKey, account: account.publicKey, signedBy: account,
+                                          permissions: .init(publish: p.publish, subscribe: p.subscribe, responses: p.responses))
+            roles[role] = NATSJWT.credentials(jwt: jwt, seed: user.seed)
+        }
+        let config = """
+            # NATS operator mode for the Switchboard cluster '\(name)' (subjects '\(subjects.prefix).*'), written by
+            # `switchboard nats-config`. Include it in nats-server.conf. Every client needs a credential: the roles'
+            # are beside this file; each call's caller gets its own from the router that placed the call.
+            operator: "\(operatorJWT)"
+            system_account: "\(system.publicKey)"
+            resolver: MEMORY
+            resolver_preload: {
+              "\(system.publicKey)": "\(systemJWT)"
+              "\(account.publicKey)": "\(accountJWT)"
+            }
+
+            """
+        return BusCredentials(serverConfig: config, roleCredentials: roles,
+                              mediaSigning: MediaSigningKey(account: account.publicKey, seed: signing.seed),
+                              operatorSeed: operatorKey.seed, accountSeed: account.seed)
+    }
+}
+
+/// The cluster account's signing key, with which a router gives each call's caller a credential of its own.
+public struct MediaSigningKey: Codable, Sendable, Equatable {
+    public var account: String
+    public var seed: String
+
+    public init(account: String, seed: String) {
+        self.account = account
+        self.seed = seed
+    }
+
+    /// Reads the file `nats-config` writes (`{"account": "A...", "seed": "SA..."}`).
+    public static func read(_ path: String) throws(SwitchboardError) -> MediaSigningKey {
+        guard let data = FileManager.default.contents(atPath: path),
+              let key = try? JSONDecoder().decode(MediaSigningKey.self, from: data),
+              (try? NKey(seed: key.seed))?.kind == .account, key.account.hasPrefix("A") else {
+            throw SwitchboardError(.invalidArgument, "\(path) is not a media signing key (as switchboard nats-config writes it)")
+        }
+        return key
+    }
+
+    /// A credential for one call's caller: publish its audio and its end, receive its audio and events, nothing
+    /// else; it expires at `expires` (Unix seconds).
+    public func credentials(forCall callID: String, subjects: Subjects, expires: Int64) throws(SwitchboardError) -> NATSConfiguration.Credentials {
+        let signer = try NKey(seed: seed)
+        let user = try NKey.generate(.user)
+        let p = BusRole.call(subjects, callID)
+        let jwt = try NATSJWT.userJWT(name: "call-\(callID)", user: user.publicKey, account: account, signedBy: signer,
+                                      permissions: .init(publish: p.publish, subscribe: p.subscribe), expires: expires)
+        return NATSConfiguration.Credentials(jwt: jwt, seed: user.seed)
+    }
+}
