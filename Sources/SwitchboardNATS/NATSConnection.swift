@@ -47,7 +47,7 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
             var nc: OpaquePointer?
             let status = natsConnection_Connect(&nc, options.handle)
             guard status == NATS_OK, let nc else {
-                throw SwitchboardError.nats(status, "cannot connect to \(configuration.servers.joined(separator: ","))")
+                throw SwitchboardError.nats(status, "cannot connect to \(configuration.servers.map(redactedURL).joined(separator: ","))")
             }
             return UncheckedHandle(nc)
         }
@@ -55,7 +55,7 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
         sink.retainUntilClosed()
         do {
             let connection = try NATSConnection(handle: handle.pointer, sink: sink, configuration: configuration, logger: logger)
-            logger.info("nats connected", metadata: ["nats.url": "\(connection.connectedURL ?? "?")"])
+            logger.info("nats connected", metadata: ["nats.url": "\(connection.connectedURL.map(redactedURL) ?? "?")"])
             return connection
         } catch {
             natsConnection_Destroy(handle.pointer)
@@ -228,3 +228,9 @@ extension NATSConnection {
     /// The version of nats.c this process runs with.
     public static var libraryVersion: String { String(cString: nats_GetVersion()) }
 }
+
+/// A server URL without the user and password it may carry, for logs and errors.
+func redactedURL(_ url: String) -> String {
+    (try? Endpoint.parse(url, defaultScheme: "nats", defaultPort: 4222).redacted) ?? "(a NATS URL that does not parse)"
+}
+

@@ -1,5 +1,6 @@
 import Foundation
 import SwitchboardCore
+import SwitchboardNATS
 
 /// A router's settings. Defaults suit a local cluster; the executable fills them from flags, environment
 /// and a config file.
@@ -35,6 +36,11 @@ public struct RouterConfiguration: Sendable {
     public var adminKeys: [AdminKey] = []
     /// Operator endpoints open to anyone (a loud warning at start, and in `/readyz`). For a laptop only.
     public var insecureNoAuth = false
+    /// On a closed bus: the account signing key with which each placement carries a credential for the call's
+    /// media alone (see docs/security.md); nil: placements carry none.
+    public var mediaSigning: MediaSigningKey?
+    /// How long a call's media credential lasts (the server closes a connection whose credential expired).
+    public var mediaCredentialTTL: Duration = .seconds(4 * 3600)
     /// Tenants named in metric labels at most; calls of tenants beyond are counted under `tenant="other"`, so
     /// a cluster of many tenants does not grow a series per tenant.
     public var tenantLabelCap = 50

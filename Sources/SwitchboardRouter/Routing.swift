@@ -66,6 +66,8 @@ extension Router {
 
     private func place(_ request: RouteRequest, callID: String, deadline: ContinuousClock.Instant, logger: Logger,
                        admittedWithoutRedis: Bool = false) async throws(SwitchboardError) -> Placement {
+        // Minted first: nothing can fail after a worker has said yes but the record.
+        let credentials = try mediaCredentials(for: callID)
         // The deploy policy decides the versions: the canary's share, else the active one.
         let (choice, revision) = versionChoice(tenant: request.tenant)
         let offer = Offer(callID: callID, tenant: request.tenant, region: request.region, metadata: request.metadata,
@@ -97,7 +99,8 @@ extension Router {
         publishEvent(CallEvent(callID: callID, event: .placed, workerID: reply.workerID, atMillis: unixMillisNow()))
         return Placement(callID: callID, workerID: reply.workerID, version: reply.version, region: reply.region,
                          media: MediaSubjects(in: configuration.subjects.mediaIn(call: callID),
-                                              out: configuration.subjects.mediaOut(call: callID)),
+                                              out: configuration.subjects.mediaOut(call: callID),
+                                              credentials: credentials),
                          explain: explanation)
     }
 
@@ -168,6 +171,14 @@ extension Router {
             _ = attempt.answered(worker.workerID, .accepted)
             return Offered(reply: reply, explanation: explanation, fellBack: fromFallback)
         }
+    }
+
+    /// A credential for the call's media alone, when this router has the bus's media signing key.
+    private func mediaCredentials(for callID: String) throws(SwitchboardError) -> String? {
+        guard let signing = configuration.mediaSigning else { return nil }
+        let expires = Int64(Date().timeIntervalSince1970) + configuration.mediaCredentialTTL.components.seconds
+        let credentials = try signing.credentials(forCall: callID, subjects: configuration.subjects, expires: expires)
+        return NATSJWT.credentials(jwt: credentials.jwt, seed: credentials.seed)
     }
 
     func publishEvent(_ event: CallEvent) {

@@ -89,17 +89,14 @@ extension Worker {
                 // An operator's drain under way keeps its own deadline.
                 guard !state.withLock({ $0.drain.isDraining }) else { continue }
                 logger.notice("the rollback window of version \(configuration.version) is over: draining")
-                await drain(deadline: deadline, atDeadline: atDeadline, requestedBy: Self.deployDrain)
+                await drain(deadline: deadline, atDeadline: atDeadline, requestedBy: DrainRequest.byDeploy)
             case .undrain:
-                if state.withLock({ $0.appliedDrain?.requestedBy == Self.deployDrain }), await undrain() {
+                if state.withLock({ $0.appliedDrain?.requestedBy == DrainRequest.byDeploy }), await undrain() {
                     logger.notice("version \(configuration.version) is eligible again: its drain is cancelled")
                 }
             }
         }
     }
-
-    /// Who a drain the deploy policy started is by (the audit and `node list` show it).
-    static let deployDrain = "deploy"
 }
 
 extension Worker.State {

@@ -29,8 +29,9 @@ extension Worker {
         }
     }
 
-    /// Applies a drain request: kept in Redis and announced to every router first (`record`; the router that
-    /// sent it did both already), then to the state machine. Ignored once calls are being ended or the worker
+    /// Applies a drain request: kept in Redis first (`record`; the router that sent it did that and told the
+    /// other routers), then to the state machine. Routers learn of a drain the worker starts itself from its
+    /// heartbeat (it says `draining` at once) and from Redis; workers do not publish drain notices. Ignored once calls are being ended or the worker
     /// is leaving.
     func apply(_ request: DrainRequest, record: Bool) async {
         guard state.withLock({ $0.drain.phase != .ending && $0.drain.phase != .done }) else { return }
@@ -41,7 +42,6 @@ extension Worker {
             } catch {
                 logger.warning("drain not kept in Redis", metadata: [LogKey.error: "\(error)"])
             }
-            announce(request)
         }
         let (actions, calls) = state.withLock { state in
             let actions = state.drain.request(deadline: request.deadline(now: .now, unixNowMillis: unixMillisNow()),
@@ -66,14 +66,8 @@ extension Worker {
         guard cancelled else { return false }
         logger.notice("drain cancelled: taking calls again")
         _ = try? await redis.send(["HDEL", configuration.keys.drains, configuration.id])
-        announce(nil)
         await perform(actions)
         return true
-    }
-
-    /// Tells every router at once that this worker's drain began or ended.
-    private func announce(_ request: DrainRequest?) {
-        try? nats.publish(configuration.subjects.drains, payload: DrainNotice(workerID: configuration.id, drain: request).encoded())
     }
 
     /// Keeps to the drain recorded for this worker in Redis: at start (a worker restarted while drained), when
@@ -92,7 +86,7 @@ extension Worker {
         let applied = state.withLock { $0.appliedDrain }
         if let stored, stored != applied {
             await apply(stored, record: false)
-        } else if stored == nil, let applied, applied.requestedBy != "signal", applied.requestedBy != Self.deployDrain {
+        } else if stored == nil, let applied, !applied.isWorkersOwn {
             logger.notice("this worker's drain was cancelled while it was cut off", metadata: ["by": "\(applied.requestedBy)"])
             _ = await undrain()
         }
@@ -136,7 +130,6 @@ extension Worker {
             case .exit:
                 logger.notice("drain done: no calls left; leaving")
                 _ = try? await redis.send(["HDEL", configuration.keys.drains, configuration.id])
-                announce(nil)
                 stop()
             }
         }

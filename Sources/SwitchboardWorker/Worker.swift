@@ -261,7 +261,7 @@ public final class Worker: Service, Sendable {
         case .control(let message):
             await handleControl(message)
         case .drainOnSignal:
-            await drain(deadline: configuration.drainDeadline, atDeadline: configuration.drainAtDeadline, requestedBy: "signal")
+            await drain(deadline: configuration.drainDeadline, atDeadline: configuration.drainAtDeadline, requestedBy: DrainRequest.bySignal)
         case .move(let callID):
             await askToMove(callID)
 

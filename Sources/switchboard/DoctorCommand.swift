@@ -19,6 +19,7 @@ struct DoctorCommand: AsyncParsableCommand {
     var timeout: Double = 2
     @Option(help: "Output format: text or json.")
     var output: OutputFormat = .text
+    @OptionGroup var nats: NATSAuthOptions
 
     struct Check: Encodable {
         var service: String
@@ -55,13 +56,15 @@ struct DoctorCommand: AsyncParsableCommand {
         if checks.contains(where: { !$0.ok }) { throw ExitCode(69) }
     }
 
-    private var limit: Duration { .milliseconds(Int(timeout * 1000)) }
+    private var limit: Duration { (try? seconds(timeout, "timeout", max: 600)) ?? .seconds(2) }
 
     private func checkNATS(_ logger: Logger) async -> Check {
         let servers = natsURL.split(separator: ",").map { String($0) }
         var check = Check(service: "nats", ok: false, url: servers.map(redactedNATS).joined(separator: ","))
         do {
             var config = NATSConfiguration(servers: servers, name: "switchboard-doctor")
+            config.inboxPrefix = BusRole.operator.inboxPrefix
+            try nats.apply(to: &config)
             config.connectTimeout = limit
             config.reconnect.enabled = false
             let nc = try await NATSConnection.connect(config, logger: logger)

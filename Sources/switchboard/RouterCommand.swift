@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SwitchboardCore
+import SwitchboardNATS
 import SwitchboardRouter
 
 struct RouterCommand: AsyncParsableCommand {
@@ -43,10 +44,14 @@ struct RouterCommand: AsyncParsableCommand {
     var failoverWindow: Double = Settings.double("failover-window", 30)
     @Option(help: "on: callers need a tenant's API key and routes are held to the tenant's limits; off: no keys, no limits.")
     var tenancy: String = Settings.string("tenancy", "off")
-    @Option(name: .customLong("admin-key"), help: "A key operator endpoints take, named 'admin' in the audit (env SWITCHBOARD_ADMIN_KEY).")
-    var adminKey: String? = Settings.value("admin-key")
+    @Option(name: .customLong("admin-key"), help: "A key operator endpoints take, named 'admin' in the audit (or SWITCHBOARD_ADMIN_KEY).")
+    var adminKey: String?
     @Option(name: .customLong("admin-key-file"), help: "Operator keys, one name:key per line; the audit names who acted (env SWITCHBOARD_ADMIN_KEY_FILE).")
     var adminKeyFile: String? = Settings.value("admin-key-file")
+    @Option(name: .customLong("media-signing-key"), help: "On a closed bus: the media signing key file from switchboard nats-config; each placement then carries a credential for its call's media alone.")
+    var mediaSigningKey: String? = Settings.value("media-signing-key")
+    @Option(name: .customLong("media-credential-ttl"), help: "Seconds a call's media credential lasts.")
+    var mediaCredentialTTL: Double = Settings.double("media-credential-ttl", 4 * 3600)
     @Flag(name: .customLong("insecure-no-auth"), help: "Leave operator endpoints open to anyone (never on a network).")
     var insecureNoAuth = Settings.value("insecure-no-auth") == "true"
     @Option(name: .customLong("lease-time"), help: "Seconds a tenant's live-call lease lasts unless the worker renews it.")
@@ -87,13 +92,16 @@ struct RouterCommand: AsyncParsableCommand {
             (config.scheduler, config.registry) = try schedulerSettings()
             guard tenancy == "on" || tenancy == "off" else { throw SwitchboardError(.invalidArgument, "tenancy must be on or off") }
             config.tenancy = tenancy == "on"
-            (config.adminKeys, config.insecureNoAuth) = try AdminKeys.resolve(file: adminKeyFile, key: adminKey, insecure: insecureNoAuth,
+            (config.adminKeys, config.insecureNoAuth) = try AdminKeys.resolve(file: adminKeyFile, key: adminKey ?? Settings.value("admin-key"),
+                                                                                insecure: insecureNoAuth,
                                                                                 routerID: id, httpHost: httpHost)
             guard leaseTime >= 1 else { throw SwitchboardError(.invalidArgument, "lease time must be at least 1 second") }
             config.leaseTime = try seconds(leaseTime, "lease time", max: 3600)
             guard tenantLabelCap >= 0 else { throw SwitchboardError(.invalidArgument, "tenant label cap must be 0 or more") }
             config.tenantLabelCap = tenantLabelCap
             config.failover.window = try seconds(failoverWindow, "failover window", allowZero: true, max: 3600)
+            config.mediaSigning = try mediaSigningKey.map { path throws(SwitchboardError) in try MediaSigningKey.read(path) }
+            config.mediaCredentialTTL = try seconds(mediaCredentialTTL, "media credential ttl", max: 7 * 24 * 3600)
             config.routeDeadline = try seconds(routeDeadline, "route deadline", max: 600)
             config.offerTimeout = try seconds(offerTimeout, "offer timeout", max: 600)
             guard (1...100).contains(maxOffers) else { throw SwitchboardError(.invalidArgument, "max offers must be 1-100, got \(maxOffers)") }
@@ -101,7 +109,7 @@ struct RouterCommand: AsyncParsableCommand {
             throw ExitCodes.fail(error)
         }
         config.maxOffers = maxOffers
-        try await Runtime.serve(cluster, name: id, logger: logger) { nats, redis in
+        try await Runtime.serve(cluster, name: id, role: .router, logger: logger) { nats, redis in
             let router = Router(configuration: config, nats: nats, redis: redis, logger: logger)
             let http = RouterHTTP.application(for: router) { port in
                 say("router \(id) listening on http://\(httpHost):\(port)")

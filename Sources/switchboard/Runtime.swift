@@ -25,10 +25,10 @@ enum Runtime {
 
     /// Connects to NATS and Redis, builds the services, runs them until SIGTERM or SIGINT (a graceful stop),
     /// then drains NATS. A failure prints one line and exits with the error's code.
-    static func serve(_ cluster: ClusterOptions, name: String, logger: Logger,
+    static func serve(_ cluster: ClusterOptions, name: String, role: BusRole, logger: Logger,
                       _ services: (NATSConnection, RedisClient) throws -> [any Service]) async throws {
         do {
-            let nats = try await NATSConnection.connect(NATSConfiguration(servers: cluster.natsServers, name: name), logger: logger)
+            let nats = try await NATSConnection.connect(try cluster.natsConfiguration(name: name, role: role), logger: logger)
             let redis = try RedisClient(configuration: RedisConfiguration(url: cluster.redisURL), logger: logger)
             defer { redis.close() }
             _ = try await redis.ping()  // fail at start, with the reason, rather than on the first call

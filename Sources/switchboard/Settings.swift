@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SwitchboardCore
+import SwitchboardNATS
 
 /// Where option defaults come from when a flag is not given: the environment (`SWITCHBOARD_<OPTION>`, e.g.
 /// `SWITCHBOARD_NATS_URL`), then a JSON config file (`--config FILE` or `SWITCHBOARD_CONFIG`) whose keys are the
@@ -86,10 +87,62 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "JSON config file whose keys are option names (env SWITCHBOARD_CONFIG).")
     var config: String?
 
+    @OptionGroup var nats: NATSAuthOptions
+
     var natsServers: [String] { natsURL.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+
+    /// How to reach NATS as `role`: servers, credentials, TLS, and the role's reply inbox.
+    func natsConfiguration(name: String, role: BusRole) throws(SwitchboardError) -> NATSConfiguration {
+        var config = NATSConfiguration(servers: natsServers, name: name)
+        config.inboxPrefix = role.inboxPrefix
+        try nats.apply(to: &config)
+        return config
+    }
 
     func subjects() throws -> Subjects { try Subjects(prefix: prefix) }
     func keys() throws -> RedisKeys { try RedisKeys(prefix: keyPrefix) }
+}
+
+/// NATS credentials and TLS, each from a flag, the environment (`SWITCHBOARD_NATS_CREDS`...) or the config file.
+/// Secrets come from files or the environment; none is shown in `--help` or written to a log.
+struct NATSAuthOptions: ParsableArguments {
+    @Option(name: .customLong("nats-creds"), help: "NATS credentials file (user JWT and NKey seed), e.g. from switchboard nats-config.")
+    var creds: String? = Settings.value("nats-creds")
+    @Option(name: .customLong("nats-nkey"), help: "File with an NKey seed (SU...), for servers that list users by NKey.")
+    var nkey: String? = Settings.value("nats-nkey")
+    @Option(name: .customLong("nats-user"), help: "NATS user name (its password from --nats-password-file or SWITCHBOARD_NATS_PASSWORD).")
+    var user: String? = Settings.value("nats-user")
+    @Option(name: .customLong("nats-password-file"), help: "File holding the NATS password.")
+    var passwordFile: String? = Settings.value("nats-password-file")
+    @Option(name: .customLong("nats-token-file"), help: "File holding a NATS token (or SWITCHBOARD_NATS_TOKEN).")
+    var tokenFile: String? = Settings.value("nats-token-file")
+    @Option(name: .customLong("nats-tls-ca"), help: "CA bundle that signed the NATS server's certificate (turns TLS on).")
+    var tlsCA: String? = Settings.value("nats-tls-ca")
+    @Option(name: .customLong("nats-tls-cert"), help: "Client certificate for NATS servers that verify clients (with --nats-tls-key).")
+    var tlsCert: String? = Settings.value("nats-tls-cert")
+    @Option(name: .customLong("nats-tls-key"), help: "The client certificate's key.")
+    var tlsKey: String? = Settings.value("nats-tls-key")
+
+    func apply(to config: inout NATSConfiguration) throws(SwitchboardError) {
+        config.credentialsFile = creds
+        config.nkeySeedFile = nkey
+        config.user = user
+        config.password = try secret(file: passwordFile, env: "SWITCHBOARD_NATS_PASSWORD", "NATS password")
+        config.token = try secret(file: tokenFile, env: "SWITCHBOARD_NATS_TOKEN", "NATS token")
+        if tlsCA != nil || tlsCert != nil || tlsKey != nil || config.servers.contains(where: { $0.hasPrefix("tls://") }) {
+            config.tls = .init(caFile: tlsCA, certificateFile: tlsCert, keyFile: tlsKey)
+        }
+    }
+
+    private func secret(file: String?, env: String, _ what: String) throws(SwitchboardError) -> String? {
+        if let file {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw SwitchboardError(.invalidArgument, "cannot read the \(what) file \(file)")
+            }
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return Settings.environment[env].flatMap { $0.isEmpty ? nil : $0 }
+    }
 }
 
 /// Where the HTTP API of a router is, for the operator commands.
@@ -97,8 +150,8 @@ struct RouterAddress: ParsableArguments {
     @Option(name: .customLong("router-url"), help: "A router's HTTP API (env SWITCHBOARD_ROUTER_URL).")
     var routerURL: String = Settings.string("router-url", "http://127.0.0.1:8080")
 
-    @Option(name: .customLong("api-key"), help: "A tenant's API key, or the admin key for operator commands, when the router has tenancy on (env SWITCHBOARD_API_KEY).")
-    var apiKey: String? = Settings.value("api-key")
+    @Option(name: .customLong("api-key"), help: "An admin key for operator commands, or a tenant's key for calls (or SWITCHBOARD_API_KEY).")
+    var apiKey: String?
 
     @Option(name: .customLong("api-key-file"), help: "A file with the key (a router's name:key admin key file: its first key) (env SWITCHBOARD_API_KEY_FILE).")
     var apiKeyFile: String? = Settings.value("api-key-file")
@@ -107,7 +160,9 @@ struct RouterAddress: ParsableArguments {
     var output: OutputFormat = .text
 
     var client: APIClient {
-        APIClient(base: routerURL, key: apiKey.flatMap { $0.isEmpty ? nil : $0 } ?? apiKeyFile.flatMap(Self.firstKey))
+        // The key from the environment is read here, not as the option's default: a default shows in --help.
+        APIClient(base: routerURL, key: (apiKey ?? Settings.value("api-key")).flatMap { $0.isEmpty ? nil : $0 }
+                  ?? apiKeyFile.flatMap(Self.firstKey))
     }
 
     /// The key in a key file: its first `name:key` line's key, or its first line as it is.

@@ -72,7 +72,7 @@ struct WorkerCommand: AsyncParsableCommand {
         } catch {
             throw ExitCodes.fail(error)
         }
-        try await Runtime.serve(cluster, name: id, logger: logger) { nats, redis in
+        try await Runtime.serve(cluster, name: id, role: .worker, logger: logger) { nats, redis in
             let worker = try Worker(configuration: config, nats: nats, redis: redis, handler: callHandler, logger: logger)
             say("worker \(id) running (version \(version), \(region)/\(zone), capacity \(capacity), handler \(handler))")
             return [worker]

@@ -66,30 +66,3 @@ struct NATSResilienceTests {
         #expect(nc.isClosed)
     }
 }
-
-/// A throwaway CA and a server certificate for 127.0.0.1, made with openssl for one test.
-struct TestPKI {
-    let directory: URL
-    var caCert: String { directory.appendingPathComponent("ca.pem").path }
-    var serverCert: String { directory.appendingPathComponent("server.pem").path }
-    var serverKey: String { directory.appendingPathComponent("server.key").path }
-
-    init() async throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-pki-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let script = """
-        set -e
-        cd '\(directory.path)'
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 1 -subj '/CN=switchboard test CA' 2>/dev/null
-        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj '/CN=127.0.0.1' 2>/dev/null
-        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > ext.cnf
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 1 -extfile ext.cnf 2>/dev/null
-        """
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", script]
-        try p.run()
-        while p.isRunning { try await Task.sleep(for: .milliseconds(10)) }
-        guard p.terminationStatus == 0 else { throw TestServerError("openssl failed to make test certificates") }
-    }
-}

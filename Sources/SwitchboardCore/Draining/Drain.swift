@@ -139,6 +139,12 @@ public struct DrainRequest: Codable, Sendable, Equatable {
         self.requestedAtMillis = requestedAtMillis
     }
 
+    /// Who asks when a worker drains itself: on SIGTERM, and at the end of its version's rollback window.
+    public static let bySignal = "signal", byDeploy = "deploy"
+
+    /// A drain the worker started itself: its heartbeats say so; routers need not hold it back on their own.
+    public var isWorkersOwn: Bool { requestedBy == Self.bySignal || requestedBy == Self.byDeploy }
+
     /// The longest deadline accepted (a week).
     public static let maxDeadline: Duration = .seconds(7 * 24 * 3600)
 

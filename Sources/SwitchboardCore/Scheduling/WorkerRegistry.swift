@@ -77,7 +77,7 @@ public struct WorkerRegistry: Sendable {
         /// Ready (or outdated: the router's deploy policy decides), alive and not being drained: may be offered
         /// calls.
         public var isPlaceable: Bool {
-            (heartbeat.state == .ready || heartbeat.state == .outdated) && liveness == .alive && drain == nil
+            (heartbeat.state == .ready || heartbeat.state == .outdated) && liveness == .alive && (drain?.isWorkersOwn ?? true)
         }
     }
 

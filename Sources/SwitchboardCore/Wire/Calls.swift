@@ -54,9 +54,13 @@ public enum Locality: String, Codable, Sendable, CaseIterable {
 public struct MediaSubjects: Codable, Sendable, Equatable {
     public var `in`: String
     public var out: String
-    public init(in: String, out: String) {
+    /// On a closed bus: a NATS credentials file's text (user JWT and seed) that may publish this call's audio
+    /// in and its end, and receive its audio out and its events, nothing else; it expires after a few hours.
+    public var credentials: String?
+    public init(in: String, out: String, credentials: String? = nil) {
         self.in = `in`
         self.out = out
+        self.credentials = credentials
     }
 }
 

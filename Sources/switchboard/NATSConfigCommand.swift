@@ -1,0 +1,60 @@
+import ArgumentParser
+import Foundation
+import SwitchboardCore
+import SwitchboardNATS
+
+/// Writes what a closed bus needs: the nats-server configuration (operator mode) and a credential per role.
+struct NATSConfigCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nats-config",
+        abstract: "Write a closed NATS bus for a cluster: a nats-server config and one credential per role.",
+        discussion: """
+            Writes to --out: nats-auth.conf (include it in nats-server.conf), router.creds, worker.creds, \
+            gateway.creds and operator.creds (each role may publish and subscribe only what the protocol gives it; \
+            see docs/security.md), media-signing.json (for the routers' --media-signing-key: each placement then \
+            carries a credential for its call's media alone), and operator.nk and account.nk (needed only to change \
+            the accounts: keep them offline). Secrets are written mode 0600 and never printed.
+            """)
+
+    @Option(help: "Directory to write to (made if missing).") var out: String
+    @Option(help: "Subject prefix of the cluster.") var prefix: String = Settings.string("prefix", "sb")
+    @Option(help: "Name of the cluster's NATS operator and account.") var name: String = "switchboard"
+    @Flag(help: "Replace files that exist.") var force = false
+
+    func run() async throws {
+        do {
+            let written = try Self.write(to: out, subjects: Subjects(prefix: prefix), name: name, force: force)
+            say("wrote \(written.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", ")) to \(out)")
+            say("nats-server: include \(out)/nats-auth.conf; routers: --nats-creds router.creds --media-signing-key media-signing.json; workers: --nats-creds worker.creds; gateways: gateway.creds; operator tools: operator.creds")
+        } catch {
+            throw ExitCodes.fail(error)
+        }
+    }
+
+    /// Writes the files; returns their paths.
+    static func write(to directory: String, subjects: Subjects, name: String, force: Bool) throws(SwitchboardError) -> [String] {
+        let bus = try BusCredentials.generate(subjects: subjects, name: name)
+        var files: [(String, String)] = [("nats-auth.conf", bus.serverConfig)]
+        for role in BusRole.allCases { files.append(("\(role.rawValue).creds", bus.roleCredentials[role]!)) }
+        files.append(("media-signing.json", String(decoding: WireCodec.encode(bus.mediaSigning), as: UTF8.self)))
+        files += [("operator.nk", bus.operatorSeed + "\n"), ("account.nk", bus.accountSeed + "\n")]
+        let manager = FileManager.default
+        do {
+            try manager.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw SwitchboardError(.invalidArgument, "cannot make \(directory): \(error.localizedDescription)")
+        }
+        let paths = files.map { directory + "/" + $0.0 }
+        if !force, let existing = paths.first(where: { manager.fileExists(atPath: $0) }) {
+            throw SwitchboardError(.conflict, "\(existing) exists already (--force replaces the whole set)")
+        }
+        for ((_, text), path) in zip(files, paths) {
+            manager.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])  // 0600 before the secret is in it
+            guard let handle = FileHandle(forWritingAtPath: path) else { throw SwitchboardError(.invalidArgument, "cannot write \(path)") }
+            handle.truncateFile(atOffset: 0)
+            handle.write(Data(text.utf8))
+            handle.closeFile()
+        }
+        return paths
+    }
+}
