@@ -17,8 +17,9 @@ public struct NATSConfiguration: Sendable {
     /// A file holding an NKey seed alone (`SU...`), for servers that list users by NKey.
     public var nkeySeedFile: String?
     /// Where request replies arrive (`<prefix>.<random>.<n>`): a role's own part of `_INBOX` on a bus with
-    /// per-role permissions (see `BusRole.inboxPrefix`).
-    public var inboxPrefix = "_INBOX"
+    /// per-role permissions (see `BusRole.inboxPrefix`). Nil: this connection makes no requests and subscribes
+    /// to no inbox (a caller's per-call media connection may not).
+    public var inboxPrefix: String? = "_INBOX"
     public var tls: TLS?
     public var reconnect = Reconnect()
     /// Time allowed to open the TCP connection and finish the handshake.

@@ -13,7 +13,7 @@ import Synchronization
 public final class NATSConnection: @unchecked Sendable {  // `handle` is immutable; nats.c is thread-safe; state below is in Mutexes
     let handle: OpaquePointer
     private let sink: NATSEventSink
-    private let requests: RequestMultiplexer
+    private let requests: RequestMultiplexer?
     public let configuration: NATSConfiguration
     public let logger: Logger
     /// Largest payload the server accepts, learned at connect.
@@ -28,20 +28,35 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
         self.configuration = configuration
         self.logger = logger
         self.maxPayload = Int(natsConnection_GetMaxPayload(handle))
-        self.requests = try RequestMultiplexer(connection: handle, inboxPrefix: configuration.inboxPrefix,
-                                               pendingLimit: configuration.pendingLimit, pendingBytes: configuration.pendingBytesLimit)
+        self.requests = try configuration.inboxPrefix.map { prefix in
+            try RequestMultiplexer(connection: handle, inboxPrefix: prefix, pendingLimit: configuration.pendingLimit,
+                                   pendingBytes: configuration.pendingBytesLimit)
+        }
     }
 
     deinit {
         sink.markClosing()
-        requests.failAll(SwitchboardError(.connectionClosed, "connection released"))
+        requests?.failAll(SwitchboardError(.connectionClosed, "connection released"))
         natsConnection_Destroy(handle)  // closes first if still open; nats.c reports `closed` on its own thread
     }
 
     /// Connects to the first reachable server of `configuration.servers`.
     public static func connect(_ configuration: NATSConfiguration, logger: Logger = Logger(label: "switchboard.nats")) async throws -> NATSConnection {
         NATSLibrary.open(deliveryThreads: configuration.deliveryThreads)
-        let sink = NATSEventSink(logger: logger, credentials: configuration.credentials)
+        let identity = try configuration.identity()
+        var attempt = 0
+        while true {
+            attempt += 1
+            let sink = NATSEventSink(logger: logger, identity: identity)
+            do {
+                return try await connect(configuration, sink: sink, logger: logger)
+            } catch where sink.unsendableSignature.load(ordering: .relaxed) && attempt < 8 {
+                continue  // one nonce in 256 gets a signature nats.c cannot send: the next nonce will do
+            }
+        }
+    }
+
+    private static func connect(_ configuration: NATSConfiguration, sink: NATSEventSink, logger: Logger) async throws -> NATSConnection {
         let options = try NATSOptions(configuration, sink: sink)
         let handle = try await onBlockingThread("nats-connect") { () throws -> UncheckedHandle in
             var nc: OpaquePointer?
@@ -140,6 +155,7 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
     public func request(_ subject: String, payload: [UInt8], headers: NATSHeaders = NATSHeaders(),
                         timeout: Duration = .seconds(2)) async throws -> NATSMessage {
         try Subject.validate(subject)
+        guard let requests else { throw SwitchboardError(.invalidArgument, "this connection was made without a reply inbox: it makes no requests") }
         return try await requests.request(on: self, subject: subject, payload: payload, headers: headers, timeout: timeout)
     }
 
@@ -175,14 +191,14 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
             throw SwitchboardError.nats(status, "drain", connection: handle)
         }
         await sink.waitUntilClosed()
-        requests.failAll(SwitchboardError(.connectionClosed, "connection drained"))
+        requests?.failAll(SwitchboardError(.connectionClosed, "connection drained"))
     }
 
     /// Closes at once: pending requests fail with `.connectionClosed`, subscriptions end.
     public func close() {
         sink.markClosing()
         natsConnection_Close(handle)
-        requests.failAll(SwitchboardError(.connectionClosed, "connection closed"))
+        requests?.failAll(SwitchboardError(.connectionClosed, "connection closed"))
     }
 
     /// Waits until the connection is closed (by `close`, `drain`, or nats.c giving up reconnecting).

@@ -19,9 +19,14 @@ public enum NATSConnectionEvent: Sendable, Equatable {
 /// connection is created until it reports `closed`; then the reference is released, exactly once.
 final class NATSEventSink: Sendable {
     let logger: Logger
-    /// In-memory credentials nats.c asks for (through the callbacks below) at every connect and reconnect:
-    /// the sink lives exactly as long as nats.c may call.
-    let credentials: NATSConfiguration.Credentials?
+    /// The identity nats.c asks for (through the callbacks below) at every connect and reconnect: a user JWT
+    /// (nil for an NKey user) and the key that signs the server's nonce. The sink lives exactly as long as
+    /// nats.c may call.
+    let identity: (jwt: String?, key: NKey)?
+    /// Set when a nonce's signature began with a zero byte: nats.c 3.4.1 drops such a signature from its
+    /// CONNECT (its base64 encoder stops at a leading NUL), so the attempt is abandoned and made again with the
+    /// next nonce (see `NATSConnection.connect`).
+    let unsendableSignature = Atomic<Bool>(false)
     let events: AsyncStream<NATSConnectionEvent>
     private let continuation: AsyncStream<NATSConnectionEvent>.Continuation
     private struct State {
@@ -34,9 +39,9 @@ final class NATSEventSink: Sendable {
     }
     private let state = Mutex(State())
 
-    init(logger: Logger, credentials: NATSConfiguration.Credentials? = nil) {
+    init(logger: Logger, identity: (jwt: String?, key: NKey)? = nil) {
         self.logger = logger
-        self.credentials = credentials
+        self.identity = identity
         (events, continuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(256))
     }
 
@@ -129,18 +134,27 @@ private let natsAsyncError: natsErrHandler = { nc, sub, status, closure in
     sink.emit(.error(code: error.code.rawValue, message: error.message))
 }
 
-/// nats.c asks for the user JWT of in-memory credentials.
+/// nats.c asks for the user JWT.
 let onNATSUserJWT: natsUserJWTHandler = { jwt, _, closure in
     let sink = Unmanaged<NATSEventSink>.fromOpaque(closure!).takeUnretainedValue()
-    guard let credentials = sink.credentials, let jwt else { return NATS_ERR }
-    jwt.pointee = strdup(credentials.jwt)  // nats.c frees it
+    guard let token = sink.identity?.jwt, let jwt else { return NATS_ERR }
+    jwt.pointee = strdup(token)  // nats.c frees it
     return NATS_OK
 }
 
-/// nats.c asks for the server's nonce signed with the in-memory seed.
-let onNATSSignNonce: natsSignatureHandler = { _, signature, length, nonce, closure in
+/// nats.c asks for the server's nonce signed (Ed25519 through OpenSSL).
+let onNATSSignNonce: natsSignatureHandler = { errorText, signature, length, nonce, closure in
     let sink = Unmanaged<NATSEventSink>.fromOpaque(closure!).takeUnretainedValue()
-    guard let credentials = sink.credentials, let nonce else { return NATS_ERR }
-    return nats_Sign(credentials.seed, nonce, signature, length)  // allocates; nats.c frees it
+    guard let key = sink.identity?.key, let nonce, let signature, let length,
+          let signed = try? key.sign(Array(String(cString: nonce).utf8)) else { return NATS_ERR }
+    guard signed.first != 0 else {
+        sink.unsendableSignature.store(true, ordering: .relaxed)
+        errorText?.pointee = strdup("this nonce's signature begins with a zero byte, which nats.c cannot send; trying again")
+        return NATS_ERR
+    }
+    guard let buffer = malloc(signed.count)?.assumingMemoryBound(to: UInt8.self) else { return NATS_NO_MEMORY }
+    buffer.initialize(from: signed, count: signed.count)
+    signature.pointee = buffer  // nats.c frees it
+    length.pointee = Int32(signed.count)
+    return NATS_OK
 }
-

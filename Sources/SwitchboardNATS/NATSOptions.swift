@@ -28,23 +28,15 @@ final class NATSOptions: @unchecked Sendable {  // immutable after init; only re
             try check(natsOptions_SetUserInfo(handle, config.user, config.password), "setting user and password")
         }
         if let token = config.token { try check(natsOptions_SetToken(handle, token), "setting the token") }
-        let ways = [config.credentialsFile != nil, config.credentials != nil, config.nkeySeedFile != nil].filter { $0 }.count
-        guard ways <= 1 else { throw SwitchboardError(.invalidArgument, "give NATS one of a credentials file, credentials or an NKey seed file") }
-        if let file = config.credentialsFile {
-            try check(natsOptions_SetUserCredentialsFromFiles(handle, file, nil), "loading credentials file '\(file)'")
-        }
-        if config.credentials != nil {
+        // Every credential signs through this process's own signer (see `NATSEventSink.identity`).
+        if let identity = sink.identity {
             let context = Unmanaged.passUnretained(sink).toOpaque()
-            try check(natsOptions_SetUserCredentialsCallbacks(handle, onNATSUserJWT, context, onNATSSignNonce, context),
-                      "setting in-memory credentials")
-        }
-        if let file = config.nkeySeedFile {
-            let seed: String
-            do { seed = try String(contentsOfFile: file, encoding: .utf8) } catch {
-                throw SwitchboardError(.invalidArgument, "cannot read the NKey seed file '\(file)'")
+            if identity.jwt != nil {
+                try check(natsOptions_SetUserCredentialsCallbacks(handle, onNATSUserJWT, context, onNATSSignNonce, context),
+                          "setting the user credentials")
+            } else {
+                try check(natsOptions_SetNKey(handle, identity.key.publicKey, onNATSSignNonce, context), "setting the NKey")
             }
-            let key = try NKey(seed: seed)
-            try check(natsOptions_SetNKeyFromSeed(handle, key.publicKey, file), "loading NKey seed file '\(file)'")
         }
         if let tls = config.tls {
             try check(natsOptions_SetSecure(handle, true), "enabling TLS")
@@ -85,3 +77,25 @@ func withCStrings<R>(_ strings: [String], _ body: (UnsafeMutablePointer<UnsafePo
     var pointers: [UnsafePointer<CChar>?] = copies.map { $0.map { UnsafePointer($0) } }
     return try pointers.withUnsafeMutableBufferPointer { buffer throws(SwitchboardError) in try body(buffer.baseAddress!) }
 }
+
+extension NATSConfiguration {
+    /// The user JWT (nil for an NKey user) and key this configuration signs in with, read from its files.
+    func identity() throws(SwitchboardError) -> (jwt: String?, key: NKey)? {
+        let ways = [credentialsFile != nil, credentials != nil, nkeySeedFile != nil].filter { $0 }.count
+        guard ways <= 1 else { throw SwitchboardError(.invalidArgument, "give NATS one of a credentials file, credentials or an NKey seed file") }
+        func read(_ path: String, _ what: String) throws(SwitchboardError) -> String {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw SwitchboardError(.invalidArgument, "cannot read the \(what) '\(path)'")
+            }
+            return text
+        }
+        if let credentialsFile {
+            let credentials = try Credentials(creds: try read(credentialsFile, "NATS credentials file"))
+            return (credentials.jwt, try NKey(seed: credentials.seed))
+        }
+        if let credentials { return (credentials.jwt, try NKey(seed: credentials.seed)) }
+        if let nkeySeedFile { return (nil, try NKey(seed: try read(nkeySeedFile, "NKey seed file"))) }
+        return nil
+    }
+}
+

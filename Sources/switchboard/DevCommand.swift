@@ -91,12 +91,16 @@ final class DevCluster: Sendable {
         guard LocalServer.findExecutable("nats-server") != nil, LocalServer.findExecutable("redis-server") != nil else {
             Settings.fail("switchboard dev needs nats-server and redis-server on PATH; run scripts/install-deps (Debian: apt-get install nats-server redis-server)")
         }
-        let nats = try await LocalServer(.nats, label: "sbdev")
-        let redis = try await LocalServer(.redis, label: "sbdev")
-        let directory = nats.workDirectory.deletingLastPathComponent()
-            .appendingPathComponent("sbdev-cluster-\(Identifiers.random(bytes: 3))")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sbdev-cluster-\(Identifiers.random(bytes: 3))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        say("nats-server  \(nats.url)\nredis-server \(redis.url)\nlogs         \(directory.path)")
+        // The bus is closed as in production: every process has its role's credential (docs/security.md).
+        let bus = directory.appendingPathComponent("nats").path
+        _ = try NATSConfigCommand.write(to: bus, subjects: Subjects.default, name: "switchboard-dev", force: false)
+        let serverConf = directory.appendingPathComponent("nats-server.conf")
+        try "include ./nats/nats-auth.conf\n".write(to: serverConf, atomically: true, encoding: .utf8)
+        let nats = try await LocalServer(.nats, arguments: ["-c", serverConf.path], label: "sbdev")
+        let redis = try await LocalServer(.redis, label: "sbdev")
+        say("nats-server  \(nats.url) (closed: credentials per role in \(bus))\nredis-server \(redis.url)\nlogs         \(directory.path)")
 
         // A demo tenant, as an operator would make one, and routers that ask for keys.
         let tenants = TenantStore(redis: try RedisClient(url: redis.url, logger: Runtime.logger("switchboard.dev", level: "warning")),
@@ -112,14 +116,16 @@ final class DevCluster: Sendable {
             // Port 0: each router binds a port of its own and says which. A port picked here and handed over
             // could be taken by another process before the router binds it.
             children.append(try spawn("router-\(i)", ["router", "--id", "router-\(i)", "--http-port", "0", "--tenancy", "on",
-                                                      "--admin-key", adminKey] + common, in: directory))
+                                                      "--admin-key", adminKey, "--nats-creds", bus + "/router.creds",
+                                                      "--media-signing-key", bus + "/media-signing.json"] + common, in: directory))
         }
         let zones = ["a", "b", "c"]
         for i in 1...max(1, workers) {
             children.append(try spawn("worker-\(i)", ["worker", "--id", "worker-\(i)", "--capacity", "\(capacity)", "--handler", "echo",
                                                       "--region", "local", "--zone", "local-\(zones[(i - 1) % 3])", "--cpu-source", "process",
                                                       // The whole local cluster stops at once: nowhere to move calls to.
-                                                      "--drain-deadline", "0", "--drain-at-deadline", "end"] + common, in: directory))
+                                                      "--drain-deadline", "0", "--drain-at-deadline", "end",
+                                                      "--nats-creds", bus + "/worker.creds"] + common, in: directory))
         }
         for child in children { say("started \(child.name) (pid \(child.pid))") }
         var routerURLs: [String] = []
@@ -132,8 +138,11 @@ final class DevCluster: Sendable {
             }
             routerURLs.append(url)
         }
-        let connection = try await NATSConnection.connect(NATSConfiguration(servers: [nats.url], name: "dev-callers"),
-                                                          logger: Runtime.logger("switchboard.dev", level: "warning"))
+        // The demo callers ask for routes as a gateway does; each call's audio goes over its own credential.
+        var gateway = NATSConfiguration(servers: [nats.url], name: "dev-callers")
+        gateway.credentialsFile = bus + "/gateway.creds"
+        gateway.inboxPrefix = BusRole.gateway.inboxPrefix
+        let connection = try await NATSConnection.connect(gateway, logger: Runtime.logger("switchboard.dev", level: "warning"))
         let cluster = DevCluster(nats: nats, redis: redis, directory: directory, children: children, routerURLs: routerURLs,
                                  connection: connection, adminKey: adminKey, demoKey: demoKey)
         try await cluster.waitUntilReady(workers: max(1, workers))

@@ -99,7 +99,16 @@ struct DemoCallers {
         var sent = 0
         let echoed = Mutex<[[UInt8]]>([])
         do {
-            let out = try nats.subscribe(to: placement.media.out)
+            // The call's own credential, when the bus is closed: this call's audio and nothing else.
+            var media = nats
+            if let text = placement.media.credentials {
+                var config = NATSConfiguration(servers: nats.configuration.servers, name: "dev-call")
+                config.credentials = try NATSConfiguration.Credentials(creds: text)
+                config.inboxPrefix = nil
+                media = try await NATSConnection.connect(config, logger: nats.logger)
+            }
+            defer { if media !== nats { media.close() } }
+            let out = try media.subscribe(to: placement.media.out)
             let receiver = Task { for await m in out { echoed.withLock { $0.append(m.payload) } } }
             let encoder = try OpusEncoder()
             var tone = ToneGenerator(frequency: 440)
@@ -108,7 +117,7 @@ struct DemoCallers {
             let frames = Int(callSeconds * 50)
             while sent < frames && !Task.isCancelled {
                 let packet = MediaPacket(sequence: UInt32(sent), timestamp: UInt32(sent * 960), payload: try encoder.encode(tone.next(960)))
-                try nats.publish(placement.media.in, payload: packet.encoded())
+                try media.publish(placement.media.in, payload: packet.encoded())
                 sent += 1
                 next += .milliseconds(20)
                 try? await Task.sleep(until: next, clock: clock)

@@ -49,6 +49,7 @@ struct ClosedBusTests {
         let credentials = try NATSConfiguration.Credentials(creds: try #require(call.media.credentials, "no media credential in the placement"))
         var callerConfig = NATSConfiguration(servers: [nats.url], name: "caller")
         callerConfig.credentials = credentials
+        callerConfig.inboxPrefix = nil  // it makes no requests, and may subscribe to no inbox
         let caller = try await NATSConnection.connect(callerConfig, logger: quiet)
         defer { caller.close() }
         let tap = try AudioTap(caller, call.media.out)
