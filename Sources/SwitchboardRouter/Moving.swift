@@ -79,8 +79,11 @@ extension Router {
                           routerID: configuration.id,
                           resume: Resume(reason: reason, fromWorker: record.workerID, checkpoint: checkpoint, epoch: record.epoch),
                           deployRevision: revision)
+        // A tenant held to some regions stays there when its call moves (if its policy can be read now: a call
+        // that must move is not held back by a Redis error).
+        let regions = configuration.tenancy ? (try? await tenants.get(record.tenant))?.policy.regions ?? [] : []
         let needs = Scheduler.Needs(versions: targets?.first, fallback: Array((targets ?? []).dropFirst()), region: record.region,
-                                    locality: .preferred, tried: [record.workerID])
+                                    locality: .preferred, tried: [record.workerID]).onlyIn(regions)
         return try await offerAround(offer, needs: needs, deadline: clock.now + configuration.routeDeadline, logger: log).reply
     }
 

@@ -48,6 +48,10 @@ public struct RouterConfiguration: Sendable {
     public var leaseTime: Duration = .seconds(30)
     /// How long this router trusts a key it has looked up (a rotated key may work this much longer).
     public var keyCacheTime: Duration = .seconds(5)
+    /// While Redis cannot be asked, a key this router checked at most this long ago still counts (its tenant's
+    /// `when Redis is down` rule then decides); older ones are refused (`unavailable`), so a key revoked just
+    /// before Redis went away stops working within this time too.
+    public var keyStaleLimit: Duration = .seconds(30)
     /// A drain asked for without a deadline gets this one.
     public var defaultDrainDeadline: Duration = .seconds(3600)
     /// How long a dead worker's call is offered again (with backoff) while no worker has room, before it is

@@ -35,7 +35,8 @@ extension Router {
             }
             let placement: Placement
             do throws(SwitchboardError) {
-                placement = try await place(request, callID: callID, deadline: deadline, logger: log, admittedWithoutRedis: withoutRedis)
+                placement = try await place(request, callID: callID, deadline: deadline, logger: log, admittedWithoutRedis: withoutRedis,
+                                            regions: tenant?.regions ?? [])
             } catch {
                 if tenant != nil && !withoutRedis {
                     // At once, unless Redis is what failed (then as soon as it answers, off this route's clock).
@@ -65,15 +66,16 @@ extension Router {
     }
 
     private func place(_ request: RouteRequest, callID: String, deadline: ContinuousClock.Instant, logger: Logger,
-                       admittedWithoutRedis: Bool = false) async throws(SwitchboardError) -> Placement {
+                       admittedWithoutRedis: Bool = false, regions: [String] = []) async throws(SwitchboardError) -> Placement {
         // Minted first: nothing can fail after a worker has said yes but the record.
         let credentials = try mediaCredentials(for: callID)
         // The deploy policy decides the versions: the canary's share, else the active one.
         let (choice, revision) = versionChoice(tenant: request.tenant)
         let offer = Offer(callID: callID, tenant: request.tenant, region: request.region, metadata: request.metadata,
                           routerID: configuration.id, deployRevision: revision)
+        // A tenant held to some regions is placed only there, whether or not the request names one.
         let needs = Scheduler.Needs(versions: choice.versions, fallback: choice.fallback, region: request.region,
-                                    zone: request.zone, locality: request.locality)
+                                    zone: request.zone, locality: request.locality).onlyIn(regions)
         let offered: Offered
         do {
             offered = try await offerAround(offer, needs: needs, deadline: deadline, explain: request.explain, logger: logger)

@@ -20,9 +20,9 @@ extension Router {
         do {
             policy = try await tenants.authenticate(key, deadline: deadline)
         } catch where error.code != .authenticationFailed {
-            // Redis unreachable: a key this router has seen before still counts (its tenant's `when Redis is
-            // down` rule then decides); an unknown one cannot be checked.
-            if let cached { return cached.policy }
+            // Redis unreachable: a key this router checked a moment ago still counts (its tenant's `when Redis is
+            // down` rule then decides); an unknown one, or one checked too long ago, cannot be checked.
+            if let cached, now - cached.until < configuration.keyStaleLimit - configuration.keyCacheTime { return cached.policy }
             throw SwitchboardError(.unavailable, "API keys cannot be checked: \(error.message)")
         }
         keyCache.withLock { cache in

@@ -57,6 +57,25 @@ struct TenancyTests {
         await cluster.shutdown()
     }
 
+    @Test func aTenantHeldToARegionIsPlacedOnlyThereEvenWhenTheRequestNamesNone() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter { $0.tenancy = true }
+        try await cluster.addWorker(id: "eu-1", capacity: 3, region: "eu")
+        try await cluster.addWorker(id: "us-1", capacity: 20, region: "us")
+        try await cluster.waitForWorkers(2)
+        let key = try await TenantStore(redis: cluster.redis, keys: cluster.keys)
+            .create(TenantPolicy(id: "eu-only", callsPerSecond: 100, burst: 50, maxLiveCalls: 50, regions: ["eu"]))
+        for _ in 0..<3 {
+            let (status, body, _) = try await post(cluster, key: key)
+            #expect(status == 201 && (try? JSONDecoder().decode(Placement.self, from: body))?.workerID == "eu-1", "\(status)")
+        }
+        // The eu worker is full: no call goes to us, though it has room.
+        let (full, fullBody, _) = try await post(cluster, key: key)
+        #expect(full == 503 && code(fullBody) == "no_capacity")
+        #expect(try await post(cluster, key: key, body: #"{"region":"us","locality":"preferred"}"#).0 == 400)
+        await cluster.shutdown()
+    }
+
     @Test func overTheRateIs429WithRetryAfterAndOverTheQuotaToo() async throws {
         let cluster = try await TestCluster()
         let router = try await cluster.addRouter { $0.tenancy = true; $0.tenantLabelCap = 1 }
@@ -98,7 +117,7 @@ struct TenancyRedisDownTests {
     @Test func openTenantsGoOnUpToTheLocalCapClosedOnesAreRefusedAndLimitsReturnWithRedis() async throws {
         let cluster = try await TestCluster()
         guard let redisServer = cluster.redisServer else { return }  // a shared REDIS_URL cannot be stopped here
-        try await cluster.addRouter { $0.tenancy = true; $0.keyCacheTime = .milliseconds(100) }
+        try await cluster.addRouter { $0.tenancy = true; $0.keyCacheTime = .milliseconds(100); $0.keyStaleLimit = .seconds(8) }
         try await cluster.addWorker(capacity: 10)
         try await cluster.waitForWorkers(1)
         let store = TenantStore(redis: cluster.redis, keys: cluster.keys)
@@ -118,6 +137,10 @@ struct TenancyRedisDownTests {
         #expect(capped == 429 && tests.code(cappedBody) == "quota_exceeded", "the local cap is 2")
         #expect(try await tests.post(cluster, key: "sbk_never-seen").0 == 503, "an unknown key cannot be checked")
         #expect(cluster.routers[0].router.metrics.value("switchboard_admissions_total", ["result": "admitted_redis_down", "tenant": "open"]) == 2)
+        // A key checked longer ago than the stale limit no longer counts: one revoked meanwhile would not either.
+        try await Task.sleep(for: .seconds(8.5))
+        let (stale, staleBody, _) = try await tests.post(cluster, key: open)
+        #expect(stale == 503 && tests.code(staleBody) == "unavailable", "a key last checked over 8 s ago still counted")
 
         // Back (this test Redis keeps nothing on disk, so the tenants are made again, with new keys).
         try await redisServer.restart()

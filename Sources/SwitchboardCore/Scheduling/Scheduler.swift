@@ -78,6 +78,9 @@ public struct Scheduler: Sendable {
         public var locality: Locality
         /// Workers already offered this call.
         public var tried: Set<String>
+        /// Regions the call may be placed in at all, whatever `region` and `locality` say (a tenant restricted
+        /// to some regions); nil: any.
+        public var allowedRegions: Set<String>?
 
         public init(versions: Set<String>? = nil, fallback: [Set<String>] = [], region: String? = nil, zone: String? = nil,
                     locality: Locality = .required, tried: Set<String> = []) {
@@ -87,6 +90,13 @@ public struct Scheduler: Sendable {
             self.zone = zone
             self.locality = locality
             self.tried = tried
+        }
+
+        /// These needs, placed only in `regions` (nil or empty: anywhere).
+        public func onlyIn(_ regions: [String]) -> Needs {
+            var needs = self
+            if !regions.isEmpty { needs.allowedRegions = Set(regions) }
+            return needs
         }
     }
 
@@ -328,6 +338,7 @@ public struct Scheduler: Sendable {
         }
         if entry.liveness != .alive { return .suspect }
         if let versions = needs.versions, !versions.contains(entry.heartbeat.version) { return .version }
+        if let allowed = needs.allowedRegions, !allowed.contains(entry.heartbeat.region) { return .region }
         if needs.locality == .required {
             if let region = needs.region, entry.heartbeat.region != region { return .region }
             if let zone = needs.zone, entry.heartbeat.zone != zone { return .zone }
