@@ -19,25 +19,41 @@ struct NATSConfigCommand: AsyncParsableCommand {
     @Option(help: "Directory to write to (made if missing).") var out: String
     @Option(help: "Subject prefix of the cluster.") var prefix: String = Settings.string("prefix", "sb")
     @Option(help: "Name of the cluster's NATS operator and account.") var name: String = "switchboard"
+    @Flag(help: "Plain NKey users per role instead of operator mode (no per-call media credentials; gateways may use every call's media).")
+    var users = false
     @Flag(help: "Replace files that exist.") var force = false
 
     func run() async throws {
         do {
-            let written = try Self.write(to: out, subjects: Subjects(prefix: prefix), name: name, force: force)
+            let subjects = try Subjects(prefix: prefix)
+            let written = users ? try Self.writeUsers(to: out, subjects: subjects, force: force)
+                                : try Self.write(to: out, subjects: subjects, name: name, force: force)
             say("wrote \(written.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", ")) to \(out)")
-            say("nats-server: include \(out)/nats-auth.conf; routers: --nats-creds router.creds --media-signing-key media-signing.json; workers: --nats-creds worker.creds; gateways: gateway.creds; operator tools: operator.creds")
+            say(users ? "nats-server: include \(out)/nats-auth.conf; each process: --nats-nkey <role>.nk (router, worker, gateway, operator)"
+                      : "nats-server: include \(out)/nats-auth.conf; routers: --nats-creds router.creds --media-signing-key media-signing.json; workers: --nats-creds worker.creds; gateways: gateway.creds; operator tools: operator.creds")
         } catch {
             throw ExitCodes.fail(error)
         }
     }
 
-    /// Writes the files; returns their paths.
+    /// Writes operator mode's files; returns their paths.
     static func write(to directory: String, subjects: Subjects, name: String, force: Bool) throws(SwitchboardError) -> [String] {
         let bus = try BusCredentials.generate(subjects: subjects, name: name)
         var files: [(String, String)] = [("nats-auth.conf", bus.serverConfig)]
         for role in BusRole.allCases { files.append(("\(role.rawValue).creds", bus.roleCredentials[role]!)) }
         files.append(("media-signing.json", String(decoding: WireCodec.encode(bus.mediaSigning), as: UTF8.self)))
         files += [("operator.nk", bus.operatorSeed + "\n"), ("account.nk", bus.accountSeed + "\n")]
+        return try writeFiles(files, to: directory, force: force)
+    }
+
+    /// Writes the plain-users mode's files; returns their paths.
+    static func writeUsers(to directory: String, subjects: Subjects, force: Bool) throws(SwitchboardError) -> [String] {
+        let bus = try BusUsers.generate(subjects: subjects)
+        return try writeFiles([("nats-auth.conf", bus.serverConfig)] + BusRole.allCases.map { ("\($0.rawValue).nk", bus.roleSeeds[$0]!) },
+                              to: directory, force: force)
+    }
+
+    private static func writeFiles(_ files: [(String, String)], to directory: String, force: Bool) throws(SwitchboardError) -> [String] {
         let manager = FileManager.default
         do {
             try manager.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

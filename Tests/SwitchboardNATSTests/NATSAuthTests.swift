@@ -105,6 +105,32 @@ struct NATSAuthTests {
         #expect(await first(inbound)?.subject == subjects.mediaIn(call: "c1"))
     }
 
+    @Test func plainNKeyUsersKeepTheSameRoles() async throws {
+        let subjects = try Subjects(prefix: uniquePrefix("users"))
+        let bus = try BusUsers.generate(subjects: subjects)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-users-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try bus.serverConfig.write(to: dir.appendingPathComponent("nats.conf"), atomically: true, encoding: .utf8)
+        for (role, seed) in bus.roleSeeds { try seed.write(to: dir.appendingPathComponent("\(role.rawValue).nk"), atomically: true, encoding: .utf8) }
+        let server = try await LocalServer(.nats, arguments: ["-c", dir.appendingPathComponent("nats.conf").path])
+        #expect(await caughtError { _ = try await connect(server) { _ in } } != nil, "anonymous")
+        func role(_ r: BusRole) async throws -> NATSConnection {
+            try await connect(server) { $0.nkeySeedFile = dir.appendingPathComponent("\(r.rawValue).nk").path; $0.inboxPrefix = r.inboxPrefix }
+        }
+        let router = try await role(.router), worker = try await role(.worker)
+        defer { router.close(); worker.close() }
+        let pings = try worker.subscribe(to: subjects.ping(worker: "w1")) { m in try? worker.reply(to: m, payload: [7]) }
+        let drains = try router.subscribe(to: subjects.drains)
+        try await worker.flush()
+        try await router.flush()
+        #expect(try await router.request(subjects.ping(worker: "w1"), payload: [], timeout: .seconds(5)).payload == [7])
+        try worker.publish(subjects.drains, payload: [1])
+        try await worker.flush()
+        #expect(await first(drains, within: .milliseconds(300)) == nil, "a worker announced a drain")
+        withExtendedLifetime(pings) {}
+    }
+
     /// One nonce in 256 signs to bytes that begin with zero, which nats.c 3.4.1 drops from its CONNECT (its base64
     /// encoder stops at a leading NUL): 400 connections would meet that about once or twice. Every one connects.
     @Test func everyMintedCallCredentialIsAccepted() async throws {

@@ -80,3 +80,42 @@ public struct MediaSigningKey: Codable, Sendable, Equatable {
         return NATSConfiguration.Credentials(jwt: jwt, seed: user.seed)
     }
 }
+
+/// The simpler closed bus: plain NKey users with the same per-role permissions (`authorization { users }`), no
+/// accounts. There is no per-call credential in this mode, so gateways may use every call's media.
+public struct BusUsers: Sendable {
+    public let serverConfig: String
+    /// An NKey seed file's text per role.
+    public let roleSeeds: [BusRole: String]
+
+    public static func generate(subjects: Subjects) throws(SwitchboardError) -> BusUsers {
+        var users: [String] = [], seeds: [BusRole: String] = [:]
+        func list(_ subjects: [String]) -> String { "[" + subjects.map { "\"\($0)\"" }.joined(separator: ", ") + "]" }
+        for role in BusRole.allCases {
+            let key = try NKey.generate(.user)
+            var p = role.permissions(subjects)
+            if role == .gateway {
+                p.publish.append(subjects.mediaIn(call: "*"))
+                p.subscribe.append(subjects.mediaOut(call: "*"))
+            }
+            users.append("""
+                    {nkey: "\(key.publicKey)", permissions: {publish: {allow: \(list(p.publish))}, \
+                subscribe: {allow: \(list(p.subscribe))}\(p.responses ? ", allow_responses: true" : "")}}  # \(role.rawValue)
+                """)
+            seeds[role] = key.seed + "\n"
+        }
+        let config = """
+            # NATS users for the Switchboard cluster (subjects '\(subjects.prefix).*'), one NKey per role, written by
+            # `switchboard nats-config --users`. Include it in nats-server.conf. Clients sign in with --nats-nkey <role>.nk.
+            # (No per-call media credentials in this mode: gateways may use every call's media.)
+            authorization {
+              users = [
+            \(users.joined(separator: "\n"))
+              ]
+            }
+
+            """
+        return BusUsers(serverConfig: config, roleSeeds: seeds)
+    }
+}
+
