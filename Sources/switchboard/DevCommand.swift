@@ -100,7 +100,7 @@ final class DevCluster: Sendable {
         try "include ./nats/nats-auth.conf\n".write(to: serverConf, atomically: true, encoding: .utf8)
         let nats = try await LocalServer(.nats, arguments: ["-c", serverConf.path], label: "sbdev")
         let redis = try await LocalServer(.redis, label: "sbdev")
-        say("nats-server  \(nats.url) (closed: credentials per role in \(bus))\nredis-server \(redis.url)\nlogs         \(directory.path)")
+        say("nats-server  \(nats.url)\nredis-server \(redis.url)\nlogs         \(directory.path)\nnats bus     closed; a credential per role in \(bus)")
 
         // A demo tenant, as an operator would make one, and routers that ask for keys.
         let tenants = TenantStore(redis: try RedisClient(url: redis.url, logger: Runtime.logger("switchboard.dev", level: "warning")),
