@@ -93,7 +93,7 @@ extension Router {
         do {
             let message = try await nats.request(configuration.subjects.control(worker: workerID), payload: order.encoded(),
                                                  headers: order.callID.map { ["Call-Id": $0] } ?? [:],
-                                                 timeout: configuration.offerTimeout)
+                                                 timeout: configuration.controlTimeout)
             reply = try WorkerControlReply.decode(message.payload)
         } catch let error as SwitchboardError {
             throw error.code == .noResponders ? SwitchboardError(.unavailable, "worker \(workerID) is not connected") : error

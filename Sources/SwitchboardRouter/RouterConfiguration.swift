@@ -22,6 +22,9 @@ public struct RouterConfiguration: Sendable {
     public var routeDeadline: Duration = .seconds(2)
     /// Time a single worker has to answer an offer.
     public var offerTimeout: Duration = .milliseconds(500)
+    /// Time a worker has to answer an order (drain, undrain, and the hold, release or unhold of a move): it may
+    /// write to Redis first, and an operator's action is not in a hurry.
+    public var controlTimeout: Duration = .seconds(2)
     /// Time the worker holding a call has to end it and answer (`DELETE /v1/calls/{id}`).
     public var endTimeout: Duration = .seconds(5)
     /// Workers offered one call at most.
