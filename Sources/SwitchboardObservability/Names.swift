@@ -38,6 +38,17 @@ public enum MetricNames {
     public static let workerOutdated = "switchboard_worker_outdated"
     public static let ownershipChecks = "switchboard_worker_ownership_checks_total"
     public static let drainRequests = "switchboard_drain_requests_total"
+    public static let workerState = "switchboard_worker_state"
+    public static let workerFreeSlots = "switchboard_worker_free_slots"
+    public static let workerDrainedIdle = "switchboard_worker_drained_idle"
+    public static let workerNATSConnected = "switchboard_worker_nats_connected"
+    public static let mediaLost = "switchboard_media_packets_lost_total"
+    public static let mediaConcealed = "switchboard_media_frames_concealed_total"
+    public static let handlerErrors = "switchboard_handler_errors_total"
+    // Autoscaling (routers), by version and region
+    public static let workersDesired = "switchboard_workers_desired"
+    public static let slotsInUse = "switchboard_slots_in_use"
+    public static let slotsCapacity = "switchboard_slots_capacity"
 
     /// Latency buckets in seconds: 100 µs ... 5 s.
     public static let latencyBuckets: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]

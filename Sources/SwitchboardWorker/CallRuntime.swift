@@ -84,6 +84,7 @@ extension Worker {
                 do {
                     try await self.handler.run(context)
                 } catch where !(error is CancellationError) {
+                    self.metrics.increment(MetricNames.handlerErrors, help: "Call handlers that failed (the call then ends, reason handler)")
                     log.warning("handler failed", metadata: [LogKey.error: "\(error)"])
                 } catch {}
                 return Task.isCancelled ? nil : .handler
@@ -179,8 +180,12 @@ extension Worker {
                 if let last {
                     let gap = packet.sequence &- last
                     if gap == 0 || gap > UInt32.max / 2 { continue }  // repeated or late
+                    if gap > 1 {
+                        metrics.increment(MetricNames.mediaLost, by: Double(gap - 1), help: "Caller packets missing from the sequence")
+                    }
                     if gap > 1 && gap <= 6 {
                         for _ in 1..<gap { audio.yield(AudioFrame(samples: try decoder.decodeMissing(), concealed: true)) }
+                        metrics.increment(MetricNames.mediaConcealed, by: Double(gap - 1), help: "Frames made up for missing packets (Opus concealment)")
                     }
                 }
                 last = packet.sequence

@@ -34,7 +34,9 @@ extension Worker {
     /// heartbeat (it says `draining` at once) and from Redis; workers do not publish drain notices. Ignored once calls are being ended or the worker
     /// is leaving.
     func apply(_ request: DrainRequest, record: Bool) async {
-        guard state.withLock({ $0.drain.phase != .ending && $0.drain.phase != .done }) else { return }
+        // A SIGTERM always leaves when the last call is gone; other drains do unless `--when-drained stay`.
+        let leave = configuration.whenDrained == .exit || request.requestedBy == DrainRequest.bySignal
+        guard state.withLock({ $0.drain.phase != .done && ($0.drain.phase != .ending || leave) }) else { return }
         if record {
             do {
                 _ = try await redis.send(["HSET", configuration.keys.drains, configuration.id,
@@ -45,7 +47,8 @@ extension Worker {
         }
         let (actions, calls) = state.withLock { state in
             let actions = state.drain.request(deadline: request.deadline(now: .now, unixNowMillis: unixMillisNow()),
-                                               atDeadline: request.atDeadline, now: .now, calls: Set(state.calls.keys))
+                                               atDeadline: request.atDeadline, now: .now, calls: Set(state.calls.keys),
+                                               leave: leave)
             // Offers are refused from this instant, under the same lock as the decision.
             if actions.contains(.refuseNewCalls) { state.slots.setState(.draining) }
             state.appliedDrain = request
@@ -131,6 +134,10 @@ extension Worker {
                 logger.notice("drain done: no calls left; leaving")
                 _ = try? await redis.send(["HDEL", configuration.keys.drains, configuration.id])
                 stop()
+            case .idle:
+                // Under a Deployment an exit would be restarted (and drained again, and exit: a restart loop);
+                // the process stays, not ready, until an undrain or SIGTERM.
+                logger.notice("drain done: no calls left; staying up, taking no calls, until undrained or stopped (--when-drained stay)")
             }
         }
     }

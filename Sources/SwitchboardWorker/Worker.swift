@@ -61,6 +61,10 @@ public final class Worker: Service, Sendable {
         var standing: DeployStanding
         /// Redis's clock less this process's, at the last read (the rollback window is Redis's).
         var redisClockOffset: Int64 = 0
+        /// Drain and deploy policy read, first heartbeat sent (`/readyz` says `starting` before).
+        var started = false
+        /// When the heartbeat loop last ran (`/healthz` fails when it stops: a wedged process).
+        var lastHeartbeat = ContinuousClock.now
     }
 
     let state: Mutex<State>
@@ -340,6 +344,16 @@ public final class Worker: Service, Sendable {
     }
 
     public var activeCalls: Int { state.withLock { $0.slots.activeCalls } }
+
+    /// What `/healthz` and `/readyz` decide from.
+    public func probeInputs() -> WorkerProbe.Inputs {
+        let connected = nats.isConnected, closed = nats.isClosed
+        return state.withLock { state in
+            WorkerProbe.Inputs(state: state.slots.reportedState, calls: state.slots.activeCalls, capacity: configuration.capacity,
+                               started: state.started, natsConnected: connected, natsClosed: closed,
+                               sinceHeartbeat: .now - state.lastHeartbeat)
+        }
+    }
     public var workerState: WorkerState { state.withLock { $0.slots.reportedState } }
 
     // MARK: - Heartbeats
@@ -355,6 +369,7 @@ public final class Worker: Service, Sendable {
         var sampler = LoadSampler(source: configuration.cpuSource)
         var lastSample = ContinuousClock.now - configuration.heartbeatInterval
         await publishHeartbeat()
+        state.withLock { $0.started = true }
         for await _ in heartbeatTriggers {
             if ContinuousClock.now - lastSample >= configuration.heartbeatInterval / 2 {
                 let sample = sampler.sample()
@@ -376,8 +391,24 @@ public final class Worker: Service, Sendable {
         }
     }
 
+    /// The gauges a scrape reads that heartbeats do not set (they set calls, capacity, CPU and memory).
+    public func updateGauges() {
+        let (reported, calls, draining, idle) = state.withLock {
+            ($0.slots.reportedState, $0.slots.activeCalls, $0.drain.isDraining, $0.drain.phase == .drained)
+        }
+        var byState: [MetricsRegistry.Labels: Double] = [:]
+        for s in WorkerState.allCases { byState[["state": s.rawValue]] = s == reported ? 1 : 0 }
+        metrics.replaceGauge(MetricNames.workerState, byState, help: "1 for the state this worker reports")
+        metrics.set(MetricNames.workerCalls, to: Double(calls), help: "Calls this worker holds")
+        metrics.set(MetricNames.workerFreeSlots, to: Double(Swift.max(0, configuration.capacity - calls)), help: "Calls this worker may still take")
+        metrics.set(MetricNames.workerDraining, to: draining ? 1 : 0, help: "1 while this worker drains")
+        metrics.set(MetricNames.workerDrainedIdle, to: idle ? 1 : 0, help: "1 while a drained worker stays up with no calls (--when-drained stay)")
+        metrics.set(MetricNames.workerNATSConnected, to: nats.isConnected ? 1 : 0, help: "1 while connected to NATS")
+    }
+
     func publishHeartbeat() async {
         let hb = heartbeat()
+        state.withLock { $0.lastHeartbeat = .now }
         metrics.set(MetricNames.workerCalls, to: Double(hb.activeCalls), help: "Calls this worker holds")
         metrics.set(MetricNames.workerCapacity, to: Double(hb.capacity), help: "Calls this worker may hold")
         metrics.set(MetricNames.workerCPU, to: hb.cpu, help: "CPU in use as a share of what the worker may use")

@@ -34,6 +34,14 @@ public struct WorkerConfiguration: Sendable {
     /// A graceful shutdown (SIGTERM) drains with this deadline; then calls still running are moved or ended.
     public var drainDeadline: Duration = .seconds(300)
     public var drainAtDeadline: AtDeadline = .migrate
+    /// What a worker does when a drain that SIGTERM did not start (an operator's, a deploy's) has no calls
+    /// left: exit, or stay up taking none (under a Deployment, where an exit is restarted: see `WhenDrained`).
+    public var whenDrained: WhenDrained = .exit
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (nil: not served).
+    public var httpHost = "127.0.0.1"
+    public var httpPort: Int?
+    /// `/healthz` fails when the heartbeat loop has not run for this long (a wedged process).
+    public var livenessLimit: Duration = .seconds(30)
     /// How often a call's changed state is checkpointed to Redis.
     public var checkpointInterval: Duration = .seconds(1)
     /// Time a router has to move one call when this worker asks.
@@ -76,6 +84,16 @@ public struct WorkerConfiguration: Sendable {
             throw SwitchboardError(.invalidArgument, "durations must be positive")
         }
     }
+}
+
+/// What a drained worker does once its last call is gone (a drain SIGTERM started always exits).
+public enum WhenDrained: String, Sendable, CaseIterable {
+    /// Leave the cluster and exit 0: right where nothing restarts the process (systemd with `Restart=on-failure`,
+    /// `switchboard dev`).
+    case exit
+    /// Stay up, not ready and taking no calls, until undrained (a rollback) or stopped: right under a
+    /// Kubernetes Deployment, which would restart an exited worker into the same drain.
+    case stay
 }
 
 /// Whose CPU use a worker reports, as a share of the CPU it may use.

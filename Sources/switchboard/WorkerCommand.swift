@@ -43,6 +43,16 @@ struct WorkerCommand: AsyncParsableCommand {
     var drainAtDeadline: String = Settings.string("drain-at-deadline", "migrate")
     @Option(name: .customLong("checkpoint-interval"), help: "Seconds between checkpoints of a call's changed state.")
     var checkpointInterval: Double = Settings.double("checkpoint-interval", 1)
+    @Option(name: .customLong("when-drained"),
+            help: "When a drain SIGTERM did not start has no calls left: exit, or stay up taking none (under a Kubernetes Deployment, which would restart an exit).")
+    var whenDrained: String = Settings.string("when-drained", "exit")
+    @Option(name: .customLong("http-host"), help: "Address of /healthz, /readyz and /metrics.")
+    var httpHost: String = Settings.string("http-host", "127.0.0.1")
+    @Option(name: .customLong("http-port"), help: "Port of /healthz, /readyz and /metrics (0 picks a free one; not served unless set; the container image sets 8080).")
+    var httpPort: Int? = Settings.value("http-port").map { text in
+        guard let port = Int(text) else { Settings.fail("http-port must be a whole number, got '\(text)'") }
+        return port
+    }
 
     func run() async throws {
         Runtime.followParentIfAsked()
@@ -67,6 +77,15 @@ struct WorkerCommand: AsyncParsableCommand {
             }
             config.drainAtDeadline = atDeadline
             config.checkpointInterval = try seconds(checkpointInterval, "checkpoint interval", max: 3600)
+            guard let whenDrained = WhenDrained(rawValue: whenDrained) else {
+                throw SwitchboardError(.invalidArgument, "when-drained must be exit or stay, got '\(whenDrained)'")
+            }
+            config.whenDrained = whenDrained
+            if let httpPort {
+                guard (0...65535).contains(httpPort) else { throw SwitchboardError(.invalidArgument, "http-port must be 0-65535, got \(httpPort)") }
+            }
+            config.httpHost = httpHost
+            config.httpPort = httpPort
             try config.validate()
             callHandler = try BuiltinHandlers.named(handler)
         } catch {
@@ -75,7 +94,14 @@ struct WorkerCommand: AsyncParsableCommand {
         try await Runtime.serve(cluster, name: id, role: .worker, logger: logger) { nats, redis in
             let worker = try Worker(configuration: config, nats: nats, redis: redis, handler: callHandler, logger: logger)
             say("worker \(id) running (version \(version), \(region)/\(zone), capacity \(capacity), handler \(handler))")
-            return [worker]
+            guard let port = config.httpPort else { return [worker] }
+            let host = config.httpHost
+            let http = WorkerHTTP.application(for: worker, host: host, port: port) { port in
+                say("worker \(id) serving /healthz, /readyz and /metrics on http://\(host):\(port)")
+            }
+            // Services stop in reverse order: the worker drains first while probes and metrics still answer;
+            // the HTTP server stops once the worker is done.
+            return [http, worker]
         }
     }
 }

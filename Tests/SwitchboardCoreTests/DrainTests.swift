@@ -175,3 +175,49 @@ import Testing
         #expect(try Offer.decode(offer.encoded()).resume?.reason == .failover)
     }
 }
+
+/// A drain that does not leave (`--when-drained stay`, for workers under a Kubernetes Deployment).
+@Suite struct DrainStayTests {
+    let t0 = ContinuousClock.now
+
+    @Test func aDrainThatStaysEndsIdleNotDoneAndAnUndrainServesAgain() {
+        var drain = Drain()
+        #expect(drain.request(deadline: t0 + .seconds(60), atDeadline: .migrate, now: t0, calls: ["c1"], leave: false) == [.refuseNewCalls])
+        #expect(drain.tick(now: t0 + .seconds(1), calls: []) == [.idle])
+        #expect(drain.phase == .drained)
+        #expect(drain.isDraining)  // still takes no calls
+        #expect(drain.tick(now: t0 + .seconds(120), calls: []) == [])  // nothing more, however long
+        let (cancelled, actions) = drain.cancel()
+        #expect(cancelled && actions == [.acceptNewCalls])
+        #expect(drain.phase == .serving)
+    }
+
+    @Test func aSignalLeavesAtOnceFromIdleAndAtTheLastCallFromADrainThatStays() {
+        var idle = Drain()
+        #expect(idle.request(deadline: t0 + .seconds(60), atDeadline: .migrate, now: t0, calls: [], leave: false) == [.refuseNewCalls, .idle])
+        // Another stay request changes nothing; one that leaves exits now.
+        #expect(idle.request(deadline: t0 + .seconds(60), atDeadline: .migrate, now: t0, calls: [], leave: false) == [])
+        #expect(idle.request(deadline: t0 + .seconds(300), atDeadline: .migrate, now: t0, calls: [], leave: true) == [.exit])
+        #expect(idle.phase == .done)
+
+        var busy = Drain()
+        _ = busy.request(deadline: t0 + .seconds(60), atDeadline: .migrate, now: t0, calls: ["c1"], leave: false)
+        #expect(busy.request(deadline: t0 + .seconds(300), atDeadline: .migrate, now: t0, calls: ["c1"], leave: true) == [])
+        // Leaving is not taken back by a later request that would stay.
+        _ = busy.request(deadline: t0 + .seconds(300), atDeadline: .migrate, now: t0, calls: ["c1"], leave: false)
+        #expect(busy.tick(now: t0 + .seconds(2), calls: []) == [.exit])
+    }
+
+    @Test func aSignalWhileCallsAreBeingEndedMakesTheDrainLeave() {
+        var drain = Drain()
+        _ = drain.request(deadline: t0 + .seconds(1), atDeadline: .end, now: t0, calls: ["c1"], leave: false)
+        #expect(drain.tick(now: t0 + .seconds(1), calls: ["c1"]) == [.end(["c1"], .drainDeadline)])
+        #expect(drain.request(deadline: t0 + .seconds(300), atDeadline: .migrate, now: t0 + .seconds(1), calls: ["c1"], leave: true) == [])
+        #expect(drain.tick(now: t0 + .seconds(2), calls: []) == [.exit])
+        // Without the signal, the same drain stays.
+        var staying = Drain()
+        _ = staying.request(deadline: t0 + .seconds(1), atDeadline: .end, now: t0, calls: ["c1"], leave: false)
+        _ = staying.tick(now: t0 + .seconds(1), calls: ["c1"])
+        #expect(staying.tick(now: t0 + .seconds(2), calls: []) == [.idle])
+    }
+}

@@ -17,6 +17,9 @@ public enum AtDeadline: String, Codable, Sendable, CaseIterable {
 ///    └────cancel────────┘  │ └─deadline, migrate─▶ migrating ─give up─┘
 ///                          └──────────request──────────┘ │
 ///                          draining / migrating ──no calls──▶ done
+///
+/// A drain that does not leave (`leave: false`, `--when-drained stay`) ends in `drained` rather than `done`:
+/// no calls, up, taking none, until a cancel (serving again) or a request that leaves (done at once).
 /// ```
 /// Migration is retried every `retryEvery` for the calls still here (no other worker may have had room);
 /// after `giveUpAfter` the rest are ended with reason `drain_deadline`, so a drain always finishes.
@@ -28,6 +31,8 @@ public struct Drain: Sendable, Equatable {
         case draining(deadline: Instant, atDeadline: AtDeadline)
         case migrating(since: Instant, lastAttempt: Instant)
         case ending
+        /// Empty and staying up: takes no calls; a cancel serves again, a request that leaves exits.
+        case drained
         case done
     }
 
@@ -42,11 +47,16 @@ public struct Drain: Sendable, Equatable {
         case end([String], EndReason)
         /// The last call is gone: leave the cluster and exit 0.
         case exit
+        /// The last call is gone and the drain does not leave: stay up, taking no calls.
+        case idle
     }
 
     public var retryEvery: Duration
     public var giveUpAfter: Duration
     public private(set) var phase: Phase = .serving
+    /// Whether the worker leaves when the last call is gone (else it stays `drained`). Once a request
+    /// leaves, later ones cannot take that back; a cancel does.
+    public private(set) var leaves = true
 
     public init(retryEvery: Duration = .seconds(2), giveUpAfter: Duration = .seconds(30)) {
         self.retryEvery = retryEvery
@@ -56,16 +66,27 @@ public struct Drain: Sendable, Equatable {
     /// Not serving: no new calls.
     public var isDraining: Bool { phase != .serving }
 
-    /// A drain request (a new one replaces the deadline of one under way). Ignored once calls are being
-    /// ended or the worker is leaving.
-    public mutating func request(deadline: Instant, atDeadline: AtDeadline, now: Instant, calls: Set<String>) -> [Action] {
+    /// A drain request (a new one replaces the deadline of one under way). `leave`: exit when the last call
+    /// is gone (a SIGTERM always does; an operator's or a deploy's drain may stay up). Once calls are being
+    /// ended or the worker is leaving, only makes an ending drain leave.
+    public mutating func request(deadline: Instant, atDeadline: AtDeadline, now: Instant, calls: Set<String>,
+                                 leave: Bool = true) -> [Action] {
         switch phase {
-        case .ending, .done:
+        case .done:
             return []
+        case .ending:
+            leaves = leaves || leave
+            return tick(now: now, calls: calls)
+        case .drained:
+            guard leave else { return [] }
+            phase = .done
+            return [.exit]
         case .serving:
+            leaves = leave
             phase = .draining(deadline: deadline, atDeadline: atDeadline)
             return [.refuseNewCalls] + tick(now: now, calls: calls)
         case .draining, .migrating:
+            leaves = leaves || leave
             phase = .draining(deadline: deadline, atDeadline: atDeadline)
             return tick(now: now, calls: calls)
         }
@@ -75,8 +96,9 @@ public struct Drain: Sendable, Equatable {
     /// the worker is leaving: too late to take calls again.
     public mutating func cancel() -> (cancelled: Bool, actions: [Action]) {
         switch phase {
-        case .draining, .migrating:
+        case .draining, .migrating, .drained:
             phase = .serving
+            leaves = true
             return (true, [.acceptNewCalls])
         case .serving, .ending, .done:
             return (false, [])
@@ -85,12 +107,12 @@ public struct Drain: Sendable, Equatable {
 
     /// Advances time with the calls the worker holds now.
     public mutating func tick(now: Instant, calls: Set<String>) -> [Action] {
-        if phase != .serving && phase != .done && calls.isEmpty {
-            phase = .done
-            return [.exit]
+        if phase != .serving && phase != .done && phase != .drained && calls.isEmpty {
+            phase = leaves ? .done : .drained
+            return [leaves ? .exit : .idle]
         }
         switch phase {
-        case .serving, .done:
+        case .serving, .drained, .done:
             return []
         case .draining(let deadline, let atDeadline):
             guard now >= deadline else { return [] }
