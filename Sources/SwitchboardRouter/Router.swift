@@ -229,6 +229,23 @@ public final class Router: Service, Sendable {
         metrics.replaceGauge(MetricNames.workersByVersion, byVersion, help: "Known workers by version and state, as this router sees them")
         metrics.set(MetricNames.activeCalls, to: calls, help: "Calls on live workers, by their heartbeats")
         metrics.set(MetricNames.freeSlots, to: free, help: "Free slots on ready workers")
+
+        let policy = deployPolicy()?.policy ?? .none
+        let needs = WorkerDemand.needs(live.filter { $0.heartbeat.state != .stopping }.map {
+            WorkerDemand.Worker(version: $0.heartbeat.version, region: $0.heartbeat.region,
+                                calls: $0.heartbeat.activeCalls, capacity: $0.heartbeat.capacity)
+        }, policy: policy, target: configuration.autoscaleTarget)
+        var desired: [MetricsRegistry.Labels: Double] = [:], inUse = desired, capacity = desired
+        for (key, need) in needs {
+            let labels = ["version": key.version, "region": key.region]
+            desired[labels] = Double(need.desired)
+            inUse[labels] = Double(need.inUse)
+            capacity[labels] = Double(need.capacity)
+        }
+        metrics.replaceGauge(MetricNames.workersDesired, desired,
+                             help: "Workers that would bring slot use to the autoscale target (outdated versions: those still holding calls)")
+        metrics.replaceGauge(MetricNames.slotsInUse, inUse, help: "Calls on live workers, by version and region")
+        metrics.replaceGauge(MetricNames.slotsCapacity, capacity, help: "Slots of live workers, by version and region")
     }
 
     /// Known workers (suspect ones included), sorted by id.

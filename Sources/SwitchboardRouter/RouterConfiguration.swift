@@ -47,6 +47,8 @@ public struct RouterConfiguration: Sendable {
     /// Tenants named in metric labels at most; calls of tenants beyond are counted under `tenant="other"`, so
     /// a cluster of many tenants does not grow a series per tenant.
     public var tenantLabelCap = 50
+    /// The share of slots in use `switchboard_workers_desired` aims for, in (0, 1].
+    public var autoscaleTarget = 0.7
     /// How long a live-call lease lasts unless the worker renews it.
     public var leaseTime: Duration = .seconds(30)
     /// How long this router trusts a key it has looked up (a rotated key may work this much longer).

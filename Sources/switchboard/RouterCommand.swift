@@ -58,6 +58,8 @@ struct RouterCommand: AsyncParsableCommand {
     var leaseTime: Double = Settings.double("lease-time", 30)
     @Option(name: .customLong("tenant-label-cap"), help: "Tenants named in metric labels at most; the rest count as 'other'.")
     var tenantLabelCap: Int = Settings.int("tenant-label-cap", 50)
+    @Option(name: .customLong("autoscale-target"), help: "Share of slots in use the exported switchboard_workers_desired aims for (0-1].")
+    var autoscaleTarget: Double = Settings.double("autoscale-target", 0.7)
 
     /// The scheduler and liveness settings, checked.
     func schedulerSettings() throws(SwitchboardError) -> (Scheduler.Configuration, WorkerRegistry.Configuration) {
@@ -99,6 +101,10 @@ struct RouterCommand: AsyncParsableCommand {
             config.leaseTime = try seconds(leaseTime, "lease time", max: 3600)
             guard tenantLabelCap >= 0 else { throw SwitchboardError(.invalidArgument, "tenant label cap must be 0 or more") }
             config.tenantLabelCap = tenantLabelCap
+            guard autoscaleTarget.isFinite, autoscaleTarget > 0, autoscaleTarget <= 1 else {
+                throw SwitchboardError(.invalidArgument, "autoscale target must be above 0 and at most 1, not \(autoscaleTarget)")
+            }
+            config.autoscaleTarget = autoscaleTarget
             config.failover.window = try seconds(failoverWindow, "failover window", allowZero: true, max: 3600)
             config.mediaSigning = try mediaSigningKey.map { path throws(SwitchboardError) in try MediaSigningKey.read(path) }
             config.mediaCredentialTTL = try seconds(mediaCredentialTTL, "media credential ttl", max: 7 * 24 * 3600)
