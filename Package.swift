@@ -90,7 +90,9 @@ let package = Package(
 
         // Starts and stops real nats-server / redis-server processes (tests, benchmark, local cluster).
         .target(name: "SwitchboardLocal"),
-        .target(name: "SwitchboardTestSupport", dependencies: ["SwitchboardLocal", "SwitchboardCore"], path: "Tests/Support"),
+        .target(name: "SwitchboardTestSupport",
+                dependencies: ["SwitchboardLocal", "SwitchboardCore", "SwitchboardRedis", .product(name: "Logging", package: "swift-log")],
+                path: "Tests/Support"),
         .testTarget(name: "SwitchboardCoreTests", dependencies: ["SwitchboardCore"]),
         .testTarget(name: "SwitchboardNATSTests", dependencies: ["SwitchboardNATS", "SwitchboardTestSupport"]),
         .testTarget(name: "SwitchboardRedisTests", dependencies: ["SwitchboardRedis", "SwitchboardTestSupport"]),

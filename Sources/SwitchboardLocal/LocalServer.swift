@@ -10,21 +10,31 @@ import Glibc
 /// Every process gets a marker (`<label>-...`, e.g. `sbtest-`) in its arguments and working directory, so the
 /// test command can kill any that a crashed run left behind (`scripts/test`).
 public final class LocalServer: @unchecked Sendable {  // mutable state is guarded by `lock`
-    public enum Kind: String, Sendable { case nats = "nats-server", redis = "redis-server" }
+    public enum Kind: String, Sendable {
+        case nats = "nats-server", redis = "redis-server"
+        /// A Redis Sentinel (`redis-server --sentinel`), its `sentinel monitor ...` lines in `configLines`.
+        case sentinel = "redis-sentinel"
+
+        var executable: String { self == .sentinel ? "redis-server" : rawValue }
+    }
 
     public let kind: Kind
     public let port: Int
     public let extraArguments: [String]
+    /// Lines of a config file the server is started with (Redis and Sentinel; a Sentinel rewrites it).
+    public let configLines: [String]
     public let workDirectory: URL
     private let lock = NSLock()
     private var process: Process?
     private var logHandle: FileHandle?
 
     /// Starts a server of `kind` on a free port (or on `port`), with extra command-line arguments.
-    public init(_ kind: Kind, port: Int? = nil, arguments: [String] = [], label: String = "sbtest") async throws {
+    public init(_ kind: Kind, port: Int? = nil, arguments: [String] = [], configLines: [String] = [],
+                label: String = "sbtest") async throws {
         self.kind = kind
         self.port = try port ?? LocalServer.freePort()
         self.extraArguments = arguments
+        self.configLines = configLines
         self.workDirectory = FileManager.default.temporaryDirectory
             .appendingPathComponent("\(label)-\(kind.rawValue)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: workDirectory, withIntermediateDirectories: true)
@@ -40,7 +50,7 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
     public var url: String {
         switch kind {
         case .nats: return "nats://127.0.0.1:\(port)"
-        case .redis: return "redis://127.0.0.1:\(port)"
+        case .redis, .sentinel: return "redis://127.0.0.1:\(port)"
         }
     }
 
@@ -77,17 +87,23 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
     private func launch() throws -> Process {
         lock.lock(); defer { lock.unlock() }
         if let process { return process }
-        guard let executable = LocalServer.findExecutable(kind.rawValue) else {
-            throw LocalServerError("\(kind.rawValue) is not on PATH: install it (scripts/install-deps does)")
+        guard let executable = LocalServer.findExecutable(kind.executable) else {
+            throw LocalServerError("\(kind.executable) is not on PATH: install it (scripts/install-deps does)")
         }
         let marker = workDirectory.lastPathComponent
         var args: [String]
         switch kind {
         case .nats:
             args = ["-a", "127.0.0.1", "-p", "\(port)", "-n", marker]
-        case .redis:
-            args = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                    "--dir", workDirectory.path, "--daemonize", "no"]
+        case .redis, .sentinel:
+            // The config file first (Redis reads it, then the flags); a Sentinel needs one it can rewrite.
+            let config = workDirectory.appendingPathComponent(kind == .sentinel ? "sentinel.conf" : "redis.conf")
+            if !FileManager.default.fileExists(atPath: config.path) {
+                try (configLines.joined(separator: "\n") + "\n").write(to: config, atomically: true, encoding: .utf8)
+            }
+            args = [config.path] + (kind == .sentinel ? ["--sentinel"] : [])
+            args += ["--port", "\(port)", "--bind", "127.0.0.1", "--dir", workDirectory.path, "--daemonize", "no"]
+            if kind == .redis { args += ["--save", "", "--appendonly", "no"] }
         }
         args += extraArguments
         let p = Process()

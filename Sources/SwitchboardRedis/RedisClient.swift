@@ -78,7 +78,9 @@ public final class RedisClient: Sendable {
         guard bytes <= configuration.maxCommandBytes else {
             throw SwitchboardError(.tooLarge, "Redis command of \(bytes) bytes is over the limit of \(configuration.maxCommandBytes)")
         }
-        return try await run(deadline: deadline) { connection throws(SwitchboardError) in try connection.execute(commands) }
+        return try await run(deadline: deadline) { connection, deadline throws(SwitchboardError) in
+            try connection.executeReplicated(commands, deadline: deadline)
+        }
     }
 
     /// Runs a Lua script by its SHA; if Redis does not know it (a restart, `SCRIPT FLUSH`), loads it and
@@ -86,12 +88,12 @@ public final class RedisClient: Sendable {
     public func evaluate(_ script: RedisScript, keys: [String] = [], arguments: [String] = [],
                          deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) -> RedisValue {
         let evalsha = RedisCommand(["EVALSHA", script.sha1, String(keys.count)] + keys + arguments)
-        let reply = try await run(deadline: deadline) { connection throws(SwitchboardError) -> RedisValue in
-            let first = try connection.execute([evalsha])[0]
+        let reply = try await run(deadline: deadline) { connection, deadline throws(SwitchboardError) -> RedisValue in
+            let first = try connection.executeReplicated([evalsha], deadline: deadline)[0]
             guard case .error(let text) = first, text.hasPrefix("NOSCRIPT") else { return first }
             let loaded = try connection.execute([RedisCommand("SCRIPT", "LOAD", script.source)])[0]
             if case .error = loaded { return loaded }
-            return try connection.execute([evalsha])[0]
+            return try connection.executeReplicated([evalsha], deadline: deadline)[0]
         }
         if case .error(let text) = reply { throw Self.replyError(text, evalsha) }
         return reply
@@ -136,13 +138,13 @@ public final class RedisClient: Sendable {
     /// Runs `body` on a pool thread with a connected connection and awaits its result or the deadline,
     /// whichever comes first: the caller is answered once, by whoever takes the job out of the queue's table.
     private func run<T: Sendable>(deadline: ContinuousClock.Instant?,
-                                  _ body: @escaping @Sendable (RedisConnection) throws(SwitchboardError) -> T) async throws(SwitchboardError) -> T {
+                                  _ body: @escaping @Sendable (RedisConnection, ContinuousClock.Instant) throws(SwitchboardError) -> T) async throws(SwitchboardError) -> T {
         let now = ContinuousClock.now
         let deadline = deadline ?? now + configuration.commandTimeout
         guard deadline > now else { throw SwitchboardError(.timeout, "Redis command's deadline passed before it was sent") }
         let result: Result<T, SwitchboardError> = await withCheckedContinuation { continuation in
             let refused = pool.queue.push(deadline: deadline) { connection, claim in
-                let result = connection.flatMap { c in Result { () throws(SwitchboardError) -> T in try body(c) } }
+                let result = connection.flatMap { c in Result { () throws(SwitchboardError) -> T in try body(c, deadline) } }
                 if claim() { continuation.resume(returning: result) }
             }
             if let refused { continuation.resume(returning: .failure(refused)) }
@@ -180,7 +182,7 @@ final class RedisPool: Sendable {
                     job(.failure(error)) { queue.finish(id) }
                     continue
                 }
-                if wasConnected { logger.info("redis reconnected", metadata: ["redis.url": "\(configuration.endpoint.redacted)"]) }
+                if wasConnected { logger.info("redis reconnected", metadata: ["redis.url": "\(configuration.redacted)"]) }
                 // Connecting can take up to `connectTimeout`: a caller told `timeout` meanwhile must not see
                 // its command run after all.
                 guard queue.isWaiting(id) else { continue }
@@ -190,7 +192,7 @@ final class RedisPool: Sendable {
             if !connection.isConnected {
                 // This connection found the server gone: the others reconnect before their next command.
                 _ = epoch.compareExchange(expected: connectionEpoch, desired: connectionEpoch + 1, ordering: .acquiringAndReleasing)
-                logger.warning("redis connection lost", metadata: ["redis.url": "\(configuration.endpoint.redacted)"])
+                logger.warning("redis connection lost", metadata: ["redis.url": "\(configuration.redacted)"])
             }
         }
         connection.disconnect()

@@ -23,15 +23,22 @@ final class RedisConnection {
 
     var isConnected: Bool { context != nil }
 
-    /// Connects (or reconnects), then authenticates and selects the database.
+    /// The Sentinel that answered last (asked first next time).
+    private var sentinelIndex = 0
+
+    /// Connects (or reconnects), then authenticates and selects the database. Behind Sentinels, asks them
+    /// for the primary first and makes sure the server is the primary (`ROLE`): a Sentinel may name the old
+    /// one for a moment during a failover.
     func connect(epoch: Int) throws(SwitchboardError) {
         disconnect()
-        let c = redisConnectWithTimeout(configuration.host, Int32(configuration.port), timeval(configuration.connectTimeout))
+        let (host, port) = configuration.sentinel == nil ? (configuration.host, configuration.port) : try askSentinels()
+        let c = redisConnectWithTimeout(host, Int32(port), timeval(configuration.connectTimeout))
         guard let c else { throw SwitchboardError(.connectionFailed, "cannot allocate a Redis context") }
         if c.pointee.err != 0 {
             let text = Self.errorText(c)
             redisFree(c)
-            throw SwitchboardError(.connectionFailed, "cannot connect to Redis at \(configuration.endpoint.redacted): \(text)")
+            let target = configuration.sentinel.map { "the primary '\($0.primaryName)' (\(host):\(port))" } ?? configuration.endpoint.redacted
+            throw SwitchboardError(.connectionFailed, "cannot connect to Redis at \(target): \(text)")
         }
         context = c
         self.epoch = epoch
@@ -49,6 +56,58 @@ final class RedisConnection {
                 throw SwitchboardError(.invalidArgument, "Redis refused database \(configuration.database): \(text)")
             }
         }
+        if let sentinel = configuration.sentinel {
+            let role = try execute([RedisCommand("ROLE")])[0].array?.first?.string
+            guard role == "master" else {
+                disconnect()
+                throw SwitchboardError(.connectionFailed, "the Sentinels name \(host):\(port) as the primary '\(sentinel.primaryName)' but it is a \(role ?? "server of unknown role"): a failover is under way")
+            }
+        }
+    }
+
+    /// The primary's address, from the first Sentinel that knows it (the last one that answered first).
+    private func askSentinels() throws(SwitchboardError) -> (String, Int) {
+        let sentinel = configuration.sentinel!
+        var failures: [String] = []
+        for offset in 0..<sentinel.addresses.count {
+            let index = (sentinelIndex + offset) % sentinel.addresses.count
+            let connection = RedisConnection(configuration: configuration.sentinelConnection(index))
+            defer { connection.disconnect() }
+            let address = sentinel.addresses[index]
+            do throws(SwitchboardError) {
+                try connection.connect(epoch: 0)
+                let reply = try connection.execute([RedisCommand("SENTINEL", "get-master-addr-by-name", sentinel.primaryName)])[0]
+                if case .error(let text) = reply { throw SwitchboardError(.serverError, text) }
+                guard let pair = reply.array, pair.count == 2, let host = pair[0].string,
+                      let port = pair[1].string.flatMap({ Int($0) }), (1...65535).contains(port) else {
+                    throw SwitchboardError(.notFound, "does not monitor a primary named '\(sentinel.primaryName)'")
+                }
+                sentinelIndex = index
+                return (host, port)
+            } catch {
+                failures.append("\(address.host):\(address.port): \(error.message)")
+            }
+        }
+        throw SwitchboardError(.connectionFailed, "no Sentinel named the primary '\(sentinel.primaryName)': \(failures.joined(separator: "; "))")
+    }
+
+    /// `execute`, then, when writes must reach replicas (`replicasToAck`), `WAIT` in the same round trip with
+    /// most of what is left of `deadline`: a write is done only once that many replicas hold it. Reads are
+    /// sent as they are (a `WAIT` would wait on this connection's earlier writes); a script counts as a write.
+    func executeReplicated(_ commands: [RedisCommand], deadline: ContinuousClock.Instant) throws(SwitchboardError) -> [RedisValue] {
+        let n = configuration.replicasToAck
+        guard n > 0, commands.contains(where: { !Self.readOnly.contains($0.name) }) else { return try execute(commands) }
+        // Answered before the command's deadline (a reply at the deadline would lose the race to the timeout,
+        // and the caller would hear `timeout` rather than why): Redis checks blocked clients' timeouts on its
+        // own timer (10 times a second by default), so the margin covers one of its ticks.
+        let remaining = (deadline - .now).milliseconds
+        let left = max(1, remaining - max(150, remaining / 5))
+        var replies = try execute(commands + [RedisCommand("WAIT", String(n), String(left))])
+        let acked = replies.removeLast().int ?? 0
+        guard acked >= Int64(n) else {
+            throw SwitchboardError(.unavailable, "Redis took the write but \(acked) of \(n) replica(s) confirmed it within \(left) ms; a failover now could lose it")
+        }
+        return replies
     }
 
     /// Sends every command, then reads every reply: one round trip. On a connection failure the
@@ -72,7 +131,24 @@ final class RedisConnection {
             replies.append(RedisValue(reply))
             freeReplyObject(reply)
         }
+        // A primary demoted under a failover refuses writes: drop the connection so the next command asks
+        // the Sentinels again (and the pool's other connections follow).
+        if configuration.sentinel != nil, replies.contains(where: { if case .error(let t) = $0 { Self.isDemoted(t) } else { false } }) {
+            disconnect()
+        }
         return replies
+    }
+
+    /// Commands that change nothing, so need no replica's confirmation.
+    static let readOnly: Set<String> = [
+        "PING", "ECHO", "INFO", "TIME", "ROLE", "GET", "MGET", "STRLEN", "EXISTS", "TYPE", "TTL", "PTTL", "SCAN",
+        "HGET", "HMGET", "HGETALL", "HEXISTS", "HLEN", "HKEYS", "HVALS", "HSCAN", "LRANGE", "LLEN", "LINDEX",
+        "SMEMBERS", "SISMEMBER", "SCARD", "SSCAN", "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZSCORE", "ZCARD",
+        "ZCOUNT", "ZSCAN", "XRANGE", "XREVRANGE", "XLEN", "XINFO", "DBSIZE", "EVALSHA_RO", "EVAL_RO",
+    ]
+
+    static func isDemoted(_ text: String) -> Bool {
+        text.hasPrefix("READONLY") || text.hasPrefix("MASTERDOWN") || text.hasPrefix("LOADING")
     }
 
     /// Turns a context error into our error and drops the connection (its stream is out of step now).

@@ -20,6 +20,7 @@ struct DoctorCommand: AsyncParsableCommand {
     @Option(help: "Output format: text or json.")
     var output: OutputFormat = .text
     @OptionGroup var nats: NATSAuthOptions
+    @OptionGroup var redisAuth: RedisAuthOptions
 
     struct Check: Encodable {
         var service: String
@@ -94,8 +95,8 @@ struct DoctorCommand: AsyncParsableCommand {
     private func checkRedis(_ logger: Logger) async -> Check {
         var check = Check(service: "redis", ok: false, url: redisURL)
         do {
-            var config = try RedisConfiguration(url: redisURL)
-            check.url = config.endpoint.redacted
+            var config = try redisAuth.configuration(url: redisURL)
+            check.url = config.redacted
             config.connectTimeout = limit
             config.commandTimeout = limit
             config.poolSize = 1

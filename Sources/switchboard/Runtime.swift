@@ -29,7 +29,7 @@ enum Runtime {
                       _ services: (NATSConnection, RedisClient) throws -> [any Service]) async throws {
         do {
             let nats = try await NATSConnection.connect(try cluster.natsConfiguration(name: name, role: role), logger: logger)
-            let redis = try RedisClient(configuration: RedisConfiguration(url: cluster.redisURL), logger: logger)
+            let redis = try RedisClient(configuration: cluster.redisConfiguration(), logger: logger)
             defer { redis.close() }
             _ = try await redis.ping()  // fail at start, with the reason, rather than on the first call
             let group = ServiceGroup(configuration: .init(

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SwitchboardCore
 import SwitchboardNATS
+import SwitchboardRedis
 
 /// Where option defaults come from when a flag is not given: the environment (`SWITCHBOARD_<OPTION>`, e.g.
 /// `SWITCHBOARD_NATS_URL`), then a JSON config file (`--config FILE` or `SWITCHBOARD_CONFIG`) whose keys are the
@@ -72,7 +73,7 @@ struct ClusterOptions: ParsableArguments {
     @Option(name: .customLong("nats-url"), help: "NATS server URL(s), comma-separated (env SWITCHBOARD_NATS_URL or NATS_URL).")
     var natsURL: String = Settings.string("nats-url", "nats://127.0.0.1:4222", alsoEnv: "NATS_URL")
 
-    @Option(name: .customLong("redis-url"), help: "Redis URL, redis://[:password@]host:port[/db] (env SWITCHBOARD_REDIS_URL or REDIS_URL).")
+    @Option(name: .customLong("redis-url"), help: "Redis URL, redis://[:password@]host:port[/db], or redis-sentinel://host1:26379,host2:26379/<primary>[/db] (env SWITCHBOARD_REDIS_URL or REDIS_URL).")
     var redisURL: String = Settings.string("redis-url", "redis://127.0.0.1:6379", alsoEnv: "REDIS_URL")
 
     @Option(help: "Subject prefix of the cluster (env SWITCHBOARD_PREFIX).")
@@ -88,6 +89,10 @@ struct ClusterOptions: ParsableArguments {
     var config: String?
 
     @OptionGroup var nats: NATSAuthOptions
+    @OptionGroup var redis: RedisAuthOptions
+
+    /// How to reach Redis: the URL with the password and Sentinel options applied.
+    func redisConfiguration() throws(SwitchboardError) -> RedisConfiguration { try redis.configuration(url: redisURL) }
 
     var natsServers: [String] { natsURL.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
 
@@ -133,16 +138,48 @@ struct NATSAuthOptions: ParsableArguments {
             config.tls = .init(caFile: tlsCA, certificateFile: tlsCert, keyFile: tlsKey)
         }
     }
+}
 
-    private func secret(file: String?, env: String, _ what: String) throws(SwitchboardError) -> String? {
-        if let file {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw SwitchboardError(.invalidArgument, "cannot read the \(what) file \(file)")
-            }
-            return text.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        return Settings.environment[env].flatMap { $0.isEmpty ? nil : $0 }
+/// Redis credentials and Sentinel settings. The password may be in the URL, but a file or the environment
+/// keeps it out of process listings and manifests.
+struct RedisAuthOptions: ParsableArguments {
+    @Option(name: .customLong("redis-password-file"), help: "File holding the Redis password (or SWITCHBOARD_REDIS_PASSWORD); wins over one in the URL.")
+    var passwordFile: String? = Settings.value("redis-password-file")
+    @Option(name: .customLong("redis-sentinel-password-file"), help: "File holding the Sentinels' own password (or SWITCHBOARD_REDIS_SENTINEL_PASSWORD).")
+    var sentinelPasswordFile: String? = Settings.value("redis-sentinel-password-file")
+    @Option(name: .customLong("redis-replicas-to-ack"),
+            help: "Replicas that must hold a write before it is done (WAIT); default 1 behind Sentinels (a failover loses no write that was confirmed), else 0.")
+    var replicasToAck: Int? = Settings.value("redis-replicas-to-ack").map { text in
+        guard let n = Int(text) else { Settings.fail("redis-replicas-to-ack must be a whole number, got '\(text)'") }
+        return n
     }
+
+    func configuration(url: String) throws(SwitchboardError) -> RedisConfiguration {
+        var config = try RedisConfiguration(url: url)
+        if let password = try secret(file: passwordFile, env: "SWITCHBOARD_REDIS_PASSWORD", "Redis password") { config.password = password }
+        if let password = try secret(file: sentinelPasswordFile, env: "SWITCHBOARD_REDIS_SENTINEL_PASSWORD", "Redis Sentinel password") {
+            guard config.sentinel != nil else {
+                throw SwitchboardError(.invalidArgument, "a Sentinel password needs a redis-sentinel:// URL")
+            }
+            config.sentinel?.password = password
+        }
+        if let replicasToAck {
+            guard (0...16).contains(replicasToAck) else { throw SwitchboardError(.invalidArgument, "redis-replicas-to-ack must be 0-16") }
+            config.replicasToAck = replicasToAck
+        }
+        return config
+    }
+}
+
+/// A secret from a file (trimmed), else from the environment variable; nil when neither has one.
+func secret(file: String?, env: String, _ what: String) throws(SwitchboardError) -> String? {
+    if let file {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            throw SwitchboardError(.invalidArgument, "cannot read the \(what) file \(file)")
+        }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+    return Settings.environment[env].flatMap { $0.isEmpty ? nil : $0 }
 }
 
 /// Where the HTTP API of a router is, for the operator commands.

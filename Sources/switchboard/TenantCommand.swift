@@ -43,7 +43,7 @@ struct TenantCommand: AsyncParsableCommand {
     }
 
     static func store(_ cluster: ClusterOptions) throws -> TenantStore {
-        let redis = try RedisClient(configuration: RedisConfiguration(url: cluster.redisURL),
+        let redis = try RedisClient(configuration: cluster.redisConfiguration(),
                                     logger: Runtime.logger("switchboard.tenant", level: "warning"))
         return TenantStore(redis: redis, keys: try cluster.keys())
     }

@@ -57,10 +57,13 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     /// 2 cores can hold this process's tasks back for seconds, and a suspect worker takes no calls. Tests of
     /// failure detection ask for the production values (2, 3).
     /// `ownRedis`: a redis-server of this cluster's own even when `REDIS_URL` names a shared one (to freeze it).
-    init(heartbeat: Duration = .milliseconds(500), suspectAfter: Int = 8, deadAfter: Int = 16, ownRedis: Bool = false) async throws {
+    /// `redisURL`: a Redis of the test's own (a `redis-sentinel://` set, say) rather than the shared one.
+    init(heartbeat: Duration = .milliseconds(500), suspectAfter: Int = 8, deadAfter: Int = 16, ownRedis: Bool = false,
+         redisURL givenRedisURL: String? = nil) async throws {
         let (natsURL, natsServer) = try await SharedServer.nats()
-        let (redisURL, redisServer) = ownRedis ? try await { let s = try await TestServer(.redis); return (s.url, s) }()
-                                               : try await SharedServer.redis()
+        let (redisURL, redisServer) = if let givenRedisURL { (givenRedisURL, nil as TestServer?) }
+            else if ownRedis { try await { let s = try await TestServer(.redis); return (s.url, s) }() }
+            else { try await SharedServer.redis() }
         self.natsURL = natsURL
         self.redisURL = redisURL
         servers = [natsServer, redisServer].compactMap { $0 }

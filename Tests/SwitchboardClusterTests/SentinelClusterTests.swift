@@ -1,0 +1,63 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardObservability
+import SwitchboardTestSupport
+import Testing
+
+/// The cluster behind Redis Sentinels, with real `redis-server` processes: the primary is killed under
+/// routing load. Routes may fail while the Sentinels elect a new primary (with a coded error), then work
+/// again with no restart; no call ends, and every call's record is on the new primary.
+@Suite(.serialized) struct SentinelClusterTests {
+    @Test func killingTheRedisPrimaryUnderRoutingLoadEndsNoCall() async throws {
+        let set = try await SentinelSet()
+        try await set.waitUntilReady()
+        let cluster = try await TestCluster(redisURL: set.url)
+        defer { Task { await cluster.shutdown() } }
+        try await cluster.addRouter()
+        try await cluster.addRouter()
+        let workers = [try await cluster.addWorker(capacity: 200), try await cluster.addWorker(capacity: 200)]
+        try await cluster.waitForWorkers(2, timeout: .seconds(20))
+
+        var live: [String] = []
+        for _ in 0..<6 { live.append(try #require(try await cluster.routeByNATS(RouteRequest(tenant: "t")).call).callID) }
+        for id in live { try await eventually(timeout: .seconds(10), "call \(id) active") { try await cluster.record(id)["state"] == "active" } }
+
+        let oldPrimary = try #require(await set.primaryPort())
+        set.server(on: oldPrimary)?.kill()
+
+        // Route on, one request after another, until 30 in a row have been placed on the new primary's watch.
+        var failures: [String: Int] = [:]
+        var inARow = 0, switched = false
+        let deadline = ContinuousClock.now + .seconds(90)
+        while inARow < 30 && ContinuousClock.now < deadline {
+            let reply = try await cluster.routeByNATS(RouteRequest(tenant: "t"))
+            if let call = reply.call {
+                if !switched { switched = await set.primaryPort().map { $0 != oldPrimary } ?? false }
+                inARow = switched ? inARow + 1 : 0
+                live.append(call.callID)
+            } else {
+                failures[reply.error?.code ?? "none", default: 0] += 1
+                inARow = 0
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        #expect(inARow == 30, "routes work again after the failover (failures: \(failures))")
+        #expect(!failures.keys.contains("none"), "every failed route says why")
+
+        // No call ended: each is still held by its worker and recorded active on the new primary.
+        #expect(workers.map(\.worker.activeCalls).reduce(0, +) == live.count, "calls ended")
+        // (The test's own connections to the old primary fail once each before they follow.)
+        for id in live.prefix(6) {
+            try await eventually(timeout: .seconds(10), "call \(id) recorded active on the new primary") {
+                (try? await cluster.record(id))?["state"] == "active"
+            }
+        }
+        // The only calls ended are placements whose route failed (the router takes back what it could not
+        // record, reason `api`): none that a caller was told had been placed.
+        let ended = workers.flatMap { $0.worker.metrics.render().split(separator: "\n").filter { $0.hasPrefix(MetricNames.callsEnded + "{") } }
+        #expect(ended.allSatisfy { $0.contains("reason=\"api\"") }, "\(ended)")
+        let takenBack = ended.compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+        #expect(takenBack <= Double(failures.values.reduce(0, +)), "\(ended) vs \(failures)")
+        withExtendedLifetime(set) {}
+    }
+}
