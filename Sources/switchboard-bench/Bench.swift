@@ -17,8 +17,8 @@ struct Bench: AsyncParsableCommand {
     var redisURL: String?
     @Option(help: "Sequential round trips per measurement.")
     var count = 20_000
-    @Option(help: "Which parts to run (nats, redis, opus, route, scheduler, ingest, tenants, drain, deploy).")
-    var only: [String] = ["nats", "redis", "opus", "route", "scheduler", "ingest", "tenants", "drain", "deploy"]
+    @Option(help: "Which parts to run (nats, redis, sentinel, opus, route, scheduler, ingest, tenants, drain, deploy).")
+    var only: [String] = ["nats", "redis", "sentinel", "opus", "route", "scheduler", "ingest", "tenants", "drain", "deploy"]
     @Option(name: .customLong("sim-seconds"), help: "Simulated seconds per strategy and setting in the scheduler part (after a 600 s warm-up).")
     var simSeconds = 3600
     @Flag(help: "Also print the results as a Markdown table.")
@@ -47,6 +47,9 @@ struct Bench: AsyncParsableCommand {
         }
         if only.contains("redis"), let redis {
             try await RedisBench(url: redis, count: count).run(into: &report)
+        }
+        if only.contains("sentinel") {
+            try await SentinelBench(count: count).run(into: &report)
         }
         if only.contains("route") { try WireBench().run(into: &report) }
         if only.contains("route"), let nats, let redis {
