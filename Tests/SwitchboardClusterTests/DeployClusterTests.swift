@@ -320,3 +320,44 @@ struct DeployClusterTests {
         await cluster.shutdown()
     }
 }
+
+/// Per-version workers as a Kubernetes Deployment runs them (`--when-drained stay`): an outdated version whose
+/// rollback window is over drains and stays up idle rather than exiting into a restart loop, and a rollback
+/// after the window takes it back at once.
+@Suite("Versioned deploys under a Deployment", .serialized)
+struct DeployStayTests {
+    @Test func anOutdatedVersionDrainsAndStaysUpAndARollbackAfterTheWindowTakesItBack() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        let old = try await cluster.addWorker(id: "v1-stay", version: "1", capacity: 10) { $0.whenDrained = .stay }
+        try await cluster.addWorker(id: "v2-stay", version: "2", capacity: 10) { $0.whenDrained = .stay }
+        try await cluster.waitForWorkers(2)
+        #expect(try await cluster.deploy(DeployBody(version: "1")).value?.policy.revision == 1)
+        try await cluster.waitForRevision(1)
+        let call = try await cluster.placed()
+        #expect(call.version == "1")
+
+        _ = try #require(try await cluster.deploy(DeployBody(version: "2", rollbackWindowSeconds: 1, drainDeadlineSeconds: 1,
+                                                              atDeadline: .migrate)).value)
+        try await cluster.waitForRevision(2)
+        // The window ends, the old worker drains, its call moves to version 2, and the worker stays: idle, draining.
+        try await eventually(timeout: .seconds(30), "the v1 call moved to v2") {
+            try await cluster.record(call.callID)["version"] == "2"
+        }
+        try await eventually(timeout: .seconds(10), "v1 drained and idle") {
+            old.worker.updateGauges()  // as a scrape does
+            return old.worker.metrics.render().contains("\(MetricNames.workerDrainedIdle) 1")
+        }
+        try await Task.sleep(for: .seconds(1))
+        #expect(!old.task.isCancelled && old.worker.workerState == .draining, "still up")
+        #expect(WorkerProbe.readiness(old.worker.probeInputs()).reason == "draining")
+        #expect(WorkerProbe.liveness(old.worker.probeInputs(), limit: .seconds(30)).ok)
+
+        // A rollback after the window: the idle worker is undrained and takes the new calls.
+        let back = try #require(try await cluster.deployAction("rollback").value)
+        #expect(back.policy.active == "1")
+        try await eventually(timeout: .seconds(10), "v1 ready again") { old.worker.workerState == .ready }
+        #expect(try await cluster.placed().version == "1")
+        await cluster.shutdown()
+    }
+}
