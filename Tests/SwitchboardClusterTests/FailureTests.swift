@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import SwitchboardCore
 import SwitchboardNATS
 import SwitchboardObservability
@@ -69,7 +70,13 @@ final class CLIProcess: @unchecked Sendable {  // `output` is read only after th
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         pipe.fileHandleForReading.readabilityHandler = nil
+        // Clearing the handler cancels its dispatch source asynchronously; closing the pipe now (as freeing it
+        // would) can pull the descriptor from under the source and crash libdispatch's event loop later, in
+        // whatever test runs then. The test process keeps its pipes open instead: two descriptors a process.
+        CLIProcess.keptPipes.withLock { $0.append(pipe) }
     }
+
+    private static let keptPipes = Mutex<[Pipe]>([])
 }
 
 @Suite("Failures")
