@@ -35,18 +35,7 @@ public struct Endpoint: Sendable, Hashable {
             path = p.isEmpty ? nil : String(p)
             rest = rest[..<slash]
         }
-        var user: String?
-        var password: String?
-        if let at = rest.lastIndex(of: "@") {
-            let info = rest[..<at]
-            rest = rest[rest.index(after: at)...]
-            if let colon = info.firstIndex(of: ":") {
-                user = info[..<colon].isEmpty ? nil : String(info[..<colon])
-                password = String(info[info.index(after: colon)...])
-            } else {
-                user = String(info)
-            }
-        }
+        let (user, password) = takeUserInfo(from: &rest)
         var host = String(rest)
         var port = defaultPort
         if rest.hasPrefix("[") {  // [::1]:4222
@@ -62,6 +51,16 @@ public struct Endpoint: Sendable, Hashable {
         }
         guard !host.isEmpty else { throw SwitchboardError(.invalidArgument, "no host in server address '\(text)'") }
         return Endpoint(scheme: scheme, host: host, port: port, user: user, password: password, path: path)
+    }
+
+    /// Takes `[user][:password]@` off the front of a URL's authority (up to the last `@`, so a password may
+    /// hold one); nil for what is not there.
+    public static func takeUserInfo(from authority: inout Substring) -> (user: String?, password: String?) {
+        guard let at = authority.lastIndex(of: "@") else { return (nil, nil) }
+        let info = authority[..<at]
+        authority = authority[authority.index(after: at)...]
+        guard let colon = info.firstIndex(of: ":") else { return (String(info), nil) }
+        return (info[..<colon].isEmpty ? nil : String(info[..<colon]), String(info[info.index(after: colon)...]))
     }
 
     private static func parsePort(_ text: Substring, in whole: String) throws(SwitchboardError) -> Int {

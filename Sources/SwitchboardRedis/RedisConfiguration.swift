@@ -72,36 +72,28 @@ public struct RedisConfiguration: Sendable {
     private static func parseSentinel(_ text: String) throws(SwitchboardError)
         -> (sentinel: Sentinel, username: String?, password: String?, database: Int)
     {
-        var rest = Substring(text.dropFirst("redis-sentinel://".count))
-        var user: String?, password: String?
-        if let at = rest.firstIndex(of: "@") {
-            let info = rest[..<at]
-            rest = rest[rest.index(after: at)...]
-            if let colon = info.firstIndex(of: ":") {
-                user = info[..<colon].isEmpty ? nil : String(info[..<colon])
-                password = String(info[info.index(after: colon)...])
-            } else {
-                user = String(info)
-            }
-        }
-        let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count >= 2, !parts[1].isEmpty else {
+        let url = Substring(text.dropFirst("redis-sentinel://".count))
+        let slash = url.firstIndex(of: "/") ?? url.endIndex
+        var authority = url[..<slash]
+        let (user, password) = Endpoint.takeUserInfo(from: &authority)
+        // After the hosts: /<primary name>[/db]
+        let path = slash == url.endIndex ? [] : url[url.index(after: slash)...].split(separator: "/", omittingEmptySubsequences: false)
+        guard let name = path.first.map(String.init), !name.isEmpty else {
             throw SwitchboardError(.invalidArgument, "a Sentinel URL names the primary: redis-sentinel://host1:26379,host2:26379/<primary name>[/db]")
         }
-        guard parts.count <= 3 else { throw SwitchboardError(.invalidArgument, "too many path parts in the Sentinel URL") }
+        guard path.count <= 2 else { throw SwitchboardError(.invalidArgument, "too many path parts in the Sentinel URL") }
         var addresses: [Endpoint] = []
-        for host in parts[0].split(separator: ",") {
+        for host in authority.split(separator: ",") {
             addresses.append(try Endpoint.parse("redis://" + host, defaultScheme: "redis", defaultPort: 26379))
         }
         guard !addresses.isEmpty else { throw SwitchboardError(.invalidArgument, "no Sentinel address in the Sentinel URL") }
         guard addresses.count <= 16 else { throw SwitchboardError(.invalidArgument, "at most 16 Sentinels in the URL") }
-        let name = String(parts[1])
         do {
             try WireCheck.text(name, "Sentinel primary name", max: 128)
         } catch {
             throw SwitchboardError(.invalidArgument, error.message)
         }
-        let database = try database(parts.count == 3 && !parts[2].isEmpty ? String(parts[2]) : nil, in: "the Sentinel URL")
+        let database = try database(path.count == 2 && !path[1].isEmpty ? String(path[1]) : nil, in: "the Sentinel URL")
         return (Sentinel(addresses: addresses, primaryName: name), user, password, database)
     }
 

@@ -18,6 +18,10 @@ import Testing
         #expect(c.replicasToAck == 1)  // behind Sentinels a write is done once a replica holds it
         #expect(c.redacted == "redis-sentinel://:***@10.0.0.1:26380,sentinel-b:26379,[::1]:26381/mymaster/2")
         #expect(try RedisConfiguration(url: "redis://127.0.0.1:6379").replicasToAck == 0)
+        // A password may hold an '@'; the primary's name and the database are the path.
+        let at = try RedisConfiguration(url: "redis-sentinel://app:p@ss@s1,s2/cache")
+        #expect(at.username == "app" && at.password == "p@ss" && at.sentinel?.addresses.map(\.host) == ["s1", "s2"])
+        #expect(at.sentinel?.primaryName == "cache" && at.database == 0)
     }
 
     @Test func aBadSentinelURLIsRefusedWithAReason() {
