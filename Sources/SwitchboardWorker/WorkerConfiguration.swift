@@ -40,8 +40,10 @@ public struct WorkerConfiguration: Sendable {
     /// Where `/healthz`, `/readyz` and `/metrics` are served (nil: not served).
     public var httpHost = "127.0.0.1"
     public var httpPort: Int?
-    /// `/healthz` fails when the heartbeat loop has not run for this long (a wedged process).
+    /// `/healthz` fails when the heartbeat loop has not run for this long (a wedged process), and never
+    /// sooner than three heartbeat intervals.
     public var livenessLimit: Duration = .seconds(30)
+    var livenessAfter: Duration { Swift.max(livenessLimit, heartbeatInterval * 3) }
     /// How often a call's changed state is checkpointed to Redis.
     public var checkpointInterval: Duration = .seconds(1)
     /// Time a router has to move one call when this worker asks.

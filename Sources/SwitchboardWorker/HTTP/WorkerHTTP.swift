@@ -10,7 +10,7 @@ public enum WorkerHTTP {
                                    onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         let routes = Router()
         routes.get("/healthz") { _, _ -> Response in
-            probe(WorkerProbe.liveness(worker.probeInputs(), limit: worker.configuration.livenessLimit))
+            probe(WorkerProbe.liveness(worker.probeInputs(), limit: worker.configuration.livenessAfter))
         }
         routes.get("/readyz") { _, _ -> Response in
             probe(WorkerProbe.readiness(worker.probeInputs()))
