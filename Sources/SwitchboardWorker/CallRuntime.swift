@@ -272,10 +272,21 @@ final class CallSession: Sendable {
             let packet = MediaPacket(sequence: state.sequence, timestamp: state.timestamp, payload: payload)
             state.sequence &+= 1
             state.timestamp &+= 960  // 20 ms at 48 kHz, whatever the sample rate
-            try nats.publish(subject, payload: packet.encoded())
+            do {
+                try nats.publish(subject, payload: packet.encoded())
+            } catch let error as SwitchboardError where Self.isConnectionTrouble(error) {
+                // The connection broke under this very write (it was up a moment ago): the frame is lost, as
+                // it would be on the wire, and the call goes on; the handler must not fail for the bus's
+                // trouble (a NATS restart once ended a call this way). The caller conceals the gap.
+                return false
+            }
             return true
         }
-        if sent { metrics.increment(MetricNames.mediaPackets, ["direction": "out"], help: "Media packets, by direction") }
+        metrics.increment(MetricNames.mediaPackets, ["direction": sent ? "out" : "out_dropped"], help: "Media packets, by direction")
+    }
+
+    static func isConnectionTrouble(_ error: SwitchboardError) -> Bool {
+        [.connectionFailed, .connectionClosed, .timeout, .unavailable].contains(error.code)
     }
 
     /// Records the handler's state (taken at the next checkpoint).
