@@ -61,8 +61,11 @@ public struct CallStore: Sendable {
 
     static let startScript = RedisScript("""
         -- KEYS[1]: the record, KEYS[2]: the worker's set. ARGV: call id, worker, epoch, ttl ms, started at, incarnation.
-        local e = redis.call('HGET', KEYS[1], 'epoch')
-        if (e and tonumber(e) ~= tonumber(ARGV[3])) or redis.call('HGET', KEYS[1], 'state') == 'ended' then return 0 end
+        -- A record naming another worker: the router placed the call there after this worker's accept came too
+        -- late (its offer timed out), and this worker must not take it back.
+        local e, w = redis.call('HGET', KEYS[1], 'epoch'), redis.call('HGET', KEYS[1], 'worker_id')
+        if (e and tonumber(e) ~= tonumber(ARGV[3])) or (w and w ~= ARGV[2])
+            or redis.call('HGET', KEYS[1], 'state') == 'ended' then return 0 end
         redis.call('HSET', KEYS[1], 'state', 'active', 'worker_id', ARGV[2], 'epoch', ARGV[3], 'started_at', ARGV[5],
                    'incarnation', ARGV[6])
         redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -71,7 +74,7 @@ public struct CallStore: Sendable {
         return 1
         """)
 
-    /// A new call starts on `worker` at epoch 1.
+    /// A new call starts on `worker` at epoch 1: `superseded` when its record names another worker or has ended.
     public func start(_ callID: String, worker: String, incarnation: String, startedAt: Int64) async throws(SwitchboardError) -> Ownership {
         let reply = try await redis.evaluate(Self.startScript, keys: [keys.call(callID), keys.workerCalls(worker)],
                                              arguments: [callID, worker, "1", String(ttl.milliseconds), String(startedAt), incarnation])
