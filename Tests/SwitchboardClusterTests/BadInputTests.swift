@@ -34,7 +34,7 @@ struct BadInputTests {
 
         // NATS route subject
         for payload in [garbage, [], Array(#"{"v":1}"#.utf8), Array(repeating: UInt8(ascii: " "), count: 20 * 1024)] {
-            let reply = try RouteReply.decode(try await cluster.client.request(cluster.subjects.route, payload: payload).payload)
+            let reply = try RouteReply.decode(try await cluster.client.request(cluster.subjects.route, payload: payload, timeout: .seconds(10)).payload)
             #expect(reply.error != nil, "route accepted \(payload.prefix(8))")
             #expect(["bad_request", "too_large"].contains(reply.error?.code ?? ""))
         }
@@ -42,13 +42,13 @@ struct BadInputTests {
         try cluster.client.publish(cluster.subjects.heartbeat, payload: garbage)
         try cluster.client.publish(cluster.subjects.heartbeat, payload: huge)
         // Offer subject: refused with bad_offer.
-        let offerReply = try await cluster.client.request(cluster.subjects.offer(worker: worker.id), payload: garbage)
+        let offerReply = try await cluster.client.request(cluster.subjects.offer(worker: worker.id), payload: garbage, timeout: .seconds(10))
         #expect(try OfferReply.decode(offerReply.payload).reason == .badOffer)
 
         // A live call's end and media subjects.
         let call = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "t")).call)
         try await eventually("active") { worker.worker.activeCalls == 1 }
-        let endReply = try await cluster.client.request(cluster.subjects.end(call: call.callID), payload: garbage)
+        let endReply = try await cluster.client.request(cluster.subjects.end(call: call.callID), payload: garbage, timeout: .seconds(10))
         #expect(try RouteReply.decode(endReply.payload).error?.code == "bad_request")
         for bad in [garbage, [], huge.prefix(2000).map { $0 }, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]] {
             try cluster.client.publish(call.media.in, payload: bad)

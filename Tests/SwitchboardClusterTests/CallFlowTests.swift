@@ -115,7 +115,7 @@ struct CallFlowTests {
         let call = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "acme")).call)
         try await eventually("call active") { worker.worker.activeCalls == 1 }
         let reply = try await cluster.client.request(cluster.subjects.end(call: call.callID),
-                                                     payload: CallEnd(callID: call.callID, reason: .caller).encoded())
+                                                     payload: CallEnd(callID: call.callID, reason: .caller).encoded(), timeout: .seconds(10))
         #expect(reply.text.contains("\"ended\":true"))
         #expect(worker.worker.activeCalls == 0)
         #expect(try await cluster.record(call.callID)["end_reason"] == "caller")

@@ -49,7 +49,7 @@ struct PlacementTests {
 
         _ = try #require(try await cluster.routeByNATS(caller).call)
         let direct = try await cluster.client.request(cluster.subjects.offer(worker: real.id),
-                                                      payload: Offer(callID: "cdirect", tenant: "t", region: nil, metadata: [:], routerID: "test").encoded())
+                                                      payload: Offer(callID: "cdirect", tenant: "t", region: nil, metadata: [:], routerID: "test").encoded(), timeout: .seconds(10))
         #expect(try OfferReply.decode(direct.payload) == OfferReply.refuse(.full, workerID: real.id, version: "1.0.0", region: "local"))
         beat.cancel()
         responder.cancel()
