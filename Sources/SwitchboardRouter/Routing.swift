@@ -38,7 +38,12 @@ extension Router {
                 placement = try await place(request, callID: callID, deadline: deadline, logger: log, admittedWithoutRedis: withoutRedis,
                                             regions: tenant?.regions ?? [])
             } catch {
-                if tenant != nil && !withoutRedis {
+                if let tenant, withoutRedis {
+                    // Its place under the local cap; and a lease, should Redis have run the script it did not
+                    // answer, once Redis does.
+                    unadmitWithoutRedis(tenant.id)
+                    releaseLease(tenant: tenant.id, callID: callID)
+                } else if tenant != nil {
                     // At once, unless Redis is what failed (then as soon as it answers, off this route's clock).
                     if error.code == .unavailable {
                         releaseLease(tenant: request.tenant, callID: callID)

@@ -146,6 +146,13 @@ extension Router {
                        metadata: [LogKey.tenant: "\(policy.id)", LogKey.callID: "\(callID)", "local_cap": "\(cap)"])
     }
 
+    /// A call admitted on the local cap that was then not placed: its place under the cap is free again.
+    func unadmitWithoutRedis(_ tenant: String) {
+        admittedWhileRedisDown.withLock { counts in
+            if let n = counts[tenant], n > 0 { counts[tenant] = n - 1 }
+        }
+    }
+
     /// Counts an admission decision, labelled with the tenant while there are few enough of them.
     private func countAdmission(_ result: String, _ tenant: String) {
         let label = labelledTenants.withLock { labelled -> String in

@@ -49,10 +49,10 @@ struct TenancyTests {
 
         // NATS route requests carry the key in a header.
         let request = RouteRequest(tenant: "ignored").encoded()
-        let refused = try RouteReply.decode(try await cluster.client.request(cluster.subjects.route, payload: request).payload)
+        let refused = try RouteReply.decode(try await cluster.client.request(cluster.subjects.route, payload: request, timeout: .seconds(10)).payload)
         #expect(refused.error?.code == "unauthorized")
         let placed = try RouteReply.decode(try await cluster.client.request(cluster.subjects.route, payload: request,
-                                                                            headers: ["Authorization": "Bearer \(other)"]).payload)
+                                                                            headers: ["Authorization": "Bearer \(other)"], timeout: .seconds(10)).payload)
         #expect(placed.call != nil)
         await cluster.shutdown()
     }
@@ -131,12 +131,26 @@ struct TenancyRedisDownTests {
         await redisServer.stop()
         let (refused, refusedBody, _) = try await tests.post(cluster, key: closed)
         #expect(refused == 503 && tests.code(refusedBody) == "unavailable")
-        #expect(try await tests.post(cluster, key: open).0 == 201, "admitted on the local cap")
-        #expect(try await tests.post(cluster, key: open).0 == 201)
+        // A call admitted on the local cap but not placed gives its place back.
+        let (nowhere, nowhereBody, _) = try await tests.post(cluster, key: open, body: #"{"region":"mars"}"#)
+        #expect(nowhere == 503 && tests.code(nowhereBody) == "no_capacity")
+        // Two placed, as a caller would place them: asking again on a 503 (a stall of this busy test process can
+        // run an offer out of time), which gives its place under the cap back too.
+        var admissions = 1
+        for _ in 0..<2 {
+            var (status, body, _) = try await tests.post(cluster, key: open)
+            for _ in 0..<4 where status == 503 {
+                admissions += 1
+                (status, body, _) = try await tests.post(cluster, key: open)
+            }
+            admissions += 1
+            #expect(status == 201, "admitted on the local cap: \(status) \(String(decoding: body, as: UTF8.self))")
+        }
         let (capped, cappedBody, _) = try await tests.post(cluster, key: open)
         #expect(capped == 429 && tests.code(cappedBody) == "quota_exceeded", "the local cap is 2")
         #expect(try await tests.post(cluster, key: "sbk_never-seen").0 == 503, "an unknown key cannot be checked")
-        #expect(cluster.routers[0].router.metrics.value("switchboard_admissions_total", ["result": "admitted_redis_down", "tenant": "open"]) == 2)
+        #expect(cluster.routers[0].router.metrics.value("switchboard_admissions_total", ["result": "admitted_redis_down", "tenant": "open"])
+                == Double(admissions))
 
         // Back (this test Redis keeps nothing on disk, so the tenants are made again, with new keys).
         try await redisServer.restart()
@@ -146,20 +160,23 @@ struct TenancyRedisDownTests {
             for _ in 0..<4 { if let key = try? await store.create(policy) { return key } }
             return try await store.create(policy)
         }
-        // The worker writes its calls' records and leases again (its refresh): open's 3 live calls count again.
+        // The worker writes its calls' records and leases again (its refresh): open's live calls count again.
+        // Those are the three placed, and any call the worker took whose offer ran out of time on the router.
+        let heldForOpen = cluster.workers[0].worker.activeCalls - 1  // one is closed's
+        #expect(heldForOpen >= 3)
         let limits = TenantLimits(redis: cluster.redis, keys: cluster.keys)
-        try await eventually(timeout: .seconds(15), "the worker re-asserts open's 3 leases") {
-            (try? await limits.live(tenant: "open")) == 3
+        try await eventually(timeout: .seconds(15), "the worker re-asserts open's \(heldForOpen) leases") {
+            (try? await limits.live(tenant: "open")) == heldForOpen
         }
         let closedAgain = try await create(TenantPolicy(id: "closed", callsPerSecond: 100, burst: 50, maxLiveCalls: 50))
-        let openAgain = try await create(TenantPolicy(id: "open", callsPerSecond: 100, burst: 50, maxLiveCalls: 4,
+        let openAgain = try await create(TenantPolicy(id: "open", callsPerSecond: 100, burst: 50, maxLiveCalls: heldForOpen + 1,
                                                       whenRedisDown: .open(localCap: 2)))
         try await eventually(timeout: .seconds(10), "limits apply again once Redis is back") {
             (try? await tests.post(cluster, key: closedAgain).0) == 201
         }
         #expect(try await tests.post(cluster, key: openAgain).0 == 201)
         let (overQuota, overBody, _) = try await tests.post(cluster, key: openAgain)
-        #expect(overQuota == 429 && tests.code(overBody) == "quota_exceeded", "Redis's quota (4, 3 of them re-asserted) rules again")
+        #expect(overQuota == 429 && tests.code(overBody) == "quota_exceeded", "Redis's quota (the re-asserted calls and one more) rules again")
         await cluster.shutdown()
     }
 }
