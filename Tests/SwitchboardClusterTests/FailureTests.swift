@@ -19,33 +19,39 @@ func switchboardBinary() throws -> URL {
 }
 
 /// A `switchboard` subcommand running as a process of its own, with its output captured.
-final class CLIProcess: @unchecked Sendable {  // `output` is read only after the process exits or through the lock
-    let process = Process()
+final class CLIProcess: @unchecked Sendable {  // `process` and `pipe` are set once; the output is behind a lock
+    let process: Process
     private let pipe = Pipe()
-    private let lock = NSLock()
-    private var buffer = Data()
+    private let captured = CapturedOutput()
 
     init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        let process = Process()
         process.executableURL = try switchboardBinary()
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = pipe
         process.standardError = pipe
         process.standardInput = FileHandle.nullDevice
-        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            guard let self, !data.isEmpty else {
-                // End of output (or nobody left to read it): stop watching the pipe before it is closed. A
-                // watch left on a closed descriptor crashes libdispatch's event loop later.
-                handle.readabilityHandler = nil
-                return
-            }
-            self.lock.withLock { self.buffer.append(data) }
-        }
+        self.process = process
         try process.run()
+        // Read by a thread of its own with plain read(2), until the end of the output. Not a FileHandle
+        // readabilityHandler: that is a libdispatch source on the descriptor, and one left on a closed
+        // descriptor crashed libdispatch's event loop, in whatever test ran then (once in a few full runs).
+        let fd = pipe.fileHandleForReading.fileDescriptor
+        let reader = Thread { [captured] in
+            var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { captured.ended.store(true, ordering: .releasing); return }
+                captured.data.withLock { $0.append(contentsOf: chunk[0..<n]) }
+            }
+        }
+        reader.name = "cli-output"
+        reader.start()
     }
 
-    var output: String { lock.withLock { String(decoding: buffer, as: UTF8.self) } }
+    var output: String { captured.data.withLock { String(decoding: $0, as: UTF8.self) } }
     var pid: Int32 { process.processIdentifier }
 
     func waitForOutput(_ text: String, timeout: Duration) async throws {
@@ -58,25 +64,34 @@ final class CLIProcess: @unchecked Sendable {  // `output` is read only after th
         }
     }
 
+    /// The exit status, once the process has exited and its output has been read to the end (or, should a
+    /// child of its own hold the pipe open, a moment later).
     func waitForExit(timeout: Duration) async -> Int32? {
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
             guard ContinuousClock.now < deadline else { return nil }
             try? await Task.sleep(for: .milliseconds(20))
         }
+        let drained = ContinuousClock.now + .seconds(2)
+        while !captured.ended.load(ordering: .acquiring) && ContinuousClock.now < drained {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
         return process.terminationStatus
     }
 
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        pipe.fileHandleForReading.readabilityHandler = nil
-        // Clearing the handler cancels its dispatch source asynchronously; closing the pipe now (as freeing it
-        // would) can pull the descriptor from under the source and crash libdispatch's event loop later, in
-        // whatever test runs then. The test process keeps its pipes open instead: two descriptors a process.
+        // The pipe stays open: its reader thread may still be reading what the process wrote last.
         CLIProcess.keptPipes.withLock { $0.append(pipe) }
     }
 
     private static let keptPipes = Mutex<[Pipe]>([])
+}
+
+/// What a `CLIProcess` wrote, and whether its reader has seen the end of it.
+private final class CapturedOutput: Sendable {
+    let data = Mutex(Data())
+    let ended = Atomic<Bool>(false)
 }
 
 @Suite("Failures")
