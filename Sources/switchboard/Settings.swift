@@ -46,8 +46,11 @@ enum Settings {
         value(name, alsoEnv: alsoEnv) ?? fallback
     }
 
-    static func int(_ name: String, _ fallback: Int) -> Int {
-        guard let text = value(name) else { return fallback }
+    static func int(_ name: String, _ fallback: Int) -> Int { int(name) ?? fallback }
+
+    /// The setting as a whole number; nil when it is not set.
+    static func int(_ name: String) -> Int? {
+        guard let text = value(name) else { return nil }
         guard let number = Int(text) else { fail("\(name) must be a whole number, got '\(text)'") }
         return number
     }
@@ -149,10 +152,7 @@ struct RedisAuthOptions: ParsableArguments {
     var sentinelPasswordFile: String? = Settings.value("redis-sentinel-password-file")
     @Option(name: .customLong("redis-replicas-to-ack"),
             help: "Replicas that must hold a write before it is done (WAIT); default 1 behind Sentinels (a failover loses no write that was confirmed), else 0.")
-    var replicasToAck: Int? = Settings.value("redis-replicas-to-ack").map { text in
-        guard let n = Int(text) else { Settings.fail("redis-replicas-to-ack must be a whole number, got '\(text)'") }
-        return n
-    }
+    var replicasToAck: Int? = Settings.int("redis-replicas-to-ack")
 
     func configuration(url: String) throws(SwitchboardError) -> RedisConfiguration {
         var config = try RedisConfiguration(url: url)
@@ -163,10 +163,8 @@ struct RedisAuthOptions: ParsableArguments {
             }
             config.sentinel?.password = password
         }
-        if let replicasToAck {
-            guard (0...16).contains(replicasToAck) else { throw SwitchboardError(.invalidArgument, "redis-replicas-to-ack must be 0-16") }
-            config.replicasToAck = replicasToAck
-        }
+        if let replicasToAck { config.replicasToAck = replicasToAck }
+        try config.validate()  // a replica count out of range, say: said before anything connects
         return config
     }
 }

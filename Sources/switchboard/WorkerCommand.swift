@@ -49,10 +49,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("http-host"), help: "Address of /healthz, /readyz and /metrics.")
     var httpHost: String = Settings.string("http-host", "127.0.0.1")
     @Option(name: .customLong("http-port"), help: "Port of /healthz, /readyz and /metrics (0 picks a free one; not served unless set; the container image sets 8080).")
-    var httpPort: Int? = Settings.value("http-port").map { text in
-        guard let port = Int(text) else { Settings.fail("http-port must be a whole number, got '\(text)'") }
-        return port
-    }
+    var httpPort: Int? = Settings.int("http-port")
 
     func run() async throws {
         Runtime.followParentIfAsked()
