@@ -125,7 +125,7 @@ public struct RedisConfiguration: Sendable {
         return c
     }
 
-    public func validate() throws(SwitchboardError) {
+    func validate() throws(SwitchboardError) {
         guard (1...256).contains(poolSize) else { throw SwitchboardError(.invalidArgument, "Redis pool size must be 1...256") }
         guard maxQueuedCommands >= 1 else { throw SwitchboardError(.invalidArgument, "Redis maxQueuedCommands must be at least 1") }
         guard connectTimeout > .zero, commandTimeout > .zero else {

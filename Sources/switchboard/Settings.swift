@@ -163,8 +163,7 @@ struct RedisAuthOptions: ParsableArguments {
             }
             config.sentinel?.password = password
         }
-        if let replicasToAck { config.replicasToAck = replicasToAck }
-        try config.validate()  // a replica count out of range, say: said before anything connects
+        if let replicasToAck { config.replicasToAck = replicasToAck }  // its range: RedisClient.init validates
         return config
     }
 }
