@@ -63,9 +63,8 @@ public struct CallStore: Sendable {
         -- KEYS[1]: the record, KEYS[2]: the worker's set. ARGV: call id, worker, epoch, ttl ms, started at, incarnation.
         -- A record naming another worker: the router placed the call there after this worker's accept came too
         -- late (its offer timed out), and this worker must not take it back.
-        local e, w = redis.call('HGET', KEYS[1], 'epoch'), redis.call('HGET', KEYS[1], 'worker_id')
-        if (e and tonumber(e) ~= tonumber(ARGV[3])) or (w and w ~= ARGV[2])
-            or redis.call('HGET', KEYS[1], 'state') == 'ended' then return 0 end
+        local e, w, s = unpack(redis.call('HMGET', KEYS[1], 'epoch', 'worker_id', 'state'))
+        if (e and tonumber(e) ~= tonumber(ARGV[3])) or (w and w ~= ARGV[2]) or s == 'ended' then return 0 end
         redis.call('HSET', KEYS[1], 'state', 'active', 'worker_id', ARGV[2], 'epoch', ARGV[3], 'started_at', ARGV[5],
                    'incarnation', ARGV[6])
         redis.call('PEXPIRE', KEYS[1], ARGV[4])
