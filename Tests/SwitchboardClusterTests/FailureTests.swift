@@ -20,19 +20,17 @@ func switchboardBinary() throws -> URL {
 
 /// A `switchboard` subcommand running as a process of its own, with its output captured.
 final class CLIProcess: @unchecked Sendable {  // `process` and `pipe` are set once; the output is behind a lock
-    let process: Process
+    let process = Process()
     private let pipe = Pipe()
     private let captured = CapturedOutput()
 
     init(_ arguments: [String], environment: [String: String] = [:]) throws {
-        let process = Process()
         process.executableURL = try switchboardBinary()
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = pipe
         process.standardError = pipe
         process.standardInput = FileHandle.nullDevice
-        self.process = process
         try process.run()
         // Read by a thread of its own with plain read(2), until the end of the output. Not a FileHandle
         // readabilityHandler: that is a libdispatch source on the descriptor, and one left on a closed
