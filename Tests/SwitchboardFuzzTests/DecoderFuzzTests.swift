@@ -135,10 +135,37 @@ struct DecoderFuzzTests {
 
     @Test func mediaPackets() {
         let packet = MediaPacket(sequence: 41, timestamp: 39_360, payload: Array(repeating: 0xAB, count: 60))
-        Self.fuzz("media", seed: 7, samples: [packet.encoded()]) { bytes in
+        let key = MediaPacket.dtmf("#", sequence: 41, timestamp: 39_360)
+        Self.fuzz("media", seed: 7, samples: [packet.encoded(), key.encoded()]) { bytes in
             guard let decoded = try? MediaPacket.decode(bytes) else { return false }
             _ = decoded.sequence &- 40
+            if decoded.kind == .dtmf { #expect(decoded.digit.map(MediaStream.dtmfDigits.contains) == true) }
             #expect((try? MediaPacket.decode(decoded.encoded())) == decoded)
+            return true
+        }
+    }
+
+    /// What agents send a worker (Twilio Media Streams and the checkpoint extension), and what the worker then
+    /// does with it: the playout queue takes the audio and marks, a checkpoint must stay under 64 KiB.
+    @Test func agentMessages() {
+        let samples: [[UInt8]] = [
+            #"{"event":"media","streamSid":"MZ1","media":{"payload":"/////w=="}}"#,
+            #"{"event":"mark","streamSid":"MZ1","mark":{"name":"turn-1"}}"#,
+            #"{"event":"clear","streamSid":"MZ1"}"#,
+            #"{"event":"checkpoint","state":{"turns":[1,2],"note":"x\u00e9","n":1.5e3,"ok":true,"none":null}}"#,
+        ].map { Array($0.utf8) }
+        var playout = AgentPlayout(frameSamples: 160, maxQueuedSamples: 8_000)
+        Self.fuzz("agent message", seed: 11, samples: samples) { bytes in
+            guard let event = try? MediaStream.decodeAgentMessage(bytes) else { return false }
+            switch event {
+            case .media(let payload): playout.enqueue(payload.map { Int16($0) })
+            case .mark(let name): _ = playout.enqueue(mark: name)
+            case .clear: _ = playout.clear()
+            case .checkpoint(let state): #expect(state.utf8.count <= Checkpoint.maxStateBytes)
+            case .other(let name): #expect(!name.isEmpty)
+            }
+            _ = playout.tick()
+            #expect(playout.queuedSamples <= playout.maxQueuedSamples)
             return true
         }
     }

@@ -181,6 +181,9 @@ public enum RefusalReason: String, Codable, Sendable {
     case superseded
     /// A new call, offered under an older deploy policy than the one that made this worker's version outdated.
     case outdated
+    /// The worker's agent cannot take a call now: no warm agent process is ready, or the agent server does not
+    /// answer. The router tries another worker.
+    case agentUnavailable = "agent_unavailable"
 }
 
 /// A worker's answer to an offer: accepted (the slot is reserved) or refused with a reason.
@@ -227,6 +230,11 @@ public enum EndReason: String, Codable, Sendable, CaseIterable {
     case noMedia = "no_media"
     /// Not an end for the caller: another worker took the call on. Only the worker that let go sees it.
     case migrated
+    /// The agent hung up: it closed its socket.
+    case agentHangup = "agent_hangup"
+    /// The agent failed (its process crashed, its socket broke, it sent what the worker refuses), and the one
+    /// restart from its saved state failed too, or it could not be reached at all.
+    case agentFailed = "agent_failed"
 }
 
 /// `<prefix>.call.<id>.end` (request): end a call. The worker that holds it answers.
