@@ -4,7 +4,8 @@ import PackageDescription
 // Modules show the architecture (docs/architecture.md):
 //   C* ............... one system-library module per C library, nothing else
 //   SwitchboardCore .. pure logic and shared types; imports no NATS, Redis, Opus or HTTP
-//   SwitchboardNATS / SwitchboardRedis / SwitchboardOpus .. one safe async wrapper per C library
+//   SwitchboardNATS / SwitchboardRedis .. one safe async wrapper per C library
+//   SwitchboardOpus .. the audio kit: Opus (libopus), resampling (libspeexdsp), mu-law
 //   switchboard ...... the one executable operators run
 let package = Package(
     name: "switchboard",
@@ -21,12 +22,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
+        // Already built for Hummingbird; the worker's WebSocket client to agents uses it directly.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     ],
     targets: [
         .systemLibrary(name: "CNATS", providers: [.apt(["libnats-dev"])]),
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .systemLibrary(name: "CCrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "COpus", providers: [.apt(["libopus-dev"])]),
+        .systemLibrary(name: "CSpeexDSP", providers: [.apt(["libspeexdsp-dev"])]),
 
         // Optimized even in debug builds: the balance simulator runs hours of simulated fleet in the tests, and
         // unoptimized it would hold both cores for most of the test run.
@@ -39,7 +43,7 @@ let package = Package(
             name: "SwitchboardRedis",
             dependencies: ["CHiredis", "CCrypto", "SwitchboardCore", .product(name: "Logging", package: "swift-log")]
         ),
-        .target(name: "SwitchboardOpus", dependencies: ["COpus", "SwitchboardCore"]),
+        .target(name: "SwitchboardOpus", dependencies: ["COpus", "CSpeexDSP", "SwitchboardCore"]),
         .target(name: "SwitchboardObservability", dependencies: [.product(name: "Logging", package: "swift-log")]),
 
         // Shells: the worker and the router, around the pure core.
@@ -47,8 +51,13 @@ let package = Package(
             name: "SwitchboardWorker",
             dependencies: [
                 "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus", "SwitchboardObservability",
+                "CSwitchboardSys",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
             ]
         ),
         .target(

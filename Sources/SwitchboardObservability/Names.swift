@@ -45,6 +45,15 @@ public enum MetricNames {
     public static let mediaLost = "switchboard_media_packets_lost_total"
     public static let mediaConcealed = "switchboard_media_frames_concealed_total"
     public static let handlerErrors = "switchboard_handler_errors_total"
+    // Agents (the worker's bridge to each call's agent)
+    public static let agentSessions = "switchboard_agent_sessions_total"
+    public static let agentSessionStartSeconds = "switchboard_agent_session_start_seconds"
+    public static let agentMessages = "switchboard_agent_messages_total"
+    public static let agentAudioDropped = "switchboard_agent_audio_dropped_samples_total"
+    public static let agentPoolReady = "switchboard_agent_pool_ready"
+    public static let agentProcessesStarted = "switchboard_agent_processes_started_total"
+    public static let agentProcessesCrashed = "switchboard_agent_processes_crashed_total"
+    public static let agentStartSeconds = "switchboard_agent_process_start_seconds"
     // Autoscaling (routers), by version and region
     public static let workersDesired = "switchboard_workers_desired"
     public static let slotsInUse = "switchboard_slots_in_use"

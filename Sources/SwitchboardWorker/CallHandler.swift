@@ -19,6 +19,21 @@ public struct AudioFrame: Sendable {
 /// running `run` is cancelled.
 public protocol CallHandler: Sendable {
     func run(_ call: CallContext) async throws
+
+    /// Asked on the offer path (fast, no I/O): whether this handler can serve the call at once, reserving what it
+    /// needs for it (a warm agent process). False: the worker refuses the offer (`agent_unavailable`) and the
+    /// router tries another worker.
+    func reserve(callID: String) -> Bool
+    /// The call ended, or was accepted but never started: free what `reserve` took.
+    func release(callID: String)
+    /// Work the handler needs for as long as the worker runs (an agent pool's refill), in the worker's task group.
+    func runBackground() async
+}
+
+extension CallHandler {
+    public func reserve(callID: String) -> Bool { true }
+    public func release(callID: String) {}
+    public func runBackground() async {}
 }
 
 /// A handler's view of its call: who, decoded audio in, a way to speak and to hang up, and its saved state.
@@ -38,8 +53,10 @@ public struct CallContext: Sendable {
     public var frameSamples: Int { sampleRate / 50 }
     /// Audio from the caller, one frame per packet; a lost packet arrives as a concealed frame.
     public let audio: AsyncStream<AudioFrame>
+    /// Keys the caller pressed (DTMF: 0-9, *, #, A-D), in order.
+    public let dtmf: AsyncStream<Character>
     let session: CallSession
-    let hangUp: @Sendable () -> Void
+    let hangUp: @Sendable (EndReason) -> Void
     let checkpointNow: @Sendable () async throws -> Void
 
     /// Encodes one frame (exactly `frameSamples` samples) and sends it to the caller.
@@ -71,7 +88,26 @@ public struct CallContext: Sendable {
     }
 
     /// Ends the call (reason `handler`).
-    public func end() { hangUp() }
+    public func end() { hangUp(.handler) }
+
+    /// Ends the call with `reason` (the agent bridge's `agent_hangup` and `agent_failed`).
+    func end(_ reason: EndReason) { hangUp(reason) }
+
+    /// Saves state that is JSON text already (an agent's checkpoint), as `save(_:)` does a value.
+    func save(json: String) { session.save(PreEncodedState(json: json)) }
+
+    /// The saved state the call resumed with, as JSON text; nil on a new call.
+    var restoredStateJSON: String? { session.restored?.state }
+}
+
+/// Handler state that arrives as JSON text (an agent's checkpoint): checkpointed as it is, not encoded again.
+struct PreEncodedState: Encodable, Sendable {
+    let json: String
+    func encode(to encoder: any Encoder) throws {
+        // Only reached if someone encodes it with a JSONEncoder; `CallSession.checkpoint` takes `json` directly.
+        var container = encoder.singleValueContainer()
+        try container.encode(json)
+    }
 }
 
 /// The handlers that ship with Switchboard, by name, for `switchboard worker --handler`.

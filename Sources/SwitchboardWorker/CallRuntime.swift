@@ -38,9 +38,10 @@ extension Worker {
         let media = running.media
         let endSubscription = running.endRequests
         let (audio, audioIn) = AsyncStream.makeStream(of: AudioFrame.self, bufferingPolicy: .bufferingNewest(50))
+        let (dtmf, dtmfIn) = AsyncStream.makeStream(of: Character.self, bufferingPolicy: .bufferingNewest(32))
         let context = CallContext(callID: callID, tenant: offer.tenant, metadata: offer.metadata,
-                                  sampleRate: configuration.sampleRate, audio: audio, session: session,
-                                  hangUp: { running.end.yield(.handler) },
+                                  sampleRate: configuration.sampleRate, audio: audio, dtmf: dtmf, session: session,
+                                  hangUp: { reason in running.end.yield(reason) },
                                   checkpointNow: { [self] () throws(SwitchboardError) in
                                       if case .moved = await writeCheckpoint(callID, session, always: true, log: log) {
                                           letGo(callID)
@@ -50,7 +51,7 @@ extension Worker {
         let heard = MediaClock()
         let reason = await withTaskGroup(of: EndReason?.self) { group in
             group.addTask {
-                await self.receiveMedia(media, into: audioIn, sampleRate: self.configuration.sampleRate, heard: heard, logger: log)
+                await self.receiveMedia(media, into: audioIn, dtmf: dtmfIn, sampleRate: self.configuration.sampleRate, heard: heard, logger: log)
                 return nil
             }
             if let timeout = configuration.mediaTimeout {
@@ -87,7 +88,10 @@ extension Worker {
                     self.metrics.increment(MetricNames.handlerErrors, help: "Call handlers that failed (the call then ends, reason handler)")
                     log.warning("handler failed", metadata: [LogKey.error: "\(error)"])
                 } catch {}
-                return Task.isCancelled ? nil : .handler
+                // Through the call's one end stream, so a reason the handler gave as it returned (an agent's
+                // hang-up) comes first, not `handler`.
+                if !Task.isCancelled { running.end.yield(.handler) }
+                return nil
             }
             group.addTask {
                 for await reason in running.ends { return reason }
@@ -108,6 +112,7 @@ extension Worker {
             media.unsubscribe()
             endSubscription.unsubscribe()
             audioIn.finish()
+            dtmfIn.finish()
             return first
         }
 
@@ -148,6 +153,7 @@ extension Worker {
             return wasFull
         }
         running.end.finish()
+        handler.release(callID: callID)
         metrics.increment(MetricNames.callsEnded, ["reason": reason.rawValue], help: "Calls ended, by reason")
         log.info(reason == .migrated ? "call moved to another worker" : "call ended", metadata: [LogKey.reason: "\(reason.rawValue)"])
         let ended = Array(#"{"v":1,"ended":true,"reason":"\#(reason.rawValue)"}"#.utf8)
@@ -164,8 +170,8 @@ extension Worker {
 
     /// Decodes the caller's packets into frames for the handler; a gap in sequence numbers (up to 5 packets)
     /// becomes concealed frames, a late or repeated packet is dropped, a malformed one is counted.
-    func receiveMedia(_ media: NATSSubscription, into audio: AsyncStream<AudioFrame>.Continuation, sampleRate: Int,
-                      heard: MediaClock, logger: Logger) async {
+    func receiveMedia(_ media: NATSSubscription, into audio: AsyncStream<AudioFrame>.Continuation,
+                      dtmf: AsyncStream<Character>.Continuation, sampleRate: Int, heard: MediaClock, logger: Logger) async {
         let decoder: OpusDecoder
         do {
             decoder = try OpusDecoder(sampleRate: sampleRate)
@@ -177,6 +183,11 @@ extension Worker {
         for await message in media {
             do {
                 let packet = try MediaPacket.decode(message.payload)
+                if let digit = packet.digit {
+                    dtmf.yield(digit)
+                    metrics.increment(MetricNames.mediaPackets, ["direction": "in_dtmf"], help: "Media packets, by direction")
+                    continue
+                }
                 if let last {
                     let gap = packet.sequence &- last
                     if gap == 0 || gap > UInt32.max / 2 { continue }  // repeated or late
@@ -303,7 +314,7 @@ final class CallSession: Sendable {
             if hold { state.held = true }
             if let saved = state.saved {
                 state.saved = nil
-                let json = String(decoding: WireCodec.encode(saved), as: UTF8.self)
+                let json = (saved as? PreEncodedState)?.json ?? String(decoding: WireCodec.encode(saved), as: UTF8.self)
                 guard json.utf8.count <= Checkpoint.maxStateBytes else {
                     throw SwitchboardError(.tooLarge, "call state of \(json.utf8.count) bytes is over \(Checkpoint.maxStateBytes)")
                 }

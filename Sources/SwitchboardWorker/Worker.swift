@@ -159,6 +159,7 @@ public final class Worker: Service, Sendable {
                 background.addTask { await self.refreshLoop() }
                 background.addTask { await self.watchConnection() }
                 background.addTask { await self.deployLoop() }
+                background.addTask { await self.handler.runBackground() }
                 background.addTask {
                     await withDiscardingTaskGroup { inFlight in
                         for await job in self.jobs {
@@ -212,6 +213,11 @@ public final class Worker: Service, Sendable {
         var (decision, acceptSeq) = state.withLock {
             ($0.slots.offer(offer.callID, resume: offer.resume != nil, deployRevision: offer.deployRevision), $0.slots.accepted)
         }
+        if decision == .accept && !handler.reserve(callID: offer.callID) {
+            // The agent cannot take a call now (no warm process, its server down): another worker should.
+            state.withLock { _ = $0.slots.end(offer.callID) }
+            decision = .refuse(.agentUnavailable)
+        }
         if decision == .accept {
             // Listen on the call's subjects before saying yes: the caller may send audio the moment it hears.
             do {
@@ -238,6 +244,7 @@ public final class Worker: Service, Sendable {
             } catch {
                 logger.error("cannot take the call on", metadata: [LogKey.callID: "\(offer.callID)", LogKey.error: "\(error)"])
                 state.withLock { _ = $0.slots.end(offer.callID) }
+                handler.release(callID: offer.callID)
                 decision = .refuse(.full)
             }
         }
@@ -316,6 +323,7 @@ public final class Worker: Service, Sendable {
         guard epoch != nil else {
             running?.media.unsubscribe()
             running?.endRequests.unsubscribe()
+            handler.release(callID: offer.callID)
             answer(message, .refuse(.superseded, workerID: configuration.id, version: configuration.version, region: configuration.region))
             metrics.increment(MetricNames.offersAnswered, ["result": "refused_superseded"], help: "Offers answered by result")
             return

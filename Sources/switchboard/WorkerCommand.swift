@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SwitchboardCore
+import SwitchboardObservability
 import SwitchboardWorker
 
 struct WorkerCommand: AsyncParsableCommand {
@@ -21,8 +22,22 @@ struct WorkerCommand: AsyncParsableCommand {
     var version: String = Settings.string("version", SwitchboardVersion.current)
     @Option(help: "Calls held at most at once.")
     var capacity: Int = Settings.int("capacity", 10)
-    @Option(help: "Call handler: \(BuiltinHandlers.names.joined(separator: ", ")).")
+    @Option(help: "Built-in call handler when no agent is set: \(BuiltinHandlers.names.joined(separator: ", ")).")
     var handler: String = Settings.string("handler", "echo")
+    @Option(name: .customLong("agent-url"), help: "Host each call on this agent server (ws://host:port/path), e.g. a Pipecat FastAPI app speaking Twilio Media Streams (docs/agents.md).")
+    var agentURL: String? = Settings.value("agent-url")
+    @Option(name: .customLong("agent-command"), help: "Host each call on its own agent process, started with this command ({port} and $SWITCHBOARD_AGENT_PORT: the port it must listen on).")
+    var agentCommand: String? = Settings.value("agent-command")
+    @Option(name: .customLong("agent-pool"), help: "Agent processes kept started and ready ahead of calls (0: start one when a call comes).")
+    var agentPool: Int = Settings.int("agent-pool", 2)
+    @Option(name: .customLong("agent-path"), help: "WebSocket path asked for on an agent process's port.")
+    var agentPath: String = Settings.string("agent-path", "/ws")
+    @Option(name: .customLong("agent-env-file"), help: "KEY=VALUE lines given to every agent process (its API keys, TWILIO_* dummies): agents get this, the variables of --agent-env-pass and PATH, HOME, LANG, TZ, never the worker's own environment.")
+    var agentEnvFile: String? = Settings.value("agent-env-file")
+    @Option(name: .customLong("agent-env-pass"), help: "Names of the worker's environment variables passed on to agent processes, comma-separated.")
+    var agentEnvPass: String = Settings.string("agent-env-pass", "")
+    @Option(name: .customLong("agent-start-timeout"), help: "Seconds an agent process has to listen on its port.")
+    var agentStartTimeout: Double = Settings.double("agent-start-timeout", 30)
     @Option(name: .customLong("heartbeat-interval"), help: "Seconds between heartbeats.")
     var heartbeatInterval: Double = Settings.double("heartbeat-interval", 1)
     @Option(name: .customLong("max-call-duration"), help: "Seconds after which a call is ended.")
@@ -58,6 +73,7 @@ struct WorkerCommand: AsyncParsableCommand {
                                          subjects: try cluster.subjects(), keys: try cluster.keys())
         config.syntheticCPULoad = syntheticCPULoad
         let callHandler: any CallHandler
+        let metrics = MetricsRegistry()
         do throws(SwitchboardError) {
             config.heartbeatInterval = try seconds(heartbeatInterval, "heartbeat interval", max: 3600)
             config.maxCallDuration = try seconds(maxCallDuration, "max call duration")
@@ -84,13 +100,17 @@ struct WorkerCommand: AsyncParsableCommand {
             config.httpHost = httpHost
             config.httpPort = httpPort
             try config.validate()
-            callHandler = try BuiltinHandlers.named(handler)
+            if let agent = try agentSettings() {
+                callHandler = AgentBridge(settings: agent, metrics: metrics, logger: logger)
+            } else {
+                callHandler = try BuiltinHandlers.named(handler)
+            }
         } catch {
             throw ExitCodes.fail(error)
         }
         try await Runtime.serve(cluster, name: id, role: .worker, logger: logger) { nats, redis in
-            let worker = try Worker(configuration: config, nats: nats, redis: redis, handler: callHandler, logger: logger)
-            say("worker \(id) running (version \(version), \(region)/\(zone), capacity \(capacity), handler \(handler))")
+            let worker = try Worker(configuration: config, nats: nats, redis: redis, handler: callHandler, metrics: metrics, logger: logger)
+            say("worker \(id) running (version \(version), \(region)/\(zone), capacity \(capacity), \(agentDescription))")
             guard let port = config.httpPort else { return [worker] }
             let host = config.httpHost
             let http = WorkerHTTP.application(for: worker, host: host, port: port) { port in
@@ -100,5 +120,64 @@ struct WorkerCommand: AsyncParsableCommand {
             // the HTTP server stops once the worker is done.
             return [http, worker]
         }
+    }
+
+    private var agentDescription: String {
+        if let agentURL { return "agent server \(agentURL)" }
+        if agentCommand != nil { return "an agent process per call, \(agentPool) kept warm" }
+        return "handler \(handler)"
+    }
+
+    /// The agent settings the flags ask for; nil for a built-in handler.
+    private func agentSettings() throws(SwitchboardError) -> AgentSettings? {
+        switch (agentURL, agentCommand) {
+        case (nil, nil):
+            return nil
+        case (let url?, nil):
+            return AgentSettings(source: .server(try AgentAddress(url: url)))
+        case (nil, let command?):
+            var environment: [String: String] = [:]
+            let inherited = ProcessInfo.processInfo.environment
+            for name in ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"] { environment[name] = inherited[name] }
+            for name in agentEnvPass.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !name.isEmpty {
+                guard let value = inherited[name] else { throw SwitchboardError(.invalidArgument, "--agent-env-pass names \(name), which is not set") }
+                environment[name] = value
+            }
+            if let agentEnvFile { environment.merge(try EnvFile.read(agentEnvFile)) { _, fromFile in fromFile } }
+            let settings = AgentCommand(command: command, poolSize: agentPool, path: agentPath, environment: environment,
+                                        startTimeout: try seconds(agentStartTimeout, "agent start timeout", max: 600))
+            try settings.validate()
+            return AgentSettings(source: .processes(settings))
+        case (_?, _?):
+            throw SwitchboardError(.invalidArgument, "give --agent-url or --agent-command, not both")
+        }
+    }
+}
+
+/// A file of `KEY=VALUE` lines (blank lines and `#` comments skipped; a value may be quoted).
+enum EnvFile {
+    static func read(_ path: String) throws(SwitchboardError) -> [String: String] {
+        guard let data = FileManager.default.contents(atPath: path), data.count <= 1 << 20 else {
+            throw SwitchboardError(.invalidArgument, "cannot read agent env file \(path) (missing, unreadable or over 1 MiB)")
+        }
+        var result: [String: String] = [:]
+        for (number, raw) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let body = line.hasPrefix("export ") ? String(line.dropFirst(7)) : line
+            guard let equals = body.firstIndex(of: "=") else {
+                throw SwitchboardError(.invalidArgument, "agent env file \(path) line \(number + 1) has no '='")
+            }
+            let key = body[..<equals].trimmingCharacters(in: .whitespaces)
+            var value = body[body.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            guard !key.isEmpty, key.allSatisfy({ $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }) else {
+                throw SwitchboardError(.invalidArgument, "agent env file \(path) line \(number + 1) has a bad name")
+            }
+            if value.count >= 2, let first = value.first, first == value.last, first == "\"" || first == "'" {
+                value = String(value.dropFirst().dropLast())
+            }
+            result[key] = value
+        }
+        return result
     }
 }

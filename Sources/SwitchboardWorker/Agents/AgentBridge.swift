@@ -1,0 +1,374 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOWebSocket
+import SwitchboardCore
+import SwitchboardObservability
+import SwitchboardOpus
+import Synchronization
+
+/// Where a worker's agents run, and how the bridge to them behaves (docs/agents.md).
+public struct AgentSettings: Sendable {
+    public enum Source: Sendable, Equatable {
+        /// One long-running agent server (a Pipecat FastAPI app, say), reached once per call.
+        case server(AgentAddress)
+        /// One agent process per call, from a warm pool.
+        case processes(AgentCommand)
+    }
+
+    public var source: Source
+    /// Time to connect to the agent and upgrade to WebSocket.
+    public var connectTimeout: Duration = .seconds(5)
+    /// `start.accountSid`: a placeholder, since there is no Twilio account (bots that insist on one get this).
+    public var accountSid = "AC00000000000000000000000000000000"
+    /// A ping goes to the agent this often; an agent that answers none for `pongTimeout` is hung.
+    public var pingInterval: Duration = .seconds(2)
+    public var pongTimeout: Duration = .seconds(10)
+    /// How the agent server's reachability is checked between calls (an offer is refused while it is down).
+    public var probeInterval: Duration = .seconds(1)
+
+    public init(source: Source) { self.source = source }
+}
+
+/// The agent bridge: hosts each call by connecting to the user's own agent over WebSocket and being, exactly,
+/// the media-server side of Twilio Media Streams, so an unmodified Pipecat bot runs behind it.
+///
+/// Per call: the caller's Opus 48 kHz becomes mu-law 8 kHz in 20 ms `media` events; the agent's `media` of any
+/// size is queued, repacketized into 20 ms frames and paced at real time toward the caller (`AgentPlayout`),
+/// `clear` empties the queue at once and marks come back when their audio has played. The agent's
+/// `checkpoint` events are the call's saved state; a call that moves starts a fresh agent session with it
+/// (`resumed=true`). An agent that fails is restarted once from that state (`AgentSupervisor`); its hang-up
+/// (closing its socket) ends the call.
+public final class AgentBridge: CallHandler {
+    public let settings: AgentSettings
+    /// The agent processes (with `--agent-command`).
+    public let pool: AgentProcessPool?
+    private let metrics: MetricsRegistry
+    private let logger: Logger
+    /// The agent server answered its last probe (with `--agent-url`).
+    private let serverReachable = Atomic<Bool>(false)
+
+    public init(settings: AgentSettings, metrics: MetricsRegistry, logger: Logger) {
+        self.settings = settings
+        self.metrics = metrics
+        self.logger = logger
+        if case .processes(let command) = settings.source {
+            pool = AgentProcessPool(command, metrics: metrics, logger: logger)
+        } else {
+            pool = nil
+        }
+    }
+
+    public func reserve(callID: String) -> Bool {
+        if let pool { return pool.reserve(callID: callID) }
+        return serverReachable.load(ordering: .relaxed)
+    }
+
+    public func release(callID: String) { pool?.release(callID: callID) }
+
+    public func runBackground() async {
+        switch settings.source {
+        case .processes:
+            await pool?.run()
+        case .server(let address):
+            while !Task.isCancelled {
+                let up = await Self.probe(address)
+                if serverReachable.exchange(up, ordering: .relaxed) != up {
+                    logger.log(level: up ? .info : .warning, up ? "agent server reachable" : "agent server unreachable: offers are refused",
+                               metadata: ["agent": "\(address)"])
+                }
+                try? await Task.sleep(for: settings.probeInterval)
+            }
+        }
+    }
+
+    /// Whether the agent server accepts TCP connections (off the cooperative pool: a name lookup may block).
+    private static func probe(_ address: AgentAddress) async -> Bool {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: AgentSystem.accepts(host: address.host, port: address.port)) }
+        }
+    }
+
+    public func run(_ call: CallContext) async throws {
+        let log = logger.with([LogKey.callID: "\(call.callID)", LogKey.tenant: "\(call.tenant)"])
+        let link = CallLink(savedState: call.restoredStateJSON)
+        var supervisor = AgentSupervisor()
+        var resumed = call.isResumed
+        var fresh = false
+        await withTaskGroup(of: Void.self) { group in
+            // The caller's audio and keys go to whichever session is live (none between two).
+            group.addTask {
+                for await frame in call.audio { link.send(.audio(frame.samples)) }
+            }
+            group.addTask {
+                for await digit in call.dtmf { link.send(.dtmf(digit)) }
+            }
+            while !Task.isCancelled {
+                let end = await runSession(call, link: link, resumed: resumed, fresh: fresh, log: log)
+                metrics.increment(MetricNames.agentSessions, ["result": end.label], help: "Agent sessions, by how they ended")
+                switch supervisor.sessionEnded(Task.isCancelled ? .closedByCall : end, nowMillis: ContinuousClock.now.millis) {
+                case .restart:
+                    log.warning("agent failed: starting a fresh session from the saved state", metadata: [LogKey.reason: "\(end.label)"])
+                    resumed = true
+                    fresh = true
+                case .endCall(let reason):
+                    if reason == .agentFailed {
+                        log.error("agent failed again: ending the call", metadata: [LogKey.reason: "\(end.label)"])
+                    }
+                    call.end(reason)
+                    group.cancelAll()
+                    return
+                case .none:
+                    group.cancelAll()
+                    return
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// One agent session: connect, `connected` and `start`, then media both ways until the agent hangs up or
+    /// fails, or the call ends (then `stop`, and the socket is closed without waiting on the agent).
+    private func runSession(_ call: CallContext, link: CallLink, resumed: Bool, fresh: Bool, log: Logger) async -> AgentSupervisor.SessionEnd {
+        let began = ContinuousClock.now
+        let address: AgentAddress
+        let channel: AgentSocket.Channel
+        do {
+            switch settings.source {
+            case .server(let server): address = server
+            case .processes: address = try await pool!.address(for: call.callID, tenant: call.tenant, fresh: fresh)
+            }
+            channel = try await AgentSocket.connect(address, timeout: settings.connectTimeout, maxMessageBytes: MediaStream.maxAgentMessageBytes)
+        } catch {
+            if Task.isCancelled { return .closedByCall }
+            log.warning("agent not reached", metadata: [LogKey.error: "\(error)"])
+            return .failed("unreachable")
+        }
+        let session = AgentSessionIO(channel: channel.channel, streamSid: "MZ" + Identifiers.random(bytes: 16))
+        var parameters = ["call_id": call.callID, "tenant": call.tenant, "resumed": resumed ? "true" : "false",
+                          "metadata": String(decoding: WireCodec.encode(call.metadata), as: UTF8.self)]
+        if let state = link.savedState { parameters["state"] = state }
+        session.write(MediaStream.connected())
+        session.write(MediaStream.start(.init(accountSid: settings.accountSid, streamSid: session.streamSid, callSid: call.callID,
+                                              customParameters: parameters)))
+        metrics.observe(MetricNames.agentSessionStartSeconds, [:], (ContinuousClock.now - began).microseconds / 1e6,
+                        buckets: MetricNames.latencyBuckets, help: "Time from a call's start to its agent's start event")
+        log.info("agent session started", metadata: ["agent": "\(address)", "resumed": "\(resumed)"])
+
+        let (inputs, input) = AsyncStream.makeStream(of: CallLink.Input.self, bufferingPolicy: .bufferingNewest(100))
+        link.attach(input)
+        defer { link.detach() }
+        var end = AgentSupervisor.SessionEnd.closedByCall
+        do {
+            try await channel.executeThenClose { inbound, _ in
+                end = await withTaskGroup(of: AgentSupervisor.SessionEnd?.self) { group in
+                    group.addTask { await self.readAgent(inbound, session: session, call: call, link: link, log: log) }
+                    group.addTask { await self.forwardCaller(inputs, session: session); return nil }
+                    group.addTask { await self.play(session: session, call: call); return nil }
+                    group.addTask { await self.keepAlive(session: session) }
+                    let first = await group.next() ?? nil
+                    group.cancelAll()
+                    return first ?? .closedByCall
+                }
+                if case .closedByCall = end { session.write(session.stop(accountSid: settings.accountSid, callSid: call.callID)) }
+                await session.close(within: .milliseconds(300))
+            }
+        } catch {
+            log.debug("agent socket closed with an error", metadata: [LogKey.error: "\(error)"])
+        }
+        return end
+    }
+
+    /// The agent's messages, until it hangs up or fails (nil never: the session ends with this task).
+    private func readAgent(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, session: AgentSessionIO, call: CallContext,
+                           link: CallLink, log: Logger) async -> AgentSupervisor.SessionEnd {
+        do {
+            for try await frame in inbound {
+                switch frame.opcode {
+                case .text:
+                    let event: MediaStream.AgentEvent
+                    do {
+                        event = try MediaStream.decodeAgentMessage(Array(buffer: frame.unmaskedData))
+                    } catch {
+                        metrics.increment(MetricNames.agentMessages, ["result": error.code.rawValue], help: "Messages from agents, by result")
+                        log.warning("agent sent a message the worker refuses: closing its session", metadata: [LogKey.error: "\(error)"])
+                        return .failed(error.code.rawValue)
+                    }
+                    metrics.increment(MetricNames.agentMessages, ["result": "ok"], help: "Messages from agents, by result")
+                    switch event {
+                    case .media(let bytes):
+                        let dropped = session.playout.withLock { playout -> Int in
+                            let before = playout.droppedSamples
+                            playout.enqueue(MuLaw.decode(bytes))
+                            return playout.droppedSamples - before
+                        }
+                        if dropped > 0 { metrics.increment(MetricNames.agentAudioDropped, by: Double(dropped), help: "Agent audio dropped for a full playout queue (samples)") }
+                    case .mark(let name):
+                        session.writeMarks(session.playout.withLock { $0.enqueue(mark: name) })
+                    case .clear:
+                        session.writeMarks(session.playout.withLock { $0.clear() })
+                    case .checkpoint(let state):
+                        call.save(json: state)
+                        link.savedState = state
+                    case .other:
+                        metrics.increment(MetricNames.agentMessages, ["result": "unknown_event"], help: "Messages from agents, by result")
+                    }
+                case .ping:
+                    session.send(AgentSocket.control(.pong, frame.unmaskedData))
+                case .pong:
+                    session.lastPong.store(ContinuousClock.now.millis, ordering: .relaxed)
+                case .connectionClose:
+                    session.send(AgentSocket.control(.connectionClose, frame.unmaskedData))  // echo its close: the handshake's end
+                    return .hungUp
+                default:
+                    metrics.increment(MetricNames.agentMessages, ["result": "binary_frame"], help: "Messages from agents, by result")
+                    return .failed("binary_frame")
+                }
+            }
+            return Task.isCancelled ? .closedByCall : .failed("socket_lost")
+        } catch {
+            return Task.isCancelled ? .closedByCall : .failed(error is NIOWebSocketError ? "protocol_error" : "socket_lost")
+        }
+    }
+
+    /// The caller's audio (48 kHz, resampled to 8 kHz, mu-law) and keys, to the agent.
+    private func forwardCaller(_ inputs: AsyncStream<CallLink.Input>, session: AgentSessionIO) async {
+        guard let down = try? Resampler(from: 48_000, to: 8_000) else { return }
+        var chunk = 0
+        var pending: [Int16] = []
+        for await input in inputs {
+            switch input {
+            case .audio(let samples):
+                pending += down.process(samples)
+                while pending.count >= 160 {
+                    chunk += 1
+                    session.write(MediaStream.media(quotedStreamSid: session.quotedSid, sequence: session.nextSequence(), chunk: chunk,
+                                                    timestampMillis: Int64(chunk - 1) * 20, payload: MuLaw.encode(Array(pending.prefix(160)))))
+                    pending.removeFirst(160)
+                }
+            case .dtmf(let digit):
+                session.write(MediaStream.dtmf(quotedStreamSid: session.quotedSid, sequence: session.nextSequence(), digit: digit))
+            }
+        }
+    }
+
+    /// Every 20 ms: the next frame of the agent's audio to the caller (8 kHz resampled to 48 kHz), then the marks
+    /// whose audio has all been sent.
+    private func play(session: AgentSessionIO, call: CallContext) async {
+        guard let up = try? Resampler(from: 8_000, to: 48_000) else { return }
+        let clock = ContinuousClock()
+        var next = clock.now
+        var pending: [Int16] = []
+        while !Task.isCancelled {
+            next += .milliseconds(20)
+            if clock.now - next > .milliseconds(100) { next = clock.now }  // fell behind (a stall): no burst to catch up
+            do { try await Task.sleep(until: next, clock: clock) } catch { return }
+            let tick = session.playout.withLock { $0.tick() }
+            if let frame = tick.frame {
+                pending += up.process(frame)
+                if pending.count >= call.frameSamples {
+                    try? call.send(Array(pending.prefix(call.frameSamples)))
+                    pending.removeFirst(call.frameSamples)
+                }
+            }
+            session.writeMarks(tick.marks)
+        }
+    }
+
+    /// Pings the agent; an agent that answers none for `pongTimeout` is hung, and fails.
+    private func keepAlive(session: AgentSessionIO) async -> AgentSupervisor.SessionEnd? {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: settings.pingInterval) } catch { return nil }
+            if ContinuousClock.now.millis - session.lastPong.load(ordering: .relaxed) > settings.pongTimeout.milliseconds {
+                metrics.increment(MetricNames.agentMessages, ["result": "ping_timeout"], help: "Messages from agents, by result")
+                return .failed("ping_timeout")
+            }
+            session.send(AgentSocket.control(.ping, ByteBuffer(string: "sb")))
+        }
+        return nil
+    }
+}
+
+/// What one call's agent sessions share: the live session's input, and the state to start the next one with.
+final class CallLink: Sendable {
+    enum Input: Sendable {
+        case audio([Int16])
+        case dtmf(Character)
+    }
+
+    private let input = Mutex<AsyncStream<Input>.Continuation?>(nil)
+    private let state: Mutex<String?>
+
+    init(savedState: String?) { state = Mutex(savedState) }
+
+    /// The agent's last checkpoint (or the one the call resumed with).
+    var savedState: String? {
+        get { state.withLock { $0 } }
+        set { state.withLock { $0 = newValue } }
+    }
+
+    func attach(_ continuation: AsyncStream<Input>.Continuation) { input.withLock { $0 = continuation } }
+    func detach() { input.withLock { $0?.finish(); $0 = nil } }
+    func send(_ item: Input) { _ = input.withLock { $0?.yield(item) } }
+}
+
+/// One agent session: writes to its socket (thread-safe: NIO channels are), numbering what it sends; the
+/// agent's audio queued for the caller; when the agent last answered a ping.
+final class AgentSessionIO: Sendable {
+    let channel: any NIOCore.Channel
+    let streamSid: String
+    let quotedSid: String
+    private let sequence = Atomic<Int>(1)  // `start` is 1
+    let playout = Mutex(AgentPlayout())
+    let lastPong = Atomic<Int64>(ContinuousClock.now.millis)
+
+    init(channel: any NIOCore.Channel, streamSid: String) {
+        self.channel = channel
+        self.streamSid = streamSid
+        quotedSid = JSONText.quoted(streamSid)
+    }
+
+    func nextSequence() -> Int { sequence.add(1, ordering: .relaxed).newValue }
+
+    func send(_ frame: WebSocketFrame) { channel.writeAndFlush(frame, promise: nil) }
+    func write(_ text: String) { send(AgentSocket.text(text)) }
+
+    func writeMarks(_ names: [String]) {
+        for name in names { write(MediaStream.mark(quotedStreamSid: quotedSid, sequence: nextSequence(), name: name)) }
+    }
+
+    func stop(accountSid: String, callSid: String) -> String {
+        MediaStream.stop(quotedStreamSid: quotedSid, sequence: nextSequence(), accountSid: accountSid, callSid: callSid)
+    }
+
+    /// A close frame; then the agent closes the connection, as the server does at the end of the closing
+    /// handshake, or the worker does after `limit` (a call's end never waits long on its agent).
+    func close(within limit: Duration) async {
+        var code = ByteBuffer()
+        code.write(webSocketErrorCode: .normalClosure)
+        send(AgentSocket.control(.connectionClose, code))
+        let closed = channel.closeFuture
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await closed.get() }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+}
+
+extension AgentSupervisor.SessionEnd {
+    var label: String {
+        switch self {
+        case .hungUp: return "hung_up"
+        case .failed(let why): return why
+        case .closedByCall: return "closed_by_call"
+        }
+    }
+}
+
+extension ContinuousClock.Instant {
+    /// Milliseconds on this clock since an arbitrary origin, for machines that take time as a number.
+    var millis: Int64 { (self - ContinuousClock.Instant.origin).milliseconds }
+    private static let origin = ContinuousClock.now
+}
