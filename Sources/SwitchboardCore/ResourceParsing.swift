@@ -42,4 +42,15 @@ public enum ResourceParsing {
         guard parts.count >= 2, let kb = Int64(parts[1]) else { return nil }
         return kb * 1024
     }
+
+    /// /proc/<pid>/stat → the process's user plus system CPU time in clock ticks (fields 14 and 15, counted after
+    /// the command name, which may itself hold spaces and parentheses).
+    public static func procPidStatCPUTicks(_ text: String) -> UInt64? {
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // After ")": state is field 3, so utime (14) and stime (15) are the 12th and 13th.
+        guard fields.count >= 13, let user = UInt64(fields[11]), let system = UInt64(fields[12]) else { return nil }
+        let (sum, overflow) = user.addingReportingOverflow(system)
+        return overflow ? nil : sum
+    }
 }

@@ -28,12 +28,15 @@ public protocol CallHandler: Sendable {
     func release(callID: String)
     /// Work the handler needs for as long as the worker runs (an agent pool's refill), in the worker's task group.
     func runBackground() async
+    /// The processes it runs for its calls (agent processes), whose CPU and memory count as the worker's load.
+    var processIDs: [Int32] { get }
 }
 
 extension CallHandler {
     public func reserve(callID: String) -> Bool { true }
     public func release(callID: String) {}
     public func runBackground() async {}
+    public var processIDs: [Int32] { [] }
 }
 
 /// A handler's view of its call: who, decoded audio in, a way to speak and to hang up, and its saved state.

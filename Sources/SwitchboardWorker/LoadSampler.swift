@@ -15,9 +15,14 @@ struct LoadSampler {
     private let cgroup = "/sys/fs/cgroup"
     private let source: CPUSource
     private var lastCPU: (busy: Double, total: Double)?
+    /// The worker's own child processes still running (its agents): with `CPUSource.process` their CPU and
+    /// memory count as the worker's. (In a cgroup they are in the worker's already.)
+    private let children: @Sendable () -> [Int32]
+    private let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 
-    init(source: CPUSource = .auto) {
+    init(source: CPUSource = .auto, children: @escaping @Sendable () -> [Int32] = { [] }) {
         self.source = source
+        self.children = children
     }
 
     /// CPU use since the previous call, as a fraction of what may be used (0...1).
@@ -29,10 +34,12 @@ struct LoadSampler {
     private mutating func cpuUse() -> Double {
         let quota = read("\(cgroup)/cpu.max").flatMap(ResourceParsing.cgroupCPULimit)
         if source == .process {
-            // This process's user and system time over wall time times the cores it may use.
-            var usage = rusage()
-            getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-            let busy = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+            // This process's user and system time, and its agents' (those reaped, and those running), over wall
+            // time times the cores it may use.
+            var busy = Self.rusageMicros(RUSAGE_SELF) + Self.rusageMicros(RUSAGE_CHILDREN)
+            for pid in children() {
+                if let ticks = read("/proc/\(pid)/stat").flatMap(ResourceParsing.procPidStatCPUTicks) { busy += Double(ticks) / ticksPerSecond * 1e6 }
+            }
             let cores = quota ?? Double(ProcessInfo.processInfo.activeProcessorCount)
             return fraction(busy: busy, total: Double(DispatchTime.now().uptimeNanoseconds) / 1000 * cores)
         }
@@ -53,8 +60,15 @@ struct LoadSampler {
         return min(1, max(0, (busy - last.busy) / (total - last.total)))
     }
 
+    private static func rusageMicros(_ who: __rusage_who) -> Double {
+        var usage = rusage()
+        getrusage(__rusage_who_t(who.rawValue), &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+    }
+
     private func memoryUse() -> (used: Int64, limit: Int64) {
-        let rss = read("/proc/self/status").flatMap { ResourceParsing.kilobytesField("VmRSS", in: $0) } ?? 0
+        var rss = read("/proc/self/status").flatMap { ResourceParsing.kilobytesField("VmRSS", in: $0) } ?? 0
+        for pid in children() { rss += read("/proc/\(pid)/status").flatMap { ResourceParsing.kilobytesField("VmRSS", in: $0) } ?? 0 }
         let machine = read("/proc/meminfo").flatMap { ResourceParsing.kilobytesField("MemTotal", in: $0) } ?? 0
         if let limit = read("\(cgroup)/memory.max").flatMap(ResourceParsing.cgroupBytes),
            let used = read("\(cgroup)/memory.current").flatMap(ResourceParsing.cgroupBytes) {

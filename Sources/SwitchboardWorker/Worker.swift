@@ -374,7 +374,7 @@ public final class Worker: Service, Sendable {
     }
 
     private func heartbeatLoop() async {
-        var sampler = LoadSampler(source: configuration.cpuSource)
+        var sampler = LoadSampler(source: configuration.cpuSource) { [handler] in handler.processIDs }
         var lastSample = ContinuousClock.now - configuration.heartbeatInterval
         await publishHeartbeat()
         state.withLock { $0.started = true }

@@ -23,3 +23,13 @@ import Testing
         #expect(ResourceParsing.kilobytesField("MemTotal", in: "MemFree: 1 kB") == nil)
     }
 }
+
+@Suite struct ProcPidStatTests {
+    @Test func readsUserPlusSystemTicksPastACommandNameWithSpacesAndParentheses() {
+        let text = "4242 (python (bot) x) S 1 4242 4242 0 -1 4194560 1200 0 0 0 315 27 0 0 20 0 3 0 98765 123456789 4567 18446744073709551615\n"
+        #expect(ResourceParsing.procPidStatCPUTicks(text) == 342)
+        #expect(ResourceParsing.procPidStatCPUTicks("garbage") == nil)
+        #expect(ResourceParsing.procPidStatCPUTicks("1 (x) S 1 2") == nil)
+        #expect(ResourceParsing.procPidStatCPUTicks("1 (x) S 1 1 1 0 -1 0 0 0 0 0 18446744073709551615 1 0 0") == nil)
+    }
+}

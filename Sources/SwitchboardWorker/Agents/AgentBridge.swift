@@ -66,6 +66,8 @@ public final class AgentBridge: CallHandler {
 
     public func release(callID: String) { pool?.release(callID: callID) }
 
+    public var processIDs: [Int32] { pool?.alivePIDs ?? [] }
+
     public func runBackground() async {
         switch settings.source {
         case .processes:
