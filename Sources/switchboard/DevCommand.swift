@@ -23,15 +23,24 @@ struct DevCommand: AsyncParsableCommand {
     @Option(name: .customLong("call-seconds"), help: "Length of each demo call.") var callSeconds: Double = 3
     @Option(help: "Stop after this many seconds (default: run until Ctrl-C).") var duration: Double?
     @Option(name: .customLong("log-level"), help: "Log level of the processes started.") var logLevel = "notice"
+    @Option(name: .customLong("agent-command"), help: "Host each call on its own agent process started with this command (see switchboard worker --help), rather than the echo handler.")
+    var agentCommand: String?
+    @Option(name: .customLong("agent-url"), help: "Host each call on this agent server (ws://…), rather than the echo handler.")
+    var agentURL: String?
+    @Option(name: .customLong("agent-pool"), help: "Agent processes each worker keeps ready (with --agent-command).") var agentPool = 2
 
     func validate() throws {
         if let duration {
             do { _ = try seconds(duration, "duration") } catch { throw ValidationError(error.message) }
         }
+        if agentCommand != nil && agentURL != nil { throw ValidationError("give --agent-command or --agent-url, not both") }
     }
 
     func run() async throws {
-        let cluster = try await DevCluster.start(routers: routers, workers: workers, capacity: capacity, logLevel: logLevel)
+        var agent = ["--handler", "echo"]
+        if let agentCommand { agent = ["--agent-command", agentCommand, "--agent-pool", "\(agentPool)"] }
+        if let agentURL { agent = ["--agent-url", agentURL] }
+        let cluster = try await DevCluster.start(routers: routers, workers: workers, capacity: capacity, agent: agent, logLevel: logLevel)
         let stats = DemoStats()
         let demo = Task { await DemoCallers(cluster: cluster, stats: stats, callSeconds: callSeconds).run(callers: callers) }
         let table = Task { await LiveTable(cluster: cluster, stats: stats).run() }
@@ -87,7 +96,8 @@ final class DevCluster: Sendable {
         self.connection = connection
     }
 
-    static func start(routers: Int, workers: Int, capacity: Int, logLevel: String) async throws -> DevCluster {
+    /// `agent`: the worker flags that say what hosts each call (`--handler echo`, `--agent-command …`).
+    static func start(routers: Int, workers: Int, capacity: Int, agent: [String] = ["--handler", "echo"], logLevel: String) async throws -> DevCluster {
         guard LocalServer.findExecutable("nats-server") != nil, LocalServer.findExecutable("redis-server") != nil else {
             Settings.fail("switchboard dev needs nats-server and redis-server on PATH; run scripts/install-deps (Debian: apt-get install nats-server redis-server)")
         }
@@ -121,7 +131,7 @@ final class DevCluster: Sendable {
         }
         let zones = ["a", "b", "c"]
         for i in 1...max(1, workers) {
-            children.append(try spawn("worker-\(i)", ["worker", "--id", "worker-\(i)", "--capacity", "\(capacity)", "--handler", "echo",
+            children.append(try spawn("worker-\(i)", ["worker", "--id", "worker-\(i)", "--capacity", "\(capacity)"] + agent + [
                                                       "--region", "local", "--zone", "local-\(zones[(i - 1) % 3])", "--cpu-source", "process",
                                                       // The whole local cluster stops at once: nowhere to move calls to.
                                                       "--drain-deadline", "0", "--drain-at-deadline", "end",

@@ -38,8 +38,11 @@ final class AudioTap: Sendable {
     func count(after instant: ContinuousClock.Instant) -> Int { store.heard.withLock { $0.filter { $0.at > instant }.count } }
 
     /// The longest silence between two packets.
-    var longestGap: Duration {
-        let all = self.all
+    var longestGap: Duration { longestGap(after: nil) }
+
+    /// The longest silence between two packets heard after `instant`.
+    func longestGap(after instant: ContinuousClock.Instant?) -> Duration {
+        let all = self.all.filter { instant == nil || $0.at > instant! }
         return zip(all, all.dropFirst()).map { $1.at - $0.at }.max() ?? .zero
     }
 

@@ -24,8 +24,9 @@ final class CLIProcess: @unchecked Sendable {  // `process` and `pipe` are set o
     private let pipe = Pipe()
     private let captured = CapturedOutput()
 
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
-        process.executableURL = try switchboardBinary()
+    /// `switchboard` with `arguments`, or another program (`executable`: an agent in tests of the bridge).
+    init(_ arguments: [String], environment: [String: String] = [:], executable: URL? = nil) throws {
+        process.executableURL = try executable ?? switchboardBinary()
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = pipe

@@ -204,6 +204,7 @@ public final class AgentBridge: CallHandler {
                             playout.enqueue(MuLaw.decode(bytes))
                             return playout.droppedSamples - before
                         }
+                        session.wake.yield()
                         if dropped > 0 { metrics.increment(MetricNames.agentAudioDropped, by: Double(dropped), help: "Agent audio dropped for a full playout queue (samples)") }
                     case .mark(let name):
                         session.writeMarks(session.playout.withLock { $0.enqueue(mark: name) })
@@ -261,11 +262,22 @@ public final class AgentBridge: CallHandler {
         let clock = ContinuousClock()
         var next = clock.now
         var pending: [Int16] = []
+        var wakes = session.wakes.makeAsyncIterator()
         while !Task.isCancelled {
+            let (tick, idle) = session.playout.withLock { playout in
+                let tick = playout.tick()
+                return (tick, tick.frame == nil && playout.isEmpty)
+            }
+            session.writeMarks(tick.marks)
+            if idle {
+                // Nothing to play: wait for the agent's next audio and play it the moment it comes (an agent that
+                // answers frame by frame adds no wait for the next tick), then keep 20 ms from there.
+                guard await wakes.next() != nil else { return }
+                next = clock.now
+                continue
+            }
             next += .milliseconds(20)
             if clock.now - next > .milliseconds(100) { next = clock.now }  // fell behind (a stall): no burst to catch up
-            do { try await Task.sleep(until: next, clock: clock) } catch { return }
-            let tick = session.playout.withLock { $0.tick() }
             if let frame = tick.frame {
                 pending += up.process(frame)
                 if pending.count >= call.frameSamples {
@@ -273,7 +285,7 @@ public final class AgentBridge: CallHandler {
                     pending.removeFirst(call.frameSamples)
                 }
             }
-            session.writeMarks(tick.marks)
+            do { try await Task.sleep(until: next, clock: clock) } catch { return }
         }
     }
 
@@ -322,12 +334,16 @@ final class AgentSessionIO: Sendable {
     let quotedSid: String
     private let sequence = Atomic<Int>(1)  // `start` is 1
     let playout = Mutex(AgentPlayout())
+    /// Audio came: wakes an idle playout.
+    let wakes: AsyncStream<Void>
+    let wake: AsyncStream<Void>.Continuation
     let lastPong = Atomic<Int64>(ContinuousClock.now.millis)
 
     init(channel: any NIOCore.Channel, streamSid: String) {
         self.channel = channel
         self.streamSid = streamSid
         quotedSid = JSONText.quoted(streamSid)
+        (wakes, wake) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
     func nextSequence() -> Int { sequence.add(1, ordering: .relaxed).newValue }
@@ -349,10 +365,13 @@ final class AgentSessionIO: Sendable {
         var code = ByteBuffer()
         code.write(webSocketErrorCode: .normalClosure)
         send(AgentSocket.control(.connectionClose, code))
-        let closed = channel.closeFuture
+        let channel = channel
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await closed.get() }
-            group.addTask { try? await Task.sleep(for: limit) }
+            group.addTask { try? await channel.closeFuture.get() }  // not cancellable: the other task ends it
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                channel.close(promise: nil)
+            }
             await group.next()
             group.cancelAll()
         }

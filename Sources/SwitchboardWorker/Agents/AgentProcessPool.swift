@@ -67,6 +67,8 @@ public final class AgentProcessPool: Sendable {
         var alive: [pid_t: AgentProcess] = [:]
         /// Starts that failed in a row: the refill backs off.
         var failuresInARow = 0
+        /// Ports picked for processes being spawned (not yet in `alive`).
+        var pendingPorts: Set<Int> = []
     }
 
     private let state = Mutex(State())
@@ -187,7 +189,14 @@ public final class AgentProcessPool: Sendable {
 
     /// Starts one process and waits until it accepts connections on its port.
     private func start(callID: String?, tenant: String?) async throws(SwitchboardError) -> AgentProcess {
-        let port = try AgentSystem.freeLoopbackPort()
+        // A port the kernel just handed out is free again once probed, so two starts at once can be given the
+        // same one: never one a process of this pool was given and still holds.
+        var port = try AgentSystem.freeLoopbackPort()
+        for _ in 0..<20 where state.withLock({ state in state.alive.values.contains { $0.port == port } || state.pendingPorts.contains(port) }) {
+            port = try AgentSystem.freeLoopbackPort()
+        }
+        state.withLock { _ = $0.pendingPorts.insert(port) }
+        defer { state.withLock { _ = $0.pendingPorts.remove(port) } }
         var environment = settings.environment
         environment["SWITCHBOARD_AGENT_PORT"] = "\(port)"
         environment["PORT"] = "\(port)"

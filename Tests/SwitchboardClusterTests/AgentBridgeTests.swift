@@ -1,0 +1,231 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardObservability
+import SwitchboardOpus
+import SwitchboardTestSupport
+import SwitchboardWorker
+import Testing
+
+/// The agent bridge against real agents (the plain-Python reference agent `agents/reference_agent.py` and a
+/// Pipecat bot pinned in `agents/requirements.txt`), real nats-server and Redis. One at a time: each carries
+/// live audio both ways at real pace.
+@Suite("Agents behind workers", .serialized)
+struct AgentBridgeTests {
+    private func bridge(_ source: AgentSettings.Source) -> AgentBridge {
+        AgentBridge(settings: AgentSettings(source: source), metrics: MetricsRegistry(), logger: quiet)
+    }
+
+    private func processes(_ script: String, pool: Int = 1, _ arguments: String = "") throws -> AgentBridge {
+        try Agents.requireVenv()
+        return bridge(.processes(AgentCommand(command: Agents.command(script, arguments), poolSize: pool, startTimeout: .seconds(60))))
+    }
+
+    /// A cluster with one router and a worker per bridge, each ready to take a call.
+    private func cluster(_ bridges: [String: AgentBridge]) async throws -> TestCluster {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        for (id, bridge) in bridges.sorted(by: { $0.key < $1.key }) {
+            try await cluster.addWorker(id: id, capacity: 8, handler: bridge)
+            try await eventually(timeout: .seconds(60), "\(id)'s agent is ready") {
+                if let pool = bridge.pool { return pool.readyCount >= min(1, pool.settings.poolSize) }
+                return bridge.reserve(callID: "probe")
+            }
+        }
+        try await cluster.waitForWorkers(bridges.count)
+        return cluster
+    }
+
+    private func state(_ cluster: TestCluster, _ callID: String) async throws -> [String: Any] {
+        Agents.savedState(try await cluster.record(callID)) ?? [:]
+    }
+
+    @Test func aToneThroughTheReferenceAgentServerComesBackAt440Hz() async throws {
+        let agent = try await Agents.server(Agents.reference)
+        let cluster = try await cluster(["a": bridge(.server(agent.address))])
+        let call = try await cluster.route(["agent": "echo"])
+        let caller = try ToneCaller(cluster.client, call.media)
+        let started = ContinuousClock.now
+        try await eventually(timeout: .seconds(10), "the agent's echo comes back") { caller.tap.count >= 75 }
+        let frequency = try caller.tap.frequency(after: started + .milliseconds(400), frames: 50)
+        #expect(abs(frequency - 440) <= 5, "heard \(frequency) Hz")
+        // Paced at real time: 20 ms a packet, numbered without a gap.
+        let heard = caller.tap.all.suffix(50)
+        #expect(zip(heard, heard.dropFirst()).allSatisfy { $1.packet.sequence == $0.packet.sequence &+ 1 })
+        let span = heard.last!.at - heard.first!.at
+        #expect(span > .milliseconds(49 * 20 - 200) && span < .milliseconds(49 * 20 + 400), "50 packets over \(span)")
+        try await eventually(timeout: .seconds(5), "its state is saved") { try await state(cluster, call.callID)["pid"] != nil }
+        caller.hangUp()
+        await cluster.shutdown()
+        withExtendedLifetime(agent.process) {}
+    }
+
+    @Test func aPipecatBotInAProcessOfItsOwnEchoesA440HzToneAndSavesItsState() async throws {
+        let bot = try processes(Agents.pipecat)
+        let cluster = try await cluster(["a": bot])
+        let call = try await cluster.route()
+        let caller = try ToneCaller(cluster.client, call.media)
+        let started = ContinuousClock.now
+        try await eventually(timeout: .seconds(20), "the bot's echo comes back") { caller.tap.count >= 100 }
+        let frequency = try caller.tap.frequency(after: started + .milliseconds(1_000), frames: 50)
+        #expect(abs(frequency - 440) <= 5, "heard \(frequency) Hz")
+        try await eventually(timeout: .seconds(10), "the bot's checkpoint is saved") {
+            (try await state(cluster, call.callID)["echoed"] as? Int ?? 0) > 0
+        }
+        caller.hangUp()
+        await cluster.shutdown()
+        #expect(bot.pool?.aliveCount == 0, "no agent process outlives its worker")
+    }
+
+    @Test func dtmfReachesTheAgentMarksComeBackInOrderAndClearDropsTheQueue() async throws {
+        let cluster = try await cluster(["a": processes(Agents.reference)])
+        // The agent speaks 2 s ahead of real time, in 100 ms chunks with a mark after each.
+        let call = try await cluster.route(["agent": "tone", "lead_ms": "2000", "pause_after_clear_ms": "2000"])
+        let caller = try ToneCaller(cluster.client, call.media)
+        try await eventually(timeout: .seconds(10), "the agent speaks") { caller.tap.count >= 50 }
+        caller.press("12")
+        try await eventually(timeout: .seconds(10), "both keys reach the agent") { try await state(cluster, call.callID)["dtmf"] as? String == "12" }
+        let marks = try await state(cluster, call.callID)["marks"] as? [String] ?? []
+        let numbers = marks.compactMap { Int($0.dropFirst("chunk-".count)) }
+        #expect(numbers.count == marks.count && numbers.count >= 5, "marks back: \(marks)")
+        #expect(numbers == numbers.sorted() && Set(numbers).count == numbers.count, "in order: \(numbers)")
+
+        // Barge-in: 2 s of queued speech is dropped, and the agent is quiet for 2 s. Without the clear the caller
+        // would hear 150 packets in the next 3 s.
+        let pressed = ContinuousClock.now
+        caller.press("#")
+        try await Task.sleep(for: .seconds(3))
+        let heard = caller.tap.count(after: pressed) - caller.tap.count(after: pressed + .seconds(3))
+        #expect(heard <= 75, "\(heard) packets in the 3 s after the clear")
+        try await eventually(timeout: .seconds(5), "the agent speaks again after its pause") {
+            caller.tap.count(after: pressed + .seconds(3)) >= 25
+        }
+        // The marks of the chunks the clear dropped came back too.
+        let after = try await state(cluster, call.callID)["marks"] as? [String] ?? []
+        #expect(after.count > marks.count)
+        caller.hangUp()
+        await cluster.shutdown()
+    }
+
+    @Test func theAgentHangingUpEndsTheCall() async throws {
+        let cluster = try await cluster(["a": processes(Agents.reference)])
+        let call = try await cluster.route(["agent": "echo"])
+        let caller = try ToneCaller(cluster.client, call.media)
+        try await eventually(timeout: .seconds(10), "the agent answers") { caller.tap.count >= 10 }
+        caller.press("*")
+        try await eventually(timeout: .seconds(10), "the call ends") { try await cluster.record(call.callID)["state"] == "ended" }
+        #expect(try await cluster.record(call.callID)["end_reason"] == "agent_hangup")
+        caller.hangUp()
+        await cluster.shutdown()
+    }
+
+    @Test func malformedMessagesCloseOnlyThatSessionWhichRestartsWithItsState() async throws {
+        let bridge = try processes(Agents.reference, pool: 2)
+        let cluster = try await cluster(["a": bridge])
+        let victim = try await cluster.route(["agent": "echo"])
+        let bystander = try await cluster.route(["agent": "echo"])
+        let callers = try [victim, bystander].map { try ToneCaller(cluster.client, $0.media) }
+        try await eventually(timeout: .seconds(10), "both calls answer") { callers.allSatisfy { $0.tap.count >= 10 } }
+        try await eventually(timeout: .seconds(5), "the first session's state is saved") { try await state(cluster, victim.callID)["pid"] != nil }
+        callers[0].press("7")  // 100 malformed messages and an oversized frame
+        try await eventually(timeout: .seconds(20), "the victim's agent restarts from its state") {
+            let saved = try await state(cluster, victim.callID)
+            return saved["sessions"] as? Int == 2 && saved["dtmf"] as? String == "7"
+        }
+        let before = ContinuousClock.now
+        try await eventually(timeout: .seconds(10), "both calls still speak") { callers.allSatisfy { $0.tap.count(after: before) >= 25 } }
+        #expect(try await cluster.record(bystander.callID)["state"] == "active")
+        #expect(try await state(cluster, bystander.callID)["sessions"] as? Int == 1, "the other call's agent is untouched")
+        for caller in callers { caller.hangUp() }
+        await cluster.shutdown()
+    }
+
+    @Test func anAgentProcessKilledMidCallIsRestartedOnceThenTheCallEnds() async throws {
+        let cluster = try await cluster(["a": processes(Agents.reference, pool: 2)])
+        let call = try await cluster.route(["agent": "echo"])
+        let caller = try ToneCaller(cluster.client, call.media)
+        caller.press("4")
+        try await eventually(timeout: .seconds(10), "the agent has the key") { try await state(cluster, call.callID)["dtmf"] as? String == "4" }
+        let first = try #require(try await state(cluster, call.callID)["pid"] as? Int)
+        kill(Int32(first), SIGKILL)
+        try await eventually(timeout: .seconds(20), "a fresh agent resumes the call") {
+            let saved = try await state(cluster, call.callID)
+            return saved["sessions"] as? Int == 2 && saved["dtmf"] as? String == "4" && saved["pid"] as? Int != first
+        }
+        let after = ContinuousClock.now
+        try await eventually(timeout: .seconds(10), "the caller hears the agent again") { caller.tap.count(after: after) >= 25 }
+        #expect(try await cluster.record(call.callID)["state"] == "active")
+        let second = try #require(try await state(cluster, call.callID)["pid"] as? Int)
+        kill(Int32(second), SIGKILL)
+        try await eventually(timeout: .seconds(20), "a second failure ends the call") { try await cluster.record(call.callID)["state"] == "ended" }
+        #expect(try await cluster.record(call.callID)["end_reason"] == "agent_failed")
+        caller.hangUp()
+        await cluster.shutdown()
+    }
+
+    @Test func aWorkerWhoseAgentIsUnreachableRefusesItsOffersAndTheCallsGoElsewhere() async throws {
+        let agent = try await Agents.server(Agents.reference)
+        let down = bridge(.server(AgentAddress(host: "127.0.0.1", port: try await Agents.freePort(), path: "/ws")))
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        let a = try await cluster.addWorker(id: "a", capacity: 8, handler: down)
+        let up = bridge(.server(agent.address))
+        try await cluster.addWorker(id: "b", capacity: 8, handler: up)
+        try await cluster.waitForWorkers(2)
+        try await eventually(timeout: .seconds(10), "b finds its agent") { up.reserve(callID: "probe") }
+        var placed: [String] = []
+        for _ in 0..<6 { placed.append(try await cluster.route(["agent": "echo"]).workerID) }
+        #expect(placed.allSatisfy { $0 == "b" }, "placed on \(placed)")
+        #expect((a.worker.metrics.value(MetricNames.offersAnswered, ["result": "refused_agent_unavailable"]) ?? 0) >= 1)
+        await cluster.shutdown()
+        withExtendedLifetime(agent.process) {}
+    }
+
+    @Test func aMigratedCallResumesOnTheOtherWorkerWithItsSavedState() async throws {
+        let cluster = try await cluster(["a": processes(Agents.reference), "b": processes(Agents.reference)])
+        let call = try await cluster.route(["agent": "tone"])
+        let caller = try ToneCaller(cluster.client, call.media)
+        try await eventually(timeout: .seconds(10), "the agent speaks") { caller.tap.count >= 25 }
+        caller.press("5")
+        try await eventually(timeout: .seconds(10), "the agent has the key") { try await state(cluster, call.callID)["dtmf"] as? String == "5" }
+        let other = call.workerID == "a" ? "b" : "a"
+        let moving = ContinuousClock.now
+        let moved = try await cluster.http("POST", "/v1/calls/\(call.callID)/migrate")
+        #expect(moved.status == 200, "\(String(decoding: moved.body, as: UTF8.self))")
+        try await cluster.expectRecords([call], on: other)
+        try await eventually(timeout: .seconds(10), "the new agent resumed from the saved state") {
+            let saved = try await state(cluster, call.callID)
+            return saved["sessions"] as? Int == 2 && saved["resumed"] as? Bool == true && saved["dtmf"] as? String == "5"
+        }
+        try await eventually(timeout: .seconds(10), "the tone goes on") { caller.tap.count(after: moving + .seconds(1)) >= 25 }
+        #expect(abs(try caller.tap.frequency(after: moving + .seconds(1)) - 440) <= 5)
+        let gap = caller.tap.longestGap(after: moving - .milliseconds(500))
+        #expect(gap <= .milliseconds(200), "the caller heard \(gap) of silence across the move")
+        caller.hangUp()
+        await cluster.shutdown()
+    }
+
+    @Test func fiftyCallsEachWithAProcessOfItsOwnLeaveNoProcessBehind() async throws {
+        let bridge = try processes(Agents.reference, pool: 0)
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        try await cluster.addWorker(id: "a", capacity: 50, handler: bridge)
+        try await cluster.waitForWorkers(1)
+        var calls: [Placement] = []
+        for _ in 0..<50 { calls.append(try await cluster.route(["agent": "echo"])) }
+        var pids: Set<Int> = []
+        try await eventually(timeout: .seconds(120), "every call's agent runs and saved its state") {
+            pids = []
+            for call in calls {
+                guard let pid = try await state(cluster, call.callID)["pid"] as? Int else { return false }
+                pids.insert(pid)
+            }
+            return true
+        }
+        #expect(pids.count == 50, "each call has a process of its own")
+        for call in calls { #expect(try await cluster.http("DELETE", "/v1/calls/\(call.callID)").status == 200) }
+        try await eventually(timeout: .seconds(30), "every agent process is gone") {
+            bridge.pool?.aliveCount == 0 && pids.allSatisfy { !Agents.isAlive(Int32($0)) }
+        }
+        await cluster.shutdown()
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardOpus
+import SwitchboardTestSupport
+import SwitchboardWorker
+import Synchronization
+import Testing
+
+/// The agents the bridge is tested against: real processes from `agents/`, in the venv `scripts/agents-venv`
+/// makes (the test command makes it first).
+enum Agents {
+    static let root: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static var python: URL { root.appendingPathComponent(".venv-agents/bin/python") }
+    static var reference: String { root.appendingPathComponent("agents/reference_agent.py").path }
+    static var pipecat: String { root.appendingPathComponent("agents/pipecat_echo_bot.py").path }
+
+    static func requireVenv() throws {
+        guard FileManager.default.isExecutableFile(atPath: python.path) else {
+            throw TestServerError("no agent venv at \(python.path): run scripts/agents-venv (scripts/test does)")
+        }
+    }
+
+    /// `--agent-command` for one of the agents, one process per call.
+    static func command(_ script: String, _ arguments: String = "") -> String {
+        "\(python.path) \(script) --port {port} --one-call \(arguments)"
+    }
+
+    /// An agent server of its own (the reference agent, or the Pipecat bot) on a free port.
+    static func server(_ script: String) async throws -> (process: CLIProcess, address: AgentAddress) {
+        try requireVenv()
+        let port = try await freePort()
+        let process = try CLIProcess([script, "--port", "\(port)"], executable: python)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !accepts(port) {
+            guard ContinuousClock.now < deadline, process.process.isRunning else {
+                throw TestServerError("agent \(script) did not listen on \(port):\n\(process.output)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return (process, AgentAddress(host: "127.0.0.1", port: port, path: "/ws"))
+    }
+
+    static func freePort() async throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    static func accepts(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
+    static func isAlive(_ pid: Int32) -> Bool { kill(pid, 0) == 0 || errno != ESRCH }
+
+    /// The agent's saved state in the call's record (its last checkpoint reached Redis within a second).
+    static func savedState(_ record: [String: String]) -> [String: Any]? {
+        guard case .success(let checkpoint)? = Checkpoint.parse(record["checkpoint"]), let text = checkpoint.state else { return nil }
+        return (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
+    }
+}
+
+/// A caller on the bus, as a gateway is: speaks a paced tone (Opus, 20 ms a packet) on the call's `in` subject,
+/// presses keys, and listens to what comes back on `out`.
+final class ToneCaller: Sendable {
+    let tap: AudioTap
+    private let speaker: Task<Void, Never>
+    private final class Keys: Sendable { let pressed = Mutex<[Character]>([]) }
+    private let keys = Keys()
+
+    init(_ nats: NATSConnection, _ media: MediaSubjects, frequency: Double = 440) throws {
+        tap = try AudioTap(nats, media.out)
+        let keys = self.keys
+        speaker = Task {
+            guard let encoder = try? OpusEncoder() else { return }
+            var tone = ToneGenerator(frequency: frequency)
+            let clock = ContinuousClock()
+            var next = clock.now
+            var sequence: UInt32 = 0
+            while !Task.isCancelled {
+                guard let payload = try? encoder.encode(tone.next(960)) else { return }
+                try? nats.publish(media.in, payload: MediaPacket(sequence: sequence, timestamp: sequence &* 960, payload: payload).encoded())
+                if let digit = keys.pressed.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) {
+                    try? nats.publish(media.in, payload: MediaPacket.dtmf(digit, sequence: sequence, timestamp: sequence &* 960).encoded())
+                }
+                sequence &+= 1
+                next += .milliseconds(20)
+                try? await Task.sleep(until: next, clock: clock)
+            }
+        }
+    }
+
+    /// Presses `digits`, one with each of the next packets.
+    func press(_ digits: String) { keys.pressed.withLock { $0.append(contentsOf: digits) } }
+
+    func hangUp() { speaker.cancel() }
+
+    deinit { speaker.cancel() }
+}
