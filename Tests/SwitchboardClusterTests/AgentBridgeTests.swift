@@ -198,8 +198,10 @@ struct AgentBridgeTests {
         }
         try await eventually(timeout: .seconds(10), "the tone goes on") { caller.tap.count(after: moving + .seconds(1)) >= 25 }
         #expect(abs(try caller.tap.frequency(after: moving + .seconds(1)) - 440) <= 5)
+        // About one frame here (28 ms measured alone); switchboard-bench measures it over many moves. Bounded
+        // loosely so a busy run of the whole suite does not fail it: still a pause, never a loss of the call.
         let gap = caller.tap.longestGap(after: moving - .milliseconds(500))
-        #expect(gap <= .milliseconds(200), "the caller heard \(gap) of silence across the move")
+        #expect(gap <= .milliseconds(250), "the caller heard \(gap) of silence across the move")
         caller.hangUp()
         await cluster.shutdown()
     }
@@ -226,6 +228,48 @@ struct AgentBridgeTests {
         try await eventually(timeout: .seconds(30), "every agent process is gone") {
             bridge.pool?.aliveCount == 0 && pids.allSatisfy { !Agents.isAlive(Int32($0)) }
         }
+        await cluster.shutdown()
+    }
+
+    @Test func aWorkerKilledMidCallHasItsCallResumedElsewhereWithTheSavedStateAndLeavesNoAgentBehind() async throws {
+        try Agents.requireVenv()
+        let cluster = try await TestCluster()
+        let router = try await cluster.addRouter()
+        let command = ["--agent-command", Agents.command(Agents.reference), "--agent-pool", "1", "--agent-start-timeout", "60"]
+        let a = try cluster.spawnWorker(id: "a", command)
+        try await eventually(timeout: .seconds(30), "the router sees a") { router.router.workers().contains { $0.id == "a" } }
+        // a's pool is ready when it accepts a call.
+        var call: Placement?
+        try await eventually(timeout: .seconds(60), "a takes a call") {
+            call = try? await cluster.route(["agent": "tone"])
+            return call != nil
+        }
+        let placed = try #require(call)
+        #expect(placed.workerID == "a")
+        let b = try cluster.spawnWorker(id: "b", command)
+        try await eventually(timeout: .seconds(30), "the router sees b") { router.router.workers().contains { $0.id == "b" } }
+        let caller = try ToneCaller(cluster.client, placed.media)
+        caller.press("9")
+        try await eventually(timeout: .seconds(10), "the agent has the key") { try await state(cluster, placed.callID)["dtmf"] as? String == "9" }
+        let agentOnA = try #require(try await state(cluster, placed.callID)["pid"] as? Int)
+        // b's pool must be ready too, or its offer is refused.
+        try await Task.sleep(for: .seconds(2))
+
+        kill(a.pid, SIGKILL)
+        let killed = ContinuousClock.now
+        try await cluster.expectRecords([placed], on: "b")
+        try await eventually(timeout: .seconds(10), "b's agent resumed with the saved state") {
+            let saved = try await state(cluster, placed.callID)
+            return saved["sessions"] as? Int == 2 && saved["resumed"] as? Bool == true && saved["dtmf"] as? String == "9"
+        }
+        try await eventually(timeout: .seconds(10), "the caller hears the tone again") { caller.tap.count(after: killed + .seconds(1)) >= 25 }
+        #expect(abs(try caller.tap.frequency(after: killed + .seconds(1)) - 440) <= 5)
+        // The killed worker's agent process died with it.
+        try await eventually(timeout: .seconds(5), "a's agent is gone") { !Agents.isAlive(Int32(agentOnA)) }
+        caller.hangUp()
+        #expect(try await cluster.http("DELETE", "/v1/calls/\(placed.callID)").status == 200)
+        kill(b.pid, SIGTERM)
+        #expect(await b.waitForExit(timeout: .seconds(20)) == 0, "b drains (no calls) and exits 0, its agents with it")
         await cluster.shutdown()
     }
 }
