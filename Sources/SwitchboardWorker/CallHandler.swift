@@ -30,6 +30,9 @@ public protocol CallHandler: Sendable {
     func runBackground() async
     /// The processes it runs for its calls (agent processes), whose CPU and memory count as the worker's load.
     var processIDs: [Int32] { get }
+    /// Whether it can take a call now (an agent process warm, its agent server answering): the worker joins the
+    /// cluster only once it can (`/readyz` says `starting` until then).
+    var isReady: Bool { get }
 }
 
 extension CallHandler {
@@ -37,6 +40,7 @@ extension CallHandler {
     public func release(callID: String) {}
     public func runBackground() async {}
     public var processIDs: [Int32] { [] }
+    public var isReady: Bool { true }
 }
 
 /// A handler's view of its call: who, decoded audio in, a way to speak and to hang up, and its saved state.

@@ -376,6 +376,13 @@ public final class Worker: Service, Sendable {
     private func heartbeatLoop() async {
         var sampler = LoadSampler(source: configuration.cpuSource) { [handler] in handler.processIDs }
         var lastSample = ContinuousClock.now - configuration.heartbeatInterval
+        // Routers learn of this worker only once its handler can take a call (an agent process warm, the agent
+        // server answering), or after a minute in any case (then offers are refused until it can).
+        let waitUntil = ContinuousClock.now + .seconds(60)
+        while !handler.isReady && ContinuousClock.now < waitUntil && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        if !handler.isReady { logger.warning("the handler is not ready after 60 s: joining the cluster anyway; offers are refused until it is") }
         await publishHeartbeat()
         state.withLock { $0.started = true }
         for await _ in heartbeatTriggers {

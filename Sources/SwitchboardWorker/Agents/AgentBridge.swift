@@ -68,6 +68,11 @@ public final class AgentBridge: CallHandler {
 
     public var processIDs: [Int32] { pool?.alivePIDs ?? [] }
 
+    public var isReady: Bool {
+        guard let pool else { return serverReachable.load(ordering: .relaxed) }
+        return pool.settings.poolSize == 0 || pool.readyCount > 0
+    }
+
     public func runBackground() async {
         switch settings.source {
         case .processes:
