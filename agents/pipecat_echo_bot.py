@@ -15,12 +15,12 @@ import uvicorn
 from fastapi import FastAPI, WebSocket
 from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame, OutputTransportMessageUrgentFrame
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.runner import PipelineRunner
-from pipecat.pipeline.task import PipelineParams, PipelineTask
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.runner.utils import parse_telephony_websocket
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from pipecat.workers.runner import WorkerRunner
 
 
 class Echo(FrameProcessor):
@@ -29,7 +29,9 @@ class Echo(FrameProcessor):
     async def process_frame(self, frame, direction):
         await super().process_frame(frame, direction)
         if isinstance(frame, InputAudioRawFrame):
-            frame = OutputAudioRawFrame(audio=frame.audio, sample_rate=frame.sample_rate, num_channels=frame.num_channels)
+            frame = OutputAudioRawFrame(
+                audio=frame.audio, sample_rate=frame.sample_rate, num_channels=frame.num_channels
+            )
         await self.push_frame(frame, direction)
 
 
@@ -50,7 +52,8 @@ class SaveState(FrameProcessor):
             if time.monotonic() - self.saved_at >= 1:
                 self.saved_at = time.monotonic()
                 # TwilioFrameSerializer sends a transport message's dict as it is: the checkpoint event.
-                await self.push_frame(OutputTransportMessageUrgentFrame(message={"event": "checkpoint", "state": self.state}))
+                checkpoint = {"event": "checkpoint", "state": dict(self.state)}  # a copy: counting goes on
+                await self.push_frame(OutputTransportMessageUrgentFrame(message=checkpoint))
         await self.push_frame(frame, direction)
 
 
@@ -69,23 +72,32 @@ async def media_stream(websocket: WebSocket):
     )
     transport = FastAPIWebsocketTransport(
         websocket=websocket,
-        params=FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True, add_wav_header=False, serializer=serializer),
+        params=FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True, serializer=serializer),
     )
     pipeline = Pipeline([transport.input(), Echo(), SaveState(call_data["body"]), transport.output()])
-    # 8 kHz end to end, as Pipecat's Twilio example keeps it.
-    task = PipelineTask(pipeline, params=PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=8000))
+    worker = PipelineWorker(
+        pipeline,
+        # 8 kHz end to end, as Pipecat's Twilio example keeps it.
+        params=PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=8000),
+        # Pipecat's idle detector counts speech frames (TTS, transcripts), which an echo never makes: left on,
+        # it would hang up every call after 5 minutes. The call ends when Switchboard closes the socket.
+        idle_timeout_secs=None,
+    )
 
     @transport.event_handler("on_client_disconnected")
     async def on_client_disconnected(transport, client):
-        await task.cancel()
+        await worker.cancel()
 
-    await PipelineRunner(handle_sigint=False).run(task)
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    await runner.run()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="A Pipecat echo bot for Twilio Media Streams")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SWITCHBOARD_AGENT_PORT") or os.environ.get("PORT") or 8765))
-    parser.add_argument("--one-call", action="store_true", help="accepted for symmetry; the worker ends the process with its call")
+    port = os.environ.get("SWITCHBOARD_AGENT_PORT") or os.environ.get("PORT") or 8765
+    parser.add_argument("--port", type=int, default=int(port))
+    parser.add_argument("--one-call", action="store_true", help="ignored: the worker ends the process with its call")
     args = parser.parse_args()
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

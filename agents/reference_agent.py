@@ -10,7 +10,7 @@ process per call from a warm pool, `--agent-command`). What each call does comes
                         each, lead_ms (0) ahead of real time; its phase is saved, so a resumed call goes on
 
 Keys: '#' sends `clear` (and a tone pauses pause_after_clear_ms, 1000), '*' hangs up (closes the socket), '7'
-sends 100 malformed messages and an oversized one (a test of the worker's defences).
+sends 100 malformed messages, the last a 2 MiB one (a test of the worker's defences).
 
 Its state, saved with Switchboard's `checkpoint` event at start and on every change (at most every 100 ms):
 pid, sessions (1, +1 per resume), resumed, dtmf (keys so far), marks (names returned, last 50), samples (tone
@@ -105,6 +105,7 @@ class Call:
         event = message.get("event")
         if event == "media":
             self.state["media_in"] += 1
+            self.dirty = True
             if self.metadata.get("agent", "echo") == "echo":
                 await self.send({"event": "media", "media": {"payload": message["media"]["payload"]}})
         elif event == "mark":
@@ -113,15 +114,17 @@ class Call:
         elif event == "dtmf":
             digit = message["dtmf"]["digit"]
             self.state["dtmf"] += digit
-            self.dirty = True
+            # Saved at once, not within 100 ms: a key may be followed by a hang-up or a move at once.
             await self.ws.send(json.dumps({"event": "checkpoint", "state": self.state}))
             if digit == "#":
-                await self.send({"event": "clear"})
+                # Paused before `clear` goes, so no chunk slips in behind it.
                 self.paused_until = time.monotonic() + float(self.metadata.get("pause_after_clear_ms", 1000)) / 1000
+                await self.send({"event": "clear"})
             elif digit == "*":
                 return "hang up"
             elif digit == "7":
-                for i in range(100):
+                # The worker may close the session at the first of these; the sends then stop with it.
+                for i in range(99):
                     await self.ws.send(["not json", "[]", '{"event": 5}', '{"event":"media"}'][i % 4])
                 await self.ws.send("x" * (2 << 20))
         elif event == "stop":
@@ -134,19 +137,25 @@ async def handle(ws) -> None:
     tasks = []
     try:
         async for raw in ws:
-            message = json.loads(raw)
+            try:
+                message = json.loads(raw)
+            except ValueError:
+                continue  # not this agent's to police: the worker only sends JSON
             if call is None:
                 if message.get("event") == "start":
                     call = Call(ws, message)
-                    print(f"call {call.call_id} started (session {call.state['sessions']})", file=sys.stderr, flush=True)
+                    session = call.state["sessions"]
+                    print(f"call {call.call_id} started (session {session})", file=sys.stderr, flush=True)
                     tasks.append(asyncio.create_task(call.save_loop()))
                     if call.metadata.get("agent") == "tone":
                         tasks.append(asyncio.create_task(call.speak()))
                 continue
             outcome = await call.on_message(message)
             if outcome == "hang up":
-                await ws.close()
+                await ws.close()  # a normal close: the agent's hang-up
                 break
+            if outcome == "stop":
+                break  # the call is over; returning closes our side at once
     except websockets.ConnectionClosed:
         pass
     finally:
@@ -159,7 +168,8 @@ async def handle(ws) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SWITCHBOARD_AGENT_PORT") or os.environ.get("PORT") or 8765))
+    port = os.environ.get("SWITCHBOARD_AGENT_PORT") or os.environ.get("PORT") or 8765
+    parser.add_argument("--port", type=int, default=int(port))
     parser.add_argument("--one-call", action="store_true", help="exit when the first call ends (one process per call)")
     args = parser.parse_args()
     done = asyncio.Event()
