@@ -17,8 +17,8 @@ struct Bench: AsyncParsableCommand {
     var redisURL: String?
     @Option(help: "Sequential round trips per measurement.")
     var count = 20_000
-    @Option(help: "Which parts to run (nats, redis, sentinel, opus, route, scheduler, ingest, tenants, drain, deploy).")
-    var only: [String] = ["nats", "redis", "sentinel", "opus", "route", "scheduler", "ingest", "tenants", "drain", "deploy"]
+    @Option(help: "Which parts to run (nats, redis, sentinel, opus, route, scheduler, ingest, tenants, drain, deploy, agents).")
+    var only: [String] = ["nats", "redis", "sentinel", "opus", "route", "scheduler", "ingest", "tenants", "drain", "deploy", "agents"]
     @Option(name: .customLong("sim-seconds"), help: "Simulated seconds per strategy and setting in the scheduler part (after a 600 s warm-up).")
     var simSeconds = 3600
     @Flag(help: "Also print the results as a Markdown table.")
@@ -31,13 +31,13 @@ struct Bench: AsyncParsableCommand {
         defer { for server in servers { server.kill() } }
 
         var nats = natsURL
-        if nats == nil && (only.contains("nats") || only.contains("route") || only.contains("ingest") || only.contains("drain") || only.contains("deploy")) {
+        if nats == nil && (only.contains("nats") || only.contains("route") || only.contains("ingest") || only.contains("drain") || only.contains("deploy") || only.contains("agents")) {
             let server = try await LocalServer(.nats, label: "sbbench")
             servers.append(server)
             nats = server.url
         }
         var redis = redisURL
-        if redis == nil && (only.contains("redis") || only.contains("route") || only.contains("ingest") || only.contains("tenants") || only.contains("drain") || only.contains("deploy")) {
+        if redis == nil && (only.contains("redis") || only.contains("route") || only.contains("ingest") || only.contains("tenants") || only.contains("drain") || only.contains("deploy") || only.contains("agents")) {
             let server = try await LocalServer(.redis, label: "sbbench")
             servers.append(server)
             redis = server.url
@@ -72,6 +72,9 @@ struct Bench: AsyncParsableCommand {
         }
         if only.contains("deploy"), let nats, let redis {
             try await DeployBench(natsURL: nats, redisURL: redis).run(into: &report)
+        }
+        if only.contains("agents"), let nats, let redis {
+            try await AgentBench(natsURL: nats, redisURL: redis).run(into: &report)
         }
         if markdown { print("\n" + report.markdown()) }
     }

@@ -180,7 +180,7 @@ private struct QuickHandler: CallHandler {
 }
 
 /// A caller listening to one call's audio: the arrival time of each packet.
-private final class Ear: Sendable {
+final class Ear: Sendable {
     private final class Store: Sendable { let arrivals = Mutex<[ContinuousClock.Instant]>([]) }
     private let store = Store()
     private let subscription: NATSSubscription
@@ -199,7 +199,7 @@ private final class Ear: Sendable {
 }
 
 /// A router and workers in this process, sharing the servers.
-private final class BenchFleet: @unchecked Sendable {  // used from the benchmark's one task
+final class BenchFleet: @unchecked Sendable {  // used from the benchmark's one task
     struct Member {
         let worker: Worker
         let nats: NATSConnection

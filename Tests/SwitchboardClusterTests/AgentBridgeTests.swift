@@ -163,19 +163,23 @@ struct AgentBridgeTests {
     }
 
     @Test func aWorkerWhoseAgentIsUnreachableRefusesItsOffersAndTheCallsGoElsewhere() async throws {
+        let doomed = try await Agents.server(Agents.reference)
         let agent = try await Agents.server(Agents.reference)
-        let down = bridge(.server(AgentAddress(host: "127.0.0.1", port: try await Agents.freePort(), path: "/ws")))
-        let cluster = try await TestCluster()
-        try await cluster.addRouter()
-        let a = try await cluster.addWorker(id: "a", capacity: 8, handler: down)
-        let up = bridge(.server(agent.address))
-        try await cluster.addWorker(id: "b", capacity: 8, handler: up)
-        try await cluster.waitForWorkers(2)
-        try await eventually(timeout: .seconds(10), "b finds its agent") { up.reserve(callID: "probe") }
+        let down = bridge(.server(doomed.address)), up = bridge(.server(agent.address))
+        let cluster = try await cluster(["a": down, "b": up])
+        let a = try #require(cluster.workers.first { $0.id == "a" })
+        // a's agent server goes away after a joined: a notices within its probe interval and refuses offers.
+        kill(doomed.process.pid, SIGKILL)
+        try await eventually(timeout: .seconds(10), "a finds its agent gone") { !down.reserve(callID: "probe") }
         var placed: [String] = []
         for _ in 0..<6 { placed.append(try await cluster.route(["agent": "echo"]).workerID) }
         #expect(placed.allSatisfy { $0 == "b" }, "placed on \(placed)")
         #expect((a.worker.metrics.value(MetricNames.offersAnswered, ["result": "refused_agent_unavailable"]) ?? 0) >= 1)
+        // A worker whose agent never answers does not join at all: routers never hear of it.
+        let never = bridge(.server(AgentAddress(host: "127.0.0.1", port: try await Agents.freePort(), path: "/ws")))
+        try await cluster.addWorker(id: "c", capacity: 8, handler: never)
+        try await Task.sleep(for: .seconds(2))
+        #expect(!cluster.routers[0].router.workers().contains { $0.id == "c" })
         await cluster.shutdown()
         withExtendedLifetime(agent.process) {}
     }

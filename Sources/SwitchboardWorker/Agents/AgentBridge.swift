@@ -151,7 +151,15 @@ public final class AgentBridge: CallHandler {
             log.warning("agent not reached", metadata: [LogKey.error: "\(error)"])
             return .failed("unreachable")
         }
-        let session = AgentSessionIO(channel: channel.channel, streamSid: "MZ" + Identifiers.random(bytes: 16))
+        let session: AgentSessionIO
+        do {
+            session = try AgentSessionIO(channel: channel.channel, streamSid: "MZ" + Identifiers.random(bytes: 16),
+                                         frameSamples: call.frameSamples) { samples in try? call.send(samples) }
+        } catch {
+            channel.channel.close(promise: nil)
+            log.error("cannot set up the agent session's audio", metadata: [LogKey.error: "\(error)"])
+            return .failed("audio_setup")
+        }
         var parameters = ["call_id": call.callID, "tenant": call.tenant, "resumed": resumed ? "true" : "false",
                           "metadata": String(decoding: WireCodec.encode(call.metadata), as: UTF8.self)]
         if let state = link.savedState { parameters["state"] = state }
@@ -162,16 +170,14 @@ public final class AgentBridge: CallHandler {
                         buckets: MetricNames.latencyBuckets, help: "Time from a call's start to its agent's start event")
         log.info("agent session started", metadata: ["agent": "\(address)", "resumed": "\(resumed)"])
 
-        let (inputs, input) = AsyncStream.makeStream(of: CallLink.Input.self, bufferingPolicy: .bufferingNewest(100))
-        link.attach(input)
+        link.attach(session)
         defer { link.detach() }
         var end = AgentSupervisor.SessionEnd.closedByCall
         do {
             try await channel.executeThenClose { inbound, _ in
                 end = await withTaskGroup(of: AgentSupervisor.SessionEnd?.self) { group in
                     group.addTask { await self.readAgent(inbound, session: session, call: call, link: link, log: log) }
-                    group.addTask { await self.forwardCaller(inputs, session: session); return nil }
-                    group.addTask { await self.play(session: session, call: call); return nil }
+                    group.addTask { await self.play(session: session); return nil }
                     group.addTask { await self.keepAlive(session: session) }
                     let first = await group.next() ?? nil
                     group.cancelAll()
@@ -204,17 +210,12 @@ public final class AgentBridge: CallHandler {
                     metrics.increment(MetricNames.agentMessages, ["result": "ok"], help: "Messages from agents, by result")
                     switch event {
                     case .media(let bytes):
-                        let dropped = session.playout.withLock { playout -> Int in
-                            let before = playout.droppedSamples
-                            playout.enqueue(MuLaw.decode(bytes))
-                            return playout.droppedSamples - before
-                        }
-                        session.wake.yield()
+                        let dropped = session.fromAgent(bytes)
                         if dropped > 0 { metrics.increment(MetricNames.agentAudioDropped, by: Double(dropped), help: "Agent audio dropped for a full playout queue (samples)") }
                     case .mark(let name):
-                        session.writeMarks(session.playout.withLock { $0.enqueue(mark: name) })
+                        session.writeMarks(session.playback.withLock { $0.playout.enqueue(mark: name) })
                     case .clear:
-                        session.writeMarks(session.playout.withLock { $0.clear() })
+                        session.writeMarks(session.playback.withLock { $0.playout.clear() })
                     case .checkpoint(let state):
                         call.save(json: state)
                         link.savedState = state
@@ -239,57 +240,21 @@ public final class AgentBridge: CallHandler {
         }
     }
 
-    /// The caller's audio (48 kHz, resampled to 8 kHz, mu-law) and keys, to the agent.
-    private func forwardCaller(_ inputs: AsyncStream<CallLink.Input>, session: AgentSessionIO) async {
-        guard let down = try? Resampler(from: 48_000, to: 8_000) else { return }
-        var chunk = 0
-        var pending: [Int16] = []
-        for await input in inputs {
-            switch input {
-            case .audio(let samples):
-                pending += down.process(samples)
-                while pending.count >= 160 {
-                    chunk += 1
-                    session.write(MediaStream.media(quotedStreamSid: session.quotedSid, sequence: session.nextSequence(), chunk: chunk,
-                                                    timestampMillis: Int64(chunk - 1) * 20, payload: MuLaw.encode(Array(pending.prefix(160)))))
-                    pending.removeFirst(160)
-                }
-            case .dtmf(let digit):
-                session.write(MediaStream.dtmf(quotedStreamSid: session.quotedSid, sequence: session.nextSequence(), digit: digit))
-            }
-        }
-    }
-
-    /// Every 20 ms: the next frame of the agent's audio to the caller (8 kHz resampled to 48 kHz), then the marks
-    /// whose audio has all been sent.
-    private func play(session: AgentSessionIO, call: CallContext) async {
-        guard let up = try? Resampler(from: 8_000, to: 48_000) else { return }
+    /// Every 20 ms while the agent has audio queued: the next frame to the caller, then the marks whose audio
+    /// has all been sent. Idle, it waits for the agent's next audio, which `fromAgent` plays at once.
+    private func play(session: AgentSessionIO) async {
         let clock = ContinuousClock()
         var next = clock.now
-        var pending: [Int16] = []
         var wakes = session.wakes.makeAsyncIterator()
         while !Task.isCancelled {
-            let (tick, idle) = session.playout.withLock { playout in
-                let tick = playout.tick()
-                return (tick, tick.frame == nil && playout.isEmpty)
-            }
-            session.writeMarks(tick.marks)
-            if idle {
-                // Nothing to play: wait for the agent's next audio and play it the moment it comes (an agent that
-                // answers frame by frame adds no wait for the next tick), then keep 20 ms from there.
+            guard session.tick() else {
                 guard await wakes.next() != nil else { return }
-                next = clock.now
+                next = clock.now + .milliseconds(20)  // `fromAgent` just played a frame: the next is due 20 ms on
+                do { try await Task.sleep(until: next, clock: clock) } catch { return }
                 continue
             }
             next += .milliseconds(20)
             if clock.now - next > .milliseconds(100) { next = clock.now }  // fell behind (a stall): no burst to catch up
-            if let frame = tick.frame {
-                pending += up.process(frame)
-                if pending.count >= call.frameSamples {
-                    try? call.send(Array(pending.prefix(call.frameSamples)))
-                    pending.removeFirst(call.frameSamples)
-                }
-            }
             do { try await Task.sleep(until: next, clock: clock) } catch { return }
         }
     }
@@ -305,81 +270,6 @@ public final class AgentBridge: CallHandler {
             session.send(AgentSocket.control(.ping, ByteBuffer(string: "sb")))
         }
         return nil
-    }
-}
-
-/// What one call's agent sessions share: the live session's input, and the state to start the next one with.
-final class CallLink: Sendable {
-    enum Input: Sendable {
-        case audio([Int16])
-        case dtmf(Character)
-    }
-
-    private let input = Mutex<AsyncStream<Input>.Continuation?>(nil)
-    private let state: Mutex<String?>
-
-    init(savedState: String?) { state = Mutex(savedState) }
-
-    /// The agent's last checkpoint (or the one the call resumed with).
-    var savedState: String? {
-        get { state.withLock { $0 } }
-        set { state.withLock { $0 = newValue } }
-    }
-
-    func attach(_ continuation: AsyncStream<Input>.Continuation) { input.withLock { $0 = continuation } }
-    func detach() { input.withLock { $0?.finish(); $0 = nil } }
-    func send(_ item: Input) { _ = input.withLock { $0?.yield(item) } }
-}
-
-/// One agent session: writes to its socket (thread-safe: NIO channels are), numbering what it sends; the
-/// agent's audio queued for the caller; when the agent last answered a ping.
-final class AgentSessionIO: Sendable {
-    let channel: any NIOCore.Channel
-    let streamSid: String
-    let quotedSid: String
-    private let sequence = Atomic<Int>(1)  // `start` is 1
-    let playout = Mutex(AgentPlayout())
-    /// Audio came: wakes an idle playout.
-    let wakes: AsyncStream<Void>
-    let wake: AsyncStream<Void>.Continuation
-    let lastPong = Atomic<Int64>(ContinuousClock.now.millis)
-
-    init(channel: any NIOCore.Channel, streamSid: String) {
-        self.channel = channel
-        self.streamSid = streamSid
-        quotedSid = JSONText.quoted(streamSid)
-        (wakes, wake) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
-    }
-
-    func nextSequence() -> Int { sequence.add(1, ordering: .relaxed).newValue }
-
-    func send(_ frame: WebSocketFrame) { channel.writeAndFlush(frame, promise: nil) }
-    func write(_ text: String) { send(AgentSocket.text(text)) }
-
-    func writeMarks(_ names: [String]) {
-        for name in names { write(MediaStream.mark(quotedStreamSid: quotedSid, sequence: nextSequence(), name: name)) }
-    }
-
-    func stop(accountSid: String, callSid: String) -> String {
-        MediaStream.stop(quotedStreamSid: quotedSid, sequence: nextSequence(), accountSid: accountSid, callSid: callSid)
-    }
-
-    /// A close frame; then the agent closes the connection, as the server does at the end of the closing
-    /// handshake, or the worker does after `limit` (a call's end never waits long on its agent).
-    func close(within limit: Duration) async {
-        var code = ByteBuffer()
-        code.write(webSocketErrorCode: .normalClosure)
-        send(AgentSocket.control(.connectionClose, code))
-        let channel = channel
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await channel.closeFuture.get() }  // not cancellable: the other task ends it
-            group.addTask {
-                try? await Task.sleep(for: limit)
-                channel.close(promise: nil)
-            }
-            await group.next()
-            group.cancelAll()
-        }
     }
 }
 

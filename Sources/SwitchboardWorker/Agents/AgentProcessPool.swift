@@ -220,7 +220,12 @@ public final class AgentProcessPool: Sendable {
                 metrics.observe(MetricNames.agentStartSeconds, [:], (clock.now - began).microseconds / 1e6, buckets: MetricNames.latencyBuckets, help: "Time from starting an agent process to its port accepting connections")
                 return process
             }
-            do { try await Task.sleep(for: .milliseconds(20)) } catch { break }
+            do {
+                try await Task.sleep(for: .milliseconds(20))
+            } catch {
+                terminate(process)
+                throw SwitchboardError(.cancelled, "the worker stopped while an agent process started")
+            }
         }
         terminate(process)
         throw SwitchboardError(.timeout, "the agent process did not listen on port \(port) within \(settings.startTimeout)")

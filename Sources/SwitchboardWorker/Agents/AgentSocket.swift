@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -137,5 +138,48 @@ enum AgentSocket {
 
     static func control(_ opcode: WebSocketOpcode, _ data: ByteBuffer = ByteBuffer()) -> WebSocketFrame {
         WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(), data: data)
+    }
+}
+
+/// Reaching an agent from outside a call: whether it listens, and how fast it echoes (for benchmarks and
+/// checks by hand).
+public enum AgentProbe {
+    public static func accepts(host: String = "127.0.0.1", port: Int) -> Bool { AgentSystem.accepts(host: host, port: port) }
+
+    public static func freePort() throws(SwitchboardError) -> Int { try AgentSystem.freeLoopbackPort() }
+
+    /// Starts `command` as agent processes are started (its own process group, SIGKILL when this process dies),
+    /// with this process's environment; returns its pid. For benchmarks: the caller kills it (`killpg`).
+    public static func spawn(_ command: String) async throws(SwitchboardError) -> Int32 {
+        let (pid, output) = try await AgentSpawner.shared.spawn(command: command, environment: ProcessInfo.processInfo.environment)
+        close(output)  // not read: the command sends its output elsewhere (`>/dev/null`), or its writes fail
+        return pid
+    }
+
+    /// Opens a session as a worker does (`connected`, `start` with `metadata` `{"agent":"echo"}`), then sends
+    /// `count` 20 ms `media` messages one at a time, timing each until the agent's `media` comes back.
+    public static func echoTimes(_ address: AgentAddress, count: Int) async throws -> [Duration] {
+        let channel = try await AgentSocket.connect(address, timeout: .seconds(5), maxMessageBytes: MediaStream.maxAgentMessageBytes)
+        let sid = JSONText.quoted("MZprobe")
+        return try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(AgentSocket.text(MediaStream.connected()))
+            try await outbound.write(AgentSocket.text(MediaStream.start(.init(
+                accountSid: "AC0", streamSid: "MZprobe", callSid: "probe",
+                customParameters: ["call_id": "probe", "metadata": #"{"agent":"echo"}"#, "resumed": "false"]))))
+            var frames = inbound.makeAsyncIterator()
+            var times: [Duration] = []
+            let payload = [UInt8](repeating: 0xFF, count: 160)
+            for i in 0..<count {
+                let sent = ContinuousClock.now
+                try await outbound.write(AgentSocket.text(MediaStream.media(quotedStreamSid: sid, sequence: i + 2, chunk: i + 1,
+                                                                            timestampMillis: Int64(i) * 20, payload: payload)))
+                while let frame = try await frames.next() {
+                    if frame.opcode == .text, case .media? = try? MediaStream.decodeAgentMessage(Array(buffer: frame.unmaskedData)) { break }
+                }
+                times.append(ContinuousClock.now - sent)
+            }
+            try await outbound.write(AgentSocket.control(.connectionClose))
+            return times
+        }
     }
 }
