@@ -12,7 +12,14 @@ final class CallLink: Sendable {
         case dtmf(Character)
     }
 
-    private let live = Mutex<AgentSessionIO?>(nil)
+    private struct Live {
+        var session: AgentSessionIO?
+        /// Keys pressed while no session was live (before the first, or during a restart): an event the agent
+        /// must not miss, unlike audio gone stale. Sent when the next session starts; at most 32 kept.
+        var heldDigits: [Character] = []
+    }
+
+    private let live = Mutex(Live())
     private let state: Mutex<String?>
 
     init(savedState: String?) { state = Mutex(savedState) }
@@ -23,12 +30,25 @@ final class CallLink: Sendable {
         set { state.withLock { $0 = newValue } }
     }
 
-    func attach(_ session: AgentSessionIO) { live.withLock { $0 = session } }
-    func detach() { live.withLock { $0 = nil } }
+    /// The session is live (its `start` sent): keys held meanwhile go to it now.
+    func attach(_ session: AgentSessionIO) {
+        live.withLock { live in
+            // Under the lock (a write only queues on the socket), so a key pressed now cannot overtake them.
+            for digit in live.heldDigits { session.fromCaller(digit: digit) }
+            live.heldDigits.removeAll()
+            live.session = session
+        }
+    }
+
+    func detach() { live.withLock { $0.session = nil } }
 
     /// To the live session's agent, on the caller's task: no hop between the caller's audio and the socket.
     func send(_ item: Input) {
-        guard let session = live.withLock({ $0 }) else { return }
+        let session = live.withLock { live -> AgentSessionIO? in
+            if live.session == nil, case .dtmf(let digit) = item, live.heldDigits.count < 32 { live.heldDigits.append(digit) }
+            return live.session
+        }
+        guard let session else { return }
         switch item {
         case .audio(let samples): session.fromCaller(samples)
         case .dtmf(let digit): session.fromCaller(digit: digit)
