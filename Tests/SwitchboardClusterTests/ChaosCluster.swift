@@ -41,6 +41,9 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
     private let events = EventLog()
     private var eventSubscription: NATSSubscription?
     private(set) var failed = false
+    /// Workers host calls with an agent process each (the reference agent speaking the call's tone), not the
+    /// built-in tone handler.
+    private var agents = false
 
     struct Call {
         let placement: Placement
@@ -62,9 +65,11 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
 
     /// Runs one case on a fresh cluster: `workers` (id, capacity) with tone calls placed on them, and at least
     /// two of them holding calls. Prints every process's output if anything failed.
-    static func run(routers: Int = 1, workers: [(id: String, capacity: Int)] = [("a", 4), ("b", 4)], calls: Int = 4,
+    static func run(routers: Int = 1, workers: [(id: String, capacity: Int)] = [("a", 4), ("b", 4)], calls: Int = 4, agents: Bool = false,
                     _ body: (ChaosCluster) async throws -> Void) async throws {
         let cluster = try await ChaosCluster()
+        cluster.agents = agents
+        if agents { try Agents.requireVenv() }
         do {
             try await cluster.start(routers: routers, workers: workers, calls: calls)
             try await body(cluster)
@@ -99,7 +104,7 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
 
         for i in 0..<count {
             let hz = 300 + 60 * i  // one tone per call: a call carried on by the wrong worker would be heard
-            let reply = try await route(key: key, metadata: ["tone_hz": "\(hz)"])
+            let reply = try await route(key: key, metadata: ["tone_hz": "\(hz)", "agent": "tone"])
             let placement = try require(reply.call, "call \(i) not placed: \(reply.error?.code ?? "?") \(reply.error?.message ?? "")")
             calls.append(Call(placement: placement, tap: try AudioTap(client, placement.media.out), toneHz: hz))
         }
@@ -128,8 +133,8 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
     /// Starts a tone worker; `--cpu-source process`: the workers share one box, and its load is not theirs.
     @discardableResult
     func spawnWorker(_ id: String, capacity: Int) throws -> CLIProcess {
-        spawn(id, try CLIProcess(["worker", "--id", id, "--capacity", "\(capacity)", "--handler", "tone", "--cpu-source", "process"]
-                                 + common))
+        let host = agents ? ["--agent-command", Agents.command(Agents.reference), "--agent-pool", "\(capacity)"] : ["--handler", "tone"]
+        return spawn(id, try CLIProcess(["worker", "--id", id, "--capacity", "\(capacity)", "--cpu-source", "process"] + host + common))
     }
 
     func process(_ name: String) -> CLIProcess { processes.first { $0.name == name }!.process }

@@ -20,6 +20,17 @@ struct ChaosTests {
         }
     }
 
+    @Test func everyAgentCallGoesOnWhenNATSIsStoppedForFourSecondsAndStartedAgain() async throws {
+        // The same with an agent process behind each call: the worker's sockets to its agents do not cross NATS,
+        // and no agent session is restarted for the bus's trouble.
+        try await ChaosCluster.run(agents: true) { cluster in
+            await cluster.nats.stop()
+            try await Task.sleep(for: .seconds(4))
+            try await cluster.nats.start()
+            await cluster.expectEveryCallSpeaking()
+        }
+    }
+
     @Test func everyCallGoesOnWhenNATSIsRestartedTwiceWithinTenSeconds() async throws {
         try await ChaosCluster.run { cluster in
             // Each time down for longer than a worker's detection time (1.5 s), the second while the routers may
@@ -60,7 +71,17 @@ struct ChaosTests {
     // MARK: - Workers
 
     @Test func aFrozenWorkersCallsResumeElsewhereAndItDoesNotSpeakOverThemWhenThawed() async throws {
-        try await ChaosCluster.run { cluster in
+        try await frozenWorker(agents: false)
+    }
+
+    /// The same with an agent process behind each call: the calls resume in fresh agent sessions on the other
+    /// worker, and the thawed worker's agents say nothing the callers hear.
+    @Test func aFrozenWorkersAgentCallsResumeElsewhereAndItDoesNotSpeakOverThemWhenThawed() async throws {
+        try await frozenWorker(agents: true)
+    }
+
+    private func frozenWorker(agents: Bool) async throws {
+        try await ChaosCluster.run(agents: agents) { cluster in
             let (frozen, itsCalls) = cluster.busiestWorker()
             let worker = cluster.process(frozen)
             let frozenFrom = cluster.calls.map(\.tap.count)
