@@ -27,27 +27,15 @@ struct AgentBench {
             report.add(Row(name: "agents: echo, route to first audio, memory", note: "skipped: run from the repository after scripts/agents-venv"))
             return
         }
-        var logger = Logger(label: "bench.agents")
-        logger.logLevel = ProcessInfo.processInfo.environment["BENCH_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
-        let subjects = try Subjects(prefix: "bench\(Identifiers.random(bytes: 3))")
-        let keys = try RedisKeys(prefix: subjects.prefix)
-        let fleet = try await BenchFleet(natsURL: natsURL, redisURL: redisURL, subjects: subjects, keys: keys, logger: logger)
-        defer { fleet.close() }
-        let caller = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: "bench-caller"), logger: logger)
-        defer { caller.close() }
-        let echo = try caller.subscribe(to: "\(subjects.prefix).echo") { m in try? caller.reply(to: m, payload: m.payload) }
-        defer { echo.unsubscribe() }
-        try await caller.flush()
-        let natsRTT = LatencySummary(try await timeEach(2000) { _ = try await caller.request("\(subjects.prefix).echo", payload: [1]) })!
-        report.add(Row(name: "raw NATS request/reply (same run)", summary: natsRTT))
-
-        let server = try await AgentServer.start(python: python, script: script)
-        defer { server.stop() }
-        try await echoDelay(fleet, caller: caller, server: server, natsRTT: natsRTT, logger: logger, into: &report)
-        try await memoryPerCall(fleet, server: server, logger: logger, into: &report)
-        for pool in [4, 0] {
-            try await routeToFirstAudio(fleet, caller: caller, command: "\(python) \(script) --port {port} --one-call", pool: pool,
-                                        logger: logger, into: &report)
+        try await BenchFleet.with("bench.agents", natsURL: natsURL, redisURL: redisURL, report: &report) { fleet, caller, natsRTT, report in
+            let server = try await AgentServer.start(python: python, script: script)
+            defer { server.stop() }
+            try await echoDelay(fleet, caller: caller, server: server, natsRTT: natsRTT, logger: fleet.logger, into: &report)
+            try await memoryPerCall(fleet, server: server, logger: fleet.logger, into: &report)
+            for pool in [4, 0] {
+                try await routeToFirstAudio(fleet, caller: caller, command: "\(python) \(script) --port {port} --one-call", pool: pool,
+                                            logger: fleet.logger, into: &report)
+            }
         }
     }
 

@@ -18,25 +18,11 @@ struct DrainBench {
     var migrations = 100
 
     func run(into report: inout Report) async throws {
-        var logger = Logger(label: "bench.drain")
-        logger.logLevel = ProcessInfo.processInfo.environment["BENCH_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
-        let subjects = try Subjects(prefix: "bench\(Identifiers.random(bytes: 3))")
-        let keys = try RedisKeys(prefix: subjects.prefix)
-        let fleet = try await BenchFleet(natsURL: natsURL, redisURL: redisURL, subjects: subjects, keys: keys, logger: logger)
-        defer { fleet.close() }
-        let caller = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: "bench-caller"), logger: logger)
-        defer { caller.close() }
-
-        // Raw round trips, same run.
-        let echo = try caller.subscribe(to: "\(subjects.prefix).echo") { m in try? caller.reply(to: m, payload: m.payload) }
-        defer { echo.unsubscribe() }
-        try await caller.flush()
-        let natsRTT = LatencySummary(try await timeEach(2000) { _ = try await caller.request("\(subjects.prefix).echo", payload: [1]) })!
-        report.add(Row(name: "raw NATS request/reply (same run)", summary: natsRTT))
-
-        try await drainUnderLoad(fleet, caller: caller, into: &report)
-        try await migrationGaps(fleet, caller: caller, natsRTT: natsRTT, into: &report)
-        for calls in [10, 100] { try await failover(calls, fleet, caller: caller, into: &report) }
+        try await BenchFleet.with("bench.drain", natsURL: natsURL, redisURL: redisURL, report: &report) { fleet, caller, natsRTT, report in
+            try await drainUnderLoad(fleet, caller: caller, into: &report)
+            try await migrationGaps(fleet, caller: caller, natsRTT: natsRTT, into: &report)
+            for calls in [10, 100] { try await failover(calls, fleet, caller: caller, into: &report) }
+        }
     }
 
     /// Routes flow steadily; one worker is drained. Every placement on it is timed against the command.
@@ -255,6 +241,26 @@ final class BenchFleet: @unchecked Sendable {  // used from the benchmark's one 
             guard ContinuousClock.now < deadline else { throw SwitchboardError(.timeout, "workers \(ids) not seen") }
             try await Task.sleep(for: .milliseconds(20))
         }
+    }
+
+    /// A fleet on prefixes of its own and a caller, after the raw NATS round trip is measured (and reported)
+    /// with them: the baseline of the same run. `BENCH_LOG_LEVEL` sets the log level (critical by default).
+    static func with(_ label: String, natsURL: String, redisURL: String, report: inout Report,
+                     _ body: (BenchFleet, NATSConnection, LatencySummary, inout Report) async throws -> Void) async throws {
+        var logger = Logger(label: label)
+        logger.logLevel = ProcessInfo.processInfo.environment["BENCH_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
+        let subjects = try Subjects(prefix: "bench\(Identifiers.random(bytes: 3))")
+        let keys = try RedisKeys(prefix: subjects.prefix)
+        let fleet = try await BenchFleet(natsURL: natsURL, redisURL: redisURL, subjects: subjects, keys: keys, logger: logger)
+        defer { fleet.close() }
+        let caller = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: "bench-caller"), logger: logger)
+        defer { caller.close() }
+        let echo = try caller.subscribe(to: "\(subjects.prefix).echo") { m in try? caller.reply(to: m, payload: m.payload) }
+        defer { echo.unsubscribe() }
+        try await caller.flush()
+        let natsRTT = LatencySummary(try await timeEach(2000) { _ = try await caller.request("\(subjects.prefix).echo", payload: [1]) })!
+        report.add(Row(name: "raw NATS request/reply (same run)", summary: natsRTT))
+        try await body(fleet, caller, natsRTT, &report)
     }
 
     /// Stops every worker (their calls end) and waits for them.

@@ -182,7 +182,7 @@ public final class AgentProcessPool: Sendable {
                 state.starting -= 1
                 state.failuresInARow += 1
             }
-            logger.error("agent process did not start", metadata: [LogKey.error: "\(error)"])
+            if error.code != .cancelled { logger.error("agent process did not start", metadata: [LogKey.error: "\(error)"]) }
         }
         refill.yield()
     }
