@@ -184,7 +184,8 @@ public final class AgentBridge: CallHandler {
                     return first ?? .closedByCall
                 }
                 if case .closedByCall = end { session.write(session.stop(accountSid: settings.accountSid, callSid: call.callID)) }
-                await session.close(within: .milliseconds(300))
+                // After the agent's own close (echoed as it came), no second close frame: only the connection's end.
+                await session.close(within: .milliseconds(300), sendingClose: end != .hungUp)
             }
         } catch {
             log.debug("agent socket closed with an error", metadata: [LogKey.error: "\(error)"])

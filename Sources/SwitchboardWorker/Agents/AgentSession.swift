@@ -180,10 +180,12 @@ final class AgentSessionIO: Sendable {
 
     /// A close frame; then the agent closes the connection, as the server does at the end of the closing
     /// handshake, or the worker does after `limit` (a call's end never waits long on its agent).
-    func close(within limit: Duration) async {
-        var code = ByteBuffer()
-        code.write(webSocketErrorCode: .normalClosure)
-        send(AgentSocket.control(.connectionClose, code))
+    func close(within limit: Duration, sendingClose: Bool = true) async {
+        if sendingClose {
+            var code = ByteBuffer()
+            code.write(webSocketErrorCode: .normalClosure)
+            send(AgentSocket.control(.connectionClose, code))
+        }
         let channel = channel
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await channel.closeFuture.get() }  // not cancellable: the other task ends it
