@@ -48,11 +48,13 @@ struct AgentBridgeTests {
         try await eventually(timeout: .seconds(10), "the agent's echo comes back") { caller.tap.count >= 75 }
         let frequency = try caller.tap.frequency(after: started + .milliseconds(400), frames: 50)
         #expect(abs(frequency - 440) <= 5, "heard \(frequency) Hz")
-        // Paced at real time: 20 ms a packet, numbered without a gap.
+        // Whole 20 ms frames, numbered and timed without a gap. (Their pace follows the caller's, which an echo
+        // answers frame by frame: on a busy machine that is the test's own timing, so it is not asserted here;
+        // the playout's one frame per tick is, in AgentPlayoutTests.)
         let heard = caller.tap.all.suffix(50)
-        #expect(zip(heard, heard.dropFirst()).allSatisfy { $1.packet.sequence == $0.packet.sequence &+ 1 })
-        let span = heard.last!.at - heard.first!.at
-        #expect(span > .milliseconds(49 * 20 - 200) && span < .milliseconds(49 * 20 + 400), "50 packets over \(span)")
+        #expect(zip(heard, heard.dropFirst()).allSatisfy {
+            $1.packet.sequence == $0.packet.sequence &+ 1 && $1.packet.timestamp == $0.packet.timestamp &+ 960
+        })
         try await eventually(timeout: .seconds(5), "its state is saved") { try await state(cluster, call.callID)["pid"] != nil }
         caller.hangUp()
         await cluster.shutdown()
