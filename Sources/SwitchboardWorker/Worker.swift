@@ -50,6 +50,8 @@ public final class Worker: Service, Sendable {
         var calls: [String: Running] = [:]
         var seq: UInt64 = 0
         var load = LoadSampler.Sample(cpu: 0, memoryUsed: 0, memoryLimit: 0)
+        /// The GPU's last reading (`gpuLoop`), nil without a GPU source or when it could not be read.
+        var gpu: Heartbeat.GPULoad?
         var drain = Drain()
         /// The drain request in force (nil when serving), to tell a new one in Redis from the one applied.
         var appliedDrain: DrainRequest?
@@ -160,6 +162,7 @@ public final class Worker: Service, Sendable {
                 background.addTask { await self.watchConnection() }
                 background.addTask { await self.deployLoop() }
                 background.addTask { await self.handler.runBackground() }
+                if configuration.gpuSource != .none { background.addTask { await self.gpuLoop() } }
                 background.addTask {
                     await withDiscardingTaskGroup { inFlight in
                         for await job in self.jobs {
@@ -395,6 +398,23 @@ public final class Worker: Service, Sendable {
         }
     }
 
+    /// Reads the GPU every heartbeat interval (a command may take up to 2 s: off the heartbeat's own loop).
+    private func gpuLoop() async {
+        let sampler = GPUSampler(source: configuration.gpuSource)
+        var reported: Bool?
+        while !Task.isCancelled {
+            let reading = await sampler.sample()
+            state.withLock { $0.gpu = reading }
+            if reported != (reading != nil) {
+                reported = reading != nil
+                logger.log(level: reading == nil ? .warning : .info,
+                           reading == nil ? "the GPU cannot be read: heartbeats carry no GPU load" : "heartbeats carry the GPU's load",
+                           metadata: ["gpu_source": "\(configuration.gpuSource)"])
+            }
+            try? await Task.sleep(for: configuration.heartbeatInterval)
+        }
+    }
+
     func heartbeat() -> Heartbeat {
         state.withLock { state in
             state.seq += 1
@@ -402,7 +422,7 @@ public final class Worker: Service, Sendable {
                              zone: configuration.zone, state: state.slots.reportedState, capacity: configuration.capacity,
                              activeCalls: state.slots.activeCalls, cpu: state.load.cpu,
                              memoryUsedBytes: state.load.memoryUsed, memoryLimitBytes: state.load.memoryLimit,
-                             seq: state.seq, incarnation: incarnation, accepted: state.slots.accepted)
+                             seq: state.seq, incarnation: incarnation, accepted: state.slots.accepted, gpu: state.gpu)
         }
     }
 

@@ -29,6 +29,8 @@ public struct WorkerConfiguration: Sendable {
     public var leaseTime: Duration = .seconds(30)
     /// Whose CPU use heartbeats report (see `CPUSource`).
     public var cpuSource: CPUSource = .auto
+    /// Where the GPU's load is read for heartbeats (none: no GPU in the score).
+    public var gpuSource: GPUSource = .none
     /// For load tests: burn this share of one core in a background thread, so the worker looks busy.
     public var syntheticCPULoad = 0.0
     /// A graceful shutdown (SIGTERM) drains with this deadline; then calls still running are moved or ended.

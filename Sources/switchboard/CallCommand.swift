@@ -88,13 +88,14 @@ extension Locality: ExpressibleByArgument {}
 
 /// The scheduler's reasoning as a table: the workers it scored, then counts of those it left out and why.
 func describe(_ e: Scheduler.Explanation) -> String {
-    var rows = [["CANDIDATE", "REGION/ZONE", "CPU", "MEM", "FILL", "SCORE", "= cpu + mem + slots + locality - penalty"]]
+    var rows = [["CANDIDATE", "REGION/ZONE", "CPU", "MEM", "FILL", "GPU", "SCORE", "= cpu + mem + slots + locality + gpu - penalty"]]
     for c in e.candidates {
         let s = c.score
         rows.append([c.workerID + (c.workerID == e.chosen ? " *" : ""), "\(c.region)/\(c.zone)",
                      String(format: "%.0f%%", c.load.cpu * 100), String(format: "%.0f%%", c.load.memory * 100),
-                     String(format: "%.0f%%", c.load.fill * 100), String(format: "%.3f", s.total),
-                     String(format: "%.3f + %.3f + %.3f + %.3f - %.3f", s.cpu, s.memory, s.slots, s.locality, s.penalty)])
+                     String(format: "%.0f%%", c.load.fill * 100), c.load.gpu.map { String(format: "%.0f%%", $0 * 100) } ?? "-",
+                     String(format: "%.3f", s.total),
+                     String(format: "%.3f + %.3f + %.3f + %.3f + %.3f - %.3f", s.cpu, s.memory, s.slots, s.locality, s.gpu, s.penalty)])
     }
     let left = e.filtered.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
     return "scheduler (\(e.strategy.rawValue)): \(e.workers) workers, \(e.eligible) eligible"

@@ -32,7 +32,7 @@ struct RouterCommand: AsyncParsableCommand {
     var choices: Int = Settings.int("choices", 2)
     @Option(name: .customLong("cpu-ceiling"), help: "CPU share past which a worker's score drops steeply.")
     var cpuCeiling: Double = Settings.double("cpu-ceiling", 0.8)
-    @Option(name: .customLong("weights"), help: "Score weights as cpu,memory,slots,locality.")
+    @Option(name: .customLong("weights"), help: "Score weights as cpu,memory,slots,locality[,gpu] (gpu: 1 when not given; it counts only for workers that report a GPU).")
     var weights: String = Settings.string("weights", "1,0.5,1,1")
     @Option(name: .customLong("suspect-after"), help: "Silent heartbeat intervals before a worker is suspect (and pinged).")
     var suspectAfter: Int = Settings.int("suspect-after", 2)
@@ -67,9 +67,11 @@ struct RouterCommand: AsyncParsableCommand {
             throw SwitchboardError(.invalidArgument, "strategy must be spread or binpack, not '\(strategy)'")
         }
         let w = weights.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
-        guard w.count == 4 else { throw SwitchboardError(.invalidArgument, "weights must be four numbers: cpu,memory,slots,locality") }
+        guard w.count == 4 || w.count == 5 else {
+            throw SwitchboardError(.invalidArgument, "weights must be four or five numbers: cpu,memory,slots,locality[,gpu]")
+        }
         let scheduler = Scheduler.Configuration(strategy: strategy, choices: choices,
-                                                weights: .init(cpu: w[0], memory: w[1], slots: w[2], locality: w[3]),
+                                                weights: .init(cpu: w[0], memory: w[1], slots: w[2], locality: w[3], gpu: w.count == 5 ? w[4] : 1),
                                                 cpuCeiling: cpuCeiling)
         try scheduler.validate()
         let interval = try seconds(heartbeatInterval, "heartbeat interval", max: 3600)

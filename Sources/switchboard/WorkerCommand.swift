@@ -47,6 +47,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("cpu-source"),
             help: "Whose CPU heartbeats report: auto (the cgroup quota's, else the machine's), machine, or process (this process alone, for several workers on one machine).")
     var cpuSource: String = Settings.string("cpu-source", "auto")
+    @Option(name: .customLong("gpu-source"),
+            help: "Where heartbeats read the GPU's load (the scheduler weighs free GPU like free CPU): none, nvml (NVIDIA's library, loaded at run time), file:PATH or command:CMD (JSON {\"utilization\",\"memory_used_bytes\",\"memory_total_bytes\"} or nvidia-smi's csv,noheader,nounits of utilization.gpu,memory.used,memory.total).")
+    var gpuSource: String = Settings.string("gpu-source", "none")
     @Option(name: .customLong("synthetic-cpu-load"), help: "For load tests: burn this share of one core (0-1).")
     var syntheticCPULoad: Double = Settings.double("synthetic-cpu-load", 0)
     @Option(name: .customLong("lease-time"), help: "Seconds a tenant's live-call lease lasts (the routers' setting); renewed every third of it.")
@@ -83,6 +86,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 throw SwitchboardError(.invalidArgument, "cpu source must be one of \(CPUSource.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             config.cpuSource = source
+            config.gpuSource = try GPUSource(parsing: gpuSource)
             try DrainRequest.checkDeadline(seconds: drainDeadline)
             config.drainDeadline = try seconds(drainDeadline, "drain deadline", allowZero: true)
             guard let atDeadline = AtDeadline(rawValue: drainAtDeadline) else {

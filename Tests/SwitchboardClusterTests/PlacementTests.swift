@@ -146,3 +146,32 @@ struct PlacementTests {
         await cluster.shutdown()
     }
 }
+
+@Suite("GPU in placement")
+struct GPUPlacementTests {
+    @Test func workersReportTheirGPUAndCallsGoWhereItIsFreeAsExplainShows() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sbgpu-\(Identifiers.random(bytes: 4))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let busyFile = dir.appendingPathComponent("busy.json"), idleFile = dir.appendingPathComponent("idle.csv")
+        try #"{"utilization": 0.95, "memory_used_bytes": 1073741824, "memory_total_bytes": 17179869184}"#.write(to: busyFile, atomically: true, encoding: .utf8)
+        try "5, 1024, 16384\n".write(to: idleFile, atomically: true, encoding: .utf8)  // nvidia-smi's csv,noheader,nounits
+        let cluster = try await TestCluster()
+        let router = try await cluster.addRouter()
+        try await cluster.addWorker(id: "busy-gpu", capacity: 8) { $0.gpuSource = .file(busyFile.path) }
+        try await cluster.addWorker(id: "idle-gpu", capacity: 8) { $0.gpuSource = .file(idleFile.path) }
+        try await cluster.waitForWorkers(2)
+        try await eventually(timeout: .seconds(10), "heartbeats carry both GPUs") {
+            router.router.workers().filter { $0.heartbeat.gpu != nil }.count == 2
+        }
+        let reply = try await cluster.routeByNATS(RouteRequest(tenant: "t", explain: true))
+        let call = try #require(reply.call)
+        #expect(call.workerID == "idle-gpu")
+        let explanation = try #require(call.explain)
+        let busy = try #require(explanation.candidates.first { $0.workerID == "busy-gpu" })
+        let idle = try #require(explanation.candidates.first { $0.workerID == "idle-gpu" })
+        #expect(busy.load.gpu == 0.95 && idle.load.gpu == 0.0625)  // memory 1024/16384 is busier than 5%
+        #expect(idle.score.gpu > busy.score.gpu && busy.score.penalty > 0)
+        await cluster.shutdown()
+    }
+}

@@ -51,7 +51,10 @@ struct DecoderFuzzTests {
         var random = SeededRandom(seed: 1)
         let t0 = ContinuousClock.now
         var n = 0
-        Self.fuzz("heartbeat", seed: 1, samples: [beat.encoded(), { var b = beat; b.state = .outdated; return b.encoded() }()]) { bytes in
+        var withGPU = beat
+        withGPU.gpu = .init(utilization: 0.4, memoryUsedBytes: 1 << 30, memoryTotalBytes: 16 << 30)
+        Self.fuzz("heartbeat", seed: 1, samples: [beat.encoded(), { var b = beat; b.state = .outdated; return b.encoded() }(),
+                                                  withGPU.encoded()]) { bytes in
             Self.roundTrip(bytes, Heartbeat.decode) { hb in
                 // What a router does with one: the registry, a decision, a view with load and score.
                 n += 1

@@ -15,4 +15,13 @@ int sb_set_parent_death_signal(int signal);
 pid_t sb_spawn_agent(const char *path, char *const argv[], char *const envp[], int out_fd);
 /* pipe2(fds, O_CLOEXEC): both ends closed on exec, so no other child inherits them. 0 or -1 (errno set). */
 int sb_pipe_cloexec(int fds[2]);
+/* NVIDIA's NVML, loaded at run time (dlopen "libnvidia-ml.so.1"): no link-time dependency, and nothing happens
+   on a machine without it. sb_nvml_sample fills the GPUs' mean utilisation (percent) and their memory in bytes,
+   summed; it returns 0, or -1 when NVML is absent or fails (errno is not set). */
+typedef struct {
+    unsigned int utilization_percent;
+    unsigned long long memory_used;
+    unsigned long long memory_total;
+} sb_gpu_sample;
+int sb_nvml_sample(sb_gpu_sample *out);
 #endif

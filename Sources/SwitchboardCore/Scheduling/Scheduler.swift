@@ -22,12 +22,22 @@ public struct Scheduler: Sendable {
         public var memory: Double
         public var slots: Double
         public var locality: Double
+        /// Free GPU, weighed like free CPU, for workers that report one (the others score 0 for it).
+        public var gpu: Double
 
-        public init(cpu: Double = 1, memory: Double = 0.5, slots: Double = 1, locality: Double = 1) {
+        public init(cpu: Double = 1, memory: Double = 0.5, slots: Double = 1, locality: Double = 1, gpu: Double = 1) {
             self.cpu = cpu
             self.memory = memory
             self.slots = slots
             self.locality = locality
+            self.gpu = gpu
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(cpu: try c.decode(Double.self, forKey: .cpu), memory: try c.decode(Double.self, forKey: .memory),
+                      slots: try c.decode(Double.self, forKey: .slots), locality: try c.decode(Double.self, forKey: .locality),
+                      gpu: try c.decodeIfPresent(Double.self, forKey: .gpu) ?? 1)
         }
     }
 
@@ -57,7 +67,8 @@ public struct Scheduler: Sendable {
         public func validate() throws(SwitchboardError) {
             guard (1...16).contains(choices) else { throw SwitchboardError(.invalidArgument, "choices must be 1-16") }
             guard cpuCeiling > 0 && cpuCeiling <= 1 else { throw SwitchboardError(.invalidArgument, "cpu ceiling must be in (0, 1]") }
-            for (name, w) in [("cpu", weights.cpu), ("memory", weights.memory), ("slots", weights.slots), ("locality", weights.locality)]
+            for (name, w) in [("cpu", weights.cpu), ("memory", weights.memory), ("slots", weights.slots), ("locality", weights.locality),
+                              ("gpu", weights.gpu)]
             where !(w.isFinite && w >= 0) {
                 throw SwitchboardError(.invalidArgument, "weight '\(name)' must be a number >= 0")
             }
@@ -106,32 +117,36 @@ public struct Scheduler: Sendable {
         public var memory: Double
         public var slots: Double
         public var locality: Double
-        /// Subtracted past the CPU ceiling.
+        /// Free GPU (0 for a worker that reports none).
+        public var gpu: Double
+        /// Subtracted past the CPU ceiling (and past it on the GPU).
         public var penalty: Double
-        public var total: Double { cpu + memory + slots + locality - penalty }
+        public var total: Double { cpu + memory + slots + locality + gpu - penalty }
 
-        enum CodingKeys: String, CodingKey { case cpu, memory, slots, locality, penalty, total }
+        enum CodingKeys: String, CodingKey { case cpu, memory, slots, locality, gpu, penalty, total }
         public func encode(to encoder: any Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
             try c.encode(cpu, forKey: .cpu)
             try c.encode(memory, forKey: .memory)
             try c.encode(slots, forKey: .slots)
             try c.encode(locality, forKey: .locality)
+            try c.encode(gpu, forKey: .gpu)
             try c.encode(penalty, forKey: .penalty)
             try c.encode(total, forKey: .total)
         }
-        public init(cpu: Double, memory: Double, slots: Double, locality: Double, penalty: Double) {
+        public init(cpu: Double, memory: Double, slots: Double, locality: Double, gpu: Double = 0, penalty: Double) {
             self.cpu = cpu
             self.memory = memory
             self.slots = slots
             self.locality = locality
+            self.gpu = gpu
             self.penalty = penalty
         }
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             self.init(cpu: try c.decode(Double.self, forKey: .cpu), memory: try c.decode(Double.self, forKey: .memory),
                       slots: try c.decode(Double.self, forKey: .slots), locality: try c.decode(Double.self, forKey: .locality),
-                      penalty: try c.decode(Double.self, forKey: .penalty))
+                      gpu: try c.decodeIfPresent(Double.self, forKey: .gpu) ?? 0, penalty: try c.decode(Double.self, forKey: .penalty))
         }
     }
 
@@ -142,9 +157,11 @@ public struct Scheduler: Sendable {
         /// Calls over capacity, 0...1.
         public var fill: Double
         public var freeSlots: Int
+        /// The GPU's busier of compute and memory, 0...1; nil for a worker that reports no GPU.
+        public var gpu: Double? = nil
 
         enum CodingKeys: String, CodingKey {
-            case cpu, memory, fill
+            case cpu, memory, fill, gpu
             case freeSlots = "free_slots"
         }
     }
@@ -365,9 +382,15 @@ public struct Scheduler: Sendable {
             ? min(hb.cpu / Double(hb.activeCalls), 1 / Double(hb.capacity)) : configuration.assumedCPUPerCall
         let memory = hb.memoryLimitBytes > 0 ? Double(hb.memoryUsedBytes) / Double(hb.memoryLimitBytes) : 0
         let calls = hb.activeCalls + reserved
+        // A GPU is projected as CPU is: by what each call holds so far, for the calls this router has on the way.
+        let gpu = hb.gpu.map { gpu -> Double in
+            let perCallGPU = hb.activeCalls > 0 && hb.capacity > 0
+                ? min(gpu.busy / Double(hb.activeCalls), 1 / Double(hb.capacity)) : configuration.assumedCPUPerCall
+            return min(1, gpu.busy + Double(reserved) * perCallGPU)
+        }
         return Load(cpu: min(1, hb.cpu + Double(reserved) * perCall), memory: min(1, memory),
                     fill: hb.capacity > 0 ? min(1, Double(calls) / Double(hb.capacity)) : 1,
-                    freeSlots: max(0, hb.capacity - calls))
+                    freeSlots: max(0, hb.capacity - calls), gpu: gpu)
     }
 
     /// Scores `entry` for a call: higher is better.
@@ -381,14 +404,18 @@ public struct Scheduler: Sendable {
         if let region = needs.region, hb.region == region {
             locality = needs.zone == nil || needs.zone == hb.zone ? 1 : 0.5
         }
-        let penalty = load.cpu > configuration.cpuCeiling
-            ? configuration.ceilingPenalty * (load.cpu - configuration.cpuCeiling) / max(0.01, 1 - configuration.cpuCeiling) : 0
+        func overCeiling(_ share: Double) -> Double {
+            share > configuration.cpuCeiling
+                ? configuration.ceilingPenalty * (share - configuration.cpuCeiling) / max(0.01, 1 - configuration.cpuCeiling) : 0
+        }
         // spread favours free room; binpack favours the fullest worker that fits.
         let used = configuration.strategy == .binpack
         return Score(cpu: w.cpu * (used ? load.cpu : 1 - load.cpu),
                      memory: w.memory * (used ? load.memory : 1 - load.memory),
                      slots: w.slots * (used ? load.fill : 1 - load.fill),
-                     locality: w.locality * locality, penalty: penalty)
+                     locality: w.locality * locality,
+                     gpu: load.gpu.map { w.gpu * (used ? $0 : 1 - $0) } ?? 0,
+                     penalty: overCeiling(load.cpu) + (load.gpu.map(overCeiling) ?? 0))
     }
 
     private func candidate(_ entry: WorkerRegistry.Entry, _ needs: Needs) -> Candidate {
