@@ -25,15 +25,15 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Built-in call handler when no agent is set: \(BuiltinHandlers.names.joined(separator: ", ")).")
     var handler: String = Settings.string("handler", "echo")
     @Option(name: .customLong("agent-url"), help: "Host each call on this agent server (ws://host:port/path), e.g. a Pipecat FastAPI app speaking Twilio Media Streams (docs/agents.md).")
-    var agentURL: String? = Settings.value("agent-url")
+    var agentURL: String = Settings.string("agent-url", "")
     @Option(name: .customLong("agent-command"), help: "Host each call on its own agent process, started with this command ({port} and $SWITCHBOARD_AGENT_PORT: the port it must listen on).")
-    var agentCommand: String? = Settings.value("agent-command")
+    var agentCommand: String = Settings.string("agent-command", "")
     @Option(name: .customLong("agent-pool"), help: "Agent processes kept started and ready ahead of calls (0: start one when a call comes).")
     var agentPool: Int = Settings.int("agent-pool", 2)
     @Option(name: .customLong("agent-path"), help: "WebSocket path asked for on an agent process's port.")
     var agentPath: String = Settings.string("agent-path", "/ws")
     @Option(name: .customLong("agent-env-file"), help: "KEY=VALUE lines given to every agent process (its API keys, TWILIO_* dummies): agents get this, the variables of --agent-env-pass and PATH, HOME, LANG, TZ, never the worker's own environment.")
-    var agentEnvFile: String? = Settings.value("agent-env-file")
+    var agentEnvFile: String = Settings.string("agent-env-file", "")
     @Option(name: .customLong("agent-env-pass"), help: "Names of the worker's environment variables passed on to agent processes, comma-separated.")
     var agentEnvPass: String = Settings.string("agent-env-pass", "")
     @Option(name: .customLong("agent-start-timeout"), help: "Seconds an agent process has to listen on its port.")
@@ -127,14 +127,15 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 
     private var agentDescription: String {
-        if let agentURL { return "agent server \(agentURL)" }
-        if agentCommand != nil { return "an agent process per call, \(agentPool) kept warm" }
+        if !agentURL.isEmpty { return "agent server \(agentURL)" }
+        if !agentCommand.isEmpty { return "an agent process per call, \(agentPool) kept warm" }
         return "handler \(handler)"
     }
 
     /// The agent settings the flags ask for; nil for a built-in handler.
     private func agentSettings() throws(SwitchboardError) -> AgentSettings? {
-        switch (agentURL, agentCommand) {
+        // Empty: not set (an option with no default is an optional, which argument-parser deprecates with one).
+        switch (agentURL.isEmpty ? nil : agentURL, agentCommand.isEmpty ? nil : agentCommand) {
         case (nil, nil):
             return nil
         case (let url?, nil):
@@ -147,7 +148,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 guard let value = inherited[name] else { throw SwitchboardError(.invalidArgument, "--agent-env-pass names \(name), which is not set") }
                 environment[name] = value
             }
-            if let agentEnvFile { environment.merge(try EnvFile.read(agentEnvFile)) { _, fromFile in fromFile } }
+            if !agentEnvFile.isEmpty { environment.merge(try EnvFile.read(agentEnvFile)) { _, fromFile in fromFile } }
             let settings = AgentCommand(command: command, poolSize: agentPool, path: agentPath, environment: environment,
                                         startTimeout: try seconds(agentStartTimeout, "agent start timeout", max: 600))
             try settings.validate()

@@ -121,6 +121,17 @@ struct CLITests {
         #expect(handler == 64 && handlerOut.contains("unknown handler 'karaoke'"), "\(handlerOut)")
         let (unreachable, unreachableOut) = try await run(["worker", "--nats-url", "nats://127.0.0.1:\(try TestServer.freePort())"])
         #expect(unreachable == 69 && unreachableOut.contains("error: connection_failed"), "\(unreachableOut)")
+        // Agents: one way at a time, a URL the worker can reach, an env file it can read, names that are set.
+        let nats = ["--nats-url", "nats://127.0.0.1:1"]
+        for (arguments, says) in [(["--agent-url", "ws://a:1/ws", "--agent-command", "bot"], "not both"),
+                                  (["--agent-url", "wss://agents.example/ws"], "must start with ws://"),
+                                  (["--agent-command", "bot", "--agent-env-file", "/nonexistent/agent.env"], "cannot read agent env file"),
+                                  (["--agent-command", "bot", "--agent-env-pass", "SB_TEST_SURELY_UNSET"], "SB_TEST_SURELY_UNSET, which is not set"),
+                                  (["--agent-command", "bot", "--agent-pool=1001"], "agent pool must be 0-1000"),
+                                  (["--gpu-source", "cuda"], "gpu source must be")] {
+            let (status, output) = try await run(["worker"] + arguments + nats)
+            #expect(status == 64 && output.contains(says), "\(arguments): \(output)")
+        }
     }
 }
 
