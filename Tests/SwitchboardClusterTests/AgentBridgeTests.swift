@@ -168,15 +168,22 @@ struct AgentBridgeTests {
         let doomed = try await Agents.server(Agents.reference)
         let agent = try await Agents.server(Agents.reference)
         let down = bridge(.server(doomed.address)), up = bridge(.server(agent.address))
-        let cluster = try await cluster(["a": down, "b": up])
-        let a = try #require(cluster.workers.first { $0.id == "a" })
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        let a = try await cluster.addWorker(id: "a", capacity: 8, region: "eu", handler: down)
+        try await cluster.addWorker(id: "b", capacity: 8, region: "us", handler: up)
+        try await cluster.waitForWorkers(2)
         // a's agent server goes away after a joined: a notices within its probe interval and refuses offers.
         kill(doomed.process.pid, SIGKILL)
         try await eventually(timeout: .seconds(10), "a finds its agent gone") { !down.reserve(callID: "probe") }
+        // A call only a may take (region eu, required) is offered to a, refused, and not placed.
+        let refused = try await cluster.routeByNATS(RouteRequest(tenant: "t", region: "eu", metadata: ["agent": "echo"]))
+        #expect(refused.call == nil && refused.error?.code == "no_capacity", "\(refused)")
+        #expect((a.worker.metrics.value(MetricNames.offersAnswered, ["result": "refused_agent_unavailable"]) ?? 0) >= 1)
+        // Calls that may go anywhere go to b.
         var placed: [String] = []
         for _ in 0..<6 { placed.append(try await cluster.route(["agent": "echo"]).workerID) }
         #expect(placed.allSatisfy { $0 == "b" }, "placed on \(placed)")
-        #expect((a.worker.metrics.value(MetricNames.offersAnswered, ["result": "refused_agent_unavailable"]) ?? 0) >= 1)
         // A worker whose agent never answers does not join at all: routers never hear of it.
         let never = bridge(.server(AgentAddress(host: "127.0.0.1", port: try await Agents.freePort(), path: "/ws")))
         try await cluster.addWorker(id: "c", capacity: 8, handler: never)

@@ -93,12 +93,19 @@ public final class AgentProcessPool: Sendable {
     /// always true without a pool (a process is started when the call starts).
     func reserve(callID: String) -> Bool {
         guard settings.poolSize > 0 else { return true }
-        let taken = state.withLock { state -> Bool in
-            guard let process = state.ready.popLast() else { return false }
+        return takeReady(for: callID) != nil
+    }
+
+    /// A ready process, now `callID`'s; the refill starts another.
+    private func takeReady(for callID: String) -> AgentProcess? {
+        let (taken, ready) = state.withLock { state -> (AgentProcess?, Int) in
+            guard let process = state.ready.popLast() else { return (nil, 0) }
             process.callID.withLock { $0 = callID }
             state.assigned[callID] = process
-            return true
+            return (process, state.ready.count)
         }
+        guard let taken else { return nil }
+        metrics.set(MetricNames.agentPoolReady, to: Double(ready), help: "Agent processes ready to take a call")
         refill.yield()
         return taken
     }
@@ -115,14 +122,7 @@ public final class AgentProcessPool: Sendable {
         if let process = state.withLock({ $0.assigned[callID] }) {
             return AgentAddress(host: "127.0.0.1", port: process.port, path: settings.path)
         }
-        let pooled = state.withLock { state -> AgentProcess? in
-            guard let process = state.ready.popLast() else { return nil }
-            state.assigned[callID] = process
-            return process
-        }
-        if let pooled {
-            pooled.callID.withLock { $0 = callID }
-            refill.yield()
+        if let pooled = takeReady(for: callID) {
             return AgentAddress(host: "127.0.0.1", port: pooled.port, path: settings.path)
         }
         let process = try await start(callID: callID, tenant: tenant)
