@@ -101,6 +101,11 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
         }
         for worker in workers { try spawnWorker(worker.id, capacity: worker.capacity) }
         try await waitUntilRoutersSee(Set(workers.map(\.id)))
+        if agents {
+            // A worker joins once one agent is warm; the calls below need every slot's (an offer with none ready is
+            // refused). Its /metrics says how many are.
+            for worker in workers { try await waitForWarmAgents(worker.id, count: worker.capacity) }
+        }
 
         for i in 0..<count {
             let hz = 300 + 60 * i  // one tone per call: a call carried on by the wrong worker would be heard
@@ -133,11 +138,25 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
     /// Starts a tone worker; `--cpu-source process`: the workers share one box, and its load is not theirs.
     @discardableResult
     func spawnWorker(_ id: String, capacity: Int) throws -> CLIProcess {
-        let host = agents ? ["--agent-command", Agents.command(Agents.reference), "--agent-pool", "\(capacity)"] : ["--handler", "tone"]
+        let host = agents ? ["--agent-command", Agents.command(Agents.reference), "--agent-pool", "\(capacity)", "--http-port", "0"]
+            : ["--handler", "tone"]
         return spawn(id, try CLIProcess(["worker", "--id", id, "--capacity", "\(capacity)", "--cpu-source", "process"] + host + common))
     }
 
     func process(_ name: String) -> CLIProcess { processes.first { $0.name == name }!.process }
+
+    /// Waits until worker `id` has `count` agent processes ready (its `switchboard_agent_pool_ready`).
+    private func waitForWarmAgents(_ id: String, count: Int) async throws {
+        let worker = process(id)
+        try await worker.waitForOutput("serving /healthz, /readyz and /metrics on ", timeout: .seconds(30))
+        let line = worker.output.split(separator: "\n").first { $0.contains("/metrics on ") }!
+        let url = String(line[line.range(of: "/metrics on ")!.upperBound...]).trimmingCharacters(in: .whitespaces)
+        let warm = await poll(timeout: .seconds(60)) {
+            let metrics = String(decoding: try await PlainHTTP.request("GET", url + "/metrics").body, as: UTF8.self)
+            return metrics.split(separator: "\n").contains { $0 == "switchboard_agent_pool_ready \(count)" }
+        }
+        try require(warm, "\(id)'s \(count) agent processes not ready within 60 s")
+    }
 
     /// Waits until every router lists `ids` as ready and alive (read loosely: what a router adds to its view
     /// of a worker does not matter here).
