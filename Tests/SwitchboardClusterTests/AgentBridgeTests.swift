@@ -186,7 +186,7 @@ struct AgentBridgeTests {
         for _ in 0..<6 { placed.append(try await cluster.route(["agent": "echo"]).workerID) }
         #expect(placed.allSatisfy { $0 == "b" }, "placed on \(placed)")
         // A worker whose agent never answers does not join at all: routers never hear of it.
-        let never = bridge(.server(AgentAddress(host: "127.0.0.1", port: try await Agents.freePort(), path: "/ws")))
+        let never = bridge(.server(AgentAddress(host: "127.0.0.1", port: try TestServer.freePort(), path: "/ws")))
         try await cluster.addWorker(id: "c", capacity: 8, handler: never)
         try await Task.sleep(for: .seconds(2))
         #expect(!cluster.routers[0].router.workers().contains { $0.id == "c" })

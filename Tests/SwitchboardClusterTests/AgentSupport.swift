@@ -29,41 +29,16 @@ enum Agents {
     /// An agent server of its own (the reference agent, or the Pipecat bot) on a free port.
     static func server(_ script: String) async throws -> (process: CLIProcess, address: AgentAddress) {
         try requireVenv()
-        let port = try await freePort()
+        let port = try TestServer.freePort()
         let process = try CLIProcess([script, "--port", "\(port)"], executable: python)
         let deadline = ContinuousClock.now + .seconds(60)
-        while !accepts(port) {
+        while !AgentProbe.accepts(port: port) {
             guard ContinuousClock.now < deadline, process.process.isRunning else {
                 throw TestServerError("agent \(script) did not listen on \(port):\n\(process.output)")
             }
             try await Task.sleep(for: .milliseconds(50))
         }
         return (process, AgentAddress(host: "127.0.0.1", port: port, path: "/ws"))
-    }
-
-    static func freePort() async throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    static func accepts(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
     }
 
     static func isAlive(_ pid: Int32) -> Bool { kill(pid, 0) == 0 || errno != ESRCH }

@@ -74,7 +74,7 @@ public struct AgentPlayout: Sendable {
 
     /// One tick of playout (every 20 ms): the next frame, and the marks whose audio has now all left.
     public mutating func tick() -> Tick {
-        let available = samplesBeforeNextMark()
+        let available = samplesBeforeNextMark(upTo: frameSamples)
         guard available > 0 else {
             waitedForMore = false
             return Tick(frame: nil, marks: releaseLeadingMarks())
@@ -103,10 +103,11 @@ public struct AgentPlayout: Sendable {
         return Tick(frame: frame, marks: marks)
     }
 
-    /// Audio queued before the first mark (or the end), from the playout position.
-    private func samplesBeforeNextMark() -> Int {
+    /// Audio queued before the first mark (or the end), from the playout position, counted up to `limit` (a
+    /// frame: every tick asks, and 30 s of small pieces need not be walked for it).
+    private func samplesBeforeNextMark(upTo limit: Int) -> Int {
         var total = 0, index = head
-        while index < items.count, case .audio(let samples) = items[index] {
+        while total < limit, index < items.count, case .audio(let samples) = items[index] {
             total += samples.count - (index == head ? offset : 0)
             index += 1
         }

@@ -105,10 +105,10 @@ public final class AgentBridge: CallHandler {
         await withTaskGroup(of: Void.self) { group in
             // The caller's audio and keys go to whichever session is live (none between two).
             group.addTask {
-                for await frame in call.audio { link.send(.audio(frame.samples)) }
+                for await frame in call.audio { link.send(audio: frame.samples) }
             }
             group.addTask {
-                for await digit in call.dtmf { link.send(.dtmf(digit)) }
+                for await digit in call.dtmf { link.send(digit: digit) }
             }
             while !Task.isCancelled {
                 let end = await runSession(call, link: link, resumed: resumed, fresh: fresh, log: log)

@@ -7,11 +7,6 @@ import Synchronization
 /// What one call's agent sessions share: the live session (the caller's audio and keys go to it, and nowhere
 /// between two sessions), and the state to start the next one with.
 final class CallLink: Sendable {
-    enum Input: Sendable {
-        case audio([Int16])
-        case dtmf(Character)
-    }
-
     private struct Live {
         var session: AgentSessionIO?
         /// Keys pressed while no session was live (before the first, or during a restart): an event the agent
@@ -42,17 +37,19 @@ final class CallLink: Sendable {
 
     func detach() { live.withLock { $0.session = nil } }
 
-    /// To the live session's agent, on the caller's task: no hop between the caller's audio and the socket.
-    func send(_ item: Input) {
+    /// The caller's audio to the live session's agent, on the caller's task: no hop between the decode and the
+    /// socket. Dropped while no session is live (stale by the time one is).
+    func send(audio samples: [Int16]) {
+        live.withLock { $0.session }?.fromCaller(samples)
+    }
+
+    /// A key the caller pressed, to the live session's agent, or held for the next one.
+    func send(digit: Character) {
         let session = live.withLock { live -> AgentSessionIO? in
-            if live.session == nil, case .dtmf(let digit) = item, live.heldDigits.count < 32 { live.heldDigits.append(digit) }
+            if live.session == nil, live.heldDigits.count < 32 { live.heldDigits.append(digit) }
             return live.session
         }
-        guard let session else { return }
-        switch item {
-        case .audio(let samples): session.fromCaller(samples)
-        case .dtmf(let digit): session.fromCaller(digit: digit)
-        }
+        session?.fromCaller(digit: digit)
     }
 }
 
