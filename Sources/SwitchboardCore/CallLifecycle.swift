@@ -117,6 +117,11 @@ public struct CallLifecycle: Sendable, Equatable {
         case replyError(SwitchboardError)
         /// The slot is free and the call forgotten; nil when it never started (its claim failed).
         case free(EndReason?)
+
+        /// The call's slot is free with this action: the shell takes the call out under the same lock.
+        public var frees: Bool {
+            if case .free = self { true } else { false }
+        }
     }
 
     public let callID: String

@@ -18,6 +18,7 @@ public enum MetricNames {
     public static let workerCalls = "switchboard_worker_active_calls"
     public static let workerCapacity = "switchboard_worker_capacity"
     public static let callsEnded = "switchboard_calls_ended_total"
+    public static let callStartSeconds = "switchboard_call_start_seconds"
     public static let offersAnswered = "switchboard_worker_offers_total"
     public static let mediaPackets = "switchboard_media_packets_total"
     public static let workerCPU = "switchboard_worker_cpu_ratio"

@@ -33,6 +33,9 @@ public protocol CallHandler: Sendable {
     /// Whether it can take a call now (an agent process warm, its agent server answering): the worker joins the
     /// cluster only once it can (`/readyz` says `starting` until then).
     var isReady: Bool { get }
+    /// True if it says when each call's agent has started (`CallContext.started()`): until then the call is
+    /// `starting`, and the caller's silence does not count. False: started as soon as `run` is called.
+    var announcesStart: Bool { get }
 }
 
 extension CallHandler {
@@ -41,6 +44,7 @@ extension CallHandler {
     public func runBackground() async {}
     public var processIDs: [Int32] { [] }
     public var isReady: Bool { true }
+    public var announcesStart: Bool { false }
 }
 
 /// A handler's view of its call: who, decoded audio in, a way to speak and to hang up, and its saved state.
@@ -64,6 +68,7 @@ public struct CallContext: Sendable {
     public let dtmf: AsyncStream<Character>
     let session: CallSession
     let hangUp: @Sendable (EndReason) -> Void
+    let announceStart: @Sendable () -> Void
     let checkpointNow: @Sendable () async throws -> Void
 
     /// Encodes one frame (exactly `frameSamples` samples) and sends it to the caller.
@@ -93,6 +98,9 @@ public struct CallContext: Sendable {
             throw SwitchboardError(.badMessage, "the call's saved state does not decode as \(State.self): \(error)")
         }
     }
+
+    /// Says the agent has started (for a handler whose `announcesStart` is true): the call is live from now.
+    public func started() { announceStart() }
 
     /// Ends the call (reason `handler`).
     public func end() { hangUp(.handler) }

@@ -8,78 +8,235 @@ import SwitchboardRedis
 import Synchronization
 
 extension Worker {
-    /// Runs one accepted call from start to end: record it, carry its audio through the handler, end it for
-    /// the first reason that comes (caller, handler, maximum duration, worker stopping), record the end, free
-    /// the slot.
-    func runCall(_ offer: Offer) async {
-        let callID = offer.callID
-        let log = logger.with([LogKey.callID: "\(callID)", LogKey.tenant: "\(offer.tenant)"])
-        guard let running = state.withLock({ $0.calls[callID] }) else { return }
-        let session = running.session
+    typealias CallAction = CallLifecycle.Action
 
-        if let resume = offer.resume {
-            // Claimed before the offer was accepted (`claimAndAnswer`): the record names this worker already.
-            log.info("call taken on", metadata: ["from_worker": "\(resume.fromWorker)", "reason": "\(resume.reason.rawValue)",
-                                                 "checkpoint_seq": "\(resume.checkpoint.seq)", "epoch": "\(running.epoch ?? 0)"])
-        } else {
-            do {
-                if try await callStore.start(callID, worker: configuration.id, incarnation: incarnation,
-                                             startedAt: running.startedAt) == .superseded {
-                    log.warning("the call's record was ended or taken on before it started here")
-                    letGo(callID)
+    /// Runs one call said yes to, until its slot is free: carries out, in order, the actions of its lifecycle
+    /// that need I/O (its records in Redis, a hold's checkpoint, the tasks that carry its audio).
+    func runCall(_ callID: String) async {
+        guard let running = state.withLock({ $0.calls[callID] }) else { return }
+        let log = logger.with([LogKey.callID: "\(callID)", LogKey.tenant: "\(running.tenant)"])
+        await withDiscardingTaskGroup { tasks in
+            for await action in running.actionQueue {
+                switch action {
+                case .startTasks:
+                    tasks.addTask { await self.carry(running, log: log) }
+                default:
+                    await perform(action, running, log: log)
                 }
+            }
+        }
+    }
+
+    /// Feeds one event to a call's lifecycle under the lock and carries out what it decides after it; false
+    /// when this worker holds no such call. `replyTo`: the order the event came with (hold, unhold, release).
+    @discardableResult
+    func handle(_ callID: String, _ event: CallLifecycle.Event, replyTo message: NATSMessage? = nil) -> Bool {
+        let now = ContinuousClock.now
+        let decided = state.withLock { state -> (Running, [CallAction], wasFull: Bool)? in
+            guard var call = state.calls[callID] else { return nil }
+            let actions = call.lifecycle.on(event, now: now)
+            if let message, actions.contains(.hold) { call.pendingReply = message }  // answered when written
+            var wasFull = false
+            if actions.contains(where: \.frees) {
+                wasFull = state.slots.activeCalls >= state.slots.capacity
+                state.slots.end(callID)
+                state.calls[callID] = nil
+            } else {
+                state.calls[callID] = call
+            }
+            return (call, actions, wasFull)
+        }
+        guard let (call, actions, wasFull) = decided else { return false }
+        dispatch(actions, call, replyTo: message, wasFull: wasFull)
+        return true
+    }
+
+    /// Carries out what needs no waiting at once; queues the rest for the call's task (`runCall`).
+    func dispatch(_ actions: [CallAction], _ call: Running, replyTo message: NATSMessage? = nil, wasFull: Bool = false) {
+        let callID = call.callID
+        for action in actions {
+            switch action {
+            case .claim, .recordStart, .startTasks, .hold, .checkOwnership, .recordEnd, .forget:
+                call.actions.yield(action)
+            case .answerAccepted:
+                let acceptSeq = state.withLock { $0.slots.accepted }
+                if let reply = call.pendingReply {
+                    answer(reply, .accept(workerID: configuration.id, version: configuration.version, region: configuration.region,
+                                          acceptSeq: acceptSeq))
+                }
+                metrics.increment(MetricNames.offersAnswered, ["result": "accepted"], help: "Offers answered by result")
+                heartbeatIfFull()
+            case .answerRefused(let reason):
+                if let reply = call.pendingReply {
+                    answer(reply, .refuse(reason, workerID: configuration.id, version: configuration.version, region: configuration.region))
+                }
+                metrics.increment(MetricNames.offersAnswered, ["result": "refused_\(reason.rawValue)"], help: "Offers answered by result")
+            case .observeStart(let took):
+                metrics.observe(MetricNames.callStartSeconds, [:], took.microseconds / 1e6, buckets: MetricNames.latencyBuckets,
+                                help: "Time from a call's audio being carried to its handler (agent) having started")
+            case .unhold:
+                call.session.unhold()
+            case .silence:
+                call.session.silence()  // at once: the call's tasks may take a moment to wind down
+                logger.notice("another worker holds the call now: letting go of it", metadata: [LogKey.callID: "\(callID)"])
+            case .stopTasks:
+                call.stop.yield()
+            case .keepEndForRepair(let reason, let epoch):
+                let dropped = state.withLock {
+                    $0.repair.endFailed(.init(callID: callID, tenant: call.tenant, epoch: epoch, reason: reason))
+                }
+                if let dropped {
+                    logger.error("too many call ends waiting for Redis: one is left to its record's expiry",
+                                 metadata: ["dropped_call_id": "\(dropped.callID)"])
+                }
+            case .publishEnded(let reason):
+                publishEvent(CallEvent(callID: callID, event: .ended, workerID: configuration.id, reason: reason.rawValue,
+                                       atMillis: unixMillisNow()))
+            case .answerEndRequests(let reason):
+                let ended = Array(#"{"v":1,"ended":true,"reason":"\#(reason.rawValue)"}"#.utf8)
+                for request in call.waitingEnds.all { try? nats.reply(to: request, payload: ended) }
+            case .replyOK:
+                if let reply = message ?? call.pendingReply { self.reply(to: reply) }
+            case .replyHeld(let checkpoint):
+                if let reply = message ?? call.pendingReply { self.reply(to: reply, checkpoint: checkpoint) }
+            case .replyError(let error):
+                if let reply = message ?? call.pendingReply { self.reply(to: reply, error: error) }
+            case .free(let reason):
+                free(call, reason: reason, wasFull: wasFull)
+            }
+        }
+    }
+
+    /// The call's slot is free (taken out of the state with the decision): what is left of it goes.
+    private func free(_ call: Running, reason: EndReason?, wasFull: Bool) {
+        call.media.unsubscribe()
+        call.endRequests.unsubscribe()
+        call.actions.finish()
+        call.stop.finish()
+        handler.release(callID: call.callID)
+        if let reason {
+            metrics.increment(MetricNames.callsEnded, ["reason": reason.rawValue], help: "Calls ended, by reason")
+            logger.info(reason == .migrated ? "call moved to another worker" : "call ended",
+                        metadata: [LogKey.callID: "\(call.callID)", LogKey.reason: "\(reason.rawValue)"])
+        }
+        if wasFull { heartbeatTrigger.yield() }  // a slot opened on a full worker: tell the routers now
+        drainTrigger.yield()
+    }
+
+    /// Carries out one action that needs I/O and feeds what came of it back to the call's lifecycle.
+    private func perform(_ action: CallAction, _ call: Running, log: Logger) async {
+        let callID = call.callID
+        switch action {
+        case .claim:
+            let resume = call.offer.resume!
+            do {
+                if let epoch = try await callStore.claim(callID, worker: configuration.id, from: resume, incarnation: incarnation,
+                                                         version: configuration.version, region: configuration.region) {
+                    log.info("call taken on", metadata: ["from_worker": "\(resume.fromWorker)", "reason": "\(resume.reason.rawValue)",
+                                                         "checkpoint_seq": "\(resume.checkpoint.seq)", "epoch": "\(epoch)"])
+                    handle(callID, .claimed(epoch: epoch))
+                    return
+                }
+                log.warning("call not taken on: its record moved on since the router read it")
+            } catch {
+                log.warning("call not taken on: cannot claim it in Redis", metadata: [LogKey.error: "\(error)"])
+            }
+            handle(callID, .claimFailed)
+        case .recordStart:
+            var superseded = false
+            do {
+                superseded = try await callStore.start(callID, worker: configuration.id, incarnation: incarnation,
+                                                       startedAt: call.startedAt) == .superseded
+                if superseded { log.warning("the call's record was ended or taken on before it started here") }
             } catch {
                 // The refresh writes the record again once Redis answers.
                 log.error("record call start failed", metadata: [LogKey.error: "\(error)"])
             }
+            handle(callID, .startRecorded(superseded: superseded))
+        case .hold:
+            switch await writeCheckpoint(callID, call.session, always: true, hold: true, log: log) {
+            case .written(let checkpoint): handle(callID, .holdWritten(checkpoint))
+            case .moved: handle(callID, .holdFailed(moved: true))
+            case .unchanged, .failed: handle(callID, .holdFailed(moved: false))
+            }
+        case .checkOwnership:
+            // A router held the call and then neither released nor unheld it (it may have vanished): still ours?
+            guard let held = state.withLock({ $0.calls[callID]?.held }) else { return }
+            let owned: Bool?
+            switch try? await callStore.refresh([held], worker: configuration.id, incarnation: incarnation, version: configuration.version,
+                                                region: configuration.region, leaseTime: configuration.leaseTime).first {
+            case .superseded?: owned = false
+            case .owned?, .reasserted?, .missing?: owned = true
+            case nil: owned = nil  // Redis did not answer: asked again
+            }
+            if owned == true {
+                log.warning("a held call was neither released nor resumed in time: sending its audio again")
+            }
+            handle(callID, .ownershipChecked(owned: owned))
+        case .recordEnd(let reason, let epoch):
+            let write: CallLifecycle.EndWrite
+            do {
+                if try await callStore.end(callID, tenant: call.tenant, worker: configuration.id, epoch: epoch, reason: reason,
+                                           retention: configuration.endedCallRetention) == .owned {
+                    write = .written
+                } else {
+                    log.warning("call end not recorded: another worker holds the call now")
+                    write = .notOwned
+                }
+            } catch {
+                // Written again at each refresh until Redis takes it (`repairRecords`).
+                log.error("record call end failed; it is written again once Redis answers", metadata: [LogKey.error: "\(error)"])
+                write = .failed
+            }
+            handle(callID, .endRecorded(write))
+        case .forget:
+            // Another worker holds the call now (or never let this one claim it): only this worker's set changes.
+            do {
+                try await callStore.forget(callID, worker: configuration.id)
+                handle(callID, .endRecorded(.written))
+            } catch {
+                // A call left in the set is a stray to the next refreshes (`repairRecords`), which take it out.
+                log.warning("call not taken out of this worker's set in Redis", metadata: [LogKey.error: "\(error)"])
+                handle(callID, .endRecorded(.failed))
+            }
+        default:
+            assertionFailure("\(action) is carried out at once, not queued")
         }
+    }
 
-        let endRequests = EndRequests()
-        let media = running.media
-        let endSubscription = running.endRequests
+    /// The call's tasks, from `startTasks` to `stopTasks`: the caller's audio and keys decoded for the handler,
+    /// end requests taken, the handler run. Anything that ends the call goes through its lifecycle.
+    private func carry(_ call: Running, log: Logger) async {
+        let callID = call.callID
         let (audio, audioIn) = AsyncStream.makeStream(of: AudioFrame.self, bufferingPolicy: .bufferingNewest(50))
         let (dtmf, dtmfIn) = AsyncStream.makeStream(of: Character.self, bufferingPolicy: .bufferingNewest(32))
-        let context = CallContext(callID: callID, tenant: offer.tenant, metadata: offer.metadata,
-                                  sampleRate: configuration.sampleRate, audio: audio, dtmf: dtmf, session: session,
-                                  hangUp: { reason in running.end.yield(reason) },
+        let context = CallContext(callID: callID, tenant: call.tenant, metadata: call.offer.metadata,
+                                  sampleRate: configuration.sampleRate, audio: audio, dtmf: dtmf, session: call.session,
+                                  hangUp: { [self] reason in handle(callID, .endRequested(reason)) },
+                                  announceStart: { [self] in handle(callID, .handlerStarted) },
                                   checkpointNow: { [self] () throws(SwitchboardError) in
-                                      if case .moved = await writeCheckpoint(callID, session, always: true, log: log) {
-                                          letGo(callID)
+                                      if case .moved = await writeCheckpoint(callID, call.session, always: true, log: log) {
+                                          handle(callID, .superseded)
                                       }
                                   })
         log.info("call started")
-        let heard = MediaClock()
-        let reason = await withTaskGroup(of: EndReason?.self) { group in
+        if !handler.announcesStart { handle(callID, .handlerStarted) }
+        await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                await self.receiveMedia(media, into: audioIn, dtmf: dtmfIn, sampleRate: self.configuration.sampleRate, heard: heard, logger: log)
-                return nil
-            }
-            if let timeout = configuration.mediaTimeout {
-                group.addTask {
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: min(timeout / 4, .seconds(1)))
-                        // Silence while this worker is cut off or frozen is not the caller's.
-                        if !self.nats.isConnected || self.stallWatch.stalled { heard.touch() }
-                        if heard.silence >= timeout {
-                            log.warning("no audio from the caller for \(timeout): ending the call")
-                            return .noMedia
-                        }
-                    }
-                    return nil
-                }
+                await self.receiveMedia(call.media, into: audioIn, dtmf: dtmfIn, sampleRate: self.configuration.sampleRate,
+                                        heard: call.heard, logger: log)
             }
             group.addTask {
-                for await message in endSubscription {
+                for await message in call.endRequests {
                     switch Result(catching: { () throws(SwitchboardError) in try CallEnd.decode(message.payload) }) {
                     case .success(let end):
-                        endRequests.add(message)
-                        running.end.yield(end.reason)
+                        call.waitingEnds.add(message)
+                        self.handle(callID, .endRequested(end.reason))
                     case .failure(let error):
                         self.metrics.increment(MetricNames.badMessages, ["kind": "call_end", "code": error.code.rawValue])
                         try? self.nats.reply(to: message, payload: RouteReply(error: error).encoded())
                     }
                 }
-                return nil
             }
             group.addTask {
                 do {
@@ -88,80 +245,42 @@ extension Worker {
                     self.metrics.increment(MetricNames.handlerErrors, help: "Call handlers that failed (the call then ends, reason handler)")
                     log.warning("handler failed", metadata: [LogKey.error: "\(error)"])
                 } catch {}
-                // Through the call's one end stream, so a reason the handler gave as it returned (an agent's
-                // hang-up) comes first, not `handler`.
-                if !Task.isCancelled { running.end.yield(.handler) }
-                return nil
+                // A reason the handler gave as it returned (an agent's hang-up) came first; else this one counts.
+                if !Task.isCancelled { self.handle(callID, .endRequested(.handler)) }
             }
-            group.addTask {
-                for await reason in running.ends { return reason }
-                return nil
-            }
-            group.addTask {
-                try? await Task.sleep(for: self.configuration.maxCallDuration)
-                return Task.isCancelled ? nil : .maxDuration
-            }
-            var first: EndReason = .workerStopping
-            for await result in group {
-                if let result {
-                    first = result
-                    break
-                }
-            }
+            for await _ in call.stops { break }
             group.cancelAll()
-            media.unsubscribe()
-            endSubscription.unsubscribe()
-            audioIn.finish()
-            dtmfIn.finish()
-            return first
         }
+        call.media.unsubscribe()
+        call.endRequests.unsubscribe()
+        audioIn.finish()
+        dtmfIn.finish()
+        handle(callID, .tasksStopped)
+    }
 
-        let epoch = state.withLock { $0.calls[callID]?.epoch }
-        var recordedEnd = false
-        do {
-            if reason == .migrated || epoch == nil {
-                // Another worker holds the call now (or never let this one claim it): only this worker's set changes.
-                try await callStore.forget(callID, worker: configuration.id)
-            } else if try await callStore.end(callID, tenant: offer.tenant, worker: configuration.id, epoch: epoch!, reason: reason,
-                                              retention: configuration.endedCallRetention) == .owned {
-                recordedEnd = true
-            } else {
-                log.warning("call end not recorded: another worker holds the call now")
-            }
-        } catch {
-            // Written again at each refresh until Redis takes it (`repairRecords`).
-            log.error("record call end failed; it is written again once Redis answers", metadata: [LogKey.error: "\(error)"])
-            if reason != .migrated, let epoch {
-                let dropped = state.withLock {
-                    $0.repair.endFailed(.init(callID: callID, tenant: offer.tenant, epoch: epoch, reason: reason))
+    /// Ticks every call's lifecycle a few times a second, all under one lock: its maximum duration, the caller's
+    /// silence, a hold nobody answered. A tick that comes late (this process was frozen) or finds the worker cut
+    /// off from NATS excuses the silence: it was the observer's.
+    func callClock() async {
+        var last = ContinuousClock.now
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(100))
+            let now = ContinuousClock.now
+            let cutOff = !nats.isConnected || stallWatch.stalled || now - last > .seconds(1)
+            last = now
+            let due = state.withLock { state -> [(Running, [CallAction])] in
+                var due: [(Running, [CallAction])] = []
+                var index = state.calls.startIndex
+                while index != state.calls.endIndex {  // each call changed in place: no copy of the table per tick
+                    let lastHeard = state.calls.values[index].heard.lastHeard
+                    let actions = state.calls.values[index].lifecycle.on(.tick(lastHeard: lastHeard, cutOff: cutOff), now: now)
+                    if !actions.isEmpty { due.append((state.calls.values[index], actions)) }
+                    state.calls.formIndex(after: &index)
                 }
-                if let dropped {
-                    log.error("too many call ends waiting for Redis: one is left to its record's expiry",
-                              metadata: ["dropped_call_id": "\(dropped.callID)"])
-                }
+                return due
             }
-            recordedEnd = reason != .migrated
+            for (call, actions) in due { dispatch(actions, call) }
         }
-        if recordedEnd {
-            publishEvent(CallEvent(callID: callID, event: .ended, workerID: configuration.id, reason: reason.rawValue,
-                                   atMillis: unixMillisNow()))
-        }
-        let wasFull = state.withLock { state -> Bool in
-            let wasFull = state.slots.activeCalls >= state.slots.capacity
-            state.slots.end(callID)
-            state.calls.removeValue(forKey: callID)
-            return wasFull
-        }
-        running.end.finish()
-        handler.release(callID: callID)
-        metrics.increment(MetricNames.callsEnded, ["reason": reason.rawValue], help: "Calls ended, by reason")
-        log.info(reason == .migrated ? "call moved to another worker" : "call ended", metadata: [LogKey.reason: "\(reason.rawValue)"])
-        let ended = Array(#"{"v":1,"ended":true,"reason":"\#(reason.rawValue)"}"#.utf8)
-        if reason != .migrated {
-            for request in endRequests.all { try? nats.reply(to: request, payload: ended) }
-        }
-        if wasFull { heartbeatTrigger.yield() }  // a slot opened on a full worker: tell the routers now
-        drainTrigger.yield()
     }
 
     func publishEvent(_ event: CallEvent) {
@@ -338,8 +457,6 @@ final class CallSession: Sendable {
         state.withLock { $0.superseded = true }
     }
 
-    var isHeld: Bool { state.withLock { $0.held } }
-
     /// The migration failed: send again. False if it was not held.
     @discardableResult
     func unhold() -> Bool {
@@ -360,7 +477,7 @@ final class MediaClock: Sendable {
 
     func touch() { last.store((clock.now - base).milliseconds, ordering: .relaxed) }
 
-    var silence: Duration { .milliseconds((clock.now - base).milliseconds - last.load(ordering: .relaxed)) }
+    var lastHeard: ContinuousClock.Instant { base + .milliseconds(last.load(ordering: .relaxed)) }
 }
 
 /// End requests waiting for the call to finish ending, to be answered then.

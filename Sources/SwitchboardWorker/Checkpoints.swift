@@ -20,7 +20,7 @@ extension Worker {
     func writeCheckpoint(_ callID: String, _ session: CallSession, always: Bool = false, hold: Bool = false,
                          log: Logger) async -> CheckpointResult {
         do {
-            guard let epoch = state.withLock({ $0.calls[callID]?.epoch }),
+            guard let epoch = state.withLock({ $0.calls[callID]?.lifecycle.epoch }),
                   let checkpoint = try session.checkpoint(always: always, hold: hold, unixNowMillis: unixMillisNow()) else {
                 return .unchanged
             }
@@ -51,7 +51,7 @@ extension Worker {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.checkpointInterval)
             let now = unixMillisNow()
-            let calls = state.withLock { $0.calls.compactMap { id, call in call.epoch.map { (id, call.session, $0) } } }
+            let calls = state.withLock { $0.calls.compactMap { id, call in call.lifecycle.epoch.map { (id, call.session, $0) } } }
             unwritten.formIntersection(calls.map(\.0))
             var batch: [CallStore.CheckpointWrite] = []
             for (callID, session, epoch) in calls {

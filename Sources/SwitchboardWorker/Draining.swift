@@ -196,38 +196,15 @@ extension Worker {
             }
         case .hold, .unhold, .release:
             let callID = control.callID!
-            guard let running = state.withLock({ $0.calls[callID] }) else {
+            let event: CallLifecycle.Event = control.op == .hold ? .holdRequested : control.op == .unhold ? .unholdRequested : .released
+            // Answered by the call's lifecycle: at once, or (a hold) once its checkpoint is written.
+            if !handle(callID, event, replyTo: message) {
                 reply(to: message, error: SwitchboardError(.notFound, "worker \(configuration.id) holds no call \(callID)"))
-                return
-            }
-            switch control.op {
-            case .hold:
-                let log = logger.with([LogKey.callID: "\(callID)"])
-                switch await writeCheckpoint(callID, running.session, always: true, hold: true, log: log) {
-                case .written(let checkpoint):
-                    reply(to: message, checkpoint: checkpoint)
-                    // A router that holds a call and then vanishes (before release or unhold) must not leave
-                    // it silent: after a while it speaks again. If another worker did take it on, its claim
-                    // bumped the epoch: the next checkpoint finds that, and this worker lets go.
-                    job.yield(.speakAgainIfStillHeld(callID, running.session))
-                case .moved:
-                    letGo(callID)
-                    reply(to: message, error: SwitchboardError(.conflict, "call \(callID) is recorded on another worker"))
-                case .unchanged, .failed:
-                    running.session.unhold()
-                    reply(to: message, error: SwitchboardError(.unavailable, "could not checkpoint call \(callID)"))
-                }
-            case .unhold:
-                running.session.unhold()
-                reply(to: message)
-            default:
-                letGo(callID)  // released: the new worker claimed it
-                reply(to: message)
             }
         }
     }
 
-    private func reply(to message: NATSMessage, error: SwitchboardError? = nil, checkpoint: Checkpoint? = nil) {
+    func reply(to message: NATSMessage, error: SwitchboardError? = nil, checkpoint: Checkpoint? = nil) {
         let (workerState, calls) = state.withLock { ($0.slots.reportedState, $0.slots.activeCalls) }
         let answer = WorkerControlReply(ok: error == nil, error: error?.apiBody, state: workerState, activeCalls: calls,
                                         checkpoint: checkpoint)

@@ -8,12 +8,7 @@ import SwitchboardRedis
 extension Worker {
     /// Lets go of a call another worker holds now: its media stops at once; nothing is ended, the tenant's
     /// lease stays (the new owner holds the call).
-    func letGo(_ callID: String) {
-        guard let running = state.withLock({ $0.calls[callID] }) else { return }
-        running.session.silence()  // at once: the call's task may take a moment to wind down
-        logger.warning("the call is recorded on another worker: letting go of it", metadata: [LogKey.callID: "\(callID)"])
-        running.end.yield(.migrated)
-    }
+    func letGo(_ callID: String) { handle(callID, .superseded) }
 
     /// Confirms, in one round trip, that this worker still owns each of its calls, and keeps what it owns alive
     /// in Redis: record and set TTLs, tenants' leases, and records Redis lost written again. Calls held at

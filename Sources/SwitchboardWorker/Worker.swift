@@ -24,24 +24,36 @@ public final class Worker: Service, Sendable {
     /// Notices this process's own stalls (see `watchLoop`).
     let stallWatch: StallWatch
 
+    /// One call on this worker: its lifecycle (the decisions) and what carries it out (its subscriptions, its
+    /// audio session, its queue of actions that need I/O).
     struct Running {
-        /// Ends the call with a reason; the first one wins.
-        let end: AsyncStream<EndReason>.Continuation
-        let ends: AsyncStream<EndReason>
+        var lifecycle: CallLifecycle
+        let offer: Offer
+        /// Actions that need I/O (Redis, the call's tasks), carried out in order by the call's task (`runCall`).
+        let actions: AsyncStream<CallLifecycle.Action>.Continuation
+        let actionQueue: AsyncStream<CallLifecycle.Action>
+        /// Stops the call's tasks (`stopTasks`).
+        let stop: AsyncStream<Void>.Continuation
+        let stops: AsyncStream<Void>
         /// Subscribed before the worker says yes, so nothing the caller sends after placement is missed.
         let media: NATSSubscription
         let endRequests: NATSSubscription
-        /// Whose live-call lease this call holds (see `refreshCalls`).
-        let tenant: String
+        /// End requests to answer once the call's end is recorded.
+        let waitingEnds: EndRequests
         let session: CallSession
-        /// The ownership epoch this worker holds the call at: 1 for a new call, the claim's for one taken on
-        /// (nil until claimed: no checkpoint or refresh is written for it before).
-        var epoch: Int64?
+        /// When the caller's audio was last heard.
+        let heard = MediaClock()
         let startedAt: Int64
-        let metadata: [String: String]
+        /// The order (an offer to take the call on, a hold) whose answer waits on Redis.
+        var pendingReply: NATSMessage?
 
+        var callID: String { offer.callID }
+        /// Whose live-call lease this call holds (see `refreshCalls`).
+        var tenant: String { offer.tenant }
+
+        /// What the refresh keeps alive; nil before the call is this worker's (its claim not answered).
         var held: CallStore.Held? {
-            epoch.map { CallStore.Held(callID: session.callID, epoch: $0, tenant: tenant, startedAt: startedAt, metadata: metadata) }
+            lifecycle.epoch.map { CallStore.Held(callID: callID, epoch: $0, tenant: tenant, startedAt: startedAt, metadata: offer.metadata) }
         }
     }
 
@@ -72,21 +84,18 @@ public final class Worker: Service, Sendable {
     let state: Mutex<State>
     let heartbeatTrigger: AsyncStream<Void>.Continuation
     private let heartbeatTriggers: AsyncStream<Void>
-    private let accepted: AsyncStream<Offer>.Continuation
-    private let acceptedCalls: AsyncStream<Offer>
+    /// Calls said yes to, each run by a task of `run()`'s until its slot is free (`runCall`).
+    let accepted: AsyncStream<String>.Continuation
+    private let acceptedCalls: AsyncStream<String>
     /// Work that outlives the message or event that asked for it, run in `run()`'s task group (never in a loose
     /// task): each job in a child task of its own.
     enum Job: Sendable {
-        /// An offer to take on a running call, answered once the call is claimed in Redis.
-        case claim(Offer, NATSMessage)
         /// An order from a router (drains and the steps of moving a call need Redis: off the delivery thread).
         case control(NATSMessage)
         /// SIGTERM: drain with the configured deadline.
         case drainOnSignal
         /// Ask the routers to move one call (at a drain deadline).
         case move(String)
-        /// A held call that neither moves nor is unheld in time speaks again.
-        case speakAgainIfStillHeld(String, CallSession)
     }
     let job: AsyncStream<Job>.Continuation
     private let jobs: AsyncStream<Job>
@@ -158,6 +167,7 @@ public final class Worker: Service, Sendable {
                 background.addTask { await self.drainLoop() }
                 background.addTask { await self.checkpointLoop() }
                 background.addTask { await self.watchLoop() }
+                background.addTask { await self.callClock() }
                 background.addTask { await self.refreshLoop() }
                 background.addTask { await self.watchConnection() }
                 background.addTask { await self.deployLoop() }
@@ -171,8 +181,8 @@ public final class Worker: Service, Sendable {
                     }
                 }
                 await withDiscardingTaskGroup { calls in
-                    for await offer in acceptedCalls {
-                        calls.addTask { await self.runCall(offer) }
+                    for await callID in acceptedCalls {
+                        calls.addTask { await self.runCall(callID) }
                     }
                 }
                 background.cancelAll()
@@ -191,12 +201,12 @@ public final class Worker: Service, Sendable {
     /// Stops at once: takes no more calls and ends the ones running (reason `worker_stopping`); `run` returns
     /// when they have ended. A drain is the gentle way (see `drain`).
     public func stop() {
-        let running = state.withLock { state -> [Running] in
+        let calls = state.withLock { state -> [String] in
             state.slots.setState(.stopping)
-            return Array(state.calls.values)
+            return Array(state.calls.keys)
         }
-        logger.info("worker stopping", metadata: ["calls": "\(running.count)"])
-        for call in running { call.end.yield(.workerStopping) }
+        logger.info("worker stopping", metadata: ["calls": "\(calls.count)"])
+        for callID in calls { handle(callID, .endRequested(.workerStopping)) }
         accepted.finish()
         heartbeatTrigger.yield()
     }
@@ -221,124 +231,94 @@ public final class Worker: Service, Sendable {
             state.withLock { _ = $0.slots.end(offer.callID) }
             decision = .refuse(.agentUnavailable)
         }
+        var running: Running?
         if decision == .accept {
             // Listen on the call's subjects before saying yes: the caller may send audio the moment it hears.
             do {
-                let session = CallSession(callID: offer.callID, nats: nats, subject: configuration.subjects.mediaOut(call: offer.callID),
-                                          sampleRate: configuration.sampleRate, bitrate: configuration.bitrate,
-                                          metrics: metrics, resumingFrom: offer.resume?.checkpoint,
-                                          unixNowMillis: unixMillisNow(), watch: stallWatch)
-                // Bounded in messages and bytes: 5 s of audio, whatever a flood of large messages holds.
-                let media = try nats.subscribe(to: configuration.subjects.mediaIn(call: offer.callID), pendingLimit: 250,
-                                               pendingBytes: 512 * 1024)
-                let endRequests: NATSSubscription
-                do {
-                    endRequests = try nats.subscribe(to: configuration.subjects.end(call: offer.callID), pendingLimit: 16,
-                                                     pendingBytes: 64 * 1024)
-                } catch {
-                    media.unsubscribe()
-                    throw error
-                }
-                let (ends, end) = AsyncStream.makeStream(of: EndReason.self, bufferingPolicy: .bufferingOldest(1))
-                state.withLock { $0.calls[offer.callID] = Running(end: end, ends: ends, media: media, endRequests: endRequests,
-                                                                       tenant: offer.tenant, session: session,
-                                                                       epoch: offer.resume == nil ? 1 : nil,
-                                                                       startedAt: unixMillisNow(), metadata: offer.metadata) }
+                running = try takeOn(offer, message)
             } catch {
                 logger.error("cannot take the call on", metadata: [LogKey.callID: "\(offer.callID)", LogKey.error: "\(error)"])
-                state.withLock { _ = $0.slots.end(offer.callID) }
+                let stopping = state.withLock { state in
+                    state.slots.end(offer.callID)
+                    return state.slots.state == .stopping
+                }
                 handler.release(callID: offer.callID)
-                decision = .refuse(.full)
+                decision = .refuse(stopping ? .stopping : .full)
             }
         }
         switch decision {
-        case .accept where offer.resume != nil:
-            job.yield(.claim(offer, message))  // answered once claimed: nothing is said or sent for it before
         case .accept:
-            answer(message, .accept(workerID: configuration.id, version: configuration.version, region: configuration.region,
-                                    acceptSeq: acceptSeq))
-            metrics.increment(MetricNames.offersAnswered, ["result": "accepted"], help: "Offers answered by result")
-            accepted.yield(offer)
-            // Full now: say so at once, so routers stop offering. Other changes in the call count go out with
-            // the next periodic heartbeat (routers count their own offers in flight meanwhile).
-            if state.withLock({ $0.slots.activeCalls >= $0.slots.capacity }) { heartbeatTrigger.yield() }
+            guard let running else { return }
+            if offer.resume == nil {
+                answer(message, .accept(workerID: configuration.id, version: configuration.version, region: configuration.region,
+                                        acceptSeq: acceptSeq))
+                metrics.increment(MetricNames.offersAnswered, ["result": "accepted"], help: "Offers answered by result")
+                heartbeatIfFull()
+            }
+            // A call moving in is answered once claimed (`answerAccepted`): nothing is said or sent for it before.
+            dispatch(running.lifecycle.start(), running)
         case .refuse(let reason):
             answer(message, .refuse(reason, workerID: configuration.id, version: configuration.version, region: configuration.region))
             metrics.increment(MetricNames.offersAnswered, ["result": "refused_\(reason.rawValue)"], help: "Offers answered by result")
         }
     }
 
+    /// Full now: says so at once, so routers stop offering. Other changes in the call count go out with the
+    /// next periodic heartbeat (routers count their own offers in flight meanwhile).
+    func heartbeatIfFull() {
+        if state.withLock({ $0.slots.activeCalls >= $0.slots.capacity }) { heartbeatTrigger.yield() }
+    }
+
+    /// Subscribes to the call's subjects and hands the call to a task of `run()`'s (`runCall`).
+    /// - Throws: when a subscription fails, or the worker stopped taking calls (`stop()`) since the slot's yes.
+    private func takeOn(_ offer: Offer, _ message: NATSMessage) throws -> Running {
+        let callID = offer.callID
+        let session = CallSession(callID: callID, nats: nats, subject: configuration.subjects.mediaOut(call: callID),
+                                  sampleRate: configuration.sampleRate, bitrate: configuration.bitrate,
+                                  metrics: metrics, resumingFrom: offer.resume?.checkpoint,
+                                  unixNowMillis: unixMillisNow(), watch: stallWatch)
+        // Bounded in messages and bytes: 5 s of audio, whatever a flood of large messages holds.
+        let media = try nats.subscribe(to: configuration.subjects.mediaIn(call: callID), pendingLimit: 250, pendingBytes: 512 * 1024)
+        let endRequests: NATSSubscription
+        do {
+            endRequests = try nats.subscribe(to: configuration.subjects.end(call: callID), pendingLimit: 16, pendingBytes: 64 * 1024)
+        } catch {
+            media.unsubscribe()
+            throw error
+        }
+        let limits = CallLifecycle.Limits(maxDuration: configuration.maxCallDuration, mediaTimeout: configuration.mediaTimeout,
+                                          heldTimeout: configuration.migrateTimeout)
+        let now = ContinuousClock.now
+        let (actionQueue, actions) = AsyncStream.makeStream(of: CallLifecycle.Action.self, bufferingPolicy: .unbounded)
+        let (stops, stop) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingOldest(1))
+        let running = Running(lifecycle: offer.resume == nil ? CallLifecycle(newCall: callID, limits: limits, now: now)
+                                                             : CallLifecycle(movingIn: callID, limits: limits, now: now),
+                              offer: offer, actions: actions, actionQueue: actionQueue, stop: stop, stops: stops, media: media,
+                              endRequests: endRequests, waitingEnds: EndRequests(), session: session, startedAt: unixMillisNow(),
+                              pendingReply: offer.resume == nil ? nil : message)
+        state.withLock { $0.calls[callID] = running }
+        if case .terminated = accepted.yield(callID) {
+            // `stop()` came between the slot's yes and now: no task would ever run the call.
+            state.withLock { $0.calls[callID] = nil }
+            media.unsubscribe()
+            endRequests.unsubscribe()
+            throw SwitchboardError(.unavailable, "the worker is stopping")
+        }
+        return running
+    }
+
     private func perform(_ job: Job) async {
         switch job {
-        case .claim(let offer, let message):
-            await claimAndAnswer(offer, message)
         case .control(let message):
             await handleControl(message)
         case .drainOnSignal:
             await drain(deadline: configuration.drainDeadline, atDeadline: configuration.drainAtDeadline, requestedBy: DrainRequest.bySignal)
         case .move(let callID):
             await askToMove(callID)
-
-        case .speakAgainIfStillHeld(let callID, let session):
-            try? await Task.sleep(for: configuration.migrateTimeout)
-            // Only if it is still this worker's: another may have claimed it and the release gone astray.
-            while let held = state.withLock({ $0.calls[callID]?.held }), session.isHeld, !Task.isCancelled {
-                switch try? await callStore.refresh([held], worker: configuration.id, incarnation: incarnation,
-                                                    version: configuration.version, region: configuration.region,
-                                                    leaseTime: configuration.leaseTime).first {
-                case .superseded?:
-                    letGo(callID)
-                    return
-                case .owned?, .reasserted?, .missing?:
-                    if session.unhold() {
-                        logger.warning("a held call was neither released nor resumed in time: sending its audio again",
-                                       metadata: [LogKey.callID: "\(callID)"])
-                    }
-                    return
-                case nil:
-                    try? await Task.sleep(for: .seconds(1))  // Redis did not answer: ask again
-                }
-            }
         }
     }
 
-    /// A call to take on: claimed in Redis (owner and epoch+1, only if the record still holds the epoch the
-    /// router read) before the worker says yes and starts it. Not claimed: refused, nothing started.
-    private func claimAndAnswer(_ offer: Offer, _ message: NATSMessage) async {
-        let resume = offer.resume!
-        let log = logger.with([LogKey.callID: "\(offer.callID)", LogKey.tenant: "\(offer.tenant)"])
-        var epoch: Int64?
-        do {
-            epoch = try await callStore.claim(offer.callID, worker: configuration.id, from: resume, incarnation: incarnation,
-                                              version: configuration.version, region: configuration.region)
-            if epoch == nil { log.warning("call not taken on: its record moved on since the router read it") }
-        } catch {
-            log.warning("call not taken on: cannot claim it in Redis", metadata: [LogKey.error: "\(error)"])
-        }
-        let (running, acceptSeq) = state.withLock { state -> (Running?, UInt64) in
-            guard let epoch else {
-                state.slots.end(offer.callID)
-                return (state.calls.removeValue(forKey: offer.callID), state.slots.accepted)
-            }
-            state.calls[offer.callID]?.epoch = epoch
-            return (nil, state.slots.accepted)
-        }
-        guard epoch != nil else {
-            running?.media.unsubscribe()
-            running?.endRequests.unsubscribe()
-            handler.release(callID: offer.callID)
-            answer(message, .refuse(.superseded, workerID: configuration.id, version: configuration.version, region: configuration.region))
-            metrics.increment(MetricNames.offersAnswered, ["result": "refused_superseded"], help: "Offers answered by result")
-            return
-        }
-        answer(message, .accept(workerID: configuration.id, version: configuration.version, region: configuration.region,
-                                acceptSeq: acceptSeq))
-        metrics.increment(MetricNames.offersAnswered, ["result": "accepted"], help: "Offers answered by result")
-        accepted.yield(offer)
-        if state.withLock({ $0.slots.activeCalls >= $0.slots.capacity }) { heartbeatTrigger.yield() }
-    }
-
-    private func answer(_ message: NATSMessage, _ reply: OfferReply) {
+    func answer(_ message: NATSMessage, _ reply: OfferReply) {
         do {
             try nats.reply(to: message, payload: reply.encoded())
         } catch {
@@ -349,9 +329,7 @@ public final class Worker: Service, Sendable {
     /// Ends a call held by this worker; false if it holds no such call.
     @discardableResult
     public func endCall(_ callID: String, reason: EndReason) -> Bool {
-        guard let running = state.withLock({ $0.calls[callID] }) else { return false }
-        running.end.yield(reason)
-        return true
+        handle(callID, .endRequested(reason))
     }
 
     public var activeCalls: Int { state.withLock { $0.slots.activeCalls } }

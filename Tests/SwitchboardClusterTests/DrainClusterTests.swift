@@ -346,6 +346,39 @@ struct DrainClusterTests {
         await cluster.shutdown()
     }
 
+    /// A router that holds a call and then vanishes (before release or unhold) must not leave the call silent:
+    /// the worker asks Redis whether the call is still its own and, since no one took it on, speaks again.
+    @Test func aHeldCallNoRouterFollowsUpSpeaksAgain() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        try await cluster.addWorker(id: "a", handler: ToneHandler()) { $0.migrateTimeout = .seconds(3) }
+        try await cluster.waitForWorkers(1)
+        let call = try await cluster.route()
+        let tap = try AudioTap(cluster.client, call.media.out)
+        try await eventually(timeout: .seconds(10), "the tone is heard") { tap.count >= 5 }
+
+        func control(_ op: WorkerControl.Op, _ callID: String) async throws -> WorkerControlReply {
+            let reply = try await cluster.client.request(cluster.subjects.control(worker: "a"),
+                                                         payload: WorkerControl(op, callID: callID).encoded(), timeout: .seconds(5))
+            return try WorkerControlReply.decode(reply.payload)
+        }
+        let held = try await control(.hold, call.callID)
+        let heldAt = ContinuousClock.now
+        #expect(held.ok && held.checkpoint != nil)
+        try await Task.sleep(for: .milliseconds(200))
+        let before = tap.count
+        try await Task.sleep(for: .milliseconds(800))
+        #expect(tap.count == before || ContinuousClock.now - heldAt >= .seconds(3), "a held call sends nothing")
+        // An unhold for a call never held, a release for one this worker does not hold: answered, nothing else.
+        #expect(try await control(.release, "c-nope").error?.code == "not_found")
+
+        try await eventually(timeout: .seconds(15), "the held call speaks again on its own") { tap.count > before + 10 }
+        #expect(ContinuousClock.now - heldAt >= .seconds(3), "not before the migrate timeout")
+        #expect(try await cluster.record(call.callID)["worker_id"] == "a")
+        #expect(try await control(.unhold, call.callID).ok)
+        await cluster.shutdown()
+    }
+
     @Test func badDrainRequestsGetClearErrors() async throws {
         let cluster = try await TestCluster()
         try await cluster.addRouter()

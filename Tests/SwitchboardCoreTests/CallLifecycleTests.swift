@@ -216,7 +216,7 @@ import Testing
             for step in 0..<40 {
                 let event = events[Int(random.next() % UInt64(events.count))]
                 let actions = call.on(event, now: at(step * 2_000))
-                frees += actions.filter { if case .free = $0 { true } else { false } }.count
+                frees += actions.filter(\.frees).count
                 if actions.contains(where: { if case .recordEnd = $0 { true } else { false } }) { recordedEnd = true }
             }
             #expect(frees <= 1)

@@ -68,6 +68,9 @@ public final class AgentBridge: CallHandler {
 
     public var processIDs: [Int32] { pool?.alivePIDs ?? [] }
 
+    /// A call is live once its agent has its `start` (the worker's silence clock starts then).
+    public var announcesStart: Bool { true }
+
     public var isReady: Bool {
         guard let pool else { return serverReachable.load(ordering: .relaxed) }
         return pool.settings.poolSize == 0 || pool.readyCount > 0
@@ -169,6 +172,7 @@ public final class AgentBridge: CallHandler {
         metrics.observe(MetricNames.agentSessionStartSeconds, [:], (ContinuousClock.now - began).microseconds / 1e6,
                         buckets: MetricNames.latencyBuckets, help: "Time from a call's start to its agent's start event")
         log.info("agent session started", metadata: ["agent": "\(address)", "resumed": "\(resumed)"])
+        call.started()
 
         link.attach(session)
         defer { link.detach() }
