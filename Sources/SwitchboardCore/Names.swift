@@ -10,30 +10,44 @@ public struct Subjects: Sendable, Equatable {
 
     /// Route requests (queue group `routers`).
     public var route: String { "\(prefix).route" }
-    /// Worker heartbeats; every router listens.
-    public var heartbeat: String { "\(prefix).heartbeat" }
+    /// One worker's heartbeats (`<prefix>.heartbeat.<worker>`): a worker may publish only its own.
+    public func heartbeat(worker: String) -> String { "\(prefix).heartbeat.\(worker)" }
+    /// Every worker's heartbeats; every router listens.
+    public var heartbeats: String { heartbeat(worker: "*") }
     /// Offers to one worker (request/reply).
     public func offer(worker: String) -> String { "\(prefix).worker.\(worker).offer" }
     /// A router pings a suspect worker directly (request/reply; the answer is a heartbeat).
     public func ping(worker: String) -> String { "\(prefix).worker.\(worker).ping" }
-    /// Audio from the caller to whichever worker holds the call.
-    public func mediaIn(call: String) -> String { "\(prefix).media.\(call).in" }
-    /// Audio from the worker to the caller.
-    public func mediaOut(call: String) -> String { "\(prefix).media.\(call).out" }
+    /// Audio from the caller to the worker that holds the call. The caller follows the call to another worker
+    /// by its events (docs/protocol.md); `worker` is `*` in a caller's permissions.
+    public func mediaIn(worker: String, call: String) -> String { "\(prefix).media.\(worker).\(call).in" }
+    /// Audio from the worker that holds the call to the caller, who listens on `mediaOut(worker: "*", ...)`.
+    public func mediaOut(worker: String, call: String) -> String { "\(prefix).media.\(worker).\(call).out" }
     /// Ending a call (request/reply; the worker holding it answers).
-    public func end(call: String) -> String { "\(prefix).call.\(call).end" }
+    public func end(worker: String, call: String) -> String { "\(prefix).call.\(worker).\(call).end" }
     /// Orders to one worker: drain, undrain, and the steps of moving a call (request/reply).
     public func control(worker: String) -> String { "\(prefix).worker.\(worker).control" }
-    /// Moving a call to another worker (request/reply, queue group `routers`).
-    public var migrate: String { "\(prefix).migrate" }
+    /// A worker asks the routers to move one of its calls (request/reply, queue group `routers`).
+    public func migrate(worker: String) -> String { "\(prefix).migrate.\(worker)" }
+    /// Every worker's migrate requests (the routers' queue subscription).
+    public var migrates: String { migrate(worker: "*") }
     /// A worker's drain began or was cancelled (broadcast to every router).
     public var drains: String { "\(prefix).drains" }
-    /// What happens to a call: placed, migrating, migrated, resumed, ended.
-    public func events(call: String) -> String { "\(prefix).call.\(call).events" }
+    /// What happens to a call: placed, migrating, migrated, resumed, ended; published under the worker that
+    /// holds it (the router's events too), heard by its caller on `events(worker: "*", ...)`.
+    public func events(worker: String, call: String) -> String { "\(prefix).call.\(worker).\(call).events" }
     /// A new deploy policy (broadcast to every router and worker).
     public var deploy: String { "\(prefix).deploy" }
     /// Operator requests to routers (status and the like), request/reply.
     public var status: String { "\(prefix).status" }
+
+    /// The worker a per-worker subject names (`heartbeat(worker:)`, `migrate(worker:)`): its last token.
+    public static func sender(of subject: String) -> Substring {
+        subject.lastIndex(of: ".").map { subject[subject.index(after: $0)...] } ?? Substring(subject)
+    }
+
+    /// Any worker, in the subjects a caller (and an observer) listens on.
+    public static let anyWorker = "*"
 
     public static let routerQueue = "routers"
 }

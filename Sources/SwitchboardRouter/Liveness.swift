@@ -62,7 +62,7 @@ extension Router {
         do {
             let reply = try await nats.request(configuration.subjects.ping(worker: workerID), payload: [],
                                                timeout: configuration.pingTimeout)
-            ingest(try Heartbeat.decode(reply.payload))
+            ingest(try Heartbeat.decode(reply.payload), from: Substring(workerID))
             return
         } catch {
             failure = error
@@ -119,7 +119,7 @@ extension Router {
                 if let reply = try? await nats.request(configuration.subjects.ping(worker: worker), payload: [],
                                                        timeout: configuration.pingTimeout),
                    let heartbeat = try? Heartbeat.decode(reply.payload) {
-                    ingest(heartbeat)
+                    ingest(heartbeat, from: Substring(worker))
                     continue
                 }
                 logger.warning("calls of a worker no router knows: failing them over", metadata: [LogKey.workerID: "\(worker)"])

@@ -15,9 +15,17 @@ extension Router {
     /// (`unhold`). The caller keeps the same media subjects throughout.
     ///
     /// One router moves a call at a time (a lock in Redis with an expiry).
-    public func migrate(_ callID: String, requestedBy: String) async throws(SwitchboardError) -> Migration {
+    /// `fromWorker`: a worker asked over NATS; only the worker the call's record names may move it.
+    public func migrate(_ callID: String, requestedBy: String, fromWorker: String? = nil) async throws(SwitchboardError) -> Migration {
         try WireCheck.identifier(callID, "call_id")
         let record = try await call(callID)
+        if let fromWorker, record.workerID != fromWorker {
+            let error = SwitchboardError(.forbidden, "worker \(fromWorker) asked to move call \(callID), which worker \(record.workerID) holds")
+            countBadMessage("migrate_request", error)
+            logger.warning("migrate request refused: not from the worker holding the call",
+                           metadata: [LogKey.callID: "\(callID)", "sent_as": "\(fromWorker)", LogKey.workerID: "\(record.workerID)"])
+            throw error
+        }
         guard record.state != .ended else {
             throw SwitchboardError(.conflict, "call \(callID) has ended (\(record.endReason ?? "no reason recorded")); there is nothing to move")
         }
@@ -261,11 +269,12 @@ extension Router {
         let reply: MigrateReply
         do {
             let request = try MigrateRequest.decode(message.payload)
-            // Audited like the HTTP one: who asked is what the request says (on a bus with per-role permissions,
-            // only workers may send it).
-            let actor = "\(request.requestedBy) (over NATS)"
+            // Audited like the HTTP one. Only workers may send it, each under its own id (the subject's): that
+            // id, not what the request says, is who asked.
+            let sender = String(Subjects.sender(of: message.subject))
+            let actor = "worker \(sender) (over NATS: \(request.requestedBy))"
             reply = MigrateReply(try await audited("migrate", target: request.callID, actor: actor) { () throws(SwitchboardError) in
-                try await migrate(request.callID, requestedBy: actor)
+                try await migrate(request.callID, requestedBy: actor, fromWorker: sender)
             })
         } catch {
             if error.code == .badMessage || error.code == .tooLarge { countBadMessage("migrate_request", error) }

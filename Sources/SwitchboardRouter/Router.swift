@@ -98,7 +98,7 @@ public final class Router: Service, Sendable {
     public func run() async throws {
         // Heartbeats are ingested on the delivery thread: a decode and a few µs under the lock, cheaper than
         // a hop to another thread (10,000 workers send 10,000 a second).
-        let heartbeats = try nats.subscribe(to: configuration.subjects.heartbeat) { [self] message in ingestHeartbeat(message) }
+        let heartbeats = try nats.subscribe(to: configuration.subjects.heartbeats) { [self] message in ingestHeartbeat(message) }
         let drainNotices = try nats.subscribe(to: configuration.subjects.drains) { [self] message in ingestDrainNotice(message) }
         let deployNotices = try nats.subscribe(to: configuration.subjects.deploy) { [self] message in ingestDeployNotice(message) }
         try await nats.flush()
@@ -108,7 +108,7 @@ public final class Router: Service, Sendable {
         await loadDrains()
         started.withLock { $0 = true }
         let routes = try nats.subscribe(to: configuration.subjects.route, queue: Subjects.routerQueue)
-        let migrations = try nats.subscribe(to: configuration.subjects.migrate, queue: Subjects.routerQueue)
+        let migrations = try nats.subscribe(to: configuration.subjects.migrates, queue: Subjects.routerQueue)
         try await nats.flush()
         logger.info("router running", metadata: ["route_subject": "\(configuration.subjects.route)"])
         if configuration.insecureNoAuth {
@@ -172,13 +172,22 @@ public final class Router: Service, Sendable {
 
     func ingestHeartbeat(_ message: NATSMessage) {
         do {
-            ingest(try Heartbeat.decode(message.payload))
+            ingest(try Heartbeat.decode(message.payload), from: Subjects.sender(of: message.subject))
         } catch {
             countBadMessage("heartbeat", error)
         }
     }
 
-    func ingest(_ heartbeat: Heartbeat) {
+    /// Takes a heartbeat from worker `sender` (its subject's, or the one pinged): refused, counted and logged
+    /// when it speaks for another worker (a worker may publish only under its own id; one that forged another's
+    /// incarnation would have a healthy worker's calls failed over).
+    func ingest(_ heartbeat: Heartbeat, from sender: Substring) {
+        guard heartbeat.workerID == sender else {
+            countBadMessage("heartbeat", SwitchboardError(.forbidden, "a heartbeat for worker \(heartbeat.workerID) sent as \(sender)"))
+            logger.warning("heartbeat refused: sent under another worker's id", metadata: [LogKey.workerID: "\(heartbeat.workerID)",
+                                                                                            "sent_as": "\(sender)"])
+            return
+        }
         let result = fleet.withLock { fleet in
             let result = fleet.registry.ingest(heartbeat, now: clock.now)
             fleet.ingested[result, default: 0] += 1

@@ -100,13 +100,13 @@ extension Router {
             logger.warning("call placed but not recorded: Redis unreachable", metadata: [LogKey.error: "\(error)"])
         } catch {
             // The worker holds a slot for a call nobody will know of: tell it to let go.
-            try? nats.publish(configuration.subjects.end(call: callID), payload: CallEnd(callID: callID, reason: .api).encoded())
+            try? nats.publish(configuration.subjects.end(worker: reply.workerID, call: callID), payload: CallEnd(callID: callID, reason: .api).encoded())
             throw SwitchboardError(.unavailable, "call accepted by \(reply.workerID) but not recorded: \(error)")
         }
         publishEvent(CallEvent(callID: callID, event: .placed, workerID: reply.workerID, atMillis: unixMillisNow()))
         return Placement(callID: callID, workerID: reply.workerID, version: reply.version, region: reply.region,
-                         media: MediaSubjects(in: configuration.subjects.mediaIn(call: callID),
-                                              out: configuration.subjects.mediaOut(call: callID),
+                         media: MediaSubjects(in: configuration.subjects.mediaIn(worker: reply.workerID, call: callID),
+                                              out: configuration.subjects.mediaOut(worker: Subjects.anyWorker, call: callID),
                                               credentials: credentials),
                          explain: explanation)
     }
@@ -189,7 +189,7 @@ extension Router {
     }
 
     func publishEvent(_ event: CallEvent) {
-        try? nats.publish(configuration.subjects.events(call: event.callID), payload: event.encoded())
+        try? nats.publish(configuration.subjects.events(worker: event.workerID, call: event.callID), payload: event.encoded())
     }
 
     // MARK: - NATS API
@@ -241,7 +241,7 @@ extension Router {
         let record = try await call(id)
         guard record.state != .ended else { return record }
         do {
-            _ = try await nats.request(configuration.subjects.end(call: id), payload: CallEnd(callID: id, reason: .api).encoded(),
+            _ = try await nats.request(configuration.subjects.end(worker: record.workerID, call: id), payload: CallEnd(callID: id, reason: .api).encoded(),
                                        headers: ["Call-Id": id], timeout: configuration.endTimeout)
         } catch let error as SwitchboardError where error.code == .noResponders {
             // No worker holds it any more (it died or never started it): close the record so it does not

@@ -284,7 +284,7 @@ extension Worker {
     }
 
     func publishEvent(_ event: CallEvent) {
-        try? nats.publish(configuration.subjects.events(call: event.callID), payload: event.encoded())
+        try? nats.publish(configuration.subjects.events(worker: configuration.id, call: event.callID), payload: event.encoded())
     }
 
     /// Decodes the caller's packets into frames for the handler; a gap in sequence numbers (up to 5 packets)

@@ -159,7 +159,7 @@ extension Worker {
     func askToMove(_ callID: String) async {
         defer { _ = state.withLock { $0.migrating.remove(callID) } }
         do {
-            let reply = try await nats.request(configuration.subjects.migrate,
+            let reply = try await nats.request(configuration.subjects.migrate(worker: configuration.id),
                                                payload: MigrateRequest(callID: callID, requestedBy: "drain:\(configuration.id)").encoded(),
                                                headers: ["Call-Id": callID], timeout: configuration.migrateTimeout)
             let answer = try MigrateReply.decode(reply.payload)

@@ -273,15 +273,15 @@ public final class Worker: Service, Sendable {
     /// - Throws: when a subscription fails, or the worker stopped taking calls (`stop()`) since the slot's yes.
     private func takeOn(_ offer: Offer, _ message: NATSMessage) throws -> Running {
         let callID = offer.callID
-        let session = CallSession(callID: callID, nats: nats, subject: configuration.subjects.mediaOut(call: callID),
+        let session = CallSession(callID: callID, nats: nats, subject: configuration.subjects.mediaOut(worker: configuration.id, call: callID),
                                   sampleRate: configuration.sampleRate, bitrate: configuration.bitrate,
                                   metrics: metrics, resumingFrom: offer.resume?.checkpoint,
                                   unixNowMillis: unixMillisNow(), watch: stallWatch)
         // Bounded in messages and bytes: 5 s of audio, whatever a flood of large messages holds.
-        let media = try nats.subscribe(to: configuration.subjects.mediaIn(call: callID), pendingLimit: 250, pendingBytes: 512 * 1024)
+        let media = try nats.subscribe(to: configuration.subjects.mediaIn(worker: configuration.id, call: callID), pendingLimit: 250, pendingBytes: 512 * 1024)
         let endRequests: NATSSubscription
         do {
-            endRequests = try nats.subscribe(to: configuration.subjects.end(call: callID), pendingLimit: 16, pendingBytes: 64 * 1024)
+            endRequests = try nats.subscribe(to: configuration.subjects.end(worker: configuration.id, call: callID), pendingLimit: 16, pendingBytes: 64 * 1024)
         } catch {
             media.unsubscribe()
             throw error
@@ -427,7 +427,7 @@ public final class Worker: Service, Sendable {
         metrics.set(MetricNames.workerCPU, to: hb.cpu, help: "CPU in use as a share of what the worker may use")
         metrics.set(MetricNames.workerMemory, to: Double(hb.memoryUsedBytes), help: "Memory in use")
         do {
-            try nats.publish(configuration.subjects.heartbeat, payload: hb.encoded())
+            try nats.publish(configuration.subjects.heartbeat(worker: configuration.id), payload: hb.encoded())
         } catch {
             logger.warning("heartbeat not sent", metadata: [LogKey.error: "\(error)"])
         }

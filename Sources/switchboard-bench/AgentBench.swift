@@ -196,7 +196,7 @@ struct AgentBench {
             timeout.cancel()
             speaker.cancel()
             out.unsubscribe()
-            _ = try? await caller.request(fleet.subjects.end(call: call.callID), payload: CallEnd(callID: call.callID, reason: .caller).encoded(),
+            _ = try? await caller.request(fleet.subjects.end(worker: call.workerID, call: call.callID), payload: CallEnd(callID: call.callID, reason: .caller).encoded(),
                                           timeout: .seconds(10))
         }
         guard let summary = LatencySummary(times) else {

@@ -68,7 +68,7 @@ struct DeployBench {
         func route() async throws -> String {
             let reply = try RouteReply.decode(try await caller.request(subjects.route, payload: payload).payload)
             guard let call = reply.call else { throw SwitchboardError(.noCapacity, reply.error?.message ?? "not placed") }
-            try caller.publish(subjects.end(call: call.callID), payload: CallEnd(callID: call.callID, reason: .caller).encoded())
+            try caller.publish(subjects.end(worker: call.workerID, call: call.callID), payload: CallEnd(callID: call.callID, reason: .caller).encoded())
             return call.version
         }
         let plain = LatencySummary(try await timeEach(placements) { _ = try await route() })!

@@ -24,13 +24,13 @@ struct IngestBench {
         var random = SeededRandom(seed: 3)
         let (_, heartbeats) = SchedulerBench.fleet(workers, random: &random)
 
-        let alone = try await publish(heartbeats, on: publisher, to: subjects.heartbeat)
+        let alone = try await publish(heartbeats, on: publisher, to: subjects)
 
         // The NATS part alone: a subscriber on the delivery thread that does nothing with the message.
         let listener = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: "bench-listener"), logger: logger)
-        let noop = try listener.subscribe(to: subjects.heartbeat) { _ in }
+        let noop = try listener.subscribe(to: subjects.heartbeats) { _ in }
         try await listener.flush()
-        let delivered = try await publish(heartbeats, on: publisher, to: subjects.heartbeat)
+        let delivered = try await publish(heartbeats, on: publisher, to: subjects)
         noop.unsubscribe()
         listener.close()
         report.add(Row(name: "NATS: deliver 10000 messages/s to a no-op handler", throughput: delivered.sent / delivered.wall,
@@ -47,7 +47,7 @@ struct IngestBench {
         defer { running.cancel(); nats.close(); redis.close() }
         try await Task.sleep(for: .milliseconds(300))  // subscribed
 
-        let withRouter = try await publish(heartbeats, on: publisher, to: subjects.heartbeat)
+        let withRouter = try await publish(heartbeats, on: publisher, to: subjects)
         let known = router.workers().count
         let share = (withRouter.cpu - alone.cpu) / withRouter.wall
         report.add(Row(name: "router: ingest \(workers) workers' heartbeats at 1 Hz", throughput: withRouter.sent / withRouter.wall,
@@ -57,7 +57,7 @@ struct IngestBench {
 
     /// Sends every heartbeat once a second, in batches of 1% every 10 ms, for `seconds`; returns this process's
     /// CPU seconds, the wall seconds and the heartbeats sent.
-    private func publish(_ heartbeats: [Heartbeat], on nats: NATSConnection, to subject: String) async throws
+    private func publish(_ heartbeats: [Heartbeat], on nats: NATSConnection, to subjects: Subjects) async throws
         -> (cpu: Double, wall: Double, sent: Double)
     {
         var beats = heartbeats
@@ -68,7 +68,7 @@ struct IngestBench {
         for tick in 0..<(seconds * 100) {
             for i in (tick % 100) * batch..<min(beats.count, (tick % 100 + 1) * batch) {
                 beats[i].seq += 1
-                try nats.publish(subject, payload: beats[i].encoded())
+                try nats.publish(subjects.heartbeat(worker: beats[i].workerID), payload: beats[i].encoded())
                 sent += 1
             }
             try await Task.sleep(until: start + .milliseconds(10 * (tick + 1)), clock: clock)

@@ -96,7 +96,7 @@ struct RouteBench {
         let churn = LatencySummary(try await timeEach(n) {
             let reply = try RouteReply.decode(try await caller.request(subjects.route, payload: payload).payload)
             guard let call = reply.call else { throw SwitchboardError(.noCapacity, reply.error?.message ?? "no placement") }
-            try caller.publish(subjects.end(call: call.callID), payload: CallEnd(callID: call.callID, reason: .caller).encoded())
+            try caller.publish(subjects.end(worker: call.workerID, call: call.callID), payload: CallEnd(callID: call.callID, reason: .caller).encoded())
         })!
         report.add(Row(name: "route over NATS, each call ended at once", summary: churn, throughput: 1e6 / churn.mean.microseconds,
                        baseline: "of 2 NATS + 2 Redis round trips", ratio: churn.p50.microseconds / needed.microseconds))
@@ -126,7 +126,7 @@ struct RouteBench {
                     for _ in 0..<perCaller {
                         let reply = try RouteReply.decode(try await caller.request(subjects.route, payload: payload, timeout: .seconds(5)).payload)
                         if let call = reply.call {
-                            try caller.publish(subjects.end(call: call.callID), payload: CallEnd(callID: call.callID, reason: .caller).encoded())
+                            try caller.publish(subjects.end(worker: call.workerID, call: call.callID), payload: CallEnd(callID: call.callID, reason: .caller).encoded())
                         }
                     }
                 }
@@ -143,7 +143,7 @@ struct RouteBench {
 
 /// Ends the calls (not timed) and waits until the worker holds none.
 private func endAll(_ ids: inout [String], caller: NATSConnection, subjects: Subjects, worker: Worker) async throws {
-    for id in ids { try caller.publish(subjects.end(call: id), payload: CallEnd(callID: id, reason: .caller).encoded()) }
+    for id in ids { try caller.publish(subjects.end(worker: worker.configuration.id, call: id), payload: CallEnd(callID: id, reason: .caller).encoded()) }
     ids = []
     while worker.activeCalls > 0 { try await Task.sleep(for: .milliseconds(20)) }
 }

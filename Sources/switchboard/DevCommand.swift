@@ -105,12 +105,13 @@ final class DevCluster: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         // The bus is closed as in production: every process has its role's credential (docs/security.md).
         let bus = directory.appendingPathComponent("nats").path
-        _ = try NATSConfigCommand.write(to: bus, subjects: Subjects.default, name: "switchboard-dev", force: false)
+        let members = (1...max(1, workers)).map { BusCredentials.Member(.worker, "worker-\($0)") } + [BusCredentials.Member(.gateway, "dev-callers")]
+        _ = try NATSConfigCommand.write(to: bus, subjects: Subjects.default, name: "switchboard-dev", members: members, force: false)
         let serverConf = directory.appendingPathComponent("nats-server.conf")
         try "include ./nats/nats-auth.conf\n".write(to: serverConf, atomically: true, encoding: .utf8)
         let nats = try await LocalServer(.nats, arguments: ["-c", serverConf.path], label: "sbdev")
         let redis = try await LocalServer(.redis, label: "sbdev")
-        say("nats-server  \(nats.url)\nredis-server \(redis.url)\nlogs         \(directory.path)\nnats bus     closed; a credential per role in \(bus)")
+        say("nats-server  \(nats.url)\nredis-server \(redis.url)\nlogs         \(directory.path)\nnats bus     closed; a credential per role (one per worker) in \(bus)")
 
         // A demo tenant, as an operator would make one, and routers that ask for keys.
         let tenants = TenantStore(redis: try RedisClient(url: redis.url, logger: Runtime.logger("switchboard.dev", level: "warning")),
@@ -135,7 +136,7 @@ final class DevCluster: Sendable {
                                                       "--region", "local", "--zone", "local-\(zones[(i - 1) % 3])", "--cpu-source", "process",
                                                       // The whole local cluster stops at once: nowhere to move calls to.
                                                       "--drain-deadline", "0", "--drain-at-deadline", "end",
-                                                      "--nats-creds", bus + "/worker.creds"] + common, in: directory))
+                                                      "--nats-creds", bus + "/worker-worker-\(i).creds"] + common, in: directory))
         }
         for child in children { say("started \(child.name) (pid \(child.pid))") }
         var routerURLs: [String] = []
@@ -150,8 +151,8 @@ final class DevCluster: Sendable {
         }
         // The demo callers ask for routes as a gateway does; each call's audio goes over its own credential.
         var gateway = NATSConfiguration(servers: [nats.url], name: "dev-callers")
-        gateway.credentialsFile = bus + "/gateway.creds"
-        gateway.inboxPrefix = BusRole.gateway.inboxPrefix
+        gateway.credentialsFile = bus + "/gateway-dev-callers.creds"
+        gateway.inboxPrefix = BusRole.gateway.inboxPrefix(member: "dev-callers")
         let connection = try await NATSConnection.connect(gateway, logger: Runtime.logger("switchboard.dev", level: "warning"))
         let cluster = DevCluster(nats: nats, redis: redis, directory: directory, children: children, routerURLs: routerURLs,
                                  connection: connection, adminKey: adminKey, demoKey: demoKey)

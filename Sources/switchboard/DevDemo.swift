@@ -109,6 +109,7 @@ struct DemoCallers {
             }
             defer { if media !== nats { media.close() } }
             let out = try media.subscribe(to: placement.media.out)
+            let leg = try CallLeg(media, placement: placement, subjects: .default)  // follows the call if it moves
             let receiver = Task { for await m in out { echoed.withLock { $0.append(m.payload) } } }
             let encoder = try OpusEncoder()
             var tone = ToneGenerator(frequency: 440)
@@ -117,7 +118,7 @@ struct DemoCallers {
             let frames = Int(callSeconds * 50)
             while sent < frames && !Task.isCancelled {
                 let packet = MediaPacket(sequence: UInt32(sent), timestamp: UInt32(sent * 960), payload: try encoder.encode(tone.next(960)))
-                try media.publish(placement.media.in, payload: packet.encoded())
+                try leg.send(packet.encoded())
                 sent += 1
                 next += .milliseconds(20)
                 try? await Task.sleep(until: next, clock: clock)

@@ -64,7 +64,7 @@ struct DoctorCommand: AsyncParsableCommand {
         var check = Check(service: "nats", ok: false, url: servers.map(redactedNATS).joined(separator: ","))
         do {
             var config = NATSConfiguration(servers: servers, name: "switchboard-doctor")
-            config.inboxPrefix = BusRole.operator.inboxPrefix
+            config.inboxPrefix = BusRole.operator.inboxPrefix()
             try nats.apply(to: &config)
             config.connectTimeout = limit
             config.reconnect.enabled = false

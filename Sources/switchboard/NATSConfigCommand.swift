@@ -11,7 +11,8 @@ struct NATSConfigCommand: AsyncParsableCommand {
         discussion: """
             Writes to --out: nats-auth.conf (include it in nats-server.conf), router.creds, worker.creds, \
             gateway.creds and operator.creds (each role may publish and subscribe only what the protocol gives it; \
-            see docs/security.md), media-signing.json (for the routers' --media-signing-key: each placement then \
+            see docs/security.md); with --workers and --gateways, worker-<id>.creds and gateway-<id>.creds instead \
+            of the shared worker.creds and gateway.creds, each reaching only its own member's subjects; media-signing.json (for the routers' --media-signing-key: each placement then \
             carries a credential for its call's media alone), and operator.nk and account.nk (needed only to change \
             the accounts: keep them offline). Secrets are written mode 0600 and never printed.
             """)
@@ -19,15 +20,23 @@ struct NATSConfigCommand: AsyncParsableCommand {
     @Option(help: "Directory to write to (made if missing).") var out: String
     @Option(help: "Subject prefix of the cluster.") var prefix: String = Settings.string("prefix", "sb")
     @Option(help: "Name of the cluster's NATS operator and account.") var name: String = "switchboard"
+    @Option(help: ArgumentHelp("Worker ids, comma-separated: one credential each (worker-<id>.creds) that reaches only that worker's subjects, instead of one worker.creds for all.", valueName: "ids"))
+    var workers: String = ""
+    @Option(help: ArgumentHelp("Gateway ids, comma-separated: one credential each (gateway-<id>.creds) that reads only that gateway's own replies, instead of one gateway.creds for all.", valueName: "ids"))
+    var gateways: String = ""
     @Flag(help: "Plain NKey users per role instead of operator mode (no per-call media credentials; gateways may use every call's media).")
     var users = false
     @Flag(help: "Replace files that exist.") var force = false
 
     func run() async throws {
-        do {
+        do throws(SwitchboardError) {
             let subjects = try Subjects(prefix: prefix)
+            let members = Self.ids(workers).map { BusCredentials.Member(.worker, $0) } + Self.ids(gateways).map { BusCredentials.Member(.gateway, $0) }
+            if users && !members.isEmpty {
+                throw SwitchboardError(.invalidArgument, "--workers and --gateways need operator mode (not --users)")
+            }
             let written = users ? try Self.writeUsers(to: out, subjects: subjects, force: force)
-                                : try Self.write(to: out, subjects: subjects, name: name, force: force)
+                                : try Self.write(to: out, subjects: subjects, name: name, members: members, force: force)
             say("wrote \(written.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", ")) to \(out)")
             say(users ? "nats-server: include \(out)/nats-auth.conf; each process: --nats-nkey <role>.nk (router, worker, gateway, operator)"
                       : "nats-server: include \(out)/nats-auth.conf; routers: --nats-creds router.creds --media-signing-key media-signing.json; workers: --nats-creds worker.creds; gateways: gateway.creds; operator tools: operator.creds")
@@ -37,13 +46,19 @@ struct NATSConfigCommand: AsyncParsableCommand {
     }
 
     /// Writes operator mode's files; returns their paths.
-    static func write(to directory: String, subjects: Subjects, name: String, force: Bool) throws(SwitchboardError) -> [String] {
-        let bus = try BusCredentials.generate(subjects: subjects, name: name)
+    static func write(to directory: String, subjects: Subjects, name: String, members: [BusCredentials.Member] = [],
+                      force: Bool) throws(SwitchboardError) -> [String] {
+        let bus = try BusCredentials.generate(subjects: subjects, name: name, members: members)
         var files: [(String, String)] = [("nats-auth.conf", bus.serverConfig)]
-        for role in BusRole.allCases { files.append(("\(role.rawValue).creds", bus.roleCredentials[role]!)) }
+        for role in BusRole.allCases { if let creds = bus.roleCredentials[role] { files.append(("\(role.rawValue).creds", creds)) } }
+        for member in members { files.append((member.fileName, bus.memberCredentials[member]!)) }
         files.append(("media-signing.json", String(decoding: WireCodec.encode(bus.mediaSigning), as: UTF8.self)))
         files += [("operator.nk", bus.operatorSeed + "\n"), ("account.nk", bus.accountSeed + "\n")]
         return try writeFiles(files, to: directory, force: force)
+    }
+
+    static func ids(_ list: String) -> [String] {
+        list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
     /// Writes the plain-users mode's files; returns their paths.

@@ -102,7 +102,7 @@ struct ClusterOptions: ParsableArguments {
     /// How to reach NATS as `role`: servers, credentials, TLS, and the role's reply inbox.
     func natsConfiguration(name: String, role: BusRole) throws(SwitchboardError) -> NATSConfiguration {
         var config = NATSConfiguration(servers: natsServers, name: name)
-        config.inboxPrefix = role.inboxPrefix
+        config.inboxPrefix = role.inboxPrefix(member: name)  // a worker's replies under its own id
         try nats.apply(to: &config)
         return config
     }

@@ -44,7 +44,7 @@ struct AgentBridgeTests {
         let agent = try await Agents.server(Agents.reference)
         let cluster = try await cluster(["a": bridge(.server(agent.address))])
         let call = try await cluster.route(["agent": "echo"])
-        let caller = try ToneCaller(cluster.client, call.media)
+        let caller = try ToneCaller(cluster.client, call, subjects: cluster.subjects)
         let started = ContinuousClock.now
         try await eventually(timeout: .seconds(10), "the agent's echo comes back") { caller.tap.count >= 75 }
         let frequency = try caller.tap.frequency(after: started + .milliseconds(400), frames: 50)
@@ -66,7 +66,7 @@ struct AgentBridgeTests {
         let bot = try processes(Agents.pipecat)
         let cluster = try await cluster(["a": bot])
         let call = try await cluster.route()
-        let caller = try ToneCaller(cluster.client, call.media)
+        let caller = try ToneCaller(cluster.client, call, subjects: cluster.subjects)
         let started = ContinuousClock.now
         try await eventually(timeout: .seconds(20), "the bot's echo comes back") { caller.tap.count >= 100 }
         let frequency = try caller.tap.frequency(after: started + .milliseconds(1_000), frames: 50)
@@ -83,7 +83,7 @@ struct AgentBridgeTests {
         let cluster = try await cluster(["a": processes(Agents.reference)])
         // The agent speaks 2 s ahead of real time, in 100 ms chunks with a mark after each.
         let call = try await cluster.route(["agent": "tone", "lead_ms": "2000", "pause_after_clear_ms": "2000"])
-        let caller = try ToneCaller(cluster.client, call.media)
+        let caller = try ToneCaller(cluster.client, call, subjects: cluster.subjects)
         try await eventually(timeout: .seconds(10), "the agent speaks") { caller.tap.count >= 50 }
         caller.press("12")
         try await eventually(timeout: .seconds(10), "both keys reach the agent") { try await state(cluster, call.callID)["dtmf"] as? String == "12" }
@@ -112,7 +112,7 @@ struct AgentBridgeTests {
     @Test func theAgentHangingUpEndsTheCall() async throws {
         let cluster = try await cluster(["a": processes(Agents.reference)])
         let call = try await cluster.route(["agent": "echo"])
-        let caller = try ToneCaller(cluster.client, call.media)
+        let caller = try ToneCaller(cluster.client, call, subjects: cluster.subjects)
         try await eventually(timeout: .seconds(10), "the agent answers") { caller.tap.count >= 10 }
         caller.press("*")
         try await eventually(timeout: .seconds(10), "the call ends") { try await cluster.record(call.callID)["state"] == "ended" }
@@ -126,7 +126,7 @@ struct AgentBridgeTests {
         let cluster = try await cluster(["a": bridge])
         let victim = try await cluster.route(["agent": "echo"])
         let bystander = try await cluster.route(["agent": "echo"])
-        let callers = try [victim, bystander].map { try ToneCaller(cluster.client, $0.media) }
+        let callers = try [victim, bystander].map { try ToneCaller(cluster.client, $0, subjects: cluster.subjects) }
         try await eventually(timeout: .seconds(10), "both calls answer") { callers.allSatisfy { $0.tap.count >= 10 } }
         try await eventually(timeout: .seconds(5), "the first session's state is saved") { try await state(cluster, victim.callID)["pid"] != nil }
         callers[0].press("7")  // 100 malformed messages and an oversized frame
@@ -145,7 +145,7 @@ struct AgentBridgeTests {
     @Test func anAgentProcessKilledMidCallIsRestartedOnceThenTheCallEnds() async throws {
         let cluster = try await cluster(["a": processes(Agents.reference, pool: 2)])
         let call = try await cluster.route(["agent": "echo"])
-        let caller = try ToneCaller(cluster.client, call.media)
+        let caller = try ToneCaller(cluster.client, call, subjects: cluster.subjects)
         caller.press("4")
         try await eventually(timeout: .seconds(10), "the agent has the key") { try await state(cluster, call.callID)["dtmf"] as? String == "4" }
         let first = try #require(try await state(cluster, call.callID)["pid"] as? Int)
@@ -197,7 +197,7 @@ struct AgentBridgeTests {
     @Test func aMigratedCallResumesOnTheOtherWorkerWithItsSavedState() async throws {
         let cluster = try await cluster(["a": processes(Agents.reference), "b": processes(Agents.reference)])
         let call = try await cluster.route(["agent": "tone"])
-        let caller = try ToneCaller(cluster.client, call.media)
+        let caller = try ToneCaller(cluster.client, call, subjects: cluster.subjects)
         try await eventually(timeout: .seconds(10), "the agent speaks") { caller.tap.count >= 25 }
         caller.press("5")
         try await eventually(timeout: .seconds(10), "the agent has the key") { try await state(cluster, call.callID)["dtmf"] as? String == "5" }
@@ -262,7 +262,7 @@ struct AgentBridgeTests {
         #expect(placed.workerID == "a")
         let b = try cluster.spawnWorker(id: "b", command)
         try await eventually(timeout: .seconds(30), "the router sees b") { router.router.workers().contains { $0.id == "b" } }
-        let caller = try ToneCaller(cluster.client, placed.media)
+        let caller = try ToneCaller(cluster.client, placed, subjects: cluster.subjects)
         caller.press("9")
         try await eventually(timeout: .seconds(10), "the agent has the key") { try await state(cluster, placed.callID)["dtmf"] as? String == "9" }
         let agentOnA = try #require(try await state(cluster, placed.callID)["pid"] as? Int)

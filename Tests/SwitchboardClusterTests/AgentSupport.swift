@@ -50,16 +50,20 @@ enum Agents {
     }
 }
 
-/// A caller on the bus, as a gateway is: speaks a paced tone (Opus, 20 ms a packet) on the call's `in` subject,
-/// presses keys, and listens to what comes back on `out`.
+/// A caller on the bus, as a gateway is: speaks a paced tone (Opus, 20 ms a packet) to the worker holding the
+/// call (following it when it moves: `CallLeg`), presses keys, and listens to what comes back on `out`.
 final class ToneCaller: Sendable {
     let tap: AudioTap
+    /// Where its audio goes: the worker holding the call, followed across moves.
+    let leg: CallLeg
     private let speaker: Task<Void, Never>
     private final class Keys: Sendable { let pressed = Mutex<[Character]>([]) }
     private let keys = Keys()
 
-    init(_ nats: NATSConnection, _ media: MediaSubjects, frequency: Double = 440) throws {
-        tap = try AudioTap(nats, media.out)
+    init(_ nats: NATSConnection, _ placement: Placement, subjects: Subjects, frequency: Double = 440) throws {
+        tap = try AudioTap(nats, placement.media.out)
+        let leg = try CallLeg(nats, placement: placement, subjects: subjects)
+        self.leg = leg
         let keys = self.keys
         speaker = Task {
             guard let encoder = try? OpusEncoder() else { return }
@@ -69,9 +73,9 @@ final class ToneCaller: Sendable {
             var sequence: UInt32 = 0
             while !Task.isCancelled {
                 guard let payload = try? encoder.encode(tone.next(960)) else { return }
-                try? nats.publish(media.in, payload: MediaPacket(sequence: sequence, timestamp: sequence &* 960, payload: payload).encoded())
+                try? leg.send(MediaPacket(sequence: sequence, timestamp: sequence &* 960, payload: payload).encoded())
                 if let digit = keys.pressed.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) {
-                    try? nats.publish(media.in, payload: MediaPacket.dtmf(digit, sequence: sequence, timestamp: sequence &* 960).encoded())
+                    try? leg.send(MediaPacket.dtmf(digit, sequence: sequence, timestamp: sequence &* 960).encoded())
                 }
                 sequence &+= 1
                 next += .milliseconds(20)

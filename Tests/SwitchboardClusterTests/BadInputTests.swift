@@ -39,8 +39,8 @@ struct BadInputTests {
             #expect(["bad_request", "too_large"].contains(reply.error?.code ?? ""))
         }
         // Heartbeat subject: counted and ignored.
-        try cluster.client.publish(cluster.subjects.heartbeat, payload: garbage)
-        try cluster.client.publish(cluster.subjects.heartbeat, payload: huge)
+        try cluster.client.publish(cluster.subjects.heartbeat(worker: worker.id), payload: garbage)
+        try cluster.client.publish(cluster.subjects.heartbeat(worker: worker.id), payload: huge)
         // Offer subject: refused with bad_offer.
         let offerReply = try await cluster.client.request(cluster.subjects.offer(worker: worker.id), payload: garbage, timeout: .seconds(10))
         #expect(try OfferReply.decode(offerReply.payload).reason == .badOffer)
@@ -48,7 +48,17 @@ struct BadInputTests {
         // A live call's end and media subjects.
         let call = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "t")).call)
         try await eventually("active") { worker.worker.activeCalls == 1 }
-        let endReply = try await cluster.client.request(cluster.subjects.end(call: call.callID), payload: garbage, timeout: .seconds(10))
+        // A heartbeat for this worker sent under another worker's id (a forged incarnation, which
+        // would fail over the live call): refused, counted; the call goes on (below).
+        try cluster.client.publish(cluster.subjects.heartbeat(worker: "mallory"), payload: Heartbeat(
+            workerID: worker.id, version: "1.0.0", region: "local", zone: "local-a", state: .ready, capacity: 4, activeCalls: 0, cpu: 0,
+            memoryUsedBytes: 0, memoryLimitBytes: 0, seq: 1, incarnation: "forged").encoded())
+        // A migrate request for this call from a worker that does not hold it: refused, counted.
+        let forgedMove = try await cluster.client.request(cluster.subjects.migrate(worker: "mallory"),
+                                                          payload: MigrateRequest(callID: call.callID, requestedBy: "drain:\(worker.id)").encoded(),
+                                                          timeout: .seconds(10))
+        #expect(try MigrateReply.decode(forgedMove.payload).error?.code == "forbidden")
+        let endReply = try await cluster.client.request(cluster.subjects.end(worker: call.workerID, call: call.callID), payload: garbage, timeout: .seconds(10))
         #expect(try RouteReply.decode(endReply.payload).error?.code == "bad_request")
         for bad in [garbage, [], huge.prefix(2000).map { $0 }, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]] {
             try cluster.client.publish(call.media.in, payload: bad)
@@ -58,6 +68,8 @@ struct BadInputTests {
             (router.router.metrics.value("switchboard_bad_messages_total", ["kind": "heartbeat", "code": "bad_message"]) ?? 0) >= 1
                 && (router.router.metrics.value("switchboard_bad_messages_total", ["kind": "heartbeat", "code": "too_large"]) ?? 0) >= 1
                 && (worker.worker.metrics.value("switchboard_bad_messages_total", ["kind": "media", "code": "bad_message"]) ?? 0) >= 2
+                && (router.router.metrics.value("switchboard_bad_messages_total", ["kind": "heartbeat", "code": "forbidden"]) ?? 0) >= 1
+                && (router.router.metrics.value("switchboard_bad_messages_total", ["kind": "migrate_request", "code": "forbidden"]) ?? 0) >= 1
         }
         // The call survived its garbage, and everything still works.
         #expect(worker.worker.activeCalls == 1)
@@ -91,14 +103,14 @@ struct BadInputTests {
             (cluster.subjects.offer(worker: "w1"), #"{"v":1,"call_id":"c-x3","tenant":"t","metadata":{},"router_id":"r","deploy_revision":\#(max)}"#),
             (cluster.subjects.ping(worker: "w1"), String(repeating: "[", count: 5000)),
             (cluster.subjects.route, #"{"v":1,"tenant":"t","metadata":{"k":\#(String(repeating: "[", count: 3000))}}"#),
-            (cluster.subjects.migrate, #"{"v":1,"call_id":"c-none","requested_by":"\#(String(repeating: "x", count: 10_000))"}"#),
+            (cluster.subjects.migrate(worker: "w1"), #"{"v":1,"call_id":"c-none","requested_by":"\#(String(repeating: "x", count: 10_000))"}"#),
         ]
         for (subject, body) in requests {
             _ = try? await cluster.client.request(subject, payload: Array(body.utf8), timeout: .seconds(5))
         }
         let broadcasts: [(String, String)] = [
-            (cluster.subjects.heartbeat, #"{"v":1,"worker_id":"w1","version":"1","region":"local","zone":"local-a","state":"ready","capacity":\#(max),"active_calls":\#(min),"cpu":1e308,"memory_used_bytes":\#(max),"memory_limit_bytes":1,"seq":\#(umax),"incarnation":"i","accepted":\#(umax)}"#),
-            (cluster.subjects.heartbeat, #"{"v":1,"worker_id":"ghost","version":"1","region":"local","zone":"local-a","state":"ready","capacity":100000,"active_calls":0,"cpu":0,"memory_used_bytes":\#(max),"memory_limit_bytes":\#(max),"seq":\#(umax),"incarnation":"i","accepted":\#(umax)}"#),
+            (cluster.subjects.heartbeat(worker: "w1"), #"{"v":1,"worker_id":"w1","version":"1","region":"local","zone":"local-a","state":"ready","capacity":\#(max),"active_calls":\#(min),"cpu":1e308,"memory_used_bytes":\#(max),"memory_limit_bytes":1,"seq":\#(umax),"incarnation":"i","accepted":\#(umax)}"#),
+            (cluster.subjects.heartbeat(worker: "ghost"), #"{"v":1,"worker_id":"ghost","version":"1","region":"local","zone":"local-a","state":"ready","capacity":100000,"active_calls":0,"cpu":0,"memory_used_bytes":\#(max),"memory_limit_bytes":\#(max),"seq":\#(umax),"incarnation":"i","accepted":\#(umax)}"#),
             (cluster.subjects.drains, #"{"v":1,"worker_id":"w1","drain":\#(drain(min, min))}"#),
             (cluster.subjects.deploy, #"{"v":1,"policy":{"v":1,"revision":\#(max),"active":"1","previous":[],"retired":{"0":\#(max)},"rollback_window_ms":\#(max),"drain_deadline_ms":0,"at_deadline":"migrate","changed_at_ms":0,"changed_by":""}}"#),
             (cluster.subjects.deploy, #"{"v":1,"policy":{"v":1,"revision":5,"active":"1","canary":{"version":"2","percent":1e400,"by":"call"},"previous":[],"retired":{},"rollback_window_ms":0,"drain_deadline_ms":0,"at_deadline":"migrate","changed_at_ms":0,"changed_by":""}}"#),

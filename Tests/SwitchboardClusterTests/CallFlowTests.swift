@@ -19,7 +19,8 @@ struct CallFlowTests {
         #expect(status == 201)
         let byHTTP = try decodeJSON(Placement.self, body)
         #expect(byHTTP.workerID == worker.id && byHTTP.version == "1.0.0" && byHTTP.region == "local")
-        #expect(byHTTP.media == MediaSubjects(in: cluster.subjects.mediaIn(call: byHTTP.callID), out: cluster.subjects.mediaOut(call: byHTTP.callID)))
+        #expect(byHTTP.media == MediaSubjects(in: cluster.subjects.mediaIn(worker: byHTTP.workerID, call: byHTTP.callID),
+                                              out: cluster.subjects.mediaOut(worker: "*", call: byHTTP.callID)))
         let text = String(decoding: body, as: UTF8.self)
         for key in ["\"call_id\"", "\"worker_id\"", "\"media\"", "\"in\"", "\"out\""] { #expect(text.contains(key)) }
 
@@ -114,7 +115,7 @@ struct CallFlowTests {
         try await cluster.waitForWorkers(1)
         let call = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "acme")).call)
         try await eventually("call active") { worker.worker.activeCalls == 1 }
-        let reply = try await cluster.client.request(cluster.subjects.end(call: call.callID),
+        let reply = try await cluster.client.request(cluster.subjects.end(worker: call.workerID, call: call.callID),
                                                      payload: CallEnd(callID: call.callID, reason: .caller).encoded(), timeout: .seconds(10))
         #expect(reply.text.contains("\"ended\":true"))
         #expect(worker.worker.activeCalls == 0)

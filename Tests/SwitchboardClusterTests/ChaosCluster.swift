@@ -85,7 +85,7 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
         let store = TenantStore(redis: redis, keys: keys)
         key = try await store.create(TenantPolicy(id: tenant, callsPerSecond: 100, burst: 100, maxLiveCalls: 100))
         probeKey = try await store.create(TenantPolicy(id: probeTenant, callsPerSecond: 100, burst: 100, maxLiveCalls: 100))
-        eventSubscription = try client.subscribe(to: subjects.events(call: "*")) { [events] message in
+        eventSubscription = try client.subscribe(to: subjects.events(worker: Subjects.anyWorker, call: "*")) { [events] message in
             guard let event = try? CallEvent.decode(message.payload) else { return }
             events.all.withLock { $0.append(event) }
         }
@@ -183,9 +183,9 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
     }
 
     /// Ends a call the way a router does (its worker answers once the call has ended).
-    func end(_ callID: String) async throws {
-        _ = try await client.request(subjects.end(call: callID), payload: CallEnd(callID: callID, reason: .api).encoded(),
-                                     headers: ["Call-Id": callID], timeout: .seconds(10))
+    func end(_ call: Placement) async throws {
+        _ = try await client.request(subjects.end(worker: call.workerID, call: call.callID), payload: CallEnd(callID: call.callID, reason: .api).encoded(),
+                                     headers: ["Call-Id": call.callID], timeout: .seconds(10))
     }
 
     func record(_ callID: String) async throws -> [String: String] {

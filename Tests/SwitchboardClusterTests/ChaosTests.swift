@@ -159,7 +159,7 @@ struct ChaosTests {
             cluster.check(zip(cluster.calls, from).allSatisfy { $0.tap.count >= $1 + 100 },
                           "calls silent while Redis was frozen: heard \(zip(cluster.calls, from).map { $0.tap.count - $1 })")
             cluster.thaw(redisPID)
-            if let placed = reply.call { try? await cluster.end(placed.callID) }
+            if let placed = reply.call { try? await cluster.end(placed) }
             let thawed = ContinuousClock.now
 
             // A new caller (its key unknown to the routers until now) is placed again soon after.
@@ -173,7 +173,7 @@ struct ChaosTests {
             }
             let back = ContinuousClock.now - thawed
             cluster.check(probe != nil && back <= .seconds(4), "routing back \(back) after the thaw (last answer: \(last))")
-            if let probe { try? await cluster.end(probe.callID) }
+            if let probe { try? await cluster.end(probe) }
             await cluster.expectEveryCallSpeaking()
         }
     }

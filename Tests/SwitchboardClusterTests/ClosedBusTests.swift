@@ -9,11 +9,13 @@ import Testing
 /// its own credential, a caller with its call's alone; and the same over TLS with client certificates.
 @Suite("Closed bus", .serialized)
 struct ClosedBusTests {
-    @Test func rolesPlaceAndCarryCallsAndACallerHearsOnlyItsOwnCall() async throws {
+    /// Workers and a gateway with a credential each (`nats-config --workers --gateways`); the caller on its call's
+    /// own credential keeps audio both ways while its call is migrated and then failed over after a SIGKILL.
+    @Test func membersPlaceAndCarryCallsAndACallerKeepsItsCallAcrossMoves() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-closed-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: dir) }
         let prefix = uniquePrefix("cb")
-        let config = try CLIProcess(["nats-config", "--out", dir.path, "--prefix", prefix])
+        let config = try CLIProcess(["nats-config", "--out", dir.path, "--prefix", prefix, "--workers", "w1,w2", "--gateways", "g1"])
         #expect(await config.waitForExit(timeout: .seconds(30)) == 0, "\(config.output)")
         let conf = dir.appendingPathComponent("server.conf")
         try "include ./nats-auth.conf\n".write(to: conf, atomically: true, encoding: .utf8)
@@ -24,7 +26,10 @@ struct ClosedBusTests {
         let common = ["--nats-url", nats.url, "--redis-url", redisURL, "--prefix", prefix, "--key-prefix", prefix, "--log-level", "warning"]
         let router = try CLIProcess(["router", "--id", "r1", "--http-port", "0", "--admin-key", TestCluster.adminKey,
                                      "--nats-creds", file("router.creds"), "--media-signing-key", file("media-signing.json")] + common)
-        let worker = try CLIProcess(["worker", "--id", "w1", "--handler", "tone", "--nats-creds", file("worker.creds")] + common)
+        #expect(!FileManager.default.fileExists(atPath: file("worker.creds")), "a shared worker credential beside the members'")
+        var workers = try ["w1", "w2"].map { id in
+            (id, try CLIProcess(["worker", "--id", id, "--heartbeat-interval", "0.5", "--nats-creds", file("worker-\(id).creds")] + common))
+        }
         try await router.waitForOutput("listening on", timeout: .seconds(30))
         let subjects = try Subjects(prefix: prefix)
 
@@ -35,8 +40,8 @@ struct ClosedBusTests {
 
         // A gateway asks for a route with its role's credential and gets the call's own credential back.
         var gatewayConfig = NATSConfiguration(servers: [nats.url], name: "gateway")
-        gatewayConfig.credentialsFile = file("gateway.creds")
-        gatewayConfig.inboxPrefix = BusRole.gateway.inboxPrefix
+        gatewayConfig.credentialsFile = file("gateway-g1.creds")
+        gatewayConfig.inboxPrefix = BusRole.gateway.inboxPrefix(member: "g1")
         let gateway = try await NATSConnection.connect(gatewayConfig, logger: quiet)
         defer { gateway.close() }
         var placement: Placement?
@@ -52,25 +57,56 @@ struct ClosedBusTests {
         callerConfig.inboxPrefix = nil  // it makes no requests, and may subscribe to no inbox
         let caller = try await NATSConnection.connect(callerConfig, logger: quiet)
         defer { caller.close() }
-        let tap = try AudioTap(caller, call.media.out)
-        try await eventually(timeout: .seconds(10), "the caller hears its call") { tap.count >= 25 }
+        let speaker = try ToneCaller(caller, call, subjects: subjects)
+        try await eventually(timeout: .seconds(10), "the caller hears its call") { speaker.tap.count >= 25 }
+        #expect(try speaker.tap.frequency(after: .now - .seconds(1)).rounded() == 440, "its own voice, echoed")
 
         // Another call's audio is not the caller's to hear.
-        let second = try #require(try RouteReply.decode(try await gateway.request(subjects.route, payload: RouteRequest(tenant: "t").encoded(),
+        let otherCall = try #require(try RouteReply.decode(try await gateway.request(subjects.route, payload: RouteRequest(tenant: "t").encoded(),
                                                                                    timeout: .seconds(5)).payload).call)
-        let other = try AudioTap(caller, second.media.out)
-        try await Task.sleep(for: .seconds(1))
+        var otherConfig = callerConfig
+        otherConfig.credentials = try NATSConfiguration.Credentials(creds: try #require(otherCall.media.credentials))
+        let otherCaller = try await NATSConnection.connect(otherConfig, logger: quiet)
+        defer { otherCaller.close() }
+        let otherSpeaker = try ToneCaller(otherCaller, otherCall, subjects: subjects, frequency: 880)
+        let other = try AudioTap(caller, otherCall.media.out)
+        try await eventually(timeout: .seconds(10), "the other call's caller hears its call") { otherSpeaker.tap.count >= 25 }
         #expect(other.count == 0, "a caller heard another call")
+        otherSpeaker.hangUp()
 
-        // The operator path across it: the router drains the worker, which confirms.
         let line = router.output.split(separator: "\n").first { $0.contains(" listening on ") }!
         let url = String(line[line.range(of: " listening on ")!.upperBound...]).trimmingCharacters(in: .whitespaces)
-        let drained = try await PlainHTTP.request("POST", url + "/v1/workers/w1/drain", headers: ["Authorization": "Bearer \(TestCluster.adminKey)"],
+        let admin = ["Authorization": "Bearer \(TestCluster.adminKey)"]
+        /// The caller hears its own voice again after `instant`: its audio reaches the worker holding the call.
+        func hearsItselfAfter(_ instant: ContinuousClock.Instant, _ what: String) async throws {
+            try await eventually(timeout: .seconds(30), what) { speaker.tap.count(after: instant) >= 25 }
+            #expect(try speaker.tap.frequency(after: instant + .milliseconds(200)).rounded() == 440, "\(what): its own voice")
+        }
+
+        // Migrated: the call's events name the new worker, and the caller sends there on the same credential.
+        let first = call.workerID
+        let movedAt = ContinuousClock.now
+        let moved = try await PlainHTTP.request("POST", url + "/v1/calls/\(call.callID)/migrate", headers: admin)
+        #expect(moved.status == 200, "\(String(decoding: moved.body, as: UTF8.self))")
+        let second = first == "w1" ? "w2" : "w1"  // where the call goes
+        try await eventually(timeout: .seconds(10), "the caller follows the call to \(second)") { speaker.leg.worker == second }
+        try await hearsItselfAfter(movedAt, "after the migration")
+
+        // Failed over: the worker holding it is killed; another takes it on from its checkpoint.
+        try await Task.sleep(for: .milliseconds(1_500))  // a checkpoint of the echo's state on the new worker
+        let killedAt = ContinuousClock.now
+        kill(workers.first { $0.0 == second }!.1.pid, SIGKILL)
+        try await eventually(timeout: .seconds(30), "the caller follows the call back to \(first)") { speaker.leg.worker == first }
+        try await hearsItselfAfter(killedAt, "after the failover")
+        workers.removeAll { $0.0 == second }
+
+        // The operator path across it: the router drains the worker, which confirms.
+        let drained = try await PlainHTTP.request("POST", url + "/v1/workers/\(first)/drain", headers: admin,
                                                   body: Data(#"{"deadline_seconds":600}"#.utf8))
         #expect(drained.status == 202 && (try? decodeJSON(DrainResult.self, drained.body))?.confirmed == true,
                 "\(String(decoding: drained.body, as: UTF8.self))")
-        #expect(router.process.isRunning && worker.process.isRunning)
-        withExtendedLifetime((router, worker, nats)) {}
+        #expect(router.process.isRunning && workers.allSatisfy { $0.1.process.isRunning })
+        withExtendedLifetime((router, workers, nats)) {}
     }
 
     @Test func routersAndWorkersTalkOverTLSWithClientCertificates() async throws {

@@ -182,7 +182,7 @@ struct DrainClusterTests {
             return true
         }
         let taps = try calls.map { try AudioTap(cluster.client, $0.media.out) }
-        let events = try cluster.client.subscribe(to: cluster.subjects.events(call: "*"))
+        let events = try cluster.client.subscribe(to: cluster.subjects.events(worker: Subjects.anyWorker, call: "*"))
         try await cluster.client.flush()
 
         let killedAt = Int64(Date().timeIntervalSince1970 * 1000)
@@ -243,7 +243,7 @@ struct DrainClusterTests {
             .init(["HSET", cluster.keys.call("c-nostate"), "tenant", "t", "worker_id", "a", "state", "active"]),
             .init(["SADD", cluster.keys.workerCalls("a"), "c-nostate"]),
         ])
-        let events = try cluster.client.subscribe(to: cluster.subjects.events(call: "c-nostate"))
+        let events = try cluster.client.subscribe(to: cluster.subjects.events(worker: Subjects.anyWorker, call: "c-nostate"))
         kill(a.pid, SIGKILL)
         try await eventually(timeout: .seconds(30), "the call is ended") { try await cluster.record("c-nostate")["state"] == "ended" }
         #expect(try await cluster.record("c-nostate")["end_reason"] == "worker_lost")
@@ -318,7 +318,7 @@ struct DrainClusterTests {
         try await cluster.addWorker(id: "b", handler: ToneHandler())
         try await cluster.waitForWorkers(2)
 
-        let events = try cluster.client.subscribe(to: cluster.subjects.events(call: call.callID))
+        let events = try cluster.client.subscribe(to: cluster.subjects.events(worker: Subjects.anyWorker, call: call.callID))
         let moved = try await cluster.http("POST", "/v1/calls/\(call.callID)/migrate", headers: ["X-Switchboard-Actor": "alice@ops"])
         #expect(moved.status == 200)
         let migration = try decodeJSON(Migration.self, moved.body)

@@ -31,7 +31,7 @@ struct PlacementTests {
         }
         let beat = Task {
             while !Task.isCancelled {
-                try? cluster.client.publish(cluster.subjects.heartbeat, payload: heartbeat())
+                try? cluster.client.publish(cluster.subjects.heartbeat(worker: "aa-full"), payload: heartbeat())
                 try? await Task.sleep(for: .milliseconds(100))
             }
         }

@@ -26,14 +26,17 @@ struct NATSAuthTests {
     }
 
     /// A nats-server running the generated configuration, and the credentials beside it.
-    static func closedServer(_ subjects: Subjects) async throws -> (LocalServer, BusCredentials, URL) {
-        let bus = try BusCredentials.generate(subjects: subjects)
+    static func closedServer(_ subjects: Subjects, members: [BusCredentials.Member] = []) async throws -> (LocalServer, BusCredentials, URL) {
+        let bus = try BusCredentials.generate(subjects: subjects, members: members)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-bus-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let conf = dir.appendingPathComponent("nats.conf")
         try bus.serverConfig.write(to: conf, atomically: true, encoding: .utf8)
         for (role, creds) in bus.roleCredentials {
             try creds.write(to: dir.appendingPathComponent("\(role.rawValue).creds"), atomically: true, encoding: .utf8)
+        }
+        for (member, creds) in bus.memberCredentials {
+            try creds.write(to: dir.appendingPathComponent(member.fileName), atomically: true, encoding: .utf8)
         }
         return (try await LocalServer(.nats, arguments: ["-c", conf.path]), bus, dir)
     }
@@ -53,7 +56,7 @@ struct NATSAuthTests {
         #expect(anonymous != nil, "an anonymous client connects")
 
         func role(_ r: BusRole) async throws -> NATSConnection {
-            try await connect(server) { $0.credentialsFile = dir.appendingPathComponent("\(r.rawValue).creds").path; $0.inboxPrefix = r.inboxPrefix }
+            try await connect(server) { $0.credentialsFile = dir.appendingPathComponent("\(r.rawValue).creds").path; $0.inboxPrefix = r.inboxPrefix() }
         }
         let router = try await role(.router), worker = try await role(.worker), gateway = try await role(.gateway)
         defer { router.close(); worker.close(); gateway.close() }
@@ -66,22 +69,22 @@ struct NATSAuthTests {
         defer { otherWorker.close() }
         let control = try otherWorker.subscribe(to: subjects.control(worker: "w2"))
         let notices = try router.subscribe(to: subjects.drains)
-        let beats = try router.subscribe(to: subjects.heartbeat)
+        let beats = try router.subscribe(to: subjects.heartbeats)
         try await otherWorker.flush()
         try await router.flush()
         try worker.publish(subjects.control(worker: "w2"), payload: Array("x".utf8))
         try worker.publish(subjects.drains, payload: Array("x".utf8))
-        try worker.publish(subjects.heartbeat, payload: Array("hb".utf8))
+        try worker.publish(subjects.heartbeat(worker: "w1"), payload: Array("hb".utf8))
         try await worker.flush()
         #expect(await first(beats)?.payload == Array("hb".utf8))
         #expect(await first(control, within: .milliseconds(300)) == nil, "a worker sent another worker's control")
         #expect(await first(notices, within: .milliseconds(300)) == nil, "a worker announced a drain")
         // A gateway may ask for routes, not listen to them or to any call's media.
         let sneaky = try gateway.subscribe(to: subjects.route)
-        let media = try gateway.subscribe(to: "\(subjects.prefix).media.*.out")
+        let media = try gateway.subscribe(to: "\(subjects.prefix).media.*.*.out")
         try? await gateway.flush()
         try gateway.publish(subjects.route, payload: [1])  // a gateway may send these (to the routers)
-        try worker.publish(subjects.mediaOut(call: "c1"), payload: [2])
+        try worker.publish(subjects.mediaOut(worker: "w1", call: "c1"), payload: [2])
         try await gateway.flush()
         try await worker.flush()
         #expect(await first(sneaky, within: .milliseconds(300)) == nil, "a gateway listened to route requests")
@@ -92,17 +95,96 @@ struct NATSAuthTests {
         let mine = try bus.mediaSigning.credentials(forCall: "c1", subjects: subjects, expires: Int64(Date().timeIntervalSince1970) + 600)
         let caller = try await connect(server) { $0.credentials = mine; $0.inboxPrefix = nil }
         defer { caller.close() }
-        let out = try caller.subscribe(to: subjects.mediaOut(call: "c1"))
+        let out = try caller.subscribe(to: subjects.mediaOut(worker: "*", call: "c1"))
         try await caller.flush()
-        try worker.publish(subjects.mediaOut(call: "c1"), payload: [9])
+        try worker.publish(subjects.mediaOut(worker: "w1", call: "c1"), payload: [9])
         try await worker.flush()
         #expect(await first(out)?.payload == [9])
-        let inbound = try worker.subscribe(to: "\(subjects.prefix).media.*.in")
+        let inbound = try worker.subscribe(to: "\(subjects.prefix).media.*.*.in")
         try await worker.flush()
-        try caller.publish(subjects.mediaIn(call: "c2"), payload: [1])  // another call's: refused by the server
-        try caller.publish(subjects.mediaIn(call: "c1"), payload: [2])
+        try caller.publish(subjects.mediaIn(worker: "w1", call: "c2"), payload: [1])  // another call's: refused by the server
+        try caller.publish(subjects.mediaIn(worker: "w1", call: "c1"), payload: [2])
         try await caller.flush()
-        #expect(await first(inbound)?.subject == subjects.mediaIn(call: "c1"))
+        #expect(await first(inbound)?.subject == subjects.mediaIn(worker: "w1", call: "c1"))
+    }
+
+    /// Workers and gateways with a credential each: one member reaches only what is its own, whatever it tries.
+    @Test func eachMemberReachesOnlyItsOwn() async throws {
+        let subjects = try Subjects(prefix: uniquePrefix("members"))
+        let members = [BusCredentials.Member(.worker, "w1"), .init(.worker, "w2"), .init(.gateway, "g1"), .init(.gateway, "g2")]
+        let (server, bus, dir) = try await Self.closedServer(subjects, members: members)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        #expect(bus.roleCredentials[.worker] == nil && bus.roleCredentials[.gateway] == nil, "no shared credential beside the members'")
+        func member(_ role: BusRole, _ id: String) async throws -> NATSConnection {
+            try await connect(server) {
+                $0.credentialsFile = dir.appendingPathComponent(BusCredentials.Member(role, id).fileName).path
+                $0.inboxPrefix = role.inboxPrefix(member: id)
+            }
+        }
+        let router = try await connect(server) {
+            $0.credentialsFile = dir.appendingPathComponent("router.creds").path
+            $0.inboxPrefix = BusRole.router.inboxPrefix()
+        }
+        let w1 = try await member(.worker, "w1"), w2 = try await member(.worker, "w2")
+        let g1 = try await member(.gateway, "g1"), g2 = try await member(.gateway, "g2")
+        let callCreds = try bus.mediaSigning.credentials(forCall: "c1", subjects: subjects, expires: Int64(Date().timeIntervalSince1970) + 600)
+        let caller = try await connect(server) { $0.credentials = callCreds; $0.inboxPrefix = nil }
+        defer { for c in [router, w1, w2, g1, g2, caller] { c.close() } }
+        func flushAll() async throws { for c in [router, w1, w2, g1, g2, caller] { try await c.flush() } }
+
+        // A worker hears its own call's audio; another worker, by name or by wildcard, hears none of it.
+        let own = try w1.subscribe(to: subjects.mediaIn(worker: "w1", call: "c1"))
+        let spies = try [subjects.mediaIn(worker: "w1", call: "c1"), subjects.mediaIn(worker: "*", call: "*"), "\(subjects.prefix).media.>", ">"]
+            .map { try w2.subscribe(to: $0) }
+        try await flushAll()
+        try caller.publish(subjects.mediaIn(worker: "w1", call: "c1"), payload: [1])
+        try await caller.flush()
+        #expect(await first(own)?.payload == [1])
+        for spy in spies { #expect(await first(spy, within: .milliseconds(300)) == nil, "w2 heard w1's call") }
+
+        // A worker may not speak into another's call, end it, or take its offers and orders.
+        let heard = try caller.subscribe(to: subjects.mediaOut(worker: "*", call: "c1"))
+        let offers = try w2.subscribe(to: subjects.offer(worker: "w1"))
+        let orders = try w2.subscribe(to: subjects.control(worker: "w1"))
+        try await flushAll()
+        try w2.publish(subjects.mediaOut(worker: "w1", call: "c1"), payload: [6])
+        try w2.publish(subjects.mediaOut(worker: "w2", call: "c1"), payload: [7])  // its own subject: a worker may speak there
+        try router.publish(subjects.offer(worker: "w1"), payload: [2])
+        try router.publish(subjects.control(worker: "w1"), payload: [3])
+        try await flushAll()
+        #expect(await first(heard)?.payload == [7], "only w2's own subject reaches the caller")
+        #expect(await first(offers, within: .milliseconds(300)) == nil, "w2 took w1's offers")
+        #expect(await first(orders, within: .milliseconds(300)) == nil, "w2 took w1's orders")
+
+        // Heartbeats and migrate requests only under its own id: a forged one reaches no router.
+        let beats = try router.subscribe(to: subjects.heartbeats)
+        let moves = try router.subscribe(to: subjects.migrates)
+        try await flushAll()
+        try w2.publish(subjects.heartbeat(worker: "w1"), payload: Array("forged".utf8))
+        try w2.publish(subjects.migrate(worker: "w1"), payload: Array("forged".utf8))
+        try w2.publish(subjects.heartbeat(worker: "w2"), payload: Array("own".utf8))
+        try await flushAll()
+        let beat = await first(beats)
+        #expect(beat?.subject == subjects.heartbeat(worker: "w2") && beat?.payload == Array("own".utf8))
+        #expect(await first(moves, within: .milliseconds(300)) == nil, "a migrate request under another worker's id")
+
+        // A gateway reads its own route replies; another gateway, by name or by wildcard, reads none.
+        let routes = try router.subscribe(to: subjects.route) { m in try? router.reply(to: m, payload: Array("placed".utf8)) }
+        let peeks = try ["_INBOX.gateway.g1.>", "_INBOX.gateway.>", "_INBOX.>", ">"].map { try g2.subscribe(to: $0) }
+        try await flushAll()
+        #expect(try await g1.request(subjects.route, payload: [1], timeout: .seconds(5)).payload == Array("placed".utf8))
+        for peek in peeks { #expect(await first(peek, within: .milliseconds(300)) == nil, "g2 read g1's reply") }
+
+        // The caller's credential follows its call to any worker, and reaches no other call.
+        let moved = try w2.subscribe(to: subjects.mediaIn(worker: "w2", call: "c1"))
+        let other = try w2.subscribe(to: subjects.mediaIn(worker: "w2", call: "c2"))
+        try await flushAll()
+        try caller.publish(subjects.mediaIn(worker: "w2", call: "c2"), payload: [8])
+        try caller.publish(subjects.mediaIn(worker: "w2", call: "c1"), payload: [9])
+        try await caller.flush()
+        #expect(await first(moved)?.payload == [9])
+        #expect(await first(other, within: .milliseconds(300)) == nil, "a caller reached another call")
+        withExtendedLifetime(routes) {}
     }
 
     @Test func plainNKeyUsersKeepTheSameRoles() async throws {
@@ -116,7 +198,7 @@ struct NATSAuthTests {
         let server = try await LocalServer(.nats, arguments: ["-c", dir.appendingPathComponent("nats.conf").path])
         #expect(await caughtError { _ = try await connect(server) { _ in } } != nil, "anonymous")
         func role(_ r: BusRole) async throws -> NATSConnection {
-            try await connect(server) { $0.nkeySeedFile = dir.appendingPathComponent("\(r.rawValue).nk").path; $0.inboxPrefix = r.inboxPrefix }
+            try await connect(server) { $0.nkeySeedFile = dir.appendingPathComponent("\(r.rawValue).nk").path; $0.inboxPrefix = r.inboxPrefix() }
         }
         let router = try await role(.router), worker = try await role(.worker)
         defer { router.close(); worker.close() }

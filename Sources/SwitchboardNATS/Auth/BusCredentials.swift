@@ -8,28 +8,57 @@ import SwitchboardCore
 public struct BusCredentials: Sendable {
     /// A `nats-server` configuration fragment: operator, system account, resolver and its preloaded accounts.
     public let serverConfig: String
-    /// A `.creds` file's text per role.
+    /// A `.creds` file's text per role: shared by every member of the role (routers, operators; workers and
+    /// gateways only when no members were named).
     public let roleCredentials: [BusRole: String]
+    /// A `.creds` file's text per named member (`worker`/`gateway`, and its id): its own subjects only.
+    public let memberCredentials: [Member: String]
+
+    public struct Member: Hashable, Sendable {
+        public var role: BusRole
+        public var id: String
+        public init(_ role: BusRole, _ id: String) {
+            self.role = role
+            self.id = id
+        }
+        /// The file it is written to: `worker-w1.creds`.
+        public var fileName: String { "\(role.rawValue)-\(id).creds" }
+    }
     /// What the routers need to mint per-call media credentials.
     public let mediaSigning: MediaSigningKey
     /// The operator's and the cluster account's seeds: needed only to change the accounts; keep them offline.
     public let operatorSeed: String
     public let accountSeed: String
 
-    public static func generate(subjects: Subjects, name: String = "switchboard") throws(SwitchboardError) -> BusCredentials {
+    /// `members`: workers and gateways each to have a credential of their own (their ids must be plain subject
+    /// tokens); a role with members named gets no shared credential.
+    public static func generate(subjects: Subjects, name: String = "switchboard", members: [Member] = []) throws(SwitchboardError) -> BusCredentials {
+        for member in members {
+            guard member.role.hasMembers else { throw SwitchboardError(.invalidArgument, "\(member.role.rawValue)s have no members of their own") }
+            do {
+                try WireCheck.identifier(member.id, "\(member.role.rawValue) id")  // a plain subject token: no wildcard
+            } catch {
+                throw SwitchboardError(.invalidArgument, error.message)
+            }
+        }
         let operatorKey = try NKey.generate(.operator_)
         let system = try NKey.generate(.account), account = try NKey.generate(.account), signing = try NKey.generate(.account)
         let operatorJWT = try NATSJWT.operatorJWT(name: name, key: operatorKey, systemAccount: system.publicKey)
         let systemJWT = try NATSJWT.accountJWT(name: "SYS", key: system, signedBy: operatorKey)
         let accountJWT = try NATSJWT.accountJWT(name: name, key: account, signedBy: operatorKey, signingKeys: [signing.publicKey])
-        var roles: [BusRole: String] = [:]
-        for role in BusRole.allCases {
+        func credential(_ role: BusRole, member: String?) throws(SwitchboardError) -> String {
             let user = try NKey.generate(.user)
-            let p = role.permissions(subjects)
-            let jwt = try NATSJWT.userJWT(name: "\(name)-\(role.rawValue)", user: user.publicKey, account: account.publicKey, signedBy: account,
+            let p = role.permissions(subjects, member: member)
+            let jwt = try NATSJWT.userJWT(name: "\(name)-\(role.rawValue)\(member.map { "-" + $0 } ?? "")", user: user.publicKey,
+                                          account: account.publicKey, signedBy: account,
                                           permissions: .init(publish: p.publish, subscribe: p.subscribe, responses: p.responses))
-            roles[role] = NATSJWT.credentials(jwt: jwt, seed: user.seed)
+            return NATSJWT.credentials(jwt: jwt, seed: user.seed)
         }
+        var roles: [BusRole: String] = [:], memberCredentials: [Member: String] = [:]
+        for role in BusRole.allCases where !members.contains(where: { $0.role == role }) {
+            roles[role] = try credential(role, member: nil)
+        }
+        for member in members { memberCredentials[member] = try credential(member.role, member: member.id) }
         let config = """
             # NATS operator mode for the Switchboard cluster '\(name)' (subjects '\(subjects.prefix).*'), written by
             # `switchboard nats-config`. Include it in nats-server.conf. Every client needs a credential: the roles'
@@ -43,7 +72,7 @@ public struct BusCredentials: Sendable {
             }
 
             """
-        return BusCredentials(serverConfig: config, roleCredentials: roles,
+        return BusCredentials(serverConfig: config, roleCredentials: roles, memberCredentials: memberCredentials,
                               mediaSigning: MediaSigningKey(account: account.publicKey, seed: signing.seed),
                               operatorSeed: operatorKey.seed, accountSeed: account.seed)
     }
@@ -95,8 +124,8 @@ public struct BusUsers: Sendable {
             let key = try NKey.generate(.user)
             var p = role.permissions(subjects)
             if role == .gateway {
-                p.publish.append(subjects.mediaIn(call: "*"))
-                p.subscribe.append(subjects.mediaOut(call: "*"))
+                p.publish.append(subjects.mediaIn(worker: Subjects.anyWorker, call: "*"))
+                p.subscribe.append(subjects.mediaOut(worker: Subjects.anyWorker, call: "*"))
             }
             users.append("""
                     {nkey: "\(key.publicKey)", permissions: {publish: {allow: \(list(p.publish))}, \
