@@ -157,6 +157,56 @@ struct DrainClusterTests {
         await cluster.shutdown()
     }
 
+    /// A caller's audio follows its call to the new worker (`CallLeg`: by the call's events, holding packets back
+    /// while the call moves): every packet it sends during a migration reaches a worker listening for it, those
+    /// before the switch the old one, those after it the new one.
+    @Test func aCallersAudioFollowsItsCallAcrossAMigration() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        let a = try await cluster.addWorker(id: "a")
+        try await cluster.waitForWorkers(1)
+        let call = try await cluster.route()
+        let b = try await cluster.addWorker(id: "b")
+        try await cluster.waitForWorkers(2)
+        // An observer on the open test bus: where each packet sent toward the call went.
+        let seen = Mutex<[(worker: String, sequence: UInt32)]>([])
+        let observer = try cluster.client.subscribe(to: cluster.subjects.mediaIn(worker: "*", call: call.callID)) { message in
+            guard let packet = try? MediaPacket.decode(message.payload) else { return }
+            let worker = String(message.subject.split(separator: ".")[2])
+            seen.withLock { $0.append((worker, packet.sequence)) }
+        }
+        let leg = try CallLeg(cluster.client, placement: call, subjects: cluster.subjects)
+        let packets: UInt32 = 150
+        let speaker = Task {
+            let encoder = try OpusEncoder()
+            var tone = ToneGenerator(frequency: 440)
+            let clock = ContinuousClock()
+            var next = clock.now
+            for sequence in 0..<packets {
+                try leg.send(MediaPacket(sequence: sequence, timestamp: sequence &* 960, payload: try encoder.encode(tone.next(960))).encoded())
+                next += .milliseconds(20)
+                try await Task.sleep(until: next, clock: clock)
+            }
+        }
+        try await Task.sleep(for: .seconds(1))
+        let moved = try await cluster.http("POST", "/v1/calls/\(call.callID)/migrate")
+        #expect(moved.status == 200, "\(String(decoding: moved.body, as: UTF8.self))")
+        try await speaker.value
+        try await cluster.client.flush()
+        func received(_ worker: TestCluster.RunningWorker) -> Int {
+            Int(worker.worker.metrics.value("switchboard_media_packets_total", ["direction": "in"]) ?? 0)
+        }
+        try await eventually(timeout: .seconds(10), "every packet reached a worker") { received(a) + received(b) == Int(packets) }
+        #expect(leg.worker == "b")
+        let sent = seen.withLock { $0 }
+        let toA = sent.filter { $0.worker == "a" }.map(\.sequence), toB = sent.filter { $0.worker == "b" }.map(\.sequence)
+        #expect(sent.count == Int(packets) && Set(toA + toB) == Set(0..<packets), "each packet sent once")
+        #expect(!toA.isEmpty && !toB.isEmpty && toA.max()! < toB.min()!, "one switch, from a to b")
+        #expect(received(b) == toB.count, "b heard all that was sent to it")
+        withExtendedLifetime(observer) {}
+        await cluster.shutdown()
+    }
+
     @Test func aWorkerKilledWithTwentyCallsHasThemAllResumedElsewhere() async throws {
         // Router and workers are processes of their own, so a stall of this busy test process cannot delay
         // them; the time is read from the router's own events.
