@@ -12,8 +12,10 @@ struct NATSConfigCommand: AsyncParsableCommand {
             Writes to --out: nats-auth.conf (include it in nats-server.conf), router.creds, worker.creds, \
             gateway.creds and operator.creds (each role may publish and subscribe only what the protocol gives it; \
             see docs/security.md); with --workers and --gateways, worker-<id>.creds and gateway-<id>.creds instead \
-            of the shared worker.creds and gateway.creds, each reaching only its own member's subjects; media-signing.json (for the routers' --media-signing-key: each placement then \
-            carries a credential for its call's media alone), and operator.nk and account.nk (needed only to change \
+            of the shared worker.creds and gateway.creds, each reaching only its own member's subjects; media-signing.json (for the routers' --media-signing-key: a key that mints only \
+            credentials for one call's media, which each placement then carries), with --member-signing-keys \
+            worker-signing.json and gateway-signing.json (keys that mint only one member's credential, for \
+            switchboard nats-credential), and operator.nk and account.nk (needed only to change \
             the accounts: keep them offline). Secrets are written mode 0600 and never printed.
             """)
 
@@ -24,6 +26,8 @@ struct NATSConfigCommand: AsyncParsableCommand {
     var workers: String = ""
     @Option(help: ArgumentHelp("Gateway ids, comma-separated: one credential each (gateway-<id>.creds) that reads only that gateway's own replies, instead of one gateway.creds for all.", valueName: "ids"))
     var gateways: String = ""
+    @Flag(help: "Also write worker-signing.json and gateway-signing.json: keys that mint one worker's or gateway's credential at its start (switchboard nats-credential), for fleets whose ids are not known now (Kubernetes).")
+    var memberSigningKeys = false
     @Flag(help: "Plain NKey users per role instead of operator mode (no per-call media credentials; gateways may use every call's media).")
     var users = false
     @Flag(help: "Replace files that exist.") var force = false
@@ -36,7 +40,8 @@ struct NATSConfigCommand: AsyncParsableCommand {
                 throw SwitchboardError(.invalidArgument, "--workers and --gateways need operator mode (not --users)")
             }
             let written = users ? try Self.writeUsers(to: out, subjects: subjects, force: force)
-                                : try Self.write(to: out, subjects: subjects, name: name, members: members, force: force)
+                                : try Self.write(to: out, subjects: subjects, name: name, members: members,
+                                                 memberSigningKeys: memberSigningKeys, force: force)
             say("wrote \(written.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: ", ")) to \(out)")
             say(users ? "nats-server: include \(out)/nats-auth.conf; each process: --nats-nkey <role>.nk (router, worker, gateway, operator)"
                       : "nats-server: include \(out)/nats-auth.conf; routers: --nats-creds router.creds --media-signing-key media-signing.json; workers: --nats-creds worker.creds; gateways: gateway.creds; operator tools: operator.creds")
@@ -47,12 +52,17 @@ struct NATSConfigCommand: AsyncParsableCommand {
 
     /// Writes operator mode's files; returns their paths.
     static func write(to directory: String, subjects: Subjects, name: String, members: [BusCredentials.Member] = [],
-                      force: Bool) throws(SwitchboardError) -> [String] {
+                      memberSigningKeys: Bool = false, force: Bool) throws(SwitchboardError) -> [String] {
         let bus = try BusCredentials.generate(subjects: subjects, name: name, members: members)
         var files: [(String, String)] = [("nats-auth.conf", bus.serverConfig)]
         for role in BusRole.allCases { if let creds = bus.roleCredentials[role] { files.append(("\(role.rawValue).creds", creds)) } }
         for member in members { files.append((member.fileName, bus.memberCredentials[member]!)) }
         files.append(("media-signing.json", String(decoding: WireCodec.encode(bus.mediaSigning), as: UTF8.self)))
+        if memberSigningKeys {
+            for role in [BusRole.worker, .gateway] {
+                files.append(("\(role.rawValue)-signing.json", String(decoding: WireCodec.encode(bus.memberSigning[role]!), as: UTF8.self)))
+            }
+        }
         files += [("operator.nk", bus.operatorSeed + "\n"), ("account.nk", bus.accountSeed + "\n")]
         return try writeFiles(files, to: directory, force: force)
     }
@@ -68,7 +78,7 @@ struct NATSConfigCommand: AsyncParsableCommand {
                               to: directory, force: force)
     }
 
-    private static func writeFiles(_ files: [(String, String)], to directory: String, force: Bool) throws(SwitchboardError) -> [String] {
+    static func writeFiles(_ files: [(String, String)], to directory: String, force: Bool) throws(SwitchboardError) -> [String] {
         let manager = FileManager.default
         do {
             try manager.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])

@@ -108,7 +108,7 @@ struct RouterCommand: AsyncParsableCommand {
             }
             config.autoscaleTarget = autoscaleTarget
             config.failover.window = try seconds(failoverWindow, "failover window", allowZero: true, max: 3600)
-            config.mediaSigning = try mediaSigningKey.map { path throws(SwitchboardError) in try MediaSigningKey.read(path) }
+            config.mediaSigning = try mediaSigningKey.map { path throws(SwitchboardError) in try SigningKey.read(path, expected: .call) }
             config.mediaCredentialTTL = try seconds(mediaCredentialTTL, "media credential ttl", max: 7 * 24 * 3600)
             config.routeDeadline = try seconds(routeDeadline, "route deadline", max: 600)
             config.offerTimeout = try seconds(offerTimeout, "offer timeout", max: 600)

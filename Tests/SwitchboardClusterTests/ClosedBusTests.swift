@@ -9,14 +9,21 @@ import Testing
 /// its own credential, a caller with its call's alone; and the same over TLS with client certificates.
 @Suite("Closed bus", .serialized)
 struct ClosedBusTests {
-    /// Workers and a gateway with a credential each (`nats-config --workers --gateways`); the caller on its call's
-    /// own credential keeps audio both ways while its call is migrated and then failed over after a SIGKILL.
+    /// Workers and a gateway with a credential each (`nats-config --workers --gateways` for w1 and g1; w2's minted
+    /// at its start by `nats-credential`, as a Kubernetes init step does); the caller on its call's own credential
+    /// keeps audio both ways while its call is migrated and then failed over after a SIGKILL.
     @Test func membersPlaceAndCarryCallsAndACallerKeepsItsCallAcrossMoves() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-closed-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: dir) }
         let prefix = uniquePrefix("cb")
-        let config = try CLIProcess(["nats-config", "--out", dir.path, "--prefix", prefix, "--workers", "w1,w2", "--gateways", "g1"])
+        let config = try CLIProcess(["nats-config", "--out", dir.path, "--prefix", prefix, "--workers", "w1", "--gateways", "g1",
+                                     "--member-signing-keys"])
         #expect(await config.waitForExit(timeout: .seconds(30)) == 0, "\(config.output)")
+        let minted = try CLIProcess(["nats-credential", "--signing-key", dir.appendingPathComponent("worker-signing.json").path, "--id", "w2",
+                                     "--out", dir.appendingPathComponent("worker-w2.creds").path, "--prefix", prefix])
+        #expect(await minted.waitForExit(timeout: .seconds(30)) == 0, "\(minted.output)")
+        let mode = try FileManager.default.attributesOfItem(atPath: dir.appendingPathComponent("worker-w2.creds").path)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
         let conf = dir.appendingPathComponent("server.conf")
         try "include ./nats-auth.conf\n".write(to: conf, atomically: true, encoding: .utf8)
         let nats = try await TestServer(.nats, arguments: ["-c", conf.path])

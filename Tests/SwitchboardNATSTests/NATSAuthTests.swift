@@ -213,6 +213,72 @@ struct NATSAuthTests {
         withExtendedLifetime(pings) {}
     }
 
+    /// The minting keys are scoped: a credential they sign gets their template with its name in it and nothing
+    /// more; one that claims more is refused at the door. What a stolen key can still reach is its kind only.
+    @Test func scopedKeysMintOnlyTheirKind() async throws {
+        let subjects = try Subjects(prefix: uniquePrefix("scoped"))
+        let (server, bus, dir) = try await Self.closedServer(subjects)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let router = try await connect(server) {
+            $0.credentialsFile = dir.appendingPathComponent("router.creds").path
+            $0.inboxPrefix = BusRole.router.inboxPrefix()
+        }
+        defer { router.close() }
+        let expires = Int64(Date().timeIntervalSince1970) + 600
+
+        // A credential claiming more than the call key's template: refused at connect, not clamped.
+        let callSigner = try NKey(seed: bus.mediaSigning.seed), user = try NKey.generate(.user)
+        let greedy = try NATSJWT.userJWT(name: "c1", user: user.publicKey, account: bus.mediaSigning.account, signedBy: callSigner,
+                                         permissions: .init(publish: [">"], subscribe: [">"]), expires: expires)
+        #expect(await caughtError {
+            _ = try await connect(server) { $0.credentials = .init(jwt: greedy, seed: user.seed); $0.inboxPrefix = nil }
+        } != nil, "a call key signed a user with permissions of its own")
+        // Names are identifiers: our minting never pastes a wildcard into a template.
+        #expect(throws: SwitchboardError.self) { _ = try bus.mediaSigning.credentials(forCall: "*", subjects: subjects, expires: expires) }
+
+        // A worker minted at its start reaches its own subjects, not another worker's.
+        let workerKey = try #require(bus.memberSigning[.worker])
+        let w3Creds = try workerKey.credentials(forMember: "w3", subjects: subjects)
+        let w3 = try await connect(server) {
+            $0.credentials = w3Creds
+            $0.inboxPrefix = BusRole.worker.inboxPrefix(member: "w3")
+        }
+        defer { w3.close() }
+        let offers = try w3.subscribe(to: subjects.offer(worker: "w3")) { m in try? w3.reply(to: m, payload: [3]) }
+        let spy = try w3.subscribe(to: subjects.offer(worker: "w1"))
+        try await w3.flush()
+        #expect(try await router.request(subjects.offer(worker: "w3"), payload: [1], timeout: .seconds(5)).payload == [3])
+        try router.publish(subjects.offer(worker: "w1"), payload: [1])
+        try await router.flush()
+        #expect(await first(spy, within: .milliseconds(300)) == nil, "a minted worker took another worker's offers")
+        #expect(throws: SwitchboardError.self, "the call key mints no members") {
+            _ = try bus.mediaSigning.credentials(forMember: "w4", subjects: subjects)
+        }
+
+        // The documented limit: whoever steals the call key can sign a user named `*` (the server pastes names
+        // unchecked) and hear every call; still nothing outside calls (no heartbeats, routes, orders).
+        let thief = try NKey.generate(.user)
+        let wildcard = try NATSJWT.userJWT(name: "*", user: thief.publicKey, account: bus.mediaSigning.account, signedBy: callSigner,
+                                           permissions: nil, expires: expires)
+        let stolen = try await connect(server) { $0.credentials = .init(jwt: wildcard, seed: thief.seed); $0.inboxPrefix = nil }
+        defer { stolen.close() }
+        let calls = try stolen.subscribe(to: subjects.mediaOut(worker: "*", call: "*"))
+        let beats = try stolen.subscribe(to: subjects.heartbeats)
+        try await stolen.flush()
+        let w1Creds = try workerKey.credentials(forMember: "w1", subjects: subjects)
+        let worker = try await connect(server) {
+            $0.credentials = w1Creds
+            $0.inboxPrefix = BusRole.worker.inboxPrefix(member: "w1")
+        }
+        defer { worker.close() }
+        try worker.publish(subjects.mediaOut(worker: "w1", call: "c9"), payload: [5])
+        try worker.publish(subjects.heartbeat(worker: "w1"), payload: [6])
+        try await worker.flush()
+        #expect(await first(calls)?.payload == [5], "the stated limit of a stolen call key")
+        #expect(await first(beats, within: .milliseconds(300)) == nil, "a stolen call key reached the control plane")
+        withExtendedLifetime(offers) {}
+    }
+
     /// One nonce in 256 signs to bytes that begin with zero, which nats.c 3.4.1 drops from its CONNECT (its base64
     /// encoder stops at a leading NUL): 400 connections would meet that about once or twice. Every one connects.
     @Test func everyMintedCallCredentialIsAccepted() async throws {

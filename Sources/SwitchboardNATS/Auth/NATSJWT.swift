@@ -25,23 +25,49 @@ public enum NATSJWT {
         ]), signedBy: key)
     }
 
-    /// An account signed by the operator; `signingKeys` may sign its users.
-    public static func accountJWT(name: String, key: NKey, signedBy operatorKey: NKey, signingKeys: [String] = []) throws(SwitchboardError) -> String {
+    /// A signing key of an account that may sign only users with exactly `template`'s permissions (NATS
+    /// "scoped" signing keys): the users it signs carry no permissions of their own, and the server refuses one
+    /// that does. `{{name()}}` in the template is the user's name, pasted unchecked by the server.
+    public struct ScopedKey: Sendable, Equatable {
+        public var key: String
+        public var role: String
+        public var template: Permissions
+        public init(key: String, role: String, template: Permissions) {
+            self.key = key
+            self.role = role
+            self.template = template
+        }
+    }
+
+    /// An account signed by the operator; `signingKeys` may sign its users, each `scopedKeys` only users of its
+    /// template.
+    public static func accountJWT(name: String, key: NKey, signedBy operatorKey: NKey, signingKeys: [String] = [],
+                                  scopedKeys: [ScopedKey] = []) throws(SwitchboardError) -> String {
         let limits: [String: Any] = ["subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": true,
                                      "conn": -1, "leaf": -1]
         var nats: [String: Any] = ["type": "account", "version": 2, "limits": limits,
                                    "default_permissions": ["pub": [String: Any](), "sub": [String: Any]()]]
-        if !signingKeys.isEmpty { nats["signing_keys"] = signingKeys }
+        let scoped: [Any] = scopedKeys.map { scope in
+            var template: [String: Any] = ["pub": ["allow": scope.template.publish], "sub": ["allow": scope.template.subscribe],
+                                           "subs": -1, "data": -1, "payload": -1]
+            if scope.template.responses { template["resp"] = ["max": 1, "ttl": 0] }
+            return ["kind": "user_scope", "key": scope.key, "role": scope.role, "template": template] as [String: Any]
+        }
+        if !signingKeys.isEmpty || !scoped.isEmpty { nats["signing_keys"] = signingKeys.map { $0 as Any } + scoped }
         return try encode(claims(name: name, subject: key.publicKey, issuer: operatorKey, nats: nats), signedBy: operatorKey)
     }
 
     /// A user of `account`, signed by the account's key or one of its signing keys, expiring at `expires`
     /// (Unix seconds) when given: the server closes its connection then.
-    public static func userJWT(name: String, user: String, account: String, signedBy signer: NKey, permissions: Permissions,
+    /// `permissions` nil: a user of a scoped signing key, whose permissions are the key's template.
+    public static func userJWT(name: String, user: String, account: String, signedBy signer: NKey, permissions: Permissions?,
                                expires: Int64? = nil) throws(SwitchboardError) -> String {
-        var nats: [String: Any] = ["type": "user", "version": 2, "subs": -1, "data": -1, "payload": -1,
-                                   "pub": ["allow": permissions.publish], "sub": ["allow": permissions.subscribe]]
-        if permissions.responses { nats["resp"] = ["max": 1, "ttl": 0] }
+        var nats: [String: Any] = ["type": "user", "version": 2]
+        if let permissions {
+            nats.merge(["subs": -1, "data": -1, "payload": -1, "pub": ["allow": permissions.publish],
+                        "sub": ["allow": permissions.subscribe]]) { $1 }
+            if permissions.responses { nats["resp"] = ["max": 1, "ttl": 0] }
+        }
         if signer.publicKey != account { nats["issuer_account"] = account }
         var body = claims(name: name, subject: user, issuer: signer, nats: nats)
         if let expires { body["exp"] = expires }
