@@ -386,6 +386,34 @@ def test_secrets_reach_the_processes(everything):
         assert "admin-keys" not in wvolumes
 
 
+def test_workers_mint_a_credential_of_their_own_at_start():
+    docs = chart.documents(chart.render(chart.CHART / "ci" / "everything-values.yaml",
+                                        sets=("nats.auth.workerSigningKey=worker-signing.json",)).stdout)
+    docs += rendered("member-credentials-values.yaml").docs
+    workers = [d for d in docs if d["kind"] == "Deployment" and "worker" in d["metadata"]["name"]]
+    assert workers
+    for w in workers:
+        spec = w["spec"]["template"]["spec"]
+        init = {c["name"]: c for c in spec["initContainers"]}["nats-credential"]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert [i["key"] for i in volumes["nats-signing"]["secret"]["items"]] == ["worker-signing.json"], \
+            "only the signing key: not the shared worker credential, not the router's"
+        assert volumes["nats-credentials"]["emptyDir"]["medium"] == "Memory"
+        args = init["args"]
+        assert args[0] == "nats-credential" and args[args.index("--id") + 1] == "$(POD_NAME)"
+        assert env_of(init)["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        assert args[args.index("--prefix") + 1] in ("voice", "sb")
+        out = args[args.index("--out") + 1]
+        worker = container(spec, "worker")
+        env = env_of(worker)
+        mounts = {m["name"]: m for m in worker["volumeMounts"]}
+        assert "nats-signing" not in mounts, "the worker must never see the signing key"
+        assert env["SWITCHBOARD_NATS_CREDS"] == out == mounts["nats-credentials"]["mountPath"] + "/worker.creds"
+        assert mounts["nats-credentials"]["readOnly"] is True
+        # Its id is the pod's name, as the minted credential's.
+        assert env["SWITCHBOARD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
 def test_no_secret_values_in_plain_env(each):
     for where, spec, _ in pod_specs(each.docs):
         for c in spec.get("initContainers", []) + spec["containers"]:

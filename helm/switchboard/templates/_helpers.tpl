@@ -120,8 +120,18 @@ capabilities:
 {{/* The NATS credential file's key for a role. (dict "ctx" $ "role" "router") */}}
 {{- define "switchboard.natsCredentialKey" -}}
 {{- $auth := .ctx.Values.nats.auth -}}
+{{- if and (eq .role "worker") (include "switchboard.workersMintCredentials" .ctx) -}}
+worker.creds
+{{- else -}}
 {{- $given := ternary $auth.routerKey $auth.workerKey (eq .role "router") -}}
 {{- default (printf "%s.%s" .role (ternary "creds" "nk" (eq $auth.kind "creds"))) $given -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when each worker pod mints its own NATS credential at start (nats.auth.workerSigningKey). ($) */}}
+{{- define "switchboard.workersMintCredentials" -}}
+{{- $auth := .Values.nats.auth -}}
+{{- if and $auth.existingSecret (eq $auth.kind "creds") $auth.workerSigningKey -}}true{{- end -}}
 {{- end -}}
 
 {{/*
@@ -195,7 +205,20 @@ Environment shared by routers and workers: cluster addresses, prefixes, credenti
 {{/* Volumes for NATS credentials and TLS. (dict "ctx" $ "role" "router") */}}
 {{- define "switchboard.natsVolumes" -}}
 {{- $v := .ctx.Values -}}
-{{- if $v.nats.auth.existingSecret }}
+{{- if and (eq .role "worker") (include "switchboard.workersMintCredentials" .ctx) }}
+# The worker signing key, for the init container alone; the worker's own credential, minted into memory.
+- name: nats-signing
+  secret:
+    secretName: {{ $v.nats.auth.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.nats.auth.workerSigningKey }}
+        path: {{ $v.nats.auth.workerSigningKey }}
+- name: nats-credentials
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+{{- else if $v.nats.auth.existingSecret }}
 - name: nats-credentials
   secret:
     secretName: {{ $v.nats.auth.existingSecret }}
