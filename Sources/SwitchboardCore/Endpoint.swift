@@ -20,8 +20,11 @@ public struct Endpoint: Sendable, Hashable {
         self.path = path
     }
 
-    /// Parses `scheme://[user[:password]@]host[:port][/path]`. A missing scheme or port takes the default.
+    /// Parses `scheme://[user[:password]@]host[:port][/path]`. A missing scheme or port takes the default. The
+    /// user and password are percent-decoded (`%2F` for `/`, `%40` for `@`); a password may also hold `/` or `@`
+    /// as they are (the user info runs to the last `@`). No error repeats the password.
     public static func parse(_ text: String, defaultScheme: String, defaultPort: Int) throws(SwitchboardError) -> Endpoint {
+        let shown = redact(text)  // what errors may show
         var rest = Substring(text.trimmingCharacters(in: .whitespaces))
         guard !rest.isEmpty else { throw SwitchboardError(.invalidArgument, "empty server address") }
         var scheme = defaultScheme
@@ -30,7 +33,9 @@ public struct Endpoint: Sendable, Hashable {
             rest = rest[range.upperBound...]
         }
         var path: String?
-        if let slash = rest.firstIndex(of: "/") {
+        // The path starts at the first `/` after the user info.
+        let hostStart = rest.lastIndex(of: "@").map { rest.index(after: $0) } ?? rest.startIndex
+        if let slash = rest[hostStart...].firstIndex(of: "/") {
             let p = rest[rest.index(after: slash)...]
             path = p.isEmpty ? nil : String(p)
             rest = rest[..<slash]
@@ -40,16 +45,16 @@ public struct Endpoint: Sendable, Hashable {
         var port = defaultPort
         if rest.hasPrefix("[") {  // [::1]:4222
             guard let close = rest.firstIndex(of: "]") else {
-                throw SwitchboardError(.invalidArgument, "unclosed '[' in server address '\(text)'")
+                throw SwitchboardError(.invalidArgument, "unclosed '[' in server address '\(shown)'")
             }
             host = String(rest[rest.index(after: rest.startIndex)..<close])
             let after = rest[rest.index(after: close)...]
-            if after.hasPrefix(":") { port = try parsePort(after.dropFirst(), in: text) }
+            if after.hasPrefix(":") { port = try parsePort(after.dropFirst(), in: shown) }
         } else if let colon = rest.lastIndex(of: ":") {
             host = String(rest[..<colon])
-            port = try parsePort(rest[rest.index(after: colon)...], in: text)
+            port = try parsePort(rest[rest.index(after: colon)...], in: shown)
         }
-        guard !host.isEmpty else { throw SwitchboardError(.invalidArgument, "no host in server address '\(text)'") }
+        guard !host.isEmpty else { throw SwitchboardError(.invalidArgument, "no host in server address '\(shown)'") }
         return Endpoint(scheme: scheme, host: host, port: port, user: user, password: password, path: path)
     }
 
@@ -59,8 +64,18 @@ public struct Endpoint: Sendable, Hashable {
         guard let at = authority.lastIndex(of: "@") else { return (nil, nil) }
         let info = authority[..<at]
         authority = authority[authority.index(after: at)...]
-        guard let colon = info.firstIndex(of: ":") else { return (String(info), nil) }
-        return (info[..<colon].isEmpty ? nil : String(info[..<colon]), String(info[info.index(after: colon)...]))
+        func decoded(_ part: Substring) -> String { String(part).removingPercentEncoding ?? String(part) }
+        guard let colon = info.firstIndex(of: ":") else { return (decoded(info), nil) }
+        return (info[..<colon].isEmpty ? nil : decoded(info[..<colon]), decoded(info[info.index(after: colon)...]))
+    }
+
+    /// `text` with any password in its user info (`scheme://user:password@...`) replaced by `***`: for errors
+    /// and logs about a URL that may not even parse.
+    public static func redact(_ text: String) -> String {
+        guard let schemeEnd = text.range(of: "://"), let at = text[schemeEnd.upperBound...].lastIndex(of: "@") else { return text }
+        let info = text[schemeEnd.upperBound..<at]
+        guard let colon = info.firstIndex(of: ":") else { return text }
+        return String(text[..<info.index(after: colon)]) + "***" + String(text[at...])
     }
 
     private static func parsePort(_ text: Substring, in whole: String) throws(SwitchboardError) -> Int {

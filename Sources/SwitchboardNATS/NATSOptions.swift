@@ -19,15 +19,25 @@ final class NATSOptions: @unchecked Sendable {  // immutable after init; only re
 
     private func apply(_ config: NATSConfiguration, sink: NATSEventSink) throws(SwitchboardError) {
         guard !config.servers.isEmpty else { throw SwitchboardError(.invalidArgument, "no NATS server URL given") }
-        for url in config.servers { _ = try Endpoint.parse(url, defaultScheme: "nats", defaultPort: 4222) }
-        try withCStrings(config.servers) { urls throws(SwitchboardError) in
-            try check(natsOptions_SetServers(handle, urls, Int32(config.servers.count)), "setting servers")
+        // A user and password (or a token) in a URL are taken out of it, percent-decoded, and given to nats.c
+        // apart: it would not decode `%2F` or `%40`, and a URL without them is what its errors may show.
+        var servers: [String] = [], urlUser: String?, urlPassword: String?
+        for url in config.servers {
+            let endpoint = try Endpoint.parse(url, defaultScheme: "nats", defaultPort: 4222)
+            if urlUser == nil && urlPassword == nil { (urlUser, urlPassword) = (endpoint.user, endpoint.password) }
+            servers.append(Endpoint(scheme: endpoint.scheme, host: endpoint.host, port: endpoint.port).redacted)
+        }
+        try withCStrings(servers) { urls throws(SwitchboardError) in
+            try check(natsOptions_SetServers(handle, urls, Int32(servers.count)), "setting servers")
         }
         if let name = config.name { try check(natsOptions_SetName(handle, name), "setting the connection name") }
-        if config.user != nil || config.password != nil {
-            try check(natsOptions_SetUserInfo(handle, config.user, config.password), "setting user and password")
+        // `nats://token@host`: a user without a password is a token, as nats.c reads URLs.
+        let urlToken = urlPassword == nil ? urlUser : nil
+        let user = config.user ?? (urlToken == nil ? urlUser : nil), password = config.password ?? urlPassword
+        if user != nil || password != nil {
+            try check(natsOptions_SetUserInfo(handle, user, password), "setting user and password")
         }
-        if let token = config.token { try check(natsOptions_SetToken(handle, token), "setting the token") }
+        if let token = config.token ?? urlToken { try check(natsOptions_SetToken(handle, token), "setting the token") }
         // Every credential signs through this process's own signer (see `NATSEventSink.identity`).
         if let identity = sink.identity {
             let context = Unmanaged.passUnretained(sink).toOpaque()

@@ -73,7 +73,9 @@ public struct RedisConfiguration: Sendable {
         -> (sentinel: Sentinel, username: String?, password: String?, database: Int)
     {
         let url = Substring(text.dropFirst("redis-sentinel://".count))
-        let slash = url.firstIndex(of: "/") ?? url.endIndex
+        // The path starts at the first `/` after the user info (a password may hold `/`).
+        let hostStart = url.lastIndex(of: "@").map { url.index(after: $0) } ?? url.startIndex
+        let slash = url[hostStart...].firstIndex(of: "/") ?? url.endIndex
         var authority = url[..<slash]
         let (user, password) = Endpoint.takeUserInfo(from: &authority)
         // After the hosts: /<primary name>[/db]

@@ -32,7 +32,7 @@ enum AdminKeys {
         return ([generated], false)
     }
 
-    /// Writes `name:key` to `<state dir>/<router id>.admin-key`, mode 0600.
+    /// Writes `name:key` to `<state dir>/<router id>.admin-key`, mode 0600 from its creation.
     private static func write(_ key: AdminKey, for routerID: String) throws(SwitchboardError) -> String {
         let environment = ProcessInfo.processInfo.environment
         let directory = environment["SWITCHBOARD_STATE_DIR"]
@@ -42,15 +42,10 @@ enum AdminKeys {
         let path = directory + "/" + routerID.filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" } + ".admin-key"
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            guard FileManager.default.createFile(atPath: path, contents: Data("\(key.name):\(key.key)\n".utf8), attributes: [.posixPermissions: 0o600]) else {
-                throw SwitchboardError(.invalidArgument, "cannot write \(path)")
-            }
-            try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
-        } catch let error as SwitchboardError {
-            throw error
         } catch {
             throw SwitchboardError(.invalidArgument, "cannot keep the generated admin key in \(directory): \(error.localizedDescription)")
         }
+        try SecretFile.write("\(key.name):\(key.key)\n", to: path, replace: true)
         return path
     }
 }

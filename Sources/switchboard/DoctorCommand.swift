@@ -11,10 +11,13 @@ struct DoctorCommand: AsyncParsableCommand {
         commandName: "doctor",
         abstract: "Check that NATS and Redis are reachable; print server versions and round-trip times.")
 
-    @Option(name: .customLong("nats-url"), help: "NATS server URL(s), comma-separated (env NATS_URL).")
-    var natsURL: String = ProcessInfo.processInfo.environment["NATS_URL"] ?? "nats://127.0.0.1:4222"
-    @Option(name: .customLong("redis-url"), help: "Redis URL, redis://[:password@]host:port[/db] (env REDIS_URL).")
-    var redisURL: String = ProcessInfo.processInfo.environment["REDIS_URL"] ?? "redis://127.0.0.1:6379"
+    // No default shown in --help: the environment's URL may carry a password.
+    @Option(name: .customLong("nats-url"), help: "NATS server URL(s), comma-separated (default nats://127.0.0.1:4222; env NATS_URL).")
+    var natsURLOption: String?
+    var natsURL: String { natsURLOption ?? ProcessInfo.processInfo.environment["NATS_URL"] ?? "nats://127.0.0.1:4222" }
+    @Option(name: .customLong("redis-url"), help: "Redis URL, redis://[:password@]host:port[/db] (default redis://127.0.0.1:6379; env REDIS_URL).")
+    var redisURLOption: String?
+    var redisURL: String { redisURLOption ?? ProcessInfo.processInfo.environment["REDIS_URL"] ?? "redis://127.0.0.1:6379" }
     @Option(help: "Seconds to wait for each server.")
     var timeout: Double = 2
     @Option(help: "Output format: text or json.")

@@ -89,13 +89,7 @@ struct NATSConfigCommand: AsyncParsableCommand {
         if !force, let existing = paths.first(where: { manager.fileExists(atPath: $0) }) {
             throw SwitchboardError(.conflict, "\(existing) exists already (--force replaces the whole set)")
         }
-        for ((_, text), path) in zip(files, paths) {
-            manager.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])  // 0600 before the secret is in it
-            guard let handle = FileHandle(forWritingAtPath: path) else { throw SwitchboardError(.invalidArgument, "cannot write \(path)") }
-            handle.truncateFile(atOffset: 0)
-            handle.write(Data(text.utf8))
-            handle.closeFile()
-        }
+        for ((_, text), path) in zip(files, paths) { try SecretFile.write(text, to: path, replace: force) }
         return paths
     }
 }

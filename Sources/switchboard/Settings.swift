@@ -73,11 +73,15 @@ func seconds(_ value: Double, _ name: String, allowZero: Bool = false, max: Doub
 
 /// Options every cluster command shares.
 struct ClusterOptions: ParsableArguments {
-    @Option(name: .customLong("nats-url"), help: "NATS server URL(s), comma-separated (env SWITCHBOARD_NATS_URL or NATS_URL).")
-    var natsURL: String = Settings.string("nats-url", "nats://127.0.0.1:4222", alsoEnv: "NATS_URL")
+    // The URLs may carry a password (from the environment or a config file): no default is shown in --help,
+    // where the environment's value would appear; they are resolved when used.
+    @Option(name: .customLong("nats-url"), help: "NATS server URL(s), comma-separated (default nats://127.0.0.1:4222; env SWITCHBOARD_NATS_URL or NATS_URL). A password in it: percent-encode '/' and '@'.")
+    var natsURLOption: String?
+    var natsURL: String { natsURLOption ?? Settings.string("nats-url", "nats://127.0.0.1:4222", alsoEnv: "NATS_URL") }
 
-    @Option(name: .customLong("redis-url"), help: "Redis URL, redis://[:password@]host:port[/db], or redis-sentinel://host1:26379,host2:26379/<primary>[/db] (env SWITCHBOARD_REDIS_URL or REDIS_URL).")
-    var redisURL: String = Settings.string("redis-url", "redis://127.0.0.1:6379", alsoEnv: "REDIS_URL")
+    @Option(name: .customLong("redis-url"), help: "Redis URL, redis://[:password@]host:port[/db], or redis-sentinel://host1:26379,host2:26379/<primary>[/db] (default redis://127.0.0.1:6379; env SWITCHBOARD_REDIS_URL or REDIS_URL).")
+    var redisURLOption: String?
+    var redisURL: String { redisURLOption ?? Settings.string("redis-url", "redis://127.0.0.1:6379", alsoEnv: "REDIS_URL") }
 
     @Option(help: "Subject prefix of the cluster (env SWITCHBOARD_PREFIX).")
     var prefix: String = Settings.string("prefix", "sb")

@@ -112,6 +112,14 @@ struct CLITests {
         #expect(badStatus == 64 && badOut.contains("error: cannot read config file"), "\(badOut)")
         let (badEnv, badEnvOut) = try await run(["worker", "--help"], environment: ["SWITCHBOARD_CAPACITY": "lots"])
         #expect(badEnv == 64 && badEnvOut.contains("capacity must be a whole number"), "\(badEnvOut)")
+
+        // URLs with passwords from the environment never show in --help, nor in the error when they fail.
+        let secrets = ["SWITCHBOARD_REDIS_URL": "redis://:hunter2@127.0.0.1:1", "SWITCHBOARD_NATS_URL": "nats://u:hunter3@127.0.0.1:1",
+                       "REDIS_URL": "redis://:hunter4@127.0.0.1:1", "NATS_URL": "nats://u:hunter5@127.0.0.1:1"]
+        for command in [["worker", "--help"], ["router", "--help"], ["doctor", "--help"], ["worker", "--id", "w1"]] {
+            let (_, out) = try await run(command, environment: secrets)
+            #expect(!out.contains("hunter"), "\(command): \(out)")
+        }
     }
 
     @Test func workerRefusesBadSettingsWithOneLine() async throws {

@@ -120,6 +120,24 @@ struct NATSConnectionTests {
         #expect(tokenError?.code == .authenticationFailed)
     }
 
+    /// User, password or token in the URL itself, percent-encoded: taken out of the URL and decoded (nats.c would
+    /// not decode them), and never in an error.
+    @Test func credentialsInTheURLArePercentDecodedAndNeverShown() async throws {
+        let userServer = try await TestServer(.nats, arguments: ["--user", "sw@itch", "--pass", "p/a@ss"])
+        let nc = try await NATSConnection.connect(config("nats://sw%40itch:p%2Fa%40ss@127.0.0.1:\(userServer.port)"), logger: testLogger)
+        #expect(nc.isConnected)
+        #expect(nc.connectedURL?.contains("p/a") == false)
+        nc.close()
+        var wrong = config("nats://sw%40itch:hunter2@127.0.0.1:\(userServer.port)")
+        wrong.reconnect.enabled = false
+        let error = await caughtError { _ = try await NATSConnection.connect(wrong, logger: testLogger) }
+        #expect(error?.code == .authenticationFailed && error?.message.contains("hunter2") == false, "\(String(describing: error))")
+        let tokenServer = try await TestServer(.nats, arguments: ["--auth", "t0k/en"])
+        let tc = try await NATSConnection.connect(config("nats://t0k%2Fen@127.0.0.1:\(tokenServer.port)"), logger: testLogger)
+        #expect(tc.isConnected)
+        tc.close()
+    }
+
     @Test func flushAndRoundTrip() async throws {
         try await withNATS { nc, _ in
             try await nc.flush()

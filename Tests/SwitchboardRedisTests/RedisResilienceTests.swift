@@ -25,6 +25,20 @@ struct RedisResilienceTests {
         #expect(noAuth?.message.contains("NOAUTH") == true)
     }
 
+    /// A password with `/` and `@`, percent-encoded in the URL (plain and through Sentinel's URL form).
+    @Test func aPasswordWithSlashesAndAtSignsWorks() async throws {
+        let server = try await TestServer(.redis, arguments: ["--requirepass", "p/a@ss"])
+        let client = try RedisClient(url: "redis://:p%2Fa%40ss@127.0.0.1:\(server.port)/0", logger: testLogger)
+        defer { client.close() }
+        #expect(try await client.send(["PING"]) == .status("PONG"))
+        let sentinel = try RedisConfiguration(url: "redis-sentinel://:p%2Fa%40ss@127.0.0.1:26379/mymaster/3")
+        #expect(sentinel.password == "p/a@ss" && sentinel.database == 3 && sentinel.sentinel?.primaryName == "mymaster")
+        let wrong = try RedisClient(url: "redis://:wr%2Fong@127.0.0.1:\(server.port)", logger: testLogger)
+        defer { wrong.close() }
+        let error = await caughtError { _ = try await wrong.send(["PING"]) }
+        #expect(error?.code == .authenticationFailed && error?.message.contains("wr/ong") == false)
+    }
+
     @Test func aclUserAuth() async throws {
         let server = try await TestServer(.redis)
         let admin = try RedisClient(url: server.url, logger: testLogger)
