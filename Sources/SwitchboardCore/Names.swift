@@ -70,7 +70,7 @@ public struct RedisKeys: Sendable, Equatable {
     /// Hash: worker id → its drain request (JSON), while the drain lasts.
     public var drains: String { "\(prefix):drains" }
     /// String: the router moving a call (migration or failover) holds it, with an expiry.
-    public func callLock(_ id: String) -> String { "\(prefix):call:\(id):lock" }
+    public func callLock(_ id: String) -> String { "\(prefix):lock:call:\(id)" }
     /// Stream: operator actions (who, what, when, outcome).
     public var audit: String { "\(prefix):audit" }
     /// Hash: tenant id → its record (policy and key hashes, JSON).

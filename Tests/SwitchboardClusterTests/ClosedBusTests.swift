@@ -11,7 +11,8 @@ import Testing
 struct ClosedBusTests {
     /// Workers and a gateway with a credential each (`nats-config --workers --gateways` for w1 and g1; w2's minted
     /// at its start by `nats-credential`, as a Kubernetes init step does); the caller on its call's own credential
-    /// keeps audio both ways while its call is migrated and then failed over after a SIGKILL.
+    /// keeps audio both ways while its call is migrated and then failed over after a SIGKILL. Redis is closed too:
+    /// each role signs in as its own ACL user (`redis-acl`).
     @Test func membersPlaceAndCarryCallsAndACallerKeepsItsCallAcrossMoves() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-closed-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -27,15 +28,21 @@ struct ClosedBusTests {
         let conf = dir.appendingPathComponent("server.conf")
         try "include ./nats-auth.conf\n".write(to: conf, atomically: true, encoding: .utf8)
         let nats = try await TestServer(.nats, arguments: ["-c", conf.path])
-        let (redisURL, redis) = try await SharedServer.redis()
-        defer { withExtendedLifetime(redis) {} }
         func file(_ name: String) -> String { dir.appendingPathComponent(name).path }
-        let common = ["--nats-url", nats.url, "--redis-url", redisURL, "--prefix", prefix, "--key-prefix", prefix, "--log-level", "warning"]
+        let acl = try CLIProcess(["redis-acl", "--out", file("redis"), "--key-prefix", prefix])
+        #expect(await acl.waitForExit(timeout: .seconds(30)) == 0, "\(acl.output)")
+        let redis = try await TestServer(.redis, arguments: ["--aclfile", file("redis/users.acl")])
+        func redisAs(_ role: String) -> [String] {
+            ["--redis-url", "redis://\(role)@127.0.0.1:\(redis.port)", "--redis-password-file", file("redis/\(role).redis-password")]
+        }
+        let common = ["--nats-url", nats.url, "--prefix", prefix, "--key-prefix", prefix, "--log-level", "warning"]
         let router = try CLIProcess(["router", "--id", "r1", "--http-port", "0", "--admin-key", TestCluster.adminKey,
-                                     "--nats-creds", file("router.creds"), "--media-signing-key", file("media-signing.json")] + common)
+                                     "--nats-creds", file("router.creds"), "--media-signing-key", file("media-signing.json")]
+                                    + redisAs("router") + common)
         #expect(!FileManager.default.fileExists(atPath: file("worker.creds")), "a shared worker credential beside the members'")
         var workers = try ["w1", "w2"].map { id in
-            (id, try CLIProcess(["worker", "--id", id, "--heartbeat-interval", "0.5", "--nats-creds", file("worker-\(id).creds")] + common))
+            (id, try CLIProcess(["worker", "--id", id, "--heartbeat-interval", "0.5", "--nats-creds", file("worker-\(id).creds")]
+                                + redisAs("worker") + common))
         }
         try await router.waitForOutput("listening on", timeout: .seconds(30))
         let subjects = try Subjects(prefix: prefix)
@@ -113,6 +120,8 @@ struct ClosedBusTests {
         #expect(drained.status == 202 && (try? decodeJSON(DrainResult.self, drained.body))?.confirmed == true,
                 "\(String(decoding: drained.body, as: UTF8.self))")
         #expect(router.process.isRunning && workers.allSatisfy { $0.1.process.isRunning })
+        #expect(!router.output.contains("NOPERM") && !workers.contains { $0.1.output.contains("NOPERM") },
+                "a role's Redis user was refused a command it needs:\n\(router.output)\n\(workers.map(\.1.output).joined(separator: "\n"))")
         withExtendedLifetime((router, workers, nats)) {}
     }
 

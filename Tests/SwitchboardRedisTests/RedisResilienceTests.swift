@@ -138,3 +138,49 @@ struct RedisResilienceTests {
         #expect(throws: SwitchboardError.self) { _ = try RedisClient(configuration: bad) }
     }
 }
+
+/// The ACL users `switchboard redis-acl` writes, on a real redis-server: each role does its work and nothing more.
+@Suite("Redis ACL users per role")
+struct RedisACLTests {
+    @Test func eachRoleDoesItsWorkAndIsRefusedTheRest() async throws {
+        let keys = try RedisKeys(prefix: "acl\(Identifiers.random(bytes: 3))")
+        let passwords: [RedisACL.Role: String] = [.router: "r-pw", .worker: "w/pw@", .operator: "o-pw"]
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-acl-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("users.acl")
+        try RedisACL.file(passwords: passwords, keys: keys).write(to: file, atomically: true, encoding: .utf8)
+        #expect(!(try String(contentsOf: file, encoding: .utf8)).contains("r-pw"), "the file holds hashes, not passwords")
+        let server = try await TestServer(.redis, arguments: ["--aclfile", file.path])
+        func client(_ role: RedisACL.Role) throws -> RedisClient {
+            let password = passwords[role]!.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+            return try RedisClient(url: "redis://\(role.rawValue):\(password)@127.0.0.1:\(server.port)", logger: testLogger)
+        }
+        let router = try client(.router), worker = try client(.worker), op = try client(.operator)
+        let anonymous = try RedisClient(url: "redis://127.0.0.1:\(server.port)", logger: testLogger)
+        defer { for c in [router, worker, op, anonymous] { c.close() } }
+
+        // The router places a call; the worker starts, refreshes and ends it: scripts and all.
+        let store = CallStore(redis: router, keys: keys)
+        let record = CallRecord(callID: "c1", tenant: "t", workerID: "w1", version: "1", region: "r", state: .placed, createdAt: 1, metadata: [:])
+        try await store.place(record, deadline: .now + .seconds(5))
+        let calls = CallStore(redis: worker, keys: keys)
+        #expect(try await calls.start("c1", worker: "w1", incarnation: "i", startedAt: 1) == .owned)
+        #expect(try await calls.end("c1", tenant: "t", worker: "w1", epoch: 1, reason: .caller, retention: .seconds(60)) == .owned)
+        _ = try await worker.send(["HGET", keys.drains, "w1"])
+        _ = try await DeployStore(redis: worker, keys: keys).read()
+
+        // What a worker has no business with: tenants, their keys, a call's lock, the whole keyspace.
+        for command in [["HGETALL", keys.tenants], ["HGET", keys.tenantKeys, "x"], ["SET", keys.callLock("c1"), "me"], ["FLUSHALL"],
+                        ["KEYS", "*"], ["CONFIG", "GET", "*"]] {
+            let error = await caughtError { _ = try await worker.send(command) }
+            #expect(error?.message.contains("NOPERM") == true, "\(command): \(String(describing: error))")
+        }
+        // The operator reads; it writes nothing.
+        #expect(try await op.send(["HGET", keys.call("c1"), "state"]).string == "ended")
+        let write = await caughtError { _ = try await op.send(["HSET", keys.call("c1"), "state", "active"]) }
+        #expect(write?.message.contains("NOPERM") == true)
+        // The default user is off.
+        #expect(await caughtError { _ = try await anonymous.send(["PING"]) } != nil)
+    }
+}
