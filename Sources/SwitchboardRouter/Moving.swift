@@ -12,7 +12,8 @@ extension Router {
     /// checkpoints (`hold`); the scheduler picks another worker, which is offered the call with that
     /// checkpoint, subscribes to the call's media and starts its handler from the saved state; only when it
     /// has accepted does the first worker let go (`release`). If no worker takes it, the first one goes on
-    /// (`unhold`). The caller keeps the same media subjects throughout.
+    /// (`unhold`). The caller keeps its credential and its `.out` subscription; its audio goes to the new worker
+    /// once the `migrated` event names it (docs/protocol.md, "Callers across moves").
     ///
     /// One router moves a call at a time (a lock in Redis with an expiry).
     /// `fromWorker`: a worker asked over NATS; only the worker the call's record names may move it.

@@ -41,7 +41,7 @@ public struct RouterConfiguration: Sendable {
     public var insecureNoAuth = false
     /// On a closed bus: the account signing key with which each placement carries a credential for the call's
     /// media alone (see docs/security.md); nil: placements carry none.
-    public var mediaSigning: MediaSigningKey?
+    public var mediaSigning: SigningKey?
     /// How long a call's media credential lasts (the server closes a connection whose credential expired).
     public var mediaCredentialTTL: Duration = .seconds(4 * 3600)
     /// Tenants named in metric labels at most; calls of tenants beyond are counted under `tenant="other"`, so

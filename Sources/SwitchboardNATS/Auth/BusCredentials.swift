@@ -168,9 +168,6 @@ public struct SigningKey: Codable, Sendable, Equatable {
     }
 }
 
-/// The routers' key for callers' credentials (see `SigningKey`).
-public typealias MediaSigningKey = SigningKey
-
 /// The simpler closed bus: plain NKey users with the same per-role permissions (`authorization { users }`), no
 /// accounts. There is no per-call credential in this mode, so gateways may use every call's media.
 public struct BusUsers: Sendable {
