@@ -160,6 +160,9 @@ public struct CallLifecycle: Sendable, Equatable {
 
     public func start() -> [Action] { phase == .claiming ? [.claim] : [.recordStart] }
 
+    /// Whether an end has been decided (or asked for before the call started) and not yet written.
+    public var isEnding: Bool { phase != .done && (reason != nil || pendingEnd != nil) }
+
     /// Whether the call's tasks (audio, handler) run.
     private var isRunning: Bool { [.starting, .live, .holding, .held].contains(phase) }
 
@@ -251,6 +254,8 @@ public struct CallLifecycle: Sendable, Equatable {
         case .tick(let lastHeard, let cutOff):
             return tick(now: now, lastHeard: lastHeard, cutOff: cutOff)
         case .tasksStopped:
+            // Stopped without being asked: the worker is being torn down (its `run()` cancelled). Like a crash,
+            // nothing is ended or written: the routers resume the call elsewhere from its checkpoint.
             guard phase == .stopping, let reason else { return [] }
             return recordEnd(reason)
         case .endRecorded(let write):

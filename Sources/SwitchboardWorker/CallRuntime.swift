@@ -12,16 +12,26 @@ extension Worker {
 
     /// Runs one call said yes to, until its slot is free: carries out, in order, the actions of its lifecycle
     /// that need I/O (its records in Redis, a hold's checkpoint, the tasks that carry its audio).
+    ///
+    /// Cancelled (the worker torn down rather than stopped): an end already decided (`stop()` just before) is
+    /// still carried out and written; a call with none is left as a crash would leave it, unended, for the routers
+    /// to resume elsewhere.
     func runCall(_ callID: String) async {
         guard let running = state.withLock({ $0.calls[callID] }) else { return }
         let log = logger.with([LogKey.callID: "\(callID)", LogKey.tenant: "\(running.tenant)"])
         await withDiscardingTaskGroup { tasks in
-            for await action in running.actionQueue {
-                switch action {
-                case .startTasks:
+            var honorCancellation = true
+            while true {
+                switch await running.actions.next(honoringCancellation: honorCancellation) {
+                case .action(.startTasks):
                     tasks.addTask { await self.carry(running, log: log) }
-                default:
+                case .action(let action):
                     await perform(action, running, log: log)
+                case .finished:
+                    return
+                case .cancelled:
+                    guard state.withLock({ $0.calls[callID]?.lifecycle.isEnding == true }) else { return }
+                    honorCancellation = false  // its tasks stop (cancelled too), then its end is written
                 }
             }
         }
@@ -463,6 +473,70 @@ final class CallSession: Sendable {
         state.withLock { state in
             defer { state.held = false }
             return state.held
+        }
+    }
+}
+
+/// One call's actions that need I/O, in order, for its task (`runCall`). Unlike an `AsyncStream`, waiting can
+/// go on after the task is cancelled, so an end already decided is still carried out.
+final class ActionQueue: Sendable {
+    enum Next: Sendable {
+        case action(CallLifecycle.Action)
+        case finished
+        case cancelled
+    }
+
+    private struct State {
+        var pending: [CallLifecycle.Action] = []
+        var finished = false
+        var waiter: CheckedContinuation<Next, Never>?
+    }
+    private let state = Mutex(State())
+
+    func yield(_ action: CallLifecycle.Action) {
+        let waiter = state.withLock { state -> CheckedContinuation<Next, Never>? in
+            guard !state.finished else { return nil }
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.pending.append(action)
+            return nil
+        }
+        waiter?.resume(returning: .action(action))
+    }
+
+    /// No more actions: the waiting task gets `finished` once the pending ones are taken.
+    func finish() {
+        let waiter = state.withLock { state -> CheckedContinuation<Next, Never>? in
+            state.finished = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: .finished)
+    }
+
+    /// The next action; `cancelled` when the task is (and `honoringCancellation`) and none is pending.
+    func next(honoringCancellation: Bool) async -> Next {
+        if honoringCancellation && Task.isCancelled && state.withLock({ $0.pending.isEmpty }) { return .cancelled }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Next, Never>) in
+                let now: Next? = state.withLock { state in
+                    if !state.pending.isEmpty { return .action(state.pending.removeFirst()) }
+                    if state.finished { return .finished }
+                    if honoringCancellation && Task.isCancelled { return .cancelled }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let now { continuation.resume(returning: now) }
+            }
+        } onCancel: {
+            guard honoringCancellation else { return }
+            let waiter = state.withLock { state -> CheckedContinuation<Next, Never>? in
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume(returning: .cancelled)
         }
     }
 }

@@ -30,8 +30,7 @@ public final class Worker: Service, Sendable {
         var lifecycle: CallLifecycle
         let offer: Offer
         /// Actions that need I/O (Redis, the call's tasks), carried out in order by the call's task (`runCall`).
-        let actions: AsyncStream<CallLifecycle.Action>.Continuation
-        let actionQueue: AsyncStream<CallLifecycle.Action>
+        let actions: ActionQueue
         /// Stops the call's tasks (`stopTasks`).
         let stop: AsyncStream<Void>.Continuation
         let stops: AsyncStream<Void>
@@ -289,11 +288,10 @@ public final class Worker: Service, Sendable {
         let limits = CallLifecycle.Limits(maxDuration: configuration.maxCallDuration, mediaTimeout: configuration.mediaTimeout,
                                           heldTimeout: configuration.migrateTimeout)
         let now = ContinuousClock.now
-        let (actionQueue, actions) = AsyncStream.makeStream(of: CallLifecycle.Action.self, bufferingPolicy: .unbounded)
         let (stops, stop) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingOldest(1))
         let running = Running(lifecycle: offer.resume == nil ? CallLifecycle(newCall: callID, limits: limits, now: now)
                                                              : CallLifecycle(movingIn: callID, limits: limits, now: now),
-                              offer: offer, actions: actions, actionQueue: actionQueue, stop: stop, stops: stops, media: media,
+                              offer: offer, actions: ActionQueue(), stop: stop, stops: stops, media: media,
                               endRequests: endRequests, waitingEnds: EndRequests(), session: session, startedAt: unixMillisNow(),
                               pendingReply: offer.resume == nil ? nil : message)
         state.withLock { $0.calls[callID] = running }

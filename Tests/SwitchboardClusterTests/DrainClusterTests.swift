@@ -207,6 +207,22 @@ struct DrainClusterTests {
         await cluster.shutdown()
     }
 
+    /// `stop()` and then the worker's task cancelled at once (a test's or a service group's teardown): the end
+    /// `stop()` decided is still written, not lost to the cancellation (then the routers would resume the call).
+    @Test func aWorkerStoppedAndTornDownAtOnceStillRecordsItsCallsEnd() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        let worker = try await cluster.addWorker(id: "a")
+        try await cluster.waitForWorkers(1)
+        let call = try await cluster.route()
+        try await eventually(timeout: .seconds(10), "the call is active") { try await cluster.record(call.callID)["state"] == "active" }
+        worker.worker.stop()
+        worker.task.cancel()
+        try await eventually(timeout: .seconds(10), "the call's end is recorded") { try await cluster.record(call.callID)["state"] == "ended" }
+        #expect(try await cluster.record(call.callID)["end_reason"] == "worker_stopping")
+        await cluster.shutdown()
+    }
+
     @Test func aWorkerKilledWithTwentyCallsHasThemAllResumedElsewhere() async throws {
         // Router and workers are processes of their own, so a stall of this busy test process cannot delay
         // them; the time is read from the router's own events.

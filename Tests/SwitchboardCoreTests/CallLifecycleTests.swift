@@ -92,6 +92,14 @@ import Testing
         #expect(call.on(.tasksStopped, now: at(202)) == [.recordEnd(.caller, epoch: 1)])
     }
 
+    /// A worker torn down (its tasks cancelled, no end asked for) ends nothing and writes nothing: to the routers
+    /// it is a crash, and the call resumes elsewhere.
+    @Test func tasksStoppedWithoutAnEndEndNothing() {
+        var call = live()
+        #expect(call.on(.tasksStopped, now: at(500)) == [])
+        #expect(call.reason == nil && call.phase == .live)
+    }
+
     // MARK: Moving out
 
     @Test func holdThenReleaseMovesTheCallOut() {
