@@ -42,3 +42,25 @@ public enum SHA1 {
 
     private static func rotl(_ x: UInt32, _ n: UInt32) -> UInt32 { (x << n) | (x >> (32 - n)) }
 }
+
+/// HMAC (RFC 2104) over the core's SHA-1.
+public enum HMACSHA1 {
+    public static func mac(key: [UInt8], message: [UInt8]) -> [UInt8] {
+        var block = key.count > 64 ? SHA1.digest(key) : key
+        block += [UInt8](repeating: 0, count: 64 - block.count)
+        let inner = SHA1.digest(block.map { $0 ^ 0x36 } + message)
+        return SHA1.digest(block.map { $0 ^ 0x5c } + inner)
+    }
+}
+
+/// Comparison whose time does not depend on where two strings differ.
+public enum ConstantTime {
+    public static func equal(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        var difference = UInt8(x.count == y.count ? 0 : 1)
+        for i in 0..<max(x.count, y.count) {
+            difference |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+        }
+        return difference == 0
+    }
+}

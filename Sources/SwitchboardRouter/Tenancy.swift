@@ -41,7 +41,7 @@ extension Router {
         if let key {
             // Every key compared in full: the time taken does not say which one nearly matched.
             var found: String?
-            for admin in configuration.adminKeys where Self.constantTimeEqual(key, admin.key) { found = admin.name }
+            for admin in configuration.adminKeys where ConstantTime.equal(key, admin.key) { found = admin.name }
             if let found { return found }
         }
         var status = "unauthorized"
@@ -53,12 +53,6 @@ extension Router {
         }
         if status == "forbidden" { throw SwitchboardError(.forbidden, "a tenant's key cannot do operator actions; use an admin key") }
         throw SwitchboardError(.authenticationFailed, "this needs an admin key: Authorization: Bearer <key>")
-    }
-
-    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
-        guard x.count == y.count else { return false }
-        return zip(x, y).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
     }
 
     /// Takes a rate token and a live-call lease for the call, or refuses with `rate_limited` (the wait in the

@@ -173,6 +173,27 @@ struct DecoderFuzzTests {
         }
     }
 
+    /// What a gateway takes from Twilio and from stream URLs: form bodies and stream tokens.
+    @Test func twilioFormsAndStreamTokens() {
+        let forms: [[UInt8]] = ["CallSid=CA1&From=%2B1234&To=%2B1800&AccountSid=AC1", "Caller+Name=A+B%26C&Empty=&Flag"].map { Array($0.utf8) }
+        Self.fuzz("twilio form", seed: 21, samples: forms) { bytes in
+            guard let fields = try? TwilioWebhook.form(bytes) else { return false }
+            #expect(fields.count <= 256)
+            _ = TwilioWebhook.signature(authToken: "t", url: "https://gw/twilio/voice", parameters: fields)
+            return true
+        }
+        let secret = Array("s3cret".utf8)
+        let tokens = [Array(StreamToken(tenant: "acme", expiresAtMillis: Int64.max).encoded(secret: secret).utf8)]
+        // Never a trap, and a changed token is accepted only when it is the same token: the signature covers every
+        // byte (so this one is not held to the others' share of accepted inputs).
+        var mutator = Mutator(seed: 22, samples: tokens)
+        for _ in 0..<Self.cases {
+            guard let text = String(validating: mutator.next(), as: UTF8.self),
+                  let token = try? StreamToken.verify(text, secret: secret, nowMillis: 0) else { continue }
+            #expect(token.encoded(secret: secret) == text)
+        }
+    }
+
     @Test func deployPoliciesFromNATSAndRedis() throws {
         var split = CanarySplit()
         let change: [DeployPolicy.Change] = [.deploy(version: "9"), .deploy(version: "9", canaryPercent: 33), .promote, .abort,
