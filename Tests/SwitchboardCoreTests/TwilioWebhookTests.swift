@@ -78,3 +78,41 @@ import Testing
         #expect(ConstantTime.equal("", ""))
     }
 }
+
+@Suite struct TwilioStreamTests {
+    /// What the worker's bridge sends an agent is what Twilio sends a gateway: one decodes the other.
+    @Test func decodesWhatTwilioSends() throws {
+        let sid = JSONText.quoted("MZ1")
+        let start = MediaStream.start(.init(accountSid: "AC1", streamSid: "MZ1", callSid: "CA1", customParameters: ["token": "v1.t.1.x"]))
+        #expect(try TwilioStream.decode(Array(MediaStream.connected().utf8)) == .connected)
+        #expect(try TwilioStream.decode(Array(start.utf8)) == .start(.init(streamSid: "MZ1", callSid: "CA1", accountSid: "AC1",
+                                                                             encoding: "audio/x-mulaw", sampleRate: 8000,
+                                                                             customParameters: ["token": "v1.t.1.x"])))
+        let media = MediaStream.media(quotedStreamSid: sid, sequence: 3, chunk: 2, timestampMillis: 40, payload: [0xff, 0x7f, 0x00])
+        #expect(try TwilioStream.decode(Array(media.utf8)) == .media(chunk: 2, payload: [0xff, 0x7f, 0x00]))
+        #expect(try TwilioStream.decode(Array(MediaStream.dtmf(quotedStreamSid: sid, sequence: 4, digit: "#").utf8)) == .dtmf("#"))
+        #expect(try TwilioStream.decode(Array(MediaStream.mark(quotedStreamSid: sid, sequence: 5, name: "turn-1").utf8)) == .mark("turn-1"))
+        #expect(try TwilioStream.decode(Array(MediaStream.stop(quotedStreamSid: sid, sequence: 6, accountSid: "AC1", callSid: "CA1").utf8)) == .stop)
+    }
+
+    @Test(arguments: [
+        "[]", "{}", #"{"event":7}"#, #"{"event":"start","start":{}}"#,
+        #"{"event":"start","start":{"streamSid":"MZ","callSid":"CA","accountSid":"AC","mediaFormat":{"encoding":"audio/l16","sampleRate":16000}}}"#,
+        #"{"event":"start","start":{"streamSid":"MZ","callSid":"CA","accountSid":"AC","customParameters":{"a":1}}}"#,
+        #"{"event":"media","media":{"payload":"not base64!"}}"#, #"{"event":"media","media":{"track":"outbound","payload":"AA=="}}"#,
+        #"{"event":"dtmf","dtmf":{"digit":"x"}}"#, #"{"event":"dtmf","dtmf":{"digit":"12"}}"#, #"{"event":"mark","mark":{}}"#,
+        #"{"event":"hello"}"#,
+    ])
+    func refusesWhatIsNotAStreamMessage(_ text: String) {
+        #expect(throws: SwitchboardError.self) { _ = try TwilioStream.decode(Array(text.utf8)) }
+    }
+
+    @Test func refusesOversizedMessagesAndAudio() {
+        let big = [UInt8](repeating: UInt8(ascii: " "), count: TwilioStream.maxMessageBytes + 1)
+        #expect((try? TwilioStream.decode(big)) == nil)
+        let tooMuchAudio = MediaStream.media(quotedStreamSid: "\"MZ\"", sequence: 1, chunk: 1, timestampMillis: 0,
+                                             payload: [UInt8](repeating: 0xff, count: TwilioStream.maxMediaBytes + 1))
+        let error = try? #require(throws: SwitchboardError.self) { _ = try TwilioStream.decode(Array(tooMuchAudio.utf8)) }
+        #expect(error?.code == .tooLarge)
+    }
+}

@@ -173,13 +173,31 @@ struct DecoderFuzzTests {
         }
     }
 
-    /// What a gateway takes from Twilio and from stream URLs: form bodies and stream tokens.
+    /// What a gateway takes from Twilio and from stream URLs: form bodies, stream messages and stream tokens.
     @Test func twilioFormsAndStreamTokens() {
         let forms: [[UInt8]] = ["CallSid=CA1&From=%2B1234&To=%2B1800&AccountSid=AC1", "Caller+Name=A+B%26C&Empty=&Flag"].map { Array($0.utf8) }
         Self.fuzz("twilio form", seed: 21, samples: forms) { bytes in
             guard let fields = try? TwilioWebhook.form(bytes) else { return false }
             #expect(fields.count <= 256)
             _ = TwilioWebhook.signature(authToken: "t", url: "https://gw/twilio/voice", parameters: fields)
+            return true
+        }
+        let sid = JSONText.quoted("MZ1")
+        let stream: [[UInt8]] = [
+            MediaStream.connected(),
+            MediaStream.start(.init(accountSid: "AC1", streamSid: "MZ1", callSid: "CA1", customParameters: ["token": "v1.t.1.x", "from": "+1"])),
+            MediaStream.media(quotedStreamSid: sid, sequence: 3, chunk: 2, timestampMillis: 40, payload: [UInt8](repeating: 0xff, count: 160)),
+            MediaStream.dtmf(quotedStreamSid: sid, sequence: 4, digit: "7"),
+            MediaStream.mark(quotedStreamSid: sid, sequence: 5, name: "turn-1"),
+            MediaStream.stop(quotedStreamSid: sid, sequence: 6, accountSid: "AC1", callSid: "CA1"),
+        ].map { Array($0.utf8) }
+        Self.fuzz("twilio stream message", seed: 23, samples: stream) { bytes in
+            guard let event = try? TwilioStream.decode(bytes) else { return false }
+            switch event {
+            case .media(_, let payload): #expect(payload.count <= TwilioStream.maxMediaBytes)
+            case .start(let start): #expect(start.customParameters.count <= 32 && start.sampleRate == 8000)
+            case .connected, .dtmf, .mark, .stop: break
+            }
             return true
         }
         let secret = Array("s3cret".utf8)

@@ -144,3 +144,101 @@ public struct StreamToken: Sendable, Equatable {
             .replacingOccurrences(of: "=", with: "")
     }
 }
+
+/// What Twilio sends on a media stream (the gateway's side of Media Streams; `MediaStream` is the worker's side
+/// toward an agent). Every message is validated: size, JSON shape, field types and lengths.
+public enum TwilioStream {
+    /// Largest message taken: a 20 ms mu-law frame is about 300 bytes of JSON; `start` with parameters more.
+    public static let maxMessageBytes = 64 * 1024
+    /// Largest audio chunk taken from one `media` message (1 s of 8 kHz mu-law).
+    public static let maxMediaBytes = 8_000
+
+    public struct Start: Sendable, Equatable {
+        public var streamSid: String
+        public var callSid: String
+        public var accountSid: String
+        public var encoding: String
+        public var sampleRate: Int
+        public var customParameters: [String: String]
+    }
+
+    public enum Event: Sendable, Equatable {
+        case connected
+        case start(Start)
+        /// Audio from the caller (mu-law bytes, as the `start`'s format says), with Twilio's chunk number.
+        case media(chunk: Int, payload: [UInt8])
+        case dtmf(Character)
+        /// A mark this side sent came back: the audio before it was played.
+        case mark(String)
+        case stop
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(SwitchboardError) -> Event {
+        guard bytes.count <= maxMessageBytes else {
+            throw SwitchboardError(.tooLarge, "stream message of \(bytes.count) bytes is over \(maxMessageBytes)")
+        }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any],
+              let event = object["event"] as? String else {
+            throw SwitchboardError(.badMessage, "stream message is not a JSON object with a string 'event'")
+        }
+        switch event {
+        case "connected":
+            return .connected
+        case "start":
+            guard let start = object["start"] as? [String: Any],
+                  let streamSid = start["streamSid"] as? String ?? object["streamSid"] as? String,
+                  let callSid = start["callSid"] as? String, let accountSid = start["accountSid"] as? String,
+                  [streamSid, callSid, accountSid].allSatisfy({ !$0.isEmpty && $0.utf8.count <= 64 }) else {
+                throw SwitchboardError(.badMessage, "stream start lacks streamSid, callSid or accountSid of 1-64 bytes")
+            }
+            let format = start["mediaFormat"] as? [String: Any] ?? [:]
+            let encoding = format["encoding"] as? String ?? "audio/x-mulaw"
+            let rate = (format["sampleRate"] as? NSNumber)?.intValue ?? 8000
+            guard encoding == "audio/x-mulaw", rate == 8000 else {
+                throw SwitchboardError(.badMessage, "stream format \(encoding.prefix(32)) at \(rate) Hz is not audio/x-mulaw at 8000 Hz")
+            }
+            var parameters: [String: String] = [:]
+            if let given = start["customParameters"] {
+                guard let given = given as? [String: Any], given.count <= 32 else {
+                    throw SwitchboardError(.badMessage, "stream customParameters is not an object of at most 32 entries")
+                }
+                for (name, value) in given {
+                    guard let value = value as? String, name.utf8.count <= 64, value.utf8.count <= 1024 else {
+                        throw SwitchboardError(.badMessage, "stream custom parameter '\(name.prefix(64))' is not a string of at most 1,024 bytes")
+                    }
+                    parameters[name] = value
+                }
+            }
+            return .start(Start(streamSid: streamSid, callSid: callSid, accountSid: accountSid, encoding: encoding, sampleRate: rate,
+                                customParameters: parameters))
+        case "media":
+            guard let media = object["media"] as? [String: Any], let text = media["payload"] as? String,
+                  let payload = Data(base64Encoded: text) else {
+                throw SwitchboardError(.badMessage, "stream media lacks a base64 'media.payload'")
+            }
+            guard payload.count <= maxMediaBytes else {
+                throw SwitchboardError(.tooLarge, "stream media of \(payload.count) bytes is over \(maxMediaBytes)")
+            }
+            if let track = media["track"] as? String, track != "inbound" {
+                throw SwitchboardError(.badMessage, "stream media on track '\(track.prefix(32))', not inbound")
+            }
+            let chunk = (media["chunk"] as? String).flatMap { Int($0) } ?? 0
+            return .media(chunk: chunk, payload: [UInt8](payload))
+        case "dtmf":
+            guard let dtmf = object["dtmf"] as? [String: Any], let digit = dtmf["digit"] as? String, digit.count == 1,
+                  let key = digit.first, "0123456789*#ABCD".contains(key) else {
+                throw SwitchboardError(.badMessage, "stream dtmf lacks a 'dtmf.digit' of 0-9, *, #, A-D")
+            }
+            return .dtmf(key)
+        case "mark":
+            guard let mark = object["mark"] as? [String: Any], let name = mark["name"] as? String, name.utf8.count <= MediaStream.maxMarkName else {
+                throw SwitchboardError(.badMessage, "stream mark lacks a 'mark.name' of at most \(MediaStream.maxMarkName) bytes")
+            }
+            return .mark(name)
+        case "stop":
+            return .stop
+        default:
+            throw SwitchboardError(.badMessage, "unknown stream event '\(event.prefix(32))'")
+        }
+    }
+}
