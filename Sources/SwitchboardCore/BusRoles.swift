@@ -28,7 +28,7 @@ public enum BusRole: String, Sendable, CaseIterable {
 
     public func permissions(_ s: Subjects, member: String? = nil) -> Permissions {
         let p = s.prefix, any = Subjects.anyWorker
-        let inbox = (hasMembers ? inboxPrefix(member: member ?? any) : inboxPrefix()) + ".>"
+        let inbox = inboxPrefix(member: member) + ".>"  // a shared credential: the whole role's inbox
         switch self {
         case .router:
             return Permissions(publish: [s.offer(worker: any), s.ping(worker: any), s.control(worker: any), s.end(worker: any, call: any),
