@@ -85,7 +85,4 @@ public final class CallLeg: Sendable {
         }
         for packet in out { try nats.publish(subjects.mediaIn(worker: worker, call: callID), payload: packet) }
     }
-
-    /// Where an end request for the call goes now (request/reply; the worker holding it answers).
-    public var endSubject: String { subjects.end(worker: worker, call: callID) }
 }

@@ -153,18 +153,10 @@ public enum TwilioStream {
     /// Largest audio chunk taken from one `media` message (1 s of 8 kHz mu-law).
     public static let maxMediaBytes = 8_000
 
-    public struct Start: Sendable, Equatable {
-        public var streamSid: String
-        public var callSid: String
-        public var accountSid: String
-        public var encoding: String
-        public var sampleRate: Int
-        public var customParameters: [String: String]
-    }
-
     public enum Event: Sendable, Equatable {
         case connected
-        case start(Start)
+        /// The stream began; its format is mu-law at 8 kHz (anything else is refused).
+        case start(MediaStream.Start)
         /// Audio from the caller (mu-law bytes, as the `start`'s format says), with Twilio's chunk number.
         case media(chunk: Int, payload: [UInt8])
         case dtmf(Character)
@@ -209,8 +201,7 @@ public enum TwilioStream {
                     parameters[name] = value
                 }
             }
-            return .start(Start(streamSid: streamSid, callSid: callSid, accountSid: accountSid, encoding: encoding, sampleRate: rate,
-                                customParameters: parameters))
+            return .start(MediaStream.Start(accountSid: accountSid, streamSid: streamSid, callSid: callSid, customParameters: parameters))
         case "media":
             guard let media = object["media"] as? [String: Any], let text = media["payload"] as? String,
                   let payload = Data(base64Encoded: text) else {
