@@ -24,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         // Already built for Hummingbird; the worker's WebSocket client to agents uses it directly.
         .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        // The gateway's WebSocket server (Twilio Media Streams, browsers) on Hummingbird's own HTTP server.
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", from: "2.8.0"),
     ],
     targets: [
         .systemLibrary(name: "CNATS", providers: [.apt(["libnats-dev"])]),
@@ -69,12 +71,24 @@ let package = Package(
             ]
         ),
 
+        .target(
+            name: "SwitchboardGateway",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardNATS", "SwitchboardOpus", "SwitchboardObservability",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ]
+        ),
+
         .target(name: "CSwitchboardSys"),
         .executableTarget(
             name: "switchboard",
             dependencies: [
                 "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus", "SwitchboardLocal",
-                "SwitchboardRouter", "SwitchboardWorker", "SwitchboardObservability", "CSwitchboardSys",
+                "SwitchboardRouter", "SwitchboardWorker", "SwitchboardGateway", "SwitchboardObservability", "CSwitchboardSys",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -112,7 +126,8 @@ let package = Package(
         .testTarget(
             name: "SwitchboardClusterTests",
             dependencies: [
-                "SwitchboardRouter", "SwitchboardWorker", "SwitchboardOpus", "SwitchboardTestSupport", "SwitchboardObservability",
+                "SwitchboardRouter", "SwitchboardWorker", "SwitchboardGateway", "SwitchboardOpus", "SwitchboardTestSupport",
+                "SwitchboardObservability",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),

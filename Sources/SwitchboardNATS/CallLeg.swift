@@ -31,7 +31,10 @@ public final class CallLeg: Sendable {
 
     /// Listens to the call's events at once (before the first packet), on `nats` (the call's own credential may
     /// publish its audio in and hear its events, on any worker).
-    public init(_ nats: NATSConnection, placement: Placement, subjects: Subjects, maxHeld: Duration = .seconds(1)) throws {
+    /// `onEvent` hears each of the call's events after the leg has followed it (a gateway closes the caller's
+    /// stream on `ended`); it runs on the delivery thread and must not block.
+    public init(_ nats: NATSConnection, placement: Placement, subjects: Subjects, maxHeld: Duration = .seconds(1),
+                onEvent: (@Sendable (CallEvent) -> Void)? = nil) throws {
         callID = placement.callID
         self.nats = nats
         self.subjects = subjects
@@ -58,10 +61,17 @@ public final class CallLeg: Sendable {
             if let (worker, packets) = flush {
                 for packet in packets { try? nats.publish(subjects.mediaIn(worker: worker, call: callID), payload: packet) }
             }
+            onEvent?(event)
         }
     }
 
     deinit { events.unsubscribe() }
+
+    /// Asks the worker holding the call to end it (the caller hung up). Published without waiting: a call's own
+    /// credential takes no replies. If it is lost, the worker ends the call when its caller's audio stops.
+    public func end(_ reason: EndReason) throws {
+        try nats.publish(subjects.end(worker: worker, call: callID), payload: CallEnd(callID: callID, reason: reason).encoded())
+    }
 
     /// The worker the call is on, as far as its events have said.
     public var worker: String { shared.state.withLock { $0.worker } }

@@ -120,6 +120,22 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
         try check(status, "publish to '\(subject)'", connection: handle)
     }
 
+    /// The connection a placed call's audio goes over: on a closed bus a new one with the call's own credential
+    /// (`placement.media.credentials`: this call's subjects and nothing else, no inbox), else this one.
+    public func connection(for placement: Placement, name: String) async throws -> NATSConnection {
+        guard let text = placement.media.credentials else { return self }
+        var config = configuration
+        config.name = name
+        config.user = nil
+        config.password = nil
+        config.token = nil
+        config.credentialsFile = nil
+        config.nkeySeedFile = nil
+        config.credentials = try NATSConfiguration.Credentials(creds: text)
+        config.inboxPrefix = nil
+        return try await NATSConnection.connect(config, logger: logger)
+    }
+
     // MARK: - Subscribe
 
     /// Subscribes to `subject` (wildcards allowed), in `queue` group when given: each message of the subject

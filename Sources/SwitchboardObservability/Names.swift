@@ -70,6 +70,7 @@ public enum LogKey {
     public static let tenant = "tenant"
     public static let workerID = "worker_id"
     public static let routerID = "router_id"
+    public static let gatewayID = "gateway_id"
     public static let subject = "subject"
     public static let error = "error"
     public static let errorCode = "error_code"

@@ -28,9 +28,12 @@ public struct OpusFormat: Sendable, Equatable {
     /// Largest legal single-frame Opus packet: a one-byte header and the 1275-byte frame maximum.
     public static let maxPacketBytes = 1276
 
+    /// The rates Opus encodes from and decodes to (a packet decodes at any of them, whatever it was made from).
+    public static let sampleRates: Set = [8_000, 12_000, 16_000, 24_000, 48_000]
+
     func validate() throws(SwitchboardError) {
-        guard sampleRate == 48_000 || sampleRate == 16_000 else {
-            throw SwitchboardError(.invalidArgument, "Opus sample rate must be 48000 or 16000, not \(sampleRate)")
+        guard OpusFormat.sampleRates.contains(sampleRate) else {
+            throw SwitchboardError(.invalidArgument, "Opus sample rate must be one of 8000, 12000, 16000, 24000, 48000, not \(sampleRate)")
         }
         guard (6_000...510_000).contains(bitrate) else {
             throw SwitchboardError(.invalidArgument, "Opus bitrate must be 6000...510000, not \(bitrate)")
@@ -118,8 +121,8 @@ public final class OpusDecoder {
     private var buffer: [Int16]
 
     public init(sampleRate: Int = 48_000) throws(SwitchboardError) {
-        guard sampleRate == 48_000 || sampleRate == 16_000 else {
-            throw SwitchboardError(.invalidArgument, "Opus sample rate must be 48000 or 16000, not \(sampleRate)")
+        guard OpusFormat.sampleRates.contains(sampleRate) else {
+            throw SwitchboardError(.invalidArgument, "Opus sample rate must be one of 8000, 12000, 16000, 24000, 48000, not \(sampleRate)")
         }
         var status: Int32 = OPUS_OK
         guard let decoder = opus_decoder_create(Int32(sampleRate), 1, &status), status == OPUS_OK else {

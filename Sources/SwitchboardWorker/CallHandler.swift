@@ -74,6 +74,9 @@ public struct CallContext: Sendable {
     /// Encodes one frame (exactly `frameSamples` samples) and sends it to the caller.
     public func send(_ samples: [Int16]) throws { try session.send(samples) }
 
+    /// The handler was interrupted (its agent sent `clear`): the caller's side drops the audio it has queued.
+    public func clear() { session.sendClear() }
+
     /// Sends one frame and saves the state the handler is in after it, together: a checkpoint never holds a
     /// state ahead of (or behind) the audio the caller got.
     public func send(_ samples: [Int16], saving state: some Encodable & Sendable) throws {

@@ -317,6 +317,10 @@ extension Worker {
                     metrics.increment(MetricNames.mediaPackets, ["direction": "in_dtmf"], help: "Media packets, by direction")
                     continue
                 }
+                guard packet.kind == .audio else {  // a `clear` goes toward callers only
+                    metrics.increment(MetricNames.badMessages, ["kind": "media", "code": "bad_message"])
+                    continue
+                }
                 if let last {
                     let gap = packet.sequence &- last
                     if gap == 0 || gap > UInt32.max / 2 { continue }  // repeated or late
@@ -423,6 +427,17 @@ final class CallSession: Sendable {
             return true
         }
         metrics.increment(MetricNames.mediaPackets, ["direction": sent ? "out" : "out_dropped"], help: "Media packets, by direction")
+    }
+
+    /// Tells the caller's side that the agent was interrupted: audio it has queued must not play. Numbered as
+    /// the next audio packet; not sent while the call is held, fenced or cut off (no audio is then either).
+    func sendClear() {
+        state.withLock { state in
+            guard !state.held, !state.fenced, !state.superseded, watch?.stalled != true, nats.isConnected else { return }
+            // Lost when the bus breaks under it, like an audio packet: the caller's side then plays out what it
+            // holds (a few frames).
+            try? nats.publish(subject, payload: MediaPacket.clear(sequence: state.sequence, timestamp: state.timestamp).encoded())
+        }
     }
 
     static func isConnectionTrouble(_ error: SwitchboardError) -> Bool {

@@ -100,13 +100,7 @@ struct DemoCallers {
         let echoed = Mutex<[[UInt8]]>([])
         do {
             // The call's own credential, when the bus is closed: this call's audio and nothing else.
-            var media = nats
-            if let text = placement.media.credentials {
-                var config = NATSConfiguration(servers: nats.configuration.servers, name: "dev-call")
-                config.credentials = try NATSConfiguration.Credentials(creds: text)
-                config.inboxPrefix = nil
-                media = try await NATSConnection.connect(config, logger: nats.logger)
-            }
+            let media = try await nats.connection(for: placement, name: "dev-call")
             defer { if media !== nats { media.close() } }
             let out = try media.subscribe(to: placement.media.out)
             let leg = try CallLeg(media, placement: placement, subjects: .default)  // follows the call if it moves

@@ -27,14 +27,25 @@ enum Runtime {
     /// then drains NATS. A failure prints one line and exits with the error's code.
     static func serve(_ cluster: ClusterOptions, name: String, role: BusRole, logger: Logger,
                       _ services: (NATSConnection, RedisClient) throws -> [any Service]) async throws {
+        let redis: RedisClient
+        do {
+            redis = try RedisClient(configuration: cluster.redisConfiguration(), logger: logger)
+            _ = try await redis.ping()  // fail at start, with the reason, rather than on the first call
+        } catch let error as SwitchboardError {
+            throw ExitCodes.fail(error)
+        }
+        defer { redis.close() }
+        try await serve(cluster, name: name, role: role, logger: logger) { nats in try services(nats, redis) }
+    }
+
+    /// The same for a process that needs NATS alone (the gateway).
+    static func serve(_ cluster: ClusterOptions, name: String, role: BusRole, logger: Logger,
+                      _ services: (NATSConnection) throws -> [any Service]) async throws {
         do {
             let nats = try await NATSConnection.connect(try cluster.natsConfiguration(name: name, role: role), logger: logger)
-            let redis = try RedisClient(configuration: cluster.redisConfiguration(), logger: logger)
-            defer { redis.close() }
-            _ = try await redis.ping()  // fail at start, with the reason, rather than on the first call
             let group = ServiceGroup(configuration: .init(
                 // A service that returns (a worker whose drain is done) ends the process cleanly, exit 0.
-                services: try services(nats, redis).map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
+                services: try services(nats).map { .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup) },
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
             try await group.run()

@@ -11,7 +11,7 @@ struct Switchboard: AsyncParsableCommand {
         commandName: "switchboard",
         abstract: "Run and operate a Switchboard cluster of voice-AI call workers.",
         version: SwitchboardVersion.current,
-        subcommands: [RouterCommand.self, WorkerCommand.self, TenantCommand.self, DevCommand.self, CallCommand.self, StatusCommand.self, NodeCommand.self, DeployCommand.self, RollbackCommand.self, AuditCommand.self, NATSConfigCommand.self, NATSCredentialCommand.self, RedisACLCommand.self, SimulateCommand.self, DoctorCommand.self, VersionCommand.self]
+        subcommands: [RouterCommand.self, WorkerCommand.self, GatewayCommand.self, TenantCommand.self, DevCommand.self, CallCommand.self, StatusCommand.self, NodeCommand.self, DeployCommand.self, RollbackCommand.self, AuditCommand.self, NATSConfigCommand.self, NATSCredentialCommand.self, RedisACLCommand.self, SimulateCommand.self, DoctorCommand.self, VersionCommand.self]
     )
 }
 

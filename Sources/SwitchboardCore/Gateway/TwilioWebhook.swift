@@ -165,6 +165,17 @@ public enum TwilioStream {
         case stop
     }
 
+    /// The agent's audio toward the caller (mu-law at 8 kHz), played by Twilio in order. `sid` is quoted
+    /// (`JSONText.quoted`) once per stream: this is the hot path.
+    public static func media(quotedStreamSid sid: String, payload: [UInt8]) -> String {
+        #"{"event":"media","streamSid":\#(sid),"media":{"payload":"\#(Data(payload).base64EncodedString())"}}"#
+    }
+
+    /// Drop the audio Twilio has queued for the caller (the agent was interrupted).
+    public static func clear(quotedStreamSid sid: String) -> String {
+        #"{"event":"clear","streamSid":\#(sid)}"#
+    }
+
     public static func decode(_ bytes: [UInt8]) throws(SwitchboardError) -> Event {
         guard bytes.count <= maxMessageBytes else {
             throw SwitchboardError(.tooLarge, "stream message of \(bytes.count) bytes is over \(maxMessageBytes)")

@@ -235,6 +235,8 @@ public enum EndReason: String, Codable, Sendable, CaseIterable {
     /// The agent failed (its process crashed, its socket broke, it sent what the worker refuses), and the one
     /// restart from its saved state failed too, or it could not be reached at all.
     case agentFailed = "agent_failed"
+    /// The caller's gateway was stopped and its drain deadline passed with the call still on.
+    case gatewayStopping = "gateway_stopping"
 }
 
 /// `<prefix>.call.<id>.end` (request): end a call. The worker that holds it answers.

@@ -19,6 +19,8 @@ public struct MediaPacket: Sendable, Equatable {
     public enum Kind: UInt8, Sendable {
         case audio = 0
         case dtmf = 1
+        /// Toward the caller: the agent was interrupted; drop the audio queued for playing (Twilio's `clear`).
+        case clear = 2
     }
 
     public var kind: Kind
@@ -36,6 +38,11 @@ public struct MediaPacket: Sendable, Equatable {
     /// A key the caller pressed, after the audio packet numbered `sequence`.
     public static func dtmf(_ digit: Character, sequence: UInt32, timestamp: UInt32) -> MediaPacket {
         MediaPacket(sequence: sequence, timestamp: timestamp, payload: Array(String(digit).utf8.prefix(1)), kind: .dtmf)
+    }
+
+    /// The agent was interrupted (sent toward the caller, numbered as the next audio packet).
+    public static func clear(sequence: UInt32, timestamp: UInt32) -> MediaPacket {
+        MediaPacket(sequence: sequence, timestamp: timestamp, payload: [0], kind: .clear)
     }
 
     /// The key a `dtmf` packet carries (checked by `decode`).

@@ -221,6 +221,7 @@ public final class AgentBridge: CallHandler {
                         session.writeMarks(session.playback.withLock { $0.playout.enqueue(mark: name) })
                     case .clear:
                         session.writeMarks(session.playback.withLock { $0.playout.clear() })
+                        call.clear()
                     case .checkpoint(let state):
                         call.save(json: state)
                         link.savedState = state

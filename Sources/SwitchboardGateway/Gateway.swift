@@ -1,0 +1,475 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOWebSocket
+import ServiceLifecycle
+import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardObservability
+import SwitchboardOpus
+import Synchronization
+import WSCore
+
+/// The gateway: takes calls in from Twilio Media Streams and from its browser page, places them through the
+/// routers, and carries each caller's leg for the whole call, following the call from worker to worker
+/// (docs/gateway.md). Stateless apart from its live legs.
+///
+/// Each leg runs in its socket's task (the HTTP server's), as a `LegMachine` under the leg's lock: events in,
+/// actions run after the lock. One clock task plays every live leg's next frame every 20 ms. SIGTERM drains:
+/// new streams are refused, live legs go on until they end or the drain deadline.
+public final class Gateway: Service, Sendable {
+    public let configuration: GatewayConfiguration
+    public let nats: NATSConnection
+    public let metrics: MetricsRegistry
+    let logger: Logger
+
+    private struct State {
+        var legs: [ObjectIdentifier: Leg] = [:]
+        var draining = false
+    }
+    private let state = Mutex(State())
+
+    public init(configuration: GatewayConfiguration, nats: NATSConnection, metrics: MetricsRegistry = MetricsRegistry(),
+                logger: Logger = Logger(label: "switchboard.gateway")) {
+        self.configuration = configuration
+        self.nats = nats
+        self.metrics = metrics
+        self.logger = logger.with([LogKey.gatewayID: "\(configuration.id)"])
+    }
+
+    /// Live legs, by kind.
+    public var legCounts: [LegKind: Int] {
+        state.withLock { state in
+            var counts = Dictionary(uniqueKeysWithValues: LegKind.allCases.map { ($0, 0) })
+            for leg in state.legs.values { counts[leg.kind, default: 0] += 1 }
+            return counts
+        }
+    }
+
+    /// The calls of the live legs that are placed.
+    public var liveCalls: [String] { state.withLock { $0.legs.values.compactMap(\.callID) } }
+
+    public var isDraining: Bool { state.withLock { $0.draining } }
+    /// Takes new streams: connected to NATS and not draining.
+    public var isReady: Bool { nats.isConnected && !isDraining }
+
+    public func updateGauges() {
+        for (kind, count) in legCounts {
+            metrics.set(GatewayMetrics.legs, ["kind": kind.rawValue], to: Double(count), help: "Live caller legs")
+        }
+    }
+
+    // MARK: - Run
+
+    public func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.playoutClock() }
+            try? await gracefulShutdown()
+            await drain()
+            group.cancelAll()
+        }
+    }
+
+    /// Stops taking new streams; waits for live legs to end by themselves until the deadline, then ends the
+    /// calls still on and closes their streams.
+    public func drain() async {
+        let live = state.withLock { state in
+            state.draining = true
+            return state.legs.count
+        }
+        logger.notice("draining: no new streams", metadata: ["legs": "\(live)", "deadline_s": "\(configuration.drainDeadline.components.seconds)"])
+        let deadline = ContinuousClock.now + configuration.drainDeadline
+        while ContinuousClock.now < deadline, state.withLock({ !$0.legs.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        let left = state.withLock { Array($0.legs.values) }
+        if !left.isEmpty { logger.warning("drain deadline passed: ending the calls still on", metadata: ["legs": "\(left.count)"]) }
+        for leg in left { handle(leg, .deadline) }
+        // Their closes are written within 2 s.
+        let closing = ContinuousClock.now + .seconds(3)
+        while ContinuousClock.now < closing, state.withLock({ !$0.legs.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    // MARK: - Legs
+
+    /// Why a new stream is refused, or nil when it is taken (and counted as live).
+    func admit(_ leg: Leg) -> String? {
+        let refusal: String? = state.withLock { state in
+            if state.draining { return "draining" }
+            if state.legs.count >= configuration.maxLegs { return "full" }
+            state.legs[ObjectIdentifier(leg)] = leg
+            return nil
+        }
+        if let refusal { refuse(refusal) }
+        return refusal
+    }
+
+    func refuse(_ reason: String) {
+        metrics.increment(GatewayMetrics.refusals, ["reason": reason], help: "Streams and requests the gateway refused, by reason")
+    }
+
+    /// Serves one caller's socket until the leg ends: reads the caller, writes the queue toward it, and runs the
+    /// leg's jobs (its route), all in one task group.
+    func serve(kind: LegKind, tenant: String, metadata: [String: String], inbound: WebSocketInboundStream,
+               outbound: WebSocketOutboundWriter, logger baseLogger: Logger) async {
+        let leg = Leg(kind: kind, tenant: tenant, metadata: metadata, maxQueuedFrames: configuration.maxQueuedFrames,
+                      logger: baseLogger.with([LogKey.tenant: "\(tenant)", "leg": "\(kind.rawValue)"]))
+        if let refusal = admit(leg) {
+            let error = SwitchboardError(.unavailable, refusal == "draining" ? "this gateway is draining" : "this gateway is full")
+            if kind == .browser { try? await outbound.write(.text(BrowserStream.error(error))) }
+            try? await outbound.close(.init(codeNumber: 1013), reason: error.message)
+            return
+        }
+        defer {
+            state.withLock { _ = $0.legs.removeValue(forKey: ObjectIdentifier(leg)) }
+            disconnect(leg)
+        }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.write(leg, to: outbound) }
+            group.addTask {
+                await self.read(leg, from: inbound)
+                self.handle(leg, .hungUp)  // the socket ended (after a close this changes nothing)
+            }
+            if kind == .browser { perform(leg, [.route]) }
+            for await job in leg.jobs { group.addTask(operation: job) }
+            group.cancelAll()
+        }
+        leg.logger.info("leg closed", metadata: [LogKey.callID: "\(leg.callID ?? "-")"])
+    }
+
+    /// Feeds `event` to the leg's machine and runs what it decides.
+    func handle(_ leg: Leg, _ event: LegMachine.Event) {
+        perform(leg, leg.state.withLock { $0.machine.handle(event) })
+    }
+
+    private func perform(_ leg: Leg, _ actions: [LegMachine.Action]) {
+        for action in actions {
+            switch action {
+            case .route:
+                leg.run { await self.route(leg) }
+            case .forward, .dropEarly:
+                break  // the reader acts on these itself: they carry the caller's audio
+            case .connect:
+                let callID = leg.callID ?? "-"
+                leg.logger.info("call placed", metadata: [LogKey.callID: "\(callID)"])
+                if leg.kind == .browser { leg.send(.text(BrowserStream.started(callID: callID))) }
+            case .endCall(let reason):
+                let call = leg.state.withLock { $0.call }
+                do {
+                    try call?.leg.end(reason)
+                } catch {
+                    // The worker ends the call anyway once the caller's audio stops (its media timeout).
+                    leg.logger.warning("could not ask for the call's end", metadata: [LogKey.error: "\(error)"])
+                }
+            case .closeEnded(let reason):
+                if leg.kind == .browser { leg.send(.text(BrowserStream.ended(reason))) }
+                leg.close(.normalClosure, "call ended: \(reason.rawValue)")
+                metrics.increment(GatewayMetrics.legsTotal, ["kind": leg.kind.rawValue, "result": reason.rawValue], help: "Caller legs, by how they ended")
+            case .closeWithError(let error):
+                leg.logger.warning("leg closed with an error", metadata: [LogKey.error: "\(error)"])
+                if leg.kind == .browser { leg.send(.text(BrowserStream.error(error))) }
+                leg.close(error.code == .badMessage || error.code == .tooLarge ? .protocolError : .unexpectedServerError, error.message)
+                metrics.increment(GatewayMetrics.legsTotal, ["kind": leg.kind.rawValue, "result": error.code.rawValue], help: "Caller legs, by how they ended")
+            }
+        }
+        // A leg the caller hung up on (or that was refused) closes its socket too.
+        if actions.contains(.endCall(.caller)) && !actions.contains(where: { if case .closeWithError = $0 { true } else { false } }) {
+            leg.close(.normalClosure, "hung up")
+            metrics.increment(GatewayMetrics.legsTotal, ["kind": leg.kind.rawValue, "result": "caller"], help: "Caller legs, by how they ended")
+        }
+    }
+
+    /// Drops the leg's hold on its call: the audio subscription, the call's own connection.
+    private func disconnect(_ leg: Leg) {
+        guard let call = leg.state.withLock({ state -> Leg.Call? in defer { state.call = nil }; return state.call }) else { return }
+        call.audioOut.unsubscribe()
+        if call.owned {
+            let connection = call.nats
+            // Let the end request go out before the connection closes.
+            Task { try? await connection.flush(timeout: .milliseconds(500)); connection.close() }
+        }
+    }
+
+    // MARK: - The caller's socket
+
+    private func write(_ leg: Leg, to outbound: WebSocketOutboundWriter) async {
+        for await message in leg.outgoing {
+            do {
+                switch message {
+                case .text(let text): try await outbound.write(.text(text))
+                case .binary(let bytes): try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+                case .close(let code, let reason): try await outbound.close(code, reason: String(reason.utf8.prefix(120)) ?? "")
+                }
+            } catch {
+                break
+            }
+        }
+        leg.finish()
+    }
+
+    private func read(_ leg: Leg, from inbound: WebSocketInboundStream) async {
+        let maxSize = leg.kind == .twilio ? TwilioStream.maxMessageBytes : max(BrowserStream.frameBytes, BrowserStream.maxTextBytes)
+        do {
+            for try await message in inbound.messages(maxSize: maxSize) {
+                let flooding = leg.state.withLock { !$0.flood.take(now: .now) }
+                if flooding {
+                    badInput(leg, SwitchboardError(.rateLimited, "more messages than a caller sends"), reason: "flood")
+                    return
+                }
+                switch (leg.kind, message) {
+                case (.twilio, .text(let text)):
+                    do {
+                        twilio(leg, try TwilioStream.decode(Array(text.utf8)))
+                    } catch {
+                        badInput(leg, error, reason: error.code.rawValue)
+                    }
+                case (.browser, .binary(let buffer)):
+                    do {
+                        let samples = try BrowserStream.audio(Array(buffer: buffer))
+                        if forward(leg) { toCall(leg, samples) }
+                    } catch {
+                        badInput(leg, error, reason: error.code.rawValue)
+                    }
+                case (.browser, .text(let text)):
+                    do {
+                        switch try BrowserStream.decode(Array(text.utf8)) {
+                        case .dtmf(let digit): if forward(leg) { toCall(leg, digit: digit) }
+                        case .hangup: handle(leg, .hungUp)
+                        }
+                    } catch {
+                        badInput(leg, error, reason: error.code.rawValue)
+                    }
+                case (.twilio, .binary):
+                    badInput(leg, SwitchboardError(.badMessage, "binary message on a media stream"), reason: "binary")
+                }
+                if !leg.isOpen { return }
+            }
+
+        } catch {
+            // Over the size limit, or not WebSocket: the socket is done for.
+            badInput(leg, SwitchboardError(.badMessage, "websocket: \(error)"), reason: "protocol")
+        }
+    }
+
+    private func badInput(_ leg: Leg, _ error: SwitchboardError, reason: String) {
+        metrics.increment(MetricNames.badMessages, ["kind": "\(leg.kind.rawValue)_stream", "code": reason])
+        handle(leg, .refused(error))
+    }
+
+    private func twilio(_ leg: Leg, _ event: TwilioStream.Event) {
+        switch event {
+        case .connected, .mark:
+            break
+        case .start(let start):
+            leg.state.withLock { state in
+                state.quotedStreamSid = JSONText.quoted(start.streamSid)
+                state.metadata["twilio_call_sid"] = start.callSid
+                for (name, value) in start.customParameters where state.metadata.count < 16 && name != "token" {
+                    state.metadata[name] = value
+                }
+                state.logger = state.logger.with(["twilio_call_sid": "\(start.callSid)"])
+            }
+            handle(leg, .started)
+        case .media(_, let payload):
+            guard forward(leg) else { return }
+            toCall(leg, MuLaw.decode(payload))
+        case .dtmf(let digit):
+            if forward(leg) { toCall(leg, digit: digit) }
+        case .stop:
+            handle(leg, .hungUp)
+        }
+    }
+
+    /// Whether the caller's audio goes on to the call now (counted when it is dropped).
+    private func forward(_ leg: Leg) -> Bool {
+        let actions = leg.state.withLock { $0.machine.handle(.media) }
+        if actions == [.forward] { return true }
+        if actions == [.dropEarly] {
+            metrics.increment(GatewayMetrics.dropped, ["direction": "in", "reason": "not_placed"], help: "Caller or agent frames dropped, by why")
+            return false
+        }
+        perform(leg, actions)
+        return false
+    }
+
+    // MARK: - Audio
+
+    /// The caller's samples toward the call: whole 20 ms frames, Opus-encoded at the caller's rate (Opus
+    /// carries any of its rates; the worker decodes at its own), numbered, sent to the worker holding the call.
+    private func toCall(_ leg: Leg, _ samples: [Int16]) {
+        let began = ContinuousClock.now
+        let packets: [[UInt8]] = leg.state.withLock { state in
+            state.pending += samples
+            var packets: [[UInt8]] = []
+            let frame = leg.kind.frameSamples
+            while state.pending.count >= frame {
+                let pcm = Array(state.pending.prefix(frame))
+                state.pending.removeFirst(frame)
+                do {
+                    if state.encoder == nil { state.encoder = try OpusEncoder(sampleRate: leg.kind.sampleRate) }
+                    let packet = MediaPacket(sequence: state.sequence, timestamp: state.sequence &* 960, payload: try state.encoder!.encode(pcm))
+                    state.sequence &+= 1
+                    packets.append(packet.encoded())
+                } catch {
+                    state.logger.error("cannot encode the caller's audio", metadata: [LogKey.error: "\(error)"])
+                }
+            }
+            return packets
+        }
+        guard !packets.isEmpty, let call = leg.state.withLock({ $0.call }) else { return }
+        metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "in"], (ContinuousClock.now - began).seconds / Double(packets.count),
+                        buckets: GatewayMetrics.transcodeBuckets, help: "Time to transcode one 20 ms frame, by direction")
+        for packet in packets {
+            do {
+                try call.leg.send(packet)
+            } catch {
+                metrics.increment(GatewayMetrics.dropped, ["direction": "in", "reason": "bus"], help: "Caller or agent frames dropped, by why")
+            }
+        }
+    }
+
+    private func toCall(_ leg: Leg, digit: Character) {
+        guard let call = leg.state.withLock({ $0.call }) else { return }
+        let packet = leg.state.withLock { MediaPacket.dtmf(digit, sequence: $0.sequence, timestamp: $0.sequence &* 960) }
+        try? call.leg.send(packet.encoded())  // a key lost to a broken bus is lost like its audio
+    }
+
+    /// A packet from the call toward the caller (on NATS's delivery thread).
+    private func fromCall(_ leg: Leg, _ bytes: [UInt8]) {
+        let packet: MediaPacket
+        do {
+            packet = try MediaPacket.decode(bytes)
+        } catch {
+            metrics.increment(MetricNames.badMessages, ["kind": "media", "code": error.code.rawValue])
+            return
+        }
+        switch packet.kind {
+        case .audio:
+            let now = ContinuousClock.now
+            let (result, jitter) = leg.state.withLock { state in
+                let result = state.jitter.insert(packet, arrivalMillis: Double((now - leg.started).milliseconds))
+                return (result, state.jitter.jitterMillis)
+            }
+            metrics.observe(GatewayMetrics.jitterSeconds, [:], jitter / 1000, buckets: GatewayMetrics.jitterBuckets,
+                            help: "Arrival jitter of the agent's audio (RFC 3550), at each packet")
+            switch result {
+            case .late: metrics.increment(GatewayMetrics.dropped, ["direction": "out", "reason": "late"], help: "Caller or agent frames dropped, by why")
+            case .trimmed(let n): metrics.increment(GatewayMetrics.dropped, ["direction": "out", "reason": "backlog"], by: Double(n), help: "Caller or agent frames dropped, by why")
+            case .queued, .duplicate: break
+            }
+        case .clear:
+            leg.state.withLock { $0.jitter.clear() }
+            leg.send(.text(leg.kind == .twilio ? TwilioStream.clear(quotedStreamSid: leg.state.withLock { $0.quotedStreamSid }) : BrowserStream.clear))
+        case .dtmf:
+            break  // keys go toward the call only
+        }
+    }
+
+    /// Every 20 ms: each live leg's next frame toward its caller.
+    private func playoutClock() async {
+        let clock = ContinuousClock()
+        var next = clock.now
+        while !Task.isCancelled {
+            next += .milliseconds(20)
+            if clock.now - next > .milliseconds(100) { next = clock.now }  // fell behind (a stall): no burst
+            do { try await Task.sleep(until: next, clock: clock) } catch { return }
+            for leg in state.withLock({ Array($0.legs.values) }) { play(leg) }
+        }
+    }
+
+    private func play(_ leg: Leg) {
+        let began = ContinuousClock.now
+        let (message, stats): (Outgoing?, JitterBuffer.Stats) = leg.state.withLock { state in
+            guard state.machine.phase == .live else { return (nil, state.jitter.stats) }
+            do {
+                let samples: [Int16]
+                switch state.jitter.tick() {
+                case .nothing:
+                    return (nil, state.jitter.stats)
+                case .packet(let packet):
+                    if state.decoder == nil { state.decoder = try OpusDecoder(sampleRate: leg.kind.sampleRate) }
+                    samples = try state.decoder!.decode(packet.payload)
+                case .conceal:
+                    if state.decoder == nil { return (nil, state.jitter.stats) }
+                    samples = try state.decoder!.decodeMissing()
+                }
+                switch leg.kind {
+                case .twilio: return (.text(TwilioStream.media(quotedStreamSid: state.quotedStreamSid, payload: MuLaw.encode(samples))), state.jitter.stats)
+                case .browser: return (.binary(BrowserStream.encode(samples)), state.jitter.stats)
+                }
+            } catch {
+                return (nil, state.jitter.stats)  // a packet the decoder refuses: nothing plays for it
+            }
+        }
+        guard let message else { return }
+        metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "out"], (ContinuousClock.now - began).seconds,
+                        buckets: GatewayMetrics.transcodeBuckets, help: "Time to transcode one 20 ms frame, by direction")
+        _ = stats
+        if !leg.send(message) {
+            badInput(leg, SwitchboardError(.slowConsumer, "the caller's socket does not take its audio"), reason: "slow_reader")
+        }
+    }
+
+    // MARK: - Routing
+
+    /// Asks a router for a worker, and connects the leg to the call.
+    private func route(_ leg: Leg) async {
+        let metadata = leg.state.withLock { $0.metadata }
+        let request = RouteRequest(tenant: leg.tenant, region: configuration.region, zone: configuration.region == nil ? nil : configuration.zone,
+                                   locality: .preferred, metadata: metadata)
+        var headers = NATSHeaders()
+        if let key = configuration.tenantKeys[leg.tenant] { headers["Authorization"] = "Bearer \(key)" }
+        do {
+            let message = try await nats.request(configuration.subjects.route, payload: request.encoded(), headers: headers,
+                                                 timeout: configuration.routeTimeout)
+            let reply = try RouteReply.decode(message.payload)
+            guard let placement = reply.call else {
+                let body = reply.error ?? ErrorBody(code: "internal_error", message: "empty route reply")
+                throw SwitchboardError(.init(rawValue: body.code), body.message)
+            }
+            try await connect(leg, placement)
+        } catch {
+            let failure = (error as? SwitchboardError) ?? SwitchboardError(.unavailable, "\(error)")
+            refuse(failure.code.rawValue)
+            leg.logger.warning("call not placed", metadata: [LogKey.error: "\(failure)"])
+            handle(leg, .routeFailed(failure))
+        }
+    }
+
+    private func connect(_ leg: Leg, _ placement: Placement) async throws {
+        let media = try await nats.connection(for: placement, name: "gateway-\(configuration.id)-\(placement.callID)")
+        let owned = media !== nats
+        do {
+            let audioOut = try media.subscribe(to: placement.media.out) { [weak leg] message in
+                if let leg { self.fromCall(leg, message.payload) }
+            }
+            let callLeg = try CallLeg(media, placement: placement, subjects: configuration.subjects) { [weak leg] event in
+                guard let leg else { return }
+                switch event.event {
+                case .ended: self.handle(leg, .callEnded(event.reason.flatMap(EndReason.init(rawValue:)) ?? .handler))
+                case .migrating, .migrated, .resumed:
+                    leg.logger.info("call \(event.event.rawValue)", metadata: [LogKey.callID: "\(event.callID)", LogKey.workerID: "\(event.workerID)"])
+                case .placed: break
+                }
+            }
+            leg.state.withLock { state in
+                state.call = Leg.Call(placement: placement, nats: media, owned: owned, leg: callLeg, audioOut: audioOut)
+                state.logger = state.logger.with([LogKey.callID: "\(placement.callID)"])
+            }
+        } catch {
+            if owned { media.close() }
+            throw error
+        }
+        handle(leg, .routed)
+    }
+}
+
+extension Leg {
+    var isOpen: Bool { state.withLock { $0.machine.phase != .closed } }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

@@ -1,0 +1,199 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import SwitchboardCore
+import SwitchboardObservability
+
+/// The gateway's one port: Twilio's voice webhook and media streams, the browser page and its calls, call
+/// tokens for tenants' backends, and `/healthz`, `/readyz`, `/metrics` (docs/gateway.md).
+public enum GatewayHTTP {
+    public static func application(for gateway: Gateway, host: String, port: Int,
+                                   onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        let http = Router(context: BasicWebSocketRequestContext.self)
+        http.middlewares.add(GatewayErrors(metrics: gateway.metrics))
+        http.get("/healthz") { _, _ in json(#"{"ok":true}"#) }
+        http.get("/readyz") { _, _ -> Response in
+            let ready = gateway.isReady
+            let why = gateway.isDraining ? "draining" : ready ? "ok" : "nats_disconnected"
+            return json(#"{"ok":\#(ready),"state":"\#(why)"}"#, status: ready ? .ok : .serviceUnavailable)
+        }
+        http.get("/metrics") { _, _ -> Response in
+            gateway.updateGauges()
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                            body: .init(byteBuffer: ByteBuffer(string: gateway.metrics.render())))
+        }
+        for path in ["/", "/call"] {
+            http.get(RouterPath(path)) { _, _ in page(BrowserPage.html, type: "text/html; charset=utf-8") }
+        }
+        http.get("/call.js") { _, _ in page(BrowserPage.script, type: "text/javascript; charset=utf-8") }
+        http.get("/call-worklet.js") { _, _ in page(BrowserPage.worklet, type: "text/javascript; charset=utf-8") }
+        http.post("/twilio/voice") { request, _ in try await gateway.voiceWebhook(request, tenant: nil) }
+        http.post("/twilio/voice/:tenant") { request, context in
+            try await gateway.voiceWebhook(request, tenant: context.parameters.get("tenant"))
+        }
+        http.post("/v1/call-tokens") { request, _ in try gateway.callToken(request) }
+
+        let ws = Router(context: BasicWebSocketRequestContext.self)
+        ws.middlewares.add(GatewayErrors(metrics: gateway.metrics))
+        for kind in LegKind.allCases {
+            ws.ws(RouterPath("/\(kind.rawValue)/stream/:token")) { _, context in
+                _ = try gateway.streamToken(context.parameters.get("token"), kind: kind, graceMillis: 0)
+                return .upgrade([:])
+            } onUpgrade: { inbound, outbound, context in
+                // Checked before the upgrade; a token that expired in the milliseconds since still counts.
+                guard let token = try? gateway.streamToken(context.requestContext.parameters.get("token"), kind: kind, graceMillis: 10_000) else { return }
+                await gateway.serve(kind: kind, tenant: token.tenant, metadata: [:], inbound: inbound, outbound: outbound,
+                                    logger: context.logger)
+            }
+        }
+        return Application(
+            router: http,
+            server: .http1WebSocketUpgrade(webSocketRouter: ws, configuration: .init(
+                ws: .init(maxFrameSize: TwilioStream.maxMessageBytes, autoPing: .enabled(timePeriod: .seconds(20)), closeTimeout: .seconds(2)))),
+            configuration: .init(address: .hostname(host, port: port), serverName: "switchboard-gateway"),
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+            logger: gateway.logger
+        )
+    }
+
+    static func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    static func page(_ text: String, type: String) -> Response {
+        Response(status: .ok, headers: [
+            .contentType: type,
+            .contentSecurityPolicy: "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'",
+            .cacheControl: "no-cache",
+        ], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}
+
+extension Gateway {
+    /// Token keys per use, so a stream token cannot open a browser call or the other way round.
+    func tokenSecret(_ kind: LegKind) -> [UInt8] {
+        HMACSHA1.mac(key: configuration.tokenSecret, message: Array("switchboard-\(kind.rawValue)-stream".utf8))
+    }
+
+    /// The tenant a stream's token names. - Throws: `authentication_failed` (401) for a token that is not one
+    /// of this gateway's, or that expired more than `graceMillis` ago.
+    func streamToken(_ text: String?, kind: LegKind, graceMillis: Int64) throws(SwitchboardError) -> StreamToken {
+        do {
+            return try StreamToken.verify(text ?? "", secret: tokenSecret(kind), nowMillis: unixMillisNow() - graceMillis)
+        } catch {
+            refuse("bad_token")
+            throw SwitchboardError(.authenticationFailed, "stream token refused: \(error.message)")
+        }
+    }
+
+    /// The address callers reach this gateway at, from `--public-url` or the request's Host.
+    func publicBase(_ request: Request) -> String {
+        if let url = configuration.publicURL { return url.hasSuffix("/") ? String(url.dropLast()) : url }
+        return "http://" + (request.head.authority ?? "localhost")
+    }
+
+    static func webSocketBase(_ base: String) -> String {
+        if base.hasPrefix("https://") { return "wss://" + base.dropFirst("https://".count) }
+        if base.hasPrefix("http://") { return "ws://" + base.dropFirst("http://".count) }
+        return base
+    }
+
+    /// `POST /twilio/voice[/{tenant}]`: checks Twilio's signature, picks the tenant (the path's, or the called
+    /// number's), and answers TwiML that connects the call to this gateway's media stream with a short-lived
+    /// token in the stream's path.
+    func voiceWebhook(_ request: Request, tenant pathTenant: String?) async throws -> Response {
+        guard let authToken = configuration.twilioAuthToken else {
+            refuse("twilio_not_configured")
+            throw SwitchboardError(.unavailable, "this gateway has no Twilio auth token (--twilio-auth-token-file)")
+        }
+        var request = request
+        let body = try await collect(&request, limit: TwilioWebhook.maxBodyBytes)
+        let form = try TwilioWebhook.form(body)
+        let url = publicBase(request) + (request.uri.path) + (request.uri.query.map { "?" + $0 } ?? "")
+        guard TwilioWebhook.isSigned(request.headers[HTTPField.Name("X-Twilio-Signature")!], authToken: authToken, url: url, parameters: form) else {
+            refuse("bad_signature")
+            metrics.increment(GatewayMetrics.webhooks, ["result": "bad_signature"], help: "Voice webhooks, by result")
+            logger.warning("webhook refused: its X-Twilio-Signature does not match", metadata: ["url": "\(url)"])
+            throw SwitchboardError(.authenticationFailed, "X-Twilio-Signature does not match this request")
+        }
+        let field = { (name: String) in form.first { $0.0 == name }?.1 }
+        let tenant: String
+        if let pathTenant {
+            try WireCheck.identifier(pathTenant, "tenant")
+            tenant = pathTenant
+        } else if let to = field("To"), let mapped = configuration.numbers[to] {
+            tenant = mapped
+        } else {
+            refuse("unknown_number")
+            metrics.increment(GatewayMetrics.webhooks, ["result": "unknown_number"], help: "Voice webhooks, by result")
+            logger.warning("webhook for a number no tenant has: rejecting the call", metadata: ["to": "\(field("To") ?? "-")"])
+            return Response(status: .ok, headers: [.contentType: "text/xml"],
+                            body: .init(byteBuffer: ByteBuffer(string: #"<?xml version="1.0" encoding="UTF-8"?><Response><Reject/></Response>"#)))
+        }
+        let token = StreamToken(tenant: tenant, expiresAtMillis: unixMillisNow() + configuration.streamTokenTTL.milliseconds)
+        let streamURL = Self.webSocketBase(publicBase(request)) + "/twilio/stream/" + token.encoded(secret: tokenSecret(.twilio))
+        let passed = ["From", "To", "CallSid"].compactMap { name in field(name).map { (name.lowercased(), $0) } }
+        metrics.increment(GatewayMetrics.webhooks, ["result": "ok"], help: "Voice webhooks, by result")
+        return Response(status: .ok, headers: [.contentType: "text/xml"],
+                        body: .init(byteBuffer: ByteBuffer(string: TwilioWebhook.connectStream(url: streamURL, parameters: passed))))
+    }
+
+    /// `POST /v1/call-tokens` with a tenant's key: a short-lived token for one browser call of that tenant, so the
+    /// key itself never reaches the browser.
+    func callToken(_ request: Request) throws -> Response {
+        let given = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)).trimmingCharacters(in: .whitespaces) : nil }
+        var tenant: String?
+        if let given {
+            for (name, key) in configuration.tenantKeys.sorted(by: { $0.key < $1.key }) where ConstantTime.equal(given, key) { tenant = name }
+        }
+        guard let tenant else {
+            refuse("bad_key")
+            throw SwitchboardError(.authenticationFailed, "a tenant's key this gateway knows is needed: Authorization: Bearer <key>")
+        }
+        let expires = unixMillisNow() + configuration.callTokenTTL.milliseconds
+        let token = StreamToken(tenant: tenant, expiresAtMillis: expires).encoded(secret: tokenSecret(.browser))
+        let url = Self.webSocketBase(publicBase(request)) + "/browser/stream/" + token
+        return GatewayHTTP.json(#"{"token":"\#(token)","expires_at_ms":\#(expires),"url":"\#(url)","page":"\#(publicBase(request))/#token=\#(token)"}"#,
+                                status: .created)
+    }
+
+    func collect(_ request: inout Request, limit: Int) async throws -> [UInt8] {
+        let tooLarge = SwitchboardError(.tooLarge, "request body is over \(limit) bytes")
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit { throw tooLarge }
+        var bytes: [UInt8] = []
+        for try await chunk in request.body {
+            guard bytes.count + chunk.readableBytes <= limit else { throw tooLarge }
+            bytes.append(contentsOf: chunk.readableBytesView)
+        }
+        return bytes
+    }
+}
+
+/// Every error as the JSON error body with its status, counted by status class.
+struct GatewayErrors<Context: RequestContext>: RouterMiddleware {
+    let metrics: MetricsRegistry
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as SwitchboardError {
+            response = render(error.api.status, error.apiBody)
+        } catch let error as HTTPError {
+            response = render(error.status.code, ErrorBody(code: error.status == .notFound ? "not_found" : "bad_request",
+                                                           message: error.body ?? error.status.reasonPhrase))
+        } catch {
+            context.logger.error("request failed", metadata: [LogKey.error: "\(error)"])
+            response = render(500, ErrorBody(code: "internal", message: "internal error"))
+        }
+        metrics.increment(MetricNames.httpRequests, ["status": "\(response.status.code / 100)xx"], help: "HTTP requests by status class")
+        return response
+    }
+
+    func render(_ status: Int, _ body: ErrorBody) -> Response {
+        Response(status: HTTPResponse.Status(code: status), headers: [.contentType: "application/json"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: WireCodec.encode(ErrorEnvelope(body)))))
+    }
+}

@@ -1,0 +1,103 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOWebSocket
+import SwitchboardCore
+import SwitchboardNATS
+import SwitchboardOpus
+import Synchronization
+import WSCore
+
+/// Where a caller comes from: a carrier's media stream or the gateway's browser page.
+public enum LegKind: String, Sendable, CaseIterable {
+    case twilio, browser
+
+    /// The caller's audio rate: mu-law is 8 kHz; the browser page sends wideband.
+    var sampleRate: Int { self == .twilio ? 8_000 : BrowserStream.sampleRate }
+    var frameSamples: Int { sampleRate / 50 }
+}
+
+/// What goes to the caller's socket, in order.
+enum Outgoing: Sendable {
+    case text(String)
+    case binary([UInt8])
+    case close(WebSocketErrorCode, String)
+}
+
+/// One caller's leg: its machine, its playout and its codecs under one lock, and the queues toward its
+/// socket (`outgoing`, bounded: a caller that does not read is closed) and toward its task group (`jobs`).
+final class Leg: Sendable {
+    let kind: LegKind
+    let tenant: String
+    let started = ContinuousClock.now
+
+    struct Call {
+        let placement: Placement
+        /// The call's own connection on a closed bus, or the gateway's.
+        let nats: NATSConnection
+        let owned: Bool
+        let leg: CallLeg
+        let audioOut: NATSSubscription
+    }
+
+    struct State {
+        var machine: LegMachine
+        var jitter = JitterBuffer()
+        var call: Call?
+        var logger: Logger
+        var metadata: [String: String]
+        /// Twilio's stream id, quoted for JSON.
+        var quotedStreamSid = "\"\""
+        /// The caller's audio, toward the call: samples waiting for a whole frame, the encoder, the numbering.
+        var pending: [Int16] = []
+        var encoder: OpusEncoder?
+        var sequence: UInt32 = 0
+        /// The call's audio, toward the caller.
+        var decoder: OpusDecoder?
+        var flood: TokenBucket
+        var lastArrival: ContinuousClock.Instant?
+    }
+
+    let state: Mutex<State>
+    let outgoing: AsyncStream<Outgoing>
+    private let out: AsyncStream<Outgoing>.Continuation
+    let jobs: AsyncStream<@Sendable () async -> Void>
+    private let jobsIn: AsyncStream<@Sendable () async -> Void>.Continuation
+
+    init(kind: LegKind, tenant: String, metadata: [String: String], maxQueuedFrames: Int, logger: Logger) {
+        self.kind = kind
+        self.tenant = tenant
+        state = Mutex(State(machine: LegMachine(waitsForStart: kind == .twilio), logger: logger, metadata: metadata,
+                            // Twilio sends 50 messages a second; a few times that in bursts is still a caller.
+                            flood: TokenBucket(perSecond: 200, burst: 400)))
+        (outgoing, out) = AsyncStream.makeStream(of: Outgoing.self, bufferingPolicy: .bufferingOldest(maxQueuedFrames))
+        (jobs, jobsIn) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
+    }
+
+    var logger: Logger { state.withLock { $0.logger } }
+    var callID: String? { state.withLock { $0.call?.placement.callID } }
+    var isLive: Bool { state.withLock { $0.machine.phase == .live } }
+
+    /// Queues a message toward the caller; false when the queue is full (the caller does not read).
+    @discardableResult
+    func send(_ message: Outgoing) -> Bool {
+        if case .dropped = out.yield(message) { return false }
+        return true
+    }
+
+    /// Queues the close and ends the queue; the leg's task group ends once it is written (or in 2 s).
+    func close(_ code: WebSocketErrorCode, _ reason: String) {
+        out.yield(.close(code, reason))
+        out.finish()
+        run { [self] in
+            try? await Task.sleep(for: .seconds(2))  // a caller that never reads gets no longer than this
+            finish()
+        }
+    }
+
+    /// Runs `job` in the leg's task group.
+    func run(_ job: @escaping @Sendable () async -> Void) { jobsIn.yield(job) }
+
+    /// Ends the leg's task group.
+    func finish() { jobsIn.finish() }
+}
