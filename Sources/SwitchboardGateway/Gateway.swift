@@ -210,7 +210,8 @@ public final class Gateway: Service, Sendable {
     }
 
     private func read(_ leg: Leg, from inbound: WebSocketInboundStream) async {
-        let maxSize = leg.kind == .twilio ? TwilioStream.maxMessageBytes : max(BrowserStream.frameBytes, BrowserStream.maxTextBytes)
+        // Whole messages up to twice what the decoders take: they refuse (and count) the rest.
+        let maxSize = 2 * (leg.kind == .twilio ? TwilioStream.maxMessageBytes : max(BrowserStream.frameBytes, BrowserStream.maxTextBytes))
         do {
             for try await message in inbound.messages(maxSize: maxSize) {
                 let flooding = leg.state.withLock { !$0.flood.take(now: .now) }
@@ -271,7 +272,7 @@ public final class Gateway: Service, Sendable {
                 }
                 state.logger = state.logger.with(["twilio_call_sid": "\(start.callSid)"])
             }
-            handle(leg, .started)
+            input(leg, .started)
         case .media(_, let payload):
             guard forward(leg) else { return }
             toCall(leg, MuLaw.decode(payload))
@@ -284,14 +285,24 @@ public final class Gateway: Service, Sendable {
 
     /// Whether the caller's audio goes on to the call now (counted when it is dropped).
     private func forward(_ leg: Leg) -> Bool {
-        let actions = leg.state.withLock { $0.machine.handle(.media) }
+        let actions = input(leg, .media)
         if actions == [.forward] { return true }
         if actions == [.dropEarly] {
             metrics.increment(GatewayMetrics.dropped, ["direction": "in", "reason": "not_placed"], help: "Caller or agent frames dropped, by why")
-            return false
         }
-        perform(leg, actions)
         return false
+    }
+
+    /// Feeds one of the caller's messages to the leg's machine; one out of order (media before the stream's start,
+    /// a second start) is refused and counted as bad input. Returns what the machine decided.
+    @discardableResult
+    private func input(_ leg: Leg, _ event: LegMachine.Event) -> [LegMachine.Action] {
+        let actions = leg.state.withLock { $0.machine.handle(event) }
+        for case .closeWithError(let error) in actions {
+            metrics.increment(MetricNames.badMessages, ["kind": "\(leg.kind.rawValue)_stream", "code": error.code.rawValue])
+        }
+        if actions != [.forward] && actions != [.dropEarly] { perform(leg, actions) }
+        return actions
     }
 
     // MARK: - Audio

@@ -28,6 +28,9 @@ public struct GatewayConfiguration: Sendable {
     public var routeTimeout: Duration = .seconds(5)
     /// Frames queued toward one caller at most (20 ms each): a socket that drains slower is closed.
     public var maxQueuedFrames = 50
+    /// Each caller socket's kernel send buffer (bytes; Linux doubles it): with `maxQueuedFrames`, what a caller
+    /// that stops reading can hold up before it is closed (64 KiB: about four seconds of a Twilio stream).
+    public var socketSendBuffer = 64 * 1024
 
     public init(id: String, subjects: Subjects = .default, tokenSecret: [UInt8]) {
         self.id = id

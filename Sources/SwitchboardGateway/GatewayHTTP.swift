@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
+import NIOCore
 import SwitchboardCore
 import SwitchboardObservability
 
@@ -51,9 +52,16 @@ public enum GatewayHTTP {
         return Application(
             router: http,
             server: .http1WebSocketUpgrade(webSocketRouter: ws, configuration: .init(
-                ws: .init(maxFrameSize: TwilioStream.maxMessageBytes, autoPing: .enabled(timePeriod: .seconds(20)), closeTimeout: .seconds(2)))),
+                // Frames up to twice the largest message taken reach the decoders, which refuse and count what is too
+                // large; beyond that the connection is closed as WebSocket says (1009).
+                ws: .init(maxFrameSize: 2 * TwilioStream.maxMessageBytes, autoPing: .enabled(timePeriod: .seconds(20)), closeTimeout: .seconds(2)))),
             configuration: .init(address: .hostname(host, port: port), serverName: "switchboard-gateway"),
-            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+            onServerRunning: { channel in
+                // Accepted sockets inherit the listener's send buffer (Linux): a caller that stops reading holds up
+                // no more than this in the kernel, and is found out by its queue filling.
+                try? await channel.setOption(.socketOption(.so_sndbuf), value: SocketOptionValue(gateway.configuration.socketSendBuffer))
+                await onRunning(channel.localAddress?.port ?? 0)
+            },
             logger: gateway.logger
         )
     }

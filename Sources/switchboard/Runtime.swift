@@ -28,10 +28,10 @@ enum Runtime {
     static func serve(_ cluster: ClusterOptions, name: String, role: BusRole, logger: Logger,
                       _ services: (NATSConnection, RedisClient) throws -> [any Service]) async throws {
         let redis: RedisClient
-        do {
+        do throws(SwitchboardError) {
             redis = try RedisClient(configuration: cluster.redisConfiguration(), logger: logger)
             _ = try await redis.ping()  // fail at start, with the reason, rather than on the first call
-        } catch let error as SwitchboardError {
+        } catch {
             throw ExitCodes.fail(error)
         }
         defer { redis.close() }

@@ -28,7 +28,7 @@ final class RunningGateway: Sendable {
                                           tokenSecret: Array("a-test-token-secret-of-32-bytes-or-more".utf8))
         config.twilioAuthToken = Self.authToken
         config.numbers = ["+15550001111": "acme"]
-        config.drainDeadline = .seconds(30)
+        config.drainDeadline = .milliseconds(500)  // a test that leaves a leg open ends it soon
         configure(&config)
         let nats = try await NATSConnection.connect(NATSConfiguration(servers: [cluster.natsURL], name: config.id), logger: quiet)
         let gateway = Gateway(configuration: config, nats: nats, logger: quiet)
@@ -95,8 +95,7 @@ final class FakeTwilio: Sendable {
     private let channel: AgentSocket.Channel
     private let reader: Task<Void, Never>
 
-    /// `read: false`: a caller that never reads its socket.
-    init(port: Int, path: String, read: Bool = true) async throws {
+    init(port: Int, path: String) async throws {
         let channel = try await AgentSocket.connect(AgentAddress(host: "127.0.0.1", port: port, path: path), timeout: .seconds(5),
                                                     maxMessageBytes: 1 << 20)
         self.channel = channel
@@ -106,10 +105,6 @@ final class FakeTwilio: Sendable {
             try? await channel.executeThenClose { inbound, outbound in
                 store.writer.withLock { $0 = outbound }
                 ready.continuation.finish()
-                guard read else {
-                    while !Task.isCancelled { try await Task.sleep(for: .seconds(1)) }
-                    return
-                }
                 for try await frame in inbound {
                     switch frame.opcode {
                     case .text:

@@ -212,6 +212,34 @@ struct DecoderFuzzTests {
         }
     }
 
+    /// What a gateway takes from its browser page (text events, audio frames), and the call's packets through its
+    /// jitter buffer: never a trap, the buffer never holds more than its bound.
+    @Test func browserStreamsAndTheGatewaysPlayout() {
+        let texts: [[UInt8]] = [#"{"event":"dtmf","digit":"5"}"#, #"{"event":"hangup"}"#].map { Array($0.utf8) }
+        Self.fuzz("browser text", seed: 31, samples: texts) { bytes in
+            guard let event = try? BrowserStream.decode(bytes) else { return false }
+            if case .dtmf(let digit) = event { #expect(MediaStream.dtmfDigits.contains(digit)) }
+            return true
+        }
+        let frame = BrowserStream.encode((0..<BrowserStream.frameSamples).map { Int16($0 * 97 % 30_000) })
+        Self.fuzz("browser audio", seed: 32, samples: [frame]) { bytes in
+            guard let samples = try? BrowserStream.audio(bytes) else { return false }
+            #expect(BrowserStream.encode(samples) == bytes)
+            return true
+        }
+        var jitter = JitterBuffer()
+        var arrival = 0.0
+        let packets = (0..<3).map { MediaPacket(sequence: UInt32($0), timestamp: UInt32($0 * 960), payload: [0xF8, 0xFF, 0xFE]).encoded() }
+        Self.fuzz("media packet into the jitter buffer", seed: 33, samples: packets) { bytes in
+            guard let packet = try? MediaPacket.decode(bytes) else { return false }
+            arrival += 7
+            _ = jitter.insert(packet, arrivalMillis: arrival)
+            _ = jitter.tick()
+            #expect(jitter.depth <= jitter.settings.maxDepth + jitter.settings.slack)
+            return true
+        }
+    }
+
     @Test func deployPoliciesFromNATSAndRedis() throws {
         var split = CanarySplit()
         let change: [DeployPolicy.Change] = [.deploy(version: "9"), .deploy(version: "9", canaryPercent: 33), .promote, .abort,

@@ -39,6 +39,10 @@ class Render:
         return [d for d in self.kind("Deployment")
                 if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "router"]
 
+    def gateways(self) -> list:
+        return [d for d in self.kind("Deployment")
+                if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"]
+
 
 def merged_values(values_file, sets: tuple = ()) -> dict:
     """The chart's defaults with a values file over them (lists replaced, maps merged, as Helm does)."""
@@ -80,6 +84,11 @@ def defaults() -> Render:
 @pytest.fixture
 def everything() -> Render:
     return rendered("everything-values.yaml")
+
+
+@pytest.fixture
+def gateway() -> Render:
+    return rendered("gateway-values.yaml")
 
 
 def pod_specs(docs: list):

@@ -165,13 +165,18 @@ def test_deployment_selectors_match_their_pods(each):
                     f"{a['metadata']['name']} would adopt the pods of {b['metadata']['name']}"
 
 
-def test_pdb_covers_the_routers_only(each):
+def test_pdbs_cover_the_routers_and_gateways_only(each):
     pdbs = each.kind("PodDisruptionBudget")
-    assert len(pdbs) == (1 if each.values["router"]["podDisruptionBudget"]["enabled"] else 0)
+    g = each.values["gateway"]
+    gateway_pdb = g["enabled"] and g["podDisruptionBudget"]["enabled"] and (g["autoscaling"]["enabled"] or g["replicas"] > 1)
+    assert len(pdbs) == (1 if each.values["router"]["podDisruptionBudget"]["enabled"] else 0) + (1 if gateway_pdb else 0)
+    covered = []
     for pdb in pdbs:
         selected = [d for d in each.kind("Deployment") if matches(pdb["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
-        assert selected == each.routers()
+        assert selected in (each.routers(), each.gateways()), f"PodDisruptionBudget/{pdb['metadata']['name']}"
+        covered += selected
         assert pdb["spec"]["minAvailable"] >= 1
+    assert not [d for d in covered if d in each.workers()], "workers drain on SIGTERM; a PDB would only stall node drains"
 
 
 def test_autoscalers_target_real_deployments(each):
@@ -189,6 +194,10 @@ def test_autoscalers_target_real_deployments(each):
                 assert trigger["type"] == "prometheus" and trigger["metadata"]["threshold"] == "1"
                 assert f'version="{version}"' in trigger["metadata"]["query"]
                 assert "switchboard_workers_desired" in trigger["metadata"]["query"]
+            elif target["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway":
+                legs = [m for m in a["spec"]["metrics"] if m["type"] == "Pods"]
+                assert [m["pods"]["metric"]["name"] for m in legs] == ["switchboard_gateway_legs"]
+                assert legs[0]["pods"]["target"]["type"] == "AverageValue"
             elif version is not None:
                 (metric,) = a["spec"]["metrics"]
                 assert metric["type"] == "External"
@@ -223,9 +232,11 @@ def test_network_policies_select_real_pods(each):
     open_router = not each.values["networkPolicy"]["routerIngressFrom"]
     for np in each.kind("NetworkPolicy"):
         assert any(matches(np["spec"]["podSelector"], p) for p in pods), np["metadata"]["name"]
-        is_router = np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
+        component = np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
         for rule in np["spec"].get("ingress", []):
-            if not (is_router and open_router):
+            if component == "gateway":
+                continue  # callers and Twilio come from anywhere: test_gateway_network_policy
+            if not (component == "router" and open_router):
                 assert rule.get("from"), f"NetworkPolicy/{np['metadata']['name']}: an ingress rule without from admits anyone"
 
 
@@ -468,6 +479,210 @@ def test_metrics_in_alerts_and_dashboard_exist():
             "SwitchboardDrainStuck"} <= alerts
 
 
+# --- the gateway -------------------------------------------------------------------------------------------
+
+GATEWAY_BASE = ("gateway.enabled=true",)
+
+
+def gateway_render(*sets: str) -> list:
+    return chart.documents(chart.render(chart.CHART / "ci" / "minimal-values.yaml", sets=GATEWAY_BASE + sets).stdout)
+
+
+def gateway_pod(docs: list) -> dict:
+    (d,) = [x for x in docs if x["kind"] == "Deployment" and x["metadata"]["name"].endswith("-gateway")]
+    return d["spec"]["template"]["spec"]
+
+
+def arg_values(args: list, flag: str) -> list:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def test_gateway_is_off_by_default(defaults):
+    assert not defaults.gateways()
+    assert not [d for d in defaults.docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"]
+    assert not defaults.kind("Ingress")
+
+
+def test_gateway_deployment(gateway):
+    g = gateway.values["gateway"]
+    (d,) = gateway.gateways()
+    spec = d["spec"]["template"]["spec"]
+    c = container(spec, "gateway")
+    args, env = c["args"], env_of(c)
+    assert args[0] == "gateway"
+    assert arg_values(args, "--public-url") == [g["publicURL"]]
+    assert sorted(arg_values(args, "--number")) == sorted(f"{n}={t}" for n, t in g["numbers"].items())
+    assert arg_values(args, "--max-legs") == [str(g["maxLegs"])]
+    assert arg_values(args, "--drain-deadline") == [str(g["drainDeadlineSeconds"])]
+    assert arg_values(args, "--region") == [g["region"]] and "--zone" not in args
+    assert args[-len(g["extraArgs"]):] == g["extraArgs"]
+    assert spec["terminationGracePeriodSeconds"] == g["drainDeadlineSeconds"] + 60, "the grace period covers the drain"
+    assert (env["SWITCHBOARD_HTTP_HOST"], env["SWITCHBOARD_HTTP_PORT"]) == ("0.0.0.0", str(g["httpPort"]))
+    assert env["SWITCHBOARD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["SWITCHBOARD_NATS_URL"] == gateway.values["nats"]["url"]
+    assert not [n for n in env if "REDIS" in n or n == "SWITCHBOARD_KEY_PREFIX"], "the gateway needs no Redis"
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": g["httpPort"]}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", "a draining gateway is not ready but must stay alive"
+    assert "lifecycle" not in c, "SIGTERM drains; no preStop"
+    assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert "replicas" not in d["spec"], "autoscaled"
+    a = d["spec"]["template"]["metadata"]["annotations"]
+    assert a["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false" and a["karpenter.sh/do-not-disrupt"] == "true"
+    assert a["example.com/team"] == "voice"
+    keys = [t["topologyKey"] for t in spec["topologySpreadConstraints"]]
+    assert keys == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+
+
+def test_gateway_secrets_are_files(gateway):
+    g = gateway.values["gateway"]
+    spec = gateway_pod(gateway.docs)
+    c = container(spec, "gateway")
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "gateway-secrets"]
+    files = {}
+    for source in volume["projected"]["sources"]:
+        (item,) = source["secret"]["items"]
+        files[item["path"]] = (source["secret"]["name"], item["key"])
+    for flag, value in (("--twilio-auth-token-file", "twilioAuthToken"), ("--tenant-keys-file", "tenantKeys"),
+                        ("--token-secret-file", "tokenSecret")):
+        (path,) = arg_values(c["args"], flag)
+        directory, name = path.rsplit("/", 1)
+        assert directory == mounts["gateway-secrets"]["mountPath"] and mounts["gateway-secrets"]["readOnly"] is True
+        assert files[name] == (g[value]["existingSecret"], g[value]["key"])
+    assert not [e for e in c["env"] if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]], "secrets only as files"
+    bare = gateway_pod(gateway_render())
+    assert "gateway-secrets" not in {v["name"] for v in bare["volumes"]}
+    args = container(bare, "gateway")["args"]
+    assert not [a for a in args if a.endswith("-file")] and "--public-url" not in args
+
+
+def test_gateway_mints_a_credential_of_its_own_at_start(gateway):
+    spec = gateway_pod(gateway.docs)
+    (init,) = spec["initContainers"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert [i["key"] for i in volumes["nats-signing"]["secret"]["items"]] == ["gateway-signing.json"]
+    assert volumes["nats-credentials"]["emptyDir"]["medium"] == "Memory"
+    args = init["args"]
+    assert args[0] == "nats-credential" and args[args.index("--id") + 1] == "$(POD_NAME)"
+    assert args[args.index("--signing-key") + 1].endswith("/gateway-signing.json")
+    assert args[args.index("--prefix") + 1] == gateway.values["nats"]["subjectPrefix"]
+    out = args[args.index("--out") + 1]
+    c = container(spec, "gateway")
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert "nats-signing" not in mounts, "the gateway must never see the signing key"
+    assert env_of(c)["SWITCHBOARD_NATS_CREDS"] == out == mounts["nats-credentials"]["mountPath"] + "/gateway.creds"
+    # The workers of the same release mint theirs with their own key.
+    for w in gateway.workers():
+        wvolumes = {v["name"]: v for v in w["spec"]["template"]["spec"]["volumes"]}
+        assert [i["key"] for i in wvolumes["nats-signing"]["secret"]["items"]] == ["worker-signing.json"]
+
+
+@pytest.mark.parametrize("sets, key, variable", [
+    (("nats.auth.existingSecret=switchboard-nats",), "gateway.creds", "SWITCHBOARD_NATS_CREDS"),
+    (("nats.auth.existingSecret=switchboard-nats", "nats.auth.gatewayKey=edge.creds"), "edge.creds", "SWITCHBOARD_NATS_CREDS"),
+    (("nats.auth.existingSecret=switchboard-nats", "nats.auth.kind=nkey"), "gateway.nk", "SWITCHBOARD_NATS_NKEY"),
+    # A worker signing key alone: workers mint, gateways share gateway.creds.
+    (("nats.auth.existingSecret=switchboard-nats", "nats.auth.workerSigningKey=worker-signing.json"), "gateway.creds", "SWITCHBOARD_NATS_CREDS"),
+])
+def test_gateway_shared_credential(sets, key, variable):
+    spec = gateway_pod(gateway_render(*sets))
+    assert "initContainers" not in spec
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert [i["key"] for i in volumes["nats-credentials"]["secret"]["items"]] == [key], "only the gateway's own file"
+    assert env_of(container(spec, "gateway"))[variable] == f"/etc/switchboard/nats/{key}"
+
+
+def test_gateway_ingress(gateway):
+    g = gateway.values["gateway"]
+    (ing,) = gateway.kind("Ingress")
+    (svc,) = [s for s in gateway.kind("Service") if s["metadata"]["name"] == ing["metadata"]["name"]]
+    host = g["publicURL"].removeprefix("https://")
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    (rule,) = ing["spec"]["rules"]
+    assert rule["host"] == host
+    (path,) = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/", "Prefix")
+    assert path["backend"]["service"]["port"]["name"] in {p["name"] for p in svc["spec"]["ports"]}
+    assert ing["spec"]["tls"] == [{"hosts": [host], "secretName": g["ingress"]["tls"]["secretName"]}]
+    a = ing["metadata"]["annotations"]
+    assert a["nginx.ingress.kubernetes.io/proxy-read-timeout"] == a["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600", \
+        "WebSocket legs outlive nginx's 60 s default"
+    assert a["cert-manager.io/cluster-issuer"] == "letsencrypt"
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    # The public URL from the Ingress's host, and the other way round.
+    docs = gateway_render("gateway.ingress.enabled=true", "gateway.ingress.host=gw.example.org")
+    assert arg_values(container(gateway_pod(docs), "gateway")["args"], "--public-url") == ["https://gw.example.org"]
+    docs = gateway_render("gateway.ingress.enabled=true", "gateway.publicURL=https://gw.example.org:8443")
+    (ing,) = [d for d in docs if d["kind"] == "Ingress"]
+    assert ing["spec"]["rules"][0]["host"] == "gw.example.org"
+    assert not [d for d in gateway_render("gateway.publicURL=https://gw.example.org") if d["kind"] == "Ingress"]
+
+
+def test_gateway_scales_on_live_legs(gateway):
+    a = gateway.values["gateway"]["autoscaling"]
+    (hpa,) = [h for h in gateway.kind("HorizontalPodAutoscaler") if h["metadata"]["name"].endswith("-gateway")]
+    (d,) = gateway.gateways()
+    assert hpa["spec"]["scaleTargetRef"]["name"] == d["metadata"]["name"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (a["minReplicas"], a["maxReplicas"])
+    legs, cpu = hpa["spec"]["metrics"]
+    assert legs == {"type": "Pods", "pods": {"metric": {"name": "switchboard_gateway_legs"},
+                                             "target": {"type": "AverageValue", "averageValue": str(a["targetLegsPerPod"])}}}
+    assert cpu["resource"]["name"] == "cpu"
+    assert cpu["resource"]["target"]["averageUtilization"] == a["targetCPUUtilizationPercentage"]
+    assert hpa["spec"]["behavior"] == a["behavior"]
+    (rules,) = [c for c in gateway.kind("ConfigMap") if c["metadata"]["name"].endswith("-prometheus-adapter-rules")]
+    (rule,) = yaml.safe_load(rules["data"]["custom-rules.yaml"])["rules"]
+    assert rule["name"]["as"] == "switchboard_gateway_legs" and "switchboard_gateway_legs" in rule["seriesQuery"]
+    assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}, "a Pods metric is per pod"
+    assert "external-rules.yaml" not in rules["data"]
+    # Legs only.
+    docs = gateway_render("gateway.autoscaling.enabled=true", "gateway.tokenSecret.existingSecret=gw",
+                          "gateway.autoscaling.targetCPUUtilizationPercentage=0")
+    (hpa,) = [x for x in docs if x["kind"] == "HorizontalPodAutoscaler"]
+    assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Pods"]
+
+
+def test_gateway_pdb_only_when_there_can_be_two():
+    assert not [d for d in gateway_render() if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"].endswith("-gateway")]
+    docs = gateway_render("gateway.replicas=2", "gateway.tokenSecret.existingSecret=gw")
+    (pdb,) = [d for d in docs if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"].endswith("-gateway")]
+    assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+
+
+def test_gateway_network_policy(gateway):
+    (np,) = [n for n in gateway.kind("NetworkPolicy") if n["metadata"]["name"].endswith("-gateway")]
+    assert np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+    (rule,) = np["spec"]["ingress"]
+    assert "from" not in rule, "callers and Twilio come from anywhere"
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    ports = sorted({p["port"] for r in np["spec"]["egress"] for p in r["ports"]})
+    assert ports == [53, 4222], "NATS and DNS only"
+
+
+def test_gateway_is_scraped_while_it_drains(gateway):
+    (sm,) = [s for s in gateway.kind("ServiceMonitor") if s["metadata"]["name"].endswith("-gateway")]
+    (svc,) = [s for s in gateway.kind("Service") if matches(sm["spec"]["selector"], s["metadata"]["labels"])]
+    assert svc["spec"]["publishNotReadyAddresses"] is True and svc["spec"]["clusterIP"] == "None"
+    assert svc["metadata"]["name"] != gateway.gateways()[0]["metadata"]["name"], "not the Service that carries traffic"
+
+
+def test_gateway_flags_are_the_commands():
+    """The flags the chart passes exist in `switchboard gateway` (once its command is in Sources/)."""
+    command = ROOT / "Sources" / "switchboard" / "GatewayCommand.swift"
+    if not command.exists():
+        pytest.skip("no Sources/switchboard/GatewayCommand.swift yet")
+    text = "\n".join(f.read_text() for f in [*(ROOT / "Sources" / "switchboard").glob("*.swift"),
+                                             *(ROOT / "Sources").glob("SwitchboardGateway/**/*.swift")])
+    args = container(gateway_pod(rendered("gateway-values.yaml").docs), "gateway")["args"]
+    extra = set(rendered("gateway-values.yaml").values["gateway"]["extraArgs"])
+    for flag in [a for a in args[1:] if a.startswith("--") and a not in extra]:
+        name = flag[2:]
+        camel = name.split("-")[0] + "".join(w.capitalize() for w in name.split("-")[1:])
+        assert f'"{name}"' in text or re.search(rf"\bvar\s+{camel}\b", text, re.IGNORECASE), \
+            f"switchboard gateway has no {flag}"
+
+
 # --- the helm test -----------------------------------------------------------------------------------------
 
 def test_helm_test_places_and_ends_a_call(defaults, everything):
@@ -503,6 +718,17 @@ def test_helm_test_places_and_ends_a_call(defaults, everything):
     (("workers.versions[0].version=1.0.0", "workers.versions[0].autoscaling.enabled=true",
       "workers.versions[0].autoscaling.minReplicas=5", "workers.versions[0].autoscaling.maxReplicas=2"), "above maxReplicas"),
     (("adminKeys.keys[0].name=alice", "adminKeys.keys[0].key=short"), "key"),
+    (("gateway.enabled=true", "gateway.replicas=2"), "gateway.tokenSecret.existingSecret is required"),
+    (("gateway.enabled=true", "gateway.autoscaling.enabled=true"), "gateway.tokenSecret.existingSecret is required"),
+    (("gateway.enabled=true", "gateway.ingress.enabled=true"), "gateway.ingress needs a host"),
+    (("gateway.enabled=true", "gateway.autoscaling.enabled=true", "gateway.tokenSecret.existingSecret=gw",
+      "gateway.autoscaling.targetLegsPerPod=900"), "is above gateway.maxLegs"),
+    (("gateway.enabled=true", "gateway.tokenSecret.existingSecret=gw", "gateway.autoscaling.enabled=true",
+      "gateway.autoscaling.minReplicas=5", "gateway.autoscaling.maxReplicas=2"), "minReplicas is above maxReplicas"),
+    # An unquoted number key is read as a number: its "+" is gone.
+    (("gateway.enabled=true", "gateway.numbers.15550100=acme"), "15550100"),
+    (("gateway.enabled=true", "gateway.publicURL=gw.example.com"), "publicURL"),
+    (("gateway.enabled=true", "gateway.zone=eu-west-a"), "gateway.zone needs gateway.region"),
 ])
 def test_bad_values_are_refused(sets, message):
     result = chart.render(chart.CHART / "ci" / "minimal-values.yaml", sets=sets, check=False)

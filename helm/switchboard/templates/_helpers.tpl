@@ -63,6 +63,30 @@ switchboard.io/version: {{ .version | quote }}
 {{- printf "%s-router" (include "switchboard.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{- define "switchboard.gatewayName" -}}
+{{- printf "%s-gateway" (include "switchboard.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The gateway's Ingress host: gateway.ingress.host, else the host of gateway.publicURL (without a port). ($) */}}
+{{- define "switchboard.gatewayHost" -}}
+{{- $g := .Values.gateway -}}
+{{- if $g.ingress.host -}}
+{{- $g.ingress.host -}}
+{{- else if $g.publicURL -}}
+{{- regexReplaceAll ":[0-9]+$" (urlParse $g.publicURL).host "" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The gateway's --public-url: gateway.publicURL, else https://<ingress host> (http:// without TLS) when the Ingress is on, else empty. ($) */}}
+{{- define "switchboard.gatewayPublicURL" -}}
+{{- $g := .Values.gateway -}}
+{{- if $g.publicURL -}}
+{{- $g.publicURL -}}
+{{- else if $g.ingress.enabled -}}
+{{- printf "%s://%s" (ternary "https" "http" $g.ingress.tls.enabled) (include "switchboard.gatewayHost" .) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* A worker version's Deployment name: 1.5.0 -> <fullname>-worker-1-5-0. (dict "ctx" $ "version" "1.5.0") */}}
 {{- define "switchboard.workerName" -}}
 {{- $suffix := .version | lower | replace "." "-" | replace "_" "-" -}}
@@ -120,48 +144,103 @@ capabilities:
 {{/* The NATS credential file's key for a role. (dict "ctx" $ "role" "router") */}}
 {{- define "switchboard.natsCredentialKey" -}}
 {{- $auth := .ctx.Values.nats.auth -}}
-{{- if and (eq .role "worker") (include "switchboard.workersMintCredentials" .ctx) -}}
-worker.creds
+{{- if include "switchboard.mintsCredentials" . -}}
+{{ .role }}.creds
 {{- else -}}
-{{- $given := ternary $auth.routerKey $auth.workerKey (eq .role "router") -}}
+{{- $given := get (dict "router" $auth.routerKey "worker" $auth.workerKey "gateway" $auth.gatewayKey) .role -}}
 {{- default (printf "%s.%s" .role (ternary "creds" "nk" (eq $auth.kind "creds"))) $given -}}
 {{- end -}}
 {{- end -}}
 
+{{/* A member role's signing key in nats.auth (workerSigningKey, gatewaySigningKey); empty for the routers. (dict "ctx" $ "role" "worker") */}}
+{{- define "switchboard.signingKey" -}}
+{{- $auth := .ctx.Values.nats.auth -}}
+{{- get (dict "worker" $auth.workerSigningKey "gateway" $auth.gatewaySigningKey) .role | default "" -}}
+{{- end -}}
+
+{{/* "true" when each pod of a member role (worker, gateway) mints its own NATS credential at start. (dict "ctx" $ "role" "worker") */}}
+{{- define "switchboard.mintsCredentials" -}}
+{{- $auth := .ctx.Values.nats.auth -}}
+{{- if and $auth.existingSecret (eq $auth.kind "creds") (include "switchboard.signingKey" .) -}}true{{- end -}}
+{{- end -}}
+
 {{/* "true" when each worker pod mints its own NATS credential at start (nats.auth.workerSigningKey). ($) */}}
 {{- define "switchboard.workersMintCredentials" -}}
-{{- $auth := .Values.nats.auth -}}
-{{- if and $auth.existingSecret (eq $auth.kind "creds") $auth.workerSigningKey -}}true{{- end -}}
+{{- include "switchboard.mintsCredentials" (dict "ctx" . "role" "worker") -}}
 {{- end -}}
 
 {{/*
-Environment shared by routers and workers: cluster addresses, prefixes, credentials, HTTP, identity.
-(dict "ctx" $ "role" "router" "logLevel" "...")
+The init container that mints a worker's or gateway's own NATS credential (its id is the pod's name): only that
+member's subjects. The signing key is mounted here alone; the main container gets the credential, never the key.
+(dict "ctx" $ "role" "worker" "image" "<image reference>")
+*/}}
+{{- define "switchboard.natsCredentialInitContainer" -}}
+{{- $ctx := .ctx -}}
+- name: nats-credential
+  image: {{ .image | quote }}
+  imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+  args:
+    - nats-credential
+    - --signing-key
+    - {{ printf "/etc/switchboard/nats-signing/%s" (include "switchboard.signingKey" .) | quote }}
+    - --id
+    - $(POD_NAME)
+    - --prefix
+    - {{ $ctx.Values.nats.subjectPrefix | quote }}
+    - --out
+    - {{ printf "/etc/switchboard/nats/%s.creds" .role }}
+    - --force
+  env:
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+  securityContext:
+    {{- include "switchboard.containerSecurityContext" $ctx | nindent 4 }}
+  volumeMounts:
+    - name: nats-signing
+      mountPath: /etc/switchboard/nats-signing
+      readOnly: true
+    - name: nats-credentials
+      mountPath: /etc/switchboard/nats
+    - name: tmp
+      mountPath: /tmp
+{{- end -}}
+
+{{/*
+Environment shared by routers, workers and gateways: cluster addresses, prefixes, credentials, HTTP, identity.
+Gateways get no Redis settings: they reach the cluster over NATS alone. (dict "ctx" $ "role" "router" "logLevel"
+"..." "httpPort" 8090; httpPort defaults to 8080)
 */}}
 {{- define "switchboard.clusterEnv" -}}
 {{- $v := .ctx.Values -}}
+{{- $redis := ne .role "gateway" -}}
 - name: SWITCHBOARD_ID
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
 - name: SWITCHBOARD_NATS_URL
   value: {{ $v.nats.url | quote }}
+{{- if $redis }}
 - name: SWITCHBOARD_REDIS_URL
   value: {{ $v.redis.url | quote }}
+{{- end }}
 - name: SWITCHBOARD_PREFIX
   value: {{ $v.nats.subjectPrefix | quote }}
+{{- if $redis }}
 - name: SWITCHBOARD_KEY_PREFIX
   value: {{ $v.redis.keyPrefix | quote }}
+{{- end }}
 - name: SWITCHBOARD_LOG_LEVEL
   value: {{ default $v.logLevel .logLevel | quote }}
-{{- if not (kindIs "invalid" $v.redis.replicasToAck) }}
+{{- if and $redis (not (kindIs "invalid" $v.redis.replicasToAck)) }}
 - name: SWITCHBOARD_REDIS_REPLICAS_TO_ACK
   value: {{ $v.redis.replicasToAck | toString | quote }}
 {{- end }}
 - name: SWITCHBOARD_HTTP_HOST
   value: "0.0.0.0"
 - name: SWITCHBOARD_HTTP_PORT
-  value: "8080"
+  value: {{ default 8080 .httpPort | toString | quote }}
 {{- if $v.nats.auth.existingSecret }}
 {{- if eq $v.nats.auth.kind "creds" }}
 - name: SWITCHBOARD_NATS_CREDS
@@ -184,7 +263,7 @@ Environment shared by routers and workers: cluster addresses, prefixes, credenti
 {{- end }}
 {{- end }}
 {{- end }}
-{{- with $v.redis.auth }}
+{{- with (ternary $v.redis.auth dict $redis) }}
 {{- if and .existingSecret .passwordKey }}
 - name: SWITCHBOARD_REDIS_PASSWORD
   valueFrom:
@@ -205,15 +284,16 @@ Environment shared by routers and workers: cluster addresses, prefixes, credenti
 {{/* Volumes for NATS credentials and TLS. (dict "ctx" $ "role" "router") */}}
 {{- define "switchboard.natsVolumes" -}}
 {{- $v := .ctx.Values -}}
-{{- if and (eq .role "worker") (include "switchboard.workersMintCredentials" .ctx) }}
-# The worker signing key, for the init container alone; the worker's own credential, minted into memory.
+{{- if include "switchboard.mintsCredentials" . }}
+{{- $key := include "switchboard.signingKey" . }}
+# The {{ .role }} signing key, for the init container alone; the {{ .role }}'s own credential, minted into memory.
 - name: nats-signing
   secret:
     secretName: {{ $v.nats.auth.existingSecret }}
     defaultMode: 0440
     items:
-      - key: {{ $v.nats.auth.workerSigningKey }}
-        path: {{ $v.nats.auth.workerSigningKey }}
+      - key: {{ $key }}
+        path: {{ $key }}
 - name: nats-credentials
   emptyDir:
     medium: Memory
@@ -332,12 +412,32 @@ autoscaling: {{ $auto | toJson }}
 {{- if and .Values.router.autoscaling.enabled (gt (int .Values.router.autoscaling.minReplicas) (int .Values.router.autoscaling.maxReplicas)) -}}
 {{- fail "router.autoscaling: minReplicas is above maxReplicas" -}}
 {{- end -}}
+{{- $g := .Values.gateway -}}
+{{- if $g.enabled -}}
+{{- if and (or (gt (int $g.replicas) 1) $g.autoscaling.enabled) (not $g.tokenSecret.existingSecret) -}}
+{{- fail "gateway.tokenSecret.existingSecret is required when gateway.replicas is above 1 or gateway.autoscaling.enabled: every gateway must sign and check stream and call tokens with the same secret (a stream token one replica writes into its TwiML is used on another)" -}}
+{{- end -}}
+{{- if $g.autoscaling.enabled -}}
+{{- if gt (int $g.autoscaling.minReplicas) (int $g.autoscaling.maxReplicas) -}}
+{{- fail "gateway.autoscaling: minReplicas is above maxReplicas" -}}
+{{- end -}}
+{{- if gt (int $g.autoscaling.targetLegsPerPod) (int $g.maxLegs) -}}
+{{- fail (printf "gateway.autoscaling.targetLegsPerPod (%d) is above gateway.maxLegs (%d): gateways would refuse legs before the HPA adds any" (int $g.autoscaling.targetLegsPerPod) (int $g.maxLegs)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $g.zone (not $g.region) -}}
+{{- fail "gateway.zone needs gateway.region" -}}
+{{- end -}}
+{{- if and $g.ingress.enabled (not (include "switchboard.gatewayHost" .)) -}}
+{{- fail "gateway.ingress needs a host: set gateway.ingress.host or gateway.publicURL" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
-{{/* A NetworkPolicy's egress rules for a component. (dict "ctx" $ "component" "router") */}}
+{{/* A NetworkPolicy's egress rules for a component (gateways: NATS and DNS only). (dict "ctx" $ "component" "router") */}}
 {{- define "switchboard.egressRules" -}}
 {{- $np := .ctx.Values.networkPolicy -}}
-{{- $kinds := list "nats" "redis" "dns" -}}
+{{- $kinds := ternary (list "nats" "dns") (list "nats" "redis" "dns") (eq .component "gateway") -}}
 {{- if and (eq .component "worker") (eq .ctx.Values.workers.topology.source "initContainer") -}}
 {{- $kinds = append $kinds "kubeAPI" -}}
 {{- end -}}
