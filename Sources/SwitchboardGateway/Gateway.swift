@@ -176,6 +176,7 @@ public final class Gateway: Service, Sendable {
         }
         // A leg the caller hung up on (or that was refused) closes its socket too.
         if actions.contains(.endCall(.caller)) && !actions.contains(where: { if case .closeWithError = $0 { true } else { false } }) {
+            if leg.kind == .browser { leg.send(.text(BrowserStream.ended(.caller))) }
             leg.close(.normalClosure, "hung up")
             metrics.increment(GatewayMetrics.legsTotal, ["kind": leg.kind.rawValue, "result": "caller"], help: "Caller legs, by how they ended")
         }

@@ -105,7 +105,8 @@ final class DevCluster: Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         // The bus is closed as in production: every process has its role's credential (docs/security.md).
         let bus = directory.appendingPathComponent("nats").path
-        let members = (1...max(1, workers)).map { BusCredentials.Member(.worker, "worker-\($0)") } + [BusCredentials.Member(.gateway, "dev-callers")]
+        let members = (1...max(1, workers)).map { BusCredentials.Member(.worker, "worker-\($0)") }
+            + [BusCredentials.Member(.gateway, "dev-callers"), BusCredentials.Member(.gateway, "gateway-1")]
         _ = try NATSConfigCommand.write(to: bus, subjects: Subjects.default, name: "switchboard-dev", members: members, force: false)
         let serverConf = directory.appendingPathComponent("nats-server.conf")
         try "include ./nats/nats-auth.conf\n".write(to: serverConf, atomically: true, encoding: .utf8)
@@ -138,16 +139,27 @@ final class DevCluster: Sendable {
                                                       "--drain-deadline", "0", "--drain-at-deadline", "end",
                                                       "--nats-creds", bus + "/worker-worker-\(i).creds"] + common, in: directory))
         }
+        // A gateway for browsers (and Twilio, with a dev auth token): its secrets in files only it reads.
+        let secrets = directory.appendingPathComponent("gateway").path
+        try FileManager.default.createDirectory(atPath: secrets, withIntermediateDirectories: true)
+        try SecretFile.write("demo=\(demoKey)\n", to: secrets + "/tenant-keys", replace: false)
+        try SecretFile.write(Identifiers.random(bytes: 32), to: secrets + "/token-secret", replace: false)
+        try SecretFile.write("dev-twilio-auth-token", to: secrets + "/twilio-auth-token", replace: false)
+        children.append(try spawn("gateway-1", ["gateway", "--id", "gateway-1", "--http-port", "0", "--nats-creds", bus + "/gateway-gateway-1.creds",
+                                                "--tenant-keys-file", secrets + "/tenant-keys", "--token-secret-file", secrets + "/token-secret",
+                                                "--twilio-auth-token-file", secrets + "/twilio-auth-token", "--number", "+15550100000=demo",
+                                                "--call-token-ttl", "43200"] + common, in: directory))
         for child in children { say("started \(child.name) (pid \(child.pid))") }
         var routerURLs: [String] = []
-        for child in children where child.name.hasPrefix("router-") {
+        var gatewayURL = ""
+        for child in children where child.name.hasPrefix("router-") || child.name.hasPrefix("gateway-") {
             guard let url = await Self.listeningURL(of: child) else {
                 for c in children where c.process.isRunning { kill(c.pid, SIGKILL) }
                 await redis.stop()
                 await nats.stop()
                 Settings.fail("\(child.name) did not start within 30 s; its log:\n" + ((try? String(contentsOf: child.log, encoding: .utf8)) ?? ""))
             }
-            routerURLs.append(url)
+            if child.name.hasPrefix("gateway-") { gatewayURL = url } else { routerURLs.append(url) }
         }
         // The demo callers ask for routes as a gateway does; each call's audio goes over its own credential.
         var gateway = NATSConfiguration(servers: [nats.url], name: "dev-callers")
@@ -157,6 +169,13 @@ final class DevCluster: Sendable {
         let cluster = DevCluster(nats: nats, redis: redis, directory: directory, children: children, routerURLs: routerURLs,
                                  connection: connection, adminKey: adminKey, demoKey: demoKey)
         try await cluster.waitUntilReady(workers: max(1, workers))
+        // A call token for the page, as a tenant's backend would get one (the key itself stays here).
+        if let data = try? await APIClient(base: gatewayURL, key: demoKey).post("/v1/call-tokens", json: [String: String]()),
+           let token = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["token"] as? String {
+            say("browser page \(gatewayURL)/#token=\(token)\n             (open it on this machine, click Call and speak: the echo worker plays you back; the token lasts 12 h)")
+        } else {
+            say("gateway      \(gatewayURL) (no call token could be made: see its log)")
+        }
         return cluster
     }
 
@@ -177,14 +196,14 @@ final class DevCluster: Sendable {
         return Child(name: name, process: process, log: log)
     }
 
-    /// The URL a router says it listens on (its log's `listening on` line); nil if it exits or says nothing
-    /// within 30 s.
+    /// The URL a router (or gateway) says it listens on (its log's `listening on` or `serving … on` line); nil if it
+    /// exits or says nothing within 30 s.
     private static func listeningURL(of router: Child) async -> String? {
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline && router.process.isRunning {
             let log = (try? String(contentsOf: router.log, encoding: .utf8)) ?? ""
-            if let line = log.split(separator: "\n").first(where: { $0.contains(" listening on ") }),
-               let at = line.range(of: " listening on ") {
+            if let line = log.split(separator: "\n").first(where: { $0.contains(" listening on ") || $0.contains(" on http://") }),
+               let at = line.range(of: " listening on ") ?? line.range(of: " on ", options: .backwards) {
                 return String(line[at.upperBound...]).trimmingCharacters(in: .whitespaces)
             }
             try? await Task.sleep(for: .milliseconds(50))
