@@ -17,8 +17,8 @@ struct Bench: AsyncParsableCommand {
     var redisURL: String?
     @Option(help: "Sequential round trips per measurement.")
     var count = 20_000
-    @Option(help: "Which parts to run (nats, redis, sentinel, opus, route, scheduler, ingest, tenants, drain, deploy, agents).")
-    var only: [String] = ["nats", "redis", "sentinel", "opus", "route", "scheduler", "ingest", "tenants", "drain", "deploy", "agents"]
+    @Option(help: "Which parts to run (nats, redis, sentinel, opus, route, scheduler, ingest, tenants, drain, deploy, agents, gateway).")
+    var only: [String] = ["nats", "redis", "sentinel", "opus", "route", "scheduler", "ingest", "tenants", "drain", "deploy", "agents", "gateway"]
     @Option(name: .customLong("sim-seconds"), help: "Simulated seconds per strategy and setting in the scheduler part (after a 600 s warm-up).")
     var simSeconds = 3600
     @Flag(help: "Also print the results as a Markdown table.")
@@ -58,6 +58,7 @@ struct Bench: AsyncParsableCommand {
         if only.contains("opus") {
             try OpusBenchRun(frames: 5_000).run(into: &report)
         }
+        if only.contains("gateway") { try GatewayBenchRun(frames: 5_000).run(into: &report) }
         if only.contains("scheduler") {
             await SchedulerBench(decisions: count, simulatedSeconds: simSeconds).run(into: &report)
         }

@@ -1,0 +1,70 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardOpus
+
+/// The gateway's work per 20 ms frame of a Twilio leg, both ways, with the raw Opus cost in the same run:
+/// in, a `media` message decoded (JSON, base64), mu-law to PCM, Opus-encoded at 8 kHz and packed; out, a packet
+/// unpacked, through the jitter buffer, Opus-decoded at 8 kHz, mu-law-encoded and written as a `media` message.
+/// The same steps, in the same order, as `Gateway` runs them (its NATS and WebSocket I/O aside).
+struct GatewayBenchRun {
+    var frames: Int
+
+    func run(into report: inout Report) throws {
+        var tone = ToneGenerator(frequency: 440, sampleRate: 8_000)
+        let sid = JSONText.quoted("MZ00000000000000000000000000000000")
+        let messages = (0..<frames).map { i in
+            Array(MediaStream.media(quotedStreamSid: sid, sequence: i, chunk: i, timestampMillis: Int64(i * 20),
+                                    payload: MuLaw.encode(tone.next(160))).utf8)
+        }
+        let clock = ContinuousClock()
+
+        // Caller -> call.
+        let encoder = try OpusEncoder(sampleRate: 8_000)
+        var packets: [[UInt8]] = []
+        packets.reserveCapacity(frames)
+        var inTimes: [Duration] = []
+        for (i, message) in messages.enumerated() {
+            let start = clock.now
+            guard case .media(_, let payload) = try TwilioStream.decode(message) else { throw SwitchboardError(.badMessage, "not media") }
+            let packet = MediaPacket(sequence: UInt32(i), timestamp: UInt32(i * 960), payload: try encoder.encode(MuLaw.decode(payload)))
+            packets.append(packet.encoded())
+            inTimes.append(clock.now - start)
+        }
+
+        // Call -> caller.
+        let decoder = try OpusDecoder(sampleRate: 8_000)
+        var jitter = JitterBuffer()
+        var outTimes: [Duration] = []
+        var written = 0
+        for (i, bytes) in packets.enumerated() {
+            let start = clock.now
+            _ = jitter.insert(try MediaPacket.decode(bytes), arrivalMillis: Double(i * 20))
+            if case .packet(let packet) = jitter.tick() {
+                written += TwilioStream.media(quotedStreamSid: sid, payload: MuLaw.encode(try decoder.decode(packet.payload))).utf8.count
+            }
+            outTimes.append(clock.now - start)
+        }
+        precondition(written > 0)
+
+        // The raw codec in the same run: Opus at 8 kHz, encode then decode, nothing else.
+        var rawTimes: [Duration] = []
+        let rawEncoder = try OpusEncoder(sampleRate: 8_000)
+        let rawDecoder = try OpusDecoder(sampleRate: 8_000)
+        var rawTone = ToneGenerator(frequency: 440, sampleRate: 8_000)
+        let pcm = (0..<frames).map { _ in rawTone.next(160) }
+        for frame in pcm {
+            let start = clock.now
+            _ = try rawDecoder.decode(try rawEncoder.encode(frame))
+            rawTimes.append(clock.now - start)
+        }
+
+        let i = LatencySummary(inTimes)!, o = LatencySummary(outTimes)!, raw = LatencySummary(rawTimes)!
+        let perLeg = i.mean + o.mean
+        report.add(Row(name: "Gateway, Twilio leg in: media JSON -> Opus packet", summary: i, throughput: 1e6 / i.mean.microseconds))
+        report.add(Row(name: "Gateway, Twilio leg out: packet -> media JSON (jitter buffer)", summary: o, throughput: 1e6 / o.mean.microseconds))
+        report.add(Row(name: "Raw Opus 8 kHz encode + decode (the floor)", summary: raw, throughput: 1e6 / raw.mean.microseconds,
+                       note: String(format: "gateway both ways = %.2fx this; %.0f legs per core (%.2f%% of a core per leg)",
+                                    perLeg.microseconds / raw.mean.microseconds, 20_000 / perLeg.microseconds,
+                                    perLeg.microseconds / 20_000 * 100)))
+    }
+}
