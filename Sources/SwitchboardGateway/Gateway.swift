@@ -136,7 +136,15 @@ public final class Gateway: Service, Sendable {
             for await job in leg.jobs { group.addTask(operation: job) }
             group.cancelAll()
         }
-        leg.logger.info("leg closed", metadata: [LogKey.callID: "\(leg.callID ?? "-")"])
+        // The leg's audio toward its caller, in the counters and in one line with its call id.
+        let (stats, jitter) = leg.state.withLock { ($0.jitter.stats, $0.jitter.jitterMillis) }
+        metrics.increment(GatewayMetrics.concealed, by: Double(stats.concealed), help: "Frames toward callers made up by Opus concealment")
+        metrics.increment(GatewayMetrics.lost, by: Double(stats.lost), help: "The agent's packets that never reached the gateway")
+        leg.logger.info("leg closed", metadata: [
+            LogKey.callID: "\(leg.callID ?? "-")", "played": "\(stats.played)", "concealed": "\(stats.concealed)",
+            "lost": "\(stats.lost)", "late": "\(stats.late)", "dropped": "\(stats.dropped)",
+            "jitter_ms": "\(String(format: "%.1f", jitter))", "seconds": "\((ContinuousClock.now - leg.started).components.seconds)",
+        ])
     }
 
     /// Feeds `event` to the leg's machine and runs what it decides.
@@ -393,32 +401,31 @@ public final class Gateway: Service, Sendable {
 
     private func play(_ leg: Leg) {
         let began = ContinuousClock.now
-        let (message, stats): (Outgoing?, JitterBuffer.Stats) = leg.state.withLock { state in
-            guard state.machine.phase == .live else { return (nil, state.jitter.stats) }
+        let message: Outgoing? = leg.state.withLock { state in
+            guard state.machine.phase == .live else { return nil }
             do {
                 let samples: [Int16]
                 switch state.jitter.tick() {
                 case .nothing:
-                    return (nil, state.jitter.stats)
+                    return nil
                 case .packet(let packet):
                     if state.decoder == nil { state.decoder = try OpusDecoder(sampleRate: leg.kind.sampleRate) }
                     samples = try state.decoder!.decode(packet.payload)
                 case .conceal:
-                    if state.decoder == nil { return (nil, state.jitter.stats) }
-                    samples = try state.decoder!.decodeMissing()
+                    guard let decoder = state.decoder else { return nil }
+                    samples = try decoder.decodeMissing()
                 }
                 switch leg.kind {
-                case .twilio: return (.text(TwilioStream.media(quotedStreamSid: state.quotedStreamSid, payload: MuLaw.encode(samples))), state.jitter.stats)
-                case .browser: return (.binary(BrowserStream.encode(samples)), state.jitter.stats)
+                case .twilio: return .text(TwilioStream.media(quotedStreamSid: state.quotedStreamSid, payload: MuLaw.encode(samples)))
+                case .browser: return .binary(BrowserStream.encode(samples))
                 }
             } catch {
-                return (nil, state.jitter.stats)  // a packet the decoder refuses: nothing plays for it
+                return nil  // a packet the decoder refuses: nothing plays for it
             }
         }
         guard let message else { return }
         metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "out"], (ContinuousClock.now - began).seconds,
                         buckets: GatewayMetrics.transcodeBuckets, help: "Time to transcode one 20 ms frame, by direction")
-        _ = stats
         if !leg.send(message) {
             badInput(leg, SwitchboardError(.slowConsumer, "the caller's socket does not take its audio"), reason: "slow_reader")
         }

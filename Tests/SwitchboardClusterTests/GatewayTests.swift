@@ -148,9 +148,9 @@ extension GatewayTests {
         await cluster.shutdown()
     }
 
-    /// A call moved live to another worker: the caller's stream stays open, the tone goes on, and the gap the
-    /// caller hears is short (measured; the bench holds the p99 goal, this bounds it on a busy test machine).
-    @Test func aMigratedCallKeepsItsStreamAndTheGapIsShort() async throws {
+    /// A call moved live between two workers ten times: the caller's stream stays open, the tone goes on, and the
+    /// gaps the caller hears are short (printed; the bound here allows for a busy test machine).
+    @Test func aCallMigratedTenTimesKeepsItsStreamAndTheGapsAreShort() async throws {
         let cluster = try await TestCluster()
         try await cluster.addRouter()
         try await cluster.addWorker(id: "a")
@@ -159,24 +159,28 @@ extension GatewayTests {
         let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
         let twilio = try await FakeTwilio(port: gw.port, path: path)
         try await twilio.start()
-        let speaking = Task { try await twilio.speak(seconds: 3) }
+        let speaking = Task { try await twilio.speak(seconds: 9) }
         try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
         try await cluster.addWorker(id: "b")
         try await cluster.waitForWorkers(2)
         try await Task.sleep(for: .seconds(1))
         let callID = gw.gateway.liveCalls[0]
-        let before = ContinuousClock.now
-        let moved = try await cluster.http("POST", "/v1/calls/\(callID)/migrate")
-        #expect(moved.status == 200, "\(String(decoding: moved.body, as: UTF8.self))")
-        let after = ContinuousClock.now
+        var gaps: [Duration] = []
+        for move in 0..<10 {
+            let before = ContinuousClock.now
+            let moved = try await cluster.http("POST", "/v1/calls/\(callID)/migrate")
+            #expect(moved.status == 200, "move \(move): \(String(decoding: moved.body, as: UTF8.self))")
+            let after = ContinuousClock.now
+            try await Task.sleep(for: .milliseconds(600))
+            gaps.append(twilio.longestGap(in: (before - .milliseconds(100))...(after + .milliseconds(500))))
+        }
         try await speaking.value
-        #expect(try await cluster.record(callID)["worker_id"] == "b")
         #expect(!twilio.isClosed)
-        let gap = twilio.longestGap(in: (before - .milliseconds(200))...(after + .seconds(1)))
-        print("gateway migration: longest gap the caller heard \(gap.milliseconds) ms")
-        #expect(gap <= .milliseconds(300), "gap \(gap)")
-        let frequency = twilio.frequency(after: after + .milliseconds(300))
-        #expect(frequency.map { abs($0 - 440) <= 5 } == true, "after the move: \(String(describing: frequency)) Hz")
+        let sorted = gaps.sorted()
+        print("gateway migrations: longest gap the caller heard per move, p50 \(sorted[sorted.count / 2].milliseconds) ms, max \(sorted.last!.milliseconds) ms")
+        #expect(sorted.last! <= .milliseconds(300), "gaps \(gaps)")
+        let frequency = twilio.frequency(after: ContinuousClock.now - .seconds(1))
+        #expect(frequency.map { abs($0 - 440) <= 5 } == true, "after the moves: \(String(describing: frequency)) Hz")
         await gw.stop()
         await cluster.shutdown()
     }
