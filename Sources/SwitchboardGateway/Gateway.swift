@@ -122,10 +122,6 @@ public final class Gateway: Service, Sendable {
             try? await outbound.close(.init(codeNumber: 1013), reason: error.message)
             return
         }
-        defer {
-            state.withLock { _ = $0.legs.removeValue(forKey: ObjectIdentifier(leg)) }
-            disconnect(leg)
-        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.write(leg, to: outbound) }
             group.addTask {
@@ -136,6 +132,8 @@ public final class Gateway: Service, Sendable {
             for await job in leg.jobs { group.addTask(operation: job) }
             group.cancelAll()
         }
+        await disconnect(leg)
+        state.withLock { _ = $0.legs.removeValue(forKey: ObjectIdentifier(leg)) }
         // The leg's audio toward its caller, in the counters and in one line with its call id.
         let (stats, jitter) = leg.state.withLock { ($0.jitter.stats, $0.jitter.jitterMillis) }
         metrics.increment(GatewayMetrics.concealed, by: Double(stats.concealed), help: "Frames toward callers made up by Opus concealment")
@@ -182,23 +180,16 @@ public final class Gateway: Service, Sendable {
                 metrics.increment(GatewayMetrics.legsTotal, ["kind": leg.kind.rawValue, "result": error.code.rawValue], help: "Caller legs, by how they ended")
             }
         }
-        // A leg the caller hung up on (or that was refused) closes its socket too.
-        if actions.contains(.endCall(.caller)) && !actions.contains(where: { if case .closeWithError = $0 { true } else { false } }) {
-            if leg.kind == .browser { leg.send(.text(BrowserStream.ended(.caller))) }
-            leg.close(.normalClosure, "hung up")
-            metrics.increment(GatewayMetrics.legsTotal, ["kind": leg.kind.rawValue, "result": "caller"], help: "Caller legs, by how they ended")
-        }
     }
 
-    /// Drops the leg's hold on its call: the audio subscription, the call's own connection.
-    private func disconnect(_ leg: Leg) {
+    /// Drops the leg's hold on its call: the audio subscription, the call's own connection (once what it sent,
+    /// an end request say, has reached the server, or half a second passed).
+    private func disconnect(_ leg: Leg) async {
         guard let call = leg.state.withLock({ state -> Leg.Call? in defer { state.call = nil }; return state.call }) else { return }
         call.audioOut.unsubscribe()
-        if call.owned {
-            let connection = call.nats
-            // Let the end request go out before the connection closes.
-            Task { try? await connection.flush(timeout: .milliseconds(500)); connection.close() }
-        }
+        guard call.owned else { return }
+        try? await call.nats.flush(timeout: .milliseconds(500))  // a flush that fails leaves nothing more to wait for
+        call.nats.close()
     }
 
     // MARK: - The caller's socket
@@ -436,7 +427,7 @@ public final class Gateway: Service, Sendable {
     /// Asks a router for a worker, and connects the leg to the call.
     private func route(_ leg: Leg) async {
         let metadata = leg.state.withLock { $0.metadata }
-        let request = RouteRequest(tenant: leg.tenant, region: configuration.region, zone: configuration.region == nil ? nil : configuration.zone,
+        let request = RouteRequest(tenant: leg.tenant, region: configuration.region, zone: configuration.zone,
                                    locality: .preferred, metadata: metadata)
         var headers = NATSHeaders()
         if let key = configuration.tenantKeys[leg.tenant] { headers["Authorization"] = "Bearer \(key)" }

@@ -63,7 +63,9 @@ struct GatewayCommand: AsyncParsableCommand {
             } else if let token = Settings.environment["SWITCHBOARD_TWILIO_AUTH_TOKEN"], !token.isEmpty {
                 config.twilioAuthToken = token
             }
-            if !tenantKeysFile.isEmpty { config.tenantKeys = try pairs(readSecret(tenantKeysFile, "tenant keys").split(separator: "\n").map(String.init), "tenant keys file") }
+            if !tenantKeysFile.isEmpty {
+                config.tenantKeys = try pairs(readSecret(tenantKeysFile, "tenant keys").split(whereSeparator: \.isNewline).map(String.init), "tenant keys file")
+            }
             config.numbers = try pairs(numbers, "--number")
             for tenant in config.numbers.values { try WireCheck.identifier(tenant, "tenant") }
             config.streamTokenTTL = try seconds(streamTokenTTL, "stream token ttl", max: 3600)
@@ -71,6 +73,7 @@ struct GatewayCommand: AsyncParsableCommand {
             config.drainDeadline = try seconds(drainDeadline, "drain deadline", allowZero: true, max: 86_400)
             guard maxLegs > 0 else { throw SwitchboardError(.invalidArgument, "max-legs must be 1 or more") }
             config.maxLegs = maxLegs
+            guard zone.isEmpty || !region.isEmpty else { throw SwitchboardError(.invalidArgument, "--zone needs --region") }
             config.region = region.isEmpty ? nil : region
             config.zone = zone.isEmpty ? nil : zone
             guard (0...65535).contains(httpPort) else { throw SwitchboardError(.invalidArgument, "http-port must be 0-65535, got \(httpPort)") }

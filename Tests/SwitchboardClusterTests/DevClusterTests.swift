@@ -24,7 +24,8 @@ struct DevClusterTests {
             guard line.hasPrefix("started "), let open = line.range(of: "(pid "), let close = line.lastIndex(of: ")") else { return nil }
             return Int32(line[open.upperBound..<close])
         }
-        #expect(pids.count == 4)
+        #expect(pids.count == 5, "2 routers, 2 workers and a gateway")
+        #expect(dev.output.contains("browser page http://127.0.0.1:") && dev.output.contains("/#token=v1.demo."), "\(dev.output.prefix(1_500))")
         for pid in pids { #expect(kill(pid, 0) != 0, "process \(pid) still running") }
         let ports = dev.output.split(separator: "\n").compactMap { line -> Int? in
             guard line.hasPrefix("nats-server") || line.hasPrefix("redis-server"), let colon = line.lastIndex(of: ":") else { return nil }

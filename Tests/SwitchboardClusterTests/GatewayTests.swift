@@ -326,11 +326,11 @@ extension GatewayTests {
         }
         try await eventually(timeout: .seconds(30), "all \(legs) placed") { gw.gateway.liveCalls.count == legs }
         #expect(gw.gateway.legCounts[.twilio] == legs)
-        // Each leg speaks its own frequency, 300-3,285 Hz in 15 Hz steps, for a second, all at once.
+        // Each leg speaks its own frequency, 300-3,285 Hz in 15 Hz steps, for 0.7 s, all at once.
         let began = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (i, caller) in callers.enumerated() {
-                group.addTask { try await caller.speak(seconds: 1, frequency: 300 + Double(i) * 15) }
+                group.addTask { try await caller.speak(seconds: 0.7, frequency: 300 + Double(i) * 15) }
             }
             try await group.waitForAll()
         }

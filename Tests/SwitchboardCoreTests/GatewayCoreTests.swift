@@ -107,7 +107,7 @@ struct LegMachineTests {
         #expect(leg.handle(.media) == [.dropEarly])
         #expect(leg.handle(.routed) == [.connect])
         #expect(leg.handle(.media) == [.forward])
-        #expect(leg.handle(.hungUp) == [.endCall(.caller)])
+        #expect(leg.handle(.hungUp) == [.endCall(.caller), .closeEnded(.caller)])
         #expect(leg.phase == .closed)
         #expect(leg.handle(.media) == [])
     }
@@ -128,12 +128,20 @@ struct LegMachineTests {
     @Test func aHangUpDuringTheRouteEndsTheCallOncePlaced() {
         var leg = LegMachine(waitsForStart: false)
         #expect(leg.handle(.hungUp) == [])
-        #expect(leg.handle(.routed) == [.endCall(.caller)])
+        #expect(leg.handle(.routed) == [.endCall(.caller), .closeEnded(.caller)])
         #expect(leg.phase == .closed)
         var refused = LegMachine(waitsForStart: false)
         let error = SwitchboardError(.rateLimited, "flood")
         #expect(refused.handle(.refused(error)) == [.closeWithError(error)])
-        #expect(refused.handle(.routed) == [.endCall(.caller)])
+        #expect(refused.handle(.refused(error)) == [], "closed once")
+        #expect(refused.handle(.routed) == [.endCall(.caller)], "the socket is closed already")
+        var failed = LegMachine(waitsForStart: false)
+        _ = failed.handle(.refused(error))
+        #expect(failed.handle(.routeFailed(SwitchboardError(.noCapacity, "full"))) == [])
+        // A drain's deadline during the route: the call, once placed, ends as the gateway's.
+        var draining = LegMachine(waitsForStart: false)
+        #expect(draining.handle(.deadline) == [])
+        #expect(draining.handle(.routed) == [.endCall(.gatewayStopping), .closeEnded(.gatewayStopping)])
     }
 
     @Test func theClustersEndAndTheDrainDeadlineCloseTheLeg() {

@@ -106,7 +106,14 @@ import Testing
 
     @Test func badSettingsAndFramesAreRefused() throws {
         #expect(throws: SwitchboardError.self) { _ = try OpusEncoder(format: OpusFormat(sampleRate: 44_100)) }
-        #expect(throws: SwitchboardError.self) { _ = try OpusDecoder(sampleRate: 8_000) }
+        #expect(throws: SwitchboardError.self) { _ = try OpusDecoder(sampleRate: 22_050) }
+        // Every rate Opus has is taken: a gateway encodes a phone call's 8 kHz as it comes.
+        for rate in [8_000, 12_000, 16_000, 24_000, 48_000] {
+            let encoder = try OpusEncoder(sampleRate: rate)
+            var tone = ToneGenerator(frequency: 440, sampleRate: rate)
+            let decoded = try OpusDecoder(sampleRate: 48_000).decode(try encoder.encode(tone.next(rate / 50)))
+            #expect(decoded.count == 960, "a packet made at \(rate) Hz decodes at 48 kHz")
+        }
         #expect(throws: SwitchboardError.self) { _ = try OpusEncoder(format: OpusFormat(bitrate: 1)) }
         #expect(throws: SwitchboardError.self) { _ = try OpusEncoder(format: OpusFormat(complexity: 11)) }
         let encoder = try OpusEncoder()

@@ -46,8 +46,10 @@ public struct LegMachine: Sendable, Equatable {
     }
 
     public private(set) var phase: Phase
-    /// The caller hung up while the route was under way: the call ends as soon as it is placed.
-    private var hungUpWhileRouting = false
+    /// Set when the leg must end while its route is under way: the call is ended, for this reason, once placed.
+    private var endWhenPlaced: EndReason?
+    /// The caller's socket was already told to close (a refusal during the route).
+    private var socketClosed = false
 
     /// `waitsForStart`: a Twilio stream (routes on its `start`); otherwise the leg routes at once (`.route` is
     /// the caller's first action to run).
@@ -65,31 +67,31 @@ public struct LegMachine: Sendable, Equatable {
         case (.awaitingStart, .media):
             return close(.closeWithError(SwitchboardError(.badMessage, "media before the stream's start")))
         case (.awaitingStart, .hungUp), (.awaitingStart, .deadline):
-            return close(nil)
+            return close()
         case (_, .started):
             return refuse(SwitchboardError(.badMessage, "a second start on one stream"))
         case (.routing, .media):
             return [.dropEarly]
         case (.routing, .routed):
-            if hungUpWhileRouting { return close(.endCall(.caller)) }
+            if let reason = endWhenPlaced { return close(.endCall(reason), socketClosed ? nil : .closeEnded(reason)) }
             phase = .live
             return [.connect]
         case (.routing, .routeFailed(let error)):
-            return close(.closeWithError(error))
+            return close(socketClosed ? nil : .closeWithError(error))
         case (.routing, .hungUp):
-            hungUpWhileRouting = true
+            if endWhenPlaced == nil { endWhenPlaced = .caller }
+            return []
+        case (.routing, .deadline):
+            endWhenPlaced = .gatewayStopping
             return []
         case (.live, .media):
             return [.forward]
         case (.live, .hungUp):
-            return close(.endCall(.caller))
+            return close(.endCall(.caller), .closeEnded(.caller))
         case (.live, .callEnded(let reason)):
             return close(.closeEnded(reason))
         case (.live, .deadline):
             return close(.endCall(.gatewayStopping), .closeEnded(.gatewayStopping))
-        case (.routing, .deadline):
-            hungUpWhileRouting = true
-            return []
         case (_, .refused(let error)):
             return refuse(error)
         case (.awaitingStart, .routed), (.awaitingStart, .routeFailed), (.awaitingStart, .callEnded),
@@ -101,7 +103,9 @@ public struct LegMachine: Sendable, Equatable {
     private mutating func refuse(_ error: SwitchboardError) -> [Action] {
         switch phase {
         case .routing:
-            hungUpWhileRouting = true  // the call, once placed, is ended
+            guard !socketClosed else { return [] }
+            endWhenPlaced = endWhenPlaced ?? .caller
+            socketClosed = true
             return [.closeWithError(error)]
         case .live:
             return close(.endCall(.caller), .closeWithError(error))
