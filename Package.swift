@@ -47,6 +47,8 @@ let package = Package(
         ),
         .target(name: "SwitchboardOpus", dependencies: ["COpus", "CSpeexDSP", "SwitchboardCore"]),
         .target(name: "SwitchboardObservability", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        // What the routers' and gateways' HTTP servers share (bodies with a size limit, errors as JSON).
+        .target(name: "SwitchboardHTTP", dependencies: ["SwitchboardCore", "SwitchboardObservability", .product(name: "Hummingbird", package: "hummingbird")]),
 
         // Shells: the worker and the router, around the pure core.
         .target(
@@ -65,7 +67,7 @@ let package = Package(
         .target(
             name: "SwitchboardRouter",
             dependencies: [
-                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardObservability",
+                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardObservability", "SwitchboardHTTP",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]
@@ -74,7 +76,7 @@ let package = Package(
         .target(
             name: "SwitchboardGateway",
             dependencies: [
-                "SwitchboardCore", "SwitchboardNATS", "SwitchboardOpus", "SwitchboardObservability",
+                "SwitchboardCore", "SwitchboardNATS", "SwitchboardOpus", "SwitchboardObservability", "SwitchboardHTTP",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

@@ -5,6 +5,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import SwitchboardCore
+import SwitchboardHTTP
 import SwitchboardObservability
 
 /// The gateway's one port: Twilio's voice webhook and media streams, the browser page and its calls, call
@@ -13,7 +14,7 @@ public enum GatewayHTTP {
     public static func application(for gateway: Gateway, host: String, port: Int,
                                    onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         let http = Router(context: BasicWebSocketRequestContext.self)
-        http.middlewares.add(GatewayErrors(metrics: gateway.metrics))
+        http.middlewares.add(ErrorMiddleware(metrics: gateway.metrics))
         http.get("/healthz") { _, _ in json(#"{"ok":true}"#) }
         http.get("/readyz") { _, _ -> Response in
             let ready = gateway.isReady
@@ -37,7 +38,7 @@ public enum GatewayHTTP {
         http.post("/v1/call-tokens") { request, _ in try gateway.callToken(request) }
 
         let ws = Router(context: BasicWebSocketRequestContext.self)
-        ws.middlewares.add(GatewayErrors(metrics: gateway.metrics))
+        ws.middlewares.add(ErrorMiddleware(metrics: gateway.metrics))
         for kind in LegKind.allCases {
             ws.ws(RouterPath("/\(kind.rawValue)/stream/:token")) { _, context in
                 _ = try gateway.streamToken(context.parameters.get("token"), kind: kind, graceMillis: 0)
@@ -117,7 +118,7 @@ extension Gateway {
             throw SwitchboardError(.unavailable, "this gateway has no Twilio auth token (--twilio-auth-token-file)")
         }
         var request = request
-        let body = try await collect(&request, limit: TwilioWebhook.maxBodyBytes)
+        let body = try await HTTPBody.collect(&request, limit: TwilioWebhook.maxBodyBytes)
         let form = try TwilioWebhook.form(body)
         let url = publicBase(request) + (request.uri.path) + (request.uri.query.map { "?" + $0 } ?? "")
         guard TwilioWebhook.isSigned(request.headers[HTTPField.Name("X-Twilio-Signature")!], authToken: authToken, url: url, parameters: form) else {
@@ -165,43 +166,5 @@ extension Gateway {
         let url = Self.webSocketBase(publicBase(request)) + "/browser/stream/" + token
         return GatewayHTTP.json(#"{"token":"\#(token)","expires_at_ms":\#(expires),"url":"\#(url)","page":"\#(publicBase(request))/#token=\#(token)"}"#,
                                 status: .created)
-    }
-
-    func collect(_ request: inout Request, limit: Int) async throws -> [UInt8] {
-        let tooLarge = SwitchboardError(.tooLarge, "request body is over \(limit) bytes")
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit { throw tooLarge }
-        var bytes: [UInt8] = []
-        for try await chunk in request.body {
-            guard bytes.count + chunk.readableBytes <= limit else { throw tooLarge }
-            bytes.append(contentsOf: chunk.readableBytesView)
-        }
-        return bytes
-    }
-}
-
-/// Every error as the JSON error body with its status, counted by status class.
-struct GatewayErrors<Context: RequestContext>: RouterMiddleware {
-    let metrics: MetricsRegistry
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        var response: Response
-        do {
-            response = try await next(request, context)
-        } catch let error as SwitchboardError {
-            response = render(error.api.status, error.apiBody)
-        } catch let error as HTTPError {
-            response = render(error.status.code, ErrorBody(code: error.status == .notFound ? "not_found" : "bad_request",
-                                                           message: error.body ?? error.status.reasonPhrase))
-        } catch {
-            context.logger.error("request failed", metadata: [LogKey.error: "\(error)"])
-            response = render(500, ErrorBody(code: "internal", message: "internal error"))
-        }
-        metrics.increment(MetricNames.httpRequests, ["status": "\(response.status.code / 100)xx"], help: "HTTP requests by status class")
-        return response
-    }
-
-    func render(_ status: Int, _ body: ErrorBody) -> Response {
-        Response(status: HTTPResponse.Status(code: status), headers: [.contentType: "application/json"],
-                 body: .init(byteBuffer: ByteBuffer(bytes: WireCodec.encode(ErrorEnvelope(body)))))
     }
 }

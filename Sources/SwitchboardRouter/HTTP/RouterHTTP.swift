@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import SwitchboardHTTP
 import Logging
 import SwitchboardCore
 import SwitchboardObservability
@@ -19,7 +20,7 @@ public enum RouterHTTP {
         routes.post("/v1/calls") { request, _ -> Response in
             var request = request
             let deadline = ContinuousClock.now + router.configuration.routeDeadline
-            let body = try await collect(&request, limit: maxBody)
+            let body = try await HTTPBody.collect(&request, limit: maxBody)
             var route = try RouteRequest.decode(withVersion(body, tenantOptional: router.configuration.tenancy))
             if request.uri.queryParameters.get("explain") == "true" { route.explain = true }
             let tenant = try await router.tenant(authorization: request.headers[.authorization], deadline: deadline)
@@ -45,7 +46,7 @@ public enum RouterHTTP {
             let actor = try await actor(request, router, "drain")
             let id = try context.parameters.require("id")
             var request = request
-            let body = try DrainBody.decode(try await collect(&request, limit: maxBody))
+            let body = try DrainBody.decode(try await HTTPBody.collect(&request, limit: maxBody))
             let deadline = try body.deadline(default: router.configuration.defaultDrainDeadline)
             let result = try await router.audited("drain", target: id, actor: actor,
                                                   detail: "deadline \(deadline), at deadline \(body.atDeadline ?? .migrate)") {
@@ -79,7 +80,7 @@ public enum RouterHTTP {
         routes.put("/v1/deployment") { request, _ -> Response in
             let actor = try await actor(request, router, "deploy")
             var request = request
-            let body: DeployBody = try decodeBody(try await collect(&request, limit: maxBody),
+            let body: DeployBody = try decodeBody(try await HTTPBody.collect(&request, limit: maxBody),
                                                   shape: #"{"version": "1.5.0", "canary_percent": 0-100, "canary_by": "call" or "tenant", "rollback_window_seconds", "drain_deadline_seconds", "at_deadline", "force", "revision"}"#)
             let change = try body.change()
             let canary = body.canaryPercent.map { " as canary at \($0)%" } ?? ""
@@ -93,7 +94,7 @@ public enum RouterHTTP {
             routes.post("/v1/deployment/\(path)") { request, _ -> Response in
                 let actor = try await actor(request, router, action)
                 var request = request
-                let bytes = try await collect(&request, limit: maxBody)
+                let bytes = try await HTTPBody.collect(&request, limit: maxBody)
                 let body: DeployActionBody = bytes.isEmpty ? DeployActionBody()
                     : try decodeBody(bytes, shape: #"{"to": "1.4.0", "force": false, "revision": 7} (every field optional)"#)
                 let change: DeployPolicy.Change = action == "promote" ? .promote : action == "abort" ? .abort : .rollback(to: body.to)
@@ -127,18 +128,6 @@ public enum RouterHTTP {
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: router.logger
         )
-    }
-
-    /// The body, refused with `too_large` over `limit` bytes.
-    static func collect(_ request: inout Request, limit: Int) async throws -> [UInt8] {
-        let tooLarge = SwitchboardError(.tooLarge, "request body is over \(limit) bytes")
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit { throw tooLarge }
-        var bytes: [UInt8] = []
-        for try await chunk in request.body {
-            guard bytes.count + chunk.readableBytes <= limit else { throw tooLarge }
-            bytes.append(contentsOf: chunk.readableBytesView)
-        }
-        return bytes
     }
 
     /// The `limit` query parameter (the store checks its range).
@@ -185,42 +174,6 @@ public enum RouterHTTP {
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
         Response(status: status, headers: [.contentType: "application/json"],
                  body: .init(byteBuffer: ByteBuffer(bytes: WireCodec.encode(value))))
-    }
-}
-
-/// Turns every error into the JSON error body with its status, and counts requests by status class.
-struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    let metrics: MetricsRegistry
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        var response: Response
-        do {
-            response = try await next(request, context)
-        } catch let error as SwitchboardError {
-            response = Self.render(error.api.status, error.apiBody)
-            if let ms = error.context["retry_after_ms"].flatMap(Int.init) {
-                response.headers[.retryAfter] = String((ms + 999) / 1000)  // whole seconds, rounded up
-            }
-        } catch let error as HTTPError {
-            let code: String
-            switch error.status {
-            case .notFound: code = "not_found"
-            case .contentTooLarge: code = "too_large"
-            case .methodNotAllowed: code = "method_not_allowed"
-            default: code = error.status.code < 500 ? "bad_request" : "internal"
-            }
-            response = Self.render(error.status.code, ErrorBody(code: code, message: error.body ?? error.status.reasonPhrase))
-        } catch {
-            context.logger.error("request failed", metadata: [LogKey.error: "\(error)"])
-            response = Self.render(500, ErrorBody(code: "internal", message: "internal error"))
-        }
-        metrics.increment(MetricNames.httpRequests, ["status": "\(response.status.code / 100)xx"], help: "HTTP requests by status class")
-        return response
-    }
-
-    static func render(_ status: Int, _ body: ErrorBody) -> Response {
-        Response(status: HTTPResponse.Status(code: status), headers: [.contentType: "application/json"],
-                 body: .init(byteBuffer: ByteBuffer(bytes: WireCodec.encode(ErrorEnvelope(body)))))
     }
 }
 
