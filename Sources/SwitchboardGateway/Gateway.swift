@@ -112,9 +112,9 @@ public final class Gateway: Service, Sendable {
 
     /// Serves one caller's socket until the leg ends: reads the caller, writes the queue toward it, and runs the
     /// leg's jobs (its route), all in one task group.
-    func serve(kind: LegKind, tenant: String, metadata: [String: String], inbound: WebSocketInboundStream,
+    func serve(kind: LegKind, tenant: String, inbound: WebSocketInboundStream,
                outbound: WebSocketOutboundWriter, logger baseLogger: Logger) async {
-        let leg = Leg(kind: kind, tenant: tenant, metadata: metadata, maxQueuedFrames: configuration.maxQueuedFrames,
+        let leg = Leg(kind: kind, tenant: tenant, maxQueuedFrames: configuration.maxQueuedFrames,
                       logger: baseLogger.with([LogKey.tenant: "\(tenant)", "leg": "\(kind.rawValue)"]))
         if let refusal = admit(leg) {
             let error = SwitchboardError(.unavailable, refusal == "draining" ? "this gateway is draining" : "this gateway is full")
@@ -311,7 +311,7 @@ public final class Gateway: Service, Sendable {
     /// carries any of its rates; the worker decodes at its own), numbered, sent to the worker holding the call.
     private func toCall(_ leg: Leg, _ samples: [Int16]) {
         let began = ContinuousClock.now
-        let packets: [[UInt8]] = leg.state.withLock { state in
+        let (packets, call): ([[UInt8]], Leg.Call?) = leg.state.withLock { state in
             state.pending += samples
             var packets: [[UInt8]] = []
             let frame = leg.kind.frameSamples
@@ -327,10 +327,10 @@ public final class Gateway: Service, Sendable {
                     state.logger.error("cannot encode the caller's audio", metadata: [LogKey.error: "\(error)"])
                 }
             }
-            return packets
+            return (packets, state.call)
         }
-        guard !packets.isEmpty, let call = leg.state.withLock({ $0.call }) else { return }
-        metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "in"], (ContinuousClock.now - began).seconds / Double(packets.count),
+        guard !packets.isEmpty, let call else { return }
+        metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "in"], (ContinuousClock.now - began).microseconds / 1e6 / Double(packets.count),
                         buckets: GatewayMetrics.transcodeBuckets, help: "Time to transcode one 20 ms frame, by direction")
         for packet in packets {
             do {
@@ -342,9 +342,8 @@ public final class Gateway: Service, Sendable {
     }
 
     private func toCall(_ leg: Leg, digit: Character) {
-        guard let call = leg.state.withLock({ $0.call }) else { return }
-        let packet = leg.state.withLock { MediaPacket.dtmf(digit, sequence: $0.sequence, timestamp: $0.sequence &* 960) }
-        try? call.leg.send(packet.encoded())  // a key lost to a broken bus is lost like its audio
+        let (call, packet) = leg.state.withLock { ($0.call, MediaPacket.dtmf(digit, sequence: $0.sequence, timestamp: $0.sequence &* 960)) }
+        try? call?.leg.send(packet.encoded())  // a key lost to a broken bus is lost like its audio
     }
 
     /// A packet from the call toward the caller (on NATS's delivery thread).
@@ -415,7 +414,7 @@ public final class Gateway: Service, Sendable {
             }
         }
         guard let message else { return }
-        metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "out"], (ContinuousClock.now - began).seconds,
+        metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "out"], (ContinuousClock.now - began).microseconds / 1e6,
                         buckets: GatewayMetrics.transcodeBuckets, help: "Time to transcode one 20 ms frame, by direction")
         if !leg.send(message) {
             badInput(leg, SwitchboardError(.slowConsumer, "the caller's socket does not take its audio"), reason: "slow_reader")
@@ -480,6 +479,3 @@ extension Leg {
     var isOpen: Bool { state.withLock { $0.machine.phase != .closed } }
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}

@@ -46,7 +46,7 @@ public enum GatewayHTTP {
             } onUpgrade: { inbound, outbound, context in
                 // Checked before the upgrade; a token that expired in the milliseconds since still counts.
                 guard let token = try? gateway.streamToken(context.requestContext.parameters.get("token"), kind: kind, graceMillis: 10_000) else { return }
-                await gateway.serve(kind: kind, tenant: token.tenant, metadata: [:], inbound: inbound, outbound: outbound,
+                await gateway.serve(kind: kind, tenant: token.tenant, inbound: inbound, outbound: outbound,
                                     logger: context.logger)
             }
         }

@@ -45,7 +45,7 @@ final class Leg: Sendable {
         var jitter = JitterBuffer()
         var call: Call?
         var logger: Logger
-        var metadata: [String: String]
+        var metadata: [String: String] = [:]
         /// Twilio's stream id, quoted for JSON.
         var quotedStreamSid = "\"\""
         /// The caller's audio, toward the call: samples waiting for a whole frame, the encoder, the numbering.
@@ -55,7 +55,6 @@ final class Leg: Sendable {
         /// The call's audio, toward the caller.
         var decoder: OpusDecoder?
         var flood: TokenBucket
-        var lastArrival: ContinuousClock.Instant?
     }
 
     let state: Mutex<State>
@@ -64,10 +63,10 @@ final class Leg: Sendable {
     let jobs: AsyncStream<@Sendable () async -> Void>
     private let jobsIn: AsyncStream<@Sendable () async -> Void>.Continuation
 
-    init(kind: LegKind, tenant: String, metadata: [String: String], maxQueuedFrames: Int, logger: Logger) {
+    init(kind: LegKind, tenant: String, maxQueuedFrames: Int, logger: Logger) {
         self.kind = kind
         self.tenant = tenant
-        state = Mutex(State(machine: LegMachine(waitsForStart: kind == .twilio), logger: logger, metadata: metadata,
+        state = Mutex(State(machine: LegMachine(waitsForStart: kind == .twilio), logger: logger,
                             // Twilio sends 50 messages a second; a few times that in bursts is still a caller.
                             flood: TokenBucket(perSecond: 200, burst: 400)))
         (outgoing, out) = AsyncStream.makeStream(of: Outgoing.self, bufferingPolicy: .bufferingOldest(maxQueuedFrames))
@@ -76,7 +75,6 @@ final class Leg: Sendable {
 
     var logger: Logger { state.withLock { $0.logger } }
     var callID: String? { state.withLock { $0.call?.placement.callID } }
-    var isLive: Bool { state.withLock { $0.machine.phase == .live } }
 
     /// Queues a message toward the caller; false when the queue is full (the caller does not read).
     @discardableResult

@@ -66,6 +66,25 @@ public enum MediaStream {
     /// The DTMF digits a call may carry.
     public static let dtmfDigits = Set("0123456789*#ABCD")
 
+    /// `value` as one DTMF digit, or nil when it is not a one-character string of `dtmfDigits`.
+    public static func digit(_ value: Any?) -> Character? {
+        guard let text = value as? String, text.count == 1, let key = text.first, dtmfDigits.contains(key) else { return nil }
+        return key
+    }
+
+    /// A JSON object with a string `event`, at most `maxBytes` (what callers' streams send: Twilio's, a browser's).
+    /// - Throws: `tooLarge` over `maxBytes`, `badMessage` for anything else.
+    public static func eventObject(_ bytes: [UInt8], maxBytes: Int, what: String) throws(SwitchboardError) -> (event: String, object: [String: Any]) {
+        guard bytes.count <= maxBytes else {
+            throw SwitchboardError(.tooLarge, "\(what) of \(bytes.count) bytes is over \(maxBytes)")
+        }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any],
+              let event = object["event"] as? String else {
+            throw SwitchboardError(.badMessage, "\(what) is not a JSON object with a string 'event'")
+        }
+        return (event, object)
+    }
+
     // MARK: - Agent to worker
 
     /// One message from an agent, decoded.

@@ -39,17 +39,10 @@ public enum BrowserStream {
 
     /// A text message from the browser.
     public static func decode(_ bytes: [UInt8]) throws(SwitchboardError) -> Event {
-        guard bytes.count <= maxTextBytes else {
-            throw SwitchboardError(.tooLarge, "text message of \(bytes.count) bytes is over \(maxTextBytes)")
-        }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any],
-              let event = object["event"] as? String else {
-            throw SwitchboardError(.badMessage, "text message is not a JSON object with a string 'event'")
-        }
+        let (event, object) = try MediaStream.eventObject(bytes, maxBytes: maxTextBytes, what: "text message")
         switch event {
         case "dtmf":
-            guard let digit = object["digit"] as? String, digit.count == 1, let key = digit.first,
-                  MediaStream.dtmfDigits.contains(key) else {
+            guard let key = MediaStream.digit(object["digit"]) else {
                 throw SwitchboardError(.badMessage, "dtmf lacks a 'digit' of 0-9, *, #, A-D")
             }
             return .dtmf(key)

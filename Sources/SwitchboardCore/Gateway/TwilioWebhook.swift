@@ -177,13 +177,7 @@ public enum TwilioStream {
     }
 
     public static func decode(_ bytes: [UInt8]) throws(SwitchboardError) -> Event {
-        guard bytes.count <= maxMessageBytes else {
-            throw SwitchboardError(.tooLarge, "stream message of \(bytes.count) bytes is over \(maxMessageBytes)")
-        }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any],
-              let event = object["event"] as? String else {
-            throw SwitchboardError(.badMessage, "stream message is not a JSON object with a string 'event'")
-        }
+        let (event, object) = try MediaStream.eventObject(bytes, maxBytes: maxMessageBytes, what: "stream message")
         switch event {
         case "connected":
             return .connected
@@ -227,8 +221,7 @@ public enum TwilioStream {
             let chunk = (media["chunk"] as? String).flatMap { Int($0) } ?? 0
             return .media(chunk: chunk, payload: [UInt8](payload))
         case "dtmf":
-            guard let dtmf = object["dtmf"] as? [String: Any], let digit = dtmf["digit"] as? String, digit.count == 1,
-                  let key = digit.first, "0123456789*#ABCD".contains(key) else {
+            guard let key = MediaStream.digit((object["dtmf"] as? [String: Any])?["digit"]) else {
                 throw SwitchboardError(.badMessage, "stream dtmf lacks a 'dtmf.digit' of 0-9, *, #, A-D")
             }
             return .dtmf(key)
