@@ -111,9 +111,10 @@ public final class Gateway: Service, Sendable {
     }
 
     /// Serves one caller's socket until the leg ends: reads the caller, writes the queue toward it, and runs the
-    /// leg's jobs (its route), all in one task group.
+    /// leg's jobs (its route), all in one task group. `cutOff` closes the connection at once; it is called when
+    /// the leg's close could not be written (a caller that stopped reading).
     func serve(kind: LegKind, tenant: String, inbound: WebSocketInboundStream,
-               outbound: WebSocketOutboundWriter, logger baseLogger: Logger) async {
+               outbound: WebSocketOutboundWriter, logger baseLogger: Logger, cutOff: @Sendable () -> Void) async {
         let leg = Leg(kind: kind, tenant: tenant, maxQueuedFrames: configuration.maxQueuedFrames,
                       logger: baseLogger.with([LogKey.tenant: "\(tenant)", "leg": "\(kind.rawValue)"]))
         if let refusal = admit(leg) {
@@ -132,6 +133,7 @@ public final class Gateway: Service, Sendable {
             for await job in leg.jobs { group.addTask(operation: job) }
             group.cancelAll()
         }
+        if !leg.state.withLock({ $0.closeWritten }) { cutOff() }
         await disconnect(leg)
         state.withLock { _ = $0.legs.removeValue(forKey: ObjectIdentifier(leg)) }
         // The leg's audio toward its caller, in the counters and in one line with its call id.
@@ -200,7 +202,9 @@ public final class Gateway: Service, Sendable {
                 switch message {
                 case .text(let text): try await outbound.write(.text(text))
                 case .binary(let bytes): try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
-                case .close(let code, let reason): try await outbound.close(code, reason: String(reason.utf8.prefix(120)) ?? "")
+                case .close(let code, let reason):
+                    try await outbound.close(code, reason: String(reason.utf8.prefix(120)) ?? "")
+                    leg.state.withLock { $0.closeWritten = true }
                 }
             } catch {
                 break

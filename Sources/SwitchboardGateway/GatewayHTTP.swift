@@ -37,7 +37,7 @@ public enum GatewayHTTP {
         }
         http.post("/v1/call-tokens") { request, _ in try gateway.callToken(request) }
 
-        let ws = Router(context: BasicWebSocketRequestContext.self)
+        let ws = Router(context: StreamRequestContext.self)
         ws.middlewares.add(ErrorMiddleware(metrics: gateway.metrics))
         for kind in LegKind.allCases {
             ws.ws(RouterPath("/\(kind.rawValue)/stream/:token")) { _, context in
@@ -46,8 +46,9 @@ public enum GatewayHTTP {
             } onUpgrade: { inbound, outbound, context in
                 // Checked before the upgrade; a token that expired in the milliseconds since still counts.
                 guard let token = try? gateway.streamToken(context.requestContext.parameters.get("token"), kind: kind, graceMillis: 10_000) else { return }
+                let channel = context.requestContext.channel
                 await gateway.serve(kind: kind, tenant: token.tenant, inbound: inbound, outbound: outbound,
-                                    logger: context.logger)
+                                    logger: context.logger, cutOff: { channel.close(promise: nil) })
             }
         }
         return Application(
@@ -166,5 +167,19 @@ extension Gateway {
         let url = Self.webSocketBase(publicBase(request)) + "/browser/stream/" + token
         return GatewayHTTP.json(#"{"token":"\#(token)","expires_at_ms":\#(expires),"url":"\#(url)","page":"\#(publicBase(request))/#token=\#(token)"}"#,
                                 status: .created)
+    }
+}
+
+/// The streams' request context: Hummingbird's, plus the caller's connection, so that a leg whose caller stopped
+/// reading can be cut off (WebSocket's closing handshake would wait on its full socket for good).
+struct StreamRequestContext: RequestContext, WebSocketRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let webSocket: WebSocketHandlerReference<Self>
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        webSocket = .init()
+        channel = source.channel
     }
 }

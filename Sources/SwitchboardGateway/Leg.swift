@@ -55,6 +55,8 @@ final class Leg: Sendable {
         /// The call's audio, toward the caller.
         var decoder: OpusDecoder?
         var flood: TokenBucket
+        /// The close reached the socket (a caller's queue that was full when the leg closed drops it).
+        var closeWritten = false
     }
 
     let state: Mutex<State>
