@@ -81,6 +81,9 @@ public struct RedisKeys: Sendable, Equatable {
     public func tenantRate(_ tenant: String) -> String { "\(prefix):tenant:\(tenant):tat" }
     /// Sorted set: a tenant's live-call leases, call id scored by expiry (milliseconds of Redis's clock).
     public func tenantLeases(_ tenant: String) -> String { "\(prefix):tenant:\(tenant):leases" }
+    /// Hash: a tenant's metered calls in one month (`YYYY-MM`, UTC): `call_ms`, `calls`, and `d01`...`d31`
+    /// (call time by day). See `TenantUsage`.
+    public func usage(_ tenant: String, month: String) -> String { "\(prefix):usage:\(tenant):\(month)" }
     /// Hash: the deploy policy (`policy`, JSON) and its `revision`.
     public var deploy: String { "\(prefix):deploy" }
     /// Stream: every change of the deploy policy.

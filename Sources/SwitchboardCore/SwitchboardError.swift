@@ -47,6 +47,8 @@ public struct SwitchboardError: Error, Sendable, Hashable, CustomStringConvertib
         public static let rateLimited = Code(rawValue: "rate_limited")
         /// A tenant holds as many live calls as it may.
         public static let quotaExceeded = Code(rawValue: "quota_exceeded")
+        /// A tenant used its call minutes or spending for the month (new calls only; live calls go on).
+        public static let usageLimit = Code(rawValue: "usage_limit")
         /// A dependency (NATS, Redis) is unreachable; try again.
         public static let unavailable = Code(rawValue: "unavailable")
 

@@ -120,3 +120,30 @@ public final class MetricsRegistry: Sendable {
         return String(value)
     }
 }
+
+/// Tenant ids as metric labels: each of the first `cap` tenants seen has its own, the rest share `other`, so a
+/// cluster with many tenants cannot grow a metric family without bound.
+public final class TenantLabels: Sendable {
+    private let cap: Int
+    private let labelled = Mutex<Set<String>>([])
+
+    public init(cap: Int) { self.cap = cap }
+
+    public func label(_ tenant: String) -> String {
+        labelled.withLock { labelled in
+            if labelled.contains(tenant) { return tenant }
+            guard labelled.count < cap else { return "other" }
+            labelled.insert(tenant)
+            return tenant
+        }
+    }
+}
+
+extension MetricsRegistry {
+    /// Call time metered for `tenant` (a label from `TenantLabels`).
+    public func countMetered(tenant: String, millis: Int64) {
+        guard millis > 0 else { return }
+        increment(MetricNames.usageCallSeconds, ["tenant": tenant], by: Double(millis) / 1000,
+                  help: "Call time metered per tenant, in seconds (sum over workers and routers)")
+    }
+}

@@ -60,13 +60,21 @@ public struct CallStore: Sendable {
     // MARK: - Worker
 
     static let startScript = RedisScript("""
-        -- KEYS[1]: the record, KEYS[2]: the worker's set. ARGV: call id, worker, epoch, ttl ms, started at, incarnation.
+        -- KEYS[1]: the record, KEYS[2]: the worker's set, KEYS[3]: the tenant's month of usage.
+        -- ARGV: call id, worker, epoch, ttl ms, started at, incarnation, usage retention ms.
         -- A record naming another worker: the router placed the call there after this worker's accept came too
         -- late (its offer timed out), and this worker must not take it back.
         local e, w, s = unpack(redis.call('HMGET', KEYS[1], 'epoch', 'worker_id', 'state'))
         if (e and tonumber(e) ~= tonumber(ARGV[3])) or (w and w ~= ARGV[2]) or s == 'ended' then return 0 end
         redis.call('HSET', KEYS[1], 'state', 'active', 'worker_id', ARGV[2], 'epoch', ARGV[3], 'started_at', ARGV[5],
                    'incarnation', ARGV[6])
+        -- The call is metered from now, on Redis's clock (once: a start written twice counts one call).
+        local t = redis.call('TIME')
+        local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
+        if redis.call('HSETNX', KEYS[1], 'metered_at', string.format('%.0f', now_ms)) == 1 then
+          redis.call('HINCRBY', KEYS[3], 'calls', 1)
+          redis.call('PEXPIRE', KEYS[3], ARGV[7])
+        end
         redis.call('PEXPIRE', KEYS[1], ARGV[4])
         redis.call('SADD', KEYS[2], ARGV[1])
         redis.call('PEXPIRE', KEYS[2], ARGV[4])
@@ -74,11 +82,43 @@ public struct CallStore: Sendable {
         """)
 
     /// A new call starts on `worker` at epoch 1: `superseded` when its record names another worker or has ended.
-    public func start(_ callID: String, worker: String, incarnation: String, startedAt: Int64) async throws(SwitchboardError) -> Ownership {
-        let reply = try await redis.evaluate(Self.startScript, keys: [keys.call(callID), keys.workerCalls(worker)],
-                                             arguments: [callID, worker, "1", String(ttl.milliseconds), String(startedAt), incarnation])
+    /// Its metering starts here (and the tenant's month counts one more call).
+    public func start(_ callID: String, tenant: String, worker: String, incarnation: String, startedAt: Int64) async throws(SwitchboardError) -> Ownership {
+        let reply = try await redis.evaluate(Self.startScript, keys: [keys.call(callID), keys.workerCalls(worker), usageKey(tenant, startedAt)],
+                                             arguments: [callID, worker, "1", String(ttl.milliseconds), String(startedAt), incarnation,
+                                                         String(usageRetention.milliseconds)])
         return reply.int == 1 ? .owned : .superseded
     }
+
+    // MARK: - Usage
+
+    /// How long a tenant's month of usage is kept after its last write (13 months and a bit).
+    public var usageRetention: Duration = .seconds(400 * 86_400)
+
+    /// The tenant's month of usage that `unixMillis` falls in.
+    func usageKey(_ tenant: String, _ unixMillis: Int64) -> String { keys.usage(tenant, month: UsagePeriod.month(unixMillis)) }
+
+    /// Lua: adds a call's time since it was last metered (its record's `metered_at`, else its start: the
+    /// record's, else `started`, the holder's) to its tenant's month (`call_ms` and the day's field) and to the
+    /// record's own `metered_ms`, and moves `metered_at` to now. A call metered for the first time before its
+    /// start was recorded (a refresh that overtook it) is counted as a call here instead. Only ever called by a
+    /// script that has checked the caller owns the call at its epoch, so a call moved between workers is
+    /// metered once, whoever holds it. Returns the milliseconds added.
+    static let meterFunction = """
+        local function meter(record, usage, now_ms, day, keep_ms, started)
+          local at, recorded = unpack(redis.call('HMGET', record, 'metered_at', 'started_at'))
+          local from = tonumber(at) or tonumber(recorded) or tonumber(started) or now_ms
+          if not at then redis.call('HINCRBY', usage, 'calls', 1) end
+          redis.call('HSET', record, 'metered_at', string.format('%.0f', math.max(now_ms, from)))
+          redis.call('PEXPIRE', usage, keep_ms)
+          if now_ms <= from then return 0 end
+          local ms = string.format('%.0f', now_ms - from)
+          redis.call('HINCRBY', record, 'metered_ms', ms)
+          redis.call('HINCRBY', usage, 'call_ms', ms)
+          redis.call('HINCRBY', usage, day, ms)
+          return tonumber(ms)
+        end
+        """
 
     static let claimScript = RedisScript("""
         -- KEYS[1]: the record, KEYS[2]: the new worker's set, KEYS[3]: the previous worker's set.
@@ -156,41 +196,57 @@ public struct CallStore: Sendable {
     }
 
     static let refreshScript = RedisScript("""
-        -- KEYS[1]: the worker's set; then per call its record and its tenant's leases. ARGV[1]: worker, ARGV[2]:
-        -- ttl ms, ARGV[3]: lease ms, ARGV[4]: incarnation; then per call: id, epoch, tenant, version, region,
-        -- started at, metadata (JSON or ''). Lease expiry is on Redis's clock.
+        -- KEYS[1]: the worker's set; then per call its record, its tenant's leases and its tenant's month of usage.
+        -- ARGV[1]: worker, ARGV[2]: ttl ms, ARGV[3]: lease ms, ARGV[4]: incarnation, ARGV[5]: the day's usage field,
+        -- ARGV[6]: usage retention ms; then per call: id, epoch, tenant, version, region, started at, metadata (JSON
+        -- or ''). Lease expiry and metering are on Redis's clock. Returns per call: ownership, milliseconds metered.
+        \(meterFunction)
         local t = redis.call('TIME')
         local now_ms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
         local until_ms = string.format('%.0f', now_ms + tonumber(ARGV[3]))
         local result = {}
-        for i = 1, (#KEYS - 1) / 2 do
-          local key, leases, base = KEYS[2 * i], KEYS[2 * i + 1], 4 + 7 * (i - 1)
+        for i = 1, (#KEYS - 1) / 3 do
+          local key, leases, usage, base = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1], 6 + 7 * (i - 1)
           local id = ARGV[base + 1]
+          local metered = 0
           redis.call('ZREMRANGEBYSCORE', leases, '-inf', string.format('%.0f', now_ms))
           if redis.call('EXISTS', key) == 0 then
+            -- Metered from now: what was metered before the record was lost is not known here.
             redis.call('HSET', key, 'tenant', ARGV[base + 3], 'worker_id', ARGV[1], 'version', ARGV[base + 4],
                        'region', ARGV[base + 5], 'state', 'active', 'started_at', ARGV[base + 6],
-                       'epoch', ARGV[base + 2], 'incarnation', ARGV[4])
+                       'epoch', ARGV[base + 2], 'incarnation', ARGV[4], 'metered_at', string.format('%.0f', now_ms))
             if ARGV[base + 7] ~= '' then redis.call('HSET', key, 'metadata', ARGV[base + 7]) end
             redis.call('PEXPIRE', key, ARGV[2])
             redis.call('SADD', KEYS[1], id)
             redis.call('ZADD', leases, until_ms, id)
-            result[i] = 2
+            result[2 * i - 1] = 2
           elseif redis.call('HGET', key, 'worker_id') == ARGV[1] and redis.call('HGET', key, 'state') ~= 'ended'
               and tonumber(redis.call('HGET', key, 'epoch') or '1') == tonumber(ARGV[base + 2]) then
             redis.call('PEXPIRE', key, ARGV[2])
             redis.call('SADD', KEYS[1], id)
             -- Only a lease that still exists: one that expired was given back and stays given back.
             redis.call('ZADD', leases, 'XX', until_ms, id)
-            result[i] = 1
+            metered = meter(key, usage, now_ms, ARGV[5], ARGV[6], ARGV[base + 6])
+            result[2 * i - 1] = 1
           else
-            result[i] = 0
+            result[2 * i - 1] = 0
           end
+          result[2 * i] = metered
           redis.call('PEXPIRE', leases, tonumber(ARGV[3]) * 2)
         end
         redis.call('PEXPIRE', KEYS[1], ARGV[2])
         return result
         """)
+
+    /// What a refresh found for one call, and the call time it metered.
+    public struct Refreshed: Sendable, Equatable {
+        public var ownership: Ownership
+        public var meteredMillis: Int64
+        public init(ownership: Ownership, meteredMillis: Int64) {
+            self.ownership = ownership
+            self.meteredMillis = meteredMillis
+        }
+    }
 
     /// What a worker knows of a call it holds: enough to write its record again.
     public struct Held: Sendable {
@@ -209,51 +265,67 @@ public struct CallStore: Sendable {
     }
 
     /// A worker's calls, confirmed and kept alive in one script run: each owned call's record and the
-    /// worker's set get their TTL back and the tenant's lease is renewed; a record Redis lost is written
-    /// again (with a fresh lease); for each call, whether the worker still owns it.
+    /// worker's set get their TTL back, the tenant's lease is renewed and the call is metered; a record Redis
+    /// lost is written again (with a fresh lease, metered from then on); for each call, whether the worker still
+    /// owns it, and the call time metered.
     public func refresh(_ calls: [Held], worker: String, incarnation: String, version: String, region: String,
-                        leaseTime: Duration) async throws(SwitchboardError) -> [Ownership] {
+                        leaseTime: Duration) async throws(SwitchboardError) -> [Refreshed] {
         guard !calls.isEmpty else { return [] }
+        let now = unixMillisNow()
         var keyList = [keys.workerCalls(worker)]
-        var arguments = [worker, String(ttl.milliseconds), String(leaseTime.milliseconds), incarnation]
+        var arguments = [worker, String(ttl.milliseconds), String(leaseTime.milliseconds), incarnation,
+                         TenantUsage.dayField(UsagePeriod.day(now)), String(usageRetention.milliseconds)]
         for call in calls {
-            keyList += [keys.call(call.callID), keys.tenantLeases(call.tenant)]
+            keyList += [keys.call(call.callID), keys.tenantLeases(call.tenant), usageKey(call.tenant, now)]
             arguments += [call.callID, String(call.epoch), call.tenant, version, region, String(call.startedAt),
                           call.metadata.isEmpty ? "" : String(decoding: WireCodec.encode(call.metadata), as: UTF8.self)]
         }
         let reply = try await redis.evaluate(Self.refreshScript, keys: keyList, arguments: arguments)
-        return (reply.array ?? []).map { $0.int.flatMap(Ownership.init(rawValue:)) ?? .superseded }
+        let parts = reply.array ?? []
+        return calls.indices.map { i in
+            let ownership = (2 * i < parts.count ? parts[2 * i].int : nil).flatMap(Ownership.init(rawValue:)) ?? .superseded
+            return Refreshed(ownership: ownership, meteredMillis: (2 * i + 1 < parts.count ? parts[2 * i + 1].int : nil) ?? 0)
+        }
     }
 
     // MARK: - The end
 
     static let endScript = RedisScript("""
-        -- KEYS[1]: the record, KEYS[2]: the worker's set, KEYS[3]: the tenant's leases.
-        -- ARGV: call id, worker, epoch, reason, ended at, retention ms. Only the owner at that epoch ends the
-        -- call and gives the lease back; a superseded worker only leaves the call out of its own set.
+        -- KEYS[1]: the record, KEYS[2]: the worker's set, KEYS[3]: the tenant's leases, KEYS[4]: its month of usage.
+        -- ARGV: call id, worker, epoch, reason, ended at, retention ms, the day's usage field, usage retention ms.
+        -- Only the owner at that epoch ends the call (metering the rest of it) and gives the lease back; a
+        -- superseded worker only leaves the call out of its own set. Returns {1 or 0, milliseconds metered}.
+        \(meterFunction)
         redis.call('SREM', KEYS[2], ARGV[1])
+        local metered = 0
         if redis.call('EXISTS', KEYS[1]) == 1 then
           if redis.call('HGET', KEYS[1], 'state') == 'ended' or redis.call('HGET', KEYS[1], 'worker_id') ~= ARGV[2]
               or tonumber(redis.call('HGET', KEYS[1], 'epoch') or '1') ~= tonumber(ARGV[3]) then
-            return 0
+            return {0, 0}
           end
+          local t = redis.call('TIME')
+          metered = meter(KEYS[1], KEYS[4], math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000), ARGV[7], ARGV[8], nil)
           redis.call('HSET', KEYS[1], 'state', 'ended', 'ended_at', ARGV[5], 'end_reason', ARGV[4])
           redis.call('PEXPIRE', KEYS[1], ARGV[6])
         end
         redis.call('ZREM', KEYS[3], ARGV[1])
-        return 1
+        return {1, metered}
         """)
 
     /// Records a call's end for the worker that held it at `epoch` (the worker itself, or a router for a
-    /// call lost with its worker): record closed with the reason and kept `retention` longer, call out of
-    /// the worker's set, lease given back. `superseded` when the call had moved on: nothing but the set.
+    /// call lost with its worker): the rest of the call metered, record closed with the reason and kept
+    /// `retention` longer, call out of the worker's set, lease given back. `superseded` when the call had moved
+    /// on: nothing but the set.
     @discardableResult
     public func end(_ callID: String, tenant: String, worker: String, epoch: Int64, reason: EndReason,
-                    retention: Duration) async throws(SwitchboardError) -> Ownership {
+                    retention: Duration) async throws(SwitchboardError) -> Refreshed {
+        let now = unixMillisNow()
         let reply = try await redis.evaluate(
-            Self.endScript, keys: [keys.call(callID), keys.workerCalls(worker), keys.tenantLeases(tenant)],
-            arguments: [callID, worker, String(epoch), reason.rawValue, String(unixMillisNow()), String(retention.milliseconds)])
-        return reply.int == 1 ? .owned : .superseded
+            Self.endScript, keys: [keys.call(callID), keys.workerCalls(worker), keys.tenantLeases(tenant), usageKey(tenant, now)],
+            arguments: [callID, worker, String(epoch), reason.rawValue, String(now), String(retention.milliseconds),
+                        TenantUsage.dayField(UsagePeriod.day(now)), String(usageRetention.milliseconds)])
+        let parts = reply.array ?? []
+        return Refreshed(ownership: parts.first?.int == 1 ? .owned : .superseded, meteredMillis: (parts.count > 1 ? parts[1].int : nil) ?? 0)
     }
 
     /// Leaves a call out of a worker's set (a stale entry: the call ended or moved on).

@@ -4,8 +4,8 @@ import SwitchboardCore
 /// the key layout allows. See docs/security.md ("Running Redis closed").
 ///
 /// Still wider than one member's own: a worker's user reaches every call record and every worker's set of calls
-/// (taking a call on moves it between two workers' sets, and a record's key names no worker), and every tenant's
-/// live-call leases (it renews its calls' leases); it cannot read tenants, their keys, rate limits, locks or the
+/// (taking a call on moves it between two workers' sets, and a record's key names no worker), every tenant's
+/// live-call leases (it renews its calls' leases) and every tenant's months of usage (it meters its calls); it cannot read tenants, their keys, rate limits, locks or the
 /// deploy policy's history, nor write the policy.
 public enum RedisACL {
     public enum Role: String, CaseIterable, Sendable {
@@ -23,7 +23,7 @@ public enum RedisACL {
         case .router, .operator:
             return ["\(p):*"]
         case .worker:
-            return [keys.call("*"), keys.workerCalls("*"), keys.tenantLeases("*"), keys.drains, keys.deploy, keys.audit]
+            return [keys.call("*"), keys.workerCalls("*"), keys.tenantLeases("*"), keys.usage("*", month: "*"), keys.drains, keys.deploy, keys.audit]
         }
     }
 

@@ -1,9 +1,10 @@
 import SwitchboardCore
 
-/// A tenant's rate limit and live-call quota, enforced in Redis across every router at once.
+/// A tenant's rate limit, live-call quota and monthly usage limit, enforced in Redis across every router at once.
 ///
-/// `admit` is one script, one round trip, atomic: the GCRA check, then the quota check (expired leases
-/// dropped first), and only if both pass, both are taken (the rate's new TAT and a lease for the call). Time
+/// `admit` is one script, one round trip, atomic: the month's usage against its limit, the GCRA check, then the
+/// quota check (expired leases dropped first), and only if all pass, the rate's new TAT and a lease for the call
+/// are taken. Time
 /// is Redis's own clock, so routers' clocks do not matter. A lease lasts `leaseTime` unless renewed (the
 /// worker holding the call renews its leases in batches); a dead router or worker cannot hold a slot longer.
 public struct TenantLimits: Sendable {
@@ -11,6 +12,8 @@ public struct TenantLimits: Sendable {
         case admitted(live: Int)
         case rateLimited(retryAfter: Duration)
         case quotaExceeded(live: Int, max: Int)
+        /// The month's call time is used up (`used` of `limit` milliseconds).
+        case usageLimit(used: Int64, limit: Int64)
     }
 
     public let redis: RedisClient
@@ -24,7 +27,12 @@ public struct TenantLimits: Sendable {
     }
 
     static let admitScript = RedisScript("""
-        -- KEYS: rate TAT, leases. ARGV: interval us, tolerance us, max live, lease ms, call id.
+        -- KEYS: rate TAT, leases, the month's usage. ARGV: interval us, tolerance us, max live, lease ms, call id,
+        -- the month's limit in ms ('' for none).
+        if ARGV[6] ~= '' and not redis.call('ZSCORE', KEYS[2], ARGV[5]) then
+          local used = tonumber(redis.call('HGET', KEYS[3], 'call_ms') or '0')
+          if used >= tonumber(ARGV[6]) then return {3, string.format('%.0f', used), 0} end
+        end
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
         local tat = tonumber(redis.call('GET', KEYS[1]) or now)
@@ -62,19 +70,28 @@ public struct TenantLimits: Sendable {
         """)
 
     /// Admits a new call for `policy`'s tenant, or says why not. Admitting the same call id again (a retry)
-    /// takes nothing more.
-    public func admit(_ policy: TenantPolicy, callID: String, deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) -> Decision {
+    /// takes nothing more. `unixMillis` picks the month whose usage counts.
+    public func admit(_ policy: TenantPolicy, callID: String, unixMillis: Int64 = unixMillisNow(),
+                      deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) -> Decision {
         let gcra = policy.gcra
-        let reply = try await redis.evaluate(Self.admitScript, keys: [keys.tenantRate(policy.id), keys.tenantLeases(policy.id)],
+        let limit = policy.monthlyLimitMillis
+        let reply = try await redis.evaluate(Self.admitScript, keys: [keys.tenantRate(policy.id), keys.tenantLeases(policy.id),
+                                                                      keys.usage(policy.id, month: UsagePeriod.month(unixMillis))],
                                              arguments: [String(gcra.interval), String(gcra.tolerance), String(policy.maxLiveCalls),
-                                                         String(leaseTime.milliseconds), callID], deadline: deadline)
+                                                         String(leaseTime.milliseconds), callID, limit.map(String.init) ?? ""], deadline: deadline)
         guard let parts = reply.array, parts.count == 3, let verdict = parts[0].int, let wait = parts[1].int, let live = parts[2].int
         else { throw SwitchboardError(.internalError, "unexpected reply from the admission script: \(reply)") }
         switch verdict {
         case 1: return .admitted(live: Int(live))
         case 0: return .rateLimited(retryAfter: .microseconds(wait))
+        case 3: return .usageLimit(used: wait, limit: limit ?? 0)
         default: return .quotaExceeded(live: Int(live), max: policy.maxLiveCalls)
         }
+    }
+
+    /// A tenant's metered calls in `month` (`YYYY-MM`).
+    public func usage(_ tenant: String, month: String) async throws(SwitchboardError) -> TenantUsage {
+        TenantUsage(tenant: tenant, month: month, fields: try await redis.hashGetAll(keys.usage(tenant, month: month)))
     }
 
     /// Gives a call's lease back (the call ended).

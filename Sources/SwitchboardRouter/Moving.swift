@@ -249,11 +249,13 @@ extension Router {
     /// Ends a dead worker's call that cannot be taken on, with reason `worker_lost`, counted and logged.
     private func lose(_ record: CallRecord, because why: String, log: Logger) async {
         do {
-            guard try await callStore.end(record.callID, tenant: record.tenant, worker: record.workerID, epoch: record.epoch,
-                                          reason: .workerLost, retention: configuration.endedCallRetention) == .owned else {
+            let ended = try await callStore.end(record.callID, tenant: record.tenant, worker: record.workerID, epoch: record.epoch,
+                                                reason: .workerLost, retention: configuration.endedCallRetention)
+            guard ended.ownership == .owned else {
                 log.notice("a dead worker's call was taken on meanwhile; not ended")
                 return
             }
+            countMetered(record.tenant, ended.meteredMillis)
         } catch {
             log.error("call lost with its worker, and its end not recorded", metadata: [LogKey.error: "\(error)"])
         }

@@ -37,7 +37,7 @@ public final class Router: Service, Sendable {
     /// Leases of calls refused or not placed, to give back once Redis answers (see `releaseLease`).
     let pendingReleases = Mutex<[(tenant: String, callID: String)]>([])
     /// Tenants given a metric label of their own (at most `tenantLabelCap`).
-    let labelledTenants = Mutex<Set<String>>([])
+    let tenantLabels: TenantLabels
     /// Set by a graceful shutdown: `/readyz` fails from then on.
     let shuttingDown = Mutex(false)
     /// Refused operator requests written to the audit, at most 5 a second (all are counted).
@@ -89,6 +89,7 @@ public final class Router: Service, Sendable {
         tenants = TenantStore(redis: redis, keys: configuration.keys)
         limits = TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime)
         callStore = CallStore(redis: redis, keys: configuration.keys)
+        tenantLabels = TenantLabels(cap: configuration.tenantLabelCap)
         deployStore = DeployStore(redis: redis, keys: configuration.keys)
         (jobs, job) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }

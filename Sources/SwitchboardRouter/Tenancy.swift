@@ -87,6 +87,11 @@ extension Router {
         case .quotaExceeded(let live, let max):
             countAdmission("quota_exceeded", policy.id)
             throw SwitchboardError(.quotaExceeded, "tenant '\(policy.id)' holds \(live) live calls of its \(max)")
+        case .usageLimit(let used, let limit):
+            countAdmission("usage_limit", policy.id)
+            throw SwitchboardError(.usageLimit, "tenant '\(policy.id)' used \(String(format: "%.1f", Double(used) / 60_000)) of its "
+                                   + "\(String(format: "%.1f", Double(limit) / 60_000)) call minutes this month (UTC); live calls go on",
+                                   context: ["used_ms": "\(used)", "limit_ms": "\(limit)"])
         }
     }
 
@@ -149,14 +154,35 @@ extension Router {
 
     /// Counts an admission decision, labelled with the tenant while there are few enough of them.
     private func countAdmission(_ result: String, _ tenant: String) {
-        let label = labelledTenants.withLock { labelled -> String in
-            if labelled.contains(tenant) { return tenant }
-            guard labelled.count < configuration.tenantLabelCap else { return "other" }
-            labelled.insert(tenant)
-            return tenant
-        }
-        metrics.increment(MetricNames.admissions, ["result": result, "tenant": label],
+        metrics.increment(MetricNames.admissions, ["result": result, "tenant": tenantLabels.label(tenant)],
                           help: "Route requests admitted or refused by tenant limits")
+    }
+
+    /// Counts call time metered for a tenant (a call lost with its worker, ended here).
+    func countMetered(_ tenant: String, _ millis: Int64) {
+        metrics.countMetered(tenant: tenantLabels.label(tenant), millis: millis)
+    }
+
+    /// A tenant's usage in `month` (`YYYY-MM`, UTC; this month when nil), for an admin key or the tenant's own
+    /// (another tenant's key finds no such tenant).
+    public func usage(of tenantID: String, month: String?, authorization: String?) async throws(SwitchboardError) -> UsageReport {
+        do {
+            try WireCheck.identifier(tenantID, "tenant id")
+        } catch {
+            throw SwitchboardError(.invalidArgument, error.message)
+        }
+        let month = try month.map { text throws(SwitchboardError) in try UsagePeriod.validMonth(text) } ?? UsagePeriod.month(unixMillisNow())
+        var policy: TenantPolicy?
+        do throws(SwitchboardError) {
+            guard let own = try await tenant(authorization: authorization) else { throw SwitchboardError(.authenticationFailed, "tenancy is off") }
+            guard own.id == tenantID else { throw SwitchboardError(.notFound, "no tenant \(tenantID)") }
+            policy = own
+        } catch where error.code == .authenticationFailed {
+            // Not a tenant's key: an admin's, or refused.
+            _ = try await operatorName(authorization: authorization, action: "tenant usage")
+            policy = try? await tenants.get(tenantID).policy  // a deleted tenant's months can still be read
+        }
+        return UsageReport(try await limits.usage(tenantID, month: month), policy: policy)
     }
 
     /// A call's record, if `tenant` (when given) owns it: another tenant's call is `not_found`, as if absent.

@@ -155,7 +155,7 @@ extension Worker {
         case .recordStart:
             var superseded = false
             do {
-                superseded = try await callStore.start(callID, worker: configuration.id, incarnation: incarnation,
+                superseded = try await callStore.start(callID, tenant: call.tenant, worker: configuration.id, incarnation: incarnation,
                                                        startedAt: call.startedAt) == .superseded
                 if superseded { log.warning("the call's record was ended or taken on before it started here") }
             } catch {
@@ -174,7 +174,7 @@ extension Worker {
             guard let held = state.withLock({ $0.calls[callID]?.held }) else { return }
             let owned: Bool?
             switch try? await callStore.refresh([held], worker: configuration.id, incarnation: incarnation, version: configuration.version,
-                                                region: configuration.region, leaseTime: configuration.leaseTime).first {
+                                                region: configuration.region, leaseTime: configuration.leaseTime).first?.ownership {
             case .superseded?: owned = false
             case .owned?, .reasserted?, .missing?: owned = true
             case nil: owned = nil  // Redis did not answer: asked again
@@ -186,8 +186,10 @@ extension Worker {
         case .recordEnd(let reason, let epoch):
             let write: CallLifecycle.EndWrite
             do {
-                if try await callStore.end(callID, tenant: call.tenant, worker: configuration.id, epoch: epoch, reason: reason,
-                                           retention: configuration.endedCallRetention) == .owned {
+                let ended = try await callStore.end(callID, tenant: call.tenant, worker: configuration.id, epoch: epoch, reason: reason,
+                                                    retention: configuration.endedCallRetention)
+                countMetered(call.tenant, ended.meteredMillis)
+                if ended.ownership == .owned {
                     write = .written
                 } else {
                     log.warning("call end not recorded: another worker holds the call now")

@@ -25,7 +25,8 @@ extension Worker {
                                                           version: configuration.version, region: configuration.region,
                                                           leaseTime: configuration.leaseTime)
                 for (call, result) in zip(chunk, results) {
-                    switch result {
+                    countMetered(call.tenant, result.meteredMillis)
+                    switch result.ownership {
                     case .superseded:
                         letGo(call.callID)
                     case .reasserted:
@@ -34,7 +35,7 @@ extension Worker {
                         break
                     }
                 }
-                let reasserted = results.filter { $0 == .reasserted }.count
+                let reasserted = results.filter { $0.ownership == .reasserted }.count
                 if reasserted > 0 {
                     metrics.increment(MetricNames.recordsReasserted, by: Double(reasserted),
                                       help: "Call records Redis had lost, written again by the worker that holds the call")
@@ -74,8 +75,9 @@ extension Worker {
     func repairRecords() async {
         let pending = state.withLock { Array($0.repair.pendingEnds.values) }
         for end in pending {
-            guard (try? await callStore.end(end.callID, tenant: end.tenant, worker: configuration.id, epoch: end.epoch,
-                                            reason: end.reason, retention: configuration.endedCallRetention)) != nil else { return }
+            guard let ended = try? await callStore.end(end.callID, tenant: end.tenant, worker: configuration.id, epoch: end.epoch,
+                                                       reason: end.reason, retention: configuration.endedCallRetention) else { return }
+            countMetered(end.tenant, ended.meteredMillis)
             state.withLock { $0.repair.endWritten(end.callID) }
             logger.notice("call end recorded after Redis came back", metadata: [LogKey.callID: "\(end.callID)",
                                                                               LogKey.reason: "\(end.reason.rawValue)"])
@@ -93,8 +95,10 @@ extension Worker {
             } else if let record, record.workerID == configuration.id, record.state != .ended {
                 logger.warning("call recorded on this worker but not running here: ending its record",
                                metadata: [LogKey.callID: "\(callID)", LogKey.tenant: "\(record.tenant)"])
-                _ = try? await callStore.end(callID, tenant: record.tenant, worker: configuration.id, epoch: record.epoch,
-                                             reason: .notRunning, retention: configuration.endedCallRetention)
+                if let ended = try? await callStore.end(callID, tenant: record.tenant, worker: configuration.id, epoch: record.epoch,
+                                                        reason: .notRunning, retention: configuration.endedCallRetention) {
+                    countMetered(record.tenant, ended.meteredMillis)
+                }
                 publishEvent(CallEvent(callID: callID, event: .ended, workerID: configuration.id,
                                        reason: EndReason.notRunning.rawValue, atMillis: unixMillisNow()))
                 countRepair("stray_ended")
@@ -103,6 +107,11 @@ extension Worker {
                 countRepair("stray_forgotten")
             }
         }
+    }
+
+    /// Counts call time metered for a tenant (at a refresh or a call's end).
+    func countMetered(_ tenant: String, _ millis: Int64) {
+        metrics.countMetered(tenant: tenantLabels.label(tenant), millis: millis)
     }
 
     private func countRepair(_ result: String) {

@@ -23,6 +23,8 @@ public final class Worker: Service, Sendable {
     let callStore: CallStore
     /// Notices this process's own stalls (see `watchLoop`).
     let stallWatch: StallWatch
+    /// Tenants given a metric label of their own (at most `tenantLabelCap`).
+    let tenantLabels: TenantLabels
 
     /// One call on this worker: its lifecycle (the decisions) and what carries it out (its subscriptions, its
     /// audio session, its queue of actions that need I/O).
@@ -50,9 +52,12 @@ public final class Worker: Service, Sendable {
         /// Whose live-call lease this call holds (see `refreshCalls`).
         var tenant: String { offer.tenant }
 
-        /// What the refresh keeps alive; nil before the call is this worker's (its claim not answered).
+        /// What the refresh keeps alive; nil before the call is this worker's (its claim not answered) or
+        /// before its start is recorded (the start writes the record: a refresh first would take it for one
+        /// Redis lost, and the call's first moments would go unmetered).
         var held: CallStore.Held? {
-            lifecycle.epoch.map { CallStore.Held(callID: callID, epoch: $0, tenant: tenant, startedAt: startedAt, metadata: offer.metadata) }
+            guard lifecycle.phase != .recordingStart else { return nil }
+            return lifecycle.epoch.map { CallStore.Held(callID: callID, epoch: $0, tenant: tenant, startedAt: startedAt, metadata: offer.metadata) }
         }
     }
 
@@ -122,6 +127,7 @@ public final class Worker: Service, Sendable {
         state = Mutex(State(slots: WorkerSlots(capacity: configuration.capacity), standing: DeployStanding(version: configuration.version)))
         callStore = CallStore(redis: redis, keys: configuration.keys)
         stallWatch = StallWatch(limit: configuration.stallLimit)
+        tenantLabels = TenantLabels(cap: configuration.tenantLabelCap)
         (jobs, job) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
         (heartbeatTriggers, heartbeatTrigger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         (acceptedCalls, accepted) = AsyncStream.makeStream(bufferingPolicy: .unbounded)

@@ -27,6 +27,8 @@ public struct WorkerConfiguration: Sendable {
     public var bitrate = 24_000
     /// Tenants' live-call leases: renewed every third of this while the call runs (routers grant the same).
     public var leaseTime: Duration = .seconds(30)
+    /// Tenants named in metric labels at most (metered call time); the rest count as `other`.
+    public var tenantLabelCap = 50
     /// Whose CPU use heartbeats report (see `CPUSource`).
     public var cpuSource: CPUSource = .auto
     /// Where the GPU's load is read for heartbeats (none: no GPU in the score).

@@ -57,7 +57,7 @@ enum ExitCodes {
         switch error.code {
         case .invalidArgument, .badMessage, .tooLarge: return 64      // EX_USAGE / EX_DATAERR family
         case .connectionFailed, .connectionClosed, .noResponders: return 69  // EX_UNAVAILABLE
-        case .authenticationFailed, .forbidden, .tlsFailed: return 77  // EX_NOPERM
+        case .authenticationFailed, .forbidden, .tlsFailed, .usageLimit: return 77  // EX_NOPERM
         case .notFound, .versionNotFound, .conflict: return 65         // EX_DATAERR: no such thing, or not in a state for it
         case .timeout, .noCapacity, .unavailable, .rateLimited, .quotaExceeded: return 75  // EX_TEMPFAIL: try again later
         default: return 1

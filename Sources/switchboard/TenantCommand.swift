@@ -7,8 +7,8 @@ import SwitchboardRedis
 struct TenantCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tenant",
-        abstract: "Create, list, show, change, delete tenants and rotate their API keys (in the cluster's Redis).",
-        subcommands: [Create.self, List.self, Show.self, SetLimits.self, Delete.self, RotateKey.self, Apply.self])
+        abstract: "Create, list, show, change, delete tenants, rotate their API keys and show their usage (in the cluster's Redis).",
+        subcommands: [Create.self, List.self, Show.self, SetLimits.self, Delete.self, RotateKey.self, Apply.self, Usage.self])
 
     struct Limits: ParsableArguments {
         @Option(name: .customLong("calls-per-second"), help: "New calls per second, sustained.")
@@ -23,6 +23,12 @@ struct TenantCommand: AsyncParsableCommand {
         var whenRedisDown: String?
         @Option(name: .customLong("local-cap"), help: "With --when-redis-down open: calls each router admits while Redis is down.")
         var localCap: Int?
+        @Option(name: .customLong("price-per-minute"), help: "Price of a call minute, for the cost shown with usage (0: free; negative: none).")
+        var pricePerMinute: Double?
+        @Option(name: .customLong("monthly-minutes"), help: "Call minutes a month (UTC) at most; new calls are refused beyond (0: no limit).")
+        var monthlyMinutes: Int?
+        @Option(name: .customLong("monthly-spend"), help: "Spending a month at most, at --price-per-minute (0: no limit).")
+        var monthlySpend: Double?
 
         /// `base` with the options given applied.
         func apply(to base: TenantPolicy) throws(SwitchboardError) -> TenantPolicy {
@@ -37,6 +43,9 @@ struct TenantCommand: AsyncParsableCommand {
             case "open": policy.whenRedisDown = .open(localCap: localCap ?? 0)
             case let other?: throw SwitchboardError(.invalidArgument, "--when-redis-down must be open or closed, not '\(other)'")
             }
+            if let pricePerMinute { policy.pricePerMinute = pricePerMinute < 0 ? nil : pricePerMinute }
+            if let monthlyMinutes { policy.monthlyMinutes = monthlyMinutes == 0 ? nil : monthlyMinutes }
+            if let monthlySpend { policy.monthlySpend = monthlySpend == 0 ? nil : monthlySpend }
             try policy.validate()
             return policy
         }
@@ -65,8 +74,24 @@ struct TenantCommand: AsyncParsableCommand {
         case .closed: down = "closed"
         case .open(let cap): down = "open (local cap \(cap))"
         }
+        var usage = ""
+        if let price = p.pricePerMinute { usage += ", \(price) a minute" }
+        if let minutes = p.monthlyMinutes { usage += ", at most \(minutes) minutes a month" }
+        if let spend = p.monthlySpend { usage += ", at most \(spend) spent a month" }
         return "\(p.id): \(p.callsPerSecond) calls/s, burst \(p.burst), at most \(p.maxLiveCalls) live calls, regions "
-            + (p.regions.isEmpty ? "any" : p.regions.joined(separator: ",")) + ", when Redis is down: \(down)"
+            + (p.regions.isEmpty ? "any" : p.regions.joined(separator: ",")) + ", when Redis is down: \(down)" + usage
+    }
+
+    /// A month's usage as lines of text.
+    static func describe(_ r: UsageReport) -> String {
+        func number(_ x: Double) -> String { String(format: "%.2f", x) }
+        var lines = ["\(r.tenant), \(r.month) (UTC): \(r.calls) calls, \(number(r.minutes)) minutes (\(number(r.callSeconds)) s)"
+                     + (r.cost.map { ", cost \(number($0))" } ?? "")]
+        if let limit = r.monthlyMinutes { lines.append("limit: \(limit) minutes a month") }
+        if let spend = r.monthlySpend { lines.append("limit: \(number(spend)) spent a month") }
+        if r.limitReached { lines.append("the limit is reached: new calls are refused (usage_limit) until the month turns or it is raised") }
+        for day in r.days { lines.append("  \(day.day)  \(number(day.callSeconds / 60)) minutes") }
+        return lines.joined(separator: "\n")
     }
 
     struct Create: AsyncParsableCommand {
@@ -154,8 +179,26 @@ struct TenantCommand: AsyncParsableCommand {
         }
     }
 
+    struct Usage: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a tenant's call minutes, calls and cost in a month (UTC), by day.")
+        @OptionGroup var cluster: ClusterOptions
+        @Argument(help: "Tenant id.") var id: String
+        @Option(help: "The month, YYYY-MM (default: this one).") var month: String?
+        @Option(help: "Output format: text or json.") var output: OutputFormat = .text
+
+        func run() async throws {
+            try await TenantCommand.run(cluster) { store in
+                let month = try month.map { text throws(SwitchboardError) in try UsagePeriod.validMonth(text) } ?? UsagePeriod.month(unixMillisNow())
+                let policy = try? await store.get(id).policy  // a deleted tenant's months can still be read
+                let limits = TenantLimits(redis: store.redis, keys: store.keys)
+                let report = UsageReport(try await limits.usage(id, month: month), policy: policy)
+                print(output == .json ? jsonString(report) : TenantCommand.describe(report))
+            }
+        }
+    }
+
     struct Apply: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create or update tenants from a JSON file: an array of {id, calls_per_second, burst, max_live_calls, regions, when_redis_down, local_cap}.")
+        static let configuration = CommandConfiguration(abstract: "Create or update tenants from a JSON file: an array of {id, calls_per_second, burst, max_live_calls, regions, when_redis_down, local_cap, price_per_minute, monthly_minutes, monthly_spend}.")
         @OptionGroup var cluster: ClusterOptions
         @Argument(help: "The file.") var file: String
 

@@ -54,6 +54,8 @@ struct WorkerCommand: AsyncParsableCommand {
     var syntheticCPULoad: Double = Settings.double("synthetic-cpu-load", 0)
     @Option(name: .customLong("lease-time"), help: "Seconds a tenant's live-call lease lasts (the routers' setting); renewed every third of it.")
     var leaseTime: Double = Settings.double("lease-time", 30)
+    @Option(name: .customLong("tenant-label-cap"), help: "Tenants named in metric labels at most; the rest count as 'other'.")
+    var tenantLabelCap: Int = Settings.int("tenant-label-cap", 50)
 
     @Option(name: .customLong("drain-deadline"), help: "SIGTERM drains the worker: seconds its calls have to end by themselves before the rest move.")
     var drainDeadline: Double = Settings.double("drain-deadline", 300)
@@ -82,6 +84,8 @@ struct WorkerCommand: AsyncParsableCommand {
             config.maxCallDuration = try seconds(maxCallDuration, "max call duration")
             config.mediaTimeout = mediaTimeout == 0 ? nil : try seconds(mediaTimeout, "media timeout")
             config.leaseTime = try seconds(Swift.max(1, leaseTime), "lease time", max: 3600)
+            guard tenantLabelCap >= 0 else { throw SwitchboardError(.invalidArgument, "tenant label cap must be 0 or more") }
+            config.tenantLabelCap = tenantLabelCap
             guard let source = CPUSource(rawValue: cpuSource) else {
                 throw SwitchboardError(.invalidArgument, "cpu source must be one of \(CPUSource.allCases.map(\.rawValue).joined(separator: ", "))")
             }

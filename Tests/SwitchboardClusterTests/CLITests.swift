@@ -185,6 +185,16 @@ struct TenantCLITests {
         #expect(listOut.contains("acme: 30.0 calls/s") && listOut.contains("beta: 1.0 calls/s"), "\(listOut)")
         let (_, setOut) = try await run(["tenant", "set", "beta", "--max-live-calls", "7"] + redis)
         #expect(setOut.contains("at most 7 live calls"), "\(setOut)")
+        let (priced, pricedOut) = try await run(["tenant", "set", "beta", "--price-per-minute", "0.02", "--monthly-minutes", "100"] + redis)
+        #expect(priced == 0 && pricedOut.contains("0.02 a minute, at most 100 minutes a month"), "\(pricedOut)")
+        let (_, usageOut) = try await run(["tenant", "usage", "beta"] + redis)
+        #expect(usageOut.contains("beta, \(UsagePeriod.month(unixMillisNow())) (UTC): 0 calls, 0.00 minutes (0.00 s), cost 0.00")
+                && usageOut.contains("limit: 100 minutes a month"), "\(usageOut)")
+        let (_, usageJSON) = try await run(["tenant", "usage", "beta", "--month", "2026-01", "--output", "json"] + redis)
+        let report = try JSONDecoder().decode(UsageReport.self, from: Data(usageJSON.utf8))
+        #expect(report.month == "2026-01" && report.monthlyMinutes == 100 && report.cost == 0)
+        let (badMonth, badMonthOut) = try await run(["tenant", "usage", "beta", "--month", "2026-13"] + redis)
+        #expect(badMonth == 64 && badMonthOut.contains("a month is YYYY-MM"), "\(badMonthOut)")
 
         // The key opens the router for calls; the admin key opens operator commands, and a tenant key does not.
         let (routed, routeOut) = try await askedAgainWhileUnavailable {

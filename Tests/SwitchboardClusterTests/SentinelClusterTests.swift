@@ -19,7 +19,7 @@ import Testing
         try await cluster.waitForWorkers(2, timeout: .seconds(20))
 
         var live: [String] = []
-        for _ in 0..<6 { live.append(try #require(try await cluster.routeByNATS(RouteRequest(tenant: "t")).call).callID) }
+        for _ in 0..<6 { live.append(try await cluster.route().callID) }
         for id in live { try await eventually(timeout: .seconds(10), "call \(id) active") { try await cluster.record(id)["state"] == "active" } }
 
         let oldPrimary = try #require(await set.primaryPort())

@@ -15,21 +15,95 @@ struct CallStoreTests {
         try await withRedis { redis, prefix in
             let store = CallStore(redis: redis, keys: try RedisKeys(prefix: prefix))
             // The worker marks the call started before the router's record is written: either order works.
-            #expect(try await store.start("c-early", worker: "a", incarnation: "i1", startedAt: 1) == .owned)
+            #expect(try await store.start("c-early", tenant: "t", worker: "a", incarnation: "i1", startedAt: 1) == .owned)
             try await store.place(record("c-early", worker: "a"))
             #expect(try await store.fields("c-early")["state"] == "active")
 
             // The router waited in vain for a's accept and placed the call on b: a, answering late, does not
             // take it back, and b's start goes through.
             try await store.place(record("c-late", worker: "b"))
-            #expect(try await store.start("c-late", worker: "a", incarnation: "i1", startedAt: 1) == .superseded)
-            #expect(try await store.start("c-late", worker: "b", incarnation: "i2", startedAt: 1) == .owned)
+            #expect(try await store.start("c-late", tenant: "t", worker: "a", incarnation: "i1", startedAt: 1) == .superseded)
+            #expect(try await store.start("c-late", tenant: "t", worker: "b", incarnation: "i2", startedAt: 1) == .owned)
             let fields = try await store.fields("c-late")
             #expect(fields["worker_id"] == "b" && fields["incarnation"] == "i2", "\(fields)")
 
             // Nor does a call that has ended start again.
             _ = try await store.end("c-late", tenant: "t", worker: "b", epoch: 1, reason: .caller, retention: .seconds(60))
-            #expect(try await store.start("c-late", worker: "b", incarnation: "i2", startedAt: 1) == .superseded)
+            #expect(try await store.start("c-late", tenant: "t", worker: "b", incarnation: "i2", startedAt: 1) == .superseded)
+        }
+    }
+
+    /// A call is metered once, whoever holds it: from its start to its end on Redis's clock, in its tenant's
+    /// month and day, across a move to another worker, with nothing from a worker that no longer holds it.
+    @Test func aCallIsMeteredOnceFromStartToEndAcrossAMove() async throws {
+        try await withRedis { redis, prefix in
+            let keys = try RedisKeys(prefix: prefix)
+            let store = CallStore(redis: redis, keys: keys)
+            let limits = TenantLimits(redis: redis, keys: keys)
+            let month = UsagePeriod.month(unixMillisNow())
+            func held(_ epoch: Int64) -> CallStore.Held { .init(callID: "c1", epoch: epoch, tenant: "t", startedAt: unixMillisNow(), metadata: [:]) }
+            func meteredAt() async throws -> Int64 { Int64(try await store.fields("c1")["metered_at"] ?? "") ?? -1 }
+
+            try await store.place(record("c1", worker: "a"))
+            #expect(try await store.start("c1", tenant: "t", worker: "a", incarnation: "i1", startedAt: unixMillisNow()) == .owned)
+            let began = try await meteredAt()
+            #expect(began > 0)
+            // A start written twice counts one call, and restarts nothing.
+            #expect(try await store.start("c1", tenant: "t", worker: "a", incarnation: "i1", startedAt: unixMillisNow()) == .owned)
+            #expect(try await meteredAt() == began)
+            try await Task.sleep(for: .milliseconds(50))
+            let first = try await store.refresh([held(1)], worker: "a", incarnation: "i1", version: "1", region: "local", leaseTime: .seconds(30))
+            #expect(first.map(\.ownership) == [.owned] && first[0].meteredMillis >= 50)
+
+            // Worker b takes the call on (epoch 2): a's refresh and end meter nothing more.
+            _ = try #require(try await store.claim("c1", worker: "b", from: Resume(reason: .migrate, fromWorker: "a", checkpoint: Checkpoint(seq: 0, state: nil, mediaSequence: 0, mediaTimestamp: 0, takenAtMillis: 0), epoch: 1),
+                                                   incarnation: "i2", version: "1", region: "local"))
+            try await Task.sleep(for: .milliseconds(30))
+            let stale = try await store.refresh([held(1)], worker: "a", incarnation: "i1", version: "1", region: "local", leaseTime: .seconds(30))
+            #expect(stale == [.init(ownership: .superseded, meteredMillis: 0)])
+            #expect(try await store.end("c1", tenant: "t", worker: "a", epoch: 1, reason: .caller, retention: .seconds(60))
+                    == .init(ownership: .superseded, meteredMillis: 0))
+            // b meters from where a left off, and its end meters the rest.
+            let second = try await store.refresh([held(2)], worker: "b", incarnation: "i2", version: "1", region: "local", leaseTime: .seconds(30))
+            #expect(second.map(\.ownership) == [.owned] && second[0].meteredMillis >= 30)
+            try await Task.sleep(for: .milliseconds(20))
+            let end = try await store.end("c1", tenant: "t", worker: "b", epoch: 2, reason: .caller, retention: .seconds(60))
+            #expect(end.ownership == .owned && end.meteredMillis >= 20)
+            let ended = try await meteredAt()
+            // Nothing lost, nothing twice: the month holds exactly the call's time on Redis's clock.
+            let usage = try await limits.usage("t", month: month)
+            #expect(usage.callMillis == ended - began, "\(usage)")
+            #expect(usage.callMillis == first[0].meteredMillis + second[0].meteredMillis + end.meteredMillis)
+            #expect(usage.calls == 1)
+            #expect(usage.days.values.reduce(0, +) == usage.callMillis)
+            #expect(try await store.fields("c1")["metered_ms"] == String(usage.callMillis))
+            // An ended call meters nothing more.
+            #expect(try await store.end("c1", tenant: "t", worker: "b", epoch: 2, reason: .caller, retention: .seconds(60)).meteredMillis == 0)
+            #expect(try await limits.usage("t", month: month) == usage)
+        }
+    }
+
+    /// Once a tenant's month is used up, new calls are refused with the usage and the limit; a call admitted
+    /// already (a retry of its route) still is, and other tenants are not touched.
+    @Test func aUsedUpMonthRefusesNewCallsOnly() async throws {
+        try await withRedis { redis, prefix in
+            let keys = try RedisKeys(prefix: prefix)
+            let limits = TenantLimits(redis: redis, keys: keys)
+            var policy = TenantPolicy(id: "t", callsPerSecond: 100, burst: 100, maxLiveCalls: 100)
+            policy.monthlyMinutes = 1
+            let now = unixMillisNow()
+            #expect(try await limits.admit(policy, callID: "before", unixMillis: now) == .admitted(live: 1))
+            _ = try await redis.send(["HSET", keys.usage("t", month: UsagePeriod.month(now)), "call_ms", "60000"])
+            #expect(try await limits.admit(policy, callID: "after", unixMillis: now) == .usageLimit(used: 60_000, limit: 60_000))
+            #expect(try await limits.admit(policy, callID: "before", unixMillis: now) == .admitted(live: 1))
+            policy.monthlyMinutes = 2
+            #expect(try await limits.admit(policy, callID: "after", unixMillis: now) == .admitted(live: 2))
+            var other = policy
+            other.id = "u"
+            other.monthlyMinutes = 1
+            #expect(try await limits.admit(other, callID: "elsewhere", unixMillis: now) == .admitted(live: 1))
+            // Next month starts from nothing.
+            #expect(try await limits.admit(policy, callID: "later", unixMillis: now + 40 * 86_400_000) == .admitted(live: 3))
         }
     }
 }

@@ -165,8 +165,8 @@ struct RedisACLTests {
         let record = CallRecord(callID: "c1", tenant: "t", workerID: "w1", version: "1", region: "r", state: .placed, createdAt: 1, metadata: [:])
         try await store.place(record, deadline: .now + .seconds(5))
         let calls = CallStore(redis: worker, keys: keys)
-        #expect(try await calls.start("c1", worker: "w1", incarnation: "i", startedAt: 1) == .owned)
-        #expect(try await calls.end("c1", tenant: "t", worker: "w1", epoch: 1, reason: .caller, retention: .seconds(60)) == .owned)
+        #expect(try await calls.start("c1", tenant: "t", worker: "w1", incarnation: "i", startedAt: 1) == .owned)
+        #expect(try await calls.end("c1", tenant: "t", worker: "w1", epoch: 1, reason: .caller, retention: .seconds(60)).ownership == .owned)
         _ = try await worker.send(["HGET", keys.drains, "w1"])
         _ = try await DeployStore(redis: worker, keys: keys).read()
 

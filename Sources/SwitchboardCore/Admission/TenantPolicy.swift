@@ -17,12 +17,21 @@ public struct TenantPolicy: Codable, Sendable, Equatable {
     /// Regions the tenant's calls may be placed in; empty: any.
     public var regions: [String]
     public var whenRedisDown: WhenRedisDown
+    /// The price of a minute of call, in the operator's currency: the cost shown with usage; nil, none.
+    public var pricePerMinute: Double?
+    /// Call minutes a calendar month (UTC) at most: new calls are refused once they are used; nil, no limit.
+    public var monthlyMinutes: Int?
+    /// Spending a calendar month at most, at `pricePerMinute`; nil, no limit.
+    public var monthlySpend: Double?
 
     public static let maxRate = 100_000.0
     /// One call in 1,000 s at least: the GCRA interval (µs) then fits comfortably in 64 bits.
     public static let minRate = 0.001
     public static let maxBurst = 100_000
     public static let maxLive = 10_000_000
+    public static let maxPrice = 10_000.0
+    public static let maxMonthlyMinutes = 1_000_000_000
+    public static let maxMonthlySpend = 1e12
 
     public init(id: String, callsPerSecond: Double, burst: Int, maxLiveCalls: Int, regions: [String] = [],
                 whenRedisDown: WhenRedisDown = .closed) {
@@ -55,16 +64,41 @@ public struct TenantPolicy: Codable, Sendable, Equatable {
         if case .open(let cap) = whenRedisDown, !(1...Self.maxLive).contains(cap) {
             throw refuse("the local cap when Redis is down must be 1-\(Self.maxLive), not \(cap)")
         }
+        if let price = pricePerMinute, !(price.isFinite && price >= 0 && price <= Self.maxPrice) {
+            throw refuse("the price per minute must be a number from 0 to \(Int(Self.maxPrice)), not \(price)")
+        }
+        if let minutes = monthlyMinutes, !(1...Self.maxMonthlyMinutes).contains(minutes) {
+            throw refuse("monthly minutes must be 1-\(Self.maxMonthlyMinutes), not \(minutes)")
+        }
+        if let spend = monthlySpend {
+            guard spend.isFinite, spend > 0, spend <= Self.maxMonthlySpend else {
+                throw refuse("the monthly spend must be a number above 0 and up to 1e12, not \(spend)")
+            }
+            guard let price = pricePerMinute, price > 0 else { throw refuse("a monthly spend limit needs a price per minute above 0") }
+        }
+    }
+
+    /// Call time a calendar month may use, in milliseconds: the tighter of `monthlyMinutes` and what
+    /// `monthlySpend` buys at `pricePerMinute`; nil when neither is set.
+    public var monthlyLimitMillis: Int64? {
+        let byMinutes = monthlyMinutes.map { Int64($0) * 60_000 }
+        let bySpend = monthlySpend.flatMap { spend in pricePerMinute.map { Int64((spend / $0 * 60_000).rounded(.down)) } }
+        switch (byMinutes, bySpend) {
+        case let (a?, b?): return min(a, b)
+        case let (a, b): return a ?? b
+        }
     }
 
     enum CodingKeys: String, CodingKey {
         case id, burst, regions
         case callsPerSecond = "calls_per_second", maxLiveCalls = "max_live_calls"
         case whenRedisDown = "when_redis_down", localCap = "local_cap"
+        case pricePerMinute = "price_per_minute", monthlyMinutes = "monthly_minutes", monthlySpend = "monthly_spend"
     }
 
     /// `{"id", "calls_per_second", "burst", "max_live_calls", "regions", "when_redis_down": "open"|"closed",
-    /// "local_cap"}`; `regions` defaults to any, `when_redis_down` to closed.
+    /// "local_cap", "price_per_minute", "monthly_minutes", "monthly_spend"}`; `regions` defaults to any,
+    /// `when_redis_down` to closed, the last three to none.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.decode(String.self, forKey: .id)
@@ -79,6 +113,9 @@ public struct TenantPolicy: Codable, Sendable, Equatable {
             throw DecodingError.dataCorruptedError(forKey: .whenRedisDown, in: c,
                                                    debugDescription: "'\(other)' is not open or closed")
         }
+        pricePerMinute = try c.decodeIfPresent(Double.self, forKey: .pricePerMinute)
+        monthlyMinutes = try c.decodeIfPresent(Int.self, forKey: .monthlyMinutes)
+        monthlySpend = try c.decodeIfPresent(Double.self, forKey: .monthlySpend)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -94,6 +131,9 @@ public struct TenantPolicy: Codable, Sendable, Equatable {
             try c.encode("open", forKey: .whenRedisDown)
             try c.encode(cap, forKey: .localCap)
         }
+        try c.encodeIfPresent(pricePerMinute, forKey: .pricePerMinute)
+        try c.encodeIfPresent(monthlyMinutes, forKey: .monthlyMinutes)
+        try c.encodeIfPresent(monthlySpend, forKey: .monthlySpend)
     }
 
     /// GCRA's emission interval (the time one call uses up) and tolerance (how far ahead of it a burst may run).
