@@ -43,7 +43,7 @@ let package = Package(
         ),
         .target(
             name: "SwitchboardRedis",
-            dependencies: ["CHiredis", "CCrypto", "SwitchboardCore", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CHiredis", "CCrypto", "SwitchboardCore", "SwitchboardObservability", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "SwitchboardOpus", dependencies: ["COpus", "CSpeexDSP", "SwitchboardCore"]),
         .target(name: "SwitchboardObservability", dependencies: [.product(name: "Logging", package: "swift-log")]),
@@ -120,7 +120,7 @@ let package = Package(
                 path: "Tests/Support"),
         .testTarget(name: "SwitchboardCoreTests", dependencies: ["SwitchboardCore"]),
         .testTarget(name: "SwitchboardNATSTests", dependencies: ["SwitchboardNATS", "SwitchboardTestSupport"]),
-        .testTarget(name: "SwitchboardRedisTests", dependencies: ["SwitchboardRedis", "SwitchboardTestSupport"]),
+        .testTarget(name: "SwitchboardRedisTests", dependencies: ["SwitchboardRedis", "SwitchboardObservability", "SwitchboardTestSupport"]),
         .testTarget(name: "SwitchboardOpusTests", dependencies: ["SwitchboardOpus"]),
         // Every decoder of outside bytes under 100,000 hostile inputs each; scripts/test runs it on its own first.
         .testTarget(name: "SwitchboardFuzzTests", dependencies: ["SwitchboardCore", "SwitchboardRedis", "SwitchboardRouter"],

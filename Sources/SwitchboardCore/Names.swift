@@ -84,6 +84,10 @@ public struct RedisKeys: Sendable, Equatable {
     /// Hash: a tenant's metered calls in one month (`YYYY-MM`, UTC): `call_ms`, `calls`, and `d01`...`d31`
     /// (call time by day). See `TenantUsage`.
     public func usage(_ tenant: String, month: String) -> String { "\(prefix):usage:\(tenant):\(month)" }
+    /// Stream: a call's timeline (`TimelineEvent`s), capped, kept `timelineRetention` after its last event.
+    public func timeline(_ callID: String) -> String { "\(prefix):timeline:\(callID)" }
+    /// String: how many of a call's timeline events were left out over the cap.
+    public func timelineDropped(_ callID: String) -> String { "\(prefix):timeline:\(callID):dropped" }
     /// Hash: the deploy policy (`policy`, JSON) and its `revision`.
     public var deploy: String { "\(prefix):deploy" }
     /// Stream: every change of the deploy policy.

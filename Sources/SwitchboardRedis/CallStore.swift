@@ -100,8 +100,8 @@ public struct CallStore: Sendable {
 
     /// Lua: adds a call's time since it was last metered (its record's `metered_at`, else its start: the
     /// record's, else `started`, the holder's) to its tenant's month (`call_ms` and the day's field) and to the
-    /// record's own `metered_ms`, and moves `metered_at` to now. A call metered for the first time before its
-    /// start was recorded (a refresh that overtook it) is counted as a call here instead. Only ever called by a
+    /// record's own `metered_ms`, and moves `metered_at` to now. A call metered for the first time without a
+    /// recorded start (the start's write failed; a record from before metering) is counted as a call here. Only ever called by a
     /// script that has checked the caller owns the call at its epoch, so a call moved between workers is
     /// metered once, whoever holds it. Returns the milliseconds added.
     static let meterFunction = """

@@ -23,7 +23,7 @@ public enum RedisACL {
         case .router, .operator:
             return ["\(p):*"]
         case .worker:
-            return [keys.call("*"), keys.workerCalls("*"), keys.tenantLeases("*"), keys.usage("*", month: "*"), keys.drains, keys.deploy, keys.audit]
+            return [keys.call("*"), keys.workerCalls("*"), keys.tenantLeases("*"), keys.usage("*", month: "*"), keys.timeline("*"), keys.drains, keys.deploy, keys.audit]
         }
     }
 

@@ -40,7 +40,8 @@ extension Router {
             metrics.increment(MetricNames.migrations, ["result": "moved"], help: "Call migrations by result")
             metrics.observe(MetricNames.migrationPauseSeconds, [:], pause.microseconds / 1e6, buckets: MetricNames.latencyBuckets,
                             help: "Time a migrated call's audio paused: from hold to the new worker's accept")
-            publishEvent(CallEvent(callID: callID, event: .migrated, workerID: to, fromWorker: record.workerID, atMillis: unixMillisNow()))
+            publishEvent(CallEvent(callID: callID, event: .migrated, workerID: to, fromWorker: record.workerID, atMillis: unixMillisNow()),
+                         details: ["pause_ms": "\(pause.milliseconds)"])
             log.notice("call moved", metadata: ["to_worker": "\(to)", "pause_ms": "\(pause.microseconds / 1000)"])
             return Migration(callID: callID, fromWorker: record.workerID, toWorker: to, pauseMillis: pause.microseconds / 1000)
         case .notMoved(let error, let result):

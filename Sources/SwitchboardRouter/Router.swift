@@ -38,12 +38,14 @@ public final class Router: Service, Sendable {
     let pendingReleases = Mutex<[(tenant: String, callID: String)]>([])
     /// Tenants given a metric label of their own (at most `tenantLabelCap`).
     let tenantLabels: TenantLabels
+    /// What this router saw of each call, for its timeline.
+    public let timeline: TimelineWriter
     /// Set by a graceful shutdown: `/readyz` fails from then on.
     let shuttingDown = Mutex(false)
     /// Refused operator requests written to the audit, at most 5 a second (all are counted).
     let refusalAudit = Mutex(TokenBucket(perSecond: 5, burst: 10))
-    /// Set once `run` has read the deploy policy and the drains: no call is placed before (HTTP answers
-    /// `unavailable`, `/readyz` fails; route requests on NATS are not subscribed to until then).
+    /// Set once `run` has read the deploy policy and the drains and subscribed to route requests: no call is
+    /// placed before (HTTP and NATS answer `unavailable`, `/readyz` fails).
     let started = Mutex(false)
 
     /// Work that outlives the message or event that asked for it, run in `run()`'s task group (never in a
@@ -90,6 +92,9 @@ public final class Router: Service, Sendable {
         limits = TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime)
         callStore = CallStore(redis: redis, keys: configuration.keys)
         tenantLabels = TenantLabels(cap: configuration.tenantLabelCap)
+        timeline = TimelineWriter(store: TimelineStore(redis: redis, keys: configuration.keys, cap: configuration.timelineCap,
+                                                       retention: configuration.timelineRetention),
+                                  metrics: metrics, logger: logger)
         deployStore = DeployStore(redis: redis, keys: configuration.keys)
         (jobs, job) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
@@ -107,10 +112,11 @@ public final class Router: Service, Sendable {
         // Redis it places on workers that say they are ready, their own reading of the policy.)
         await loadDeployPolicy()
         await loadDrains()
-        started.withLock { $0 = true }
         let routes = try nats.subscribe(to: configuration.subjects.route, queue: Subjects.routerQueue)
         let migrations = try nats.subscribe(to: configuration.subjects.migrates, queue: Subjects.routerQueue)
         try await nats.flush()
+        // Ready once the server has the subscriptions too: a request in the moment between is asked again.
+        started.withLock { $0 = true }
         logger.info("router running", metadata: ["route_subject": "\(configuration.subjects.route)"])
         if configuration.insecureNoAuth {
             logger.critical("operator endpoints are open to anyone (--insecure-no-auth): drains, moves and deploys need no key")
@@ -118,6 +124,7 @@ public final class Router: Service, Sendable {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { await self.livenessLoop() }
+                background.addTask { await self.timeline.run() }
                 background.addTask { await self.watchConnection() }
                 background.addTask { await self.releaseLoop() }
                 background.addTask { await self.reconcileLoop() }

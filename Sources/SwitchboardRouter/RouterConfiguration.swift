@@ -75,6 +75,9 @@ public struct RouterConfiguration: Sendable {
     public var deployRefresh: Duration = .seconds(1)
     /// How long an ended call's record stays in Redis.
     public var endedCallRetention: Duration = .seconds(24 * 3600)
+    /// How long a call's timeline is kept after its last event, and how many events it holds at most.
+    public var timelineRetention: Duration = .seconds(7 * 86_400)
+    public var timelineCap = 2_000
 
     public var heartbeatInterval: Duration {
         get { registry.heartbeatInterval }

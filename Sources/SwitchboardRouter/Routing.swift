@@ -18,6 +18,7 @@ extension Router {
             throw SwitchboardError(.unavailable, "this router is starting (reading the deploy policy); try again in a moment")
         }
         let start = clock.now
+        let requestedAt = unixMillisNow()
         let deadline = deadline ?? start + configuration.routeDeadline
         let callID = Identifiers.random(prefix: "c")
         var request = request
@@ -35,8 +36,8 @@ extension Router {
             }
             let placement: Placement
             do throws(SwitchboardError) {
-                placement = try await place(request, callID: callID, deadline: deadline, logger: log, admittedWithoutRedis: withoutRedis,
-                                            regions: tenant?.regions ?? [])
+                placement = try await place(request, callID: callID, requestedAt: requestedAt, deadline: deadline, logger: log,
+                                            admittedWithoutRedis: withoutRedis, regions: tenant?.regions ?? [])
             } catch {
                 if let tenant, withoutRedis {
                     // Its place under the local cap; and a lease, should Redis have run the script it did not
@@ -70,7 +71,7 @@ extension Router {
                         help: "Time from route request to answer")
     }
 
-    private func place(_ request: RouteRequest, callID: String, deadline: ContinuousClock.Instant, logger: Logger,
+    private func place(_ request: RouteRequest, callID: String, requestedAt: Int64, deadline: ContinuousClock.Instant, logger: Logger,
                        admittedWithoutRedis: Bool = false, regions: [String] = []) async throws(SwitchboardError) -> Placement {
         // Minted first: nothing can fail after a worker has said yes but the record.
         let credentials = try mediaCredentials(for: callID)
@@ -103,7 +104,11 @@ extension Router {
             try? nats.publish(configuration.subjects.end(worker: reply.workerID, call: callID), payload: CallEnd(callID: callID, reason: .api).encoded())
             throw SwitchboardError(.unavailable, "call accepted by \(reply.workerID) but not recorded: \(error)")
         }
-        publishEvent(CallEvent(callID: callID, event: .placed, workerID: reply.workerID, atMillis: unixMillisNow()))
+        // On the timeline at the moment it was asked for (before its worker started it), with how long placing took.
+        let now = unixMillisNow()
+        publishEvent(CallEvent(callID: callID, event: .placed, workerID: reply.workerID, atMillis: now), noteAt: requestedAt,
+                     details: ["tenant": request.tenant, "version": reply.version, "region": reply.region, "offers": "\(offered.offers)",
+                               "route_ms": "\(now - requestedAt)"])
         return Placement(callID: callID, workerID: reply.workerID, version: reply.version, region: reply.region,
                          media: MediaSubjects(in: configuration.subjects.mediaIn(worker: reply.workerID, call: callID),
                                               out: configuration.subjects.mediaOut(worker: Subjects.anyWorker, call: callID),
@@ -117,6 +122,8 @@ extension Router {
         var reply: OfferReply
         var explanation: Scheduler.Explanation?
         var fellBack: Bool
+        /// Offers made, this one included.
+        var offers: Int
     }
 
     /// Offers a call to the workers the scheduler chooses, one after another, until one accepts, `maxOffers`
@@ -128,6 +135,7 @@ extension Router {
         var attempt = PlacementAttempt(needs: needs, maxOffers: configuration.maxOffers, offerTimeout: configuration.offerTimeout,
                                        deadline: deadline)
         var explanation: Scheduler.Explanation?
+        var offers = 0
         while true {
             let needs: Scheduler.Needs, timeout: Duration
             switch attempt.next(now: clock.now) {
@@ -151,6 +159,7 @@ extension Router {
                 throw error
             }
             attempt.offered(worker.workerID)
+            offers += 1
             let reply: OfferReply
             do {
                 let message = try await nats.request(configuration.subjects.offer(worker: worker.workerID), payload: payload,
@@ -161,6 +170,7 @@ extension Router {
                 let code = (error as? SwitchboardError)?.code.rawValue ?? "error"
                 metrics.increment(MetricNames.offers, ["result": code], help: "Offers to workers by result")
                 logger.warning("offer failed", metadata: [LogKey.workerID: "\(worker.workerID)", LogKey.error: "\(error)"])
+                note(offer.callID, "offer_failed", ["worker": worker.workerID, "result": code])
                 _ = attempt.answered(worker.workerID, .failed(code))
                 continue
             }
@@ -170,13 +180,14 @@ extension Router {
                 metrics.increment(MetricNames.offers, ["result": "refused_\(reason)"], help: "Offers to workers by result")
                 // The worker follows a newer deploy policy than this router: read it now.
                 if reply.reason == .outdated { job.yield(.reloadDeploy) }
+                note(offer.callID, "offer_refused", ["worker": worker.workerID, "reason": reason])
                 _ = attempt.answered(worker.workerID, .refused(reason))
                 continue
             }
             fleet.withLock { $0.registry.accepted(worker.workerID, token: token, acceptSeq: acceptSeq) }
             metrics.increment(MetricNames.offers, ["result": "accepted"], help: "Offers to workers by result")
             _ = attempt.answered(worker.workerID, .accepted)
-            return Offered(reply: reply, explanation: explanation, fellBack: fromFallback)
+            return Offered(reply: reply, explanation: explanation, fellBack: fromFallback, offers: offers)
         }
     }
 
@@ -188,8 +199,20 @@ extension Router {
         return NATSJWT.credentials(jwt: credentials.jwt, seed: credentials.seed)
     }
 
-    func publishEvent(_ event: CallEvent) {
+    /// Tells the call's gateway and listeners what became of the call, and notes it on its timeline (with
+    /// `details` beside what the event says).
+    func publishEvent(_ event: CallEvent, noteAt: Int64? = nil, details: [String: String] = [:]) {
         try? nats.publish(configuration.subjects.events(worker: event.workerID, call: event.callID), payload: event.encoded())
+        var attributes = details
+        attributes["worker"] = event.workerID
+        if let from = event.fromWorker { attributes["from_worker"] = from }
+        if let reason = event.reason { attributes["reason"] = reason }
+        note(event.callID, event.event.rawValue, attributes, at: noteAt ?? event.atMillis)
+    }
+
+    /// Notes one event on a call's timeline (queued; written off the call's path).
+    func note(_ callID: String, _ type: String, _ attributes: [String: String] = [:], at: Int64 = unixMillisNow()) {
+        timeline.record(callID, TimelineEvent(atMillis: at, source: .router, member: configuration.id, type: type, attributes: attributes))
     }
 
     // MARK: - NATS API

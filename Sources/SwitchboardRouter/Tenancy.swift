@@ -185,6 +185,24 @@ extension Router {
         return UsageReport(try await limits.usage(tenantID, month: month), policy: policy)
     }
 
+    /// A call's timeline, for an admin key or (tenancy on) the key of the tenant whose call it is: `not_found`
+    /// for another tenant's call, and for a call with no timeline (never placed, or past its retention).
+    public func timeline(of callID: String, authorization: String?) async throws(SwitchboardError) -> Timeline {
+        do {
+            try WireCheck.identifier(callID, "call id")
+        } catch {
+            throw SwitchboardError(.invalidArgument, error.message)
+        }
+        do throws(SwitchboardError) {
+            if let tenant = try await tenant(authorization: authorization) { _ = try await call(callID, tenant: tenant) }
+        } catch where error.code == .authenticationFailed {
+            _ = try await operatorName(authorization: authorization, action: "call timeline")
+        }
+        let timeline = try await timeline.store.timeline(callID)
+        guard !timeline.events.isEmpty || timeline.dropped > 0 else { throw SwitchboardError(.notFound, "no timeline for call \(callID)") }
+        return timeline
+    }
+
     /// A call's record, if `tenant` (when given) owns it: another tenant's call is `not_found`, as if absent.
     public func call(_ id: String, tenant: TenantPolicy?) async throws(SwitchboardError) -> CallRecord {
         let record = try await call(id)

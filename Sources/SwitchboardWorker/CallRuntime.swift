@@ -84,6 +84,7 @@ extension Worker {
             case .observeStart(let took):
                 metrics.observe(MetricNames.callStartSeconds, [:], took.microseconds / 1e6, buckets: MetricNames.latencyBuckets,
                                 help: "Time from a call's audio being carried to its handler (agent) having started")
+                note(callID, "agent_started", ["start_ms": "\(took.milliseconds)"])
             case .unhold:
                 call.session.unhold()
             case .silence:
@@ -144,6 +145,8 @@ extension Worker {
                                                          version: configuration.version, region: configuration.region) {
                     log.info("call taken on", metadata: ["from_worker": "\(resume.fromWorker)", "reason": "\(resume.reason.rawValue)",
                                                          "checkpoint_seq": "\(resume.checkpoint.seq)", "epoch": "\(epoch)"])
+                    note(callID, "taken_on", ["from_worker": resume.fromWorker, "reason": resume.reason.rawValue, "epoch": "\(epoch)",
+                                              "checkpoint_seq": "\(resume.checkpoint.seq)"])
                     handle(callID, .claimed(epoch: epoch))
                     return
                 }
@@ -162,6 +165,7 @@ extension Worker {
                 // The refresh writes the record again once Redis answers.
                 log.error("record call start failed", metadata: [LogKey.error: "\(error)"])
             }
+            if !superseded { note(callID, "started", ["tenant": call.tenant]) }
             handle(callID, .startRecorded(superseded: superseded))
         case .hold:
             switch await writeCheckpoint(callID, call.session, always: true, hold: true, log: log) {
@@ -295,8 +299,16 @@ extension Worker {
         }
     }
 
+    /// Tells the call's gateway and listeners what became of the call, and notes it on its timeline.
     func publishEvent(_ event: CallEvent) {
         try? nats.publish(configuration.subjects.events(worker: configuration.id, call: event.callID), payload: event.encoded())
+        note(event.callID, event.event.rawValue, event.reason.map { ["reason": $0] } ?? [:])
+    }
+
+    /// Notes one event on a call's timeline (queued; written off the call's path).
+    func note(_ callID: String, _ type: String, _ attributes: [String: String] = [:]) {
+        timeline.record(callID, TimelineEvent(atMillis: unixMillisNow(), source: .worker, member: configuration.id, type: type,
+                                              attributes: attributes))
     }
 
     /// Decodes the caller's packets into frames for the handler; a gap in sequence numbers (up to 5 packets)

@@ -25,6 +25,8 @@ public final class Worker: Service, Sendable {
     let stallWatch: StallWatch
     /// Tenants given a metric label of their own (at most `tenantLabelCap`).
     let tenantLabels: TenantLabels
+    /// What this worker saw of each call, for its timeline.
+    public let timeline: TimelineWriter
 
     /// One call on this worker: its lifecycle (the decisions) and what carries it out (its subscriptions, its
     /// audio session, its queue of actions that need I/O).
@@ -128,6 +130,9 @@ public final class Worker: Service, Sendable {
         callStore = CallStore(redis: redis, keys: configuration.keys)
         stallWatch = StallWatch(limit: configuration.stallLimit)
         tenantLabels = TenantLabels(cap: configuration.tenantLabelCap)
+        timeline = TimelineWriter(store: TimelineStore(redis: redis, keys: configuration.keys, cap: configuration.timelineCap,
+                                                       retention: configuration.timelineRetention),
+                                  metrics: metrics, logger: logger)
         (jobs, job) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
         (heartbeatTriggers, heartbeatTrigger) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
         (acceptedCalls, accepted) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
@@ -168,6 +173,7 @@ public final class Worker: Service, Sendable {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { await self.heartbeatLoop() }
+                background.addTask { await self.timeline.run() }
                 background.addTask { await self.ticker() }
                 background.addTask { await self.drainLoop() }
                 background.addTask { await self.checkpointLoop() }

@@ -21,6 +21,9 @@ public struct WorkerConfiguration: Sendable {
     public var mediaTimeout: Duration? = .seconds(60)
     /// How long an ended call's record stays in Redis.
     public var endedCallRetention: Duration = .seconds(24 * 3600)
+    /// How long a call's timeline is kept after its last event, and how many events it holds at most.
+    public var timelineRetention: Duration = .seconds(7 * 86_400)
+    public var timelineCap = 2_000
     /// Sample rate of the audio handlers see and send.
     public var sampleRate = 48_000
     /// Opus bitrate of the audio the worker sends.

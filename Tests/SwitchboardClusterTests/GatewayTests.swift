@@ -181,6 +181,32 @@ extension GatewayTests {
         #expect(sorted.last! <= .milliseconds(300), "gaps \(gaps)")
         let frequency = twilio.frequency(after: ContinuousClock.now - .seconds(1))
         #expect(frequency.map { abs($0 - 440) <= 5 } == true, "after the moves: \(String(describing: frequency)) Hz")
+
+        // The call's timeline: placed, started, each move (the router's migrating and migrated around the new
+        // worker's taking it on), and the caller's hang-up, each from the member that saw it.
+        try await twilio.stop()
+        var timeline = Timeline(callID: callID, events: [], dropped: 0)
+        try await eventually(timeout: .seconds(10), "the call's end on its timeline") {
+            let response = try await cluster.http("GET", "/v1/calls/\(callID)/timeline")
+            guard response.status == 200 else { return false }
+            timeline = try JSONDecoder().decode(Timeline.self, from: response.body)
+            return timeline.events.contains { $0.type == "ended" }
+        }
+        let events = timeline.events
+        func all(_ type: String, _ source: TimelineEvent.Source) -> [TimelineEvent] { events.filter { $0.type == type && $0.source == source } }
+        #expect(events.first?.type == "placed" && events.first?.source == .router && events.first?.attributes["worker"] == "a", "\(events.prefix(3))")
+        #expect(all("started", .worker).map(\.member) == ["a"])
+        #expect(all("agent_started", .worker).count == 11, "one agent per worker the call was on")
+        let (migrating, takenOn, migrated) = (all("migrating", .router), all("taken_on", .worker), all("migrated", .router))
+        #expect(migrating.count == 10 && takenOn.count == 10 && migrated.count == 10, "\(events.map(\.type))")
+        for (i, (a, (b, c))) in zip(migrating, zip(takenOn, migrated)).enumerated() {
+            #expect(a.atMillis <= b.atMillis && b.atMillis <= c.atMillis, "move \(i): \(a), \(b), \(c)")
+            #expect(b.member == c.attributes["worker"] && c.attributes["from_worker"] == a.attributes["worker"] && c.attributes["pause_ms"] != nil)
+        }
+        let ended = try #require(all("ended", .worker).last)
+        #expect(ended.attributes["reason"] == "caller" && ended.atMillis >= migrated.last!.atMillis)
+        #expect(zip(events, events.dropFirst()).allSatisfy { $0.atMillis <= $1.atMillis } && timeline.dropped == 0)
+        #expect(try await cluster.http("GET", "/v1/calls/c-no-such-call/timeline").status == 404)
         await gw.stop()
         await cluster.shutdown()
     }

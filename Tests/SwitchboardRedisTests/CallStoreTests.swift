@@ -1,5 +1,6 @@
 import Foundation
 import SwitchboardCore
+import SwitchboardObservability
 import SwitchboardRedis
 import SwitchboardTestSupport
 import Testing
@@ -104,6 +105,40 @@ struct CallStoreTests {
             #expect(try await limits.admit(other, callID: "elsewhere", unixMillis: now) == .admitted(live: 1))
             // Next month starts from nothing.
             #expect(try await limits.admit(policy, callID: "later", unixMillis: now + 40 * 86_400_000) == .admitted(live: 3))
+        }
+    }
+
+    /// A call's timeline holds its first `cap` events and counts the rest, but its end always gets in; it
+    /// expires `retention` after its last event; the writer batches per call and keeps what Redis refused.
+    @Test func aTimelineIsCappedCountedAndExpires() async throws {
+        try await withRedis { redis, prefix in
+            let keys = try RedisKeys(prefix: prefix)
+            let store = TimelineStore(redis: redis, keys: keys, cap: 20, retention: .seconds(60))
+            func event(_ i: Int, _ type: String = "tick") -> TimelineEvent {
+                TimelineEvent(atMillis: 1_765_000_000_000 + Int64(i), source: .gateway, member: "gw-1", type: type, attributes: ["i": "\(i)"])
+            }
+            let first = try await store.append("c1", (0..<15).map { event($0) })
+            #expect(first.added == 15 && first.dropped == 0)
+            let second = try await store.append("c1", (15..<30).map { event($0) } + [event(30, "ended")])
+            #expect(second.added == 6 && second.dropped == 10, "\(second)")
+            let timeline = try await store.timeline("c1")
+            #expect(timeline.events.count == 21 && timeline.dropped == 10)
+            #expect(timeline.events.prefix(20).map { $0.attributes["i"] } == (0..<20).map { "\($0)" })
+            #expect(timeline.events.last?.type == "ended")
+            let ttl = try await redis.send(["PTTL", keys.timeline("c1")]).int ?? 0
+            #expect(ttl > 50_000 && ttl <= 60_000)
+            #expect(try await store.timeline("c-none") == Timeline(callID: "c-none", events: [], dropped: 0))
+
+            let writer = TimelineWriter(store: store, interval: .milliseconds(10), metrics: MetricsRegistry(), logger: testLogger)
+            writer.record("c2", event(1, "placed"))
+            writer.record("c3", event(2, "placed"))
+            writer.record("c2", event(3, "started"))
+            writer.record("c2", TimelineEvent(atMillis: 1, source: .router, member: "bad member", type: "x"))  // refused, counted
+            #expect(writer.pending == 3)
+            await writer.flush()
+            #expect(writer.pending == 0)
+            #expect(try await store.timeline("c2").events.map(\.type) == ["placed", "started"])
+            #expect(try await store.timeline("c3").events.count == 1)
         }
     }
 }

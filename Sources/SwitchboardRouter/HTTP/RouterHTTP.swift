@@ -38,6 +38,9 @@ public enum RouterHTTP {
             _ = try await router.call(id, tenant: tenant)  // another tenant's call is not found
             return json(try await router.endCall(id))
         }
+        routes.get("/v1/calls/:id/timeline") { request, context -> Response in
+            json(try await router.timeline(of: try context.parameters.require("id"), authorization: request.headers[.authorization]))
+        }
         routes.get("/v1/tenants/:tenant/usage") { request, context -> Response in
             json(try await router.usage(of: try context.parameters.require("tenant"), month: request.uri.queryParameters["month"].map(String.init),
                                         authorization: request.headers[.authorization]))
