@@ -76,7 +76,7 @@ let package = Package(
         .target(
             name: "SwitchboardGateway",
             dependencies: [
-                "SwitchboardCore", "SwitchboardNATS", "SwitchboardOpus", "SwitchboardObservability", "SwitchboardHTTP",
+                "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus", "SwitchboardObservability", "SwitchboardHTTP",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

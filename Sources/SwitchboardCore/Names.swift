@@ -96,6 +96,11 @@ public struct RedisKeys: Sendable, Equatable {
     public func deployStats(_ bucket: String) -> String { "\(prefix):deploy:stats:\(bucket)" }
 }
 
+extension RedisKeys {
+    /// The keys of a cluster with the default prefix `sb`.
+    public static let `default` = try! RedisKeys(prefix: "sb")
+}
+
 extension Subjects {
     /// The subjects of a cluster with the default prefix `sb`.
     public static let `default` = try! Subjects(prefix: "sb")

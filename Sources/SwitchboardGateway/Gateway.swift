@@ -7,6 +7,7 @@ import SwitchboardCore
 import SwitchboardNATS
 import SwitchboardObservability
 import SwitchboardOpus
+import SwitchboardRedis
 import Synchronization
 import WSCore
 
@@ -21,6 +22,8 @@ public final class Gateway: Service, Sendable {
     public let configuration: GatewayConfiguration
     public let nats: NATSConnection
     public let metrics: MetricsRegistry
+    /// Where what the legs show goes (each call's timeline), or nil when timelines are off.
+    public let timeline: TimelineWriter?
     let logger: Logger
 
     private struct State {
@@ -29,12 +32,19 @@ public final class Gateway: Service, Sendable {
     }
     private let state = Mutex(State())
 
-    public init(configuration: GatewayConfiguration, nats: NATSConnection, metrics: MetricsRegistry = MetricsRegistry(),
+    /// `redis`: where calls' timelines are written (nil: not written).
+    public init(configuration: GatewayConfiguration, nats: NATSConnection, redis: RedisClient? = nil, metrics: MetricsRegistry = MetricsRegistry(),
                 logger: Logger = Logger(label: "switchboard.gateway")) {
         self.configuration = configuration
         self.nats = nats
         self.metrics = metrics
-        self.logger = logger.with([LogKey.gatewayID: "\(configuration.id)"])
+        let logger = logger.with([LogKey.gatewayID: "\(configuration.id)"])
+        self.logger = logger
+        timeline = redis.map { redis in
+            TimelineWriter(store: TimelineStore(redis: redis, keys: configuration.keys, cap: configuration.timelineCap,
+                                                retention: configuration.timelineRetention),
+                           metrics: metrics, logger: logger)
+        }
     }
 
     /// Live legs, by kind.
@@ -64,6 +74,7 @@ public final class Gateway: Service, Sendable {
     public func run() async throws {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.playoutClock() }
+            if let timeline { group.addTask { await timeline.run() } }
             try? await gracefulShutdown()
             await drain()
             group.cancelAll()
@@ -115,7 +126,7 @@ public final class Gateway: Service, Sendable {
     /// the leg's close could not be written (a caller that stopped reading).
     func serve(kind: LegKind, tenant: String, inbound: WebSocketInboundStream,
                outbound: WebSocketOutboundWriter, logger baseLogger: Logger, cutOff: @Sendable () -> Void) async {
-        let leg = Leg(kind: kind, tenant: tenant, maxQueuedFrames: configuration.maxQueuedFrames,
+        let leg = Leg(kind: kind, tenant: tenant, gatewayID: configuration.id, maxQueuedFrames: configuration.maxQueuedFrames,
                       logger: baseLogger.with([LogKey.tenant: "\(tenant)", "leg": "\(kind.rawValue)"]))
         if let refusal = admit(leg) {
             let error = SwitchboardError(.unavailable, refusal == "draining" ? "this gateway is draining" : "this gateway is full")
@@ -129,11 +140,15 @@ public final class Gateway: Service, Sendable {
                 await self.read(leg, from: inbound)
                 self.handle(leg, .hungUp)  // the socket ended (after a close this changes nothing)
             }
-            if kind == .browser { perform(leg, [.route]) }
+            if kind == .browser {
+                observe(leg, [leg.state.withLock { $0.observer.event("answered", at: leg.startedUnixMillis, ["kind": "browser"]) }])
+                perform(leg, [.route])
+            }
             for await job in leg.jobs { group.addTask(operation: job) }
             group.cancelAll()
         }
         if !leg.state.withLock({ $0.closeWritten }) { cutOff() }
+        observe(leg, leg.state.withLock { $0.observer.finish() })
         await disconnect(leg)
         state.withLock { _ = $0.legs.removeValue(forKey: ObjectIdentifier(leg)) }
         // The leg's audio toward its caller, in the counters and in one line with its call id.
@@ -172,11 +187,13 @@ public final class Gateway: Service, Sendable {
                     leg.logger.warning("could not ask for the call's end", metadata: [LogKey.error: "\(error)"])
                 }
             case .closeEnded(let reason):
+                observe(leg, [leg.state.withLock { $0.observer.event("closed", at: leg.mediaMillis(), ["reason": reason.rawValue]) }])
                 if leg.kind == .browser { leg.send(.text(BrowserStream.ended(reason))) }
                 leg.close(.normalClosure, "call ended: \(reason.rawValue)")
                 metrics.increment(GatewayMetrics.legsTotal, ["kind": leg.kind.rawValue, "result": reason.rawValue], help: "Caller legs, by how they ended")
             case .closeWithError(let error):
                 leg.logger.warning("leg closed with an error", metadata: [LogKey.error: "\(error)"])
+                observe(leg, [leg.state.withLock { $0.observer.event("closed", at: leg.mediaMillis(), ["error": error.code.rawValue]) }])
                 if leg.kind == .browser { leg.send(.text(BrowserStream.error(error))) }
                 leg.close(error.code == .badMessage || error.code == .tooLarge ? .protocolError : .unexpectedServerError, error.message)
                 metrics.increment(GatewayMetrics.legsTotal, ["kind": leg.kind.rawValue, "result": error.code.rawValue], help: "Caller legs, by how they ended")
@@ -276,6 +293,9 @@ public final class Gateway: Service, Sendable {
                 }
                 state.logger = state.logger.with(["twilio_call_sid": "\(start.callSid)"])
             }
+            observe(leg, [leg.state.withLock {
+                $0.observer.event("answered", at: leg.mediaMillis(), ["kind": "twilio", "twilio_call_sid": String(start.callSid.prefix(64))])
+            }])
             input(leg, .started)
         case .media(_, let payload):
             guard forward(leg) else { return }
@@ -315,13 +335,16 @@ public final class Gateway: Service, Sendable {
     /// carries any of its rates; the worker decodes at its own), numbered, sent to the worker holding the call.
     private func toCall(_ leg: Leg, _ samples: [Int16]) {
         let began = ContinuousClock.now
-        let (packets, call): ([[UInt8]], Leg.Call?) = leg.state.withLock { state in
+        let at = leg.mediaMillis(began)
+        let (packets, call, events): ([[UInt8]], Leg.Call?, [TimelineEvent]) = leg.state.withLock { state in
             state.pending += samples
             var packets: [[UInt8]] = []
+            var events: [TimelineEvent] = []
             let frame = leg.kind.frameSamples
             while state.pending.count >= frame {
                 let pcm = Array(state.pending.prefix(frame))
                 state.pending.removeFirst(frame)
+                events += state.observer.caller(rms: SignalAnalysis.rms(pcm), atMillis: at)
                 do {
                     if state.encoder == nil { state.encoder = try OpusEncoder(sampleRate: leg.kind.sampleRate) }
                     let packet = MediaPacket(sequence: state.sequence, timestamp: state.sequence &* 960, payload: try state.encoder!.encode(pcm))
@@ -331,8 +354,9 @@ public final class Gateway: Service, Sendable {
                     state.logger.error("cannot encode the caller's audio", metadata: [LogKey.error: "\(error)"])
                 }
             }
-            return (packets, state.call)
+            return (packets, state.call, events)
         }
+        observe(leg, events)
         guard !packets.isEmpty, let call else { return }
         metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "in"], (ContinuousClock.now - began).microseconds / 1e6 / Double(packets.count),
                         buckets: GatewayMetrics.transcodeBuckets, help: "Time to transcode one 20 ms frame, by direction")
@@ -347,6 +371,7 @@ public final class Gateway: Service, Sendable {
 
     private func toCall(_ leg: Leg, digit: Character) {
         let (call, packet) = leg.state.withLock { ($0.call, MediaPacket.dtmf(digit, sequence: $0.sequence, timestamp: $0.sequence &* 960)) }
+        observe(leg, [leg.state.withLock { $0.observer.event("dtmf", at: leg.mediaMillis(), ["digit": String(digit)]) }])
         try? call?.leg.send(packet.encoded())  // a key lost to a broken bus is lost like its audio
     }
 
@@ -375,6 +400,7 @@ public final class Gateway: Service, Sendable {
             }
         case .clear:
             leg.state.withLock { $0.jitter.clear() }
+            observe(leg, [leg.state.withLock { $0.observer.event("clear", at: leg.mediaMillis()) }])
             leg.send(.text(leg.kind == .twilio ? TwilioStream.clear(quotedStreamSid: leg.state.withLock { $0.quotedStreamSid }) : BrowserStream.clear))
         case .dtmf:
             break  // keys go toward the call only
@@ -395,34 +421,55 @@ public final class Gateway: Service, Sendable {
 
     private func play(_ leg: Leg) {
         let began = ContinuousClock.now
-        let message: Outgoing? = leg.state.withLock { state in
-            guard state.machine.phase == .live else { return nil }
+        let at = leg.mediaMillis(began)
+        let (message, events): (Outgoing?, [TimelineEvent]) = leg.state.withLock { state in
+            guard state.machine.phase == .live else { return (nil, []) }
+            // What the caller hears now, for the timeline: a frame's loudness, silence when nothing plays.
+            func heard(_ samples: [Int16]?) -> [TimelineEvent] {
+                state.observer.agent(rms: samples.map(SignalAnalysis.rms) ?? 0, atMillis: at, stats: state.jitter.stats,
+                                     jitterMillis: state.jitter.jitterMillis)
+            }
             do {
                 let samples: [Int16]
                 switch state.jitter.tick() {
                 case .nothing:
-                    return nil
+                    return (nil, heard(nil))
                 case .packet(let packet):
                     if state.decoder == nil { state.decoder = try OpusDecoder(sampleRate: leg.kind.sampleRate) }
                     samples = try state.decoder!.decode(packet.payload)
                 case .conceal:
-                    guard let decoder = state.decoder else { return nil }
+                    guard let decoder = state.decoder else { return (nil, heard(nil)) }
                     samples = try decoder.decodeMissing()
                 }
+                let events = heard(samples)
                 switch leg.kind {
-                case .twilio: return .text(TwilioStream.media(quotedStreamSid: state.quotedStreamSid, payload: MuLaw.encode(samples)))
-                case .browser: return .binary(BrowserStream.encode(samples))
+                case .twilio: return (.text(TwilioStream.media(quotedStreamSid: state.quotedStreamSid, payload: MuLaw.encode(samples))), events)
+                case .browser: return (.binary(BrowserStream.encode(samples)), events)
                 }
             } catch {
-                return nil  // a packet the decoder refuses: nothing plays for it
+                return (nil, heard(nil))  // a packet the decoder refuses: nothing plays for it
             }
         }
+        observe(leg, events)
         guard let message else { return }
         metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "out"], (ContinuousClock.now - began).microseconds / 1e6,
                         buckets: GatewayMetrics.transcodeBuckets, help: "Time to transcode one 20 ms frame, by direction")
         if !leg.send(message) {
             badInput(leg, SwitchboardError(.slowConsumer, "the caller's socket does not take its audio"), reason: "slow_reader")
         }
+    }
+
+    /// Notes `events` on the leg's call's timeline; before the call is placed, holds them (a few) until it is.
+    private func observe(_ leg: Leg, _ events: [TimelineEvent]) {
+        guard let timeline, !events.isEmpty else { return }
+        let callID = leg.state.withLock { state -> String? in
+            guard let callID = state.call?.placement.callID else {
+                state.earlyEvents += events.prefix(max(0, Leg.maxEarlyEvents - state.earlyEvents.count))
+                return nil
+            }
+            return callID
+        }
+        if let callID { for event in events { timeline.record(callID, event) } }
     }
 
     // MARK: - Routing
@@ -467,10 +514,13 @@ public final class Gateway: Service, Sendable {
                 case .placed: break
                 }
             }
-            leg.state.withLock { state in
+            let early = leg.state.withLock { state in
                 state.call = Leg.Call(placement: placement, nats: media, owned: owned, leg: callLeg, audioOut: audioOut)
                 state.logger = state.logger.with([LogKey.callID: "\(placement.callID)"])
+                defer { state.earlyEvents.removeAll() }
+                return state.earlyEvents
             }
+            for event in early { timeline?.record(placement.callID, event) }
         } catch {
             if owned { media.close() }
             throw error

@@ -31,10 +31,15 @@ public struct GatewayConfiguration: Sendable {
     /// Each caller socket's kernel send buffer (bytes; Linux doubles it): with `maxQueuedFrames`, what a caller
     /// that stops reading can hold up before it is closed (64 KiB: about four seconds of a Twilio stream).
     public var socketSendBuffer = 64 * 1024
+    /// Redis keys of the cluster, and calls' timelines there (when the gateway is given Redis).
+    public var keys: RedisKeys
+    public var timelineRetention: Duration = .seconds(7 * 86_400)
+    public var timelineCap = 2_000
 
-    public init(id: String, subjects: Subjects = .default, tokenSecret: [UInt8]) {
+    public init(id: String, subjects: Subjects = .default, keys: RedisKeys = .default, tokenSecret: [UInt8]) {
         self.id = id
         self.subjects = subjects
+        self.keys = keys
         self.tokenSecret = tokenSecret
     }
 }

@@ -30,6 +30,8 @@ final class Leg: Sendable {
     let kind: LegKind
     let tenant: String
     let started = ContinuousClock.now
+    /// The leg's media clock: Unix milliseconds at `started`, so its timeline events line up with its audio.
+    let startedUnixMillis = unixMillisNow()
 
     struct Call {
         let placement: Placement
@@ -55,6 +57,10 @@ final class Leg: Sendable {
         /// The call's audio, toward the caller.
         var decoder: OpusDecoder?
         var flood: TokenBucket
+        /// What the leg's audio shows (speech, turns, playout), for the call's timeline.
+        var observer: LegObserver
+        /// Timeline events seen before the call was placed (its id not known yet); at most `maxEarlyEvents`.
+        var earlyEvents: [TimelineEvent] = []
         /// The close reached the socket (a caller's queue that was full when the leg closed drops it).
         var closeWritten = false
     }
@@ -65,15 +71,20 @@ final class Leg: Sendable {
     let jobs: AsyncStream<@Sendable () async -> Void>
     private let jobsIn: AsyncStream<@Sendable () async -> Void>.Continuation
 
-    init(kind: LegKind, tenant: String, maxQueuedFrames: Int, logger: Logger) {
+    init(kind: LegKind, tenant: String, gatewayID: String, maxQueuedFrames: Int, logger: Logger) {
         self.kind = kind
         self.tenant = tenant
         state = Mutex(State(machine: LegMachine(waitsForStart: kind == .twilio), logger: logger,
                             // Twilio sends 50 messages a second; a few times that in bursts is still a caller.
-                            flood: TokenBucket(perSecond: 200, burst: 400)))
+                            flood: TokenBucket(perSecond: 200, burst: 400), observer: LegObserver(member: gatewayID)))
         (outgoing, out) = AsyncStream.makeStream(of: Outgoing.self, bufferingPolicy: .bufferingOldest(maxQueuedFrames))
         (jobs, jobsIn) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
     }
+
+    static let maxEarlyEvents = 16
+
+    /// `instant` on the leg's media clock (Unix milliseconds).
+    func mediaMillis(_ instant: ContinuousClock.Instant = .now) -> Int64 { startedUnixMillis + (instant - started).milliseconds }
 
     var logger: Logger { state.withLock { $0.logger } }
     var callID: String? { state.withLock { $0.call?.placement.callID } }

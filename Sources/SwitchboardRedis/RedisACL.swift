@@ -5,11 +5,12 @@ import SwitchboardCore
 ///
 /// Still wider than one member's own: a worker's user reaches every call record and every worker's set of calls
 /// (taking a call on moves it between two workers' sets, and a record's key names no worker), every tenant's
-/// live-call leases (it renews its calls' leases) and every tenant's months of usage (it meters its calls); it cannot read tenants, their keys, rate limits, locks or the
-/// deploy policy's history, nor write the policy.
+/// live-call leases (it renews its calls' leases), every tenant's months of usage (it meters its calls) and every
+/// call's timeline; it cannot read tenants, their keys, rate limits, locks or the deploy policy's history, nor
+/// write the policy. A gateway's user reaches calls' timelines alone.
 public enum RedisACL {
     public enum Role: String, CaseIterable, Sendable {
-        case router, worker, `operator`
+        case router, worker, gateway, `operator`
     }
 
     /// Commands, by ACL category then single commands: every role starts from none (`-@all`); nothing in
@@ -22,6 +23,8 @@ public enum RedisACL {
         switch role {
         case .router, .operator:
             return ["\(p):*"]
+        case .gateway:
+            return [keys.timeline("*")]
         case .worker:
             return [keys.call("*"), keys.workerCalls("*"), keys.tenantLeases("*"), keys.usage("*", month: "*"), keys.timeline("*"), keys.drains, keys.deploy, keys.audit]
         }

@@ -82,6 +82,8 @@ public struct TimelineStore: Sendable {
 public final class TimelineWriter: Sendable {
     public let store: TimelineStore
     private let queue: Mutex<[(callID: String, event: TimelineEvent)]> = Mutex([])
+    /// Redis refused the last write: warned once, until a write goes through again.
+    private let failing = Mutex(false)
     private let capacity: Int
     private let interval: Duration
     private let metrics: MetricsRegistry
@@ -143,6 +145,7 @@ public final class TimelineWriter: Sendable {
                 let (added, dropped) = try await store.append(callID, byCall[callID]!)
                 if added > 0 { count("written", by: added) }
                 if dropped > 0 { count("over_cap", by: dropped) }
+                if failing.withLock({ swap(&$0, false) }) { logger.notice("timeline events written again") }
             } catch {
                 let rest = order[i...].flatMap { id in byCall[id]!.map { (callID: id, event: $0) } }
                 let kept = queue.withLock { queue -> Int in
@@ -151,10 +154,19 @@ public final class TimelineWriter: Sendable {
                     return min(room, rest.count)
                 }
                 if kept < rest.count { count("queue_full", by: rest.count - kept) }
-                logger.warning("timeline events not written; kept for the next try", metadata: ["events": "\(kept)", "error": "\(error)"])
+                if !failing.withLock({ swap(&$0, true) }) {
+                    logger.warning("timeline events not written; kept for the next tries (up to the queue's bound)",
+                                   metadata: ["events": "\(kept)", "error": "\(error)"])
+                }
                 return
             }
         }
+    }
+
+    /// Sets `flag` to `value`; what it was.
+    private func swap(_ flag: inout Bool, _ value: Bool) -> Bool {
+        defer { flag = value }
+        return flag
     }
 
     private func count(_ result: String, by n: Int = 1) {

@@ -3,6 +3,7 @@ import Foundation
 import SwitchboardCore
 import SwitchboardGateway
 import SwitchboardObservability
+import SwitchboardRedis
 
 struct GatewayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -40,6 +41,13 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Zone callers are placed in first (needs --region).")
     var zone: String = Settings.string("zone", "")
 
+    @Option(help: "Where calls' timelines go: redis (the cluster's, --redis-url) or off (env SWITCHBOARD_TIMELINE).")
+    var timeline: String = Settings.string("timeline", "redis")
+    @Option(name: .customLong("timeline-retention"), help: "Seconds a call's timeline is kept after its last event.")
+    var timelineRetention: Double = Settings.double("timeline-retention", 7 * 86_400)
+    @Option(name: .customLong("timeline-cap"), help: "Events a call's timeline holds at most (its end always gets in); the rest are counted.")
+    var timelineCap: Int = Settings.int("timeline-cap", 2_000)
+
     func run() async throws {
         Runtime.followParentIfAsked()
         let logger = Runtime.logger("switchboard.gateway", level: cluster.logLevel)
@@ -55,7 +63,7 @@ struct GatewayCommand: AsyncParsableCommand {
                 secret = Array(try readSecret(tokenSecretFile, "token secret").utf8)
                 guard secret.count >= 32 else { throw SwitchboardError(.invalidArgument, "the token secret must be 32 bytes or more") }
             }
-            config = GatewayConfiguration(id: id, subjects: subjects, tokenSecret: secret)
+            config = GatewayConfiguration(id: id, subjects: subjects, keys: try RedisKeys(prefix: cluster.keyPrefix), tokenSecret: secret)
             secret.removeAll()
             config.publicURL = publicURL.isEmpty ? nil : publicURL
             if !twilioAuthTokenFile.isEmpty {
@@ -76,13 +84,25 @@ struct GatewayCommand: AsyncParsableCommand {
             guard zone.isEmpty || !region.isEmpty else { throw SwitchboardError(.invalidArgument, "--zone needs --region") }
             config.region = region.isEmpty ? nil : region
             config.zone = zone.isEmpty ? nil : zone
+            guard ["redis", "off"].contains(timeline) else { throw SwitchboardError(.invalidArgument, "--timeline must be redis or off, not '\(timeline)'") }
+            config.timelineRetention = try seconds(timelineRetention, "timeline retention", max: 400 * 86_400)
+            guard (10...1_000_000).contains(timelineCap) else { throw SwitchboardError(.invalidArgument, "timeline cap must be 10-1000000") }
+            config.timelineCap = timelineCap
             guard (0...65535).contains(httpPort) else { throw SwitchboardError(.invalidArgument, "http-port must be 0-65535, got \(httpPort)") }
         } catch {
             throw ExitCodes.fail(error)
         }
         let metrics = MetricsRegistry()
+        // Not checked at start: a gateway carries calls without Redis; their timeline events wait for it.
+        let redis: RedisClient?
+        do {
+            redis = timeline == "off" ? nil : try RedisClient(configuration: cluster.redisConfiguration(), logger: logger)
+        } catch {
+            throw ExitCodes.fail(error)
+        }
+        defer { redis?.close() }
         try await Runtime.serve(cluster, name: id, role: .gateway, logger: logger) { nats in
-            let gateway = Gateway(configuration: config, nats: nats, metrics: metrics, logger: logger)
+            let gateway = Gateway(configuration: config, nats: nats, redis: redis, metrics: metrics, logger: logger)
             let (host, id) = (httpHost, id)
             let http = GatewayHTTP.application(for: gateway, host: host, port: httpPort) { port in
                 say("gateway \(id) serving Twilio webhooks and streams, the browser page and /metrics on http://\(host):\(port)")

@@ -24,14 +24,14 @@ final class RunningGateway: Sendable {
     var url: String { "http://127.0.0.1:\(port)" }
 
     init(_ cluster: TestCluster, _ configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws {
-        var config = GatewayConfiguration(id: "gw-\(Identifiers.random(bytes: 2))", subjects: cluster.subjects,
+        var config = GatewayConfiguration(id: "gw-\(Identifiers.random(bytes: 2))", subjects: cluster.subjects, keys: cluster.keys,
                                           tokenSecret: Array("a-test-token-secret-of-32-bytes-or-more".utf8))
         config.twilioAuthToken = Self.authToken
         config.numbers = ["+15550001111": "acme"]
         config.drainDeadline = .milliseconds(500)  // a test that leaves a leg open ends it soon
         configure(&config)
         let nats = try await NATSConnection.connect(NATSConfiguration(servers: [cluster.natsURL], name: config.id), logger: quiet)
-        let gateway = Gateway(configuration: config, nats: nats, logger: quiet)
+        let gateway = Gateway(configuration: config, nats: nats, redis: cluster.redis, logger: quiet)
         let box = PortBox()
         let http = GatewayHTTP.application(for: gateway, host: "127.0.0.1", port: 0) { box.set($0) }
         let group = ServiceGroup(configuration: .init(services: [.init(service: http), .init(service: gateway)], logger: quiet))
@@ -173,6 +173,11 @@ final class FakeTwilio: Sendable {
 
     func stop() async throws { try await send(#"{"event":"stop","streamSid":"\#(streamSid)"}"#) }
 
+    /// A key the caller pressed.
+    func press(_ digit: Character) async throws {
+        try await send(#"{"event":"dtmf","streamSid":"\#(streamSid)","sequenceNumber":"99","dtmf":{"track":"inbound_track","digit":"\#(digit)"}}"#)
+    }
+
     private func mix(_ parts: [[Int16]]) -> [Int16] {
         (0..<160).map { i in Int16(parts.reduce(0) { $0 + Int($1[i]) }) }
     }
@@ -298,4 +303,33 @@ final class DeafTwilio: Sendable {
 
 private extension Array where Element == UInt8 {
     func ends(with suffix: [UInt8]) -> Bool { count >= suffix.count && Array(self[(count - suffix.count)...]) == suffix }
+}
+
+/// An agent that takes turns, as a voice agent does: once the caller has spoken and then been quiet for 300 ms,
+/// it answers with half a second of 660 Hz, one 20 ms frame every 20 ms.
+struct TurnTakingHandler: CallHandler {
+    func run(_ call: CallContext) async throws {
+        var (heardSpeech, quiet) = (false, 0)
+        var replies: [Task<Void, any Error>] = []
+        defer { replies.forEach { $0.cancel() } }
+        for await frame in call.audio {
+            if SignalAnalysis.rms(frame.samples) > 500 {
+                (heardSpeech, quiet) = (true, 0)
+                continue
+            }
+            quiet += 1
+            guard heardSpeech, quiet == 15 else { continue }
+            heardSpeech = false
+            replies.append(Task {
+                var tone = ToneGenerator(frequency: 660, sampleRate: call.sampleRate)
+                let clock = ContinuousClock()
+                var next = clock.now
+                for _ in 0..<25 {
+                    try call.send(tone.next(call.frameSamples))
+                    next += .milliseconds(20)
+                    try await Task.sleep(until: next, clock: clock)
+                }
+            })
+        }
+    }
 }

@@ -194,7 +194,10 @@ extension GatewayTests {
         }
         let events = timeline.events
         func all(_ type: String, _ source: TimelineEvent.Source) -> [TimelineEvent] { events.filter { $0.type == type && $0.source == source } }
-        #expect(events.first?.type == "placed" && events.first?.source == .router && events.first?.attributes["worker"] == "a", "\(events.prefix(3))")
+        // The gateway answered the stream first; then the router placed the call.
+        #expect(events.first?.type == "answered" && events.first?.source == .gateway, "\(events.prefix(3))")
+        let placed = events.first { $0.source != .gateway }
+        #expect(placed?.type == "placed" && placed?.source == .router && placed?.attributes["worker"] == "a", "\(events.prefix(3))")
         #expect(all("started", .worker).map(\.member) == ["a"])
         #expect(all("agent_started", .worker).count == 11, "one agent per worker the call was on")
         let (migrating, takenOn, migrated) = (all("migrating", .router), all("taken_on", .worker), all("migrated", .router))
@@ -298,6 +301,59 @@ extension GatewayTests {
         let frequency = good.frequency(after: began + .seconds(1))
         #expect(frequency.map { abs($0 - 440) <= 5 } == true, "the good leg: \(String(describing: frequency)) Hz")
         try await eventually(timeout: .seconds(5), "only the good leg left") { gw.gateway.legCounts[.twilio] == 1 }
+        await gw.stop()
+        await cluster.shutdown()
+    }
+
+    /// What the gateway puts on a call's timeline, on its media clock: the answer, the caller's speech, a key, the
+    /// agent answering once the caller stopped (a turn, with its latency), and the hang-up, beside the router's
+    /// and the worker's events.
+    @Test func theGatewayPutsSpeechTurnsKeysAndTheHangUpOnTheCallsTimeline() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        try await cluster.addWorker(handler: TurnTakingHandler())
+        try await cluster.waitForWorkers(1)
+        let gw = try await RunningGateway(cluster)
+        let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+        let twilio = try await FakeTwilio(port: gw.port, path: path)
+        try await twilio.start()
+        try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
+        let callID = gw.gateway.liveCalls[0]
+        try await twilio.speak(seconds: 1, frequency: 440)
+        let pressed = ContinuousClock.now
+        try await twilio.press("5")
+        try await twilio.speak(seconds: 1.5, chord: [])  // quiet: the agent answers
+        let answer = twilio.heard.filter { $0.at > pressed && SignalAnalysis.rms($0.samples) > 1_000 }.flatMap(\.samples)
+        #expect(answer.count >= 1_600 && abs(SignalAnalysis.dominantFrequency(answer, sampleRate: 8_000, from: 300, to: 1_000) - 660) <= 10,
+                "the agent's answer: \(answer.count) samples")
+        try await twilio.stop()
+        var events: [TimelineEvent] = []
+        try await eventually(timeout: .seconds(10), "the gateway's close on the timeline") {
+            let response = try await cluster.http("GET", "/v1/calls/\(callID)/timeline")
+            guard response.status == 200 else { return false }
+            events = try JSONDecoder().decode(Timeline.self, from: response.body).events
+            return events.contains { $0.source == .gateway && $0.type == "closed" }
+        }
+        let gateway = events.filter { $0.source == .gateway }
+        func speech(_ type: String, _ channel: String) throws -> Int64 {
+            let found = gateway.filter { $0.type == type && $0.attributes["channel"] == channel }
+            #expect(found.count == 1, "\(channel) \(type): \(gateway.map { "\($0.type) \($0.attributes)" })")
+            return try #require(found.first).atMillis
+        }
+        #expect(gateway.first?.type == "answered" && gateway.first?.attributes["kind"] == "twilio" && gateway.first?.member == gw.gateway.configuration.id)
+        let (callerStarted, callerStopped) = (try speech("speech_started", "caller"), try speech("speech_stopped", "caller"))
+        let (agentStarted, agentStopped) = (try speech("speech_started", "agent"), try speech("speech_stopped", "agent"))
+        #expect((900...1_100).contains(callerStopped - callerStarted), "the caller spoke 1 s: \(callerStopped - callerStarted) ms")
+        #expect((400...600).contains(agentStopped - agentStarted), "the agent answered 0.5 s: \(agentStopped - agentStarted) ms")
+        let turn = try #require(gateway.first { $0.type == "turn" })
+        let latency = try #require(turn.attributes["latency_ms"].flatMap { Int64($0) })
+        #expect(latency == agentStarted - callerStopped && turn.atMillis == agentStarted && turn.attributes["number"] == "1")
+        // The agent waits for 300 ms of quiet, then its audio crosses the worker, the bus and the playout buffer.
+        #expect((300...1_500).contains(latency), "turn latency \(latency) ms")
+        let key = try #require(gateway.first { $0.type == "dtmf" })
+        #expect(key.attributes["digit"] == "5" && key.atMillis >= callerStopped - 100)
+        #expect(gateway.last?.type == "closed" && gateway.last?.attributes["reason"] == "caller")
+        #expect(events.contains { $0.source == .router && $0.type == "placed" } && events.contains { $0.source == .worker && $0.type == "started" })
         await gw.stop()
         await cluster.shutdown()
     }

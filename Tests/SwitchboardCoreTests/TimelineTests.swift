@@ -41,3 +41,59 @@ import Testing
         #expect(object["call_id"] as? String == "c1" && (object["events"] as? [[String: Any]])?.first?["at_ms"] as? Int == 5)
     }
 }
+
+@Suite struct SpeechAndTurnTests {
+    /// Feeds `pattern` (L loud, q quiet), one 20 ms frame per character from `from`.
+    func feed(_ detector: inout SpeechDetector, _ pattern: String, from: Int64 = 0) -> [SpeechDetector.Change] {
+        pattern.enumerated().compactMap { i, c in detector.frame(rms: c == "L" ? 2_000 : 10, atMillis: from + Int64(i) * 20) }
+    }
+
+    @Test func speechStartsWithThreeLoudFramesAndStopsAfterAHangover() {
+        var detector = SpeechDetector()
+        // A click (two loud frames) is not speech; then speech from frame 5 to 14 with a 200 ms pause inside.
+        let changes = feed(&detector, "qLLqq" + "LLLLL" + "qqqqqqqqqq" + "LLLLL" + String(repeating: "q", count: 20))
+        #expect(changes == [.started(atMillis: 100), .stopped(atMillis: 500)])
+        #expect(!detector.speaking)
+        var open = SpeechDetector()
+        _ = feed(&open, "LLLL")
+        #expect(open.finish() == .stopped(atMillis: 80) && open.finish() == nil)
+    }
+
+    @Test func aTurnIsTheAgentAnsweringACallerWhoStopped() {
+        var turns = TurnTracker()
+        // The agent talking over the caller is no turn; answering after the caller stopped is.
+        turns.caller(.started(atMillis: 0))
+        #expect(turns.agent(.started(atMillis: 500)) == nil)
+        turns.caller(.stopped(atMillis: 1_000))
+        #expect(turns.agent(.started(atMillis: 1_640)) == TurnTracker.Turn(number: 1, callerStoppedAt: 1_000, agentStartedAt: 1_640))
+        #expect(turns.agent(.started(atMillis: 2_000)) == nil, "one answer per turn")
+        // A caller who speaks again before the agent answers: the turn runs from the second stop.
+        turns.caller(.started(atMillis: 3_000))
+        turns.caller(.stopped(atMillis: 3_500))
+        turns.caller(.started(atMillis: 3_700))
+        turns.caller(.stopped(atMillis: 4_000))
+        #expect(turns.agent(.started(atMillis: 4_300))?.latencyMillis == 300)
+        #expect(turns.turns == 2)
+    }
+
+    @Test func aLegObserverReportsSpeechTurnsAndPlayoutOnTheMediaClock() {
+        var observer = LegObserver(member: "gw-1", statsEveryMillis: 1_000)
+        var events: [TimelineEvent] = []
+        var stats = JitterBuffer.Stats()
+        for i in 0..<150 {
+            let at = Int64(i) * 20
+            // The caller speaks for 0.4 s; the agent answers 0.6 s after the caller stopped, for 0.4 s.
+            events += observer.caller(rms: (10..<30).contains(i) ? 3_000 : 0, atMillis: at)
+            stats.played += 1
+            events += observer.agent(rms: (60..<80).contains(i) ? 3_000 : 0, atMillis: at, stats: stats, jitterMillis: 2.5)
+        }
+        events += observer.finish()
+        let speech = events.filter { $0.type.hasPrefix("speech") }.map { "\($0.attributes["channel"]!) \($0.type) \($0.atMillis)" }
+        #expect(speech == ["caller speech_started 200", "caller speech_stopped 600", "agent speech_started 1200", "agent speech_stopped 1600"])
+        let turn = events.first { $0.type == "turn" }
+        #expect(turn?.attributes == ["number": "1", "latency_ms": "600", "caller_stopped_at_ms": "600"] && turn?.atMillis == 1_200)
+        let media = events.filter { $0.type == "media" }
+        #expect(media.count == 2 && media[0].attributes["played"] == "51" && media[0].attributes["jitter_ms"] == "2.5", "\(media)")
+        #expect(events.allSatisfy { $0.source == .gateway && $0.member == "gw-1" && (try? $0.validate()) != nil })
+    }
+}

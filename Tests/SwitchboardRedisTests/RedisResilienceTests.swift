@@ -144,7 +144,7 @@ struct RedisResilienceTests {
 struct RedisACLTests {
     @Test func eachRoleDoesItsWorkAndIsRefusedTheRest() async throws {
         let keys = try RedisKeys(prefix: "acl\(Identifiers.random(bytes: 3))")
-        let passwords: [RedisACL.Role: String] = [.router: "r-pw", .worker: "w/pw@", .operator: "o-pw"]
+        let passwords: [RedisACL.Role: String] = [.router: "r-pw", .worker: "w/pw@", .gateway: "g-pw", .operator: "o-pw"]
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sbtest-acl-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -156,9 +156,9 @@ struct RedisACLTests {
             let password = passwords[role]!.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
             return try RedisClient(url: "redis://\(role.rawValue):\(password)@127.0.0.1:\(server.port)", logger: testLogger)
         }
-        let router = try client(.router), worker = try client(.worker), op = try client(.operator)
+        let router = try client(.router), worker = try client(.worker), op = try client(.operator), gateway = try client(.gateway)
         let anonymous = try RedisClient(url: "redis://127.0.0.1:\(server.port)", logger: testLogger)
-        defer { for c in [router, worker, op, anonymous] { c.close() } }
+        defer { for c in [router, worker, op, gateway, anonymous] { c.close() } }
 
         // The router places a call; the worker starts, refreshes and ends it: scripts and all.
         let store = CallStore(redis: router, keys: keys)
@@ -174,6 +174,14 @@ struct RedisACLTests {
         for command in [["HGETALL", keys.tenants], ["HGET", keys.tenantKeys, "x"], ["SET", keys.callLock("c1"), "me"], ["FLUSHALL"],
                         ["KEYS", "*"], ["CONFIG", "GET", "*"]] {
             let error = await caughtError { _ = try await worker.send(command) }
+            #expect(error?.message.contains("NOPERM") == true, "\(command): \(String(describing: error))")
+        }
+        // A gateway writes calls' timelines, and reaches nothing else.
+        let event = TimelineEvent(atMillis: 1_765_000_000_000, source: .gateway, member: "gw-1", type: "answered")
+        #expect(try await TimelineStore(redis: gateway, keys: keys).append("c1", [event]) == (1, 0))
+        for command in [["HGET", keys.call("c1"), "state"], ["HGETALL", keys.usage("t", month: "2026-12")], ["HGETALL", keys.tenants],
+                        ["SMEMBERS", keys.workerCalls("w1")], ["GET", keys.tenantRate("t")]] {
+            let error = await caughtError { _ = try await gateway.send(command) }
             #expect(error?.message.contains("NOPERM") == true, "\(command): \(String(describing: error))")
         }
         // The operator reads; it writes nothing.

@@ -482,6 +482,9 @@ def test_metrics_in_alerts_and_dashboard_exist():
 # --- the gateway -------------------------------------------------------------------------------------------
 
 GATEWAY_BASE = ("gateway.enabled=true",)
+# The Redis settings routers and workers get, and gateways with gateway.timeline redis.
+REDIS_ENV = {"SWITCHBOARD_REDIS_URL", "SWITCHBOARD_KEY_PREFIX", "SWITCHBOARD_REDIS_REPLICAS_TO_ACK"}
+REDIS_PASSWORDS = {"SWITCHBOARD_REDIS_PASSWORD", "SWITCHBOARD_REDIS_SENTINEL_PASSWORD"}
 
 
 def gateway_render(*sets: str) -> list:
@@ -520,7 +523,8 @@ def test_gateway_deployment(gateway):
     assert (env["SWITCHBOARD_HTTP_HOST"], env["SWITCHBOARD_HTTP_PORT"]) == ("0.0.0.0", str(g["httpPort"]))
     assert env["SWITCHBOARD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["SWITCHBOARD_NATS_URL"] == gateway.values["nats"]["url"]
-    assert not [n for n in env if "REDIS" in n or n == "SWITCHBOARD_KEY_PREFIX"], "the gateway needs no Redis"
+    assert env["SWITCHBOARD_TIMELINE"] == g["timeline"] == "redis"
+    assert env["SWITCHBOARD_REDIS_URL"] == gateway.values["redis"]["url"], "call timelines go to the cluster's Redis"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": g["httpPort"]}
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz", "a draining gateway is not ready but must stay alive"
@@ -550,7 +554,8 @@ def test_gateway_secrets_are_files(gateway):
         directory, name = path.rsplit("/", 1)
         assert directory == mounts["gateway-secrets"]["mountPath"] and mounts["gateway-secrets"]["readOnly"] is True
         assert files[name] == (g[value]["existingSecret"], g[value]["key"])
-    assert not [e for e in c["env"] if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]], "secrets only as files"
+    in_env = {e["name"] for e in c["env"] if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]}
+    assert in_env <= REDIS_PASSWORDS, f"the gateway's own secrets only as files, not {in_env - REDIS_PASSWORDS}"
     bare = gateway_pod(gateway_render())
     assert "gateway-secrets" not in {v["name"] for v in bare["volumes"]}
     args = container(bare, "gateway")["args"]
@@ -657,7 +662,52 @@ def test_gateway_network_policy(gateway):
     assert "from" not in rule, "callers and Twilio come from anywhere"
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
     ports = sorted({p["port"] for r in np["spec"]["egress"] for p in r["ports"]})
-    assert ports == [53, 4222], "NATS and DNS only"
+    assert ports == [53, 4222, 6379, 26379], "NATS, DNS and Redis (call timelines) only"
+
+
+TIMELINE_BASE = ("redis.url=redis-sentinel://s1:26379\\,s2:26379/mymaster", "redis.keyPrefix=voice",
+                 "redis.replicasToAck=1", "redis.auth.existingSecret=switchboard-redis",
+                 "redis.auth.passwordKey=redis-password", "redis.auth.sentinelPasswordKey=sentinel-password",
+                 "networkPolicy.enabled=true")
+
+
+def egress_ports(docs: list, suffix: str) -> list:
+    (np,) = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith(suffix)]
+    return sorted({p["port"] for r in np["spec"]["egress"] for p in r["ports"]})
+
+
+def redis_env(env: dict) -> dict:
+    return {n: v for n, v in env.items() if n in REDIS_ENV | REDIS_PASSWORDS}
+
+
+def test_gateway_timeline_in_redis():
+    """gateway.timeline redis (the default): the gateway gets the Redis settings of routers and workers, and may reach Redis."""
+    docs = gateway_render(*TIMELINE_BASE)
+    env = env_of(container(gateway_pod(docs), "gateway"))
+    assert env["SWITCHBOARD_TIMELINE"] == "redis"
+    (router,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-router")]
+    router_env = env_of(container(router["spec"]["template"]["spec"], "router"))
+    assert redis_env(env) == redis_env(router_env)
+    assert set(redis_env(env)) == REDIS_ENV | REDIS_PASSWORDS
+    assert env["SWITCHBOARD_REDIS_URL"] == "redis-sentinel://s1:26379,s2:26379/mymaster"
+    assert env["SWITCHBOARD_KEY_PREFIX"] == "voice"
+    assert env["SWITCHBOARD_REDIS_PASSWORD"] == {"secretKeyRef": {"name": "switchboard-redis", "key": "redis-password"}}
+    assert env["SWITCHBOARD_REDIS_SENTINEL_PASSWORD"] == {"secretKeyRef": {"name": "switchboard-redis", "key": "sentinel-password"}}
+    assert egress_ports(docs, "-gateway") == [53, 4222, 6379, 26379]
+    assert gateway_render(*TIMELINE_BASE, "gateway.timeline=redis") == docs, "redis is the default"
+
+
+def test_gateway_timeline_off_keeps_the_gateway_nats_only():
+    docs = gateway_render(*TIMELINE_BASE, "gateway.timeline=off")
+    env = env_of(container(gateway_pod(docs), "gateway"))
+    assert env["SWITCHBOARD_TIMELINE"] == "off"
+    assert not [n for n in env if "REDIS" in n or n == "SWITCHBOARD_KEY_PREFIX"], "no Redis with timeline off"
+    assert egress_ports(docs, "-gateway") == [53, 4222], "NATS and DNS only"
+    # Routers and workers keep theirs.
+    for d in [x for x in docs if x["kind"] == "Deployment" and not x["metadata"]["name"].endswith("-gateway")]:
+        spec = d["spec"]["template"]["spec"]
+        assert set(redis_env(env_of(spec["containers"][0]))) == REDIS_ENV | REDIS_PASSWORDS, d["metadata"]["name"]
+    assert 6379 in egress_ports(docs, "-router") and 6379 in egress_ports(docs, "-worker")
 
 
 def test_gateway_is_scraped_while_it_drains(gateway):
@@ -729,6 +779,8 @@ def test_helm_test_places_and_ends_a_call(defaults, everything):
     (("gateway.enabled=true", "gateway.numbers.15550100=acme"), "15550100"),
     (("gateway.enabled=true", "gateway.publicURL=gw.example.com"), "publicURL"),
     (("gateway.enabled=true", "gateway.zone=eu-west-a"), "gateway.zone needs gateway.region"),
+    (("gateway.enabled=true", "gateway.timeline=memory"), "timeline"),
+    (("gateway.enabled=true", "gateway.timeline=true"), "timeline"),
 ])
 def test_bad_values_are_refused(sets, message):
     result = chart.render(chart.CHART / "ci" / "minimal-values.yaml", sets=sets, check=False)

@@ -66,6 +66,11 @@ public struct TurnTracker: Sendable, Equatable {
         public var callerStoppedAt: Int64
         public var agentStartedAt: Int64
         public var latencyMillis: Int64 { agentStartedAt - callerStoppedAt }
+        public init(number: Int, callerStoppedAt: Int64, agentStartedAt: Int64) {
+            self.number = number
+            self.callerStoppedAt = callerStoppedAt
+            self.agentStartedAt = agentStartedAt
+        }
     }
 
     private var callerStoppedAt: Int64?

@@ -209,12 +209,13 @@ member's subjects. The signing key is mounted here alone; the main container get
 
 {{/*
 Environment shared by routers, workers and gateways: cluster addresses, prefixes, credentials, HTTP, identity.
-Gateways get no Redis settings: they reach the cluster over NATS alone. (dict "ctx" $ "role" "router" "logLevel"
-"..." "httpPort" 8090; httpPort defaults to 8080)
+Gateways get the Redis settings only with gateway.timeline "redis" (they write call timelines there); with "off"
+they reach the cluster over NATS alone. (dict "ctx" $ "role" "router" "logLevel" "..." "httpPort" 8090;
+httpPort defaults to 8080)
 */}}
 {{- define "switchboard.clusterEnv" -}}
 {{- $v := .ctx.Values -}}
-{{- $redis := ne .role "gateway" -}}
+{{- $redis := eq (include "switchboard.usesRedis" (dict "ctx" .ctx "component" .role)) "true" -}}
 - name: SWITCHBOARD_ID
   valueFrom:
     fieldRef:
@@ -434,10 +435,15 @@ autoscaling: {{ $auto | toJson }}
 {{- end -}}
 {{- end -}}
 
-{{/* A NetworkPolicy's egress rules for a component (gateways: NATS and DNS only). (dict "ctx" $ "component" "router") */}}
+{{/* "true" when a component talks to Redis: routers and workers always, gateways with gateway.timeline "redis". (dict "ctx" $ "component" "gateway") */}}
+{{- define "switchboard.usesRedis" -}}
+{{- if or (ne .component "gateway") (eq .ctx.Values.gateway.timeline "redis") -}}true{{- end -}}
+{{- end -}}
+
+{{/* A NetworkPolicy's egress rules for a component (gateways: NATS and DNS, and Redis with gateway.timeline "redis"). (dict "ctx" $ "component" "router") */}}
 {{- define "switchboard.egressRules" -}}
 {{- $np := .ctx.Values.networkPolicy -}}
-{{- $kinds := ternary (list "nats" "dns") (list "nats" "redis" "dns") (eq .component "gateway") -}}
+{{- $kinds := ternary (list "nats" "redis" "dns") (list "nats" "dns") (eq (include "switchboard.usesRedis" .) "true") -}}
 {{- if and (eq .component "worker") (eq .ctx.Values.workers.topology.source "initContainer") -}}
 {{- $kinds = append $kinds "kubeAPI" -}}
 {{- end -}}
