@@ -108,7 +108,7 @@ extension Router {
         let now = unixMillisNow()
         publishEvent(CallEvent(callID: callID, event: .placed, workerID: reply.workerID, atMillis: now), noteAt: requestedAt,
                      details: ["tenant": request.tenant, "version": reply.version, "region": reply.region, "offers": "\(offered.offers)",
-                               "route_ms": "\(now - requestedAt)"])
+                               "route_ms": "\(now - requestedAt)", "candidates": offered.candidates])
         return Placement(callID: callID, workerID: reply.workerID, version: reply.version, region: reply.region,
                          media: MediaSubjects(in: configuration.subjects.mediaIn(worker: reply.workerID, call: callID),
                                               out: configuration.subjects.mediaOut(worker: Subjects.anyWorker, call: callID),
@@ -124,6 +124,8 @@ extension Router {
         var fellBack: Bool
         /// Offers made, this one included.
         var offers: Int
+        /// The best candidates of the first choice, with their scores, for the timeline (`w1:2.41,w2:2.38`).
+        var candidates: String
     }
 
     /// Offers a call to the workers the scheduler chooses, one after another, until one accepts, `maxOffers`
@@ -136,6 +138,7 @@ extension Router {
                                        deadline: deadline)
         var explanation: Scheduler.Explanation?
         var offers = 0
+        var firstCandidates: [Scheduler.Candidate]?
         while true {
             let needs: Scheduler.Needs, timeout: Duration
             switch attempt.next(now: clock.now) {
@@ -149,6 +152,7 @@ extension Router {
                 let decision = fleet.scheduler.choose(needs, in: fleet.registry, using: &fleet.random,
                                                       explain: explain && explanation == nil)
                 if let first = decision.explanation { explanation = first }
+                if firstCandidates == nil { firstCandidates = Array(decision.candidates.prefix(5)) }
                 guard let chosen = decision.chosen,
                       let token = fleet.registry.reserve(chosen.workerID, now: clock.now) else { return nil }
                 return (chosen, token, decision.fallback > 0)
@@ -187,7 +191,9 @@ extension Router {
             fleet.withLock { $0.registry.accepted(worker.workerID, token: token, acceptSeq: acceptSeq) }
             metrics.increment(MetricNames.offers, ["result": "accepted"], help: "Offers to workers by result")
             _ = attempt.answered(worker.workerID, .accepted)
-            return Offered(reply: reply, explanation: explanation, fellBack: fromFallback, offers: offers)
+            let candidates = (firstCandidates ?? []).map { "\($0.workerID):\(String(format: "%.2f", $0.score.total))" }.joined(separator: ",")
+            return Offered(reply: reply, explanation: explanation, fellBack: fromFallback, offers: offers,
+                           candidates: String(candidates.utf8.prefix(TimelineEvent.maxValueBytes)) ?? "")
         }
     }
 

@@ -70,6 +70,11 @@ public struct CallContext: Sendable {
     let hangUp: @Sendable (EndReason) -> Void
     let announceStart: @Sendable () -> Void
     let checkpointNow: @Sendable () async throws -> Void
+    let noteEvent: @Sendable (String, [String: String]) -> Void
+
+    /// Notes an event on the call's timeline (`GET /v1/calls/{id}/timeline`), source this worker: a type of
+    /// letters, digits, `-`, `_`, and at most 16 short attributes (an event that is not is left out and counted).
+    public func note(_ type: String, _ attributes: [String: String] = [:]) { noteEvent(type, attributes) }
 
     /// Encodes one frame (exactly `frameSamples` samples) and sends it to the caller.
     public func send(_ samples: [Int16]) throws { try session.send(samples) }

@@ -234,7 +234,8 @@ extension Worker {
                                       if case .moved = await writeCheckpoint(callID, call.session, always: true, log: log) {
                                           handle(callID, .superseded)
                                       }
-                                  })
+                                  },
+                                  noteEvent: { [self] type, attributes in note(callID, type, attributes) })
         log.info("call started")
         if !handler.announcesStart { handle(callID, .handlerStarted) }
         await withTaskGroup(of: Void.self) { group in
@@ -384,6 +385,8 @@ final class CallSession: Sendable {
         var saved: HandlerState?
         var savedJSON: String?
         var checkpointSeq: UInt64
+        /// A frame has gone out on this worker (the first is noted on the call's timeline).
+        var spoke = false
     }
 
     private let state: Mutex<State>
@@ -396,10 +399,14 @@ final class CallSession: Sendable {
     let restored: Checkpoint?
     private let watch: StallWatch?
     let callID: String
+    /// Called once, after the first frame went out.
+    private let firstAudio: (@Sendable () -> Void)?
 
     init(callID: String, nats: NATSConnection, subject: String, sampleRate: Int, bitrate: Int, metrics: MetricsRegistry,
-         resumingFrom checkpoint: Checkpoint? = nil, unixNowMillis: Int64 = 0, watch: StallWatch? = nil) {
+         resumingFrom checkpoint: Checkpoint? = nil, unixNowMillis: Int64 = 0, watch: StallWatch? = nil,
+         firstAudio: (@Sendable () -> Void)? = nil) {
         self.watch = watch
+        self.firstAudio = firstAudio
         self.callID = callID
         let position = checkpoint.map { c in
             c.mediaPosition(elapsedMillis: unixNowMillis.subtractingReportingOverflow(c.takenAtMillis).partialValue)
@@ -416,6 +423,7 @@ final class CallSession: Sendable {
 
     /// Encodes one frame and sends it; with `newState`, records it as the handler's state after this frame.
     func send(_ samples: [Int16], state newState: HandlerState? = nil) throws {
+        var first = false
         let sent = try state.withLock { state -> Bool in
             guard !state.held else { return false }  // the checkpoint of the hold stands
             // Fenced, or this process has just woken from a stall its watch has not handled yet: another
@@ -438,8 +446,11 @@ final class CallSession: Sendable {
                 // trouble (a NATS restart once ended a call this way). The caller conceals the gap.
                 return false
             }
+            first = !state.spoke
+            state.spoke = true
             return true
         }
+        if first { firstAudio?() }
         metrics.increment(MetricNames.mediaPackets, ["direction": sent ? "out" : "out_dropped"], help: "Media packets, by direction")
     }
 

@@ -287,7 +287,8 @@ public final class Worker: Service, Sendable {
         let session = CallSession(callID: callID, nats: nats, subject: configuration.subjects.mediaOut(worker: configuration.id, call: callID),
                                   sampleRate: configuration.sampleRate, bitrate: configuration.bitrate,
                                   metrics: metrics, resumingFrom: offer.resume?.checkpoint,
-                                  unixNowMillis: unixMillisNow(), watch: stallWatch)
+                                  unixNowMillis: unixMillisNow(), watch: stallWatch,
+                                  firstAudio: { [self] in note(callID, "agent_first_audio") })
         // Bounded in messages and bytes: 5 s of audio, whatever a flood of large messages holds.
         let media = try nats.subscribe(to: configuration.subjects.mediaIn(worker: configuration.id, call: callID), pendingLimit: 250, pendingBytes: 512 * 1024)
         let endRequests: NATSSubscription

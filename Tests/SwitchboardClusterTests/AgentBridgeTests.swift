@@ -162,6 +162,15 @@ struct AgentBridgeTests {
         kill(Int32(second), SIGKILL)
         try await eventually(timeout: .seconds(20), "a second failure ends the call") { try await cluster.record(call.callID)["state"] == "ended" }
         #expect(try await cluster.record(call.callID)["end_reason"] == "agent_failed")
+        // The timeline has it: the agent's first audio, its restart, and the end.
+        try await eventually(timeout: .seconds(10), "the end on the timeline") {
+            let timeline = try JSONDecoder().decode(Timeline.self, from: try await cluster.http("GET", "/v1/calls/\(call.callID)/timeline").body)
+            let worker = timeline.events.filter { $0.source == .worker }.map(\.type)
+            guard worker.last == "ended" else { return false }
+            #expect(worker.filter { $0 == "agent_restarted" }.count == 1 && worker.contains("agent_first_audio"), "\(worker)")
+            #expect(timeline.events.last { $0.type == "agent_restarted" }?.attributes["reason"] != nil)
+            return true
+        }
         caller.hangUp()
         await cluster.shutdown()
     }

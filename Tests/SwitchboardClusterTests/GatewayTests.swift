@@ -354,6 +354,10 @@ extension GatewayTests {
         #expect(key.attributes["digit"] == "5" && key.atMillis >= callerStopped - 100)
         #expect(gateway.last?.type == "closed" && gateway.last?.attributes["reason"] == "caller")
         #expect(events.contains { $0.source == .router && $0.type == "placed" } && events.contains { $0.source == .worker && $0.type == "started" })
+        // The worker sent the agent's first audio before the caller heard it.
+        let firstAudio = try #require(events.first { $0.source == .worker && $0.type == "agent_first_audio" })
+        #expect(firstAudio.atMillis <= agentStarted + 5, "first audio sent at \(firstAudio.atMillis), heard at \(agentStarted)")
+        #expect(events.first { $0.source == .router && $0.type == "placed" }?.attributes["candidates"]?.hasPrefix("worker-1:") == true)
         await gw.stop()
         await cluster.shutdown()
     }

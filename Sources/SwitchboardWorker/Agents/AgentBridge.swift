@@ -119,6 +119,7 @@ public final class AgentBridge: CallHandler {
                 switch supervisor.sessionEnded(Task.isCancelled ? .closedByCall : end, nowMillis: ContinuousClock.now.millis) {
                 case .restart:
                     log.warning("agent failed: starting a fresh session from the saved state", metadata: [LogKey.reason: "\(end.label)"])
+                    call.note("agent_restarted", ["reason": end.label])
                     resumed = true
                     fresh = true
                 case .endCall(let reason):
