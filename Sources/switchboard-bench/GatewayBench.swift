@@ -5,7 +5,8 @@ import SwitchboardOpus
 /// The gateway's work per 20 ms frame of a Twilio leg, both ways, with the raw Opus cost in the same run:
 /// in, a `media` message decoded (JSON, base64), mu-law to PCM, Opus-encoded at 8 kHz and packed; out, a packet
 /// unpacked, through the jitter buffer, Opus-decoded at 8 kHz, mu-law-encoded and written as a `media` message.
-/// The same steps, in the same order, as `Gateway` runs them (its NATS and WebSocket I/O aside).
+/// The same steps, in the same order, as `Gateway` runs them (its NATS and WebSocket I/O aside), the timeline's
+/// observer included (each frame's loudness, speech and turn tracking, playout counts).
 struct GatewayBenchRun {
     var frames: Int
 
@@ -20,13 +21,17 @@ struct GatewayBenchRun {
 
         // Caller -> call.
         let encoder = try OpusEncoder(sampleRate: 8_000)
+        var observer = LegObserver(member: "gw-bench")
+        var events = 0
         var packets: [[UInt8]] = []
         packets.reserveCapacity(frames)
         var inTimes: [Duration] = []
         for (i, message) in messages.enumerated() {
             let start = clock.now
             guard case .media(_, let payload) = try TwilioStream.decode(message) else { throw SwitchboardError(.badMessage, "not media") }
-            let packet = MediaPacket(sequence: UInt32(i), timestamp: UInt32(i * 960), payload: try encoder.encode(MuLaw.decode(payload)))
+            let pcm = MuLaw.decode(payload)
+            events += observer.caller(rms: SignalAnalysis.rms(pcm), atMillis: Int64(i * 20)).count
+            let packet = MediaPacket(sequence: UInt32(i), timestamp: UInt32(i * 960), payload: try encoder.encode(pcm))
             packets.append(packet.encoded())
             inTimes.append(clock.now - start)
         }
@@ -40,11 +45,14 @@ struct GatewayBenchRun {
             let start = clock.now
             _ = jitter.insert(try MediaPacket.decode(bytes), arrivalMillis: Double(i * 20))
             if case .packet(let packet) = jitter.tick() {
-                written += TwilioStream.media(quotedStreamSid: sid, payload: MuLaw.encode(try decoder.decode(packet.payload))).utf8.count
+                let samples = try decoder.decode(packet.payload)
+                events += observer.agent(rms: SignalAnalysis.rms(samples), atMillis: Int64(i * 20), stats: jitter.stats,
+                                         jitterMillis: jitter.jitterMillis).count
+                written += TwilioStream.media(quotedStreamSid: sid, payload: MuLaw.encode(samples)).utf8.count
             }
             outTimes.append(clock.now - start)
         }
-        precondition(written > 0)
+        precondition(written > 0 && events > 0)
 
         // The raw codec in the same run: Opus at 8 kHz, encode then decode, nothing else.
         var rawTimes: [Duration] = []
