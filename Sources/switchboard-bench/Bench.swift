@@ -17,8 +17,8 @@ struct Bench: AsyncParsableCommand {
     var redisURL: String?
     @Option(help: "Sequential round trips per measurement.")
     var count = 20_000
-    @Option(help: "Which parts to run (nats, redis, sentinel, opus, route, scheduler, ingest, tenants, drain, deploy, agents, gateway).")
-    var only: [String] = ["nats", "redis", "sentinel", "opus", "route", "scheduler", "ingest", "tenants", "drain", "deploy", "agents", "gateway"]
+    @Option(help: "Which parts to run (nats, redis, sentinel, opus, route, scheduler, ingest, tenants, drain, deploy, agents, gateway, timeline).")
+    var only: [String] = ["nats", "redis", "sentinel", "opus", "route", "scheduler", "ingest", "tenants", "drain", "deploy", "agents", "gateway", "timeline"]
     @Option(name: .customLong("sim-seconds"), help: "Simulated seconds per strategy and setting in the scheduler part (after a 600 s warm-up).")
     var simSeconds = 3600
     @Flag(help: "Also print the results as a Markdown table.")
@@ -37,7 +37,7 @@ struct Bench: AsyncParsableCommand {
             nats = server.url
         }
         var redis = redisURL
-        if redis == nil && (only.contains("redis") || only.contains("route") || only.contains("ingest") || only.contains("tenants") || only.contains("drain") || only.contains("deploy") || only.contains("agents")) {
+        if redis == nil && (only.contains("redis") || only.contains("route") || only.contains("ingest") || only.contains("tenants") || only.contains("drain") || only.contains("deploy") || only.contains("agents") || only.contains("timeline")) {
             let server = try await LocalServer(.redis, label: "sbbench")
             servers.append(server)
             redis = server.url
@@ -59,6 +59,7 @@ struct Bench: AsyncParsableCommand {
             try OpusBenchRun(frames: 5_000).run(into: &report)
         }
         if only.contains("gateway") { try GatewayBenchRun(frames: 5_000).run(into: &report) }
+        if only.contains("timeline"), let redis { try await TimelineBench(url: redis).run(into: &report) }
         if only.contains("scheduler") {
             await SchedulerBench(decisions: count, simulatedSeconds: simSeconds).run(into: &report)
         }
