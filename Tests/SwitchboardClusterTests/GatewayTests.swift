@@ -358,6 +358,21 @@ extension GatewayTests {
         let firstAudio = try #require(events.first { $0.source == .worker && $0.type == "agent_first_audio" })
         #expect(firstAudio.atMillis <= agentStarted + 5, "first audio sent at \(firstAudio.atMillis), heard at \(agentStarted)")
         #expect(events.first { $0.source == .router && $0.type == "placed" }?.attributes["candidates"]?.hasPrefix("worker-1:") == true)
+
+        // The operator's page of the call, in a real browser: the timeline drawn (marks, speech, the turn's bar)
+        // and listed; a click on the turn's bar selects its row. The screenshot is kept.
+        try Agents.requireVenv()
+        let shot = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-call-page.png").path
+        let browser = try CLIProcess([Agents.root.appendingPathComponent("agents/call_page.py").path,
+                                      "--url", "\(cluster.routers[0].url)/ui/calls/\(callID)#key=\(TestCluster.adminKey)", "--screenshot", shot],
+                                     executable: Agents.python)
+        #expect(await browser.waitForExit(timeout: .seconds(60)) == 0, "call_page.py: \(browser.output)")
+        let line = try #require(browser.output.split(separator: "\n").last { $0.hasPrefix("{") })
+        let shown = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(shown["rows"] as? [String] == events.map(\.type), "\(shown)")
+        #expect(shown["turns"] as? Int == 1 && shown["selected"] as? String == "turn", "\(shown)")
+        #expect((shown["marks"] as? Int ?? 0) >= 8 && (shown["summary"] as? String ?? "").contains("1 turns"), "\(shown)")
+        #expect(FileManager.default.fileExists(atPath: shot))
         await gw.stop()
         await cluster.shutdown()
     }

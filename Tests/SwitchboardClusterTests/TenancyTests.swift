@@ -165,6 +165,13 @@ struct TenancyTests {
         #expect(try await send(cluster, "GET", "/v1/tenants/acme/usage?month=2026-13", key: acme).0 == 400)
         let empty = try JSONDecoder().decode(UsageReport.self, from: try await send(cluster, "GET", "/v1/tenants/acme/usage?month=2020-01", key: TestCluster.adminKey).1)
         #expect(empty.callSeconds == 0 && empty.calls == 0)
+        // A call's timeline: its tenant's key or an admin's; another tenant's key finds nothing, no key is refused.
+        let timelinePath = "/v1/calls/\(calls[0])/timeline"
+        #expect(try await send(cluster, "GET", timelinePath, key: acme).0 == 200)
+        #expect(try await send(cluster, "GET", timelinePath, key: TestCluster.adminKey).0 == 200)
+        #expect(try await send(cluster, "GET", timelinePath, key: other).0 == 404)
+        #expect(try await send(cluster, "GET", timelinePath, key: nil).0 == 401)
+        #expect(try await send(cluster, "GET", "/v1/calls/c%24x/timeline", key: TestCluster.adminKey).0 == 400)
 
         // A call that is live when the month's minutes run out goes on, and is still metered.
         let live = try await placed(acme)

@@ -38,6 +38,12 @@ public enum RouterHTTP {
             _ = try await router.call(id, tenant: tenant)  // another tenant's call is not found
             return json(try await router.endCall(id))
         }
+        // The operator's page of a call (the page asks for the timeline itself, with the key the operator gives).
+        routes.get("/ui/calls/:id") { _, context -> Response in
+            _ = try context.parameters.require("id")
+            return page(CallPage.html, type: "text/html; charset=utf-8")
+        }
+        routes.get("/ui/call-page.js") { _, _ -> Response in page(CallPage.script, type: "text/javascript; charset=utf-8") }
         routes.get("/v1/calls/:id/timeline") { request, context -> Response in
             json(try await router.timeline(of: try context.parameters.require("id"), authorization: request.headers[.authorization]))
         }
@@ -176,6 +182,16 @@ public enum RouterHTTP {
         let name = try await router.operatorName(authorization: request.headers[.authorization], action: action)
         let client = request.headers[HTTPField.Name("X-Switchboard-Actor")!].map { String($0.prefix(96)).filter { !$0.isNewline } }
         return "\(name) (admin key\(client.map { ", client \($0)" } ?? ""))"
+    }
+
+    /// A page of the UI: served as is, with nothing allowed from elsewhere.
+    static func page(_ text: String, type: String) -> Response {
+        Response(status: .ok, headers: [
+            .contentType: type,
+            .contentSecurityPolicy: "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+            .cacheControl: "no-cache",
+            HTTPField.Name("X-Frame-Options")!: "DENY",
+        ], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {

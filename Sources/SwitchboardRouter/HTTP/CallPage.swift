@@ -1,0 +1,164 @@
+/// The operator's page of one call, served by the router at `/ui/calls/{id}`: its timeline on one time axis
+/// (each member's events, both sides' speech, each turn's latency) and as a table. Plain HTML, CSS and
+/// JavaScript with nothing fetched from elsewhere; it asks the router's API for the timeline with the key the
+/// operator gives (kept in the tab's session storage, never sent anywhere else). See docs/api.md ("Call pages").
+enum CallPage {
+    static let html = """
+        <!doctype html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>Call - Switchboard</title>
+        <style>
+          body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d2330; background: #fafbfc; }
+          h1 { font-size: 18px; margin: 0 0 4px; } .muted { color: #667085; }
+          #summary span { margin-right: 18px; } #error { color: #b42318; }
+          #key-form { margin: 16px 0; } #key-form input { width: 28em; }
+          svg { background: #fff; border: 1px solid #e4e7ec; margin: 16px 0; width: 100%; }
+          .lane { font-size: 12px; fill: #475467; } .tick { font-size: 11px; fill: #98a2b3; }
+          .speech-caller { fill: #2e90fa; } .speech-agent { fill: #12b76a; } .turn { fill: #f79009; }
+          .mark { fill: #475467; cursor: pointer; } .mark.sel, tr.sel { outline: 2px solid #7a5af8; }
+          .mark.end { fill: #b42318; } .mark.move { fill: #7a5af8; }
+          table { border-collapse: collapse; width: 100%; background: #fff; }
+          td, th { border-bottom: 1px solid #eaecf0; padding: 4px 8px; text-align: left; vertical-align: top; font-size: 13px; }
+          tr { cursor: pointer; } code { font-size: 12px; }
+        </style>
+        </head>
+        <body>
+        <h1>Call <code id="call-id"></code></h1>
+        <div id="summary" class="muted">loading...</div>
+        <form id="key-form" hidden><label>API key (admin, or the call's tenant): <input id="key" type="password" autocomplete="off"></label>
+          <button>Show</button></form>
+        <div id="error"></div>
+        <svg id="axis" height="10" role="img" aria-label="the call's timeline"></svg>
+        <table><thead><tr><th>time</th><th>from</th><th>event</th><th>details</th></tr></thead><tbody id="events"></tbody></table>
+        <script src="/ui/call-page.js"></script>
+        </body>
+        </html>
+        """
+
+    static let script = #"""
+        "use strict";
+        (function () {
+          const callID = decodeURIComponent(location.pathname.split("/").pop());
+          const $ = (id) => document.getElementById(id);
+          $("call-id").textContent = callID;
+          // A key in the address's fragment (never sent to a server) is kept for this tab and taken out of the address.
+          const fromHash = new URLSearchParams(location.hash.slice(1)).get("key");
+          if (fromHash) { sessionStorage.setItem("switchboard-key", fromHash); history.replaceState(null, "", location.pathname); }
+          $("key-form").addEventListener("submit", (e) => {
+            e.preventDefault(); sessionStorage.setItem("switchboard-key", $("key").value); load();
+          });
+          const svgNS = "http://www.w3.org/2000/svg";
+          function el(name, attrs, text) {
+            const node = document.createElementNS(svgNS, name);
+            for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+            if (text !== undefined) node.textContent = text;
+            return node;
+          }
+          function select(i) {
+            document.querySelectorAll(".sel").forEach((n) => n.classList.remove("sel"));
+            document.querySelectorAll(`[data-i="${i}"]`).forEach((n) => { n.classList.add("sel"); if (n.scrollIntoView && n.tagName === "TR") n.scrollIntoView({ block: "nearest" }); });
+          }
+          async function load() {
+            const key = sessionStorage.getItem("switchboard-key");
+            if (!key) { $("key-form").hidden = false; $("summary").textContent = "an API key is needed"; return; }
+            $("key-form").hidden = true;
+            let response;
+            try {
+              response = await fetch(`/v1/calls/${encodeURIComponent(callID)}/timeline`, { headers: { Authorization: `Bearer ${key}` } });
+            } catch (error) { $("error").textContent = `the router could not be reached: ${error}`; return; }
+            const body = await response.json().catch(() => ({}));
+            if (!response.ok) {
+              $("error").textContent = `${response.status} ${(body.error && body.error.code) || ""}: ${(body.error && body.error.message) || ""}`;
+              if (response.status === 401 || response.status === 403) { sessionStorage.removeItem("switchboard-key"); $("key-form").hidden = false; }
+              return;
+            }
+            render(body);
+          }
+          function render(timeline) {
+            const events = timeline.events;
+            if (!events.length) { $("summary").textContent = "no events"; return; }
+            const t0 = events[0].at_ms, t1 = events[events.length - 1].at_ms;
+            const span = Math.max(1, t1 - t0);
+            const turns = events.filter((e) => e.type === "turn").map((e) => Number(e.attributes.latency_ms));
+            const sorted = [...turns].sort((a, b) => a - b);
+            const ended = events.find((e) => e.type === "ended");
+            const placed = events.find((e) => e.type === "placed");
+            $("summary").innerHTML = "";
+            for (const text of [
+              `${(span / 1000).toFixed(1)} s`,
+              placed ? `tenant ${placed.attributes.tenant || "?"}` : "not placed",
+              ended ? `ended: ${ended.attributes.reason || "?"}` : "no end yet",
+              `${turns.length} turns` + (turns.length ? `, latency p50 ${sorted[Math.floor(sorted.length / 2)]} ms, max ${sorted[sorted.length - 1]} ms` : ""),
+              `${events.length} events` + (timeline.dropped ? `, ${timeline.dropped} over the cap` : ""),
+            ]) { const s = document.createElement("span"); s.textContent = text; $("summary").appendChild(s); }
+
+            // Lanes: each member, and the two sides' speech.
+            const members = [...new Set(events.map((e) => `${e.source} ${e.member}`))];
+            const lanes = ["caller speech", "agent speech", ...members];
+            const svg = $("axis"), left = 170, right = 20, laneH = 24, top = 24;
+            const width = Math.max(600, svg.clientWidth || 900);
+            svg.setAttribute("viewBox", `0 0 ${width} ${top + lanes.length * laneH + 10}`);
+            svg.setAttribute("height", top + lanes.length * laneH + 10);
+            svg.innerHTML = "";
+            const x = (t) => left + ((t - t0) / span) * (width - left - right);
+            const y = (lane) => top + lanes.indexOf(lane) * laneH;
+            lanes.forEach((lane) => svg.appendChild(el("text", { x: 6, y: y(lane) + 15, class: "lane" }, lane)));
+            for (let i = 0; i <= 10; i++) {
+              const t = t0 + (span * i) / 10;
+              svg.appendChild(el("text", { x: x(t) - 10, y: 14, class: "tick" }, `${((t - t0) / 1000).toFixed(1)}s`));
+            }
+            // Speech bars, from each start to its stop.
+            for (const channel of ["caller", "agent"]) {
+              let start = null;
+              for (const e of events.filter((e) => e.attributes.channel === channel)) {
+                if (e.type === "speech_started") start = e.at_ms;
+                if (e.type === "speech_stopped" && start !== null) {
+                  svg.appendChild(el("rect", { x: x(start), y: y(`${channel} speech`) + 5, width: Math.max(1, x(e.at_ms) - x(start)), height: 14, class: `speech-${channel}` }));
+                  start = null;
+                }
+              }
+            }
+            // Turns: from the caller's stop to the agent's answer, with the latency.
+            events.forEach((e, i) => {
+              if (e.type !== "turn") return;
+              const from = Number(e.attributes.caller_stopped_at_ms), to = e.at_ms;
+              const bar = el("rect", { x: x(from), y: y("agent speech") + 9, width: Math.max(2, x(to) - x(from)), height: 6, class: "turn", "data-i": i });
+              bar.appendChild(el("title", {}, `turn ${e.attributes.number}: ${e.attributes.latency_ms} ms`));
+              bar.addEventListener("click", () => select(i));
+              svg.appendChild(bar);
+              svg.appendChild(el("text", { x: x(from), y: y("agent speech") + 4, class: "tick" }, `${e.attributes.latency_ms} ms`));
+            });
+            // Every other event as a mark on its member's lane.
+            events.forEach((e, i) => {
+              if (e.type.startsWith("speech_") || e.type === "turn") return;
+              const kind = ["ended", "closed", "lost"].includes(e.type) ? "end" : ["migrating", "migrated", "taken_on", "resumed"].includes(e.type) ? "move" : "";
+              const mark = el("circle", { cx: x(e.at_ms), cy: y(`${e.source} ${e.member}`) + 12, r: 5, class: `mark ${kind}`, "data-i": i });
+              mark.appendChild(el("title", {}, `${e.type} ${JSON.stringify(e.attributes)}`));
+              mark.addEventListener("click", () => select(i));
+              svg.appendChild(mark);
+            });
+            // The table.
+            const tbody = $("events");
+            tbody.innerHTML = "";
+            events.forEach((e, i) => {
+              const row = document.createElement("tr");
+              row.dataset.i = i;
+              row.dataset.type = e.type;
+              for (const text of [`${((e.at_ms - t0) / 1000).toFixed(3)} s`, `${e.source} ${e.member}`, e.type,
+                                  Object.entries(e.attributes).map(([k, v]) => `${k}=${v}`).join("  ")]) {
+                const cell = document.createElement("td");
+                cell.textContent = text;
+                row.appendChild(cell);
+              }
+              row.addEventListener("click", () => select(i));
+              tbody.appendChild(row);
+            });
+            document.body.dataset.loaded = "true";
+          }
+          load();
+        })();
+        """#
+}

@@ -1,0 +1,84 @@
+"""Opens a call's page on a router in a real headless Chromium and says what it shows.
+
+    .venv-agents/bin/python agents/call_page.py --url 'http://127.0.0.1:8080/ui/calls/<id>#key=<admin key>' \
+        [--screenshot call-page.png] [--chromium PATH]
+
+Waits for the page to have drawn the call's timeline, clicks the first turn's bar (when there is one), and
+prints one JSON line:
+
+    loaded     whether the page drew the timeline
+    error      the page's error line, if any
+    summary    its summary line
+    rows       the event types in its table, in order
+    marks      how many events are marked on its time axis; turns: how many turn bars
+    selected   the event type selected by the click
+
+Exit 0 when the page loaded the timeline, 2 when it did not (or Chromium did not start), with the page's
+console on stderr. Needs Playwright (in .venv-agents, see scripts/agents-venv) and Debian's
+chromium-headless-shell (scripts/install-deps).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import sync_playwright
+
+CHROMIUM_PATHS = (
+    "/usr/bin/chromium-headless-shell",
+    "/usr/lib/chromium/chromium-headless-shell",
+    "/usr/bin/chromium",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--screenshot")
+    parser.add_argument("--chromium", default=next((p for p in CHROMIUM_PATHS if os.path.exists(p)), None))
+    args = parser.parse_args()
+    if not args.chromium:
+        print("no Chromium found; pass --chromium", file=sys.stderr)
+        sys.exit(2)
+    console: list[str] = []
+    with sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(executable_path=args.chromium, headless=True)
+        except PlaywrightError as error:
+            print(f"Chromium ({args.chromium}) did not start: {error}", file=sys.stderr)
+            sys.exit(2)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+        page.on("pageerror", lambda error: console.append(f"page error: {error}"))
+        page.goto(args.url)
+        try:
+            page.wait_for_function("document.body.dataset.loaded === 'true' || document.getElementById('error').textContent !== ''",
+                                   timeout=15000)
+        except PlaywrightError:
+            pass
+        loaded = page.evaluate("document.body.dataset.loaded === 'true'")
+        result = {
+            "loaded": loaded,
+            "error": page.inner_text("#error"),
+            "summary": page.inner_text("#summary"),
+            "rows": page.eval_on_selector_all("#events tr", "rows => rows.map(r => r.dataset.type)"),
+            "marks": page.eval_on_selector_all("svg .mark", "marks => marks.length"),
+            "turns": page.eval_on_selector_all("svg rect.turn", "bars => bars.length"),
+            "selected": None,
+        }
+        if result["turns"]:
+            page.click("svg rect.turn")
+            result["selected"] = page.evaluate("(document.querySelector('tr.sel') || {dataset: {}}).dataset.type || null")
+        if args.screenshot:
+            page.screenshot(path=args.screenshot, full_page=True)
+        browser.close()
+    print(json.dumps(result))
+    if not loaded:
+        print("\n".join(console), file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
