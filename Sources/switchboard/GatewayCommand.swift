@@ -43,10 +43,7 @@ struct GatewayCommand: AsyncParsableCommand {
 
     @Option(help: "Where calls' timelines go: redis (the cluster's, --redis-url) or off (env SWITCHBOARD_TIMELINE).")
     var timeline: String = Settings.string("timeline", "redis")
-    @Option(name: .customLong("timeline-retention"), help: "Seconds a call's timeline is kept after its last event.")
-    var timelineRetention: Double = Settings.double("timeline-retention", 7 * 86_400)
-    @Option(name: .customLong("timeline-cap"), help: "Events a call's timeline holds at most (its end always gets in); the rest are counted.")
-    var timelineCap: Int = Settings.int("timeline-cap", 2_000)
+    @OptionGroup var timelines: TimelineOptions
 
     func run() async throws {
         Runtime.followParentIfAsked()
@@ -85,9 +82,7 @@ struct GatewayCommand: AsyncParsableCommand {
             config.region = region.isEmpty ? nil : region
             config.zone = zone.isEmpty ? nil : zone
             guard ["redis", "off"].contains(timeline) else { throw SwitchboardError(.invalidArgument, "--timeline must be redis or off, not '\(timeline)'") }
-            config.timelineRetention = try seconds(timelineRetention, "timeline retention", max: 400 * 86_400)
-            guard (10...1_000_000).contains(timelineCap) else { throw SwitchboardError(.invalidArgument, "timeline cap must be 10-1000000") }
-            config.timelineCap = timelineCap
+            (config.timelineRetention, config.timelineCap) = try timelines.checked()
             guard (0...65535).contains(httpPort) else { throw SwitchboardError(.invalidArgument, "http-port must be 0-65535, got \(httpPort)") }
         } catch {
             throw ExitCodes.fail(error)

@@ -58,10 +58,7 @@ struct RouterCommand: AsyncParsableCommand {
     var leaseTime: Double = Settings.double("lease-time", 30)
     @Option(name: .customLong("tenant-label-cap"), help: "Tenants named in metric labels at most; the rest count as 'other'.")
     var tenantLabelCap: Int = Settings.int("tenant-label-cap", 50)
-    @Option(name: .customLong("timeline-retention"), help: "Seconds a call's timeline is kept after its last event.")
-    var timelineRetention: Double = Settings.double("timeline-retention", 7 * 86_400)
-    @Option(name: .customLong("timeline-cap"), help: "Events a call's timeline holds at most (its end always gets in); the rest are counted.")
-    var timelineCap: Int = Settings.int("timeline-cap", 2_000)
+    @OptionGroup var timelines: TimelineOptions
     @Option(name: .customLong("autoscale-target"), help: "Share of slots in use the exported switchboard_workers_desired aims for (0-1].")
     var autoscaleTarget: Double = Settings.double("autoscale-target", 0.7)
 
@@ -107,9 +104,7 @@ struct RouterCommand: AsyncParsableCommand {
             config.leaseTime = try seconds(leaseTime, "lease time", max: 3600)
             guard tenantLabelCap >= 0 else { throw SwitchboardError(.invalidArgument, "tenant label cap must be 0 or more") }
             config.tenantLabelCap = tenantLabelCap
-            config.timelineRetention = try seconds(timelineRetention, "timeline retention", max: 400 * 86_400)
-            guard (10...1_000_000).contains(timelineCap) else { throw SwitchboardError(.invalidArgument, "timeline cap must be 10-1000000") }
-            config.timelineCap = timelineCap
+            (config.timelineRetention, config.timelineCap) = try timelines.checked()
             guard autoscaleTarget.isFinite, autoscaleTarget > 0, autoscaleTarget <= 1 else {
                 throw SwitchboardError(.invalidArgument, "autoscale target must be above 0 and at most 1, not \(autoscaleTarget)")
             }

@@ -212,3 +212,17 @@ struct RouterAddress: ParsableArguments {
         return line
     }
 }
+
+/// How long calls' timelines are kept and how many events each holds: routers, workers and gateways take the same.
+struct TimelineOptions: ParsableArguments {
+    @Option(name: .customLong("timeline-retention"), help: "Seconds a call's timeline is kept after its last event.")
+    var retention: Double = Settings.double("timeline-retention", 7 * 86_400)
+    @Option(name: .customLong("timeline-cap"), help: "Events a call's timeline holds at most (its end always gets in); the rest are counted.")
+    var cap: Int = Settings.int("timeline-cap", 2_000)
+
+    /// The retention and the cap, checked.
+    func checked() throws(SwitchboardError) -> (retention: Duration, cap: Int) {
+        guard (10...1_000_000).contains(cap) else { throw SwitchboardError(.invalidArgument, "timeline cap must be 10-1000000, not \(cap)") }
+        return (try seconds(retention, "timeline retention", max: 400 * 86_400), cap)
+    }
+}

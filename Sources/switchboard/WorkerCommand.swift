@@ -56,10 +56,7 @@ struct WorkerCommand: AsyncParsableCommand {
     var leaseTime: Double = Settings.double("lease-time", 30)
     @Option(name: .customLong("tenant-label-cap"), help: "Tenants named in metric labels at most; the rest count as 'other'.")
     var tenantLabelCap: Int = Settings.int("tenant-label-cap", 50)
-    @Option(name: .customLong("timeline-retention"), help: "Seconds a call's timeline is kept after its last event.")
-    var timelineRetention: Double = Settings.double("timeline-retention", 7 * 86_400)
-    @Option(name: .customLong("timeline-cap"), help: "Events a call's timeline holds at most (its end always gets in); the rest are counted.")
-    var timelineCap: Int = Settings.int("timeline-cap", 2_000)
+    @OptionGroup var timelines: TimelineOptions
 
     @Option(name: .customLong("drain-deadline"), help: "SIGTERM drains the worker: seconds its calls have to end by themselves before the rest move.")
     var drainDeadline: Double = Settings.double("drain-deadline", 300)
@@ -90,9 +87,7 @@ struct WorkerCommand: AsyncParsableCommand {
             config.leaseTime = try seconds(Swift.max(1, leaseTime), "lease time", max: 3600)
             guard tenantLabelCap >= 0 else { throw SwitchboardError(.invalidArgument, "tenant label cap must be 0 or more") }
             config.tenantLabelCap = tenantLabelCap
-            config.timelineRetention = try seconds(timelineRetention, "timeline retention", max: 400 * 86_400)
-            guard (10...1_000_000).contains(timelineCap) else { throw SwitchboardError(.invalidArgument, "timeline cap must be 10-1000000") }
-            config.timelineCap = timelineCap
+            (config.timelineRetention, config.timelineCap) = try timelines.checked()
             guard let source = CPUSource(rawValue: cpuSource) else {
                 throw SwitchboardError(.invalidArgument, "cpu source must be one of \(CPUSource.allCases.map(\.rawValue).joined(separator: ", "))")
             }

@@ -15,6 +15,16 @@ enum Agents {
     static var reference: String { root.appendingPathComponent("agents/reference_agent.py").path }
     static var pipecat: String { root.appendingPathComponent("agents/pipecat_echo_bot.py").path }
 
+    /// Runs one of agents/'s headless-Chromium scripts and reads the JSON line it prints; records an issue (with
+    /// its output) when it does not exit 0 within `timeout`.
+    static func browser(_ script: String, _ arguments: [String], timeout: Duration = .seconds(90)) async throws -> [String: Any] {
+        let process = try CLIProcess([root.appendingPathComponent("agents/\(script)").path] + arguments, executable: python)
+        let status = await process.waitForExit(timeout: timeout)
+        #expect(status == 0, "\(script): \(process.output)")
+        let line = try #require(process.output.split(separator: "\n").last { $0.hasPrefix("{") }, "\(script): \(process.output)")
+        return try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+    }
+
     static func requireVenv() throws {
         guard FileManager.default.isExecutableFile(atPath: python.path) else {
             throw TestServerError("no agent venv at \(python.path): run scripts/agents-venv (scripts/test does)")

@@ -72,8 +72,13 @@ struct ClosedBusTests {
         let caller = try await NATSConnection.connect(callerConfig, logger: quiet)
         defer { caller.close() }
         let speaker = try ToneCaller(caller, call, subjects: subjects)
-        try await eventually(timeout: .seconds(10), "the caller hears its call") { speaker.tap.count >= 25 }
-        #expect(try speaker.tap.frequency(after: .now - .seconds(1)).rounded() == 440, "its own voice, echoed")
+        // Half a second of it, past the first frames (the codec's start), within a few Hz: on a busy machine a frame
+        // concealed in the window moves the estimate by a hertz or so.
+        try await eventually(timeout: .seconds(10), "the caller hears its call") { speaker.tap.count >= 10 }
+        let heard = ContinuousClock.now
+        try await eventually(timeout: .seconds(10), "half a second more of it") { speaker.tap.count(after: heard) >= 25 }
+        let own = try speaker.tap.frequency(after: heard)
+        #expect(abs(own - 440) <= 3, "its own voice, echoed: \(own) Hz")
 
         // Another call's audio is not the caller's to hear.
         let otherCall = try #require(try RouteReply.decode(try await gateway.request(subjects.route, payload: RouteRequest(tenant: "t").encoded(),
@@ -93,8 +98,9 @@ struct ClosedBusTests {
         let admin = ["Authorization": "Bearer \(TestCluster.adminKey)"]
         /// The caller hears its own voice again after `instant`: its audio reaches the worker holding the call.
         func hearsItselfAfter(_ instant: ContinuousClock.Instant, _ what: String) async throws {
-            try await eventually(timeout: .seconds(30), what) { speaker.tap.count(after: instant) >= 25 }
-            #expect(try speaker.tap.frequency(after: instant + .milliseconds(200)).rounded() == 440, "\(what): its own voice")
+            try await eventually(timeout: .seconds(30), what) { speaker.tap.count(after: instant + .milliseconds(200)) >= 25 }
+            let own = try speaker.tap.frequency(after: instant + .milliseconds(200))
+            #expect(abs(own - 440) <= 3, "\(what): its own voice, \(own) Hz")
         }
 
         // Migrated: the call's events name the new worker, and the caller sends there on the same credential.

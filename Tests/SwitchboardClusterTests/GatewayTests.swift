@@ -128,13 +128,7 @@ extension GatewayTests {
         #expect(token.hasPrefix("v1.acme."))
 
         let shot = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-browser-call.png").path
-        let browser = try CLIProcess([Agents.root.appendingPathComponent("agents/browser_call.py").path,
-                                      "--url", "\(gw.url)/#token=\(token)", "--seconds", "3", "--screenshot", shot],
-                                     executable: Agents.python)
-        let status = await browser.waitForExit(timeout: .seconds(90))
-        #expect(status == 0, "browser_call.py: \(browser.output)")
-        let line = try #require(browser.output.split(separator: "\n").last { $0.hasPrefix("{") })
-        let result = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        let result = try await Agents.browser("browser_call.py", ["--url", "\(gw.url)/#token=\(token)", "--seconds", "3", "--screenshot", shot])
         #expect((result["frames_sent"] as? Int ?? 0) > 100, "\(result)")
         #expect((result["frames_received"] as? Int ?? 0) > 100, "\(result)")
         #expect((result["tone_power_ratio"] as? Double ?? 0) > 100, "the echo is the microphone's tone: \(result)")
@@ -363,12 +357,8 @@ extension GatewayTests {
         // and listed; a click on the turn's bar selects its row. The screenshot is kept.
         try Agents.requireVenv()
         let shot = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-call-page.png").path
-        let browser = try CLIProcess([Agents.root.appendingPathComponent("agents/call_page.py").path,
-                                      "--url", "\(cluster.routers[0].url)/ui/calls/\(callID)#key=\(TestCluster.adminKey)", "--screenshot", shot],
-                                     executable: Agents.python)
-        #expect(await browser.waitForExit(timeout: .seconds(60)) == 0, "call_page.py: \(browser.output)")
-        let line = try #require(browser.output.split(separator: "\n").last { $0.hasPrefix("{") })
-        let shown = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        let shown = try await Agents.browser("call_page.py", ["--url", "\(cluster.routers[0].url)/ui/calls/\(callID)#key=\(TestCluster.adminKey)",
+                                                              "--screenshot", shot])
         #expect(shown["rows"] as? [String] == events.map(\.type), "\(shown)")
         #expect(shown["turns"] as? Int == 1 && shown["selected"] as? String == "turn", "\(shown)")
         #expect((shown["marks"] as? Int ?? 0) >= 8 && (shown["summary"] as? String ?? "").contains("1 turns"), "\(shown)")
