@@ -141,7 +141,7 @@ public final class Gateway: Service, Sendable {
                 self.handle(leg, .hungUp)  // the socket ended (after a close this changes nothing)
             }
             if kind == .browser {
-                observe(leg, [leg.state.withLock { $0.observer.event("answered", at: leg.startedUnixMillis, ["kind": "browser"]) }])
+                note(leg, "answered", at: leg.startedUnixMillis, ["kind": "browser"])
                 perform(leg, [.route])
             }
             for await job in leg.jobs { group.addTask(operation: job) }
@@ -187,13 +187,13 @@ public final class Gateway: Service, Sendable {
                     leg.logger.warning("could not ask for the call's end", metadata: [LogKey.error: "\(error)"])
                 }
             case .closeEnded(let reason):
-                observe(leg, [leg.state.withLock { $0.observer.event("closed", at: leg.mediaMillis(), ["reason": reason.rawValue]) }])
+                note(leg, "closed", ["reason": reason.rawValue])
                 if leg.kind == .browser { leg.send(.text(BrowserStream.ended(reason))) }
                 leg.close(.normalClosure, "call ended: \(reason.rawValue)")
                 metrics.increment(GatewayMetrics.legsTotal, ["kind": leg.kind.rawValue, "result": reason.rawValue], help: "Caller legs, by how they ended")
             case .closeWithError(let error):
                 leg.logger.warning("leg closed with an error", metadata: [LogKey.error: "\(error)"])
-                observe(leg, [leg.state.withLock { $0.observer.event("closed", at: leg.mediaMillis(), ["error": error.code.rawValue]) }])
+                note(leg, "closed", ["error": error.code.rawValue])
                 if leg.kind == .browser { leg.send(.text(BrowserStream.error(error))) }
                 leg.close(error.code == .badMessage || error.code == .tooLarge ? .protocolError : .unexpectedServerError, error.message)
                 metrics.increment(GatewayMetrics.legsTotal, ["kind": leg.kind.rawValue, "result": error.code.rawValue], help: "Caller legs, by how they ended")
@@ -293,9 +293,7 @@ public final class Gateway: Service, Sendable {
                 }
                 state.logger = state.logger.with(["twilio_call_sid": "\(start.callSid)"])
             }
-            observe(leg, [leg.state.withLock {
-                $0.observer.event("answered", at: leg.mediaMillis(), ["kind": "twilio", "twilio_call_sid": String(start.callSid.prefix(64))])
-            }])
+            note(leg, "answered", ["kind": "twilio", "twilio_call_sid": String(start.callSid.prefix(64))])
             input(leg, .started)
         case .media(_, let payload):
             guard forward(leg) else { return }
@@ -371,7 +369,7 @@ public final class Gateway: Service, Sendable {
 
     private func toCall(_ leg: Leg, digit: Character) {
         let (call, packet) = leg.state.withLock { ($0.call, MediaPacket.dtmf(digit, sequence: $0.sequence, timestamp: $0.sequence &* 960)) }
-        observe(leg, [leg.state.withLock { $0.observer.event("dtmf", at: leg.mediaMillis(), ["digit": String(digit)]) }])
+        note(leg, "dtmf", ["digit": String(digit)])
         try? call?.leg.send(packet.encoded())  // a key lost to a broken bus is lost like its audio
     }
 
@@ -400,7 +398,7 @@ public final class Gateway: Service, Sendable {
             }
         case .clear:
             leg.state.withLock { $0.jitter.clear() }
-            observe(leg, [leg.state.withLock { $0.observer.event("clear", at: leg.mediaMillis()) }])
+            note(leg, "clear")
             leg.send(.text(leg.kind == .twilio ? TwilioStream.clear(quotedStreamSid: leg.state.withLock { $0.quotedStreamSid }) : BrowserStream.clear))
         case .dtmf:
             break  // keys go toward the call only
@@ -457,6 +455,12 @@ public final class Gateway: Service, Sendable {
         if !leg.send(message) {
             badInput(leg, SwitchboardError(.slowConsumer, "the caller's socket does not take its audio"), reason: "slow_reader")
         }
+    }
+
+    /// Notes one event of this gateway on the leg's call's timeline, at `at` (now, on the leg's media clock).
+    private func note(_ leg: Leg, _ type: String, at: Int64? = nil, _ attributes: [String: String] = [:]) {
+        observe(leg, [TimelineEvent(atMillis: at ?? leg.mediaMillis(), source: .gateway, member: configuration.id, type: type,
+                                    attributes: attributes)])
     }
 
     /// Notes `events` on the leg's call's timeline; before the call is placed, holds them (a few) until it is.

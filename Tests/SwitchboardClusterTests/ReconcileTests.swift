@@ -48,7 +48,7 @@ struct ReconcileTests {
         }
         try await cluster.client.flush()
         try await Self.orphan(cluster, call: "c-far", worker: "far")
-        try await eventually(timeout: .seconds(20), "the router can judge") {
+        try await eventually(timeout: .seconds(40), "the router can judge") {
             // Watching for a detection time first: until then it takes nobody for gone.
             try await Task.sleep(for: .milliseconds(200))
             return await router.router.reconcile().isEmpty && router.router.workers().contains { $0.id == "far" }

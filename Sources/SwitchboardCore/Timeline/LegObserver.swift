@@ -57,7 +57,7 @@ public struct LegObserver: Sendable {
     }
 
     /// An event of this gateway at `at`.
-    public func event(_ type: String, at: Int64, _ attributes: [String: String] = [:]) -> TimelineEvent {
+    private func event(_ type: String, at: Int64, _ attributes: [String: String] = [:]) -> TimelineEvent {
         TimelineEvent(atMillis: at, source: .gateway, member: member, type: type, attributes: attributes)
     }
 
