@@ -115,10 +115,9 @@ extension Router {
             }
             var gone: [String] = []
             for worker in orphaned where fleet.withLock({ $0.registry.mayTakeUnknownWorkersForGone(now: clock.now) }) {
-                // Unknown is not dead: a worker this router does not hear (another NATS node) may answer.
-                if let reply = try? await nats.request(configuration.subjects.ping(worker: worker), payload: [],
-                                                       timeout: configuration.pingTimeout),
-                   let heartbeat = try? Heartbeat.decode(reply.payload) {
+                // Unknown is not dead: a worker this router does not hear (another NATS node) may answer. Asked three
+                // times: one late answer (a busy worker, a busy router) must not fail a live worker's calls over.
+                if let heartbeat = await pingUnknown(worker) {
                     ingest(heartbeat, from: Substring(worker))
                     continue
                 }
@@ -132,5 +131,16 @@ extension Router {
             logger.warning("reconciliation skipped: Redis unreachable", metadata: [LogKey.error: "\(error)"])
             return []
         }
+    }
+
+    /// A worker's heartbeat in answer to a ping, asked up to three times; nil when none came.
+    private func pingUnknown(_ worker: String) async -> Heartbeat? {
+        for _ in 1...3 {
+            if let reply = try? await nats.request(configuration.subjects.ping(worker: worker), payload: [], timeout: configuration.pingTimeout),
+               let heartbeat = try? Heartbeat.decode(reply.payload) {
+                return heartbeat
+            }
+        }
+        return nil
     }
 }

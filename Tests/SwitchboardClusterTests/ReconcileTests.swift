@@ -35,7 +35,10 @@ struct ReconcileTests {
     }
 
     @Test func aWorkerThisRouterDoesNotHearButThatAnswersItsPingKeepsItsCalls() async throws {
-        let cluster = try await TestCluster(heartbeat: .milliseconds(500), suspectAfter: 2, deadAfter: 3)
+        // Slower beats than the other tests here: a router that finds itself stalled (a tick a suspect time late)
+        // judges nobody for a while, and a test process busy beside the whole suite stalls for a second now and
+        // then; at 0.5 s beats this router once never got to judge in 40 s.
+        let cluster = try await TestCluster(heartbeat: .seconds(1), suspectAfter: 3, deadAfter: 5)
         let router = try await cluster.addRouter { $0.reconcileInterval = .seconds(3600) }
         try await cluster.addWorker(id: "alive")
         try await cluster.waitForWorkers(1)
