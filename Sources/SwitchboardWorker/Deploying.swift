@@ -91,7 +91,9 @@ extension Worker {
                 logger.notice("the rollback window of version \(configuration.version) is over: draining")
                 await drain(deadline: deadline, atDeadline: atDeadline, requestedBy: DrainRequest.byDeploy)
             case .undrain:
-                if state.withLock({ $0.appliedDrain?.requestedBy == DrainRequest.byDeploy }), await undrain() {
+                // Only the drain the deploy started, and only if no other came in since this look.
+                let seen = state.withLock { $0.appliedDrain?.requestedBy == DrainRequest.byDeploy ? $0.drainChanges : nil }
+                if let seen, await undrain(unlessChangedSince: seen) {
                     logger.notice("version \(configuration.version) is eligible again: its drain is cancelled")
                 }
             }

@@ -33,7 +33,8 @@ extension Worker {
     /// other routers), then to the state machine. Routers learn of a drain the worker starts itself from its
     /// heartbeat (it says `draining` at once) and from Redis; workers do not publish drain notices. Ignored once calls are being ended or the worker
     /// is leaving.
-    func apply(_ request: DrainRequest, record: Bool) async {
+    /// `unlessChangedSince`: act only if no drain or undrain was applied since that count of `drainChanges`.
+    func apply(_ request: DrainRequest, record: Bool, unlessChangedSince seen: UInt64? = nil) async {
         // A SIGTERM always leaves when the last call is gone; other drains do unless `--when-drained stay`.
         let leave = configuration.whenDrained == .exit || request.requestedBy == DrainRequest.bySignal
         guard state.withLock({ $0.drain.phase != .done && ($0.drain.phase != .ending || leave) }) else { return }
@@ -45,15 +46,18 @@ extension Worker {
                 logger.warning("drain not kept in Redis", metadata: [LogKey.error: "\(error)"])
             }
         }
-        let (actions, calls) = state.withLock { state in
+        let decided: (actions: [Drain.Action], calls: Int)? = state.withLock { state in
+            if let seen, state.drainChanges != seen { return nil }
             let actions = state.drain.request(deadline: request.deadline(now: .now, unixNowMillis: unixMillisNow()),
                                                atDeadline: request.atDeadline, now: .now, calls: Set(state.calls.keys),
                                                leave: leave)
             // Offers are refused from this instant, under the same lock as the decision.
             if actions.contains(.refuseNewCalls) { state.slots.setState(.draining) }
             state.appliedDrain = request
+            state.drainChanges &+= 1
             return (actions, state.calls.count)
         }
+        guard let (actions, calls) = decided else { return }
         logger.notice("draining", metadata: ["calls": "\(calls)", "deadline_ms": "\(request.deadlineMillis)",
                                              "at_deadline": "\(request.atDeadline.rawValue)", "by": "\(request.requestedBy)"])
         await perform(actions)
@@ -61,23 +65,57 @@ extension Worker {
 
     /// Cancels a drain under way; false when there is none or it is too late (calls are being ended).
     public func undrain() async -> Bool {
+        await undrain(unlessChangedSince: nil)
+    }
+
+    /// `unlessChangedSince`: only if no drain or undrain was applied since that count of `drainChanges`.
+    func undrain(unlessChangedSince seen: UInt64?) async -> Bool {
+        guard let request = state.withLock({ state -> DrainRequest? in
+            guard seen == nil || state.drainChanges == seen, state.drain.isCancellable else { return nil }
+            return state.appliedDrain
+        }) else { return false }
+        // Out of Redis before the cancel, and only if it is still this request (not one a router wrote since):
+        // a re-read of Redis that saw it after the cancel would drain again, and for good.
+        do {
+            _ = try await redis.evaluate(Self.forgetDrainScript, keys: [configuration.keys.drains],
+                                         arguments: [configuration.id, request.requestedBy, String(request.requestedAtMillis)])
+        } catch {
+            logger.warning("drain record not taken out of Redis", metadata: [LogKey.error: "\(error)"])
+        }
         let (cancelled, actions) = state.withLock { state in
+            guard state.appliedDrain == request else { return (false, [Drain.Action]()) }
             let result = state.drain.cancel()
-            if result.0 { state.appliedDrain = nil }
+            if result.cancelled {
+                state.appliedDrain = nil
+                state.drainChanges &+= 1
+            }
             return result
         }
         guard cancelled else { return false }
-        logger.notice("drain cancelled: taking calls again")
-        _ = try? await redis.send(["HDEL", configuration.keys.drains, configuration.id])
+        logger.notice("drain cancelled: taking calls again", metadata: ["by": "\(request.requestedBy)"])
         await perform(actions)
         return true
     }
+
+    /// Deletes this worker's drain record (ARGV[1]) if it is the request asked by ARGV[2] at ARGV[3] (Unix
+    /// ms); a router's drain written since is left.
+    static let forgetDrainScript = RedisScript("""
+        local stored = redis.call('HGET', KEYS[1], ARGV[1])
+        if not stored then return 0 end
+        local ok, request = pcall(cjson.decode, stored)
+        if ok and type(request) == 'table' and request.requested_by == ARGV[2]
+            and request.requested_at_ms == tonumber(ARGV[3]) then
+            return redis.call('HDEL', KEYS[1], ARGV[1])
+        end
+        return 0
+        """)
 
     /// Keeps to the drain recorded for this worker in Redis: at start (a worker restarted while drained), when
     /// it reconnects and every refresh interval (a drain or undrain a router sent while this worker was cut
     /// off). A recorded drain not applied yet is applied; a drain a router asked for whose record is gone was
     /// cancelled (a drain this worker started itself, on a signal or at the end of its rollback window, stays).
     func syncDrainFromRedis() async {
+        let seen = state.withLock { $0.drainChanges }
         let stored: DrainRequest?
         do {
             stored = try await redis.send(["HGET", configuration.keys.drains, configuration.id]).string
@@ -88,10 +126,10 @@ extension Worker {
         }
         let applied = state.withLock { $0.appliedDrain }
         if let stored, stored != applied {
-            await apply(stored, record: false)
+            await apply(stored, record: false, unlessChangedSince: seen)
         } else if stored == nil, let applied, !applied.isWorkersOwn {
             logger.notice("this worker's drain was cancelled while it was cut off", metadata: ["by": "\(applied.requestedBy)"])
-            _ = await undrain()
+            _ = await undrain(unlessChangedSince: seen)
         }
     }
 

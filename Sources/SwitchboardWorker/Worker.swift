@@ -73,6 +73,9 @@ public final class Worker: Service, Sendable {
         var drain = Drain()
         /// The drain request in force (nil when serving), to tell a new one in Redis from the one applied.
         var appliedDrain: DrainRequest?
+        /// Counts changes of `appliedDrain`, so a re-read of Redis acts only on what it read if no drain or
+        /// undrain came in while it read (an undrain between its read and its act would be taken back).
+        var drainChanges: UInt64 = 0
         /// Calls this worker has asked the routers to move and not yet heard back on.
         var migrating: Set<String> = []
         /// Ends Redis did not take, and calls its set lists that this worker does not hold (`repairRecords`).

@@ -79,6 +79,29 @@ struct ReconcileTests {
         await cluster.shutdown()
     }
 
+    /// A worker undrains its own (deploy) drain while it re-reads its drain from Redis all the time: a re-read
+    /// that read the record before the undrain must not drain it again after (once it did, for good: a
+    /// version rolled back to stayed drained).
+    @Test func aWorkersOwnUndrainIsNotTakenBackByAReReadOfRedis() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        let worker = try await cluster.addWorker(id: "own") {
+            $0.refreshInterval = .milliseconds(5)
+            $0.whenDrained = .stay
+        }
+        try await cluster.waitForWorkers(1)
+        for round in 0..<150 {
+            await worker.worker.drain(deadline: .seconds(3600), atDeadline: .migrate, requestedBy: DrainRequest.byDeploy)
+            #expect(worker.worker.workerState == .draining)
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0...15)))
+            #expect(await worker.worker.undrain(), "round \(round)")
+            try await Task.sleep(for: .milliseconds(30))  // a few re-reads
+            #expect(worker.worker.workerState == .ready, "round \(round): drained again by a re-read")
+            #expect(try await cluster.redis.send(["HGET", cluster.keys.drains, "own"]).string == nil)
+        }
+        await cluster.shutdown()
+    }
+
     @Test func aCallItsWorkerDoesNotHoldIsEndedAndAnotherWorkersIsLeftOutOfTheSet() async throws {
         let cluster = try await TestCluster()
         try await cluster.addRouter()

@@ -92,17 +92,21 @@ public struct Drain: Sendable, Equatable {
         }
     }
 
+    /// Whether `cancel` would serve again.
+    public var isCancellable: Bool {
+        switch phase {
+        case .draining, .migrating, .drained: return true
+        case .serving, .ending, .done: return false
+        }
+    }
+
     /// Cancels a drain. False (and nothing changes) when there is none, or calls are already being ended or
     /// the worker is leaving: too late to take calls again.
     public mutating func cancel() -> (cancelled: Bool, actions: [Action]) {
-        switch phase {
-        case .draining, .migrating, .drained:
-            phase = .serving
-            leaves = true
-            return (true, [.acceptNewCalls])
-        case .serving, .ending, .done:
-            return (false, [])
-        }
+        guard isCancellable else { return (false, []) }
+        phase = .serving
+        leaves = true
+        return (true, [.acceptNewCalls])
     }
 
     /// Advances time with the calls the worker holds now.
