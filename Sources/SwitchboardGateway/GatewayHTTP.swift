@@ -73,11 +73,7 @@ public enum GatewayHTTP {
     }
 
     static func page(_ text: String, type: String) -> Response {
-        Response(status: .ok, headers: [
-            .contentType: type,
-            .contentSecurityPolicy: "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'",
-            .cacheControl: "no-cache",
-        ], body: .init(byteBuffer: ByteBuffer(string: text)))
+        HTTPPage.response(text, type: type, contentSecurityPolicy: "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'")
     }
 }
 

@@ -19,6 +19,19 @@ public enum HTTPBody {
     }
 }
 
+/// A page or script the server itself ships: its type, its content security policy, never cached stale, never
+/// framed by another site.
+public enum HTTPPage {
+    public static func response(_ text: String, type: String, contentSecurityPolicy: String) -> Response {
+        Response(status: .ok, headers: [
+            .contentType: type,
+            .contentSecurityPolicy: contentSecurityPolicy,
+            .cacheControl: "no-cache",
+            HTTPField.Name("X-Frame-Options")!: "DENY",
+        ], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}
+
 /// Turns every error into the JSON error body with its status, and counts requests by status class.
 public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let metrics: MetricsRegistry

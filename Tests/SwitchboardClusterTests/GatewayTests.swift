@@ -127,6 +127,14 @@ extension GatewayTests {
         let token = try #require((try JSONSerialization.jsonObject(with: issued.body) as? [String: Any])?["token"] as? String)
         #expect(token.hasPrefix("v1.acme."))
 
+        // The page and its scripts: the policy lets them reach the gateway's socket and nothing else, and no
+        // other site may frame them.
+        for path in ["/", "/call.js", "/call-worklet.js"] {
+            let page = try await PlainHTTP.request("GET", gw.url + path)
+            #expect(page.status == 200 && page.headers["x-frame-options"] == "DENY", "\(path)")
+            #expect(page.headers["content-security-policy"]?.contains("connect-src 'self' ws: wss:") == true, "\(path)")
+        }
+
         let shot = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-browser-call.png").path
         let result = try await Agents.browser("browser_call.py", ["--url", "\(gw.url)/#token=\(token)", "--seconds", "3", "--screenshot", shot])
         #expect((result["frames_sent"] as? Int ?? 0) > 100, "\(result)")
@@ -362,6 +370,11 @@ extension GatewayTests {
         // The operator's page of the call, in a real browser: the timeline drawn (marks, speech, the turn's bar)
         // and listed; a click on the turn's bar selects its row. The screenshot is kept.
         try Agents.requireVenv()
+        for path in ["/ui/calls/\(callID)", "/ui/call-page.js"] {
+            let page = try await PlainHTTP.request("GET", cluster.routers[0].url + path)
+            #expect(page.status == 200 && page.headers["x-frame-options"] == "DENY", "\(path)")
+            #expect(page.headers["content-security-policy"]?.hasPrefix("default-src 'self';") == true, "\(path)")
+        }
         let shot = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-call-page.png").path
         let shown = try await Agents.browser("call_page.py", ["--url", "\(cluster.routers[0].url)/ui/calls/\(callID)#key=\(TestCluster.adminKey)",
                                                               "--screenshot", shot])

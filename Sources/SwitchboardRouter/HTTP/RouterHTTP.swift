@@ -186,12 +186,7 @@ public enum RouterHTTP {
 
     /// A page of the UI: served as is, with nothing allowed from elsewhere.
     static func page(_ text: String, type: String) -> Response {
-        Response(status: .ok, headers: [
-            .contentType: type,
-            .contentSecurityPolicy: "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
-            .cacheControl: "no-cache",
-            HTTPField.Name("X-Frame-Options")!: "DENY",
-        ], body: .init(byteBuffer: ByteBuffer(string: text)))
+        HTTPPage.response(text, type: type, contentSecurityPolicy: "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:")
     }
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
