@@ -12,6 +12,9 @@ prints one JSON line:
     rows       the event types in its table, in order
     marks      how many events are marked on its time axis; turns: how many turn bars
     selected   the event type selected by the click
+    recording  the page's recording line; waves: how many waveforms it drew
+    played     seconds the player advanced in the 1.5 s after the click (it plays from the clicked turn)
+    current    whether the turn bar under the playhead is marked current
 
 Exit 0 when the page loaded the timeline, 2 when it did not (or Chromium did not start), with the page's
 console on stderr. Needs Playwright (in .venv-agents, see scripts/agents-venv) and Debian's
@@ -45,7 +48,8 @@ def main() -> None:
     console: list[str] = []
     with sync_playwright() as playwright:
         try:
-            browser = playwright.chromium.launch(executable_path=args.chromium, headless=True)
+            browser = playwright.chromium.launch(executable_path=args.chromium, headless=True,
+                                                 args=["--autoplay-policy=no-user-gesture-required"])
         except PlaywrightError as error:
             print(f"Chromium ({args.chromium}) did not start: {error}", file=sys.stderr)
             sys.exit(2)
@@ -59,6 +63,11 @@ def main() -> None:
         except PlaywrightError:
             pass
         loaded = page.evaluate("document.body.dataset.loaded === 'true'")
+        if loaded:
+            try:  # the recording comes after the timeline: its waveforms and player, or the line saying there is none
+                page.wait_for_function("document.body.dataset.recording !== undefined", timeout=15000)
+            except PlaywrightError:
+                pass
         result = {
             "loaded": loaded,
             "error": page.inner_text("#error"),
@@ -67,10 +76,20 @@ def main() -> None:
             "marks": page.eval_on_selector_all("svg .mark", "marks => marks.length"),
             "turns": page.eval_on_selector_all("svg rect.turn", "bars => bars.length"),
             "selected": None,
+            "recording": page.inner_text("#recording"),
+            "waves": page.eval_on_selector_all("svg path.wave", "paths => paths.length"),
+            "played": None,
+            "current": None,
         }
         if result["turns"]:
             page.click("svg rect.turn")
             result["selected"] = page.evaluate("(document.querySelector('tr.sel') || {dataset: {}}).dataset.type || null")
+            if result["waves"]:
+                page.wait_for_timeout(300)  # the seek lands
+                start = page.evaluate("document.getElementById('player').currentTime")
+                page.wait_for_timeout(1500)
+                result["played"] = page.evaluate("document.getElementById('player').currentTime") - start
+                result["current"] = page.evaluate("document.querySelectorAll('svg rect.turn.current').length === 1")
         if args.screenshot:
             page.screenshot(path=args.screenshot, full_page=True)
         browser.close()

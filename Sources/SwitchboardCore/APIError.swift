@@ -16,6 +16,7 @@ extension SwitchboardError {
         case .quotaExceeded: return (429, "quota_exceeded")
         // Not 429: retrying does not help before the month turns or the limit is raised.
         case .usageLimit: return (403, "usage_limit")
+        case .rangeNotSatisfiable: return (416, "range_not_satisfiable")
         case .noCapacity: return (503, "no_capacity")
         case .unavailable, .connectionFailed, .connectionClosed, .noResponders, .timeout, .tlsFailed: return (503, "unavailable")
         default: return (500, "internal")

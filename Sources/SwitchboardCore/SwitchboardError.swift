@@ -49,6 +49,8 @@ public struct SwitchboardError: Error, Sendable, Hashable, CustomStringConvertib
         public static let quotaExceeded = Code(rawValue: "quota_exceeded")
         /// A tenant used its call minutes or spending for the month (new calls only; live calls go on).
         public static let usageLimit = Code(rawValue: "usage_limit")
+        /// A byte range wholly past the end of what was asked for (HTTP 416).
+        public static let rangeNotSatisfiable = Code(rawValue: "range_not_satisfiable")
         /// A dependency (NATS, Redis) is unreachable; try again.
         public static let unavailable = Code(rawValue: "unavailable")
 

@@ -75,6 +75,7 @@ public final class Gateway: Service, Sendable {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.playoutClock() }
             if let timeline { group.addTask { await timeline.run() } }
+            if let options = configuration.recording { group.addTask { await self.recordingLoop(options) } }
             try? await gracefulShutdown()
             await drain()
             group.cancelAll()
@@ -149,6 +150,9 @@ public final class Gateway: Service, Sendable {
         }
         if !leg.state.withLock({ $0.closeWritten }) { cutOff() }
         observe(leg, leg.state.withLock { $0.observer.finish() })
+        if let recording = leg.state.withLock({ state -> Recording? in defer { state.recording = nil }; return state.recording }) {
+            finish(leg, recording)
+        }
         await disconnect(leg)
         state.withLock { _ = $0.legs.removeValue(forKey: ObjectIdentifier(leg)) }
         // The leg's audio toward its caller, in the counters and in one line with its call id.
@@ -343,6 +347,7 @@ public final class Gateway: Service, Sendable {
                 let pcm = Array(state.pending.prefix(frame))
                 state.pending.removeFirst(frame)
                 events += state.observer.caller(rms: SignalAnalysis.rms(pcm), atMillis: at)
+                state.recording?.caller(pcm, at: began)
                 do {
                     if state.encoder == nil { state.encoder = try OpusEncoder(sampleRate: leg.kind.sampleRate) }
                     let packet = MediaPacket(sequence: state.sequence, timestamp: state.sequence &* 960, payload: try state.encoder!.encode(pcm))
@@ -422,10 +427,12 @@ public final class Gateway: Service, Sendable {
         let at = leg.mediaMillis(began)
         let (message, events): (Outgoing?, [TimelineEvent]) = leg.state.withLock { state in
             guard state.machine.phase == .live else { return (nil, []) }
-            // What the caller hears now, for the timeline: a frame's loudness, silence when nothing plays.
+            // What the caller hears now, for the recording and the timeline (a frame's loudness), silence when
+            // nothing plays.
             func heard(_ samples: [Int16]?) -> [TimelineEvent] {
-                state.observer.agent(rms: samples.map(SignalAnalysis.rms) ?? 0, atMillis: at, stats: state.jitter.stats,
-                                     jitterMillis: state.jitter.jitterMillis)
+                state.recording?.agent(samples, at: began)
+                return state.observer.agent(rms: samples.map(SignalAnalysis.rms) ?? 0, atMillis: at, stats: state.jitter.stats,
+                                            jitterMillis: state.jitter.jitterMillis)
             }
             do {
                 let samples: [Int16]
@@ -504,6 +511,7 @@ public final class Gateway: Service, Sendable {
 
     private func connect(_ leg: Leg, _ placement: Placement) async throws {
         let media = try await nats.connection(for: placement, name: "gateway-\(configuration.id)-\(placement.callID)")
+        let recording = placement.record == true ? configuration.recording.flatMap { startRecording(leg, placement.callID, $0) } : nil
         let owned = media !== nats
         do {
             let audioOut = try media.subscribe(to: placement.media.out) { [weak leg] message in
@@ -520,13 +528,16 @@ public final class Gateway: Service, Sendable {
             }
             let early = leg.state.withLock { state in
                 state.call = Leg.Call(placement: placement, nats: media, owned: owned, leg: callLeg, audioOut: audioOut)
+                state.recording = recording
                 state.logger = state.logger.with([LogKey.callID: "\(placement.callID)"])
                 defer { state.earlyEvents.removeAll() }
                 return state.earlyEvents
             }
             for event in early { timeline?.record(placement.callID, event) }
+            if let recording { note(leg, "recording_started", at: recording.info.withLock { $0.startedAtMillis }, ["bitrate": "\(recording.info.withLock { $0.bitrate })"]) }
         } catch {
             if owned { media.close() }
+            if let recording { _ = recording.flush(final: true) }
             throw error
         }
         handle(leg, .routed)
@@ -537,3 +548,62 @@ extension Leg {
     var isOpen: Bool { state.withLock { $0.machine.phase != .closed } }
 }
 
+
+// MARK: - Recording
+
+extension Gateway {
+    /// Opens the call's recording; nil (counted, logged: the call goes on unrecorded) when its files cannot be.
+    fileprivate func startRecording(_ leg: Leg, _ callID: String, _ options: RecordingOptions) -> Recording? {
+        let now = ContinuousClock.now
+        do {
+            let recording = try Recording(callID: callID, tenant: leg.tenant, gateway: configuration.id, sampleRate: leg.kind.sampleRate,
+                                          startedAt: now, startedAtMillis: leg.mediaMillis(now), options: options)
+            metrics.increment(GatewayMetrics.recordings, ["result": "started"], help: "Call recordings, by what became of them")
+            return recording
+        } catch {
+            metrics.increment(GatewayMetrics.recordings, ["result": "failed"], help: "Call recordings, by what became of them")
+            leg.logger.error("the call is not recorded: its files cannot be written", metadata: [LogKey.callID: "\(callID)", LogKey.error: "\(error)"])
+            return nil
+        }
+    }
+
+    /// The leg is over: the rest of its recording written and closed, and said on the call's timeline.
+    func finish(_ leg: Leg, _ recording: Recording) {
+        account(leg, recording.flush(final: true))
+        let info = recording.info.withLock { $0 }
+        note(leg, "recording_stopped", ["duration_ms": "\(info.durationMillis)", "bytes": "\(info.bytes)", "capped": "\(info.capped)"])
+        metrics.increment(GatewayMetrics.recordings, ["result": info.capped ? "capped" : "complete"], help: "Call recordings, by what became of them")
+    }
+
+    private func account(_ leg: Leg, _ flushed: Recording.Flushed) {
+        metrics.increment(GatewayMetrics.recordingBytes, by: Double(flushed.bytes), help: "Bytes of recordings written")
+        if flushed.capped {
+            note(leg, "recording_capped", ["max_s": "\(configuration.recording?.maxDuration.components.seconds ?? 0)"])
+            leg.logger.warning("the recording reached its longest and stopped; the call goes on")
+        }
+        if let failure = flushed.failure {
+            metrics.increment(GatewayMetrics.recordings, ["result": "failed"], help: "Call recordings, by what became of them")
+            leg.logger.error("the recording stopped: its files cannot be written", metadata: [LogKey.error: "\(failure)"])
+        }
+    }
+
+    /// Every 250 ms, what each recording has ready is encoded and written (off the playout clock); every ten
+    /// minutes, recordings past their retention are deleted.
+    func recordingLoop(_ options: RecordingOptions) async {
+        var lastSweep: ContinuousClock.Instant?
+        while !Task.isCancelled {
+            if lastSweep.map({ ContinuousClock.now - $0 >= .seconds(600) }) ?? true {
+                lastSweep = .now
+                let removed = options.sweep()
+                if removed > 0 {
+                    metrics.increment(GatewayMetrics.recordingsSwept, by: Double(removed), help: "Recordings deleted at the end of their retention")
+                    logger.info("recordings past their retention deleted", metadata: ["calls": "\(removed)"])
+                }
+            }
+            let live = state.withLock { Array($0.legs.values) }.compactMap { leg in leg.state.withLock { $0.recording }.map { (leg, $0) } }
+            metrics.set(GatewayMetrics.recordingsLive, to: Double(live.count), help: "Calls being recorded")
+            for (leg, recording) in live { account(leg, recording.flush()) }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+    }
+}

@@ -35,6 +35,8 @@ public struct GatewayConfiguration: Sendable {
     public var keys: RedisKeys
     public var timelineRetention: Duration = .seconds(7 * 86_400)
     public var timelineCap = 2_000
+    /// Recordings of the calls whose placement says so (their tenant's choice); nil: none.
+    public var recording: RecordingOptions?
 
     public init(id: String, subjects: Subjects = .default, keys: RedisKeys = .default, tokenSecret: [UInt8]) {
         self.id = id
@@ -55,6 +57,10 @@ enum GatewayMetrics {
     static let lost = "switchboard_gateway_lost_packets_total"
     static let dropped = "switchboard_gateway_dropped_frames_total"
     static let webhooks = "switchboard_gateway_webhooks_total"
+    static let recordings = "switchboard_gateway_recordings_total"
+    static let recordingBytes = "switchboard_gateway_recording_bytes_total"
+    static let recordingsLive = "switchboard_gateway_recordings"
+    static let recordingsSwept = "switchboard_gateway_recordings_swept_total"
     static let transcodeBuckets = [0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005]
     static let jitterBuckets = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1]
 }

@@ -63,6 +63,8 @@ final class Leg: Sendable {
         var earlyEvents: [TimelineEvent] = []
         /// The close reached the socket (a caller's queue that was full when the leg closed drops it).
         var closeWritten = false
+        /// The call's recording, when its tenant's calls are recorded.
+        var recording: Recording?
     }
 
     let state: Mutex<State>

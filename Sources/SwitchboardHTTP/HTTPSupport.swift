@@ -47,6 +47,9 @@ public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             if let ms = error.context["retry_after_ms"].flatMap(Int.init) {
                 response.headers[.retryAfter] = String((ms + 999) / 1000)  // whole seconds, rounded up
             }
+            if error.code == .rangeNotSatisfiable, let size = error.context["size"] {
+                response.headers[.contentRange] = "bytes */\(size)"
+            }
         } catch let error as HTTPError {
             let code: String
             switch error.status {

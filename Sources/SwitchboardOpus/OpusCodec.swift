@@ -1,10 +1,19 @@
 import COpus
 import SwitchboardCore
 
-/// Settings of an Opus stream: mono, 20 ms frames.
+/// Settings of an Opus stream: 20 ms frames, mono (calls) or stereo (recordings).
 public struct OpusFormat: Sendable, Equatable {
-    /// 48 000 or 16 000.
+    /// What the encoder tunes for: speech on a call, or any sound kept (a recording, whose two channels
+    /// must stay apart).
+    public enum Application: Sendable, Equatable {
+        case voip, audio
+    }
+
+    /// 8 000, 12 000, 16 000, 24 000 or 48 000.
     public var sampleRate: Int
+    /// 1, or 2 (interleaved, left first).
+    public var channels: Int
+    public var application: Application
     /// Bits per second of the encoded stream (6 000 ... 510 000).
     public var bitrate: Int
     /// Encoder effort, 0 (fastest) ... 10 (best).
@@ -13,16 +22,18 @@ public struct OpusFormat: Sendable, Equatable {
     public var inbandFEC: Bool
     public var expectedLossPercent: Int
 
-    public init(sampleRate: Int = 48_000, bitrate: Int = 24_000, complexity: Int = 5, inbandFEC: Bool = false,
-                expectedLossPercent: Int = 0) {
+    public init(sampleRate: Int = 48_000, channels: Int = 1, application: Application = .voip, bitrate: Int = 24_000,
+                complexity: Int = 5, inbandFEC: Bool = false, expectedLossPercent: Int = 0) {
         self.sampleRate = sampleRate
+        self.channels = channels
+        self.application = application
         self.bitrate = bitrate
         self.complexity = complexity
         self.inbandFEC = inbandFEC
         self.expectedLossPercent = expectedLossPercent
     }
 
-    /// Samples in one 20 ms frame.
+    /// Samples in one 20 ms frame, per channel.
     public var frameSamples: Int { sampleRate / 50 }
 
     /// Largest legal single-frame Opus packet: a one-byte header and the 1275-byte frame maximum.
@@ -34,6 +45,9 @@ public struct OpusFormat: Sendable, Equatable {
     func validate() throws(SwitchboardError) {
         guard OpusFormat.sampleRates.contains(sampleRate) else {
             throw SwitchboardError(.invalidArgument, "Opus sample rate must be one of 8000, 12000, 16000, 24000, 48000, not \(sampleRate)")
+        }
+        guard channels == 1 || channels == 2 else {
+            throw SwitchboardError(.invalidArgument, "Opus channels must be 1 or 2, not \(channels)")
         }
         guard (6_000...510_000).contains(bitrate) else {
             throw SwitchboardError(.invalidArgument, "Opus bitrate must be 6000...510000, not \(bitrate)")
@@ -55,7 +69,7 @@ extension SwitchboardError {
     }
 }
 
-/// Encodes 20 ms mono frames of 16-bit PCM into Opus packets.
+/// Encodes 20 ms frames of 16-bit PCM (mono, or interleaved stereo) into Opus packets.
 ///
 /// Owns its `OpusEncoder *` and frees it once. Not thread-safe: one encoder belongs to one call's sending
 /// side; guard it with a lock if more than one task sends.
@@ -67,7 +81,8 @@ public final class OpusEncoder {
     public init(format: OpusFormat = OpusFormat()) throws(SwitchboardError) {
         try format.validate()
         var status: Int32 = OPUS_OK
-        guard let encoder = opus_encoder_create(Int32(format.sampleRate), 1, OPUS_APPLICATION_VOIP, &status),
+        let application = format.application == .voip ? OPUS_APPLICATION_VOIP : OPUS_APPLICATION_AUDIO
+        guard let encoder = opus_encoder_create(Int32(format.sampleRate), Int32(format.channels), application, &status),
               status == OPUS_OK
         else { throw SwitchboardError.opus(status, "cannot create an Opus encoder") }
         handle = encoder
@@ -95,14 +110,21 @@ public final class OpusEncoder {
         return Int(value)
     }
 
-    /// Encodes exactly one frame (`format.frameSamples` samples).
+    /// Samples the decoder's output runs behind the input, at `format.sampleRate` (an Ogg stream's pre-skip).
+    public var lookahead: Int {
+        var value: Int32 = 0
+        _ = sb_opus_get_lookahead(handle, &value)
+        return Int(value)
+    }
+
+    /// Encodes exactly one frame (`format.frameSamples` samples per channel, interleaved).
     public func encode(_ pcm: [Int16]) throws(SwitchboardError) -> [UInt8] {
-        guard pcm.count == format.frameSamples else {
-            throw SwitchboardError(.invalidArgument, "an Opus frame is \(format.frameSamples) samples, got \(pcm.count)")
+        guard pcm.count == format.frameSamples * format.channels else {
+            throw SwitchboardError(.invalidArgument, "an Opus frame is \(format.frameSamples * format.channels) samples, got \(pcm.count)")
         }
         let count = pcm.withUnsafeBufferPointer { samples in
             buffer.withUnsafeMutableBufferPointer { out in
-                opus_encode(handle, samples.baseAddress!, Int32(samples.count), out.baseAddress!, Int32(out.count))
+                opus_encode(handle, samples.baseAddress!, Int32(format.frameSamples), out.baseAddress!, Int32(out.count))
             }
         }
         guard count > 0 else { throw SwitchboardError.opus(count, "cannot encode a frame") }
@@ -110,27 +132,32 @@ public final class OpusEncoder {
     }
 }
 
-/// Decodes Opus packets into 20 ms mono frames of 16-bit PCM, and conceals lost packets.
+/// Decodes Opus packets into 20 ms frames of 16-bit PCM (mono, or interleaved stereo), and conceals lost packets.
 ///
 /// Owns its `OpusDecoder *` and frees it once. Not thread-safe: one decoder belongs to one call's receiving
 /// side.
 public final class OpusDecoder {
     private let handle: OpaquePointer
     public let sampleRate: Int
+    public let channels: Int
     /// Room for the longest frame Opus can carry (120 ms), so a peer's longer frame still decodes.
     private var buffer: [Int16]
 
-    public init(sampleRate: Int = 48_000) throws(SwitchboardError) {
+    public init(sampleRate: Int = 48_000, channels: Int = 1) throws(SwitchboardError) {
+        guard channels == 1 || channels == 2 else {
+            throw SwitchboardError(.invalidArgument, "Opus channels must be 1 or 2, not \(channels)")
+        }
         guard OpusFormat.sampleRates.contains(sampleRate) else {
             throw SwitchboardError(.invalidArgument, "Opus sample rate must be one of 8000, 12000, 16000, 24000, 48000, not \(sampleRate)")
         }
         var status: Int32 = OPUS_OK
-        guard let decoder = opus_decoder_create(Int32(sampleRate), 1, &status), status == OPUS_OK else {
+        guard let decoder = opus_decoder_create(Int32(sampleRate), Int32(channels), &status), status == OPUS_OK else {
             throw SwitchboardError.opus(status, "cannot create an Opus decoder")
         }
         handle = decoder
         self.sampleRate = sampleRate
-        buffer = [Int16](repeating: 0, count: sampleRate * 120 / 1000)
+        self.channels = channels
+        buffer = [Int16](repeating: 0, count: sampleRate * 120 / 1000 * channels)
     }
 
     deinit { opus_decoder_destroy(handle) }
@@ -146,11 +173,11 @@ public final class OpusDecoder {
         }
         let count = packet.withUnsafeBufferPointer { data in
             buffer.withUnsafeMutableBufferPointer { out in
-                opus_decode(handle, data.baseAddress, Int32(data.count), out.baseAddress!, Int32(out.count), 0)
+                opus_decode(handle, data.baseAddress, Int32(data.count), out.baseAddress!, Int32(out.count / channels), 0)
             }
         }
         guard count > 0 else { throw SwitchboardError.opus(count, "cannot decode a packet") }
-        return Array(buffer[0..<Int(count)])
+        return Array(buffer[0..<Int(count) * channels])
     }
 
     /// One frame standing in for a packet that never came (packet-loss concealment).
@@ -160,7 +187,7 @@ public final class OpusDecoder {
             opus_decode(handle, nil, 0, out.baseAddress!, Int32(frame), 0)
         }
         guard count > 0 else { throw SwitchboardError.opus(count, "cannot conceal a lost packet") }
-        return Array(buffer[0..<Int(count)])
+        return Array(buffer[0..<Int(count) * channels])
     }
 }
 

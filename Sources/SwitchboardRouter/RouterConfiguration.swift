@@ -34,6 +34,12 @@ public struct RouterConfiguration: Sendable {
     /// Tenancy: callers authenticate with a tenant's API key, and each route is admitted against the tenant's
     /// rate limit and live-call quota. Off: the body's `tenant` is taken as given and nothing is limited.
     public var tenancy = false
+    /// Calls are recorded (by gateways with a recordings directory) unless their tenant's policy says
+    /// otherwise; off by default, on per tenant (`record` in its policy).
+    public var recordCalls = false
+    /// Where gateways write recordings (the same shared volume): the router serves and deletes them from
+    /// here. Nil: the recording endpoints answer `not_found`.
+    public var recordingsDirectory: String?
     /// Operator endpoints (workers, drains, moves, deploys, the audit) need `Authorization: Bearer <key>` with
     /// one of these, tenancy on or off; the audit names the key's owner. Tenant keys do not open them (403).
     public var adminKeys: [AdminKey] = []

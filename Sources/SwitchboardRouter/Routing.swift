@@ -37,7 +37,8 @@ extension Router {
             let placement: Placement
             do throws(SwitchboardError) {
                 placement = try await place(request, callID: callID, requestedAt: requestedAt, deadline: deadline, logger: log,
-                                            admittedWithoutRedis: withoutRedis, regions: tenant?.regions ?? [])
+                                            admittedWithoutRedis: withoutRedis, regions: tenant?.regions ?? [],
+                                            recorded: tenant?.record ?? configuration.recordCalls)
             } catch {
                 if let tenant, withoutRedis {
                     // Its place under the local cap; and a lease, should Redis have run the script it did not
@@ -72,7 +73,7 @@ extension Router {
     }
 
     private func place(_ request: RouteRequest, callID: String, requestedAt: Int64, deadline: ContinuousClock.Instant, logger: Logger,
-                       admittedWithoutRedis: Bool = false, regions: [String] = []) async throws(SwitchboardError) -> Placement {
+                       admittedWithoutRedis: Bool = false, regions: [String] = [], recorded: Bool = false) async throws(SwitchboardError) -> Placement {
         // Minted first: nothing can fail after a worker has said yes but the record.
         let credentials = try mediaCredentials(for: callID)
         // The deploy policy decides the versions: the canary's share, else the active one.
@@ -113,7 +114,7 @@ extension Router {
                          media: MediaSubjects(in: configuration.subjects.mediaIn(worker: reply.workerID, call: callID),
                                               out: configuration.subjects.mediaOut(worker: Subjects.anyWorker, call: callID),
                                               credentials: credentials),
-                         explain: explanation)
+                         explain: explanation, record: recorded ? true : nil)
     }
 
     /// A worker's accept, why it was chosen (when asked), and whether it came from the needs' fallback

@@ -6,7 +6,7 @@ struct CallCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "call",
         abstract: "Route, show and end calls through a router's HTTP API.",
-        subcommands: [Route.self, Show.self, End.self, Migrate.self])
+        subcommands: [Route.self, Show.self, End.self, Migrate.self, Recording.self, DeleteRecording.self])
 
     struct Route: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Ask a router to place a call; print where it landed.")
@@ -82,6 +82,56 @@ struct CallCommand: AsyncParsableCommand {
             }
         }
     }
+}
+
+extension CallCommand {
+    struct Recording: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Save a call's recording (stereo Ogg Opus: the caller left, the agent right) to a file.")
+        @OptionGroup var router: RouterAddress
+        @Argument(help: "Call id.") var id: String
+        @Option(name: .shortAndLong, help: "The file to write (default: <call id>.opus).") var file: String?
+
+        func run() async throws {
+            let path = file ?? "\(id).opus"
+            try await cli(router.output) {
+                let infoData = try await router.client.get("/v1/calls/\(id)/recording/info")
+                let info = try JSONDecoder().decode(RecordingInfoView.self, from: infoData)
+                let audio = try await router.client.get("/v1/calls/\(id)/recording")
+                try audio.write(to: URL(fileURLWithPath: path))
+                let seconds = String(format: "%.1f", Double(info.durationMillis) / 1000)
+                return (infoData, "wrote \(path): \(seconds) s, \(audio.count) bytes\(info.complete ? "" : " (still being recorded)")")
+            }
+        }
+    }
+
+    struct DeleteRecording: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "delete-recording", abstract: "Delete a call's recording (audited).")
+        @OptionGroup var router: RouterAddress
+        @Argument(help: "Call id.") var id: String
+
+        func run() async throws {
+            try await cli(router.output) {
+                let data = try await router.client.delete("/v1/calls/\(id)/recording")
+                let gone = try JSONDecoder().decode(RecordingsDeletedView.self, from: data)
+                return (data, "deleted the recording of \(id) (\(gone.bytes) bytes)")
+            }
+        }
+    }
+}
+
+/// What the recording endpoints answer, as the CLI reads them.
+struct RecordingsDeletedView: Decodable {
+    var tenant: String
+    var calls: [String]
+    var bytes: Int64
+}
+
+struct RecordingInfoView: Decodable {
+    var durationMillis: Int64
+    var complete: Bool
+    enum CodingKeys: String, CodingKey { case durationMillis = "duration_ms", complete }
 }
 
 extension Locality: ExpressibleByArgument {}

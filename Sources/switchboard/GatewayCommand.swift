@@ -44,6 +44,14 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Where calls' timelines go: redis (the cluster's, --redis-url) or off (env SWITCHBOARD_TIMELINE).")
     var timeline: String = Settings.string("timeline", "redis")
     @OptionGroup var timelines: TimelineOptions
+    @Option(name: .customLong("recordings-dir"), help: "Record the calls whose tenant's calls are recorded, here (a volume the routers share); none: no recordings.")
+    var recordingsDir: String = Settings.string("recordings-dir", "")
+    @Option(name: .customLong("recording-bitrate"), help: "Bits per second of a recording (32000 at least: below, Opus folds the two channels into one).")
+    var recordingBitrate: Int = Settings.int("recording-bitrate", 32_000)
+    @Option(name: .customLong("recording-max"), help: "Seconds a recording lasts at most; the call goes on unrecorded.")
+    var recordingMax: Double = Settings.double("recording-max", 6 * 3600)
+    @Option(name: .customLong("recording-retention"), help: "Seconds recordings are kept.")
+    var recordingRetention: Double = Settings.double("recording-retention", 30 * 86_400)
 
     func run() async throws {
         Runtime.followParentIfAsked()
@@ -83,6 +91,16 @@ struct GatewayCommand: AsyncParsableCommand {
             config.zone = zone.isEmpty ? nil : zone
             guard ["redis", "off"].contains(timeline) else { throw SwitchboardError(.invalidArgument, "--timeline must be redis or off, not '\(timeline)'") }
             (config.timelineRetention, config.timelineCap) = try timelines.checked()
+            if !recordingsDir.isEmpty {
+                var recording = RecordingOptions(directory: recordingsDir)
+                guard (RecordingOptions.minBitrate...256_000).contains(recordingBitrate) else {
+                    throw SwitchboardError(.invalidArgument, "recording bitrate must be \(RecordingOptions.minBitrate)-256000, not \(recordingBitrate)")
+                }
+                recording.bitrate = recordingBitrate
+                recording.maxDuration = try seconds(recordingMax, "recording max", max: 24 * 3600)
+                recording.retention = try seconds(recordingRetention, "recording retention", max: 3650 * 86_400)
+                config.recording = recording
+            }
             guard (0...65535).contains(httpPort) else { throw SwitchboardError(.invalidArgument, "http-port must be 0-65535, got \(httpPort)") }
         } catch {
             throw ExitCodes.fail(error)

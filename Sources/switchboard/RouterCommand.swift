@@ -59,6 +59,10 @@ struct RouterCommand: AsyncParsableCommand {
     @Option(name: .customLong("tenant-label-cap"), help: "Tenants named in metric labels at most; the rest count as 'other'.")
     var tenantLabelCap: Int = Settings.int("tenant-label-cap", 50)
     @OptionGroup var timelines: TimelineOptions
+    @Flag(name: .customLong("record-calls"), help: "Record calls unless their tenant's policy says not to (by gateways with --recordings-dir).")
+    var recordCalls = Settings.value("record-calls") == "true"
+    @Option(name: .customLong("recordings-dir"), help: "The recordings volume the gateways write: the router serves and deletes recordings from it.")
+    var recordingsDir: String = Settings.string("recordings-dir", "")
     @Option(name: .customLong("autoscale-target"), help: "Share of slots in use the exported switchboard_workers_desired aims for (0-1].")
     var autoscaleTarget: Double = Settings.double("autoscale-target", 0.7)
 
@@ -105,6 +109,8 @@ struct RouterCommand: AsyncParsableCommand {
             guard tenantLabelCap >= 0 else { throw SwitchboardError(.invalidArgument, "tenant label cap must be 0 or more") }
             config.tenantLabelCap = tenantLabelCap
             (config.timelineRetention, config.timelineCap) = try timelines.checked()
+            config.recordCalls = recordCalls
+            config.recordingsDirectory = recordingsDir.isEmpty ? nil : recordingsDir
             guard autoscaleTarget.isFinite, autoscaleTarget > 0, autoscaleTarget <= 1 else {
                 throw SwitchboardError(.invalidArgument, "autoscale target must be above 0 and at most 1, not \(autoscaleTarget)")
             }

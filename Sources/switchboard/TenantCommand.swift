@@ -8,7 +8,7 @@ struct TenantCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tenant",
         abstract: "Create, list, show, change, delete tenants, rotate their API keys and show their usage (in the cluster's Redis).",
-        subcommands: [Create.self, List.self, Show.self, SetLimits.self, Delete.self, RotateKey.self, Apply.self, Usage.self])
+        subcommands: [Create.self, List.self, Show.self, SetLimits.self, Delete.self, RotateKey.self, Apply.self, Usage.self, Purge.self])
 
     struct Limits: ParsableArguments {
         @Option(name: .customLong("calls-per-second"), help: "New calls per second, sustained.")
@@ -29,6 +29,8 @@ struct TenantCommand: AsyncParsableCommand {
         var monthlyMinutes: Int?
         @Option(name: .customLong("monthly-spend"), help: "Spending a month at most, at --price-per-minute (0: no limit).")
         var monthlySpend: Double?
+        @Option(help: "Record the tenant's calls: on, off, or default (the router's --record-calls).")
+        var record: String?
 
         /// `base` with the options given applied.
         func apply(to base: TenantPolicy) throws(SwitchboardError) -> TenantPolicy {
@@ -46,6 +48,13 @@ struct TenantCommand: AsyncParsableCommand {
             if let pricePerMinute { policy.pricePerMinute = pricePerMinute < 0 ? nil : pricePerMinute }
             if let monthlyMinutes { policy.monthlyMinutes = monthlyMinutes == 0 ? nil : monthlyMinutes }
             if let monthlySpend { policy.monthlySpend = monthlySpend == 0 ? nil : monthlySpend }
+            switch record {
+            case nil: break
+            case "on": policy.record = true
+            case "off": policy.record = false
+            case "default": policy.record = nil
+            case let other?: throw SwitchboardError(.invalidArgument, "--record must be on, off or default, not '\(other)'")
+            }
             try policy.validate()
             return policy
         }
@@ -78,6 +87,7 @@ struct TenantCommand: AsyncParsableCommand {
         if let price = p.pricePerMinute { usage += ", \(price) a minute" }
         if let minutes = p.monthlyMinutes { usage += ", at most \(minutes) minutes a month" }
         if let spend = p.monthlySpend { usage += ", at most \(spend) spent a month" }
+        if let record = p.record { usage += record ? ", calls recorded" : ", calls not recorded" }
         return "\(p.id): \(p.callsPerSecond) calls/s, burst \(p.burst), at most \(p.maxLiveCalls) live calls, regions "
             + (p.regions.isEmpty ? "any" : p.regions.joined(separator: ",")) + ", when Redis is down: \(down)" + usage
     }
@@ -197,8 +207,23 @@ struct TenantCommand: AsyncParsableCommand {
         }
     }
 
+    struct Purge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete every recording of a tenant, through a router (admin key; audited).")
+        @OptionGroup var router: RouterAddress
+        @Argument(help: "Tenant id.") var id: String
+
+        func run() async throws {
+            try await cli(router.output) {
+                let data = try await router.client.delete("/v1/tenants/\(id)/recordings")
+                let gone = try JSONDecoder().decode(RecordingsDeletedView.self, from: data)
+                return (data, "deleted the recordings of \(gone.calls.count) calls of \(gone.tenant) (\(gone.bytes) bytes)")
+            }
+        }
+    }
+
     struct Apply: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create or update tenants from a JSON file: an array of {id, calls_per_second, burst, max_live_calls, regions, when_redis_down, local_cap, price_per_minute, monthly_minutes, monthly_spend}.")
+        static let configuration = CommandConfiguration(abstract: "Create or update tenants from a JSON file: an array of {id, calls_per_second, burst, max_live_calls, regions, when_redis_down, local_cap, price_per_minute, monthly_minutes, monthly_spend, record}.")
         @OptionGroup var cluster: ClusterOptions
         @Argument(help: "The file.") var file: String
 

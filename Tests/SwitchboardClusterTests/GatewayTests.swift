@@ -6,6 +6,7 @@ import SwitchboardGateway
 import SwitchboardNATS
 import SwitchboardObservability
 import SwitchboardOpus
+import SwitchboardRedis
 import SwitchboardTestSupport
 @testable import SwitchboardWorker
 import Testing
@@ -217,16 +218,19 @@ extension GatewayTests {
     }
 
     /// Its worker SIGKILLed mid-call: the stream stays open, and the caller hears the tone again once the call is
-    /// resumed elsewhere, after a gap no longer than the failover itself.
+    /// resumed elsewhere, after a gap no longer than the failover itself. The call's recording shows that gap
+    /// where the caller's leg saw it, to the frame.
     @Test func aFailedOverCallKeepsItsStreamAndTheGapIsTheFailover() async throws {
         let cluster = try await TestCluster(heartbeat: .milliseconds(500), suspectAfter: 2, deadAfter: 3)
-        let router = try cluster.spawnRouter(id: "r1")
+        let recordings = FileManager.default.temporaryDirectory.appendingPathComponent("sb-recordings-\(Identifiers.random(bytes: 4))").path
+        defer { try? FileManager.default.removeItem(atPath: recordings) }
+        let router = try cluster.spawnRouter(id: "r1", ["--record-calls"])
         try await router.waitForOutput("listening on", timeout: .seconds(30))
         let a = try cluster.spawnWorker(id: "a", ["--handler", "echo"])
         try await eventually(timeout: .seconds(30), "the router places on a") {
             (try? await cluster.routeByNATS(RouteRequest(tenant: "probe")))?.call != nil  // a call left to time out
         }
-        let gw = try await RunningGateway(cluster)
+        let gw = try await RunningGateway(cluster) { $0.recording = RecordingOptions(directory: recordings) }
         let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
         let twilio = try await FakeTwilio(port: gw.port, path: path)
         try await twilio.start()
@@ -257,6 +261,27 @@ extension GatewayTests {
         #expect(gap <= failover + .milliseconds(300), "gap \(gap), failover \(failover)")
         let frequency = twilio.frequency(after: killed + failover + .milliseconds(500))
         #expect(frequency.map { abs($0 - 440) <= 5 } == true, "after the failover: \(String(describing: frequency)) Hz")
+        try await twilio.stop()
+
+        // The recording: the agent's channel is quiet from the last frame before the kill to the first after the
+        // resume, where the gateway's timeline says the agent's speech stopped and started again.
+        var timeline: [TimelineEvent] = []
+        try await eventually(timeout: .seconds(10), "the recording's end on the timeline") {
+            timeline = try await TimelineStore(redis: cluster.redis, keys: cluster.keys).timeline(callID).events
+            return timeline.contains { $0.type == "recording_stopped" }
+        }
+        let files = try RecordingInfo.paths(tenant: "acme", callID: callID)
+        let info = try RecordingInfo.decodeStored(Array(try Data(contentsOf: URL(fileURLWithPath: "\(recordings)/\(files.info)"))))
+        let recording = try ReadRecording(info: info, ogg: Array(try Data(contentsOf: URL(fileURLWithPath: "\(recordings)/\(files.audio)"))))
+        let agent = timeline.filter { $0.source == .gateway && $0.attributes["channel"] == "agent" }
+        let stopped = try #require(agent.first { $0.type == "speech_stopped" && $0.atMillis >= killedAt - 1_000 }, "\(agent)")
+        let again = try #require(agent.first { $0.type == "speech_started" && $0.atMillis > stopped.atMillis }, "\(agent)")
+        let (from, to) = (recording.slot(stopped.atMillis), recording.slot(again.atMillis))
+        let quiet = recording.right.indices.filter { $0 > from - 25 && $0 < to + 25 && SignalAnalysis.rms(recording.right[$0]) < 500 }  // the speech detector's threshold
+        #expect(quiet.first.map { abs($0 - from) <= 1 } == true && quiet.last.map { abs($0 - (to - 1)) <= 1 } == true,
+                "quiet slots \(quiet.first ?? -1)...\(quiet.last ?? -1), the timeline's gap \(from)..<\(to)")
+        #expect(quiet.count >= to - from - 2, "the gap is whole: \(quiet.count) quiet slots of \(to - from)")
+        print("gateway failover: the recording's gap is \(quiet.count * 20) ms at \((from) * 20) ms; the caller heard \(gap.milliseconds) ms")
         withExtendedLifetime((router, b)) {}
         await gw.stop()
         await cluster.shutdown()
@@ -311,11 +336,16 @@ extension GatewayTests {
     /// agent answering once the caller stopped (a turn, with its latency), and the hang-up, beside the router's
     /// and the worker's events.
     @Test func theGatewayPutsSpeechTurnsKeysAndTheHangUpOnTheCallsTimeline() async throws {
+        let recordings = FileManager.default.temporaryDirectory.appendingPathComponent("sb-recordings-\(Identifiers.random(bytes: 4))").path
+        defer { try? FileManager.default.removeItem(atPath: recordings) }
         let cluster = try await TestCluster()
-        try await cluster.addRouter()
+        try await cluster.addRouter { config in
+            config.recordCalls = true
+            config.recordingsDirectory = recordings
+        }
         try await cluster.addWorker(handler: TurnTakingHandler())
         try await cluster.waitForWorkers(1)
-        let gw = try await RunningGateway(cluster)
+        let gw = try await RunningGateway(cluster) { $0.recording = RecordingOptions(directory: recordings) }
         let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
         let twilio = try await FakeTwilio(port: gw.port, path: path)
         try await twilio.start()
@@ -330,11 +360,11 @@ extension GatewayTests {
                 "the agent's answer: \(answer.count) samples")
         try await twilio.stop()
         var events: [TimelineEvent] = []
-        try await eventually(timeout: .seconds(10), "the gateway's close on the timeline") {
+        try await eventually(timeout: .seconds(10), "the gateway's close and its recording's end on the timeline") {
             let response = try await cluster.http("GET", "/v1/calls/\(callID)/timeline")
             guard response.status == 200 else { return false }
             events = try JSONDecoder().decode(Timeline.self, from: response.body).events
-            return events.contains { $0.source == .gateway && $0.type == "closed" }
+            return events.contains { $0.source == .gateway && $0.type == "closed" } && events.contains { $0.type == "recording_stopped" }
         }
         let gateway = events.filter { $0.source == .gateway }
         #expect(gateway.first?.type == "answered" && gateway.first?.attributes["kind"] == "twilio" && gateway.first?.member == gw.gateway.configuration.id)
@@ -360,15 +390,16 @@ extension GatewayTests {
         let agentStarted = turn.atMillis
         let key = try #require(gateway.first { $0.type == "dtmf" })
         #expect(key.attributes["digit"] == "5" && key.atMillis >= callerStopped - 100)
-        #expect(gateway.last?.type == "closed" && gateway.last?.attributes["reason"] == "caller")
+        #expect(gateway.last(where: { $0.type == "closed" })?.attributes["reason"] == "caller" && gateway.last?.type == "recording_stopped")
         #expect(events.contains { $0.source == .router && $0.type == "placed" } && events.contains { $0.source == .worker && $0.type == "started" })
         // The worker sent the agent's first audio before the caller heard it.
         let firstAudio = try #require(events.first { $0.source == .worker && $0.type == "agent_first_audio" })
         #expect(firstAudio.atMillis <= agentStarted + 5, "first audio sent at \(firstAudio.atMillis), heard at \(agentStarted)")
         #expect(events.first { $0.source == .router && $0.type == "placed" }?.attributes["candidates"]?.hasPrefix("worker-1:") == true)
 
-        // The operator's page of the call, in a real browser: the timeline drawn (marks, speech, the turn's bar)
-        // and listed; a click on the turn's bar selects its row. The screenshot is kept.
+        // The operator's page of the call, in a real browser: the timeline drawn (marks, speech, the turn's bar,
+        // both channels' waveforms) and listed; a click on the turn's bar selects its row and plays the recording
+        // from there, marking that turn current. The screenshot is kept.
         try Agents.requireVenv()
         for path in ["/ui/calls/\(callID)", "/ui/call-page.js"] {
             let page = try await PlainHTTP.request("GET", cluster.routers[0].url + path)
@@ -383,6 +414,8 @@ extension GatewayTests {
         #expect(shown["rows"] as? [String] == latest.map(\.type), "\(shown)")
         #expect(shown["turns"] as? Int == turns && shown["selected"] as? String == "turn", "\(shown)")
         #expect((shown["marks"] as? Int ?? 0) >= 8 && (shown["summary"] as? String ?? "").contains("\(turns) turns"), "\(shown)")
+        #expect((shown["recording"] as? String ?? "").hasPrefix("recording: ") && shown["waves"] as? Int == 2, "\(shown)")
+        #expect((shown["played"] as? Double ?? 0) > 0.5 && shown["current"] as? Bool == true, "the player plays: \(shown)")
         #expect(FileManager.default.fileExists(atPath: shot))
         await gw.stop()
         await cluster.shutdown()

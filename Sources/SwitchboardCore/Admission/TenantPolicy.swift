@@ -23,6 +23,8 @@ public struct TenantPolicy: Codable, Sendable, Equatable {
     public var monthlyMinutes: Int?
     /// Spending a calendar month at most, at `pricePerMinute`; nil, no limit.
     public var monthlySpend: Double?
+    /// Record the tenant's calls (on gateways with a recordings directory); nil, the router's default.
+    public var record: Bool?
 
     public static let maxRate = 100_000.0
     /// One call in 1,000 s at least: the GCRA interval (µs) then fits comfortably in 64 bits.
@@ -94,11 +96,12 @@ public struct TenantPolicy: Codable, Sendable, Equatable {
         case callsPerSecond = "calls_per_second", maxLiveCalls = "max_live_calls"
         case whenRedisDown = "when_redis_down", localCap = "local_cap"
         case pricePerMinute = "price_per_minute", monthlyMinutes = "monthly_minutes", monthlySpend = "monthly_spend"
+        case record
     }
 
     /// `{"id", "calls_per_second", "burst", "max_live_calls", "regions", "when_redis_down": "open"|"closed",
-    /// "local_cap", "price_per_minute", "monthly_minutes", "monthly_spend"}`; `regions` defaults to any,
-    /// `when_redis_down` to closed, the last three to none.
+    /// "local_cap", "price_per_minute", "monthly_minutes", "monthly_spend", "record"}`; `regions` defaults to
+    /// any, `when_redis_down` to closed, the last four to none.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.decode(String.self, forKey: .id)
@@ -116,6 +119,7 @@ public struct TenantPolicy: Codable, Sendable, Equatable {
         pricePerMinute = try c.decodeIfPresent(Double.self, forKey: .pricePerMinute)
         monthlyMinutes = try c.decodeIfPresent(Int.self, forKey: .monthlyMinutes)
         monthlySpend = try c.decodeIfPresent(Double.self, forKey: .monthlySpend)
+        record = try c.decodeIfPresent(Bool.self, forKey: .record)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -134,6 +138,7 @@ public struct TenantPolicy: Codable, Sendable, Equatable {
         try c.encodeIfPresent(pricePerMinute, forKey: .pricePerMinute)
         try c.encodeIfPresent(monthlyMinutes, forKey: .monthlyMinutes)
         try c.encodeIfPresent(monthlySpend, forKey: .monthlySpend)
+        try c.encodeIfPresent(record, forKey: .record)
     }
 
     /// GCRA's emission interval (the time one call uses up) and tolerance (how far ahead of it a burst may run).

@@ -73,20 +73,23 @@ public struct Placement: Codable, Sendable, Equatable {
     public var media: MediaSubjects
     /// Only when the caller asked the scheduler to explain itself.
     public var explain: Scheduler.Explanation?
+    /// The tenant's calls are recorded: a gateway with a recordings directory records this one (absent: no).
+    public var record: Bool?
 
     enum CodingKeys: String, CodingKey {
-        case version, region, media, explain
+        case version, region, media, explain, record
         case callID = "call_id", workerID = "worker_id"
     }
 
     public init(callID: String, workerID: String, version: String, region: String, media: MediaSubjects,
-                explain: Scheduler.Explanation? = nil) {
+                explain: Scheduler.Explanation? = nil, record: Bool? = nil) {
         self.callID = callID
         self.workerID = workerID
         self.version = version
         self.region = region
         self.media = media
         self.explain = explain
+        self.record = record
     }
 }
 

@@ -1,7 +1,9 @@
 /// The operator's page of one call, served by the router at `/ui/calls/{id}`: its timeline on one time axis
-/// (each member's events, both sides' speech, each turn's latency) and as a table. Plain HTML, CSS and
-/// JavaScript with nothing fetched from elsewhere; it asks the router's API for the timeline with the key the
-/// operator gives (kept in the tab's session storage, never sent anywhere else). See docs/api.md ("Call pages").
+/// (each member's events, both sides' speech, each turn's latency, and with a recording both channels'
+/// waveforms and a player: a click on an event plays from there, the playhead marks the current turn) and as
+/// a table. Plain HTML, CSS and JavaScript with nothing fetched from elsewhere; it asks the router's API for the
+/// timeline and the recording with the key the operator gives (kept in the tab's session storage, never sent
+/// anywhere else; the audio is fetched with it and played from memory). See docs/api.md ("Call pages").
 enum CallPage {
     static let html = """
         <!doctype html>
@@ -20,6 +22,8 @@ enum CallPage {
           .speech-caller { fill: #2e90fa; } .speech-agent { fill: #12b76a; } .turn { fill: #f79009; }
           .mark { fill: #475467; cursor: pointer; } .mark.sel, tr.sel { outline: 2px solid #7a5af8; }
           .mark.end { fill: #b42318; } .mark.move { fill: #7a5af8; }
+          .wave { stroke-width: 1; fill: none; } .wave-caller { stroke: #2e90fa; } .wave-agent { stroke: #12b76a; } .playhead { stroke: #b42318; stroke-width: 1.5; }
+          .turn.current { fill: #b42318; } #player { width: 100%; margin-top: 12px; } #recording { margin-top: 12px; }
           table { border-collapse: collapse; width: 100%; background: #fff; }
           td, th { border-bottom: 1px solid #eaecf0; padding: 4px 8px; text-align: left; vertical-align: top; font-size: 13px; }
           tr { cursor: pointer; } code { font-size: 12px; }
@@ -31,6 +35,8 @@ enum CallPage {
         <form id="key-form" hidden><label>API key (admin, or the call's tenant): <input id="key" type="password" autocomplete="off"></label>
           <button>Show</button></form>
         <div id="error"></div>
+        <div id="recording" class="muted"></div>
+        <audio id="player" controls hidden></audio>
         <svg id="axis" height="10" role="img" aria-label="the call's timeline"></svg>
         <table><thead><tr><th>time</th><th>from</th><th>event</th><th>details</th></tr></thead><tbody id="events"></tbody></table>
         <script src="/ui/call-page.js"></script>
@@ -61,6 +67,25 @@ enum CallPage {
             document.querySelectorAll(".sel").forEach((n) => n.classList.remove("sel"));
             document.querySelectorAll(`[data-i="${i}"]`).forEach((n) => { n.classList.add("sel"); if (n.scrollIntoView && n.tagName === "TR") n.scrollIntoView({ block: "nearest" }); });
           }
+          // The recording, when there is one: its info, its peaks and its audio (played from memory).
+          let recording = null;
+          async function loadRecording(key) {
+            const base = `/v1/calls/${encodeURIComponent(callID)}/recording`;
+            const auth = { headers: { Authorization: `Bearer ${key}` } };
+            try {
+              const info = await fetch(`${base}/info`, auth);
+              if (!info.ok) { $("recording").textContent = info.status === 404 ? "no recording of this call" : `recording: ${info.status}`; return null; }
+              const meta = await info.json();
+              const [peaks, audio] = await Promise.all([fetch(`${base}/peaks`, auth), fetch(base, auth)]);
+              if (!peaks.ok || !audio.ok) { $("recording").textContent = `recording: ${peaks.status} / ${audio.status}`; return null; }
+              const player = $("player");
+              player.src = URL.createObjectURL(await audio.blob());
+              player.hidden = false;
+              $("recording").textContent = `recording: ${(meta.duration_ms / 1000).toFixed(1)} s, ${meta.bytes} bytes` +
+                (meta.complete ? "" : " (still being recorded)") + (meta.capped ? ", stopped at its longest" : "") + "; the caller left, the agent right";
+              return { meta, peaks: new Uint8Array(await peaks.arrayBuffer()) };
+            } catch (error) { $("recording").textContent = `recording: ${error}`; return null; }
+          }
           async function load() {
             const key = sessionStorage.getItem("switchboard-key");
             if (!key) { $("key-form").hidden = false; $("summary").textContent = "an API key is needed"; return; }
@@ -76,11 +101,17 @@ enum CallPage {
               return;
             }
             render(body);
+            // Then the recording, drawn under the same axis once it is here (the timeline does not wait for it).
+            recording = await loadRecording(key);
+            if (recording) render(body);
+            document.body.dataset.recording = recording ? "loaded" : "none";
           }
           function render(timeline) {
             const events = timeline.events;
             if (!events.length) { $("summary").textContent = "no events"; return; }
-            const t0 = events[0].at_ms, t1 = events[events.length - 1].at_ms;
+            let t0 = events[0].at_ms, t1 = events[events.length - 1].at_ms;
+            const rec = recording && recording.meta;
+            if (rec) { t0 = Math.min(t0, rec.started_at_ms); t1 = Math.max(t1, rec.started_at_ms + rec.duration_ms); }
             const span = Math.max(1, t1 - t0);
             const turns = events.filter((e) => e.type === "turn").map((e) => Number(e.attributes.latency_ms));
             const sorted = [...turns].sort((a, b) => a - b);
@@ -97,7 +128,7 @@ enum CallPage {
 
             // Lanes: each member, and the two sides' speech.
             const members = [...new Set(events.map((e) => `${e.source} ${e.member}`))];
-            const lanes = ["caller speech", "agent speech", ...members];
+            const lanes = [...(rec ? ["caller audio", "agent audio"] : []), "caller speech", "agent speech", ...members];
             const svg = $("axis"), left = 170, right = 20, laneH = 24, top = 24;
             const width = Math.max(600, svg.clientWidth || 900);
             svg.setAttribute("viewBox", `0 0 ${width} ${top + lanes.length * laneH + 10}`);
@@ -109,6 +140,21 @@ enum CallPage {
             for (let i = 0; i <= 10; i++) {
               const t = t0 + (span * i) / 10;
               svg.appendChild(el("text", { x: x(t) - 10, y: 14, class: "tick" }, `${((t - t0) / 1000).toFixed(1)}s`));
+            }
+            // Both channels' waveforms: the loudest of the 20 ms peaks under each pixel.
+            if (rec) {
+              const frames = recording.peaks.length / 2, perPixel = Math.max(1, Math.ceil(frames / Math.max(1, x(rec.started_at_ms + frames * 20) - x(rec.started_at_ms))));
+              ["caller", "agent"].forEach((channel, c) => {
+                const mid = y(`${channel} audio`) + 12;
+                let d = "";
+                for (let f = 0; f < frames; f += perPixel) {
+                  let peak = 0;
+                  for (let g = f; g < Math.min(frames, f + perPixel); g++) peak = Math.max(peak, recording.peaks[2 * g + c]);
+                  const h = Math.max(0.5, (peak / 255) * 11), px = x(rec.started_at_ms + f * 20);
+                  d += `M${px.toFixed(1)} ${(mid - h).toFixed(1)}V${(mid + h).toFixed(1)}`;
+                }
+                svg.appendChild(el("path", { d, class: `wave wave-${channel}` }));
+              });
             }
             // Speech bars, from each start to its stop.
             for (const channel of ["caller", "agent"]) {
@@ -127,7 +173,9 @@ enum CallPage {
               const from = Number(e.attributes.caller_stopped_at_ms), to = e.at_ms;
               const bar = el("rect", { x: x(from), y: y("agent speech") + 9, width: Math.max(2, x(to) - x(from)), height: 6, class: "turn", "data-i": i });
               bar.appendChild(el("title", {}, `turn ${e.attributes.number}: ${e.attributes.latency_ms} ms`));
-              bar.addEventListener("click", () => select(i));
+              bar.addEventListener("click", () => { select(i); seek(from); });
+              bar.dataset.from = from;
+              bar.dataset.to = to;
               svg.appendChild(bar);
               svg.appendChild(el("text", { x: x(from), y: y("agent speech") + 4, class: "tick" }, `${e.attributes.latency_ms} ms`));
             });
@@ -137,9 +185,30 @@ enum CallPage {
               const kind = ["ended", "closed", "lost"].includes(e.type) ? "end" : ["migrating", "migrated", "taken_on", "resumed"].includes(e.type) ? "move" : "";
               const mark = el("circle", { cx: x(e.at_ms), cy: y(`${e.source} ${e.member}`) + 12, r: 5, class: `mark ${kind}`, "data-i": i });
               mark.appendChild(el("title", {}, `${e.type} ${JSON.stringify(e.attributes)}`));
-              mark.addEventListener("click", () => select(i));
+              mark.addEventListener("click", () => { select(i); seek(e.at_ms); });
               svg.appendChild(mark);
             });
+            // The player's place on the axis, and the turn it is in.
+            const head = el("line", { x1: left, x2: left, y1: top - 4, y2: top + lanes.length * laneH, class: "playhead" });
+            head.style.display = rec ? "" : "none";
+            svg.appendChild(head);
+            function seek(at) {
+              if (!rec) return;
+              const player = $("player");
+              player.currentTime = Math.max(0, (at - rec.started_at_ms) / 1000);
+              player.play().catch(() => {});
+            }
+            $("player").ontimeupdate = () => {
+              if (!rec) return;
+              const now = rec.started_at_ms + $("player").currentTime * 1000;
+              head.setAttribute("x1", x(now));
+              head.setAttribute("x2", x(now));
+              document.querySelectorAll("rect.turn").forEach((bar) => {
+                // The current turn: from the caller's stop to the next turn's (the agent's answer goes on after its start).
+                bar.classList.toggle("current", Number(bar.dataset.from) <= now && !([...document.querySelectorAll("rect.turn")]
+                  .some((other) => Number(other.dataset.from) > Number(bar.dataset.from) && Number(other.dataset.from) <= now)));
+              });
+            };
             // The table.
             const tbody = $("events");
             tbody.innerHTML = "";
@@ -153,7 +222,7 @@ enum CallPage {
                 cell.textContent = text;
                 row.appendChild(cell);
               }
-              row.addEventListener("click", () => select(i));
+              row.addEventListener("click", () => { select(i); seek(e.at_ms); });
               tbody.appendChild(row);
             });
             document.body.dataset.loaded = "true";

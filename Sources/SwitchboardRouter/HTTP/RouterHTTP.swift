@@ -47,6 +47,36 @@ public enum RouterHTTP {
         routes.get("/v1/calls/:id/timeline") { request, context -> Response in
             json(try await router.timeline(of: try context.parameters.require("id"), authorization: request.headers[.authorization]))
         }
+        // A call's recording (Ogg Opus; Range requests), its waveform peaks and info, and deleting it or all of
+        // a tenant's: with the owning tenant's key or an admin key.
+        routes.get("/v1/calls/:id/recording") { request, context -> Response in
+            let reader = try await router.recordingReader(request.headers[.authorization], action: "read a recording")
+            let found = try router.recording(try context.parameters.require("id"), tenant: reader.tenant)
+            return try await file(found.audioPath, type: "audio/ogg", request: request, context: context)
+        }
+        routes.get("/v1/calls/:id/recording/peaks") { request, context -> Response in
+            let reader = try await router.recordingReader(request.headers[.authorization], action: "read a recording")
+            let found = try router.recording(try context.parameters.require("id"), tenant: reader.tenant)
+            return try await file(found.peaksPath, type: "application/octet-stream", request: request, context: context)
+        }
+        routes.get("/v1/calls/:id/recording/info") { request, context -> Response in
+            let reader = try await router.recordingReader(request.headers[.authorization], action: "read a recording")
+            return json(try router.recording(try context.parameters.require("id"), tenant: reader.tenant).info)
+        }
+        routes.delete("/v1/calls/:id/recording") { request, context -> Response in
+            let reader = try await router.recordingReader(request.headers[.authorization], action: "delete a recording")
+            let id = try context.parameters.require("id")
+            return json(try await router.audited("delete recording", target: id, actor: reader.actor) { () throws(SwitchboardError) in
+                try router.deleteRecording(id, tenant: reader.tenant)
+            })
+        }
+        routes.delete("/v1/tenants/:tenant/recordings") { request, context -> Response in
+            let actor = try await actor(request, router, "purge recordings")
+            let tenant = try context.parameters.require("tenant")
+            return json(try await router.audited("purge recordings", target: tenant, actor: actor) { () throws(SwitchboardError) in
+                try router.purgeRecordings(of: tenant)
+            })
+        }
         routes.get("/v1/tenants/:tenant/usage") { request, context -> Response in
             json(try await router.usage(of: try context.parameters.require("tenant"), month: request.uri.queryParameters["month"].map(String.init),
                                         authorization: request.headers[.authorization]))
@@ -184,9 +214,24 @@ public enum RouterHTTP {
         return "\(name) (admin key\(client.map { ", client \($0)" } ?? ""))"
     }
 
+    /// A file, whole or the one byte range asked for (206 with its `Content-Range`), read in chunks.
+    static func file(_ path: String, type: String, request: Request, context: some RequestContext) async throws -> Response {
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int64 else {
+            throw SwitchboardError(.notFound, "the recording's file is gone")
+        }
+        var headers: HTTPFields = [.contentType: type, .acceptRanges: "bytes", .cacheControl: "private, no-cache"]
+        let range = try ByteRange.parse(request.headers[.range], size: size)
+        guard size > 0 else { return Response(status: .ok, headers: headers) }
+        let span = range ?? 0..<size
+        headers[.contentLength] = "\(span.count)"
+        if range != nil { headers[.contentRange] = "bytes \(span.lowerBound)-\(span.upperBound - 1)/\(size)" }
+        let body = try await FileIO().loadFile(path: path, range: Int(span.lowerBound)...Int(span.upperBound - 1), context: context)
+        return Response(status: range == nil ? .ok : .partialContent, headers: headers, body: body)
+    }
+
     /// A page of the UI: served as is, with nothing allowed from elsewhere.
     static func page(_ text: String, type: String) -> Response {
-        HTTPPage.response(text, type: type, contentSecurityPolicy: "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:")
+        HTTPPage.response(text, type: type, contentSecurityPolicy: "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; media-src 'self' blob:")
     }
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {

@@ -1,0 +1,164 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardOpus
+import Synchronization
+
+/// Where and how this gateway records calls (`--recordings-dir`; nil: it does not).
+public struct RecordingOptions: Sendable, Equatable {
+    public var directory: String
+    /// At least 32 kbit/s: below, Opus folds the two channels into one.
+    public var bitrate: Int = 32_000
+    /// The longest recording; the call goes on past it, unrecorded (counted, and on its timeline).
+    public var maxDuration: Duration = .seconds(6 * 3600)
+    /// Recordings older than this are deleted.
+    public var retention: Duration = .seconds(30 * 24 * 3600)
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    public static let minBitrate = 32_000
+}
+
+/// One call's recording: what the caller said (left) and heard (right), as the leg's audio paths hand them
+/// over (cheap, under the recording's input lock), encoded and written by the gateway's recording task
+/// (`flush`, under the output lock) so the playout clock never waits on the encoder or the disk.
+final class Recording: Sendable {
+    let info: Mutex<RecordingInfo>
+    let started: ContinuousClock.Instant
+    private let input: Mutex<StereoAligner>
+
+    private struct Output {
+        var encoder: OpusEncoder
+        var ogg: OggOpusWriter
+        var audio: FileHandle
+        var peaks: FileHandle
+        var failed: String?
+    }
+    private let output: Mutex<Output?>
+    private let infoURL: URL
+
+    /// Opens the files (`<dir>/<tenant>/<call>.opus|.peaks|.json`) and writes the Ogg headers.
+    init(callID: String, tenant: String, gateway: String, sampleRate: Int, startedAt started: ContinuousClock.Instant,
+         startedAtMillis: Int64, options: RecordingOptions) throws {
+        let paths = try RecordingInfo.paths(tenant: tenant, callID: callID)
+        let root = URL(fileURLWithPath: options.directory)
+        try FileManager.default.createDirectory(at: root.appendingPathComponent(tenant), withIntermediateDirectories: true)
+        let format = OpusFormat(sampleRate: sampleRate, channels: 2, application: .audio,
+                                bitrate: max(options.bitrate, RecordingOptions.minBitrate))
+        let encoder = try OpusEncoder(format: format)
+        var ogg = OggOpusWriter(serial: UInt32.random(in: 1...UInt32.max), channels: 2, inputSampleRate: sampleRate,
+                                preSkip: encoder.lookahead * 48_000 / sampleRate)
+        func create(_ path: String) throws -> FileHandle {
+            let url = root.appendingPathComponent(path)
+            guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+                throw SwitchboardError(.internalError, "cannot create \(url.path)")
+            }
+            return try FileHandle(forWritingTo: url)
+        }
+        let audio = try create(paths.audio)
+        let peaks = try create(paths.peaks)
+        let header = ogg.header(comments: ["SWITCHBOARD_CALL_ID=\(callID)", "SWITCHBOARD_TENANT=\(tenant)"])
+        try audio.write(contentsOf: header)
+        infoURL = root.appendingPathComponent(paths.info)
+        let maxFrames = Int(options.maxDuration.components.seconds * 50)
+        input = Mutex(StereoAligner(frameSamples: sampleRate / 50, maxFrames: max(1, maxFrames)))
+        output = Mutex(Output(encoder: encoder, ogg: ogg, audio: audio, peaks: peaks))
+        info = Mutex(RecordingInfo(callID: callID, tenant: tenant, gateway: gateway, startedAtMillis: startedAtMillis,
+                                   sampleRate: sampleRate, bitrate: format.bitrate, bytes: Int64(header.count)))
+        self.started = started
+        try writeInfo()
+    }
+
+    private func slot(_ instant: ContinuousClock.Instant) -> Int { Int((instant - started).milliseconds / RecordingInfo.frameMillis) }
+
+    /// A frame of the caller's audio, arrived at `at`.
+    func caller(_ frame: [Int16], at: ContinuousClock.Instant) {
+        input.withLock { $0.caller(frame, arrivalSlot: slot(at)) }
+    }
+
+    /// What the caller heard at the playout tick `at` (nil: nothing played).
+    func agent(_ frame: [Int16]?, at: ContinuousClock.Instant) {
+        input.withLock { $0.agent(frame, slot: slot(at)) }
+    }
+
+    struct Flushed {
+        var bytes = 0
+        /// The recording reached its longest and stopped (reported once).
+        var capped = false
+        var failure: String?
+    }
+
+    /// Encodes and writes what is ready; `final` writes the rest and closes the files.
+    func flush(final: Bool = false) -> Flushed {
+        var flushed = Flushed()
+        // The output's lock first and for the whole flush, so two flushes (the task's, the leg's last) write
+        // their frames in the order they took them.
+        output.withLock { output in
+            guard var out = output, out.failed == nil else { return }
+            defer { output = final || flushed.capped ? nil : out }
+            let (frames, capped) = input.withLock { aligner -> ([[Int16]], Bool) in
+                let wasCapped = aligner.capped
+                let frames = final ? aligner.finish() : aligner.take()
+                return (frames, aligner.capped && !wasCapped)
+            }
+            flushed.capped = capped
+            do {
+                var peaks: [UInt8] = []
+                peaks.reserveCapacity(frames.count * 2)
+                for frame in frames {
+                    out.ogg.add(try out.encoder.encode(frame))
+                    let (left, right) = StereoAligner.peaks(frame)
+                    peaks += [left, right]
+                }
+                let pages = out.ogg.pages(last: final || capped)
+                try out.audio.write(contentsOf: pages)
+                try out.peaks.write(contentsOf: peaks)
+                flushed.bytes = pages.count
+                if final || capped {
+                    try out.audio.close()
+                    try out.peaks.close()
+                }
+            } catch {
+                out.failed = "\(error)"
+                flushed.failure = out.failed
+                try? out.audio.close()
+                try? out.peaks.close()
+            }
+            let writtenMillis = out.ogg.writtenMillis
+            info.withLock { info in
+                info.durationMillis = writtenMillis
+                info.bytes += Int64(flushed.bytes)
+                info.capped = info.capped || capped
+                info.complete = final || capped
+            }
+        }
+        if final || flushed.capped { try? writeInfo() }
+        return flushed
+    }
+
+    private func writeInfo() throws {
+        try Data(WireCodec.encode(info.withLock { $0 })).write(to: infoURL, options: .atomic)
+    }
+}
+
+extension RecordingOptions {
+    /// Deletes recordings whose files were last written before `retention` ago; returns how many calls'.
+    public func sweep(now: Date = Date()) -> Int {
+        let root = URL(fileURLWithPath: directory)
+        let fm = FileManager.default
+        let cutoff = now.addingTimeInterval(-Double(retention.components.seconds))
+        var removed = 0
+        for tenant in (try? fm.contentsOfDirectory(atPath: root.path)) ?? [] {
+            let folder = root.appendingPathComponent(tenant)
+            for name in (try? fm.contentsOfDirectory(atPath: folder.path)) ?? [] where name.hasSuffix(".json") {
+                let url = folder.appendingPathComponent(name)
+                guard let modified = (try? fm.attributesOfItem(atPath: url.path))?[.modificationDate] as? Date, modified < cutoff else { continue }
+                let call = String(name.dropLast(".json".count))
+                for suffix in [".opus", ".peaks", ".json"] { try? fm.removeItem(at: folder.appendingPathComponent(call + suffix)) }
+                removed += 1
+            }
+        }
+        return removed
+    }
+}

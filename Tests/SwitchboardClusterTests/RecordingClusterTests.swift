@@ -1,0 +1,212 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardGateway
+import SwitchboardOpus
+import SwitchboardRedis
+import SwitchboardRouter
+import SwitchboardTestSupport
+import SwitchboardWorker
+import Testing
+
+/// A recording read back: its info, and each 20 ms slot's two channels.
+struct ReadRecording {
+    var info: RecordingInfo
+    var left: [[Int16]]
+    var right: [[Int16]]
+
+    init(info: RecordingInfo, ogg: [UInt8]) throws {
+        self.info = info
+        let file = try OggOpusFile(ogg)
+        let decoder = try OpusDecoder(sampleRate: info.sampleRate, channels: 2)
+        left = []
+        right = []
+        for packet in file.packets {
+            let pcm = try decoder.decode(packet)
+            left.append(stride(from: 0, to: pcm.count, by: 2).map { pcm[$0] })
+            right.append(stride(from: 1, to: pcm.count, by: 2).map { pcm[$0] })
+        }
+    }
+
+    /// The slot `atMillis` (on the media clock) falls in.
+    func slot(_ atMillis: Int64) -> Int { Int((atMillis - info.startedAtMillis) / RecordingInfo.frameMillis) }
+
+    func power(_ frames: ArraySlice<[Int16]>, at frequency: Double) -> Double {
+        SignalAnalysis.power(frames.flatMap { $0 }, at: frequency, sampleRate: info.sampleRate)
+    }
+}
+
+@Suite("Recordings", .serialized)
+struct RecordingClusterTests {
+    static let caller = 1_000.0, agent = 660.0
+
+    func directory() throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sb-recordings-\(Identifiers.random(bytes: 4))").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// A Twilio call with a tone agent, moved once mid-call: its recording holds the caller's tone on the left and
+    /// the agent's on the right, lines up with the call's timeline, and goes on through the move with one frame
+    /// per 20 ms; it is served whole and in ranges only with the right key, and deleted by one call, audited.
+    @Test func aRecordedCallHoldsTheCallerLeftAndTheAgentRightAndLinesUpWithItsTimeline() async throws {
+        let dir = try directory()
+        let cluster = try await TestCluster()
+        try await cluster.addRouter { config in
+            config.recordCalls = true
+            config.recordingsDirectory = dir
+        }
+        try await cluster.addWorker(id: "a", handler: ToneHandler())
+        try await cluster.waitForWorkers(1)
+        let gw = try await RunningGateway(cluster) { $0.recording = RecordingOptions(directory: dir) }
+        let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+        let twilio = try await FakeTwilio(port: gw.port, path: path)
+        try await twilio.start(parameters: ["tone_hz": "\(Int(Self.agent))"])
+        let speaking = Task { try await twilio.speak(seconds: 4, frequency: Self.caller) }
+        try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
+        let callID = gw.gateway.liveCalls[0]
+        try await cluster.addWorker(id: "b", handler: ToneHandler())
+        try await cluster.waitForWorkers(2)
+        try await Task.sleep(for: .seconds(1.5))
+        let moved = try await cluster.http("POST", "/v1/calls/\(callID)/migrate")
+        #expect(moved.status == 200, "\(String(decoding: moved.body, as: UTF8.self))")
+        try await speaking.value
+        try await twilio.stop()
+
+        var events: [TimelineEvent] = []
+        try await eventually(timeout: .seconds(10), "the recording's end on the timeline") {
+            let response = try await cluster.http("GET", "/v1/calls/\(callID)/timeline")
+            guard response.status == 200 else { return false }
+            events = try JSONDecoder().decode(Timeline.self, from: response.body).events
+            return events.contains { $0.type == "recording_stopped" }
+        }
+        let admin = ["Authorization": "Bearer \(TestCluster.adminKey)"]
+        let infoResponse = try await cluster.http("GET", "/v1/calls/\(callID)/recording/info", headers: admin)
+        let info = try decodeJSON(RecordingInfo.self, infoResponse.body)
+        #expect(info.complete && !info.capped && info.tenant == "acme" && info.sampleRate == 8_000 && info.bitrate >= 32_000)
+        let audio = try await cluster.http("GET", "/v1/calls/\(callID)/recording", headers: admin)
+        #expect(audio.status == 200 && Int64(audio.body.count) == info.bytes)
+        let recording = try ReadRecording(info: info, ogg: Array(audio.body))
+        #expect(Int64(recording.right.count) * 20 == info.durationMillis)
+
+        // The caller's tone on the left and the agent's on the right, each a thousand times the other (30 dB).
+        let spoken = recording.left.indices.filter { SignalAnalysis.rms(recording.left[$0]) > 1_000 }
+        let heard = recording.right.indices.filter { SignalAnalysis.rms(recording.right[$0]) > 1_000 }
+        #expect(spoken.count >= 150 && heard.count >= 150, "\(spoken.count) loud frames left, \(heard.count) right")
+        let l = recording.left[spoken.first!...spoken.last!], r = recording.right[heard.first!...heard.last!]
+        #expect(recording.power(l, at: Self.caller) > 1_000 * recording.power(l, at: Self.agent), "left")
+        #expect(recording.power(r, at: Self.agent) > 1_000 * recording.power(r, at: Self.caller), "right")
+
+        // Lined up with the timeline: each channel's speech starts, as the gateway saw it, in the slot where the
+        // recording's channel turns loud (the same frame, on the same clock).
+        let gateway = events.filter { $0.source == .gateway }
+        for (channel, loud) in [("caller", spoken), ("agent", heard)] {
+            let started = try #require(gateway.first { $0.type == "speech_started" && $0.attributes["channel"] == channel })
+            #expect(abs(recording.slot(started.atMillis) - loud.first!) <= 1, "\(channel): started at slot \(recording.slot(started.atMillis)), loud from \(loud.first!)")
+        }
+        // The move: the agent's tone goes on through it, and any frame the caller heard quiet lies at the move.
+        let migrating = try #require(events.first { $0.type == "migrating" }), migrated = try #require(events.first { $0.type == "migrated" })
+        let quiet = (heard.first!...heard.last!).filter { SignalAnalysis.rms(recording.right[$0]) < 300 }
+        let move = (recording.slot(migrating.atMillis) - 1)...(recording.slot(migrated.atMillis) + 10)
+        #expect(quiet.allSatisfy { move.contains($0) }, "quiet slots \(quiet), the move \(move)")
+        try #require(move.upperBound + 25 < heard.last!, "the call went on after the move")
+        let after = recording.right[(move.upperBound + 1)...heard.last!]
+        #expect(recording.power(after, at: Self.agent) > 1_000 * recording.power(after, at: Self.caller), "the agent's tone after the move")
+        let started = try #require(gateway.first { $0.type == "recording_started" })
+        #expect(started.atMillis == info.startedAtMillis)
+
+        // Range requests, as a player seeks.
+        let part = try await cluster.http("GET", "/v1/calls/\(callID)/recording", headers: admin.merging(["Range": "bytes=100-199"]) { a, _ in a })
+        #expect(part.status == 206 && part.body == audio.body[100..<200])
+        let tail = try await cluster.http("GET", "/v1/calls/\(callID)/recording", headers: admin.merging(["Range": "bytes=-50"]) { a, _ in a })
+        #expect(tail.status == 206 && tail.body == audio.body.suffix(50))
+        let past = try await cluster.http("GET", "/v1/calls/\(callID)/recording", headers: admin.merging(["Range": "bytes=\(audio.body.count)-"]) { a, _ in a })
+        #expect(past.status == 416 && errorCode(past.body) == "range_not_satisfiable")
+        let peaks = try await cluster.http("GET", "/v1/calls/\(callID)/recording/peaks", headers: admin)
+        #expect(peaks.status == 200 && peaks.body.count == 2 * recording.right.count)
+
+        // Only with a key that may: none, or a wrong one, is refused; a traversal is not a call id.
+        #expect(try await cluster.http("GET", "/v1/calls/\(callID)/recording").status == 401)
+        #expect(try await cluster.http("GET", "/v1/calls/\(callID)/recording", headers: ["Authorization": "Bearer sbk_nope"]).status == 401)
+        let traversal = try await cluster.http("GET", "/v1/calls/..%2F..%2Fetc%2Fpasswd/recording", headers: admin)
+        #expect([400, 404].contains(traversal.status) && String(decoding: traversal.body, as: UTF8.self).contains("error"), "\(traversal.status)")
+        #expect(try await cluster.http("GET", "/v1/calls/c..x/recording", headers: admin).status == 400)
+        #expect(try await cluster.http("GET", "/v1/calls/c-no-such-call/recording", headers: admin).status == 404)
+
+        // Deleted by one call, audited; then gone.
+        let deleted = try await cluster.http("DELETE", "/v1/calls/\(callID)/recording", headers: admin)
+        #expect(try deleted.status == 200 && decodeJSON(RecordingsDeleted.self, deleted.body).bytes > info.bytes)
+        #expect(try await cluster.http("GET", "/v1/calls/\(callID)/recording/info", headers: admin).status == 404)
+        let audit = String(decoding: try await cluster.http("GET", "/v1/audit").body, as: UTF8.self)
+        #expect(audit.contains("delete recording") && audit.contains(callID))
+        await gw.stop()
+        await cluster.shutdown()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// With tenancy on: a tenant records only when its policy says so, reads only its own recordings, and an
+    /// operator purges all of a tenant's with one command, audited; recordings past their retention are swept.
+    @Test func tenantsRecordByTheirPolicyReadTheirOwnAndArePurgedByOneCommand() async throws {
+        let dir = try directory()
+        let cluster = try await TestCluster()
+        let router = try await cluster.addRouter { config in
+            config.tenancy = true
+            config.recordingsDirectory = dir
+        }
+        try await cluster.addWorker(id: "a", capacity: 10, handler: ToneHandler())
+        try await cluster.waitForWorkers(1)
+        let tenants = TenantStore(redis: cluster.redis, keys: cluster.keys)
+        var recorded = TenantPolicy(id: "acme", callsPerSecond: 100, burst: 100, maxLiveCalls: 10)
+        recorded.record = true
+        let acmeKey = try await tenants.create(recorded)
+        let otherKey = try await tenants.create(TenantPolicy(id: "other", callsPerSecond: 100, burst: 100, maxLiveCalls: 10))
+        let gw = try await RunningGateway(cluster) { config in
+            config.recording = RecordingOptions(directory: dir)
+            config.tenantKeys = ["acme": acmeKey, "other": otherKey]
+            config.numbers = ["+15550001111": "acme", "+15550002222": "other"]
+        }
+        var calls: [String: String] = [:]
+        for (tenant, number) in [("acme", "+15550001111"), ("other", "+15550002222")] {
+            let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook(to: number).body, as: UTF8.self))
+            let twilio = try await FakeTwilio(port: gw.port, path: path)
+            try await twilio.start()
+            try await eventually(timeout: .seconds(5), "\(tenant) placed") { gw.gateway.liveCalls.count == 1 }
+            calls[tenant] = gw.gateway.liveCalls[0]
+            try await twilio.speak(seconds: 1)
+            try await twilio.stop()
+            try await eventually(timeout: .seconds(5), "\(tenant)'s leg closed") { gw.gateway.liveCalls.isEmpty }
+        }
+        let acme = try #require(calls["acme"]), other = try #require(calls["other"])
+        func get(_ call: String, key: String) async throws -> Int {
+            try await cluster.http("GET", "/v1/calls/\(call)/recording/info", headers: ["Authorization": "Bearer \(key)"]).status
+        }
+        #expect(try await get(acme, key: acmeKey) == 200, "acme's own")
+        #expect(try await get(acme, key: otherKey) == 404, "another tenant's is not there for it")
+        #expect(try await get(other, key: TestCluster.adminKey) == 404, "other's policy does not record")
+        #expect(try await cluster.http("DELETE", "/v1/tenants/acme/recordings", headers: ["Authorization": "Bearer \(acmeKey)"]).status == 403)
+
+        // The operator's command: every recording of acme, gone, and said in the audit.
+        let purge = try CLIProcess(["tenant", "purge", "acme", "--router-url", router.url, "--api-key", TestCluster.adminKey])
+        #expect(await purge.waitForExit(timeout: .seconds(30)) == 0)
+        #expect(purge.output.contains("deleted the recordings of 1 calls of acme"), "\(purge.output)")
+        #expect(try await get(acme, key: TestCluster.adminKey) == 404)
+        #expect(!FileManager.default.fileExists(atPath: "\(dir)/acme"))
+        let audit = String(decoding: try await cluster.http("GET", "/v1/audit").body, as: UTF8.self)
+        #expect(audit.contains("purge recordings") && audit.contains("acme"))
+
+        // Retention: a recording last written before it is swept, a newer one stays.
+        for (call, age) in [("c-old", 40.0 * 86_400), ("c-new", 3_600.0)] {
+            let folder = "\(dir)/acme"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            for suffix in [".opus", ".peaks", ".json"] {
+                let file = "\(folder)/\(call)\(suffix)"
+                #expect(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
+                try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-age)], ofItemAtPath: file)
+            }
+        }
+        #expect(RecordingOptions(directory: dir).sweep() == 1)
+        #expect(!FileManager.default.fileExists(atPath: "\(dir)/acme/c-old.opus") && FileManager.default.fileExists(atPath: "\(dir)/acme/c-new.opus"))
+        await gw.stop()
+        await cluster.shutdown()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
