@@ -6,7 +6,8 @@ import SwitchboardOpus
 /// in, a `media` message decoded (JSON, base64), mu-law to PCM, Opus-encoded at 8 kHz and packed; out, a packet
 /// unpacked, through the jitter buffer, Opus-decoded at 8 kHz, mu-law-encoded and written as a `media` message.
 /// The same steps, in the same order, as `Gateway` runs them (its NATS and WebSocket I/O aside), the timeline's
-/// observer included (each frame's loudness, speech and turn tracking, playout counts).
+/// observer included (each frame's loudness, speech and turn tracking, playout counts); and a recording of the
+/// leg (both channels, stereo Ogg Opus to a file), as the gateway's recording task writes it.
 struct GatewayBenchRun {
     var frames: Int
 
@@ -66,6 +67,42 @@ struct GatewayBenchRun {
             rawTimes.append(clock.now - start)
         }
 
+        // A recording of the leg, the same steps as the gateway's: each frame of both channels handed to the
+        // aligner (on the audio paths), then every 250 ms (12.5 frames) what is ready encoded as stereo Opus at
+        // 8 kHz and 32 kbit/s, framed as Ogg, its peaks taken, and both written to files.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sb-bench-recording-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let audioURL = directory.appendingPathComponent("c.opus"), peaksURL = directory.appendingPathComponent("c.peaks")
+        _ = FileManager.default.createFile(atPath: audioURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: peaksURL.path, contents: nil)
+        let audioFile = try FileHandle(forWritingTo: audioURL), peaksFile = try FileHandle(forWritingTo: peaksURL)
+        defer { try? audioFile.close(); try? peaksFile.close() }
+        let stereo = try OpusEncoder(format: OpusFormat(sampleRate: 8_000, channels: 2, application: .audio, bitrate: 32_000))
+        var ogg = OggOpusWriter(serial: 1, channels: 2, inputSampleRate: 8_000, preSkip: stereo.lookahead * 6)
+        try audioFile.write(contentsOf: ogg.header())
+        var aligner = StereoAligner(frameSamples: 160, maxFrames: frames + 1)
+        var recordTimes: [Duration] = []
+        var recordedBytes = 0
+        for (i, frame) in pcm.enumerated() {
+            let start = clock.now
+            aligner.caller(frame, arrivalSlot: i)
+            aligner.agent(frame, slot: i)
+            if i % 25 == 12 || i % 25 == 24 || i == frames - 1 {
+                var peaks: [UInt8] = []
+                for stereoFrame in i == frames - 1 ? aligner.finish() : aligner.take() {
+                    ogg.add(try stereo.encode(stereoFrame))
+                    let (l, r) = StereoAligner.peaks(stereoFrame)
+                    peaks += [l, r]
+                }
+                let pages = ogg.pages(last: i == frames - 1)
+                try audioFile.write(contentsOf: pages)
+                try peaksFile.write(contentsOf: peaks)
+                recordedBytes += pages.count
+            }
+            recordTimes.append(clock.now - start)
+        }
+
         let i = LatencySummary(inTimes)!, o = LatencySummary(outTimes)!, raw = LatencySummary(rawTimes)!
         let perLeg = i.mean + o.mean
         report.add(Row(name: "Gateway, Twilio leg in: media JSON -> Opus packet", summary: i, throughput: 1e6 / i.mean.microseconds))
@@ -74,5 +111,11 @@ struct GatewayBenchRun {
                        note: String(format: "gateway both ways = %.2fx this; %.0f legs per core (%.2f%% of a core per leg)",
                                     perLeg.microseconds / raw.mean.microseconds, 20_000 / perLeg.microseconds,
                                     perLeg.microseconds / 20_000 * 100)))
+        let record = LatencySummary(recordTimes)!
+        report.add(Row(name: "Gateway recording, per 20 ms frame (align, stereo Opus 32 kbit/s, Ogg, peaks, files)", summary: record,
+                       throughput: 1e6 / record.mean.microseconds,
+                       note: String(format: "%.2fx the raw codec; %.3f%% of a core per recorded call; %.1f kB a minute",
+                                    record.mean.microseconds / raw.mean.microseconds, record.mean.microseconds / 20_000 * 100,
+                                    Double(recordedBytes) / Double(frames) * 3_000 / 1_000)))
     }
 }

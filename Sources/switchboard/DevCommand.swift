@@ -118,9 +118,12 @@ final class DevCluster: Sendable {
         let tenants = TenantStore(redis: try RedisClient(url: redis.url, logger: Runtime.logger("switchboard.dev", level: "warning")),
                                   keys: try RedisKeys(prefix: "sb"))
         defer { tenants.redis.close() }
-        let demoKey = try await tenants.create(TenantPolicy(id: "demo", callsPerSecond: 50, burst: 20, maxLiveCalls: 1_000))
+        var demo = TenantPolicy(id: "demo", callsPerSecond: 50, burst: 20, maxLiveCalls: 1_000)
+        demo.record = true  // its calls through the gateway are recorded (the gateway and routers share the directory)
+        let demoKey = try await tenants.create(demo)
+        let recordings = directory.appendingPathComponent("recordings").path
         let adminKey = "admin-" + Identifiers.random(bytes: 12)
-        say("tenant       demo (50 calls/s, burst 20, 1,000 live calls), api key \(demoKey)\nadmin key    \(adminKey)")
+        say("tenant       demo (50 calls/s, burst 20, 1,000 live calls, calls recorded), api key \(demoKey)\nadmin key    \(adminKey)")
 
         let common = ["--nats-url", nats.url, "--redis-url", redis.url, "--log-level", logLevel]
         var children: [Child] = []
@@ -129,7 +132,7 @@ final class DevCluster: Sendable {
             // could be taken by another process before the router binds it.
             children.append(try spawn("router-\(i)", ["router", "--id", "router-\(i)", "--http-port", "0", "--tenancy", "on",
                                                       "--admin-key", adminKey, "--nats-creds", bus + "/router.creds",
-                                                      "--media-signing-key", bus + "/media-signing.json"] + common, in: directory))
+                                                      "--media-signing-key", bus + "/media-signing.json", "--recordings-dir", recordings] + common, in: directory))
         }
         let zones = ["a", "b", "c"]
         for i in 1...max(1, workers) {
@@ -148,7 +151,7 @@ final class DevCluster: Sendable {
         children.append(try spawn("gateway-1", ["gateway", "--id", "gateway-1", "--http-port", "0", "--nats-creds", bus + "/gateway-gateway-1.creds",
                                                 "--tenant-keys-file", secrets + "/tenant-keys", "--token-secret-file", secrets + "/token-secret",
                                                 "--twilio-auth-token-file", secrets + "/twilio-auth-token", "--number", "+15550100000=demo",
-                                                "--call-token-ttl", "43200"] + common, in: directory))
+                                                "--call-token-ttl", "43200", "--recordings-dir", recordings] + common, in: directory))
         for child in children { say("started \(child.name) (pid \(child.pid))") }
         var routerURLs: [String] = []
         var gatewayURL = ""
@@ -173,6 +176,7 @@ final class DevCluster: Sendable {
         if let data = try? await APIClient(base: gatewayURL, key: demoKey).post("/v1/call-tokens", json: [String: String]()),
            let token = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["token"] as? String {
             say("browser page \(gatewayURL)/#token=\(token)\n             (open it on this machine, click Call and speak: the echo worker plays you back; the token lasts 12 h)")
+            say("call pages   \(routerURLs.first ?? "")/ui/calls/<call id>#key=\(adminKey)\n             (the timeline of any call; a gateway call's recording too, in \(recordings))")
         } else {
             say("gateway      \(gatewayURL) (no call token could be made: see its log)")
         }

@@ -819,3 +819,34 @@ def test_network_policy_without_scrapers_admits_nobody_to_workers():
     (np,) = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-worker")]
     assert np["spec"]["ingress"] == []
     assert "Ingress" in np["spec"]["policyTypes"]
+
+
+# --- recordings --------------------------------------------------------------------------------------------
+
+def test_recordings_share_one_volume_between_gateways_and_routers(gateway):
+    r = gateway.values["recordings"]
+    spec = gateway_pod(gateway.docs)
+    c = container(spec, "gateway")
+    assert arg_values(c["args"], "--recordings-dir") == ["/var/lib/switchboard/recordings"]
+    assert arg_values(c["args"], "--recording-retention") == [str(r["retentionDays"] * 86400)]
+    assert arg_values(c["args"], "--recording-bitrate") == [str(r["bitrate"])] and int(r["bitrate"]) >= 32000
+    (router,) = gateway.routers()
+    rspec = router["spec"]["template"]["spec"]
+    rc = container(rspec, "router")
+    assert env_of(rc)["SWITCHBOARD_RECORDINGS_DIR"] == "/var/lib/switchboard/recordings"
+    assert env_of(rc)["SWITCHBOARD_RECORD_CALLS"] == "false", "tenants choose, unless recordAll"
+    for pod, name in ((spec, "gateway"), (rspec, "router")):
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "recordings"]
+        assert volume["persistentVolumeClaim"]["claimName"] == r["existingClaim"]
+        (mount,) = [m for m in container(pod, name)["volumeMounts"] if m["name"] == "recordings"]
+        assert mount["mountPath"] == "/var/lib/switchboard/recordings" and not mount.get("readOnly")
+
+
+def test_recordings_are_off_by_default_and_need_a_claim(defaults):
+    for d in defaults.docs:
+        assert "recordings" not in str(d), f"{d['kind']}/{d['metadata']['name']}"
+    refused = chart.render(chart.CHART / "ci" / "minimal-values.yaml", sets=("recordings.enabled=true",), check=False)
+    assert refused.returncode != 0 and "recordings.existingClaim is required" in refused.stderr
+    low = chart.render(chart.CHART / "ci" / "minimal-values.yaml",
+                       sets=("recordings.enabled=true", "recordings.existingClaim=x", "recordings.bitrate=16000"), check=False)
+    assert low.returncode != 0, "below 32 kbit/s the channels fold into one"

@@ -413,6 +413,9 @@ autoscaling: {{ $auto | toJson }}
 {{- if and .Values.router.autoscaling.enabled (gt (int .Values.router.autoscaling.minReplicas) (int .Values.router.autoscaling.maxReplicas)) -}}
 {{- fail "router.autoscaling: minReplicas is above maxReplicas" -}}
 {{- end -}}
+{{- if and .Values.recordings.enabled (not .Values.recordings.existingClaim) -}}
+{{- fail "recordings.existingClaim is required when recordings.enabled: a ReadWriteMany PersistentVolumeClaim the gateways write recordings to and the routers serve them from" -}}
+{{- end -}}
 {{- $g := .Values.gateway -}}
 {{- if $g.enabled -}}
 {{- if and (or (gt (int $g.replicas) 1) $g.autoscaling.enabled) (not $g.tokenSecret.existingSecret) -}}
