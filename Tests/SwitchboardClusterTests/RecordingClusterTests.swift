@@ -143,6 +143,46 @@ struct RecordingClusterTests {
         try? FileManager.default.removeItem(atPath: dir)
     }
 
+    /// A recording that reaches its longest stops there, closed and playable, counted and on the timeline; the
+    /// call goes on and the caller still hears the agent.
+    @Test func aRecordingStopsAtItsLongestAndTheCallGoesOn() async throws {
+        let dir = try directory()
+        let cluster = try await TestCluster()
+        try await cluster.addRouter { $0.recordCalls = true }
+        try await cluster.addWorker(id: "a", handler: ToneHandler())
+        try await cluster.waitForWorkers(1)
+        let gw = try await RunningGateway(cluster) { config in
+            var options = RecordingOptions(directory: dir)
+            options.maxDuration = .seconds(1)
+            config.recording = options
+        }
+        let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+        let twilio = try await FakeTwilio(port: gw.port, path: path)
+        try await twilio.start()
+        try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
+        let callID = gw.gateway.liveCalls[0]
+        let speaking = Task { try await twilio.speak(seconds: 3) }
+        let timelines = TimelineStore(redis: cluster.redis, keys: cluster.keys)
+        try await eventually(timeout: .seconds(5), "the cap on the timeline while the call goes on") {
+            try await timelines.timeline(callID).events.contains { $0.type == "recording_capped" }
+        }
+        let capped = ContinuousClock.now
+        try await speaking.value
+        #expect(!twilio.isClosed && twilio.frequency(after: capped).map { abs($0 - 440) <= 5 } == true, "the call goes on past the recording's end")
+        try await twilio.stop()
+        try await eventually(timeout: .seconds(5), "the recording closed") { gw.metric("switchboard_gateway_recordings_total", ["result": "capped"]) == 1 }
+        let files = try RecordingInfo.paths(tenant: "acme", callID: callID)
+        let info = try RecordingInfo.decodeStored(Array(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(files.info)"))))
+        #expect(info.capped && info.complete && info.durationMillis == 1_000, "\(info)")
+        let file = try OggOpusFile(Array(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(files.audio)"))))
+        #expect(file.packets.count == 50 && file.endsWithEndOfStream)
+        let events = try await timelines.timeline(callID).events
+        #expect(events.contains { $0.type == "recording_capped" && $0.attributes["max_s"] == "1" }, "\(events.map(\.type))")
+        await gw.stop()
+        await cluster.shutdown()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
     /// With tenancy on: a tenant records only when its policy says so, reads only its own recordings, and an
     /// operator purges all of a tenant's with one command, audited; recordings past their retention are swept.
     @Test func tenantsRecordByTheirPolicyReadTheirOwnAndArePurgedByOneCommand() async throws {
