@@ -36,11 +36,15 @@ CHROMIUM_PATHS = (
 )
 
 
+def find_chromium():
+    return next((p for p in CHROMIUM_PATHS if os.path.exists(p)), None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--screenshot")
-    parser.add_argument("--chromium", default=next((p for p in CHROMIUM_PATHS if os.path.exists(p)), None))
+    parser.add_argument("--chromium", default=find_chromium())
     args = parser.parse_args()
     if not args.chromium:
         print("no Chromium found; pass --chromium", file=sys.stderr)
@@ -58,14 +62,14 @@ def main() -> None:
         page.on("pageerror", lambda error: console.append(f"page error: {error}"))
         page.goto(args.url)
         try:
-            page.wait_for_function("document.body.dataset.loaded === 'true' || document.getElementById('error').textContent !== ''",
-                                   timeout=15000)
+            # Selectors, not script: the page's CSP forbids the eval a polled wait_for_function needs.
+            page.wait_for_selector("body[data-loaded], #error:not(:empty)", state="attached", timeout=15000)
         except PlaywrightError:
             pass
         loaded = page.evaluate("document.body.dataset.loaded === 'true'")
         if loaded:
             try:  # the recording comes after the timeline: its waveforms and player, or the line saying there is none
-                page.wait_for_function("document.body.dataset.recording !== undefined", timeout=15000)
+                page.wait_for_selector("body[data-recording]", state="attached", timeout=15000)
             except PlaywrightError:
                 pass
         result = {

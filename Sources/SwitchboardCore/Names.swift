@@ -65,6 +65,11 @@ public struct RedisKeys: Sendable, Equatable {
 
     /// Hash: the call record (tenant, worker, version, region, state, times, end reason).
     public func call(_ id: String) -> String { "\(prefix):call:\(id)" }
+    /// Sorted set: the calls placed on one day (`YYYY-MM-DD`, UTC), `<tenant>/<call id>` scored by Unix ms; with
+    /// a tenant, that tenant's alone. Kept as long as timelines.
+    public func callIndex(day: String, tenant: String? = nil) -> String {
+        tenant.map { "\(prefix):calls:t:\($0):\(day)" } ?? "\(prefix):calls:all:\(day)"
+    }
     /// Set: ids of the calls a worker holds.
     public func workerCalls(_ worker: String) -> String { "\(prefix):worker:\(worker):calls" }
     /// Hash: worker id → its drain request (JSON), while the drain lasts.

@@ -418,19 +418,22 @@ public final class Gateway: Service, Sendable {
             next += .milliseconds(20)
             if clock.now - next > .milliseconds(100) { next = clock.now }  // fell behind (a stall): no burst
             do { try await Task.sleep(until: next, clock: clock) } catch { return }
-            for leg in state.withLock({ Array($0.legs.values) }) { play(leg) }
+            for leg in state.withLock({ Array($0.legs.values) }) { play(leg, tick: next) }
         }
     }
 
-    private func play(_ leg: Leg) {
+    /// Plays the leg's frame of the tick due at `tick`: a clock catching up after a short stall plays its late
+    /// ticks back to back, each frame in its own place on the media clock (the caller's player queues them, so
+    /// the caller hears no gap, and neither does the recording); ticks it gave up on are a gap.
+    private func play(_ leg: Leg, tick: ContinuousClock.Instant) {
         let began = ContinuousClock.now
-        let at = leg.mediaMillis(began)
+        let at = leg.mediaMillis(tick)
         let (message, events): (Outgoing?, [TimelineEvent]) = leg.state.withLock { state in
             guard state.machine.phase == .live else { return (nil, []) }
             // What the caller hears now, for the recording and the timeline (a frame's loudness), silence when
             // nothing plays.
             func heard(_ samples: [Int16]?) -> [TimelineEvent] {
-                state.recording?.agent(samples, at: began)
+                state.recording?.agent(samples, at: tick)
                 return state.observer.agent(rms: samples.map(SignalAnalysis.rms) ?? 0, atMillis: at, stats: state.jitter.stats,
                                             jitterMillis: state.jitter.jitterMillis)
             }

@@ -163,3 +163,45 @@ public struct OggOpusFile: Sendable {
         packets = Array(all.dropFirst(2))
     }
 }
+
+extension OggOpusFile {
+    /// Every packet decoded at `sampleRate`, as each channel's 20 ms frames: `[channel][frame]`.
+    public func channelFrames(sampleRate: Int) throws(SwitchboardError) -> [[[Int16]]] {
+        let decoder = try OpusDecoder(sampleRate: sampleRate, channels: channels)
+        var out = [[[Int16]]](repeating: [], count: channels)
+        for packet in packets {
+            let pcm = try decoder.decode(packet)
+            for c in 0..<channels { out[c].append(stride(from: c, to: pcm.count, by: channels).map { pcm[$0] }) }
+        }
+        return out
+    }
+}
+
+/// How one channel of a recording sounds, frame by frame: how much of it is loud, and its longest silence
+/// between its first and last loud frames (a gap in the talk: a stall, a move, a failover).
+public struct ChannelSummary: Sendable, Equatable {
+    public var frames: Int
+    public var loudFrames: Int
+    public var longestGapMillis: Int
+    /// Where that gap starts, from the recording's start.
+    public var longestGapAtMillis: Int
+
+    /// `threshold`: RMS above which a frame is loud (500 of 32,767, about -36 dBFS, as the timeline's speech).
+    public init(_ frames: [[Int16]], threshold: Double = 500) {
+        self.frames = frames.count
+        let loud = frames.map { SignalAnalysis.rms($0) >= threshold }
+        loudFrames = loud.filter { $0 }.count
+        longestGapMillis = 0
+        longestGapAtMillis = 0
+        guard let first = loud.firstIndex(of: true), let last = loud.lastIndex(of: true) else { return }
+        var run = 0
+        for i in first...last {
+            if loud[i] {
+                if run * 20 > longestGapMillis { (longestGapMillis, longestGapAtMillis) = (run * 20, (i - run) * 20) }
+                run = 0
+            } else {
+                run += 1
+            }
+        }
+    }
+}

@@ -38,18 +38,75 @@ public struct CallStore: Sendable {
     // MARK: - Router
 
     static let placeScript = RedisScript("""
-        -- KEYS[1]: the record. ARGV[1]: ttl ms; then field, value pairs.
-        for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+        -- KEYS[1]: the record, KEYS[2] and KEYS[3]: the day's index of calls, all and the tenant's.
+        -- ARGV[1]: ttl ms, ARGV[2]: the index's retention ms, ARGV[3]: placed at (ms), ARGV[4]: tenant/call id;
+        -- then field, value pairs.
+        for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
         redis.call('HSETNX', KEYS[1], 'epoch', '1')
         redis.call('PEXPIRE', KEYS[1], ARGV[1])
+        for k = 2, 3 do
+          redis.call('ZADD', KEYS[k], ARGV[3], ARGV[4])
+          redis.call('PEXPIRE', KEYS[k], ARGV[2])
+        end
         return 1
         """)
 
-    /// Records a call the router placed (its worker may have marked it started already).
+    /// How long the index of calls (`GET /v1/calls`) keeps a call: as long as its timeline.
+    public var indexRetention: Duration = .seconds(7 * 86_400)
+
+    /// Records a call the router placed (its worker may have marked it started already), and lists it in the
+    /// day's index of calls.
     public func place(_ record: CallRecord, deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) {
-        var arguments = [String(ttl.milliseconds)]
+        let placedAt = record.createdAt ?? unixMillisNow()
+        let day = CallQuery.day(placedAt)
+        var arguments = [String(ttl.milliseconds), String((indexRetention + .seconds(86_400)).milliseconds), String(placedAt),
+                         "\(record.tenant)/\(record.callID)"]
         for (field, value) in record.placementFields { arguments += [field, value] }
-        _ = try await redis.evaluate(Self.placeScript, keys: [keys.call(record.callID)], arguments: arguments, deadline: deadline)
+        _ = try await redis.evaluate(Self.placeScript, keys: [keys.call(record.callID), keys.callIndex(day: day),
+                                                              keys.callIndex(day: day, tenant: record.tenant)],
+                                     arguments: arguments, deadline: deadline)
+    }
+
+    /// A page of the calls `query` asks for, newest first: through the days' index, each entry with its record
+    /// (nil once expired), at most `CallQuery.maxExamined` entries examined.
+    public func list(_ query: CallQuery) async throws(SwitchboardError) -> CallList {
+        let days = query.days
+        var found: [CallListEntry] = []
+        var examined = 0
+        var (day, offset) = (query.cursor?.day ?? 0, query.cursor?.offset ?? 0)
+        while day < days.count {
+            let batch = min(200, CallQuery.maxExamined - examined, max(query.limit - found.count, 0) * 4 + 20)
+            guard batch > 0 else { break }
+            let key = keys.callIndex(day: days[day], tenant: query.tenant)
+            let reply = try await redis.send(["ZREVRANGEBYSCORE", key, String(query.untilMillis), String(query.sinceMillis),
+                                              "WITHSCORES", "LIMIT", String(offset), String(batch)])
+            let flat = (reply.array ?? []).compactMap(\.string)
+            var entries: [(tenant: String, callID: String, at: Int64)] = []
+            for i in stride(from: 0, to: flat.count - 1, by: 2) {
+                let parts = flat[i].split(separator: "/", maxSplits: 1)
+                guard parts.count == 2, let at = Int64(flat[i + 1]) else { continue }
+                entries.append((String(parts[0]), String(parts[1]), at))
+            }
+            let records = entries.isEmpty ? [] : try await redis.pipeline(entries.map { RedisCommand(["HGETALL", keys.call($0.callID)]) })
+            for (i, entry) in entries.enumerated() {
+                examined += 1
+                offset += 1
+                let fields = records[i].hashFields
+                let listed = CallListEntry(callID: entry.callID, tenant: entry.tenant, placedAtMillis: entry.at,
+                                           record: CallRecord(callID: entry.callID, fields: fields))
+                guard query.matches(listed) else { continue }
+                found.append(listed)
+                if found.count == query.limit {
+                    return CallList(calls: found, next: CallQuery.Cursor(day: day, offset: offset).text, examined: examined)
+                }
+            }
+            if flat.count / 2 < batch {
+                day += 1
+                offset = 0
+            }
+        }
+        let next = day < days.count ? CallQuery.Cursor(day: day, offset: offset).text : nil
+        return CallList(calls: found, next: next, examined: examined)
     }
 
     /// The call's record fields; empty when Redis has none.

@@ -118,14 +118,7 @@ public final class RedisClient: Sendable {
 
     /// `HGETALL` as a dictionary of strings.
     public func hashGetAll(_ key: String, deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) -> [String: String] {
-        let items = try await send(["HGETALL", key], deadline: deadline).array ?? []
-        var result: [String: String] = [:]
-        var i = 0
-        while i + 1 < items.count {
-            if let k = items[i].string, let v = items[i + 1].string { result[k] = v }
-            i += 2
-        }
-        return result
+        try await send(["HGETALL", key], deadline: deadline).hashFields
     }
 
     static func replyError(_ text: String, _ command: RedisCommand) -> SwitchboardError {

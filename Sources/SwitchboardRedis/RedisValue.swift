@@ -53,6 +53,18 @@ public enum RedisValue: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// An `HGETALL` reply (field, value, field, value...) as a dictionary; empty for anything else.
+    public var hashFields: [String: String] {
+        let items = array ?? []
+        var result: [String: String] = [:]
+        var i = 0
+        while i + 1 < items.count {
+            if let k = items[i].string, let v = items[i + 1].string { result[k] = v }
+            i += 2
+        }
+        return result
+    }
+
     public var array: [RedisValue]? {
         if case .array(let a) = self { return a }
         return nil

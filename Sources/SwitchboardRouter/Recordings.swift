@@ -17,9 +17,9 @@ public struct RecordingsDeleted: Codable, Sendable, Equatable {
 }
 
 extension Router {
-    /// Who may read or delete recordings: a tenant's key (its own calls: `tenant`), or an admin key (any).
-    /// Tenancy off, only an admin key opens them.
-    func recordingReader(_ authorization: String?, action: String) async throws(SwitchboardError) -> (tenant: String?, actor: String) {
+    /// Who may list calls and read or delete recordings: a tenant's key (its own calls: `tenant`), or an admin
+    /// key (any). Tenancy off, only an admin key opens them.
+    func callReader(_ authorization: String?, action: String) async throws(SwitchboardError) -> (tenant: String?, actor: String) {
         if configuration.tenancy {
             do throws(SwitchboardError) {
                 if let policy = try await tenant(authorization: authorization) { return (policy.id, "tenant \(policy.id) (its key)") }

@@ -90,7 +90,9 @@ public final class Router: Service, Sendable {
                             scheduler: Scheduler(configuration: configuration.scheduler)))
         tenants = TenantStore(redis: redis, keys: configuration.keys)
         limits = TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime)
-        callStore = CallStore(redis: redis, keys: configuration.keys)
+        var callStore = CallStore(redis: redis, keys: configuration.keys)
+        callStore.indexRetention = configuration.timelineRetention  // the list finds each call as long as its page shows it
+        self.callStore = callStore
         tenantLabels = TenantLabels(cap: configuration.tenantLabelCap)
         timeline = TimelineWriter(store: TimelineStore(redis: redis, keys: configuration.keys, cap: configuration.timelineCap,
                                                        retention: configuration.timelineRetention),

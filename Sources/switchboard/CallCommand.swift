@@ -1,12 +1,13 @@
 import ArgumentParser
 import Foundation
 import SwitchboardCore
+import SwitchboardOpus
 
 struct CallCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "call",
         abstract: "Route, show and end calls through a router's HTTP API.",
-        subcommands: [Route.self, Show.self, End.self, Migrate.self, Recording.self, DeleteRecording.self])
+        subcommands: [Route.self, Show.self, List.self, End.self, Migrate.self, Recording.self, DeleteRecording.self])
 
     struct Route: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Ask a router to place a call; print where it landed.")
@@ -85,12 +86,61 @@ struct CallCommand: AsyncParsableCommand {
 }
 
 extension CallCommand {
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List calls, newest first: by tenant, time (placed), end reason, worker, version, state.")
+        @OptionGroup var router: RouterAddress
+        @Option(help: "Only this tenant's (a tenant's key lists its own alone).") var tenant: String?
+        @Option(help: "Placed at or after: Unix ms or RFC 3339 (default: 24 h before --until).") var since: String?
+        @Option(help: "Placed at or before: Unix ms or RFC 3339 (default: now).") var until: String?
+        @Option(name: .customLong("end-reason"), help: "Only calls that ended so (caller, worker_lost, ...).") var endReason: String?
+        @Option(help: "Only calls on this worker (the last one).") var worker: String?
+        @Option(help: "Only calls on this version.") var version: String?
+        @Option(help: "placed, active or ended.") var state: String?
+        @Option(help: "Calls at most (1-200 a page; more pages are fetched up to this).") var limit = 50
+
+        func run() async throws {
+            var q = URLComponents()
+            let filters = [("tenant", tenant), ("since", since), ("until", until), ("end_reason", endReason), ("worker", worker),
+                           ("version", version), ("state", state)]
+            try await cli(router.output) {
+                var calls: [CallListEntry] = []
+                var cursor: String?
+                var data = Data()
+                repeat {
+                    q.queryItems = filters.compactMap { name, value in value.map { URLQueryItem(name: name, value: $0) } }
+                        + [URLQueryItem(name: "limit", value: String(min(200, max(1, limit - calls.count))))]
+                        + (cursor.map { [URLQueryItem(name: "cursor", value: $0)] } ?? [])
+                    data = try await router.client.get("/v1/calls?\(q.percentEncodedQuery ?? "")")
+                    let page = try JSONDecoder().decode(CallList.self, from: data)
+                    calls += page.calls
+                    cursor = page.next
+                } while cursor != nil && calls.count < limit
+                let json = WireCodec.encode(CallList(calls: calls, next: cursor, examined: 0))
+                return (Data(json), describe(calls) + (cursor == nil ? "" : "\n(more: raise --limit or narrow the search)"))
+            }
+        }
+
+        func describe(_ calls: [CallListEntry]) -> String {
+            var rows = [["PLACED (UTC)", "CALL", "TENANT", "STATE", "WORKER", "VERSION", "END"]]
+            let formatter = ISO8601DateFormatter()
+            for c in calls {
+                let r = c.record
+                rows.append([formatter.string(from: Date(timeIntervalSince1970: Double(c.placedAtMillis) / 1000)), c.callID, c.tenant,
+                             r.map(\.state.rawValue) ?? "expired", r?.workerID ?? "", r?.version ?? "", r?.endReason ?? ""])
+            }
+            return formatTable(rows)
+        }
+    }
+
     struct Recording: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Save a call's recording (stereo Ogg Opus: the caller left, the agent right) to a file.")
         @OptionGroup var router: RouterAddress
         @Argument(help: "Call id.") var id: String
         @Option(name: .shortAndLong, help: "The file to write (default: <call id>.opus).") var file: String?
+        @Flag(help: "Also say how each channel sounds: how much is loud, and its longest silence inside the talk.")
+        var stats = false
 
         func run() async throws {
             let path = file ?? "\(id).opus"
@@ -100,7 +150,16 @@ extension CallCommand {
                 let audio = try await router.client.get("/v1/calls/\(id)/recording")
                 try audio.write(to: URL(fileURLWithPath: path))
                 let seconds = String(format: "%.1f", Double(info.durationMillis) / 1000)
-                return (infoData, "wrote \(path): \(seconds) s, \(audio.count) bytes\(info.complete ? "" : " (still being recorded)")")
+                var text = "wrote \(path): \(seconds) s, \(audio.count) bytes\(info.complete ? "" : " (still being recorded)")"
+                if stats {
+                    let channels = try OggOpusFile(Array(audio)).channelFrames(sampleRate: info.sampleRate)
+                    for (name, frames) in zip(["caller", "agent"], channels) {
+                        let s = ChannelSummary(frames)
+                        text += String(format: "\n  %@: loud %.0f%% of the frames; longest silence inside the talk %d ms at %.1f s", name,
+                                       Double(s.loudFrames) / Double(max(1, s.frames)) * 100, s.longestGapMillis, Double(s.longestGapAtMillis) / 1000)
+                    }
+                }
+                return (infoData, text)
             }
         }
     }
@@ -130,8 +189,9 @@ struct RecordingsDeletedView: Decodable {
 
 struct RecordingInfoView: Decodable {
     var durationMillis: Int64
+    var sampleRate: Int
     var complete: Bool
-    enum CodingKeys: String, CodingKey { case durationMillis = "duration_ms", complete }
+    enum CodingKeys: String, CodingKey { case durationMillis = "duration_ms", sampleRate = "sample_rate", complete }
 }
 
 extension Locality: ExpressibleByArgument {}

@@ -16,15 +16,8 @@ struct ReadRecording {
 
     init(info: RecordingInfo, ogg: [UInt8]) throws {
         self.info = info
-        let file = try OggOpusFile(ogg)
-        let decoder = try OpusDecoder(sampleRate: info.sampleRate, channels: 2)
-        left = []
-        right = []
-        for packet in file.packets {
-            let pcm = try decoder.decode(packet)
-            left.append(stride(from: 0, to: pcm.count, by: 2).map { pcm[$0] })
-            right.append(stride(from: 1, to: pcm.count, by: 2).map { pcm[$0] })
-        }
+        let channels = try OggOpusFile(ogg).channelFrames(sampleRate: info.sampleRate)
+        (left, right) = (channels[0], channels[1])
     }
 
     /// The slot `atMillis` (on the media clock) falls in.
@@ -46,8 +39,9 @@ struct RecordingClusterTests {
     }
 
     /// A Twilio call with a tone agent, moved once mid-call: its recording holds the caller's tone on the left and
-    /// the agent's on the right, lines up with the call's timeline, and goes on through the move with one frame
-    /// per 20 ms; it is served whole and in ranges only with the right key, and deleted by one call, audited.
+    /// the agent's on the right as the caller heard it, lines up with the call's timeline, and goes on after the
+    /// move; it is served whole and in ranges only with the right key, and deleted by one call, audited. (The
+    /// failover test finds a gap where the timeline puts it, to the frame.)
     @Test func aRecordedCallHoldsTheCallerLeftAndTheAgentRightAndLinesUpWithItsTimeline() async throws {
         let dir = try directory()
         let cluster = try await TestCluster()
@@ -88,13 +82,19 @@ struct RecordingClusterTests {
         let recording = try ReadRecording(info: info, ogg: Array(audio.body))
         #expect(Int64(recording.right.count) * 20 == info.durationMillis)
 
-        // The caller's tone on the left and the agent's on the right, each a thousand times the other (30 dB).
+        // The caller's tone on the left and the agent's on the right: in the frames where each channel sounds, its
+        // own tone a thousand times (30 dB) the other's.
         let spoken = recording.left.indices.filter { SignalAnalysis.rms(recording.left[$0]) > 1_000 }
         let heard = recording.right.indices.filter { SignalAnalysis.rms(recording.right[$0]) > 1_000 }
-        #expect(spoken.count >= 150 && heard.count >= 150, "\(spoken.count) loud frames left, \(heard.count) right")
-        let l = recording.left[spoken.first!...spoken.last!], r = recording.right[heard.first!...heard.last!]
+        #expect(spoken.count >= 100 && heard.count >= 100, "\(spoken.count) loud frames left, \(heard.count) right")
+        let l = ArraySlice(spoken.map { recording.left[$0] }), r = ArraySlice(heard.map { recording.right[$0] })
         #expect(recording.power(l, at: Self.caller) > 1_000 * recording.power(l, at: Self.agent), "left")
         #expect(recording.power(r, at: Self.agent) > 1_000 * recording.power(r, at: Self.caller), "right")
+
+        // The right channel is what the caller heard: as many frames of the agent's tone as reached the caller,
+        // wherever a starved test machine put gaps (each played frame in its own slot, once).
+        let toCaller = twilio.heard.filter { SignalAnalysis.rms($0.samples) > 1_000 }.count
+        #expect(abs(heard.count - toCaller) <= max(3, toCaller / 50), "\(heard.count) loud frames recorded, \(toCaller) heard")
 
         // Lined up with the timeline: each channel's speech starts, as the gateway saw it, in the slot where the
         // recording's channel turns loud (the same frame, on the same clock).
@@ -103,14 +103,10 @@ struct RecordingClusterTests {
             let started = try #require(gateway.first { $0.type == "speech_started" && $0.attributes["channel"] == channel })
             #expect(abs(recording.slot(started.atMillis) - loud.first!) <= 1, "\(channel): started at slot \(recording.slot(started.atMillis)), loud from \(loud.first!)")
         }
-        // The move: the agent's tone goes on through it, and any frame the caller heard quiet lies at the move.
-        let migrating = try #require(events.first { $0.type == "migrating" }), migrated = try #require(events.first { $0.type == "migrated" })
-        let quiet = (heard.first!...heard.last!).filter { SignalAnalysis.rms(recording.right[$0]) < 300 }
-        let move = (recording.slot(migrating.atMillis) - 1)...(recording.slot(migrated.atMillis) + 10)
-        #expect(quiet.allSatisfy { move.contains($0) }, "quiet slots \(quiet), the move \(move)")
-        try #require(move.upperBound + 25 < heard.last!, "the call went on after the move")
-        let after = recording.right[(move.upperBound + 1)...heard.last!]
-        #expect(recording.power(after, at: Self.agent) > 1_000 * recording.power(after, at: Self.caller), "the agent's tone after the move")
+        // The move: the agent's tone goes on after it.
+        let migrated = try #require(events.first { $0.type == "migrated" })
+        let after = heard.filter { $0 > recording.slot(migrated.atMillis) + 10 }
+        #expect(after.count >= 25, "the agent's tone after the move: \(after.count) frames")
         let started = try #require(gateway.first { $0.type == "recording_started" })
         #expect(started.atMillis == info.startedAtMillis)
 

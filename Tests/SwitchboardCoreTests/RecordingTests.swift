@@ -107,3 +107,42 @@ import Testing
         #expect(throws: SwitchboardError.self) { try RecordingInfo.decodeStored(WireCodec.encode(evil)) }
     }
 }
+
+@Suite struct CallQueryTests {
+    let now: Int64 = 1_765_000_000_000  // 2025-12-06T05:46:40Z
+
+    @Test func aQueryIsReadFromTheRequestWithDefaults() throws {
+        let q = try CallQuery.parse([:], nowMillis: now)
+        #expect(q.untilMillis == now && q.sinceMillis == now - 86_400_000 && q.limit == 50 && q.tenant == nil)
+        #expect(q.days == ["2025-12-06", "2025-12-05"])
+        let full = try CallQuery.parse(["tenant": "acme", "since": "2025-12-01T00:00:00Z", "until": "\(now)", "end_reason": "worker_lost",
+                                        "worker": "w-1", "version": "1.2.0", "state": "ended", "limit": "10", "cursor": "2.40"], nowMillis: now)
+        #expect(full.tenant == "acme" && full.sinceMillis == 1_764_547_200_000 && full.endReason == "worker_lost" && full.limit == 10)
+        #expect(full.days.count == 6 && full.days.first == "2025-12-06" && full.days.last == "2025-12-01")
+        #expect(full.cursor == CallQuery.Cursor(day: 2, offset: 40))
+        // A window that ends on a day's first millisecond still touches only the days it covers.
+        let edge = try CallQuery.parse(["since": "1764979200000", "until": "1764979200000"], nowMillis: now)
+        #expect(edge.days == ["2025-12-06"])
+    }
+
+    @Test func badQueriesGetClearErrors() {
+        for bad in [["since": "yesterday"], ["since": "\(now)", "until": "\(now - 1)"], ["since": "0", "until": "\(now)"],
+                    ["limit": "0"], ["limit": "201"], ["limit": "x"], ["tenant": "../x"], ["worker": "a b"], ["state": "gone"],
+                    ["end_reason": "Caller!"], ["cursor": "9.0"], ["cursor": "x"], ["cursor": "0.-1"]] {
+            #expect(throws: SwitchboardError.self, "\(bad)") { try CallQuery.parse(bad, nowMillis: now) }
+        }
+    }
+
+    @Test func entriesMatchTheFilters() throws {
+        var q = try CallQuery.parse(["end_reason": "caller", "worker": "w1"], nowMillis: now)
+        let record = CallRecord(callID: "c1", tenant: "acme", workerID: "w1", version: "1", region: "r", state: .ended)
+        var ended = record
+        ended.endReason = "caller"
+        #expect(q.matches(CallListEntry(callID: "c1", tenant: "acme", placedAtMillis: now, record: ended)))
+        #expect(!q.matches(CallListEntry(callID: "c1", tenant: "acme", placedAtMillis: now, record: record)), "no end reason yet")
+        #expect(!q.matches(CallListEntry(callID: "c1", tenant: "acme", placedAtMillis: now, record: nil)), "expired: nothing to match")
+        q = try CallQuery.parse(["tenant": "acme"], nowMillis: now)
+        #expect(q.matches(CallListEntry(callID: "c1", tenant: "acme", placedAtMillis: now, record: nil)))
+        #expect(!q.matches(CallListEntry(callID: "c1", tenant: "other", placedAtMillis: now, record: ended)))
+    }
+}

@@ -63,6 +63,16 @@ import Testing
         #expect(ogg.pages(last: true).isEmpty, "nothing after the end")
     }
 
+    @Test func aChannelSummarySaysHowMuchIsLoudAndItsLongestGapInsideTheTalk() {
+        let loud = [Int16](repeating: 3_000, count: 160), quiet = [Int16](repeating: 0, count: 160)
+        // Quiet lead-in (not a gap), talk, a 5-frame gap, talk, a 2-frame gap, talk, quiet tail (not a gap).
+        let frames = Array(repeating: quiet, count: 4) + [loud, loud] + Array(repeating: quiet, count: 5) + [loud]
+            + [quiet, quiet] + [loud] + Array(repeating: quiet, count: 9)
+        let s = ChannelSummary(frames)
+        #expect(s.frames == 24 && s.loudFrames == 4 && s.longestGapMillis == 100 && s.longestGapAtMillis == 120)
+        #expect(ChannelSummary([quiet, quiet]).longestGapMillis == 0)
+    }
+
     /// The checksum of RFC 3533 (CRC-32/MPEG-2 without the final inversion), on a known value.
     @Test func theChecksumIsOggs() {
         #expect(OggCRC.checksum(Array("123456789".utf8)) == 0x89A1_897F)

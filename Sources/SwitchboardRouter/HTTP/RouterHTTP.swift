@@ -27,6 +27,20 @@ public enum RouterHTTP {
             let placement = try await router.route(route, tenant: tenant, deadline: deadline)
             return json(placement, status: .created)
         }
+        // The calls list: an admin key lists any tenant's; a tenant's key (tenancy on) its own alone.
+        routes.get("/v1/calls") { request, _ -> Response in
+            let reader = try await router.callReader(request.headers[.authorization], action: "list calls")
+            var parameters: [String: String] = [:]
+            for (name, value) in request.uri.queryParameters { parameters[String(name)] = String(value) }
+            var query = try CallQuery.parse(parameters, nowMillis: unixMillisNow())
+            if let tenant = reader.tenant {
+                guard query.tenant == nil || query.tenant == tenant else { throw SwitchboardError(.forbidden, "a tenant's key lists its own calls only") }
+                query.tenant = tenant
+            }
+            return json(try await router.callStore.list(query))
+        }
+        routes.get("/ui/calls") { _, _ -> Response in page(CallsPage.html, type: "text/html; charset=utf-8") }
+        routes.get("/ui/calls-page.js") { _, _ -> Response in page(CallsPage.script, type: "text/javascript; charset=utf-8") }
         routes.get("/v1/calls/:id") { request, context -> Response in
             let id = try context.parameters.require("id")
             let tenant = try await router.tenant(authorization: request.headers[.authorization])
@@ -50,21 +64,21 @@ public enum RouterHTTP {
         // A call's recording (Ogg Opus; Range requests), its waveform peaks and info, and deleting it or all of
         // a tenant's: with the owning tenant's key or an admin key.
         routes.get("/v1/calls/:id/recording") { request, context -> Response in
-            let reader = try await router.recordingReader(request.headers[.authorization], action: "read a recording")
+            let reader = try await router.callReader(request.headers[.authorization], action: "read a recording")
             let found = try router.recording(try context.parameters.require("id"), tenant: reader.tenant)
             return try await file(found.audioPath, type: "audio/ogg", request: request, context: context)
         }
         routes.get("/v1/calls/:id/recording/peaks") { request, context -> Response in
-            let reader = try await router.recordingReader(request.headers[.authorization], action: "read a recording")
+            let reader = try await router.callReader(request.headers[.authorization], action: "read a recording")
             let found = try router.recording(try context.parameters.require("id"), tenant: reader.tenant)
             return try await file(found.peaksPath, type: "application/octet-stream", request: request, context: context)
         }
         routes.get("/v1/calls/:id/recording/info") { request, context -> Response in
-            let reader = try await router.recordingReader(request.headers[.authorization], action: "read a recording")
+            let reader = try await router.callReader(request.headers[.authorization], action: "read a recording")
             return json(try router.recording(try context.parameters.require("id"), tenant: reader.tenant).info)
         }
         routes.delete("/v1/calls/:id/recording") { request, context -> Response in
-            let reader = try await router.recordingReader(request.headers[.authorization], action: "delete a recording")
+            let reader = try await router.callReader(request.headers[.authorization], action: "delete a recording")
             let id = try context.parameters.require("id")
             return json(try await router.audited("delete recording", target: id, actor: reader.actor) { () throws(SwitchboardError) in
                 try router.deleteRecording(id, tenant: reader.tenant)

@@ -1,0 +1,124 @@
+/// The operator's list of calls, served by the router at `/ui/calls`: a search by tenant, time, end reason,
+/// worker, version and state over `GET /v1/calls`, newest first, each call linking to its page. Plain HTML, CSS
+/// and JavaScript; the key is taken as on the call page (`#key=` in the address, or typed in, kept in the tab's
+/// session storage) and the filters are kept in the address's query, so a search can be shared without the key.
+enum CallsPage {
+    static let html = """
+        <!doctype html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>Calls - Switchboard</title>
+        <style>
+          body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d2330; background: #fafbfc; }
+          h1 { font-size: 18px; margin: 0 0 12px; } .muted { color: #667085; } #error { color: #b42318; }
+          form { display: flex; flex-wrap: wrap; gap: 8px 14px; align-items: end; margin-bottom: 14px; }
+          label { display: flex; flex-direction: column; font-size: 12px; color: #475467; }
+          input, select { font: inherit; padding: 3px 6px; }
+          table { border-collapse: collapse; width: 100%; background: #fff; }
+          td, th { border-bottom: 1px solid #eaecf0; padding: 4px 8px; text-align: left; font-size: 13px; }
+          code { font-size: 12px; }
+        </style>
+        </head>
+        <body>
+        <h1>Calls</h1>
+        <form id="key-form" hidden><label>API key (admin, or a tenant's) <input id="key" type="password" autocomplete="off"></label>
+          <button>Use</button></form>
+        <form id="filters">
+          <label>tenant <input name="tenant" size="12"></label>
+          <label>since <input name="since" type="datetime-local" step="1"></label>
+          <label>until <input name="until" type="datetime-local" step="1"></label>
+          <label>end reason <input name="end_reason" size="12"></label>
+          <label>worker <input name="worker" size="12"></label>
+          <label>version <input name="version" size="10"></label>
+          <label>state <select name="state"><option value="">any</option><option>placed</option><option>active</option><option>ended</option></select></label>
+          <button>Search</button>
+        </form>
+        <div id="error"></div>
+        <div id="summary" class="muted"></div>
+        <table><thead><tr><th>placed (UTC)</th><th>call</th><th>tenant</th><th>state</th><th>worker</th><th>version</th><th>length</th><th>end</th></tr></thead>
+          <tbody id="calls"></tbody></table>
+        <p><button id="more" hidden>More</button></p>
+        <script src="/ui/calls-page.js"></script>
+        </body>
+        </html>
+        """
+
+    static let script = #"""
+        "use strict";
+        (function () {
+          const $ = (id) => document.getElementById(id);
+          const fromHash = new URLSearchParams(location.hash.slice(1)).get("key");
+          if (fromHash) { sessionStorage.setItem("switchboard-key", fromHash); history.replaceState(null, "", location.pathname + location.search); }
+          const form = $("filters");
+          const params = new URLSearchParams(location.search);
+          // Times in the address are Unix ms; the inputs show them in UTC.
+          const toInput = (ms) => new Date(Number(ms)).toISOString().slice(0, 19);
+          const fromInput = (text) => String(Date.parse(text + "Z"));
+          for (const [name, value] of params) {
+            if (!form.elements[name]) continue;
+            form.elements[name].value = (name === "since" || name === "until") ? toInput(value) : value;
+          }
+          let next = null;
+          function query(cursor) {
+            const q = new URLSearchParams();
+            for (const el of form.elements) {
+              if (!el.name || !el.value) continue;
+              q.set(el.name, (el.name === "since" || el.name === "until") ? fromInput(el.value) : el.value);
+            }
+            return q;
+          }
+          form.addEventListener("submit", (e) => {
+            e.preventDefault();
+            history.replaceState(null, "", location.pathname + "?" + query().toString());
+            $("calls").innerHTML = "";
+            load(null);
+          });
+          $("key-form").addEventListener("submit", (e) => { e.preventDefault(); sessionStorage.setItem("switchboard-key", $("key").value); load(null); });
+          $("more").addEventListener("click", () => load(next));
+          const time = (ms) => ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "";
+          async function load(cursor) {
+            const key = sessionStorage.getItem("switchboard-key");
+            if (!key) { $("key-form").hidden = false; $("summary").textContent = "an API key is needed"; return; }
+            $("key-form").hidden = true;
+            $("error").textContent = "";
+            const q = query();
+            if (cursor) q.set("cursor", cursor);
+            let response;
+            try {
+              response = await fetch(`/v1/calls?${q}`, { headers: { Authorization: `Bearer ${key}` } });
+            } catch (error) { $("error").textContent = `the router could not be reached: ${error}`; return; }
+            const body = await response.json().catch(() => ({}));
+            if (!response.ok) {
+              $("error").textContent = `${response.status} ${(body.error && body.error.code) || ""}: ${(body.error && body.error.message) || ""}`;
+              if (response.status === 401 || response.status === 403) { sessionStorage.removeItem("switchboard-key"); $("key-form").hidden = false; }
+              document.body.dataset.loaded = "error";
+              return;
+            }
+            for (const c of body.calls) {
+              const r = c.record || {};
+              const row = document.createElement("tr");
+              row.dataset.call = c.call_id;
+              const link = document.createElement("a");
+              link.href = `/ui/calls/${encodeURIComponent(c.call_id)}`;
+              link.textContent = c.call_id;
+              const length = r.started_at && r.ended_at ? `${((r.ended_at - r.started_at) / 1000).toFixed(1)} s` : "";
+              const cells = [time(c.placed_at_ms), link, c.tenant, c.record ? r.state : "record expired", r.worker_id || "",
+                             r.version || "", length, r.end_reason || ""];
+              for (const value of cells) {
+                const cell = document.createElement("td");
+                if (value instanceof Node) cell.appendChild(value); else cell.textContent = value;
+                row.appendChild(cell);
+              }
+              $("calls").appendChild(row);
+            }
+            next = body.next;
+            $("more").hidden = !next;
+            $("summary").textContent = `${$("calls").children.length} calls` + (next ? " so far" : "");
+            document.body.dataset.loaded = "true";
+          }
+          load(null);
+        })();
+        """#
+}
