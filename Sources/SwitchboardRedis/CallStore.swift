@@ -152,6 +152,19 @@ public struct CallStore: Sendable {
     /// How long a tenant's month of usage is kept after its last write (13 months and a bit).
     public var usageRetention: Duration = .seconds(400 * 86_400)
 
+    /// Adds agent CPU milliseconds to each tenant's month of usage (`agent_cpu_ms`), in one pipeline.
+    public func meterAgentCPU(_ millis: [String: Int64], atMillis: Int64) async throws(SwitchboardError) {
+        var commands: [RedisCommand] = []
+        for (tenant, ms) in millis.sorted(by: { $0.key < $1.key }) {
+            let key = usageKey(tenant, atMillis)
+            commands.append(RedisCommand(["HINCRBY", key, TenantUsage.agentCPUMillisField, String(ms)]))
+            commands.append(RedisCommand(["PEXPIRE", key, String(usageRetention.milliseconds)]))
+        }
+        for reply in try await redis.pipeline(commands) {
+            if case .error(let message) = reply { throw SwitchboardError(.serverError, "agent CPU not metered: \(message)") }
+        }
+    }
+
     /// The tenant's month of usage that `unixMillis` falls in.
     func usageKey(_ tenant: String, _ unixMillis: Int64) -> String { keys.usage(tenant, month: UsagePeriod.month(unixMillis)) }
 

@@ -26,6 +26,9 @@ public protocol CallHandler: Sendable {
     func reserve(callID: String) -> Bool
     /// The call ended, or was accepted but never started: free what `reserve` took.
     func release(callID: String)
+    /// The call is over on this worker (ended, or moved away): `release` it, and say how much CPU time its
+    /// agent used here, when known (an agent process of its own), for the tenant's usage.
+    func finish(callID: String) -> Duration?
     /// Work the handler needs for as long as the worker runs (an agent pool's refill), in the worker's task group.
     func runBackground() async
     /// The processes it runs for its calls (agent processes), whose CPU and memory count as the worker's load.
@@ -41,6 +44,10 @@ public protocol CallHandler: Sendable {
 extension CallHandler {
     public func reserve(callID: String) -> Bool { true }
     public func release(callID: String) {}
+    public func finish(callID: String) -> Duration? {
+        release(callID: callID)
+        return nil
+    }
     public func runBackground() async {}
     public var processIDs: [Int32] { [] }
     public var isReady: Bool { true }

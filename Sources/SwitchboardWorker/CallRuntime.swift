@@ -124,7 +124,12 @@ extension Worker {
         call.endRequests.unsubscribe()
         call.actions.finish()
         call.stop.finish()
-        handler.release(callID: call.callID)
+        if let cpu = handler.finish(callID: call.callID), cpu > .zero {
+            // Metered with the next refresh (one write for every call ended since), kept until Redis takes it.
+            state.withLock { $0.agentCPU[call.tenant, default: 0] += cpu.milliseconds }
+            metrics.increment(MetricNames.usageAgentCPUSeconds, ["tenant": tenantLabels.label(call.tenant)], by: Double(cpu.milliseconds) / 1000,
+                              help: "CPU time of the calls' agent processes, by tenant")
+        }
         if let reason {
             metrics.increment(MetricNames.callsEnded, ["reason": reason.rawValue], help: "Calls ended, by reason")
             logger.info(reason == .migrated ? "call moved to another worker" : "call ended",

@@ -61,6 +61,7 @@ extension Worker {
             }
             for await _ in refreshTriggers {
                 if await refreshCalls() { await repairRecords() }
+                await meterAgentCPU()
                 await syncDrainFromRedis()
                 await syncDeployFromRedis()
             }
@@ -110,6 +111,20 @@ extension Worker {
     }
 
     /// Counts call time metered for a tenant (at a refresh or a call's end).
+    /// Adds the agent CPU time of calls finished since to their tenants' month of usage; what Redis does not
+    /// take waits for the next refresh.
+    func meterAgentCPU() async {
+        let pending = state.withLock { state -> [String: Int64] in defer { state.agentCPU = [:] }; return state.agentCPU }
+        guard !pending.isEmpty else { return }
+        do {
+            try await callStore.meterAgentCPU(pending, atMillis: unixMillisNow())
+        } catch {
+            state.withLock { state in for (tenant, ms) in pending { state.agentCPU[tenant, default: 0] += ms } }
+            logger.warning("agent CPU time not metered yet: Redis did not take it; tried again at the next refresh",
+                           metadata: [LogKey.error: "\(error)"])
+        }
+    }
+
     func countMetered(_ tenant: String, _ millis: Int64) {
         metrics.countMetered(tenant: tenantLabels.label(tenant), millis: millis)
     }

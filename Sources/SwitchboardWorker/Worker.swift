@@ -80,6 +80,8 @@ public final class Worker: Service, Sendable {
         var migrating: Set<String> = []
         /// Ends Redis did not take, and calls its set lists that this worker does not hold (`repairRecords`).
         var repair = RecordRepair()
+        /// CPU milliseconds of finished calls' agent processes, by tenant, not yet added to their usage in Redis.
+        var agentCPU: [String: Int64] = [:]
         /// This worker's version under the deploy policy (see `Deploying.swift`).
         var standing: DeployStanding
         /// Redis's clock less this process's, at the last read (the rollback window is Redis's).
@@ -208,6 +210,7 @@ public final class Worker: Service, Sendable {
         pings.unsubscribe()
         controls.unsubscribe()
         deployNotices.unsubscribe()
+        await meterAgentCPU()  // the last calls' agent CPU time, before the worker goes
         await publishHeartbeat()  // stopping, no calls: routers drop this worker now
         logger.info("worker stopped")
     }

@@ -96,7 +96,8 @@ struct TenantCommand: AsyncParsableCommand {
     static func describe(_ r: UsageReport) -> String {
         func number(_ x: Double) -> String { String(format: "%.2f", x) }
         var lines = ["\(r.tenant), \(r.month) (UTC): \(r.calls) calls, \(number(r.minutes)) minutes (\(number(r.callSeconds)) s)"
-                     + (r.cost.map { ", cost \(number($0))" } ?? "")]
+                     + (r.cost.map { ", cost \(number($0))" } ?? "")
+                     + (r.agentCPUSeconds > 0 ? ", agent CPU \(number(r.agentCPUSeconds)) s" : "")]
         if let limit = r.monthlyMinutes { lines.append("limit: \(limit) minutes a month") }
         if let spend = r.monthlySpend { lines.append("limit: \(number(spend)) spent a month") }
         if r.limitReached { lines.append("the limit is reached: new calls are refused (usage_limit) until the month turns or it is raised") }

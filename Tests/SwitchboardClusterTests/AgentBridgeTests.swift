@@ -2,6 +2,7 @@ import Foundation
 import SwitchboardCore
 import SwitchboardObservability
 import SwitchboardOpus
+import SwitchboardRedis
 import SwitchboardTestSupport
 import SwitchboardWorker
 import Testing
@@ -252,7 +253,28 @@ struct AgentBridgeTests {
         try await eventually(timeout: .seconds(30), "every agent process is gone") {
             bridge.pool?.aliveCount == 0 && pids.allSatisfy { !Agents.isAlive(Int32($0)) }
         }
+        // Their CPU time (each started for its call: a Python start is tens of ms at least) is metered to the
+        // tenant's month at the worker's next refresh.
+        let limits = TenantLimits(redis: cluster.redis, keys: cluster.keys)
+        var usage = TenantUsage(tenant: "t", month: "")
+        try await eventually(timeout: .seconds(15), "the agents' CPU time metered") {
+            usage = try await limits.usage("t", month: UsagePeriod.month(unixMillisNow()))
+            return usage.agentCPUMillis >= 50 * 10
+        }
+        #expect(usage.agentCPUMillis < 50 * 60_000, "\(usage.agentCPUMillis) ms")
+        #expect(UsageReport(usage, policy: nil).agentCPUSeconds == Double(usage.agentCPUMillis) / 1000)
         await cluster.shutdown()
+    }
+
+    /// A process's CPU time is read from /proc/<pid>/stat, whose command name may hold spaces and parentheses.
+    @Test func processCPUIsReadFromProcStat() throws {
+        let line = "4242 (python3 (agent) x) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 25 7 3 20 0 4 0 12345 1000 200"
+        let ticks: Int64 = try #require(ProcessCPU.ticks(statLine: line))
+        #expect(ticks == 185, "utime 150 + stime 25 + cutime 7 + cstime 3")
+        #expect(ProcessCPU.ticks(statLine: "4242 (x) S 1 2 3") == nil)
+        #expect(ProcessCPU.ticks(statLine: "garbage") == nil)
+        let own = try #require(ProcessCPU.ticks(statLine: try String(contentsOfFile: "/proc/self/stat", encoding: .utf8)))
+        #expect(own > 0, "this test process has used CPU")
     }
 
     @Test func aWorkerKilledMidCallHasItsCallResumedElsewhereWithTheSavedStateAndLeavesNoAgentBehind() async throws {

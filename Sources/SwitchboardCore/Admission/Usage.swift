@@ -10,18 +10,22 @@ public struct TenantUsage: Sendable, Equatable {
     public var calls: Int64
     /// Call time by day of the month (1-31).
     public var days: [Int: Int64]
+    /// CPU time of the calls' agent processes (calls hosted by an agent process of their own; others add none).
+    public var agentCPUMillis: Int64
 
-    public init(tenant: String, month: String, callMillis: Int64 = 0, calls: Int64 = 0, days: [Int: Int64] = [:]) {
+    public init(tenant: String, month: String, callMillis: Int64 = 0, calls: Int64 = 0, days: [Int: Int64] = [:], agentCPUMillis: Int64 = 0) {
         self.tenant = tenant
         self.month = month
         self.callMillis = callMillis
         self.calls = calls
         self.days = days
+        self.agentCPUMillis = agentCPUMillis
     }
 
     /// Field names in the month's Redis hash.
     public static let callMillisField = "call_ms"
     public static let callsField = "calls"
+    public static let agentCPUMillisField = "agent_cpu_ms"
     public static func dayField(_ day: Int) -> String { day < 10 ? "d0\(day)" : "d\(day)" }
 
     /// From the month's Redis hash (fields it does not know are left out).
@@ -32,6 +36,7 @@ public struct TenantUsage: Sendable, Equatable {
             switch field {
             case Self.callMillisField: callMillis = n
             case Self.callsField: calls = n
+            case Self.agentCPUMillisField: agentCPUMillis = n
             default:
                 if field.hasPrefix("d"), let day = Int(field.dropFirst()), (1...31).contains(day) { days[day] = n }
             }
@@ -55,6 +60,8 @@ public struct UsageReport: Codable, Sendable, Equatable {
     public var callSeconds: Double
     public var minutes: Double
     public var calls: Int64
+    /// CPU seconds of the calls' agent processes, where known.
+    public var agentCPUSeconds: Double
     public var pricePerMinute: Double?
     public var cost: Double?
     public var monthlyMinutes: Int?
@@ -66,6 +73,7 @@ public struct UsageReport: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case tenant, month, minutes, calls, cost, days
         case callSeconds = "call_seconds", pricePerMinute = "price_per_minute", monthlyMinutes = "monthly_minutes"
+        case agentCPUSeconds = "agent_cpu_seconds"
         case monthlySpend = "monthly_spend", limitReached = "limit_reached"
     }
 
@@ -75,6 +83,7 @@ public struct UsageReport: Codable, Sendable, Equatable {
         callSeconds = Double(usage.callMillis) / 1000
         minutes = usage.minutes
         calls = usage.calls
+        agentCPUSeconds = Double(usage.agentCPUMillis) / 1000
         pricePerMinute = policy?.pricePerMinute
         cost = policy?.pricePerMinute.map { $0 * usage.minutes }
         monthlyMinutes = policy?.monthlyMinutes

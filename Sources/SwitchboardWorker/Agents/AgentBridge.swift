@@ -65,6 +65,7 @@ public final class AgentBridge: CallHandler {
     }
 
     public func release(callID: String) { pool?.release(callID: callID) }
+    public func finish(callID: String) -> Duration? { pool?.release(callID: callID) }
 
     public var processIDs: [Int32] { pool?.alivePIDs ?? [] }
 

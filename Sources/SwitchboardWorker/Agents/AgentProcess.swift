@@ -18,6 +18,28 @@ final class AgentProcess: Sendable {
     let callID = Mutex<String?>(nil)
     /// When its group was sent SIGTERM (SIGKILL follows after the grace time).
     let killedAt = Mutex<ContinuousClock.Instant?>(nil)
+    /// Its CPU time when it was given its call (what it used warming up in the pool is not the call's).
+    let cpuAtAssignment = Mutex<Duration?>(nil)
+
+    /// The CPU time the process has used so far (user and system, its reaped children's included), from
+    /// `/proc/<pid>/stat`; nil when it cannot be read (gone, not Linux).
+    var cpuTime: Duration? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let ticks = ProcessCPU.ticks(statLine: text) else { return nil }
+        return .milliseconds(ticks * 1000 / ProcessCPU.ticksPerSecond)
+    }
+
+    /// Marks the moment it takes its call.
+    func assigned(to callID: String) {
+        self.callID.withLock { $0 = callID }
+        cpuAtAssignment.withLock { $0 = cpuTime }
+    }
+
+    /// CPU time used since it took its call; nil when unknown.
+    var cpuSinceAssignment: Duration? {
+        guard let start = cpuAtAssignment.withLock({ $0 }), let now = cpuTime else { return nil }
+        return max(.zero, now - start)
+    }
 
     init(pid: pid_t, port: Int) {
         self.pid = pid
@@ -155,5 +177,26 @@ enum AgentSystem {
         if result < 0 { return errno == ECHILD ? -1 : nil }
         if status & 0x7f == 0 { return (status >> 8) & 0xff }  // WIFEXITED: WEXITSTATUS
         return -(status & 0x7f)  // WTERMSIG
+    }
+}
+
+/// A process's CPU time from Linux's `/proc/<pid>/stat`.
+public enum ProcessCPU {
+    static let ticksPerSecond = Int64(max(1, sysconf(Int32(_SC_CLK_TCK))))
+
+    /// utime + stime + cutime + cstime (fields 14-17), in clock ticks; nil for a line that is not one. The
+    /// command name (field 2) is in parentheses and may hold spaces and parentheses: fields are counted after
+    /// its last `)`.
+    public static func ticks(statLine: String) -> Int64? {
+        guard let close = statLine.lastIndex(of: ")") else { return nil }
+        let fields = statLine[statLine.index(after: close)...].split(separator: " ", omittingEmptySubsequences: true)
+        // After the name: state is field 3, so utime (14) is the 12th and cstime (17) the 15th.
+        guard fields.count >= 15 else { return nil }
+        var total: Int64 = 0
+        for field in fields[11...14] {
+            guard let value = Int64(field), value >= 0 else { return nil }
+            total += value
+        }
+        return total
     }
 }

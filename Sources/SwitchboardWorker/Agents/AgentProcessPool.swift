@@ -69,6 +69,8 @@ public final class AgentProcessPool: Sendable {
         var failuresInARow = 0
         /// Ports picked for processes being spawned (not yet in `alive`).
         var pendingPorts: Set<Int> = []
+        /// CPU time of processes a call has had and lost (restarted after a failure), until the call ends.
+        var usedByEarlier: [String: Duration] = [:]
     }
 
     private let state = Mutex(State())
@@ -100,7 +102,7 @@ public final class AgentProcessPool: Sendable {
     private func takeReady(for callID: String) -> AgentProcess? {
         let (taken, ready) = state.withLock { state -> (AgentProcess?, Int) in
             guard let process = state.ready.popLast() else { return (nil, 0) }
-            process.callID.withLock { $0 = callID }
+            process.assigned(to: callID)
             state.assigned[callID] = process
             return (process, state.ready.count)
         }
@@ -110,15 +112,26 @@ public final class AgentProcessPool: Sendable {
         return taken
     }
 
-    /// The call is over (or never started): its process is killed with its group.
-    func release(callID: String) {
-        if let process = state.withLock({ $0.assigned.removeValue(forKey: callID) }) { terminate(process) }
+    /// The call is over (or never started): its process is killed with its group. Returns the CPU time its
+    /// processes used for it (those it lost to a failure included), when it could be read.
+    @discardableResult
+    func release(callID: String) -> Duration? {
+        let (process, earlier) = state.withLock { ($0.assigned.removeValue(forKey: callID), $0.usedByEarlier.removeValue(forKey: callID)) }
+        guard let process else { return earlier }
+        let used = process.cpuSinceAssignment  // read before the kill: a reaped process has no /proc entry
+        terminate(process)
+        switch (used, earlier) {
+        case let (a?, b?): return a + b
+        case let (a, b): return a ?? b
+        }
     }
 
     /// The address of the process serving `callID`, ready for a connection: the one reserved for it, else (no
     /// pool, or a restart after its process failed) a ready one from the pool or a new one started now.
     func address(for callID: String, tenant: String, fresh: Bool) async throws(SwitchboardError) -> AgentAddress {
-        if fresh { release(callID: callID) }
+        if fresh, let used = release(callID: callID) {
+            state.withLock { $0.usedByEarlier[callID, default: .zero] += used }  // the call's, until it ends
+        }
         if let process = state.withLock({ $0.assigned[callID] }) {
             return AgentAddress(host: "127.0.0.1", port: process.port, path: settings.path)
         }
@@ -132,6 +145,7 @@ public final class AgentProcessPool: Sendable {
             return true
         }
         guard stillWanted else { throw SwitchboardError(.unavailable, "the agent process exited as it started") }
+        process.cpuAtAssignment.withLock { $0 = .zero }  // started for this call: all its CPU is the call's
         return AgentAddress(host: "127.0.0.1", port: process.port, path: settings.path)
     }
 
