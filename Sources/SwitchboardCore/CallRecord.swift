@@ -27,6 +27,9 @@ public struct CallRecord: Codable, Sendable, Equatable {
     public var checkpointSeq: UInt64?
     /// Times the call moved to another worker (migration or failover).
     public var moves: Int
+    /// The call's trace (its route span's W3C `traceparent`) when the router that placed it traces: later spans
+    /// of the call (moves, failovers, its end) join it.
+    public var traceparent: String?
     /// Ownership epoch: 1 at placement, bumped by each worker that takes the call on. Every write a worker
     /// makes to the call is conditional on it, so a worker that lost the call (it was cut off, it stalled)
     /// cannot speak or write for it (see docs/decisions/0008-failure-detection.md).
@@ -35,7 +38,7 @@ public struct CallRecord: Codable, Sendable, Equatable {
     public static let maxEpoch: Int64 = 1 << 40
 
     enum CodingKeys: String, CodingKey {
-        case tenant, version, region, state, metadata, moves, epoch
+        case tenant, version, region, state, metadata, moves, epoch, traceparent
         case callID = "call_id", workerID = "worker_id", createdAt = "created_at", startedAt = "started_at"
         case endedAt = "ended_at", endReason = "end_reason", checkpointSeq = "checkpoint_seq"
     }
@@ -64,6 +67,7 @@ public struct CallRecord: Codable, Sendable, Equatable {
         var f = [("tenant", tenant), ("worker_id", workerID), ("version", version), ("region", region)]
         if let createdAt { f.append(("created_at", String(createdAt))) }
         if !metadata.isEmpty { f.append(("metadata", String(decoding: WireCodec.encode(metadata), as: UTF8.self))) }
+        if let traceparent { f.append(("traceparent", traceparent)) }
         return f
     }
 
@@ -84,6 +88,7 @@ public struct CallRecord: Codable, Sendable, Equatable {
         self.checkpointSeq = fields["checkpoint_seq"].flatMap { UInt64($0) }
         self.moves = fields["moves"].flatMap { Int($0) } ?? 0
         self.epoch = fields["epoch"].flatMap { Int64($0) }.map { min(max($0, 1), Self.maxEpoch) } ?? 1
+        self.traceparent = fields["traceparent"].flatMap { $0.utf8.count == 55 ? $0 : nil }
     }
 }
 

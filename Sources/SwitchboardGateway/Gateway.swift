@@ -32,10 +32,14 @@ public final class Gateway: Service, Sendable {
     }
     private let state = Mutex(State())
 
+    /// Where this gateway's spans go (each leg's call, and its route); nil: tracing is off.
+    public let tracer: Tracer?
+
     /// `redis`: where calls' timelines are written (nil: not written).
     public init(configuration: GatewayConfiguration, nats: NATSConnection, redis: RedisClient? = nil, metrics: MetricsRegistry = MetricsRegistry(),
-                logger: Logger = Logger(label: "switchboard.gateway")) {
+                tracer: Tracer? = nil, logger: Logger = Logger(label: "switchboard.gateway")) {
         self.configuration = configuration
+        self.tracer = tracer
         self.nats = nats
         self.metrics = metrics
         let logger = logger.with([LogKey.gatewayID: "\(configuration.id)"])
@@ -76,6 +80,7 @@ public final class Gateway: Service, Sendable {
             group.addTask { await self.playoutClock() }
             if let timeline { group.addTask { await timeline.run() } }
             if let options = configuration.recording { group.addTask { await self.recordingLoop(options) } }
+            if let tracer { group.addTask { await tracer.run() } }
             try? await gracefulShutdown()
             await drain()
             group.cancelAll()
@@ -128,7 +133,9 @@ public final class Gateway: Service, Sendable {
     func serve(kind: LegKind, tenant: String, inbound: WebSocketInboundStream,
                outbound: WebSocketOutboundWriter, logger baseLogger: Logger, cutOff: @Sendable () -> Void) async {
         let leg = Leg(kind: kind, tenant: tenant, gatewayID: configuration.id, maxQueuedFrames: configuration.maxQueuedFrames,
-                      logger: baseLogger.with([LogKey.tenant: "\(tenant)", "leg": "\(kind.rawValue)"]))
+                      logger: baseLogger.with([LogKey.tenant: "\(tenant)", "leg": "\(kind.rawValue)"]),
+                      span: tracer.start("call", kind: .server, parent: nil,
+                                         attributes: ["switchboard.tenant": tenant, "switchboard.leg": kind.rawValue]))
         if let refusal = admit(leg) {
             let error = SwitchboardError(.unavailable, refusal == "draining" ? "this gateway is draining" : "this gateway is full")
             if kind == .browser { try? await outbound.write(.text(BrowserStream.error(error))) }
@@ -150,6 +157,7 @@ public final class Gateway: Service, Sendable {
         }
         if !leg.state.withLock({ $0.closeWritten }) { cutOff() }
         observe(leg, leg.state.withLock { $0.observer.finish() })
+        leg.span?.end()
         if let recording = leg.state.withLock({ state -> Recording? in defer { state.recording = nil }; return state.recording }) {
             finish(leg, recording)
         }
@@ -192,11 +200,13 @@ public final class Gateway: Service, Sendable {
                 }
             case .closeEnded(let reason):
                 note(leg, "closed", ["reason": reason.rawValue])
+                leg.span?.set("switchboard.end_reason", reason.rawValue)
                 if leg.kind == .browser { leg.send(.text(BrowserStream.ended(reason))) }
                 leg.close(.normalClosure, "call ended: \(reason.rawValue)")
                 metrics.increment(GatewayMetrics.legsTotal, ["kind": leg.kind.rawValue, "result": reason.rawValue], help: "Caller legs, by how they ended")
             case .closeWithError(let error):
                 leg.logger.warning("leg closed with an error", metadata: [LogKey.error: "\(error)"])
+                leg.span?.fail("\(error.code.rawValue): \(error.message)")
                 note(leg, "closed", ["error": error.code.rawValue])
                 if leg.kind == .browser { leg.send(.text(BrowserStream.error(error))) }
                 leg.close(error.code == .badMessage || error.code == .tooLarge ? .protocolError : .unexpectedServerError, error.message)
@@ -495,6 +505,9 @@ public final class Gateway: Service, Sendable {
                                    locality: .preferred, metadata: metadata)
         var headers = NATSHeaders()
         if let key = configuration.tenantKeys[leg.tenant] { headers["Authorization"] = "Bearer \(key)" }
+        let span = tracer.start("route", kind: .client, parent: leg.span?.context)
+        defer { span?.end() }
+        if let context = span?.context { headers["traceparent"] = context.traceparent }
         do {
             let message = try await nats.request(configuration.subjects.route, payload: request.encoded(), headers: headers,
                                                  timeout: configuration.routeTimeout)
@@ -503,9 +516,12 @@ public final class Gateway: Service, Sendable {
                 let body = reply.error ?? ErrorBody(code: "internal_error", message: "empty route reply")
                 throw SwitchboardError(.init(rawValue: body.code), body.message)
             }
+            span?.set("switchboard.call_id", placement.callID)
+            leg.span?.set("switchboard.call_id", placement.callID)
             try await connect(leg, placement)
         } catch {
             let failure = (error as? SwitchboardError) ?? SwitchboardError(.unavailable, "\(error)")
+            span?.fail("\(failure.code.rawValue): \(failure.message)")
             refuse(failure.code.rawValue)
             leg.logger.warning("call not placed", metadata: [LogKey.error: "\(failure)"])
             handle(leg, .routeFailed(failure))

@@ -4,6 +4,7 @@ import NIOCore
 import NIOWebSocket
 import SwitchboardCore
 import SwitchboardNATS
+import SwitchboardObservability
 import SwitchboardOpus
 import Synchronization
 import WSCore
@@ -68,13 +69,16 @@ final class Leg: Sendable {
     }
 
     let state: Mutex<State>
+    /// The leg's call as a span (its trace's root), when the gateway traces.
+    let span: Span?
     let outgoing: AsyncStream<Outgoing>
     private let out: AsyncStream<Outgoing>.Continuation
     let jobs: AsyncStream<@Sendable () async -> Void>
     private let jobsIn: AsyncStream<@Sendable () async -> Void>.Continuation
 
-    init(kind: LegKind, tenant: String, gatewayID: String, maxQueuedFrames: Int, logger: Logger) {
+    init(kind: LegKind, tenant: String, gatewayID: String, maxQueuedFrames: Int, logger: Logger, span: Span? = nil) {
         self.kind = kind
+        self.span = span
         self.tenant = tenant
         state = Mutex(State(machine: LegMachine(waitsForStart: kind == .twilio), logger: logger,
                             // Twilio sends 50 messages a second; a few times that in bursts is still a caller.

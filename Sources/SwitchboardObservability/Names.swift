@@ -31,6 +31,7 @@ public enum MetricNames {
     /// Call time metered per tenant (by workers as calls run and end, by routers for calls lost with theirs).
     public static let usageCallSeconds = "switchboard_usage_call_seconds_total"
     public static let usageAgentCPUSeconds = "switchboard_usage_agent_cpu_seconds_total"
+    public static let spans = "switchboard_trace_spans_total"
     /// Call timeline events, by what became of them.
     public static let timelineEvents = "switchboard_timeline_events_total"
     public static let reconciledWorkers = "switchboard_reconciled_workers_total"

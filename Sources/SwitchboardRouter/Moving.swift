@@ -31,7 +31,12 @@ extension Router {
             throw SwitchboardError(.conflict, "call \(callID) has ended (\(record.endReason ?? "no reason recorded")); there is nothing to move")
         }
         let log = logger.with([LogKey.callID: "\(callID)", LogKey.workerID: "\(record.workerID)", "by": "\(requestedBy)"])
-        guard let outcome = try await withCallLock(callID, { () async -> CallMove.Outcome in await move(record, log: log) }) else {
+        let span = tracer.start("move", parent: TraceContext(traceparent: record.traceparent),
+                                attributes: ["switchboard.call_id": callID, "switchboard.from_worker": record.workerID,
+                                             "switchboard.reason": "migrate"])
+        defer { span?.end() }
+        guard let outcome = try await withCallLock(callID, { () async -> CallMove.Outcome in await move(record, trace: span?.context, log: log) }) else {
+            span?.fail("conflict: being moved already")
             throw SwitchboardError(.conflict, "call \(callID) is being moved already")
         }
         switch outcome {
@@ -43,16 +48,19 @@ extension Router {
             publishEvent(CallEvent(callID: callID, event: .migrated, workerID: to, fromWorker: record.workerID, atMillis: unixMillisNow()),
                          details: ["pause_ms": "\(pause.milliseconds)"])
             log.notice("call moved", metadata: ["to_worker": "\(to)", "pause_ms": "\(pause.microseconds / 1000)"])
+            span?.set("switchboard.to_worker", to)
+            span?.set("switchboard.pause_ms", "\(pause.milliseconds)")
             return Migration(callID: callID, fromWorker: record.workerID, toWorker: to, pauseMillis: pause.microseconds / 1000)
         case .notMoved(let error, let result):
             metrics.increment(MetricNames.migrations, ["result": result], help: "Call migrations by result")
             log.warning("call not moved; it stays", metadata: [LogKey.error: "\(error.message)"])
+            span?.fail("\(result): \(error.message)")
             throw error
         }
     }
 
     /// Carries out a `CallMove`: each action's I/O, its result (or failure) fed back as the next event.
-    private func move(_ record: CallRecord, log: Logger) async -> CallMove.Outcome {
+    private func move(_ record: CallRecord, trace: TraceContext?, log: Logger) async -> CallMove.Outcome {
         let callID = record.callID
         publishEvent(CallEvent(callID: callID, event: .migrating, workerID: record.workerID, atMillis: unixMillisNow()))
         var move = CallMove(callID: callID, worker: record.workerID)
@@ -64,7 +72,7 @@ extension Router {
                 do { event = .held(try await control(record.workerID, WorkerControl(.hold, callID: callID)).checkpoint) }
                 catch { event = .holdFailed(error) }
             case .offer(let checkpoint):
-                do { event = .accepted(worker: try await resumeElsewhere(record, .migrate, from: checkpoint, log: log).workerID) }
+                do { event = .accepted(worker: try await resumeElsewhere(record, .migrate, from: checkpoint, trace: trace, log: log).workerID) }
                 catch { event = .offerFailed(error) }
             case .release:
                 do { _ = try await control(record.workerID, WorkerControl(.release, callID: callID)); event = .released }
@@ -82,7 +90,7 @@ extension Router {
     /// Offers a running call, with its checkpoint, to workers other than the one the record names (in the
     /// call's region first, elsewhere when none there has room; of the call's own version first, then the
     /// active one, then the canary); the accept of the one that took it on.
-    private func resumeElsewhere(_ record: CallRecord, _ reason: ResumeReason, from checkpoint: Checkpoint,
+    private func resumeElsewhere(_ record: CallRecord, _ reason: ResumeReason, from checkpoint: Checkpoint, trace: TraceContext?,
                                  log: Logger) async throws(SwitchboardError) -> OfferReply {
         let (targets, revision) = fleet.withLock { ($0.deploy?.moveTargets(for: record.version), $0.deploy?.revision) }
         let offer = Offer(callID: record.callID, tenant: record.tenant, region: nil, metadata: record.metadata,
@@ -94,7 +102,7 @@ extension Router {
         let regions = configuration.tenancy ? (try? await tenants.get(record.tenant))?.policy.regions ?? [] : []
         let needs = Scheduler.Needs(versions: targets?.first, fallback: Array((targets ?? []).dropFirst()), region: record.region,
                                     locality: .preferred, tried: [record.workerID]).onlyIn(regions)
-        return try await offerAround(offer, needs: needs, deadline: clock.now + configuration.routeDeadline, logger: log).reply
+        return try await offerAround(offer, needs: needs, deadline: clock.now + configuration.routeDeadline, logger: log, trace: trace).reply
     }
 
     /// Sends an order to one worker and returns its answer; the worker's refusal comes back as its error.
@@ -195,6 +203,8 @@ extension Router {
                                     log: Logger) async throws(SwitchboardError) {
         var retry = FailoverRetry(configuration: configuration.failover, now: clock.now)
         var lastError = ""
+        var span: Span?
+        defer { span?.end() }
         while true {
             if let deadIncarnation, fleet.withLock({ $0.registry.entries[workerID]?.heartbeat.incarnation == deadIncarnation }) {
                 log.notice("the worker found dead is heard from again: it keeps its call")
@@ -207,19 +217,26 @@ extension Router {
                 try await callStore.forget(callID, worker: workerID)
                 return
             }
+            if span == nil {
+                span = tracer.start("failover", parent: TraceContext(traceparent: record.traceparent),
+                                    attributes: ["switchboard.call_id": callID, "switchboard.from_worker": workerID])
+            }
             let checkpoint: Checkpoint
             switch Checkpoint.parse(fields["checkpoint"]) {
             case .success(let found)?:
                 checkpoint = found
             case .failure(let error)?:
+                span?.fail("lost: its checkpoint is unusable")
                 await lose(record, because: "its checkpoint is unusable (\(error.message))", log: log)
                 return
             case nil:
+                span?.fail("lost: no checkpoint")
                 await lose(record, because: "it has no checkpoint", log: log)
                 return
             }
             do {
-                let reply = try await resumeElsewhere(record, .failover, from: checkpoint, log: log)
+                let reply = try await resumeElsewhere(record, .failover, from: checkpoint, trace: span?.context, log: log)
+                span?.set("switchboard.to_worker", reply.workerID)
                 metrics.increment(MetricNames.failoverCalls, ["result": "recovered"], help: "Calls of dead workers, by result")
                 publishEvent(CallEvent(callID: callID, event: .resumed, workerID: reply.workerID, fromWorker: workerID,
                                        atMillis: unixMillisNow()))
@@ -240,6 +257,7 @@ extension Router {
                 try? await Task.sleep(until: at, clock: clock)
                 _ = try await lock(callID, extend: true)
             case .giveUp(let attempts):
+                span?.fail("lost: no worker could take it")
                 await lose(record, because: "no worker could take it in \(configuration.failover.window) (\(attempts) attempts; last: \(lastError))",
                            log: log)
                 return

@@ -77,9 +77,13 @@ public final class Router: Service, Sendable {
         var split = CanarySplit()
     }
 
+    /// Where this router's spans go (route, placement, offer, move, failover); nil: tracing is off.
+    public let tracer: Tracer?
+
     public init(configuration: RouterConfiguration, nats: NATSConnection, redis: RedisClient,
-                metrics: MetricsRegistry = MetricsRegistry(), logger: Logger) {
+                metrics: MetricsRegistry = MetricsRegistry(), tracer: Tracer? = nil, logger: Logger) {
         self.configuration = configuration
+        self.tracer = tracer
         self.nats = nats
         self.redis = redis
         self.metrics = metrics
@@ -127,6 +131,7 @@ public final class Router: Service, Sendable {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { await self.livenessLoop() }
                 background.addTask { await self.timeline.run() }
+                if let tracer = self.tracer { background.addTask { await tracer.run() } }
                 background.addTask { await self.watchConnection() }
                 background.addTask { await self.releaseLoop() }
                 background.addTask { await self.reconcileLoop() }

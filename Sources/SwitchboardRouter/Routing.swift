@@ -12,8 +12,9 @@ extension Router {
     /// answers with a code and is counted.
     /// With a `tenant` (tenancy on), the call is the tenant's whatever the request says, and is admitted
     /// against its limits first; a call that is then not placed gives its lease back.
-    public func route(_ request: RouteRequest, tenant: TenantPolicy? = nil,
-                      deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) -> Placement {
+    /// `trace`: the caller's trace context (a gateway's route span), whose child the route's span is.
+    public func route(_ request: RouteRequest, tenant: TenantPolicy? = nil, deadline: ContinuousClock.Instant? = nil,
+                      trace: TraceContext? = nil) async throws(SwitchboardError) -> Placement {
         guard started.withLock({ $0 }) else {
             throw SwitchboardError(.unavailable, "this router is starting (reading the deploy policy); try again in a moment")
         }
@@ -27,6 +28,9 @@ extension Router {
         log[metadataKey: LogKey.callID] = "\(callID)"
         log[metadataKey: LogKey.tenant] = "\(request.tenant)"
         var withoutRedis = false
+        let span = tracer.start("route", kind: .server, parent: trace,
+                                attributes: ["switchboard.call_id": callID, "switchboard.tenant": request.tenant])
+        defer { span?.end() }
         do throws(SwitchboardError) {
             if let tenant {
                 if let region = request.region, !tenant.regions.isEmpty, !tenant.regions.contains(region) {
@@ -38,7 +42,7 @@ extension Router {
             do throws(SwitchboardError) {
                 placement = try await place(request, callID: callID, requestedAt: requestedAt, deadline: deadline, logger: log,
                                             admittedWithoutRedis: withoutRedis, regions: tenant?.regions ?? [],
-                                            recorded: tenant?.record ?? configuration.recordCalls)
+                                            recorded: tenant?.record ?? configuration.recordCalls, trace: span?.context ?? trace)
             } catch {
                 if let tenant, withoutRedis {
                     // Its place under the local cap; and a lease, should Redis have run the script it did not
@@ -57,8 +61,10 @@ extension Router {
             }
             finish(start, result: "placed")
             log.info("call placed", metadata: [LogKey.workerID: "\(placement.workerID)"])
+            span?.set("switchboard.worker_id", placement.workerID)
             return placement
         } catch {
+            span?.fail("\(error.api.code): \(error.message)")
             finish(start, result: error.api.code)
             log.warning("call not placed", metadata: [LogKey.errorCode: "\(error.code)", LogKey.error: "\(error.message)"])
             throw error
@@ -73,7 +79,23 @@ extension Router {
     }
 
     private func place(_ request: RouteRequest, callID: String, requestedAt: Int64, deadline: ContinuousClock.Instant, logger: Logger,
-                       admittedWithoutRedis: Bool = false, regions: [String] = [], recorded: Bool = false) async throws(SwitchboardError) -> Placement {
+                       admittedWithoutRedis: Bool = false, regions: [String] = [], recorded: Bool = false,
+                       trace: TraceContext? = nil) async throws(SwitchboardError) -> Placement {
+        let span = tracer.start("placement", parent: trace, attributes: ["switchboard.call_id": callID])
+        defer { span?.end() }
+        do throws(SwitchboardError) {
+            return try await placeTraced(request, callID: callID, requestedAt: requestedAt, deadline: deadline, logger: logger,
+                                         admittedWithoutRedis: admittedWithoutRedis, regions: regions, recorded: recorded,
+                                         trace: span?.context ?? trace)
+        } catch {
+            span?.fail("\(error.api.code): \(error.message)")
+            throw error
+        }
+    }
+
+    private func placeTraced(_ request: RouteRequest, callID: String, requestedAt: Int64, deadline: ContinuousClock.Instant, logger: Logger,
+                             admittedWithoutRedis: Bool, regions: [String], recorded: Bool,
+                             trace: TraceContext?) async throws(SwitchboardError) -> Placement {
         // Minted first: nothing can fail after a worker has said yes but the record.
         let credentials = try mediaCredentials(for: callID)
         // The deploy policy decides the versions: the canary's share, else the active one.
@@ -85,7 +107,7 @@ extension Router {
                                     zone: request.zone, locality: request.locality).onlyIn(regions)
         let offered: Offered
         do {
-            offered = try await offerAround(offer, needs: needs, deadline: deadline, explain: request.explain, logger: logger)
+            offered = try await offerAround(offer, needs: needs, deadline: deadline, explain: request.explain, logger: logger, trace: trace)
         } catch {
             if let version = choice.version { countPlacement(version, "failed") }
             throw error
@@ -93,8 +115,9 @@ extension Router {
         let (reply, explanation) = (offered.reply, offered.explanation)
         countPlacement(reply.version, "placed")
         if offered.fellBack, let canary = choice.version { countPlacement(canary, "fallback") }
-        let record = CallRecord(callID: callID, tenant: request.tenant, workerID: reply.workerID, version: reply.version,
+        var record = CallRecord(callID: callID, tenant: request.tenant, workerID: reply.workerID, version: reply.version,
                                 region: reply.region, state: .placed, createdAt: unixMillisNow(), metadata: request.metadata)
+        record.traceparent = trace?.traceparent  // moves, failovers and the end join the call's trace from it
         do {
             try await callStore.place(record, deadline: deadline)
         } catch where admittedWithoutRedis {
@@ -133,7 +156,7 @@ extension Router {
     /// have been tried, or the deadline passes. Every offer reserves its slot in this router's view until
     /// the worker's heartbeats show it.
     func offerAround(_ offer: Offer, needs: Scheduler.Needs, deadline: ContinuousClock.Instant, explain: Bool = false,
-                     logger: Logger) async throws(SwitchboardError) -> Offered {
+                     logger: Logger, trace: TraceContext? = nil) async throws(SwitchboardError) -> Offered {
         let payload = offer.encoded()
         var attempt = PlacementAttempt(needs: needs, maxOffers: configuration.maxOffers, offerTimeout: configuration.offerTimeout,
                                        deadline: deadline)
@@ -166,11 +189,17 @@ extension Router {
             attempt.offered(worker.workerID)
             offers += 1
             let reply: OfferReply
+            let span = tracer.start("offer", kind: .client, parent: trace,
+                                    attributes: ["switchboard.call_id": offer.callID, "switchboard.worker_id": worker.workerID])
+            defer { span?.end() }
+            var headers: NATSHeaders = ["Call-Id": offer.callID]
+            if let context = span?.context ?? trace { headers["traceparent"] = context.traceparent }
             do {
                 let message = try await nats.request(configuration.subjects.offer(worker: worker.workerID), payload: payload,
-                                                     headers: ["Call-Id": offer.callID], timeout: timeout)
+                                                     headers: headers, timeout: timeout)
                 reply = try OfferReply.decode(message.payload)
             } catch {
+                span?.fail("\((error as? SwitchboardError)?.code.rawValue ?? "error")")
                 fleet.withLock { $0.registry.release(worker.workerID, token: token) }
                 let code = (error as? SwitchboardError)?.code.rawValue ?? "error"
                 metrics.increment(MetricNames.offers, ["result": code], help: "Offers to workers by result")
@@ -182,6 +211,7 @@ extension Router {
             guard reply.accepted, let acceptSeq = reply.acceptSeq else {
                 fleet.withLock { $0.registry.release(worker.workerID, token: token) }
                 let reason = reply.reason?.rawValue ?? "refused"
+                span?.set("switchboard.refused", reason)
                 metrics.increment(MetricNames.offers, ["result": "refused_\(reason)"], help: "Offers to workers by result")
                 // The worker follows a newer deploy policy than this router: read it now.
                 if reply.reason == .outdated { job.yield(.reloadDeploy) }
@@ -230,7 +260,8 @@ extension Router {
             let deadline = clock.now + configuration.routeDeadline
             let request = try RouteRequest.decode(message.payload)
             let tenant = try await tenant(authorization: message.headers["Authorization"], deadline: deadline)
-            reply = RouteReply(call: try await route(request, tenant: tenant, deadline: deadline))
+            reply = RouteReply(call: try await route(request, tenant: tenant, deadline: deadline,
+                                                     trace: TraceContext(traceparent: message.headers["traceparent"])))
         } catch {
             if error.code == .badMessage || error.code == .tooLarge {
                 countBadMessage("route_request", error)

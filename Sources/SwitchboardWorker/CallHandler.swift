@@ -65,6 +65,8 @@ public struct CallContext: Sendable {
     public let callID: String
     public let tenant: String
     public let metadata: [String: String]
+    /// The call's trace context here (W3C `traceparent`) when the worker traces: an agent's own spans join it.
+    public let traceparent: String?
     /// Samples per second of the frames in and out (48 kHz).
     public let sampleRate: Int
     /// Samples in one 20 ms frame.

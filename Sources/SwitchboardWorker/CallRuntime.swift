@@ -193,6 +193,10 @@ extension Worker {
             }
             handle(callID, .ownershipChecked(owned: owned))
         case .recordEnd(let reason, let epoch):
+            let span = tracer.start("end", parent: call.startSpan?.context,
+                                    attributes: ["switchboard.call_id": callID, "switchboard.end_reason": reason.rawValue])
+            defer { span?.end() }
+            call.startSpan?.end()  // a call that ended before its agent started
             let write: CallLifecycle.EndWrite
             do {
                 let ended = try await callStore.end(callID, tenant: call.tenant, worker: configuration.id, epoch: epoch, reason: reason,
@@ -232,9 +236,13 @@ extension Worker {
         let (audio, audioIn) = AsyncStream.makeStream(of: AudioFrame.self, bufferingPolicy: .bufferingNewest(50))
         let (dtmf, dtmfIn) = AsyncStream.makeStream(of: Character.self, bufferingPolicy: .bufferingNewest(32))
         let context = CallContext(callID: callID, tenant: call.tenant, metadata: call.offer.metadata,
+                                  traceparent: call.startSpan?.context.traceparent,
                                   sampleRate: configuration.sampleRate, audio: audio, dtmf: dtmf, session: call.session,
                                   hangUp: { [self] reason in handle(callID, .endRequested(reason)) },
-                                  announceStart: { [self] in handle(callID, .handlerStarted) },
+                                  announceStart: { [self] in
+                                      call.startSpan?.end()
+                                      handle(callID, .handlerStarted)
+                                  },
                                   checkpointNow: { [self] () throws(SwitchboardError) in
                                       if case .moved = await writeCheckpoint(callID, call.session, always: true, log: log) {
                                           handle(callID, .superseded)
@@ -242,7 +250,10 @@ extension Worker {
                                   },
                                   noteEvent: { [self] type, attributes in note(callID, type, attributes) })
         log.info("call started")
-        if !handler.announcesStart { handle(callID, .handlerStarted) }
+        if !handler.announcesStart {
+            call.startSpan?.end()
+            handle(callID, .handlerStarted)
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 await self.receiveMedia(call.media, into: audioIn, dtmf: dtmfIn, sampleRate: self.configuration.sampleRate,

@@ -49,6 +49,8 @@ public final class Worker: Service, Sendable {
         let startedAt: Int64
         /// The order (an offer to take the call on, a hold) whose answer waits on Redis.
         var pendingReply: NATSMessage?
+        /// The call's start here, as a span (from the offer to its handler or agent started), when tracing.
+        var startSpan: Span?
 
         var callID: String { offer.callID }
         /// Whose live-call lease this call holds (see `refreshCalls`).
@@ -120,9 +122,13 @@ public final class Worker: Service, Sendable {
     let deployEvent: AsyncStream<DeployEvent>.Continuation
     let deployEvents: AsyncStream<DeployEvent>
 
+    /// Where this worker's spans go (each call's start here and its end); nil: tracing is off.
+    public let tracer: Tracer?
+
     public init(configuration: WorkerConfiguration, nats: NATSConnection, redis: RedisClient, handler: any CallHandler,
-                metrics: MetricsRegistry = MetricsRegistry(), logger: Logger) throws(SwitchboardError) {
+                metrics: MetricsRegistry = MetricsRegistry(), tracer: Tracer? = nil, logger: Logger) throws(SwitchboardError) {
         try configuration.validate()
+        self.tracer = tracer
         self.configuration = configuration
         self.nats = nats
         self.redis = redis
@@ -179,6 +185,7 @@ public final class Worker: Service, Sendable {
             await withTaskGroup(of: Void.self) { background in
                 background.addTask { await self.heartbeatLoop() }
                 background.addTask { await self.timeline.run() }
+                if let tracer = self.tracer { background.addTask { await tracer.run() } }
                 background.addTask { await self.ticker() }
                 background.addTask { await self.drainLoop() }
                 background.addTask { await self.checkpointLoop() }
@@ -308,11 +315,14 @@ public final class Worker: Service, Sendable {
                                           heldTimeout: configuration.migrateTimeout)
         let now = ContinuousClock.now
         let (stops, stop) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingOldest(1))
-        let running = Running(lifecycle: offer.resume == nil ? CallLifecycle(newCall: callID, limits: limits, now: now)
+        var running = Running(lifecycle: offer.resume == nil ? CallLifecycle(newCall: callID, limits: limits, now: now)
                                                              : CallLifecycle(movingIn: callID, limits: limits, now: now),
                               offer: offer, actions: ActionQueue(), stop: stop, stops: stops, media: media,
                               endRequests: endRequests, waitingEnds: EndRequests(), session: session, startedAt: unixMillisNow(),
                               pendingReply: offer.resume == nil ? nil : message)
+        running.startSpan = tracer.start("start", kind: .server, parent: TraceContext(traceparent: message.headers["traceparent"]),
+                                         attributes: ["switchboard.call_id": callID, "switchboard.worker_id": configuration.id,
+                                                      "switchboard.reason": offer.resume?.reason.rawValue ?? "new"])
         state.withLock { $0.calls[callID] = running }
         if case .terminated = accepted.yield(callID) {
             // `stop()` came between the slot's yes and now: no task would ever run the call.

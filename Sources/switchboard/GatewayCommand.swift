@@ -114,8 +114,9 @@ struct GatewayCommand: AsyncParsableCommand {
             throw ExitCodes.fail(error)
         }
         defer { redis?.close() }
+        let tracer = try Runtime.tracer(service: "switchboard-gateway", metrics: metrics, logger: logger)
         try await Runtime.serve(cluster, name: id, role: .gateway, logger: logger) { nats in
-            let gateway = Gateway(configuration: config, nats: nats, redis: redis, metrics: metrics, logger: logger)
+            let gateway = Gateway(configuration: config, nats: nats, redis: redis, metrics: metrics, tracer: tracer, logger: logger)
             let (host, id) = (httpHost, id)
             let http = GatewayHTTP.application(for: gateway, host: host, port: httpPort) { port in
                 say("gateway \(id) serving Twilio webhooks and streams, the browser page and /metrics on http://\(host):\(port)")

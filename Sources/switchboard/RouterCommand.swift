@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SwitchboardCore
+import SwitchboardObservability
 import SwitchboardNATS
 import SwitchboardRouter
 
@@ -125,8 +126,10 @@ struct RouterCommand: AsyncParsableCommand {
             throw ExitCodes.fail(error)
         }
         config.maxOffers = maxOffers
+        let metrics = MetricsRegistry()
+        let tracer = try Runtime.tracer(service: "switchboard-router", metrics: metrics, logger: logger)
         try await Runtime.serve(cluster, name: id, role: .router, logger: logger) { nats, redis in
-            let router = Router(configuration: config, nats: nats, redis: redis, logger: logger)
+            let router = Router(configuration: config, nats: nats, redis: redis, metrics: metrics, tracer: tracer, logger: logger)
             let http = RouterHTTP.application(for: router) { port in
                 say("router \(id) listening on http://\(httpHost):\(port)")
             }

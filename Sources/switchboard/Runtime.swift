@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import SwitchboardCore
+import SwitchboardObservability
 import SwitchboardNATS
 import SwitchboardRedis
 import UnixSignals
@@ -10,6 +11,21 @@ import UnixSignals
 /// What the long-running commands (router, worker) share: logging, connecting, running services until a
 /// signal.
 enum Runtime {
+    /// A tracer from the standard `OTEL_*` variables, or nil (tracing off: no endpoint, `OTEL_SDK_DISABLED`, or
+    /// `OTEL_TRACES_EXPORTER=none`). A setting it cannot follow stops the process with a clear error.
+    static func tracer(service: String, metrics: MetricsRegistry, logger: Logger) throws -> Tracer? {
+        let configuration: Tracer.Configuration?
+        do {
+            configuration = try Tracer.Configuration.fromEnvironment(ProcessInfo.processInfo.environment, defaultServiceName: service)
+        } catch {
+            throw ExitCodes.fail(SwitchboardError(.invalidArgument, "tracing: \(error)"))
+        }
+        guard let configuration else { return nil }
+        logger.notice("exporting trace spans (OTLP, http/json)", metadata: ["endpoint": "\(configuration.tracesURL)",
+                                                                           "service": "\(configuration.serviceName)"])
+        return Tracer(configuration, metrics: metrics, logger: logger)
+    }
+
     static func logger(_ label: String, level: String) -> Logger {
         var logger = Logger(label: label)
         logger.logLevel = Logger.Level(rawValue: level) ?? .info

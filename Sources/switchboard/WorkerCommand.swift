@@ -118,8 +118,10 @@ struct WorkerCommand: AsyncParsableCommand {
         } catch {
             throw ExitCodes.fail(error)
         }
+        let tracer = try Runtime.tracer(service: "switchboard-worker", metrics: metrics, logger: logger)
         try await Runtime.serve(cluster, name: id, role: .worker, logger: logger) { nats, redis in
-            let worker = try Worker(configuration: config, nats: nats, redis: redis, handler: callHandler, metrics: metrics, logger: logger)
+            let worker = try Worker(configuration: config, nats: nats, redis: redis, handler: callHandler, metrics: metrics,
+                                    tracer: tracer, logger: logger)
             say("worker \(id) running (version \(version), \(region)/\(zone), capacity \(capacity), \(agentDescription))")
             guard let port = config.httpPort else { return [worker] }
             let host = config.httpHost

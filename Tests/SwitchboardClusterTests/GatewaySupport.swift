@@ -23,7 +23,7 @@ final class RunningGateway: Sendable {
 
     var url: String { "http://127.0.0.1:\(port)" }
 
-    init(_ cluster: TestCluster, _ configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws {
+    init(_ cluster: TestCluster, tracer: Tracer? = nil, _ configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws {
         var config = GatewayConfiguration(id: "gw-\(Identifiers.random(bytes: 2))", subjects: cluster.subjects, keys: cluster.keys,
                                           tokenSecret: Array("a-test-token-secret-of-32-bytes-or-more".utf8))
         config.twilioAuthToken = Self.authToken
@@ -31,7 +31,7 @@ final class RunningGateway: Sendable {
         config.drainDeadline = .milliseconds(500)  // a test that leaves a leg open ends it soon
         configure(&config)
         let nats = try await NATSConnection.connect(NATSConfiguration(servers: [cluster.natsURL], name: config.id), logger: quiet)
-        let gateway = Gateway(configuration: config, nats: nats, redis: cluster.redis, logger: quiet)
+        let gateway = Gateway(configuration: config, nats: nats, redis: cluster.redis, tracer: tracer, logger: quiet)
         let box = PortBox()
         let http = GatewayHTTP.application(for: gateway, host: "127.0.0.1", port: 0) { box.set($0) }
         let group = ServiceGroup(configuration: .init(services: [.init(service: http), .init(service: gateway)], logger: quiet))

@@ -6,6 +6,7 @@ import Logging
 import ServiceLifecycle
 import SwitchboardCore
 import SwitchboardNATS
+import SwitchboardObservability
 import SwitchboardRedis
 import SwitchboardRouter
 import SwitchboardTestSupport
@@ -89,7 +90,7 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     }
 
     @discardableResult
-    func addRouter(_ configure: (inout RouterConfiguration) -> Void = { _ in }) async throws -> RunningRouter {
+    func addRouter(tracer: Tracer? = nil, _ configure: (inout RouterConfiguration) -> Void = { _ in }) async throws -> RunningRouter {
         var config = RouterConfiguration(id: "router-\(routers.count + 1)", subjects: subjects, keys: keys)
         config.httpPort = 0
         config.registry = WorkerRegistry.Configuration(heartbeatInterval: heartbeat, suspectAfter: liveness.suspectAfter,
@@ -98,7 +99,7 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         configure(&config)
         let nats = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: config.id), logger: quiet)
         let redis = try RedisClient(url: redisURL, logger: quiet)
-        let router = Router(configuration: config, nats: nats, redis: redis, logger: quiet)
+        let router = Router(configuration: config, nats: nats, redis: redis, tracer: tracer, logger: quiet)
         let port = PortBox()
         let http = RouterHTTP.application(for: router) { port.set($0) }
         let group = ServiceGroup(services: [router, http], logger: quiet)
@@ -116,14 +117,14 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
 
     @discardableResult
     func addWorker(id: String? = nil, capacity: Int = 4, region: String = "local", handler: any CallHandler = EchoHandler(),
-                   _ configure: (inout WorkerConfiguration) -> Void = { _ in }) async throws -> RunningWorker {
+                   tracer: Tracer? = nil, _ configure: (inout WorkerConfiguration) -> Void = { _ in }) async throws -> RunningWorker {
         var config = WorkerConfiguration(id: id ?? "worker-\(workers.count + 1)", version: "1.0.0", region: region,
                                          zone: "\(region)-a", capacity: capacity, subjects: subjects, keys: keys)
         config.heartbeatInterval = heartbeat
         configure(&config)
         let nats = try await NATSConnection.connect(NATSConfiguration(servers: [natsURL], name: config.id), logger: quiet)
         let redis = try RedisClient(url: redisURL, logger: quiet)
-        let worker = try Worker(configuration: config, nats: nats, redis: redis, handler: handler, logger: quiet)
+        let worker = try Worker(configuration: config, nats: nats, redis: redis, handler: handler, tracer: tracer, logger: quiet)
         // A worker whose drain is done returns: that ends its group cleanly, as it ends the process.
         let group = ServiceGroup(configuration: .init(services: [.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup)],
                                                       logger: quiet))

@@ -24,7 +24,8 @@ public enum RouterHTTP {
             var route = try RouteRequest.decode(withVersion(body, tenantOptional: router.configuration.tenancy))
             if request.uri.queryParameters.get("explain") == "true" { route.explain = true }
             let tenant = try await router.tenant(authorization: request.headers[.authorization], deadline: deadline)
-            let placement = try await router.route(route, tenant: tenant, deadline: deadline)
+            let placement = try await router.route(route, tenant: tenant, deadline: deadline,
+                                                   trace: TraceContext(traceparent: request.headers[HTTPField.Name("traceparent")!]))
             return json(placement, status: .created)
         }
         // The calls list: an admin key lists any tenant's; a tenant's key (tenancy on) its own alone.

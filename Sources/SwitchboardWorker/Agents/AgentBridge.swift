@@ -168,6 +168,7 @@ public final class AgentBridge: CallHandler {
         var parameters = ["call_id": call.callID, "tenant": call.tenant, "resumed": resumed ? "true" : "false",
                           "metadata": String(decoding: WireCodec.encode(call.metadata), as: UTF8.self)]
         if let state = link.savedState { parameters["state"] = state }
+        if let traceparent = call.traceparent { parameters["traceparent"] = traceparent }
         session.write(MediaStream.connected())
         session.write(MediaStream.start(.init(accountSid: settings.accountSid, streamSid: session.streamSid, callSid: call.callID,
                                               customParameters: parameters)))
