@@ -15,6 +15,7 @@ prints one JSON line:
     recording  the page's recording line; waves: how many waveforms it drew
     played     seconds the player advanced in the 1.5 s after the click (it plays from the clicked turn)
     current    whether the turn bar under the playhead is marked current
+    trace      the call's trace as the page shows it, and trace_href where it links (when the router traces)
 
 Exit 0 when the page loaded the timeline, 2 when it did not (or Chromium did not start), with the page's
 console on stderr. Needs Playwright (in .venv-agents, see scripts/agents-venv) and Debian's
@@ -84,6 +85,8 @@ def main() -> None:
             "waves": page.eval_on_selector_all("svg path.wave", "paths => paths.length"),
             "played": None,
             "current": None,
+            "trace": page.evaluate("(document.getElementById('trace') || {}).textContent || null"),
+            "trace_href": page.evaluate("(document.getElementById('trace') || {}).href || null"),
         }
         if result["turns"]:
             page.click("svg rect.turn")

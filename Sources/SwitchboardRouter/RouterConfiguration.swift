@@ -40,6 +40,9 @@ public struct RouterConfiguration: Sendable {
     /// Where gateways write recordings (the same shared volume): the router serves and deletes them from
     /// here. Nil: the recording endpoints answer `not_found`.
     public var recordingsDirectory: String?
+    /// Where operators look at traces: a URL with `{trace_id}` (`https://tempo.example/trace/{trace_id}`); the
+    /// call page links each call's trace with it. Nil: the page shows the trace id alone.
+    public var traceLink: String?
     /// Operator endpoints (workers, drains, moves, deploys, the audit) need `Authorization: Bearer <key>` with
     /// one of these, tenancy on or off; the audit names the key's owner. Tenant keys do not open them (403).
     public var adminKeys: [AdminKey] = []

@@ -130,9 +130,10 @@ extension Router {
         }
         // On the timeline at the moment it was asked for (before its worker started it), with how long placing took.
         let now = unixMillisNow()
-        publishEvent(CallEvent(callID: callID, event: .placed, workerID: reply.workerID, atMillis: now), noteAt: requestedAt,
-                     details: ["tenant": request.tenant, "version": reply.version, "region": reply.region, "offers": "\(offered.offers)",
-                               "route_ms": "\(now - requestedAt)", "candidates": offered.candidates])
+        var details = ["tenant": request.tenant, "version": reply.version, "region": reply.region, "offers": "\(offered.offers)",
+                       "route_ms": "\(now - requestedAt)", "candidates": offered.candidates]
+        if let trace { details["trace_id"] = trace.traceID }
+        publishEvent(CallEvent(callID: callID, event: .placed, workerID: reply.workerID, atMillis: now), noteAt: requestedAt, details: details)
         return Placement(callID: callID, workerID: reply.workerID, version: reply.version, region: reply.region,
                          media: MediaSubjects(in: configuration.subjects.mediaIn(worker: reply.workerID, call: callID),
                                               out: configuration.subjects.mediaOut(worker: Subjects.anyWorker, call: callID),

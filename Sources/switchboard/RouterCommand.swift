@@ -64,6 +64,8 @@ struct RouterCommand: AsyncParsableCommand {
     var recordCalls = Settings.value("record-calls") == "true"
     @Option(name: .customLong("recordings-dir"), help: "The recordings volume the gateways write: the router serves and deletes recordings from it.")
     var recordingsDir: String = Settings.string("recordings-dir", "")
+    @Option(name: .customLong("trace-link"), help: "Where traces are looked at, with {trace_id} (https://tempo.example/trace/{trace_id}): call pages link each call's trace.")
+    var traceLink: String = Settings.string("trace-link", "")
     @Option(name: .customLong("autoscale-target"), help: "Share of slots in use the exported switchboard_workers_desired aims for (0-1].")
     var autoscaleTarget: Double = Settings.double("autoscale-target", 0.7)
 
@@ -112,6 +114,12 @@ struct RouterCommand: AsyncParsableCommand {
             (config.timelineRetention, config.timelineCap) = try timelines.checked()
             config.recordCalls = recordCalls
             config.recordingsDirectory = recordingsDir.isEmpty ? nil : recordingsDir
+            if !traceLink.isEmpty {
+                guard traceLink.contains("{trace_id}"), let url = URL(string: traceLink.replacingOccurrences(of: "{trace_id}", with: "x")),
+                      url.scheme == "http" || url.scheme == "https"
+                else { throw SwitchboardError(.invalidArgument, "--trace-link must be an http(s) URL with {trace_id}") }
+                config.traceLink = traceLink
+            }
             guard autoscaleTarget.isFinite, autoscaleTarget > 0, autoscaleTarget <= 1 else {
                 throw SwitchboardError(.invalidArgument, "autoscale target must be above 0 and at most 1, not \(autoscaleTarget)")
             }

@@ -105,7 +105,7 @@ struct TracingTests {
     @Test func aCallsSpansFromEveryMemberFormOneTraceWithItsParentLinksIntact() async throws {
         let collector = try await OTLPReceiver()
         let cluster = try await TestCluster()
-        try await cluster.addRouter(tracer: collector.tracer("switchboard-router"))
+        try await cluster.addRouter(tracer: collector.tracer("switchboard-router")) { $0.traceLink = "https://tempo.example/trace/{trace_id}" }
         let handler = TraceCapturingHandler()
         try await cluster.addWorker(id: "a", handler: handler, tracer: collector.tracer("switchboard-worker"))
         try await cluster.waitForWorkers(1)
@@ -160,6 +160,15 @@ struct TracingTests {
         let given = handler.traceparents.withLock { $0[callID] }
         let context = try #require(TraceContext(traceparent: given))
         #expect(context.traceID == root.traceID && starts.contains { $0.spanID == context.spanID })
+        // The call's page finds its trace: the id on the timeline's placement, the link from the router's settings.
+        let timeline = try decodeJSON(Timeline.self, try await cluster.http("GET", "/v1/calls/\(callID)/timeline").body)
+        #expect(timeline.events.first { $0.type == "placed" }?.attributes["trace_id"] == root.traceID)
+        let config = String(decoding: try await cluster.http("GET", "/ui/config.json").body, as: UTF8.self)
+        #expect(config.contains("https://tempo.example/trace/{trace_id}"), "\(config)")
+        try Agents.requireVenv()
+        let shown = try await Agents.browser("call_page.py", ["--url", "\(cluster.routers[0].url)/ui/calls/\(callID)#key=\(TestCluster.adminKey)"])
+        #expect(shown["trace"] as? String == "trace \(root.traceID)", "\(shown)")
+        #expect(shown["trace_href"] as? String == "https://tempo.example/trace/\(root.traceID)", "\(shown)")
         await gw.stop()
         await cluster.shutdown()
         await collector.stop()

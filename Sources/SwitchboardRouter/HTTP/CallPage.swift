@@ -86,7 +86,9 @@ enum CallPage {
               return { meta, peaks: new Uint8Array(await peaks.arrayBuffer()) };
             } catch (error) { $("recording").textContent = `recording: ${error}`; return null; }
           }
+          let traceLink = "";
           async function load() {
+            traceLink = (await fetch("/ui/config.json").then((r) => r.json()).catch(() => ({}))).trace_link || "";
             const key = sessionStorage.getItem("switchboard-key");
             if (!key) { $("key-form").hidden = false; $("summary").textContent = "an API key is needed"; return; }
             $("key-form").hidden = true;
@@ -118,6 +120,15 @@ enum CallPage {
             const ended = events.find((e) => e.type === "ended");
             const placed = events.find((e) => e.type === "placed");
             $("summary").innerHTML = "";
+            // The call's trace, linked where the router says traces are looked at.
+            const traceID = placed && placed.attributes.trace_id;
+            if (traceID) {
+              const link = document.createElement(traceLink ? "a" : "span");
+              link.id = "trace";
+              link.textContent = `trace ${traceID}`;
+              if (traceLink) link.href = traceLink.replace("{trace_id}", encodeURIComponent(traceID));
+              $("summary").appendChild(link);
+            }
             for (const text of [
               `${(span / 1000).toFixed(1)} s`,
               placed ? `tenant ${placed.attributes.tenant || "?"}` : "not placed",

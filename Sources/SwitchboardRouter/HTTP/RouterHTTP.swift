@@ -59,6 +59,8 @@ public enum RouterHTTP {
             return page(CallPage.html, type: "text/html; charset=utf-8")
         }
         routes.get("/ui/call-page.js") { _, _ -> Response in page(CallPage.script, type: "text/javascript; charset=utf-8") }
+        // What the pages need to know of this router's settings (nothing secret).
+        routes.get("/ui/config.json") { _, _ -> Response in json(["trace_link": router.configuration.traceLink ?? ""]) }
         routes.get("/v1/calls/:id/timeline") { request, context -> Response in
             json(try await router.timeline(of: try context.parameters.require("id"), authorization: request.headers[.authorization]))
         }
