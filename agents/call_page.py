@@ -37,36 +37,44 @@ CHROMIUM_PATHS = (
 )
 
 
-def find_chromium():
-    return next((p for p in CHROMIUM_PATHS if os.path.exists(p)), None)
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The options every page script takes (--url, --screenshot, --chromium), parsed; exits 2 without Chromium."""
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--screenshot")
+    parser.add_argument("--chromium", default=next((p for p in CHROMIUM_PATHS if os.path.exists(p)), None))
+    args = parser.parse_args()
+    if not args.chromium:
+        print(f"no Chromium found at {', '.join(CHROMIUM_PATHS)}; pass --chromium", file=sys.stderr)
+        sys.exit(2)
+    return args
+
+
+def open_page(playwright, args: argparse.Namespace, console: list, ready: str):
+    """Headless Chromium on args.url, its console kept in `console`, once `ready` (a selector) is in the page or
+    15 s passed; exits 2 when Chromium does not start. Returns the browser and the page."""
+    try:
+        browser = playwright.chromium.launch(executable_path=args.chromium, headless=True,
+                                             args=["--autoplay-policy=no-user-gesture-required"])
+    except PlaywrightError as error:
+        print(f"Chromium ({args.chromium}) did not start: {error}", file=sys.stderr)
+        sys.exit(2)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: console.append(f"page error: {error}"))
+    page.goto(args.url)
+    try:
+        # Selectors, not script: the pages' CSP forbids the eval a polled wait_for_function needs.
+        page.wait_for_selector(ready, state="attached", timeout=15000)
+    except PlaywrightError:
+        pass
+    return browser, page
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--screenshot")
-    parser.add_argument("--chromium", default=find_chromium())
-    args = parser.parse_args()
-    if not args.chromium:
-        print("no Chromium found; pass --chromium", file=sys.stderr)
-        sys.exit(2)
+    args = parse_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
     console: list[str] = []
     with sync_playwright() as playwright:
-        try:
-            browser = playwright.chromium.launch(executable_path=args.chromium, headless=True,
-                                                 args=["--autoplay-policy=no-user-gesture-required"])
-        except PlaywrightError as error:
-            print(f"Chromium ({args.chromium}) did not start: {error}", file=sys.stderr)
-            sys.exit(2)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
-        page.on("pageerror", lambda error: console.append(f"page error: {error}"))
-        page.goto(args.url)
-        try:
-            # Selectors, not script: the page's CSP forbids the eval a polled wait_for_function needs.
-            page.wait_for_selector("body[data-loaded], #error:not(:empty)", state="attached", timeout=15000)
-        except PlaywrightError:
-            pass
+        browser, page = open_page(playwright, args, console, "body[data-loaded], #error:not(:empty)")
         loaded = page.evaluate("document.body.dataset.loaded === 'true'")
         if loaded:
             try:  # the recording comes after the timeline: its waveforms and player, or the line saying there is none

@@ -20,40 +20,20 @@ import argparse
 import json
 import sys
 
-from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-from call_page import CHROMIUM_PATHS, find_chromium
+from call_page import open_page, parse_args
 
 ROWS = "rows => rows.map(r => r.dataset.call)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", required=True)
     parser.add_argument("--tenant")
-    parser.add_argument("--screenshot")
-    parser.add_argument("--chromium", default=find_chromium())
-    args = parser.parse_args()
-    if not args.chromium:
-        print(f"no Chromium found at {', '.join(CHROMIUM_PATHS)}; pass --chromium", file=sys.stderr)
-        sys.exit(2)
+    args = parse_args(parser)
     console: list[str] = []
     with sync_playwright() as playwright:
-        try:
-            browser = playwright.chromium.launch(executable_path=args.chromium, headless=True)
-        except PlaywrightError as error:
-            print(f"Chromium ({args.chromium}) did not start: {error}", file=sys.stderr)
-            sys.exit(2)
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
-        page.on("pageerror", lambda error: console.append(f"page error: {error}"))
-        page.goto(args.url)
-        # Selectors, not script: the page's CSP forbids the eval a polled wait_for_function needs.
-        try:
-            page.wait_for_selector("body[data-loaded]", state="attached", timeout=15000)
-        except PlaywrightError:
-            pass
+        browser, page = open_page(playwright, args, console, "body[data-loaded]")
         result = {
             "loaded": page.evaluate("document.body.dataset.loaded === 'true'"),
             "error": page.inner_text("#error"),

@@ -5,17 +5,8 @@
 /// timeline and the recording with the key the operator gives (kept in the tab's session storage, never sent
 /// anywhere else; the audio is fetched with it and played from memory). See docs/api.md ("Call pages").
 enum CallPage {
-    static let html = """
-        <!doctype html>
-        <html lang="en">
-        <head>
-        <meta charset="utf-8">
-        <meta name="viewport" content="width=device-width, initial-scale=1">
-        <title>Call - Switchboard</title>
-        <style>
-          body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d2330; background: #fafbfc; }
-          h1 { font-size: 18px; margin: 0 0 4px; } .muted { color: #667085; }
-          #summary span { margin-right: 18px; } #error { color: #b42318; }
+    static let html = UIPage.head("Call", style: """
+          #summary span, #summary a { margin-right: 18px; }
           #key-form { margin: 16px 0; } #key-form input { width: 28em; }
           svg { background: #fff; border: 1px solid #e4e7ec; margin: 16px 0; width: 100%; }
           .lane { font-size: 12px; fill: #475467; } .tick { font-size: 11px; fill: #98a2b3; }
@@ -24,11 +15,8 @@ enum CallPage {
           .mark.end { fill: #b42318; } .mark.move { fill: #7a5af8; }
           .wave { stroke-width: 1; fill: none; } .wave-caller { stroke: #2e90fa; } .wave-agent { stroke: #12b76a; } .playhead { stroke: #b42318; stroke-width: 1.5; }
           .turn.current { fill: #b42318; } #player { width: 100%; margin-top: 12px; } #recording { margin-top: 12px; }
-          table { border-collapse: collapse; width: 100%; background: #fff; }
-          td, th { border-bottom: 1px solid #eaecf0; padding: 4px 8px; text-align: left; vertical-align: top; font-size: 13px; }
-          tr { cursor: pointer; } code { font-size: 12px; }
-        </style>
-        </head>
+          td { vertical-align: top; } tr { cursor: pointer; }
+        """) + """
         <body>
         <h1>Call <code id="call-id"></code></h1>
         <div id="summary" class="muted">loading...</div>
@@ -241,4 +229,28 @@ enum CallPage {
           load();
         })();
         """#
+}
+
+/// What the router's pages share: the head, and the look of their text and tables (each adds its own style).
+enum UIPage {
+    static func head(_ title: String, style: String) -> String {
+        """
+        <!doctype html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>\(title) - Switchboard</title>
+        <style>
+          body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d2330; background: #fafbfc; }
+          h1 { font-size: 18px; margin: 0 0 4px; } .muted { color: #667085; } #error { color: #b42318; }
+          table { border-collapse: collapse; width: 100%; background: #fff; }
+          td, th { border-bottom: 1px solid #eaecf0; padding: 4px 8px; text-align: left; font-size: 13px; }
+          code { font-size: 12px; }
+        \(style)
+        </style>
+        </head>
+
+        """
+    }
 }

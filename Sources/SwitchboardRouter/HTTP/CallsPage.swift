@@ -3,24 +3,12 @@
 /// and JavaScript; the key is taken as on the call page (`#key=` in the address, or typed in, kept in the tab's
 /// session storage) and the filters are kept in the address's query, so a search can be shared without the key.
 enum CallsPage {
-    static let html = """
-        <!doctype html>
-        <html lang="en">
-        <head>
-        <meta charset="utf-8">
-        <meta name="viewport" content="width=device-width, initial-scale=1">
-        <title>Calls - Switchboard</title>
-        <style>
-          body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d2330; background: #fafbfc; }
-          h1 { font-size: 18px; margin: 0 0 12px; } .muted { color: #667085; } #error { color: #b42318; }
+    static let html = UIPage.head("Calls", style: """
+          h1 { margin-bottom: 12px; }
           form { display: flex; flex-wrap: wrap; gap: 8px 14px; align-items: end; margin-bottom: 14px; }
           label { display: flex; flex-direction: column; font-size: 12px; color: #475467; }
           input, select { font: inherit; padding: 3px 6px; }
-          table { border-collapse: collapse; width: 100%; background: #fff; }
-          td, th { border-bottom: 1px solid #eaecf0; padding: 4px 8px; text-align: left; font-size: 13px; }
-          code { font-size: 12px; }
-        </style>
-        </head>
+        """) + """
         <body>
         <h1>Calls</h1>
         <form id="key-form" hidden><label>API key (admin, or a tenant's) <input id="key" type="password" autocomplete="off"></label>
