@@ -36,10 +36,12 @@ extension Worker {
                 return .moved  // the caller lets go of it
             }
             count("written")
+            note(callID, "checkpoint", ["seq": "\(checkpoint.seq)", "reason": hold ? "hold" : "handler"])
             return .written(checkpoint)
         } catch {
             count(error.code.rawValue)
             log.warning("checkpoint not written", metadata: [LogKey.error: "\(error)"])
+            note(callID, "checkpoint_failed", ["code": error.code.rawValue, "reason": hold ? "hold" : "handler"])
             return .failed
         }
     }
@@ -71,7 +73,10 @@ extension Worker {
                     unwritten.subtract(chunk.map(\.callID))
                     for (item, ownership) in zip(chunk, owned) {
                         switch ownership {
-                        case .owned, .reasserted: break
+                        case .owned, .reasserted:
+                            // On the timeline: a call's first checkpoint (from then on it can be resumed elsewhere);
+                            // the periodic ones after it would crowd the timeline out.
+                            if item.checkpoint.seq <= 1 { note(item.callID, "checkpoint", ["seq": "\(item.checkpoint.seq)", "reason": "first"]) }
                         case .missing: unwritten.insert(item.callID)
                         case .superseded: letGo(item.callID)
                         }
@@ -81,6 +86,10 @@ extension Worker {
                     count("moved", owned.filter { $0 == .superseded }.count)
                     count("missing", owned.filter { $0 == .missing }.count)
                 } catch {
+                    // On the timeline once a spell: when a call's checkpoints start failing, not each second after.
+                    for item in chunk where !unwritten.contains(item.callID) {
+                        note(item.callID, "checkpoint_failed", ["code": error.code.rawValue, "seq": "\(item.checkpoint.seq)"])
+                    }
                     unwritten.formUnion(chunk.map(\.callID))
                     count(error.code.rawValue, chunk.count)
                     logger.warning("checkpoints not written", metadata: ["calls": "\(chunk.count)", LogKey.error: "\(error)"])

@@ -1,12 +1,14 @@
 import Foundation
 import SwitchboardCore
 import SwitchboardObservability
+import SwitchboardRedis
 import SwitchboardTestSupport
 import Testing
 
 /// The cluster behind Redis Sentinels, with real `redis-server` processes: the primary is killed under
 /// routing load. Routes may fail while the Sentinels elect a new primary (with a coded error), then work
-/// again with no restart; no call ends, and every call's record is on the new primary.
+/// again with no restart; no call ends, every call's record is on the new primary, and the meter neither loses
+/// nor doubles what the old primary took.
 @Suite(.serialized) struct SentinelClusterTests {
     @Test func killingTheRedisPrimaryUnderRoutingLoadEndsNoCall() async throws {
         let set = try await SentinelSet()
@@ -58,6 +60,30 @@ import Testing
         #expect(ended.allSatisfy { $0.contains("reason=\"api\"") }, "\(ended)")
         let takenBack = ended.compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
         #expect(takenBack <= Double(failures.values.reduce(0, +)), "\(ended) vs \(failures)")
+
+        // The meter across the failover: once every call has ended, each one's metered time is its life within a
+        // second (nothing the old primary took and lost is lost or counted twice), and the tenant's month holds
+        // their sum.
+        for id in live { _ = try await cluster.http("DELETE", "/v1/calls/\(id)") }
+        var records: [[String: String]] = []
+        try await eventually(timeout: .seconds(30), "every call's end recorded") {
+            records = []
+            for id in live { records.append(try await cluster.record(id)) }
+            return records.allSatisfy { $0["state"] == "ended" && $0["metered_ms"] != nil }
+        }
+        var metered: Int64 = 0
+        for (id, record) in zip(live, records) {
+            let ms = try #require(record["metered_ms"].flatMap { Int64($0) }), started = try #require(record["started_at"].flatMap { Int64($0) })
+            let life = try #require(record["ended_at"].flatMap { Int64($0) }) - started
+            #expect(abs(ms - life) <= 1_000, "call \(id): metered \(ms) ms of a \(life) ms life")
+            metered += ms
+        }
+        let usage = try await TenantLimits(redis: cluster.redis, keys: cluster.keys).usage("t", month: UsagePeriod.month(unixMillisNow()))
+        // (Placements taken back after a failed route were started, briefly, and count too: at most a second each.)
+        let extra = Int64(takenBack)
+        #expect(usage.callMillis >= metered - 1_000 && usage.callMillis <= metered + 1_000 + 1_000 * extra,
+                "month \(usage.callMillis) ms; the calls' \(metered) ms, \(extra) taken back")
+        #expect(usage.calls >= Int64(live.count) && usage.calls <= Int64(live.count) + extra, "month \(usage.calls) calls of \(live.count) + \(extra)")
         withExtendedLifetime(set) {}
     }
 }
