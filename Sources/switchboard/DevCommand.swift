@@ -176,7 +176,7 @@ final class DevCluster: Sendable {
         if let data = try? await APIClient(base: gatewayURL, key: demoKey).post("/v1/call-tokens", json: [String: String]()),
            let token = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["token"] as? String {
             say("browser page \(gatewayURL)/#token=\(token)\n             (open it on this machine, click Call and speak: the echo worker plays you back; the token lasts 12 h)")
-            say("call pages   \(routerURLs.first ?? "")/ui/calls/<call id>#key=\(adminKey)\n             (the timeline of any call; a gateway call's recording too, in \(recordings))")
+            say("calls        \(routerURLs.first ?? "")/ui/calls#key=\(adminKey)\n             (every call, searchable; each opens its page: its timeline, and a gateway call's recording, kept in \(recordings))")
         } else {
             say("gateway      \(gatewayURL) (no call token could be made: see its log)")
         }
