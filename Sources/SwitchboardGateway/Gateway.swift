@@ -133,6 +133,7 @@ public final class Gateway: Service, Sendable {
     func serve(kind: LegKind, tenant: String, inbound: WebSocketInboundStream,
                outbound: WebSocketOutboundWriter, logger baseLogger: Logger, cutOff: @Sendable () -> Void) async {
         let leg = Leg(kind: kind, tenant: tenant, gatewayID: configuration.id, maxQueuedFrames: configuration.maxQueuedFrames,
+                      slowReaderPatience: configuration.slowReaderPatience,
                       logger: baseLogger.with([LogKey.tenant: "\(tenant)", "leg": "\(kind.rawValue)"]),
                       span: tracer.start("call", kind: .server, parent: nil,
                                          attributes: ["switchboard.tenant": tenant, "switchboard.leg": kind.rawValue]))
@@ -170,6 +171,7 @@ public final class Gateway: Service, Sendable {
         leg.logger.info("leg closed", metadata: [
             LogKey.callID: "\(leg.callID ?? "-")", "played": "\(stats.played)", "concealed": "\(stats.concealed)",
             "lost": "\(stats.lost)", "late": "\(stats.late)", "dropped": "\(stats.dropped)",
+            "queue_dropped": "\(leg.state.withLock { $0.reader.dropped })",
             "jitter_ms": "\(String(format: "%.1f", jitter))", "seconds": "\((ContinuousClock.now - leg.started).components.seconds)",
         ])
     }
@@ -231,8 +233,12 @@ public final class Gateway: Service, Sendable {
         for await message in leg.outgoing {
             do {
                 switch message {
-                case .text(let text): try await outbound.write(.text(text))
-                case .binary(let bytes): try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+                case .text(let text):
+                    try await outbound.write(.text(text))
+                    leg.state.withLock { $0.reader.wrote() }
+                case .binary(let bytes):
+                    try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+                    leg.state.withLock { $0.reader.wrote() }
                 case .close(let code, let reason):
                     try await outbound.close(code, reason: String(reason.utf8.prefix(120)) ?? "")
                     leg.state.withLock { $0.closeWritten = true }
@@ -473,7 +479,13 @@ public final class Gateway: Service, Sendable {
         metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "out"], (ContinuousClock.now - began).microseconds / 1e6,
                         buckets: GatewayMetrics.transcodeBuckets, help: "Time to transcode one 20 ms frame, by direction")
         if !leg.send(message) {
-            badInput(leg, SwitchboardError(.slowConsumer, "the caller's socket does not take its audio"), reason: "slow_reader")
+            switch leg.state.withLock({ $0.reader.queueFull(at: .now) }) {
+            case .drop:
+                metrics.increment(GatewayMetrics.queueDropped, help: "Frames toward callers dropped because the caller's queue was full")
+            case .slowReader:
+                badInput(leg, SwitchboardError(.slowConsumer, "the caller's socket took nothing for \(configuration.slowReaderPatience)"),
+                         reason: "slow_reader")
+            }
         }
     }
 

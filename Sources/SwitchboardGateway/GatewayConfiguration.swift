@@ -26,8 +26,11 @@ public struct GatewayConfiguration: Sendable {
     public var region: String?
     public var zone: String?
     public var routeTimeout: Duration = .seconds(5)
-    /// Frames queued toward one caller at most (20 ms each): a socket that drains slower is closed.
+    /// Frames queued toward one caller at most (20 ms each); a frame beyond is dropped.
     public var maxQueuedFrames = 50
+    /// A caller whose queue stays full this long with its socket taking no write is closed as a slow reader (a full
+    /// queue whose socket still takes writes is the gateway behind, not the caller: frames are dropped instead).
+    public var slowReaderPatience: Duration = .seconds(5)
     /// Each caller socket's kernel send buffer (bytes; Linux doubles it): with `maxQueuedFrames`, what a caller
     /// that stops reading can hold up before it is closed (64 KiB: about four seconds of a Twilio stream).
     public var socketSendBuffer = 64 * 1024
@@ -55,6 +58,7 @@ enum GatewayMetrics {
     static let jitterSeconds = "switchboard_gateway_jitter_seconds"
     static let concealed = "switchboard_gateway_concealed_frames_total"
     static let lost = "switchboard_gateway_lost_packets_total"
+    static let queueDropped = "switchboard_gateway_queue_dropped_frames_total"
     static let dropped = "switchboard_gateway_dropped_frames_total"
     static let webhooks = "switchboard_gateway_webhooks_total"
     static let recordings = "switchboard_gateway_recordings_total"

@@ -66,6 +66,8 @@ final class Leg: Sendable {
         var closeWritten = false
         /// The call's recording, when its tenant's calls are recorded.
         var recording: Recording?
+        /// Whether a full queue toward the caller is the caller's fault (its socket takes nothing).
+        var reader: SlowReader
     }
 
     let state: Mutex<State>
@@ -76,13 +78,15 @@ final class Leg: Sendable {
     let jobs: AsyncStream<@Sendable () async -> Void>
     private let jobsIn: AsyncStream<@Sendable () async -> Void>.Continuation
 
-    init(kind: LegKind, tenant: String, gatewayID: String, maxQueuedFrames: Int, logger: Logger, span: Span? = nil) {
+    init(kind: LegKind, tenant: String, gatewayID: String, maxQueuedFrames: Int, slowReaderPatience: Duration,
+         logger: Logger, span: Span? = nil) {
         self.kind = kind
         self.span = span
         self.tenant = tenant
         state = Mutex(State(machine: LegMachine(waitsForStart: kind == .twilio), logger: logger,
                             // Twilio sends 50 messages a second; a few times that in bursts is still a caller.
-                            flood: TokenBucket(perSecond: 200, burst: 400), observer: LegObserver(member: gatewayID)))
+                            flood: TokenBucket(perSecond: 200, burst: 400), observer: LegObserver(member: gatewayID),
+                            reader: SlowReader(patience: slowReaderPatience)))
         (outgoing, out) = AsyncStream.makeStream(of: Outgoing.self, bufferingPolicy: .bufferingOldest(maxQueuedFrames))
         (jobs, jobsIn) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
     }

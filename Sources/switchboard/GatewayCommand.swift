@@ -36,6 +36,8 @@ struct GatewayCommand: AsyncParsableCommand {
     var maxLegs: Int = Settings.int("max-legs", 500)
     @Option(name: .customLong("drain-deadline"), help: "SIGTERM drains: seconds live legs may go on before their calls are ended.")
     var drainDeadline: Double = Settings.double("drain-deadline", 3600)
+    @Option(name: .customLong("slow-reader-timeout"), help: "Seconds a caller's socket may take nothing while its queue is full before its leg is closed as a slow reader.")
+    var slowReaderTimeout: Double = Settings.double("slow-reader-timeout", 5)
     @Option(help: "Region callers are placed in first (locality preferred).")
     var region: String = Settings.string("region", "")
     @Option(help: "Zone callers are placed in first (needs --region).")
@@ -86,6 +88,7 @@ struct GatewayCommand: AsyncParsableCommand {
             config.drainDeadline = try seconds(drainDeadline, "drain deadline", allowZero: true, max: 86_400)
             guard maxLegs > 0 else { throw SwitchboardError(.invalidArgument, "max-legs must be 1 or more") }
             config.maxLegs = maxLegs
+            config.slowReaderPatience = try seconds(slowReaderTimeout, "slow reader timeout", max: 300)
             guard zone.isEmpty || !region.isEmpty else { throw SwitchboardError(.invalidArgument, "--zone needs --region") }
             config.region = region.isEmpty ? nil : region
             config.zone = zone.isEmpty ? nil : zone

@@ -430,8 +430,12 @@ extension GatewayTests {
         try await cluster.addRouter()
         try await cluster.addWorker(capacity: 4)
         try await cluster.waitForWorkers(1)
-        // A small send buffer, so the leg's queue fills in seconds (the default holds about 4 s more).
-        let gw = try await RunningGateway(cluster) { $0.socketSendBuffer = 4_096 }
+        // A small send buffer, so the leg's queue fills in seconds (the default holds about 4 s more); the socket
+        // has taken nothing for 2 s when the leg is closed.
+        let gw = try await RunningGateway(cluster) {
+            $0.socketSendBuffer = 4_096
+            $0.slowReaderPatience = .seconds(2)
+        }
         func path() async throws -> String {
             try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self)).path
         }
@@ -447,6 +451,7 @@ extension GatewayTests {
             gw.metric(MetricNames.badMessages, ["kind": "twilio_stream", "code": "slow_reader"]) == 1
         }
         #expect(gw.metric("switchboard_gateway_legs_total", ["kind": "twilio", "result": "slow_consumer"]) == 1)
+        #expect(gw.metric("switchboard_gateway_queue_dropped_frames_total", [:]) > 0, "frames were dropped for 2 s before the close")
         try await eventually(timeout: .seconds(10), "its call ended") { try await cluster.record(deafCall)["end_reason"] == "caller" }
         try await eventually(timeout: .seconds(10), "its socket closed") { deaf.isBroken }
         #expect(gw.gateway.legCounts[.twilio] == 1, "the good leg goes on")

@@ -176,3 +176,33 @@ struct BrowserStreamTests {
         #expect(BrowserStream.started(callID: "c\"1").contains(#""call_id":"c\"1""#))
     }
 }
+
+struct SlowReaderTests {
+    /// A gateway that fell behind fills the queue while its caller reads: frames are dropped, the leg goes on.
+    @Test func aFullQueueWhoseSocketStillTakesWritesDropsFramesAndNeverCloses() {
+        var judge = SlowReader(patience: .seconds(5))
+        let start = ContinuousClock.now
+        for second in 0..<60 {
+            let now = start + .seconds(second)
+            #expect(judge.queueFull(at: now) == .drop)
+            #expect(judge.queueFull(at: now + .milliseconds(900)) == .drop)
+            judge.wrote()  // the socket took a write in between
+        }
+        #expect(judge.dropped == 120)
+    }
+
+    /// A socket that takes nothing while its queue stays full is a slow reader once `patience` has passed, and not
+    /// a moment before.
+    @Test func aSocketThatTakesNothingForThePatienceIsASlowReader() {
+        var judge = SlowReader(patience: .seconds(5))
+        let start = ContinuousClock.now
+        #expect(judge.queueFull(at: start) == .drop)
+        #expect(judge.queueFull(at: start + .milliseconds(4_999)) == .drop)
+        #expect(judge.queueFull(at: start + .seconds(5)) == .slowReader)
+        // A write restarts the count from the next time the queue is full.
+        judge.wrote()
+        #expect(judge.queueFull(at: start + .seconds(30)) == .drop)
+        #expect(judge.queueFull(at: start + .seconds(34)) == .drop)
+        #expect(judge.queueFull(at: start + .seconds(35)) == .slowReader)
+    }
+}
