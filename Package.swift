@@ -107,7 +107,8 @@ let package = Package(
             name: "switchboard-bench",
             dependencies: [
                 "SwitchboardCore", "SwitchboardNATS", "SwitchboardRedis", "SwitchboardOpus", "SwitchboardLocal", "CBenchBaseline",
-                "SwitchboardRouter", "SwitchboardWorker", "SwitchboardObservability",
+                "SwitchboardRouter", "SwitchboardWorker", "SwitchboardObservability", "SwitchboardGateway",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

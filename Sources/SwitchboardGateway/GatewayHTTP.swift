@@ -83,6 +83,12 @@ extension Gateway {
         HMACSHA1.mac(key: configuration.tokenSecret, message: Array("switchboard-\(kind.rawValue)-stream".utf8))
     }
 
+    /// A token that opens one `kind` of stream for `tenant` until `ttl` from now: `/{kind}/stream/{token}`.
+    public func mintStreamToken(_ kind: LegKind, tenant: String, ttl: Duration) -> (token: String, expiresAtMillis: Int64) {
+        let expires = unixMillisNow() + ttl.milliseconds
+        return (StreamToken(tenant: tenant, expiresAtMillis: expires).encoded(secret: tokenSecret(kind)), expires)
+    }
+
     /// The tenant a stream's token names. - Throws: `authentication_failed` (401) for a token that is not one
     /// of this gateway's, or that expired more than `graceMillis` ago.
     func streamToken(_ text: String?, kind: LegKind, graceMillis: Int64) throws(SwitchboardError) -> StreamToken {
@@ -138,8 +144,8 @@ extension Gateway {
             return Response(status: .ok, headers: [.contentType: "text/xml"],
                             body: .init(byteBuffer: ByteBuffer(string: #"<?xml version="1.0" encoding="UTF-8"?><Response><Reject/></Response>"#)))
         }
-        let token = StreamToken(tenant: tenant, expiresAtMillis: unixMillisNow() + configuration.streamTokenTTL.milliseconds)
-        let streamURL = Self.webSocketBase(publicBase(request)) + "/twilio/stream/" + token.encoded(secret: tokenSecret(.twilio))
+        let token = mintStreamToken(.twilio, tenant: tenant, ttl: configuration.streamTokenTTL).token
+        let streamURL = Self.webSocketBase(publicBase(request)) + "/twilio/stream/" + token
         let passed = ["From", "To", "CallSid"].compactMap { name in field(name).map { (name.lowercased(), $0) } }
         metrics.increment(GatewayMetrics.webhooks, ["result": "ok"], help: "Voice webhooks, by result")
         return Response(status: .ok, headers: [.contentType: "text/xml"],
@@ -158,8 +164,7 @@ extension Gateway {
             refuse("bad_key")
             throw SwitchboardError(.authenticationFailed, "a tenant's key this gateway knows is needed: Authorization: Bearer <key>")
         }
-        let expires = unixMillisNow() + configuration.callTokenTTL.milliseconds
-        let token = StreamToken(tenant: tenant, expiresAtMillis: expires).encoded(secret: tokenSecret(.browser))
+        let (token, expires) = mintStreamToken(.browser, tenant: tenant, ttl: configuration.callTokenTTL)
         let url = Self.webSocketBase(publicBase(request)) + "/browser/stream/" + token
         return GatewayHTTP.json(#"{"token":"\#(token)","expires_at_ms":\#(expires),"url":"\#(url)","page":"\#(publicBase(request))/#token=\#(token)"}"#,
                                 status: .created)

@@ -21,6 +21,7 @@ struct DrainBench {
         try await BenchFleet.with("bench.drain", natsURL: natsURL, redisURL: redisURL, report: &report) { fleet, caller, natsRTT, report in
             try await drainUnderLoad(fleet, caller: caller, into: &report)
             try await migrationGaps(fleet, caller: caller, natsRTT: natsRTT, into: &report)
+            try await GatewayMoveBench().run(fleet, into: &report)
             for calls in [10, 100] { try await failover(calls, fleet, caller: caller, into: &report) }
         }
     }

@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
 import SwitchboardCore
+import SwitchboardOpus
 
 /// Where a call's agent session is reached: `ws://host:port/path`.
 public struct AgentAddress: Sendable, Equatable, CustomStringConvertible {
@@ -180,6 +181,49 @@ public enum AgentProbe {
             }
             try await outbound.write(AgentSocket.control(.connectionClose))
             return times
+        }
+    }
+
+    /// Plays Twilio's side of a media stream at `address` (a gateway's stream URL): `connected`, `start`, then a
+    /// 20 ms frame of `tone` every 20 ms for `seconds`, then `stop`. Each `media` that comes back is handed to
+    /// `heard` with its arrival time, decoded from mu-law. Returns once the stream is closed (or 2 s after `stop`).
+    public static func twilioCall(_ address: AgentAddress, seconds: Double, tone frequency: Double = 440,
+                                  heard: @escaping @Sendable (ContinuousClock.Instant, [Int16]) -> Void) async throws {
+        let channel = try await AgentSocket.connect(address, timeout: .seconds(5), maxMessageBytes: 1 << 20)
+        let streamSid = "MZ" + Identifiers.random(bytes: 16)
+        try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(AgentSocket.text(MediaStream.connected()))
+            try await outbound.write(AgentSocket.text(MediaStream.start(.init(accountSid: "AC0", streamSid: streamSid,
+                                                                              callSid: "CA" + Identifiers.random(bytes: 16), customParameters: [:]))))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    var tone = ToneGenerator(frequency: frequency, sampleRate: 8_000)
+                    let sid = JSONText.quoted(streamSid)
+                    let clock = ContinuousClock()
+                    var next = clock.now
+                    for i in 0..<Int(seconds * 50) {
+                        try await outbound.write(AgentSocket.text(MediaStream.media(quotedStreamSid: sid, sequence: i + 2, chunk: i + 1,
+                                                                                    timestampMillis: Int64(i * 20), payload: MuLaw.encode(tone.next(160)))))
+                        next += .milliseconds(20)
+                        try await Task.sleep(until: next, clock: clock)
+                    }
+                    try await outbound.write(AgentSocket.text(#"{"event":"stop","streamSid":"\#(streamSid)"}"#))
+                    try await Task.sleep(for: .seconds(2))
+                    throw CancellationError()  // the gateway did not close the stream: stop reading it
+                }
+                group.addTask {
+                    for try await frame in inbound {
+                        if frame.opcode == .connectionClose { return }
+                        guard frame.opcode == .text, case .media(let payload) = try MediaStream.decodeAgentMessage(Array(buffer: frame.unmaskedData))
+                        else { continue }
+                        heard(.now, MuLaw.decode(payload))
+                    }
+                }
+                defer { group.cancelAll() }
+                do {
+                    try await group.next()
+                } catch is CancellationError {}
+            }
         }
     }
 }
