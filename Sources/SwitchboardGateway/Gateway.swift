@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import NIOWebSocket
 import ServiceLifecycle
 import SwitchboardCore
@@ -34,6 +35,9 @@ public final class Gateway: Service, Sendable {
 
     /// Where this gateway's spans go (each leg's call, and its route); nil: tracing is off.
     public let tracer: Tracer?
+    /// The one thread that writes recordings (when this gateway records): a stalled volume holds it, never a thread
+    /// of the concurrency pool that the calls' audio runs on.
+    private let recordingThread: NIOThreadPool?
 
     /// `redis`: where calls' timelines are written (nil: not written).
     public init(configuration: GatewayConfiguration, nats: NATSConnection, redis: RedisClient? = nil, metrics: MetricsRegistry = MetricsRegistry(),
@@ -49,6 +53,8 @@ public final class Gateway: Service, Sendable {
                                                 retention: configuration.timelineRetention),
                            metrics: metrics, logger: logger)
         }
+        recordingThread = configuration.recording.map { _ in NIOThreadPool(numberOfThreads: 1) }
+        recordingThread?.start()
     }
 
     /// Live legs, by kind.
@@ -85,6 +91,7 @@ public final class Gateway: Service, Sendable {
             await drain()
             group.cancelAll()
         }
+        try? await recordingThread?.shutdownGracefully()  // it fails only if already shut down
     }
 
     /// Stops taking new streams; waits for live legs to end by themselves until the deadline, then ends the
@@ -160,7 +167,7 @@ public final class Gateway: Service, Sendable {
         observe(leg, leg.state.withLock { $0.observer.finish() })
         leg.span?.end()
         if let recording = leg.state.withLock({ state -> Recording? in defer { state.recording = nil }; return state.recording }) {
-            finish(leg, recording)
+            await finish(leg, recording)
         }
         await disconnect(leg)
         state.withLock { _ = $0.legs.removeValue(forKey: ObjectIdentifier(leg)) }
@@ -542,7 +549,6 @@ public final class Gateway: Service, Sendable {
 
     private func connect(_ leg: Leg, _ placement: Placement) async throws {
         let media = try await nats.connection(for: placement, name: "gateway-\(configuration.id)-\(placement.callID)")
-        let recording = placement.record == true ? configuration.recording.flatMap { startRecording(leg, placement.callID, $0) } : nil
         let owned = media !== nats
         do {
             let audioOut = try media.subscribe(to: placement.media.out) { [weak leg] message in
@@ -557,6 +563,7 @@ public final class Gateway: Service, Sendable {
                 case .placed: break
                 }
             }
+            let recording = placement.record == true ? configuration.recording.flatMap { startRecording(leg, placement.callID, $0) } : nil
             let early = leg.state.withLock { state in
                 state.call = Leg.Call(placement: placement, nats: media, owned: owned, leg: callLeg, audioOut: audioOut)
                 state.recording = recording
@@ -568,7 +575,6 @@ public final class Gateway: Service, Sendable {
             if let recording { note(leg, "recording_started", at: recording.info.withLock { $0.startedAtMillis }, ["bitrate": "\(recording.info.withLock { $0.bitrate })"]) }
         } catch {
             if owned { media.close() }
-            if let recording { _ = recording.flush(final: true) }
             throw error
         }
         handle(leg, .routed)
@@ -583,7 +589,8 @@ extension Leg {
 // MARK: - Recording
 
 extension Gateway {
-    /// Opens the call's recording; nil (counted, logged: the call goes on unrecorded) when its files cannot be.
+    /// The call's recording (its files are opened by its first flush); nil (counted, logged: the call goes on
+    /// unrecorded) when its encoder cannot be made.
     fileprivate func startRecording(_ leg: Leg, _ callID: String, _ options: RecordingOptions) -> Recording? {
         let now = ContinuousClock.now
         do {
@@ -593,14 +600,14 @@ extension Gateway {
             return recording
         } catch {
             metrics.increment(GatewayMetrics.recordings, ["result": "failed"], help: "Call recordings, by what became of them")
-            leg.logger.error("the call is not recorded: its files cannot be written", metadata: [LogKey.callID: "\(callID)", LogKey.error: "\(error)"])
+            leg.logger.error("the call is not recorded", metadata: [LogKey.callID: "\(callID)", LogKey.error: "\(error)"])
             return nil
         }
     }
 
     /// The leg is over: the rest of its recording written and closed, and said on the call's timeline.
-    func finish(_ leg: Leg, _ recording: Recording) {
-        account(leg, recording.flush(final: true))
+    func finish(_ leg: Leg, _ recording: Recording) async {
+        account(leg, await onRecordingThread { recording.flush(final: true) })
         let info = recording.info.withLock { $0 }
         note(leg, "recording_stopped", ["duration_ms": "\(info.durationMillis)", "bytes": "\(info.bytes)", "capped": "\(info.capped)"])
         metrics.increment(GatewayMetrics.recordings, ["result": info.capped ? "capped" : "complete"], help: "Call recordings, by what became of them")
@@ -618,14 +625,21 @@ extension Gateway {
         }
     }
 
-    /// Every 250 ms, what each recording has ready is encoded and written (off the playout clock); every ten
-    /// minutes, recordings past their retention are deleted.
+    /// Runs blocking file I/O on the recording thread; inline once that has stopped (the gateway is going).
+    private func onRecordingThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        // runIfActive throws only when the thread has stopped: `work` itself cannot throw.
+        if let thread = recordingThread, let result = try? await thread.runIfActive(work) { return result }
+        return work()
+    }
+
+    /// Every 250 ms, what each recording has ready is encoded and written (on the recording thread, off the
+    /// playout clock); every ten minutes, recordings past their retention are deleted.
     func recordingLoop(_ options: RecordingOptions) async {
         var lastSweep: ContinuousClock.Instant?
         while !Task.isCancelled {
             if lastSweep.map({ ContinuousClock.now - $0 >= .seconds(600) }) ?? true {
                 lastSweep = .now
-                let removed = options.sweep()
+                let removed = await onRecordingThread { options.sweep() }
                 if removed > 0 {
                     metrics.increment(GatewayMetrics.recordingsSwept, by: Double(removed), help: "Recordings deleted at the end of their retention")
                     logger.info("recordings past their retention deleted", metadata: ["calls": "\(removed)"])
@@ -633,7 +647,8 @@ extension Gateway {
             }
             let live = state.withLock { Array($0.legs.values) }.compactMap { leg in leg.state.withLock { $0.recording }.map { (leg, $0) } }
             metrics.set(GatewayMetrics.recordingsLive, to: Double(live.count), help: "Calls being recorded")
-            for (leg, recording) in live { account(leg, recording.flush()) }
+            let flushed = await onRecordingThread { live.map { $0.1.flush() } }
+            for ((leg, _), result) in zip(live, flushed) { account(leg, result) }
             try? await Task.sleep(for: .milliseconds(250))
         }
     }

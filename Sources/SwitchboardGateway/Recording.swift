@@ -21,53 +21,44 @@ public struct RecordingOptions: Sendable, Equatable {
 }
 
 /// One call's recording: what the caller said (left) and heard (right), as the leg's audio paths hand them
-/// over (cheap, under the recording's input lock), encoded and written by the gateway's recording task
-/// (`flush`, under the output lock) so the playout clock never waits on the encoder or the disk.
+/// over (cheap, under the recording's input lock), encoded and written by `flush` (under the output lock) on the
+/// gateway's recording thread, so neither the call's setup nor the playout clock waits on the encoder or the disk.
 final class Recording: Sendable {
     let info: Mutex<RecordingInfo>
     let started: ContinuousClock.Instant
     private let input: Mutex<StereoAligner>
 
+    private struct Files {
+        var audio: FileHandle
+        var peaks: FileHandle
+    }
     private struct Output {
         var encoder: OpusEncoder
         var ogg: OggOpusWriter
-        var audio: FileHandle
-        var peaks: FileHandle
+        /// Opened by the first flush.
+        var files: Files?
         var failed: String?
     }
     private let output: Mutex<Output?>
-    private let infoURL: URL
+    private let root: URL
+    private let paths: (audio: String, peaks: String, info: String)
 
-    /// Opens the files (`<dir>/<tenant>/<call>.opus|.peaks|.json`) and writes the Ogg headers.
+    /// Makes the encoder; touches no file (the first `flush` opens them).
     init(callID: String, tenant: String, gateway: String, sampleRate: Int, startedAt started: ContinuousClock.Instant,
          startedAtMillis: Int64, options: RecordingOptions) throws {
-        let paths = try RecordingInfo.paths(tenant: tenant, callID: callID)
-        let root = URL(fileURLWithPath: options.directory)
-        try FileManager.default.createDirectory(at: root.appendingPathComponent(tenant), withIntermediateDirectories: true)
+        paths = try RecordingInfo.paths(tenant: tenant, callID: callID)
+        root = URL(fileURLWithPath: options.directory)
         let format = OpusFormat(sampleRate: sampleRate, channels: 2, application: .audio,
                                 bitrate: max(options.bitrate, RecordingOptions.minBitrate))
         let encoder = try OpusEncoder(format: format)
-        var ogg = OggOpusWriter(serial: UInt32.random(in: 1...UInt32.max), channels: 2, inputSampleRate: sampleRate,
+        let ogg = OggOpusWriter(serial: UInt32.random(in: 1...UInt32.max), channels: 2, inputSampleRate: sampleRate,
                                 preSkip: encoder.lookahead * 48_000 / sampleRate)
-        func create(_ path: String) throws -> FileHandle {
-            let url = root.appendingPathComponent(path)
-            guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
-                throw SwitchboardError(.internalError, "cannot create \(url.path)")
-            }
-            return try FileHandle(forWritingTo: url)
-        }
-        let audio = try create(paths.audio)
-        let peaks = try create(paths.peaks)
-        let header = ogg.header(comments: ["SWITCHBOARD_CALL_ID=\(callID)", "SWITCHBOARD_TENANT=\(tenant)"])
-        try audio.write(contentsOf: header)
-        infoURL = root.appendingPathComponent(paths.info)
         let maxFrames = Int(options.maxDuration.components.seconds * 50)
         input = Mutex(StereoAligner(frameSamples: sampleRate / 50, maxFrames: max(1, maxFrames)))
-        output = Mutex(Output(encoder: encoder, ogg: ogg, audio: audio, peaks: peaks))
+        output = Mutex(Output(encoder: encoder, ogg: ogg))
         info = Mutex(RecordingInfo(callID: callID, tenant: tenant, gateway: gateway, startedAtMillis: startedAtMillis,
-                                   sampleRate: sampleRate, bitrate: format.bitrate, bytes: Int64(header.count)))
+                                   sampleRate: sampleRate, bitrate: format.bitrate))
         self.started = started
-        try writeInfo()
     }
 
     private func slot(_ instant: ContinuousClock.Instant) -> Int { Int((instant - started).milliseconds / RecordingInfo.frameMillis) }
@@ -89,13 +80,32 @@ final class Recording: Sendable {
         var failure: String?
     }
 
-    /// Encodes and writes what is ready; `final` writes the rest and closes the files.
+    /// Opens the files (`<dir>/<tenant>/<call>.opus|.peaks|.json`) and writes the Ogg headers and the info.
+    private func open(_ out: inout Output) throws -> (Files, bytes: Int) {
+        try FileManager.default.createDirectory(at: root.appendingPathComponent(info.withLock(\.tenant)), withIntermediateDirectories: true)
+        func create(_ path: String) throws -> FileHandle {
+            let url = root.appendingPathComponent(path)
+            guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+                throw SwitchboardError(.internalError, "cannot create \(url.path)")
+            }
+            return try FileHandle(forWritingTo: url)
+        }
+        let files = Files(audio: try create(paths.audio), peaks: try create(paths.peaks))
+        let (callID, tenant) = info.withLock { ($0.callID, $0.tenant) }
+        let header = out.ogg.header(comments: ["SWITCHBOARD_CALL_ID=\(callID)", "SWITCHBOARD_TENANT=\(tenant)"])
+        try files.audio.write(contentsOf: header)
+        try writeInfo()
+        return (files, header.count)
+    }
+
+    /// Encodes and writes what is ready (opening the files the first time); `final` writes the rest and closes
+    /// them. Blocking file I/O: run it on the recording thread.
     func flush(final: Bool = false) -> Flushed {
         var flushed = Flushed()
         // The output's lock first and for the whole flush, so two flushes (the task's, the leg's last) write
         // their frames in the order they took them.
-        output.withLock { output in
-            guard var out = output, out.failed == nil else { return }
+        let writing = output.withLock { output -> Bool in
+            guard var out = output, out.failed == nil else { return false }
             defer { output = final || flushed.capped ? nil : out }
             let (frames, capped) = input.withLock { aligner -> ([[Int16]], Bool) in
                 let wasCapped = aligner.capped
@@ -104,6 +114,13 @@ final class Recording: Sendable {
             }
             flushed.capped = capped
             do {
+                let files: Files
+                if let opened = out.files {
+                    files = opened
+                } else {
+                    (files, flushed.bytes) = try open(&out)
+                    out.files = files
+                }
                 var peaks: [UInt8] = []
                 peaks.reserveCapacity(frames.count * 2)
                 for frame in frames {
@@ -112,18 +129,18 @@ final class Recording: Sendable {
                     peaks += [left, right]
                 }
                 let pages = out.ogg.pages(last: final || capped)
-                try out.audio.write(contentsOf: pages)
-                try out.peaks.write(contentsOf: peaks)
-                flushed.bytes = pages.count
+                try files.audio.write(contentsOf: pages)
+                try files.peaks.write(contentsOf: peaks)
+                flushed.bytes += pages.count
                 if final || capped {
-                    try out.audio.close()
-                    try out.peaks.close()
+                    try files.audio.close()
+                    try files.peaks.close()
                 }
             } catch {
                 out.failed = "\(error)"
                 flushed.failure = out.failed
-                try? out.audio.close()
-                try? out.peaks.close()
+                try? out.files?.audio.close()  // closing after a failed write: the failure is already reported
+                try? out.files?.peaks.close()
             }
             let writtenMillis = out.ogg.writtenMillis
             info.withLock { info in
@@ -132,13 +149,20 @@ final class Recording: Sendable {
                 info.capped = info.capped || capped
                 info.complete = final || capped
             }
+            return out.failed == nil
         }
-        if final || flushed.capped { try? writeInfo() }
+        if writing && (final || flushed.capped) {
+            do {
+                try writeInfo()
+            } catch {
+                flushed.failure = flushed.failure ?? "\(error)"
+            }
+        }
         return flushed
     }
 
     private func writeInfo() throws {
-        try Data(WireCodec.encode(info.withLock { $0 })).write(to: infoURL, options: .atomic)
+        try Data(WireCodec.encode(info.withLock { $0 })).write(to: root.appendingPathComponent(paths.info), options: .atomic)
     }
 }
 

@@ -188,6 +188,33 @@ struct RecordingClusterTests {
         try? FileManager.default.removeItem(atPath: dir)
     }
 
+    /// Recordings on a volume that cannot be written to: the failure is counted and logged, and the call goes on,
+    /// unrecorded, to its normal end.
+    @Test func aRecordingThatCannotBeWrittenLeavesTheCallAlone() async throws {
+        let notADirectory = try directory() + "/file"
+        #expect(FileManager.default.createFile(atPath: notADirectory, contents: Data("x".utf8)))
+        let cluster = try await TestCluster()
+        try await cluster.addRouter { $0.recordCalls = true }
+        try await cluster.addWorker(id: "a", handler: ToneHandler())
+        try await cluster.waitForWorkers(1)
+        let gw = try await RunningGateway(cluster) { $0.recording = RecordingOptions(directory: notADirectory) }
+        let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+        let twilio = try await FakeTwilio(port: gw.port, path: path)
+        try await twilio.start()
+        try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
+        let callID = gw.gateway.liveCalls[0]
+        try await eventually(timeout: .seconds(5), "the failure counted") { gw.metric("switchboard_gateway_recordings_total", ["result": "failed"]) == 1 }
+        let failed = ContinuousClock.now
+        try await twilio.speak(seconds: 1)
+        #expect(!twilio.isClosed && twilio.frequency(after: failed).map { abs($0 - 440) <= 5 } == true, "the call goes on")
+        try await twilio.stop()
+        try await eventually(timeout: .seconds(5), "the call ended by its caller") { try await cluster.record(callID)["end_reason"] == "caller" }
+        #expect(gw.metric("switchboard_gateway_recordings_total", ["result": "failed"]) == 1, "counted once")
+        await gw.stop()
+        await cluster.shutdown()
+        try? FileManager.default.removeItem(atPath: (notADirectory as NSString).deletingLastPathComponent)
+    }
+
     /// With tenancy on: a tenant records only when its policy says so, reads only its own recordings, and an
     /// operator purges all of a tenant's with one command, audited; recordings past their retention are swept.
     @Test func tenantsRecordByTheirPolicyReadTheirOwnAndArePurgedByOneCommand() async throws {
