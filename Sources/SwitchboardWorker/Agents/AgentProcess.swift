@@ -18,7 +18,7 @@ final class AgentProcess: Sendable {
     let callID = Mutex<String?>(nil)
     /// When its group was sent SIGTERM (SIGKILL follows after the grace time).
     let killedAt = Mutex<ContinuousClock.Instant?>(nil)
-    /// Its CPU time when it was given its call (what it used warming up in the pool is not the call's).
+    /// Its CPU time when its call's run reached it (what it used warming up in the pool is not the call's).
     let cpuAtAssignment = Mutex<Duration?>(nil)
 
     /// The CPU time the process has used so far (user and system, its reaped children's included), from
@@ -29,10 +29,16 @@ final class AgentProcess: Sendable {
         return .milliseconds(ticks * 1000 / ProcessCPU.ticksPerSecond)
     }
 
-    /// Marks the moment it takes its call.
+    /// Marks the moment it takes its call (on the offer's path: nothing is read here).
     func assigned(to callID: String) {
         self.callID.withLock { $0 = callID }
-        cpuAtAssignment.withLock { $0 = cpuTime }
+    }
+
+    /// From now on its CPU time is its call's: read once, when the call's run reaches it.
+    func startMetering() {
+        guard cpuAtAssignment.withLock({ $0 == nil }) else { return }
+        let now = cpuTime  // read from /proc outside any lock
+        cpuAtAssignment.withLock { if $0 == nil { $0 = now } }
     }
 
     /// CPU time used since it took its call; nil when unknown.

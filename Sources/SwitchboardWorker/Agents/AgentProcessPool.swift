@@ -132,11 +132,9 @@ public final class AgentProcessPool: Sendable {
         if fresh, let used = release(callID: callID) {
             state.withLock { $0.usedByEarlier[callID, default: .zero] += used }  // the call's, until it ends
         }
-        if let process = state.withLock({ $0.assigned[callID] }) {
+        if let process = state.withLock({ $0.assigned[callID] }) ?? takeReady(for: callID) {
+            process.startMetering()
             return AgentAddress(host: "127.0.0.1", port: process.port, path: settings.path)
-        }
-        if let pooled = takeReady(for: callID) {
-            return AgentAddress(host: "127.0.0.1", port: pooled.port, path: settings.path)
         }
         let process = try await start(callID: callID, tenant: tenant)
         let stillWanted = state.withLock { state -> Bool in
