@@ -27,6 +27,7 @@ enum CallPage {
         <audio id="player" controls hidden></audio>
         <svg id="axis" height="10" role="img" aria-label="the call's timeline"></svg>
         <table><thead><tr><th>time</th><th>from</th><th>event</th><th>details</th></tr></thead><tbody id="events"></tbody></table>
+        <script src="/ui/ui.js"></script>
         <script src="/ui/call-page.js"></script>
         </body>
         </html>
@@ -35,15 +36,10 @@ enum CallPage {
     static let script = #"""
         "use strict";
         (function () {
+          const { $, api, auth, onKeyGiven } = window.switchboardUI;
           const callID = decodeURIComponent(location.pathname.split("/").pop());
-          const $ = (id) => document.getElementById(id);
           $("call-id").textContent = callID;
-          // A key in the address's fragment (never sent to a server) is kept for this tab and taken out of the address.
-          const fromHash = new URLSearchParams(location.hash.slice(1)).get("key");
-          if (fromHash) { sessionStorage.setItem("switchboard-key", fromHash); history.replaceState(null, "", location.pathname); }
-          $("key-form").addEventListener("submit", (e) => {
-            e.preventDefault(); sessionStorage.setItem("switchboard-key", $("key").value); load();
-          });
+          onKeyGiven(() => load());
           const svgNS = "http://www.w3.org/2000/svg";
           function el(name, attrs, text) {
             const node = document.createElementNS(svgNS, name);
@@ -57,14 +53,13 @@ enum CallPage {
           }
           // The recording, when there is one: its info, its peaks and its audio (played from memory).
           let recording = null;
-          async function loadRecording(key) {
+          async function loadRecording() {
             const base = `/v1/calls/${encodeURIComponent(callID)}/recording`;
-            const auth = { headers: { Authorization: `Bearer ${key}` } };
             try {
-              const info = await fetch(`${base}/info`, auth);
+              const info = await fetch(`${base}/info`, auth());
               if (!info.ok) { $("recording").textContent = info.status === 404 ? "no recording of this call" : `recording: ${info.status}`; return null; }
               const meta = await info.json();
-              const [peaks, audio] = await Promise.all([fetch(`${base}/peaks`, auth), fetch(base, auth)]);
+              const [peaks, audio] = await Promise.all([fetch(`${base}/peaks`, auth()), fetch(base, auth())]);
               if (!peaks.ok || !audio.ok) { $("recording").textContent = `recording: ${peaks.status} / ${audio.status}`; return null; }
               const player = $("player");
               player.src = URL.createObjectURL(await audio.blob());
@@ -77,22 +72,11 @@ enum CallPage {
           let traceLink = "";
           async function load() {
             traceLink = (await fetch("/ui/config.json").then((r) => r.json()).catch(() => ({}))).trace_link || "";
-            const key = sessionStorage.getItem("switchboard-key");
-            if (!key) { $("key-form").hidden = false; $("summary").textContent = "an API key is needed"; return; }
-            $("key-form").hidden = true;
-            let response;
-            try {
-              response = await fetch(`/v1/calls/${encodeURIComponent(callID)}/timeline`, { headers: { Authorization: `Bearer ${key}` } });
-            } catch (error) { $("error").textContent = `the router could not be reached: ${error}`; return; }
-            const body = await response.json().catch(() => ({}));
-            if (!response.ok) {
-              $("error").textContent = `${response.status} ${(body.error && body.error.code) || ""}: ${(body.error && body.error.message) || ""}`;
-              if (response.status === 401 || response.status === 403) { sessionStorage.removeItem("switchboard-key"); $("key-form").hidden = false; }
-              return;
-            }
+            const body = await api(`/v1/calls/${encodeURIComponent(callID)}/timeline`);
+            if (!body) return;
             render(body);
             // Then the recording, drawn under the same axis once it is here (the timeline does not wait for it).
-            recording = await loadRecording(key);
+            recording = await loadRecording();
             if (recording) render(body);
             document.body.dataset.recording = recording ? "loaded" : "none";
           }
@@ -233,6 +217,42 @@ enum CallPage {
 
 /// What the router's pages share: the head, and the look of their text and tables (each adds its own style).
 enum UIPage {
+    /// What the operator's pages share: the API key (from the address's `#key=` fragment, which no server sees,
+    /// or typed into the page's key form; kept in the tab's session storage, taken out of the address) and the
+    /// API's JSON fetched with it, its errors shown in `#error` (the key form again after 401 or 403).
+    static let script = #"""
+        "use strict";
+        window.switchboardUI = (function () {
+          const $ = (id) => document.getElementById(id);
+          const stored = "switchboard-key";
+          const fromHash = new URLSearchParams(location.hash.slice(1)).get("key");
+          if (fromHash) { sessionStorage.setItem(stored, fromHash); history.replaceState(null, "", location.pathname + location.search); }
+          // `load` runs again once a key is typed in.
+          function onKeyGiven(load) {
+            $("key-form").addEventListener("submit", (e) => { e.preventDefault(); sessionStorage.setItem(stored, $("key").value); load(); });
+          }
+          const auth = () => ({ headers: { Authorization: `Bearer ${sessionStorage.getItem(stored)}` } });
+          // GET `path` with the key: its JSON, or null once what went wrong is shown.
+          async function api(path) {
+            if (!sessionStorage.getItem(stored)) { $("key-form").hidden = false; $("summary").textContent = "an API key is needed"; return null; }
+            $("key-form").hidden = true;
+            $("error").textContent = "";
+            let response;
+            try {
+              response = await fetch(path, auth());
+            } catch (error) { $("error").textContent = `the router could not be reached: ${error}`; return null; }
+            const body = await response.json().catch(() => ({}));
+            if (!response.ok) {
+              $("error").textContent = `${response.status} ${(body.error && body.error.code) || ""}: ${(body.error && body.error.message) || ""}`;
+              if (response.status === 401 || response.status === 403) { sessionStorage.removeItem(stored); $("key-form").hidden = false; }
+              return null;
+            }
+            return body;
+          }
+          return { $, api, auth, onKeyGiven };
+        })();
+        """#
+
     static func head(_ title: String, style: String) -> String {
         """
         <!doctype html>

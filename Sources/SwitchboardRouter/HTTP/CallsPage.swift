@@ -1,7 +1,6 @@
 /// The operator's list of calls, served by the router at `/ui/calls`: a search by tenant, time, end reason,
 /// worker, version and state over `GET /v1/calls`, newest first, each call linking to its page. Plain HTML, CSS
-/// and JavaScript; the key is taken as on the call page (`#key=` in the address, or typed in, kept in the tab's
-/// session storage) and the filters are kept in the address's query, so a search can be shared without the key.
+/// and JavaScript; the key is taken as on the call page (`UIPage.script`) and the filters are kept in the address's query, so a search can be shared without the key.
 enum CallsPage {
     static let html = UIPage.head("Calls", style: """
           h1 { margin-bottom: 12px; }
@@ -28,6 +27,7 @@ enum CallsPage {
         <table><thead><tr><th>placed (UTC)</th><th>call</th><th>tenant</th><th>state</th><th>worker</th><th>version</th><th>length</th><th>end</th></tr></thead>
           <tbody id="calls"></tbody></table>
         <p><button id="more" hidden>More</button></p>
+        <script src="/ui/ui.js"></script>
         <script src="/ui/calls-page.js"></script>
         </body>
         </html>
@@ -36,9 +36,7 @@ enum CallsPage {
     static let script = #"""
         "use strict";
         (function () {
-          const $ = (id) => document.getElementById(id);
-          const fromHash = new URLSearchParams(location.hash.slice(1)).get("key");
-          if (fromHash) { sessionStorage.setItem("switchboard-key", fromHash); history.replaceState(null, "", location.pathname + location.search); }
+          const { $, api, onKeyGiven } = window.switchboardUI;
           const form = $("filters");
           const params = new URLSearchParams(location.search);
           // Times in the address are Unix ms; the inputs show them in UTC.
@@ -63,27 +61,14 @@ enum CallsPage {
             $("calls").innerHTML = "";
             load(null);
           });
-          $("key-form").addEventListener("submit", (e) => { e.preventDefault(); sessionStorage.setItem("switchboard-key", $("key").value); load(null); });
+          onKeyGiven(() => load(null));
           $("more").addEventListener("click", () => load(next));
           const time = (ms) => ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "";
           async function load(cursor) {
-            const key = sessionStorage.getItem("switchboard-key");
-            if (!key) { $("key-form").hidden = false; $("summary").textContent = "an API key is needed"; return; }
-            $("key-form").hidden = true;
-            $("error").textContent = "";
             const q = query();
             if (cursor) q.set("cursor", cursor);
-            let response;
-            try {
-              response = await fetch(`/v1/calls?${q}`, { headers: { Authorization: `Bearer ${key}` } });
-            } catch (error) { $("error").textContent = `the router could not be reached: ${error}`; return; }
-            const body = await response.json().catch(() => ({}));
-            if (!response.ok) {
-              $("error").textContent = `${response.status} ${(body.error && body.error.code) || ""}: ${(body.error && body.error.message) || ""}`;
-              if (response.status === 401 || response.status === 403) { sessionStorage.removeItem("switchboard-key"); $("key-form").hidden = false; }
-              document.body.dataset.loaded = "error";
-              return;
-            }
+            const body = await api(`/v1/calls?${q}`);
+            if (!body) { document.body.dataset.loaded = "error"; return; }
             for (const c of body.calls) {
               const r = c.record || {};
               const row = document.createElement("tr");

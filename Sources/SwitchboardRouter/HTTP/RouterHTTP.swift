@@ -41,6 +41,7 @@ public enum RouterHTTP {
             return json(try await router.callStore.list(query))
         }
         routes.get("/ui/calls") { _, _ -> Response in page(CallsPage.html, type: "text/html; charset=utf-8") }
+        routes.get("/ui/ui.js") { _, _ -> Response in page(UIPage.script, type: "text/javascript; charset=utf-8") }
         routes.get("/ui/calls-page.js") { _, _ -> Response in page(CallsPage.script, type: "text/javascript; charset=utf-8") }
         routes.get("/v1/calls/:id") { request, context -> Response in
             let id = try context.parameters.require("id")
