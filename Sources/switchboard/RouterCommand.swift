@@ -48,9 +48,11 @@ struct RouterCommand: AsyncParsableCommand {
     @Option(name: .customLong("admin-key"), help: "A key operator endpoints take, named 'admin' in the audit (or SWITCHBOARD_ADMIN_KEY).")
     var adminKey: String?
     @Option(name: .customLong("admin-key-file"), help: "Operator keys, one name:key per line; the audit names who acted (env SWITCHBOARD_ADMIN_KEY_FILE).")
-    var adminKeyFile: String? = Settings.value("admin-key-file")
+    var adminKeyFileFlag: String?
+    var adminKeyFile: String? { adminKeyFileFlag ?? Settings.value("admin-key-file") }
     @Option(name: .customLong("media-signing-key"), help: "On a closed bus: the media signing key file from switchboard nats-config; each placement then carries a credential for its call's media alone.")
-    var mediaSigningKey: String? = Settings.value("media-signing-key")
+    var mediaSigningKeyFlag: String?
+    var mediaSigningKey: String? { mediaSigningKeyFlag ?? Settings.value("media-signing-key") }
     @Option(name: .customLong("media-credential-ttl"), help: "Seconds a call's media credential lasts.")
     var mediaCredentialTTL: Double = Settings.double("media-credential-ttl", 4 * 3600)
     @Flag(name: .customLong("insecure-no-auth"), help: "Leave operator endpoints open to anyone (never on a network).")

@@ -116,24 +116,33 @@ struct ClusterOptions: ParsableArguments {
 }
 
 /// NATS credentials and TLS, each from a flag, the environment (`SWITCHBOARD_NATS_CREDS`...) or the config file.
+/// (Each `xFlag` is the flag alone; `x` adds the environment and the config file, read when asked.)
 /// Secrets come from files or the environment; none is shown in `--help` or written to a log.
 struct NATSAuthOptions: ParsableArguments {
     @Option(name: .customLong("nats-creds"), help: "NATS credentials file (user JWT and NKey seed), e.g. from switchboard nats-config.")
-    var creds: String? = Settings.value("nats-creds")
+    var credsFlag: String?
+    var creds: String? { credsFlag ?? Settings.value("nats-creds") }
     @Option(name: .customLong("nats-nkey"), help: "File with an NKey seed (SU...), for servers that list users by NKey.")
-    var nkey: String? = Settings.value("nats-nkey")
+    var nkeyFlag: String?
+    var nkey: String? { nkeyFlag ?? Settings.value("nats-nkey") }
     @Option(name: .customLong("nats-user"), help: "NATS user name (its password from --nats-password-file or SWITCHBOARD_NATS_PASSWORD).")
-    var user: String? = Settings.value("nats-user")
+    var userFlag: String?
+    var user: String? { userFlag ?? Settings.value("nats-user") }
     @Option(name: .customLong("nats-password-file"), help: "File holding the NATS password.")
-    var passwordFile: String? = Settings.value("nats-password-file")
+    var passwordFileFlag: String?
+    var passwordFile: String? { passwordFileFlag ?? Settings.value("nats-password-file") }
     @Option(name: .customLong("nats-token-file"), help: "File holding a NATS token (or SWITCHBOARD_NATS_TOKEN).")
-    var tokenFile: String? = Settings.value("nats-token-file")
+    var tokenFileFlag: String?
+    var tokenFile: String? { tokenFileFlag ?? Settings.value("nats-token-file") }
     @Option(name: .customLong("nats-tls-ca"), help: "CA bundle that signed the NATS server's certificate (turns TLS on).")
-    var tlsCA: String? = Settings.value("nats-tls-ca")
+    var tlsCAFlag: String?
+    var tlsCA: String? { tlsCAFlag ?? Settings.value("nats-tls-ca") }
     @Option(name: .customLong("nats-tls-cert"), help: "Client certificate for NATS servers that verify clients (with --nats-tls-key).")
-    var tlsCert: String? = Settings.value("nats-tls-cert")
+    var tlsCertFlag: String?
+    var tlsCert: String? { tlsCertFlag ?? Settings.value("nats-tls-cert") }
     @Option(name: .customLong("nats-tls-key"), help: "The client certificate's key.")
-    var tlsKey: String? = Settings.value("nats-tls-key")
+    var tlsKeyFlag: String?
+    var tlsKey: String? { tlsKeyFlag ?? Settings.value("nats-tls-key") }
 
     func apply(to config: inout NATSConfiguration) throws(SwitchboardError) {
         config.credentialsFile = creds
@@ -151,12 +160,15 @@ struct NATSAuthOptions: ParsableArguments {
 /// keeps it out of process listings and manifests.
 struct RedisAuthOptions: ParsableArguments {
     @Option(name: .customLong("redis-password-file"), help: "File holding the Redis password (or SWITCHBOARD_REDIS_PASSWORD); wins over one in the URL.")
-    var passwordFile: String? = Settings.value("redis-password-file")
+    var passwordFileFlag: String?
+    var passwordFile: String? { passwordFileFlag ?? Settings.value("redis-password-file") }
     @Option(name: .customLong("redis-sentinel-password-file"), help: "File holding the Sentinels' own password (or SWITCHBOARD_REDIS_SENTINEL_PASSWORD).")
-    var sentinelPasswordFile: String? = Settings.value("redis-sentinel-password-file")
+    var sentinelPasswordFileFlag: String?
+    var sentinelPasswordFile: String? { sentinelPasswordFileFlag ?? Settings.value("redis-sentinel-password-file") }
     @Option(name: .customLong("redis-replicas-to-ack"),
             help: "Replicas that must hold a write before it is done (WAIT); default 1 behind Sentinels (a failover loses no write that was confirmed), else 0.")
-    var replicasToAck: Int? = Settings.int("redis-replicas-to-ack")
+    var replicasToAckFlag: Int?
+    var replicasToAck: Int? { replicasToAckFlag ?? Settings.int("redis-replicas-to-ack") }
 
     func configuration(url: String) throws(SwitchboardError) -> RedisConfiguration {
         var config = try RedisConfiguration(url: url)
@@ -192,7 +204,8 @@ struct RouterAddress: ParsableArguments {
     var apiKey: String?
 
     @Option(name: .customLong("api-key-file"), help: "A file with the key (a router's name:key admin key file: its first key) (env SWITCHBOARD_API_KEY_FILE).")
-    var apiKeyFile: String? = Settings.value("api-key-file")
+    var apiKeyFileFlag: String?
+    var apiKeyFile: String? { apiKeyFileFlag ?? Settings.value("api-key-file") }
 
     @Option(help: "Output format: text or json.")
     var output: OutputFormat = .text

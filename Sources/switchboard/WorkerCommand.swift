@@ -70,7 +70,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(name: .customLong("http-host"), help: "Address of /healthz, /readyz and /metrics.")
     var httpHost: String = Settings.string("http-host", "127.0.0.1")
     @Option(name: .customLong("http-port"), help: "Port of /healthz, /readyz and /metrics (0 picks a free one; not served unless set; the container image sets 8080).")
-    var httpPort: Int? = Settings.int("http-port")
+    var httpPortFlag: Int?
+    var httpPort: Int? { httpPortFlag ?? Settings.int("http-port") }
 
     func run() async throws {
         Runtime.followParentIfAsked()
