@@ -41,10 +41,11 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
         try await start()
     }
 
-    /// A server still running when its owner goes is killed at once (no waiting in deinit).
+    /// A server still running when its owner goes is killed at once (no waiting in deinit), and its files go.
     deinit {
         if let process, process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
         try? logHandle?.close()
+        try? FileManager.default.removeItem(at: workDirectory)  // a temporary folder: nothing to do if it is gone
     }
 
     public var url: String {
@@ -122,8 +123,10 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 5 s) and returns once it has exited and its port is
-    /// free. Waits without blocking a thread.
-    public func stop() async {
+    /// free. Waits without blocking a thread. `removingFiles`: its folder (data, log) goes too; it cannot be
+    /// restarted after.
+    public func stop(removingFiles: Bool = false) async {
+        defer { if removingFiles { try? FileManager.default.removeItem(at: workDirectory) } }  // temporary: gone is fine
         let (p, handle) = lock.withLock { () -> (Process?, FileHandle?) in
             defer { process = nil; logHandle = nil }
             return (process, logHandle)

@@ -28,6 +28,8 @@ struct DevCommand: AsyncParsableCommand {
     @Option(name: .customLong("agent-url"), help: "Host each call on this agent server (ws://…), rather than the echo handler.")
     var agentURL: String?
     @Option(name: .customLong("agent-pool"), help: "Agent processes each worker keeps ready (with --agent-command).") var agentPool = 2
+    @Flag(name: .customLong("keep-files"), help: "Keep the cluster's folder (logs, NATS keys and credentials, recordings) when it stops; by default it is removed.")
+    var keepFiles = false
 
     func validate() throws {
         if let duration {
@@ -59,9 +61,10 @@ struct DevCommand: AsyncParsableCommand {
         table.cancel()
         _ = await demo.value
         _ = await table.value
-        await cluster.stop()
+        await cluster.stop(removingFiles: !keepFiles)
         say(stats.summary())
-        say("stopped; nothing left running")
+        say(keepFiles ? "stopped; nothing left running; its files are kept in \(cluster.directory.path)"
+                      : "stopped; nothing left running, and its folder (logs, credentials, recordings) removed (--keep-files keeps it)")
     }
 }
 
@@ -236,10 +239,17 @@ final class DevCluster: Sendable {
             }
         }
         say("cluster ready: \(routerURLs.count) routers (\(routerURLs.joined(separator: ", "))), \(workers) workers")
+        let binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "switchboard"
+        say("""
+            inspect      from another terminal, with the admin key:
+                           export SWITCHBOARD_ROUTER_URL=\(routerURLs[0]) SWITCHBOARD_API_KEY=\(adminKey)
+                           \(binary) status        (then: node list, call list, node drain worker-1, --help)
+            """)
     }
 
-    /// SIGTERM to every child, SIGKILL to any still running after 10 s; then Redis and NATS.
-    func stop() async {
+    /// SIGTERM to every child, SIGKILL to any still running after 10 s; then Redis and NATS. `removingFiles`:
+    /// then the cluster's folder and the servers' go too (kept when the cluster failed to start: its logs say why).
+    func stop(removingFiles: Bool = false) async {
         connection.close()
         for child in children where child.process.isRunning { kill(child.pid, SIGTERM) }
         let deadline = ContinuousClock.now + .seconds(10)
@@ -250,7 +260,8 @@ final class DevCluster: Sendable {
             say("\(child.name) did not stop within 10 s: killing it")
             kill(child.pid, SIGKILL)
         }
-        await redis.stop()
-        await nats.stop()
+        await redis.stop(removingFiles: removingFiles)
+        await nats.stop(removingFiles: removingFiles)
+        if removingFiles { try? FileManager.default.removeItem(at: directory) }  // our own temporary folder
     }
 }

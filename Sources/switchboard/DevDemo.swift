@@ -141,16 +141,19 @@ struct DemoCallers {
     }
 }
 
-/// Prints the cluster's state once a second: workers, calls, placements per second, placement latency.
+/// Prints the cluster's state: workers, calls, placements per second, placement latency. On a terminal it is
+/// redrawn in place every second; into a file or a pipe, a block is written every 5 s.
 struct LiveTable {
     let cluster: DevCluster
     let stats: DemoStats
 
     func run() async {
+        let terminal = isatty(STDOUT_FILENO) == 1
+        var drawn = 0  // lines of the table on the screen, redrawn over
         var lastPlaced = 0
         var lastTime = ContinuousClock.now
         while !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(1))
+            try? await Task.sleep(for: .seconds(terminal ? 1 : 5))
             if Task.isCancelled { return }
             let s = stats.snapshot
             let now = ContinuousClock.now
@@ -172,7 +175,14 @@ struct LiveTable {
             let failures = s.failed.values.reduce(0, +)
             lines.append(String(format: "calls placed %d (%.1f/s), ended %d, echo ok %d | placement p50 %@ p99 %@ | packets sent %d echoed %d | failures %d",
                                 s.placed, rate, s.ended, s.echoToneOK, p50, p99, s.packetsSent, s.packetsEchoed, failures))
-            say("\n" + lines.joined(separator: "\n"))
+            let table = lines.joined(separator: "\n")
+            if terminal {
+                // Back to the table's first line, clear from there down, draw it again.
+                say((drawn > 0 ? "\u{1B}[\(drawn)F\u{1B}[J" : "\n") + table)
+                drawn = table.split(separator: "\n", omittingEmptySubsequences: false).count
+            } else {
+                say("\n" + table)
+            }
         }
     }
 }

@@ -33,6 +33,10 @@ struct DevClusterTests {
         }
         #expect(ports.count == 2)
         for port in ports { #expect(!TestServer.canConnect(port: port), "port \(port) still served") }
+        // How to look at it from another terminal was shown; its folder (logs, NATS keys and credentials) is gone.
+        #expect(dev.output.contains("export SWITCHBOARD_ROUTER_URL=http://127.0.0.1:") && dev.output.contains("SWITCHBOARD_API_KEY=admin-"))
+        let folder = try #require(dev.output.split(separator: "\n").first { $0.hasPrefix("logs ") }?.split(separator: " ").last.map(String.init))
+        #expect(folder.contains("sbdev-cluster-") && !FileManager.default.fileExists(atPath: folder), "\(folder) left behind")
     }
 
     /// A table line with at least one call that echoed the tone.
