@@ -51,9 +51,13 @@ struct TenancyTests {
         let request = RouteRequest(tenant: "ignored").encoded()
         let refused = try RouteReply.decode(try await cluster.client.request(cluster.subjects.route, payload: request, timeout: .seconds(10)).payload)
         #expect(refused.error?.code == "unauthorized")
-        let placed = try RouteReply.decode(try await cluster.client.request(cluster.subjects.route, payload: request,
+        // Asked again on a 503, as a client would: a starved test process can let the one offer time out (500 ms).
+        var placed = RouteReply(error: SwitchboardError(.noCapacity, "not asked yet"))
+        for _ in 0..<3 where ["no_capacity", "unavailable"].contains(placed.error?.code) {
+            placed = try RouteReply.decode(try await cluster.client.request(cluster.subjects.route, payload: request,
                                                                             headers: ["Authorization": "Bearer \(other)"], timeout: .seconds(10)).payload)
-        #expect(placed.call != nil)
+        }
+        #expect(placed.call != nil, "\(String(describing: placed.error))")
         await cluster.shutdown()
     }
 
