@@ -75,7 +75,7 @@ extension Worker {
                                           acceptSeq: acceptSeq))
                 }
                 metrics.increment(MetricNames.offersAnswered, ["result": "accepted"], help: "Offers answered by result")
-                heartbeatIfFull()
+                heartbeatAfterAccept()
             case .answerRefused(let reason):
                 if let reply = call.pendingReply {
                     answer(reply, .refuse(reason, workerID: configuration.id, version: configuration.version, region: configuration.region))

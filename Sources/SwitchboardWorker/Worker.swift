@@ -277,7 +277,7 @@ public final class Worker: Service, Sendable {
                 answer(message, .accept(workerID: configuration.id, version: configuration.version, region: configuration.region,
                                         acceptSeq: acceptSeq))
                 metrics.increment(MetricNames.offersAnswered, ["result": "accepted"], help: "Offers answered by result")
-                heartbeatIfFull()
+                heartbeatAfterAccept()
             }
             // A call moving in is answered once claimed (`answerAccepted`): nothing is said or sent for it before.
             dispatch(running.lifecycle.start(), running)
@@ -287,10 +287,11 @@ public final class Worker: Service, Sendable {
         }
     }
 
-    /// Full now: says so at once, so routers stop offering. Other changes in the call count go out with the
-    /// next periodic heartbeat (routers count their own offers in flight meanwhile).
-    func heartbeatIfFull() {
-        if state.withLock({ $0.slots.activeCalls >= $0.slots.capacity }) { heartbeatTrigger.yield() }
+    /// A call accepted: every router hears of it at once (within `heartbeatSpacing`), not at the next periodic
+    /// heartbeat. Routers count only their own offers in flight; without this, each would keep picking the worker
+    /// whose last heartbeat looks emptiest until the next one (and a full worker is told at once, so offers stop).
+    func heartbeatAfterAccept() {
+        heartbeatTrigger.yield()
     }
 
     /// Subscribes to the call's subjects and hands the call to a task of `run()`'s (`runCall`).
@@ -393,7 +394,12 @@ public final class Worker: Service, Sendable {
         if !handler.isReady { logger.warning("the handler is not ready after 60 s: joining the cluster anyway; offers are refused until it is") }
         await publishHeartbeat()
         state.withLock { $0.started = true }
+        var lastPublished = ContinuousClock.now
         for await _ in heartbeatTriggers {
+            // Triggers in a burst (calls accepted one after another) make one heartbeat per spacing.
+            let due = lastPublished + configuration.heartbeatSpacing
+            if due > .now { try? await Task.sleep(until: due, clock: .continuous) }  // cancelled: publish now, the loop ends next
+            lastPublished = .now
             if ContinuousClock.now - lastSample >= configuration.heartbeatInterval / 2 {
                 let sample = sampler.sample()
                 lastSample = .now

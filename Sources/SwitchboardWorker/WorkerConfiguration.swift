@@ -13,6 +13,9 @@ public struct WorkerConfiguration: Sendable {
     public var subjects: Subjects
     public var keys: RedisKeys
     public var heartbeatInterval: Duration = .seconds(1)
+    /// Heartbeats go out on the interval and at once on a change routers place by (an accepted call, full or not
+    /// full, a drain); never more than one per this spacing.
+    public var heartbeatSpacing: Duration = .milliseconds(50)
     /// A call still running after this long is ended (reason `max_duration`).
     public var maxCallDuration: Duration = .seconds(3600)
     /// A call whose caller sends no audio for this long is ended (reason `no_media`), so a placement nobody

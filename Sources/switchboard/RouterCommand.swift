@@ -30,7 +30,7 @@ struct RouterCommand: AsyncParsableCommand {
     @Option(help: "Placement strategy: spread (power of d choices) or binpack (fill the fullest worker that fits).")
     var strategy: String = Settings.string("strategy", "spread")
     @Option(help: "Workers sampled per decision under spread (the d of power of d choices).")
-    var choices: Int = Settings.int("choices", 2)
+    var choices: Int = Settings.int("choices", 4)
     @Option(name: .customLong("cpu-ceiling"), help: "CPU share past which a worker's score drops steeply.")
     var cpuCeiling: Double = Settings.double("cpu-ceiling", 0.8)
     @Option(name: .customLong("weights"), help: "Score weights as cpu,memory,slots,locality[,gpu] (gpu: 1 when not given; it counts only for workers that report a GPU).")

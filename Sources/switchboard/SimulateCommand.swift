@@ -15,6 +15,8 @@ struct SimulateCommand: AsyncParsableCommand {
     var routers: Int = Settings.int("routers", 8)
     @Option(help: "Seconds between a worker's heartbeats.")
     var heartbeat: Double = Settings.double("heartbeat", 1)
+    @Flag(name: .customLong("no-heartbeat-on-accept"), help: "Workers heartbeat only on the interval and when they become full or not full, not on each accepted call (how they did before; to compare).")
+    var noHeartbeatOnAccept = false
     @Option(help: "Simulated seconds with statistics, after the warm-up.")
     var duration: Double = Settings.double("duration", 7200)
     @Option(help: "Simulated seconds before the statistics start.")
@@ -34,7 +36,7 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "The configured strategy: spread, binpack, random, round_robin or least_loaded.")
     var strategy: String = Settings.string("strategy", "spread")
     @Option(help: "d in power of d choices (spread).")
-    var choices: Int = Settings.int("choices", 2)
+    var choices: Int = Settings.int("choices", 4)
     @Flag(name: .customLong("no-local-correction"), help: "The configured strategy ignores this router's own reservations.")
     var noLocalCorrection = false
     @Option(help: "Output format: text or json.")
@@ -65,6 +67,7 @@ struct SimulateCommand: AsyncParsableCommand {
         simulation.workers = workers
         simulation.routers = routers
         simulation.heartbeatInterval = try seconds(heartbeat, "heartbeat")
+        simulation.heartbeatOnAccept = !noHeartbeatOnAccept
         simulation.duration = try seconds(duration, "duration")
         simulation.warmup = try seconds(warmup, "warmup", allowZero: true)
         simulation.utilization = utilization

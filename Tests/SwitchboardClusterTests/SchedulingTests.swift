@@ -124,6 +124,35 @@ struct SchedulingTests {
         await cluster.shutdown()
     }
 
+    /// A small fleet through two routers in turn: 3 workers of 4 slots and 4 calls end 2/1/1, never 3/1/0 or
+    /// 2/2/0. Each accepted call reaches the other router in the worker's next heartbeat, sent at once (the
+    /// test waits for it: what it checks is the choice made from that view, not the network's timing).
+    @Test func aSmallFleetThroughTwoRoutersIsNeverMoreThanOneCallOffEven() async throws {
+        let cluster = try await TestCluster(heartbeat: .seconds(5))  // only heartbeats on a change arrive in time
+        let bySlots: (inout RouterConfiguration) -> Void = { config in
+            config.scheduler.weights.cpu = 0  // the three workers share this machine's CPU readings
+            config.scheduler.weights.memory = 0
+        }
+        try await cluster.addRouter(bySlots)
+        try await cluster.addRouter(bySlots)
+        for i in 1...3 { try await cluster.addWorker(id: "w-\(i)", capacity: 4) }
+        try await cluster.waitForWorkers(3)
+        var counts: [String: Int] = [:]
+        for i in 0..<4 {
+            let (status, body) = try await cluster.http("POST", "/v1/calls", body: Array(#"{"tenant":"t"}"#.utf8), router: i % 2)
+            #expect(status == 201, "\(String(decoding: body, as: UTF8.self))")
+            counts[try JSONDecoder().decode(Placement.self, from: body).workerID, default: 0] += 1
+            let all = (1...3).map { counts["w-\($0)"] ?? 0 }
+            #expect(all.max()! - all.min()! <= 1, "after call \(i + 1): \(counts)")
+            // The other router hears of the call in a heartbeat sent on the accept, well before the next periodic one.
+            try await eventually(timeout: .seconds(3), "router \(2 - i % 2) sees \(i + 1) calls") {
+                cluster.routers[(i + 1) % 2].router.workers().reduce(0) { $0 + $1.heartbeat.activeCalls } == i + 1
+            }
+        }
+        #expect(counts.values.sorted() == [1, 1, 2], "\(counts)")
+        await cluster.shutdown()
+    }
+
     @Test func theSchedulerExplainsItselfOverHTTPAndShowsScoreInputs() async throws {
         let cluster = try await TestCluster()
         try await cluster.addRouter()

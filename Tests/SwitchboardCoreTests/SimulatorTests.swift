@@ -8,8 +8,9 @@ import Testing
 /// run needs the other.
 @Suite(.serialized) struct SimulatorTests {
     static func fleet(seed: UInt64 = 7, utilization: Double = 0.7, regions: [SimulationConfiguration.RegionShare]? = nil,
-                      warmup: Int = 300, measured: Int = 900) -> SimulationConfiguration {
+                      warmup: Int = 300, measured: Int = 900, heartbeatOnAccept: Bool = true) -> SimulationConfiguration {
         var c = SimulationConfiguration()
+        c.heartbeatOnAccept = heartbeatOnAccept
         c.workers = 100
         c.routers = 8
         c.heartbeatInterval = .seconds(1)
@@ -33,16 +34,22 @@ import Testing
     /// preferred locality each region's own arrivals also swing its mean; see the locality test).
     static let oneRegion = run(fleet(regions: [.init("eu", 1)]), spread)
 
-    @Test func spreadWithLocalCorrectionKeepsTheFleetWithinThreePercent() {
+    /// The default (four choices, local correction, workers heartbeating on each accept) keeps 8 routers'
+    /// fleet within 2% of even; with heartbeats only every second (how workers did before) the same fleet is
+    /// further off, since every router keeps picking from the same second-old view.
+    @Test func spreadWithHeartbeatsOnAcceptKeepsTheFleetWithinTwoPercent() {
         let result = Self.oneRegion
         #expect(result.meanCallsPerWorker > 130 && result.meanCallsPerWorker < 150)
-        #expect(result.balance <= 1.03, "max/mean \(result.balance)")
+        #expect(result.balance <= 1.02, "max/mean \(result.balance)")
         #expect(result.refusedForCapacity == 0)
         #expect(result.livenessEvents == 0)
+        let periodic = Self.run(Self.fleet(regions: [.init("eu", 1)], heartbeatOnAccept: false), Self.spread)
+        #expect(periodic.balance >= result.balance + 0.005, "periodic heartbeats \(periodic.balance), on accept \(result.balance)")
     }
 
+    /// Greedy least-loaded herds: every router sends its calls to the same worker until the next heartbeat.
     @Test func greedyLeastLoadedHerdsOntoTheSameWorkers() {
-        let greedy = Self.run(Self.fleet(regions: [.init("eu", 1)], warmup: 60, measured: 240), Self.leastLoaded)
+        let greedy = Self.run(Self.fleet(regions: [.init("eu", 1)], warmup: 60, measured: 240, heartbeatOnAccept: false), Self.leastLoaded)
         #expect(greedy.balance >= 1.06, "least loaded max/mean \(greedy.balance)")
         #expect(greedy.balance >= Self.oneRegion.balance + 0.04, "least loaded \(greedy.balance), spread \(Self.oneRegion.balance)")
     }

@@ -43,8 +43,10 @@ public struct Scheduler: Sendable {
 
     public struct Configuration: Codable, Sendable, Equatable {
         public var strategy: Strategy = .spread
-        /// d in "power of d choices".
-        public var choices = 2
+        /// d in "power of d choices". Four: with workers heartbeating on each accepted call, every router's view
+        /// is fresh enough that more choices do not herd (docs/benchmarks.md), and a fleet of four workers or fewer
+        /// is scanned whole, so a small fleet is never more than one call off even.
+        public var choices = 4
         /// Count this router's own reservations in a worker's load until its heartbeat does.
         public var localCorrection = true
         public var weights = Weights()
@@ -55,7 +57,7 @@ public struct Scheduler: Sendable {
         /// CPU a call is taken to cost on a worker with no calls to judge by (share of the worker's CPU).
         public var assumedCPUPerCall = 0.01
 
-        public init(strategy: Strategy = .spread, choices: Int = 2, localCorrection: Bool = true, weights: Weights = Weights(),
+        public init(strategy: Strategy = .spread, choices: Int = 4, localCorrection: Bool = true, weights: Weights = Weights(),
                     cpuCeiling: Double = 0.8) {
             self.strategy = strategy
             self.choices = choices

@@ -4,8 +4,9 @@ import Foundation
 /// (docs/simulator.md). Pure and deterministic: the same configuration and seed give the same result.
 ///
 /// - Workers send every router a heartbeat every interval (each at its own random phase) and at once when
-///   they become full or stop being full, as the worker does; heartbeats carry `seq` and `accepted`, so local
-///   correction and staleness work as in production.
+///   they become full or stop being full, and when they accept a call (at most one per `heartbeatSpacing`), as
+///   the worker does; heartbeats carry `seq` and `accepted`, so local correction
+///   and staleness work as in production.
 /// - Calls arrive as a Poisson process sized for the configured utilization, each at a random router, with a
 ///   caller region drawn by the region split and `locality: .preferred`; durations are log-normal.
 /// - A route is the router's loop: choose, reserve, offer; the worker (the authority) accepts if it has a
@@ -39,6 +40,9 @@ struct SimWorker {
     var region: Int
     var calls = 0
     var peakCalls = 0
+    /// When it last sent a heartbeat, and whether one for a change waits for the spacing.
+    var lastHeartbeat = Int64.min
+    var heartbeatPending = false
 
     var capacity: Int { workerClass.capacity }
     var isFull: Bool { calls >= capacity }
@@ -121,10 +125,13 @@ struct SimulationRun {
             case .callEnd:
                 let wasFull = workers[i].isFull
                 workers[i].calls -= 1
-                if wasFull { sendHeartbeat(i) }  // a slot opened on a full worker: tell the routers now
+                if wasFull { heartbeatSoon(i) }  // a slot opened on a full worker: tell the routers now
             case .heartbeat:
                 sendHeartbeat(i)
                 queue.schedule(.heartbeat, at: now + interval, index: i)
+            case .spacedHeartbeat:
+                workers[i].heartbeatPending = false
+                sendHeartbeat(i)
             case .tick:
                 stats.livenessEvents += registries[i].tick(now: instant(now)).count
                 queue.schedule(.tick, at: now + tickInterval, index: i)
@@ -186,6 +193,7 @@ struct SimulationRun {
         let calls = workers[w].calls
         let workerClass = workers[w].workerClass
         workers[w].heartbeat.seq += 1
+        workers[w].lastHeartbeat = now
         workers[w].heartbeat.activeCalls = calls
         workers[w].heartbeat.cpu = workerClass.cpu(calls: calls)
         workers[w].heartbeat.memoryUsedBytes = workerClass.memoryUsed(calls: calls)
@@ -193,6 +201,18 @@ struct SimulationRun {
         let at = instant(now)
         for r in registries.indices { registries[r].ingest(heartbeat, now: at) }
         stats.heartbeats += 1
+    }
+
+    /// A change in the worker's calls, told to every router at once, or at the end of the spacing.
+    mutating func heartbeatSoon(_ w: Int) {
+        let spacing = configuration.heartbeatSpacing.nanoseconds
+        let due = workers[w].lastHeartbeat == .min ? now : workers[w].lastHeartbeat + spacing
+        if due <= now {
+            sendHeartbeat(w)
+        } else if !workers[w].heartbeatPending {
+            workers[w].heartbeatPending = true
+            queue.schedule(.spacedHeartbeat, at: due, index: w)
+        }
     }
 
     // MARK: Routing
@@ -221,7 +241,7 @@ struct SimulationRun {
                 if workers[w].region == region { stats.local += 1 }
                 workers[w].peakCalls = max(workers[w].peakCalls, workers[w].calls)
             }
-            if workers[w].isFull { sendHeartbeat(w) }  // full now: say so at once
+            if workers[w].isFull || configuration.heartbeatOnAccept { heartbeatSoon(w) }  // full now, or each accept: say so
             return
         }
         if counted { stats.refused += 1 }

@@ -1,7 +1,7 @@
 /// A simulator event: what happens, to which worker or router, and when.
 struct SimEvent {
     enum Kind: UInt8 {
-        case arrival, callEnd, heartbeat, tick, sample
+        case arrival, callEnd, heartbeat, spacedHeartbeat, tick, sample
     }
 
     /// Nanoseconds since the simulation started.

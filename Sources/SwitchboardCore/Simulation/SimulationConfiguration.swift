@@ -49,6 +49,11 @@ public struct SimulationConfiguration: Sendable, Equatable {
     public var workers = 100
     public var routers = 8
     public var heartbeatInterval: Duration = .seconds(1)
+    /// Workers also send a heartbeat when they accept a call, as the worker does; false: only every interval and
+    /// when they become full or stop being full (how workers did before, for comparison).
+    public var heartbeatOnAccept = true
+    /// Heartbeats sent on a change (an accept, full, not full) go out at most one per this spacing.
+    public var heartbeatSpacing: Duration = .milliseconds(50)
     /// Simulated before the statistics start (the fleet starts in steady state; see `BalanceSimulator`).
     public var warmup: Duration = .seconds(600)
     /// Simulated after the warm-up, with statistics.

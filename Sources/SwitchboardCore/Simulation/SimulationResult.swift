@@ -28,6 +28,7 @@ public struct SimulationStrategy: Sendable, Equatable {
             Scheduler.Configuration(strategy: .leastLoaded, localCorrection: true),
             Scheduler.Configuration(strategy: .spread, choices: 2, localCorrection: false),
             Scheduler.Configuration(strategy: .spread, choices: 2, localCorrection: true),
+            Scheduler.Configuration(strategy: .spread, choices: 4, localCorrection: true),
         ].map { SimulationStrategy($0) }
         if let i = rows.firstIndex(where: { $0.scheduler == configured }) {
             rows[i].name += " (configured)"
