@@ -36,7 +36,7 @@ extension Router {
         let request = DrainRequest(workerID: workerID, deadlineMillis: now + deadline.milliseconds, atDeadline: atDeadline,
                                    requestedBy: actor, requestedAtMillis: now)
         do {
-            _ = try await redis.send(["HSET", configuration.keys.drains, workerID, String(decoding: WireCodec.encode(request), as: UTF8.self)])
+            try await drainStore.save(request)
         } catch {
             throw SwitchboardError(.unavailable, "the drain cannot be kept in Redis: \(error.message)")
         }
@@ -64,7 +64,7 @@ extension Router {
             reply = nil  // not reachable: the record in Redis decides when it is back
         }
         do {
-            _ = try await redis.send(["HDEL", configuration.keys.drains, workerID])
+            try await drainStore.remove(workerID)
         } catch {
             throw SwitchboardError(.unavailable, "the drain cannot be removed from Redis: \(error.message)")
         }
@@ -94,20 +94,16 @@ extension Router {
     /// Reads the drains kept in Redis into this router's view: at start (a restarted router keeps to drains
     /// asked of another) and now and then after (a notice missed while disconnected).
     func loadDrains() async {
-        let stored: [String: String]
+        let drains: [String: DrainRequest]
         do {
-            stored = try await redis.hashGetAll(configuration.keys.drains)
+            let stored = try await drainStore.loadAll()
+            drains = stored.drains
+            for worker in stored.unreadable {
+                logger.warning("unreadable drain in Redis ignored", metadata: [LogKey.workerID: "\(worker)"])
+            }
         } catch {
             logger.warning("drains not read from Redis", metadata: [LogKey.error: "\(error)"])
             return
-        }
-        var drains: [String: DrainRequest] = [:]
-        for (worker, text) in stored {
-            guard let request = try? DrainRequest.decodeStored(text), request.workerID == worker else {
-                logger.warning("unreadable drain in Redis ignored", metadata: [LogKey.workerID: "\(worker)"])
-                continue
-            }
-            drains[worker] = request
         }
         fleet.withLock { fleet in
             for (worker, request) in drains where fleet.registry.drains[worker] != request { fleet.registry.setDrain(worker, request) }

@@ -28,6 +28,8 @@ public final class Router: Service, Sendable {
     let callStore: CallStore
     /// The deploy policy, its history and the placement counts per version in Redis.
     let deployStore: DeployStore
+    /// Workers' drains in Redis.
+    let drainStore: DrainStore
     /// Placements per version (`version|result` → n) not yet added to Redis's counts.
     let versionCounts = Mutex<[String: Int]>([:])
     let keyCache = Mutex<[String: (policy: TenantPolicy, until: ContinuousClock.Instant)]>([:])
@@ -102,6 +104,7 @@ public final class Router: Service, Sendable {
                                                        retention: configuration.timelineRetention),
                                   metrics: metrics, logger: logger)
         deployStore = DeployStore(redis: redis, keys: configuration.keys)
+        drainStore = DrainStore(redis: redis, keys: configuration.keys)
         (jobs, job) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
     }
 

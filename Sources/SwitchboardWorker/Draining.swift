@@ -40,8 +40,7 @@ extension Worker {
         guard state.withLock({ $0.drain.phase != .done && ($0.drain.phase != .ending || leave) }) else { return }
         if record {
             do {
-                _ = try await redis.send(["HSET", configuration.keys.drains, configuration.id,
-                                          String(decoding: WireCodec.encode(request), as: UTF8.self)])
+                try await drains.save(request)
             } catch {
                 logger.warning("drain not kept in Redis", metadata: [LogKey.error: "\(error)"])
             }
@@ -77,8 +76,7 @@ extension Worker {
         // Out of Redis before the cancel, and only if it is still this request (not one a router wrote since):
         // a re-read of Redis that saw it after the cancel would drain again, and for good.
         do {
-            _ = try await redis.evaluate(Self.forgetDrainScript, keys: [configuration.keys.drains],
-                                         arguments: [configuration.id, request.requestedBy, String(request.requestedAtMillis)])
+            try await drains.remove(ifStill: request)
         } catch {
             logger.warning("drain record not taken out of Redis", metadata: [LogKey.error: "\(error)"])
         }
@@ -97,19 +95,6 @@ extension Worker {
         return true
     }
 
-    /// Deletes this worker's drain record (ARGV[1]) if it is the request asked by ARGV[2] at ARGV[3] (Unix
-    /// ms); a router's drain written since is left.
-    static let forgetDrainScript = RedisScript("""
-        local stored = redis.call('HGET', KEYS[1], ARGV[1])
-        if not stored then return 0 end
-        local ok, request = pcall(cjson.decode, stored)
-        if ok and type(request) == 'table' and request.requested_by == ARGV[2]
-            and request.requested_at_ms == tonumber(ARGV[3]) then
-            return redis.call('HDEL', KEYS[1], ARGV[1])
-        end
-        return 0
-        """)
-
     /// Keeps to the drain recorded for this worker in Redis: at start (a worker restarted while drained), when
     /// it reconnects and every refresh interval (a drain or undrain a router sent while this worker was cut
     /// off). A recorded drain not applied yet is applied; a drain a router asked for whose record is gone was
@@ -118,8 +103,7 @@ extension Worker {
         let seen = state.withLock { $0.drainChanges }
         let stored: DrainRequest?
         do {
-            stored = try await redis.send(["HGET", configuration.keys.drains, configuration.id]).string
-                .map { text throws(SwitchboardError) in try DrainRequest.decodeStored(text) }
+            stored = try await drains.load(configuration.id)
         } catch {
             logger.warning("could not read this worker's drain from Redis", metadata: [LogKey.error: "\(error)"])
             return
@@ -170,7 +154,12 @@ extension Worker {
                 for call in calls { endCall(call, reason: reason) }
             case .exit:
                 logger.notice("drain done: no calls left; leaving")
-                _ = try? await redis.send(["HDEL", configuration.keys.drains, configuration.id])
+                do {
+                    try await drains.remove(configuration.id)
+                } catch {
+                    // Harmless when left: a drain record of a worker that is gone is cleared when an id comes back.
+                    logger.warning("drain record not taken out of Redis", metadata: [LogKey.error: "\(error)"])
+                }
                 stop()
             case .idle:
                 // Under a Deployment an exit would be restarted (and drained again, and exit: a restart loop);

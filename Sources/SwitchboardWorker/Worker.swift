@@ -14,6 +14,8 @@ public final class Worker: Service, Sendable {
     public let configuration: WorkerConfiguration
     let nats: NATSConnection
     let redis: RedisClient
+    /// This worker's drain in Redis.
+    let drains: DrainStore
     let handler: any CallHandler
     public let metrics: MetricsRegistry
     let logger: Logger
@@ -132,6 +134,7 @@ public final class Worker: Service, Sendable {
         self.configuration = configuration
         self.nats = nats
         self.redis = redis
+        drains = DrainStore(redis: redis, keys: configuration.keys)
         self.handler = handler
         self.metrics = metrics
         var logger = logger
