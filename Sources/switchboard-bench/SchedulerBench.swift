@@ -49,7 +49,7 @@ struct SchedulerBench {
             if i >= decisions / 10 { samples.append(elapsed) }  // the first tenth warms caches
         }
         report.add(Row(name: "scheduler: choose + reserve, \(workers) workers", summary: LatencySummary(samples),
-                       note: "spread d=2, preferred region (half the fleet)"))
+                       note: "spread d=\(Scheduler.Configuration().choices), preferred region (half the fleet)"))
     }
 
     /// Heartbeats as a router receives them: bytes decoded and validated, then ingested, each worker in turn.
