@@ -4,12 +4,13 @@ import SwitchboardNATS
 import SwitchboardObservability
 
 extension Router {
-    /// Ticks the fleet view a few times per heartbeat interval and carries out what it says: ping suspects,
-    /// report mass silences and this router's own stalls. Deaths come only from failed pings (`ping`).
+    /// Ticks the fleet view several times per heartbeat interval (every 100 ms at most, so a probe goes out
+    /// soon after a worker is late) and carries out what it says: probe late workers, ping suspects, report
+    /// mass silences and this router's own stalls. Deaths come only from failed pings (`ping`).
     func livenessLoop() async {
         await withDiscardingTaskGroup { pings in
             while !Task.isCancelled {
-                try? await Task.sleep(for: configuration.heartbeatInterval / 4)
+                try? await Task.sleep(for: min(configuration.heartbeatInterval / 4, .milliseconds(100)))
                 let events = fleet.withLock { $0.registry.tick(now: clock.now) }
                 for event in events {
                     switch event {
@@ -20,6 +21,9 @@ extension Router {
                         pings.addTask { await self.ping(id) }
                     case .ping(let id):
                         pings.addTask { await self.ping(id) }
+                    case .probe(let id):
+                        countLiveness("probe")
+                        pings.addTask { await self.ping(id, probe: true) }
                     case .unreachable(let ids, let disruption):
                         countLiveness("unreachable", by: ids.count)
                         logger.error("workers unreachable, not failed over: \(disruption.reason)",
@@ -54,28 +58,34 @@ extension Router {
         }
     }
 
-    /// Asks a suspect worker for a heartbeat directly: an answer brings it back; a failure is evidence of
-    /// death only if this router can judge right now (see `WorkerRegistry.pingFailed`).
-    func ping(_ workerID: String) async {
+    /// Asks a worker for a heartbeat directly: an answer brings it back. For a suspect, a failure is evidence of
+    /// death only if this router can judge right now (see `WorkerRegistry.pingFailed`). For a `probe` (alive
+    /// but late) only the server's "no responders" is: its connection is gone (`probeFoundGone`); a timeout
+    /// leaves it to the suspect time.
+    func ping(_ workerID: String, probe: Bool = false) async {
         let sentAt = clock.now
-        let failure: any Error
+        let failure: SwitchboardError
         do {
             let reply = try await nats.request(configuration.subjects.ping(worker: workerID), payload: [],
                                                timeout: configuration.pingTimeout)
             ingest(try Heartbeat.decode(reply.payload), from: Substring(workerID))
             return
         } catch {
-            failure = error
+            failure = (error as? SwitchboardError) ?? SwitchboardError(.unavailable, "\(error)")
         }
+        if probe && failure.code != .noResponders { return }
         let connected = nats.isConnected
         let verdict = fleet.withLock { fleet in
             if !connected { _ = fleet.registry.setConnected(false, now: clock.now) }
-            return fleet.registry.pingFailed(workerID, sentAt: sentAt, timeout: configuration.pingTimeout, now: clock.now)
+            return probe
+                ? fleet.registry.probeFoundGone(workerID, sentAt: sentAt, timeout: configuration.pingTimeout, now: clock.now)
+                : fleet.registry.pingFailed(workerID, sentAt: sentAt, timeout: configuration.pingTimeout, now: clock.now)
         }
         switch verdict {
         case .dead(let incarnation):
             countLiveness("dead")
-            logger.warning("worker dead: failed its ping", metadata: [LogKey.workerID: "\(workerID)", LogKey.error: "\(failure)"])
+            logger.warning(probe ? "worker dead: late, and nobody listens on its ping subject (its connection is gone)" : "worker dead: failed its ping",
+                           metadata: [LogKey.workerID: "\(workerID)", LogKey.error: "\(failure)"])
             await failover(workerID, deadIncarnation: incarnation)
         case .notJudged(let why):
             logger.notice("worker failed its ping but is not judged: \(why)", metadata: [LogKey.workerID: "\(workerID)"])

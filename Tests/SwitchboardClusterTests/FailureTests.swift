@@ -96,10 +96,10 @@ private final class CapturedOutput: Sendable {
 @Suite("Failures")
 struct FailureTests {
     @Test func aWorkerKilledWithSIGKILLLeavesTheTableOnceItFailsItsPing() async throws {
-        // Production liveness (1 s heartbeats, suspect after 2, detection time 3): the exact timing is the pure
-        // registry's (WorkerRegistryLivenessTests, injected clock); here the real path is checked: the silent
-        // process turns suspect, its ping fails (no responder), and it is dropped on that evidence, long before
-        // a suspect time plus a whole detection time (what waiting for more silence would take).
+        // Production liveness (1 s heartbeats, probed at 1.25, suspect after 2, detection time 3): the exact
+        // timing is the pure registry's (WorkerRegistryLivenessTests, injected clock); here the real path is
+        // checked: the late process is probed, the server answers that nobody listens on its ping subject (its
+        // connection closed with the process), and it is dropped on that evidence before it is even suspect.
         let interval = Duration.seconds(1)
         let cluster = try await TestCluster(heartbeat: interval, suspectAfter: 2, deadAfter: 3)
         let router = try await cluster.addRouter()
@@ -117,9 +117,12 @@ struct FailureTests {
         }
         let gone = ContinuousClock.now - killedAt
         let metrics = router.router.metrics
-        #expect((metrics.value(MetricNames.workerLiveness, ["event": "suspect"]) ?? 0) >= 1)
+        #expect((metrics.value(MetricNames.workerLiveness, ["event": "probe"]) ?? 0) >= 1)
         #expect(metrics.value(MetricNames.workerLiveness, ["event": "dead"]) == 1, "dropped on a failed ping")
+        // At most 1.25 intervals after its last heartbeat, plus a tick (100 ms): under the 2 s suspect time when
+        // the test process keeps up; a starved one is allowed the suspect path's time.
         #expect(gone < interval * 5, "gone after \(gone)")
+        print("SIGKILL to dropped from the table: \(gone.milliseconds) ms")
         #expect(try await cluster.routeByNATS(RouteRequest(tenant: "t")).error?.code == "no_capacity")
         await cluster.shutdown()
     }

@@ -106,11 +106,11 @@ import Testing
         let t0 = ContinuousClock.now
         // A third of the fleet: not a mass silence.
         let (registry, events) = Self.fleet(["w1", "w2", "w3"], heard: ["w2", "w3"], until: 3, t0: t0)
-        #expect(events == [.suspect("w1")])
+        #expect(events == [.probe("w1"), .suspect("w1")])  // probed at 1.25 intervals, suspect at 2
         #expect(registry.disruption == nil)
         // Half exactly is not more than half.
         let (half, halfEvents) = Self.fleet(["w1", "w2", "w3", "w4"], heard: ["w3", "w4"], until: 3, t0: t0)
-        #expect(halfEvents == [.suspect("w1"), .suspect("w2")])
+        #expect(halfEvents == [.probe("w1"), .probe("w2"), .suspect("w1"), .suspect("w2")])
         #expect(half.disruption == nil)
     }
 
@@ -138,7 +138,45 @@ import Testing
             if step % 4 == 0 { for id in ["w2", "w3"] { registry.ingest(Self.heartbeat(id, seq: UInt64(step)), now: now) } }
             events += registry.tick(now: now)
         }
-        #expect(events.first == .suspect("w1"))
+        // Forgiven at the reconnect: probed again 1.25 intervals after it, suspect after 2.
+        #expect(Array(events.prefix(2)) == [.probe("w1"), .suspect("w1")], "\(events)")
+    }
+
+    /// A late worker's probe that the server answers "no responders" (its connection is gone: a killed process)
+    /// is dead at once, before the suspect time; the same answer is no verdict when this router cannot judge,
+    /// when the worker spoke since, or when many are late at once.
+    @Test func aLateWorkerNobodyListensForIsDeadAtOnceWhenTheRouterCanJudge() {
+        let t0 = ContinuousClock.now
+        let timeout = Duration.milliseconds(500)
+        var (registry, events) = Self.fleet(["w1", "w2", "w3"], heard: ["w2", "w3"], until: 1, t0: t0)
+        #expect(events.isEmpty, "not late yet at one interval")
+        let probed = t0 + .milliseconds(1250)
+        #expect(registry.tick(now: probed) == [.probe("w1")])
+        #expect(registry.tick(now: probed + .milliseconds(100)).isEmpty, "one probe per silence")
+        #expect(registry.entries["w1"]?.liveness == .alive, "a late worker still takes calls until a verdict")
+
+        // This router reconnected a moment ago: no verdict, whatever the server says.
+        var reconnected = registry
+        _ = reconnected.setConnected(false, now: probed)
+        _ = reconnected.setConnected(true, now: probed + .milliseconds(10))
+        #expect(reconnected.probeFoundGone("w1", sentAt: probed, timeout: timeout, now: probed + .milliseconds(20))
+                == .moot, "forgiven: heard at the reconnect, after the probe went out")
+        // Spoke since the probe went out: moot.
+        var spoke = registry
+        spoke.ingest(Self.heartbeat("w1", seq: 9), now: probed + .milliseconds(5))
+        #expect(spoke.probeFoundGone("w1", sentAt: probed, timeout: timeout, now: probed + .milliseconds(10)) == .moot)
+        // Gone: dead, and out of the view.
+        #expect(registry.probeFoundGone("w1", sentAt: probed, timeout: timeout, now: probed + .milliseconds(2)) == .dead(incarnation: "i-w1"))
+        #expect(registry.entries["w1"] == nil)
+
+        // Two of three late at once is a mass silence: no probes at all, and no verdict from one.
+        var (crowd, crowdEvents) = Self.fleet(["w1", "w2", "w3"], heard: ["w3"], until: 1, t0: t0)
+        crowdEvents += crowd.tick(now: probed)
+        #expect(crowdEvents.isEmpty, "\(crowdEvents)")
+        if case .notJudged = crowd.probeFoundGone("w1", sentAt: probed, timeout: timeout, now: probed + .milliseconds(2)) {} else {
+            Issue.record("a mass silence is no verdict")
+        }
+        #expect(crowd.entries["w1"] != nil)
     }
 
     @Test func unknownWorkersAreTakenForGoneOnlyByARouterThatHasWatchedLongEnoughAndTrustsItsView() {

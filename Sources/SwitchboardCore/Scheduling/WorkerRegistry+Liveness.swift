@@ -45,10 +45,21 @@ extension WorkerRegistry {
         guard connected else { return events }
 
         let suspectAt = configuration.suspectTime
-        var silent: [Entry] = []
-        for entry in entries.values where now - entry.lastHeard >= suspectAt { silent.append(entry) }
+        let probeAt = configuration.probeTime ?? suspectAt
+        var silent: [Entry] = [], late: [Entry] = []
+        for entry in entries.values where now - entry.lastHeard >= probeAt {
+            if now - entry.lastHeard >= suspectAt { silent.append(entry) } else { late.append(entry) }
+        }
         disruption = massSilence(silent)
         var changed: [Entry] = []
+        // Probed once per silence, unless many are late at once (that is for the suspect time and the guard).
+        if massSilence(silent + late) == nil {
+            for var entry in late where entry.liveness == .alive && entry.pingSentAt == nil {
+                entry.pingSentAt = now
+                events.append(.probe(entry.id))
+                changed.append(entry)
+            }
+        }
         var unreachable: [String] = []
         for var entry in silent {
             if let disruption, disruption.covers(entry) {
@@ -91,6 +102,25 @@ extension WorkerRegistry {
             update(entry)
             return .notJudged(why)
         }
+        remove(workerID)
+        return .dead(incarnation: entry.heartbeat.incarnation)
+    }
+
+    /// The server answered a probe of an alive but late worker with "no responders": nobody listens on its
+    /// ping subject, so its connection is gone. Dead if this router can judge now (as for `pingFailed`), the
+    /// worker was not heard from since the probe, and it is not one of many late at once. A probe that timed out
+    /// is no verdict and does not come here.
+    public mutating func probeFoundGone(_ workerID: String, sentAt: Instant, timeout: Duration, now: Instant) -> PingVerdict {
+        _ = noteStall(now: now)
+        guard let entry = entries[workerID], entry.liveness != .unreachable, entry.lastHeard < sentAt else { return .moot }
+        let late = entries.values.filter { now - $0.lastHeard >= (configuration.probeTime ?? configuration.suspectTime) }
+        let why: String? =
+            if !connected { "this router is not connected to NATS" }
+            else if let judgeAfter, now < judgeAfter { "this router was stalled or cut off a moment ago" }
+            else if now - sentAt > timeout * 2 + configuration.heartbeatInterval { "the probe took far longer than its timeout: this router stalled" }
+            else if let mass = massSilence(late) { mass.reason }
+            else { nil }
+        if let why { return .notJudged(why) }  // the suspect time decides, as without probes
         remove(workerID)
         return .dead(incarnation: entry.heartbeat.incarnation)
     }

@@ -21,6 +21,11 @@ public struct WorkerRegistry: Sendable {
         public var heartbeatInterval: Duration = .seconds(1)
         /// Intervals of silence before a worker is suspect (and pinged).
         public var suspectAfter = 2
+        /// Intervals of silence before a worker is probed early (nil: never): pinged while still alive, on the
+        /// chance that its connection is gone. Only the server's "no responders" is a verdict then (a killed
+        /// process's socket is closed by its kernel at once); a timeout is none (a frozen or busy worker keeps its
+        /// connection), and the suspect time decides as before.
+        public var probeAfter: Double? = 1.25
         /// The full detection time, in intervals: how long a router back from a stall or a disconnection
         /// waits before it judges anyone, and how often a suspect that no verdict could be reached on is
         /// pinged again.
@@ -43,6 +48,7 @@ public struct WorkerRegistry: Sendable {
         /// Silence past which a worker is suspect; also a gap between two ticks past which this router takes
         /// itself to have stalled.
         public var suspectTime: Duration { heartbeatInterval * suspectAfter }
+        public var probeTime: Duration? { probeAfter.map { heartbeatInterval * $0 } }
         public var detectionTime: Duration { heartbeatInterval * max(deadAfter, suspectAfter) }
     }
 
@@ -64,7 +70,8 @@ public struct WorkerRegistry: Sendable {
         public var lastHeard: Instant
         public var liveness: Liveness
         public var reservations: [Reservation] = []
-        /// When this router last asked the suspect worker for a heartbeat directly (nil: no ping out).
+        /// When this router last asked the worker for a heartbeat directly: a suspect's ping, or an alive but
+        /// late worker's probe (nil: none out).
         public var pingSentAt: Instant?
         /// An operator's drain of this worker, known before (or without) the worker's heartbeat saying so.
         public var drain: DrainRequest?
@@ -94,6 +101,8 @@ public struct WorkerRegistry: Sendable {
         case suspect(String)
         /// Still suspect, no verdict yet (this router could not judge when its last ping failed): ping again.
         case ping(String)
+        /// Late by `probeAfter` intervals, not yet suspect: ping it early; only "no responders" is a verdict.
+        case probe(String)
         /// Silent in a mass silence: kept, not failed over.
         case unreachable([String], Disruption)
         /// This router's own ticks stalled (or it was cut off from NATS) for this long: every worker counts
