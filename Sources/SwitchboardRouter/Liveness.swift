@@ -23,6 +23,7 @@ extension Router {
                         pings.addTask { await self.ping(id) }
                     case .probe(let id):
                         countLiveness("probe")
+                        logger.debug("worker late: probing it", metadata: [LogKey.workerID: "\(id)"])
                         pings.addTask { await self.ping(id, probe: true) }
                     case .unreachable(let ids, let disruption):
                         countLiveness("unreachable", by: ids.count)
@@ -73,7 +74,11 @@ extension Router {
         } catch {
             failure = (error as? SwitchboardError) ?? SwitchboardError(.unavailable, "\(error)")
         }
-        if probe && failure.code != .noResponders { return }
+        if probe && failure.code != .noResponders {
+            logger.debug("late worker's probe not answered: no verdict (the suspect time decides)",
+                         metadata: [LogKey.workerID: "\(workerID)", LogKey.error: "\(failure)"])
+            return
+        }
         let connected = nats.isConnected
         let verdict = fleet.withLock { fleet in
             if !connected { _ = fleet.registry.setConnected(false, now: clock.now) }

@@ -155,7 +155,7 @@ struct DrainBench {
         let detection = (noticed ?? clock.now) - killed
         let recovered = fleet.router.metrics.value(MetricNames.failoverCalls, ["result": "recovered"]) ?? 0
         report.add(Row(name: name, summary: LatencySummary([resumed]),
-                       note: String(format: "found dead after %.0f ms (heartbeat 1 s: suspect after 2 silent, then a ping), all resumed %.0f ms after that; %.0f recovered so far, 0 lost",
+                       note: String(format: "found dead after %.0f ms (heartbeat 1 s: probed when 1.25 s late, its ping answered \"no responders\"), all resumed %.0f ms after that; %.0f recovered so far, 0 lost",
                                     detection.microseconds / 1000, (resumed - detection).microseconds / 1000, recovered)))
         await fleet.removeAll()
     }
