@@ -22,13 +22,13 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
     /// Connection events (disconnected, reconnected, closed, errors); they are also logged.
     public var events: AsyncStream<NATSConnectionEvent> { sink.events }
 
-    private init(handle: OpaquePointer, sink: NATSEventSink, configuration: NATSConfiguration, logger: Logger) throws {
+    private init(handle: OpaquePointer, sink: NATSEventSink, configuration: NATSConfiguration, logger: Logger) throws(SwitchboardError) {
         self.handle = handle
         self.sink = sink
         self.configuration = configuration
         self.logger = logger
         self.maxPayload = Int(natsConnection_GetMaxPayload(handle))
-        self.requests = try configuration.inboxPrefix.map { prefix in
+        self.requests = try configuration.inboxPrefix.map { prefix throws(SwitchboardError) in
             try RequestMultiplexer(connection: handle, inboxPrefix: prefix, pendingLimit: configuration.pendingLimit,
                                    pendingBytes: configuration.pendingBytesLimit)
         }
@@ -41,7 +41,7 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
     }
 
     /// Connects to the first reachable server of `configuration.servers`.
-    public static func connect(_ configuration: NATSConfiguration, logger: Logger = Logger(label: "switchboard.nats")) async throws -> NATSConnection {
+    public static func connect(_ configuration: NATSConfiguration, logger: Logger = Logger(label: "switchboard.nats")) async throws(SwitchboardError) -> NATSConnection {
         NATSLibrary.open(deliveryThreads: configuration.deliveryThreads)
         let identity = try configuration.identity()
         var attempt = 0
@@ -56,9 +56,9 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
         }
     }
 
-    private static func connect(_ configuration: NATSConfiguration, sink: NATSEventSink, logger: Logger) async throws -> NATSConnection {
+    private static func connect(_ configuration: NATSConfiguration, sink: NATSEventSink, logger: Logger) async throws(SwitchboardError) -> NATSConnection {
         let options = try NATSOptions(configuration, sink: sink)
-        let handle = try await onBlockingThread("nats-connect") { () throws -> UncheckedHandle in
+        let handle = try await onBlockingThread("nats-connect") { () throws(SwitchboardError) -> UncheckedHandle in
             var nc: OpaquePointer?
             let status = natsConnection_Connect(&nc, options.handle)
             guard status == NATS_OK, let nc else {
@@ -82,21 +82,21 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
 
     /// Publishes `payload` to `subject`, with optional headers and reply subject. Returns once nats.c has
     /// taken the message (sent at once: the connection is in send-as-soon-as-possible mode).
-    public func publish(_ subject: String, payload: [UInt8], headers: NATSHeaders = NATSHeaders(), replyTo: String? = nil) throws {
+    public func publish(_ subject: String, payload: [UInt8], headers: NATSHeaders = NATSHeaders(), replyTo: String? = nil) throws(SwitchboardError) {
         try Subject.validate(subject)
         if let replyTo { try Subject.validate(replyTo) }
         try publishValidated(subject, payload: payload, headers: headers, replyTo: replyTo)
     }
 
     /// Publishes a reply to a request message. Throws `.invalidArgument` if the message has no reply subject.
-    public func reply(to message: NATSMessage, payload: [UInt8], headers: NATSHeaders = NATSHeaders()) throws {
+    public func reply(to message: NATSMessage, payload: [UInt8], headers: NATSHeaders = NATSHeaders()) throws(SwitchboardError) {
         guard let replyTo = message.replyTo else {
             throw SwitchboardError(.invalidArgument, "message on '\(message.subject)' has no reply subject")
         }
         try publishValidated(replyTo, payload: payload, headers: headers, replyTo: nil)
     }
 
-    func publishValidated(_ subject: String, payload: [UInt8], headers: NATSHeaders, replyTo: String?) throws {
+    func publishValidated(_ subject: String, payload: [UInt8], headers: NATSHeaders, replyTo: String?) throws(SwitchboardError) {
         guard payload.count <= maxPayload else {
             throw SwitchboardError(.tooLarge, "payload of \(payload.count) bytes is over the server's limit of \(maxPayload)",
                                    context: ["nats.subject": subject])
@@ -122,7 +122,7 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
 
     /// The connection a placed call's audio goes over: on a closed bus a new one with the call's own credential
     /// (`placement.media.credentials`: this call's subjects and nothing else, no inbox), else this one.
-    public func connection(for placement: Placement, name: String) async throws -> NATSConnection {
+    public func connection(for placement: Placement, name: String) async throws(SwitchboardError) -> NATSConnection {
         guard let text = placement.media.credentials else { return self }
         var config = configuration
         config.name = name
@@ -143,7 +143,7 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
     /// unsubscribes. Messages beyond `pendingLimit` (or `pendingBytes` of payload) waiting for the consumer are
     /// dropped and counted.
     public func subscribe(to subject: String, queue: String? = nil, pendingLimit: Int? = nil,
-                          pendingBytes: Int? = nil) throws -> NATSSubscription {
+                          pendingBytes: Int? = nil) throws(SwitchboardError) -> NATSSubscription {
         try Subject.validate(subject, allowWildcards: true)
         if let queue { try Subject.validateQueueGroup(queue) }
         return try NATSSubscription(connection: self, subject: subject, queue: queue,
@@ -156,7 +156,7 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
     /// handler must return quickly and never block; start a task for anything that waits. The returned
     /// subscription yields no messages; use it to unsubscribe or drain.
     public func subscribe(to subject: String, queue: String? = nil,
-                          handler: @escaping @Sendable (NATSMessage) -> Void) throws -> NATSSubscription {
+                          handler: @escaping @Sendable (NATSMessage) -> Void) throws(SwitchboardError) -> NATSSubscription {
         try Subject.validate(subject, allowWildcards: true)
         if let queue { try Subject.validateQueueGroup(queue) }
         return try NATSSubscription(connection: self, subject: subject, queue: queue,
@@ -169,27 +169,33 @@ public final class NATSConnection: @unchecked Sendable {  // `handle` is immutab
     /// Sends a request and waits for the first reply, up to `timeout`. Throws `.noResponders` at once when
     /// nobody listens on `subject`, `.timeout` when no reply comes in time, `.cancelled` if the task is.
     public func request(_ subject: String, payload: [UInt8], headers: NATSHeaders = NATSHeaders(),
-                        timeout: Duration = .seconds(2)) async throws -> NATSMessage {
+                        timeout: Duration = .seconds(2)) async throws(SwitchboardError) -> NATSMessage {
         try Subject.validate(subject)
         guard let requests else { throw SwitchboardError(.invalidArgument, "this connection was made without a reply inbox: it makes no requests") }
-        return try await requests.request(on: self, subject: subject, payload: payload, headers: headers, timeout: timeout)
+        do {
+            return try await requests.request(on: self, subject: subject, payload: payload, headers: headers, timeout: timeout)
+        } catch let error as SwitchboardError {
+            throw error
+        } catch {
+            throw SwitchboardError(.internalError, "request to '\(subject)': \(error)")  // every path above throws ours
+        }
     }
 
     // MARK: - Lifecycle
 
     /// Waits until the server has processed everything sent so far.
-    public func flush(timeout: Duration = .seconds(2)) async throws {
+    public func flush(timeout: Duration = .seconds(2)) async throws(SwitchboardError) {
         let handle = UncheckedHandle(self.handle)
         let ms = timeout.milliseconds
-        try await onBlockingThread("nats-flush") {
+        try await onBlockingThread("nats-flush") { () throws(SwitchboardError) in
             try check(natsConnection_FlushTimeout(handle.pointer, ms), "flush", connection: handle.pointer)
         }
     }
 
     /// One PING/PONG round trip to the server.
-    public func roundTrip() async throws -> Duration {
+    public func roundTrip() async throws(SwitchboardError) -> Duration {
         let handle = UncheckedHandle(self.handle)
-        let nanos = try await onBlockingThread("nats-rtt") { () throws -> Int64 in
+        let nanos = try await onBlockingThread("nats-rtt") { () throws(SwitchboardError) -> Int64 in
             var rtt: Int64 = 0
             try check(natsConnection_GetRTT(handle.pointer, &rtt), "round trip", connection: handle.pointer)
             return rtt

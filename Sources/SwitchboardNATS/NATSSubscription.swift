@@ -15,7 +15,7 @@ public final class NATSSubscription: AsyncSequence, Sendable {
     private let stream: AsyncStream<NATSMessage>
 
     init(connection: NATSConnection, subject: String, queue: String?, pendingLimit: Int, pendingBytes: Int,
-         handler: (@Sendable (NATSMessage) -> Void)? = nil) throws {
+         handler: (@Sendable (NATSMessage) -> Void)? = nil) throws(SwitchboardError) {
         self.subject = subject
         self.queue = queue
         let limit = Swift.max(1, pendingLimit), bytes = Swift.max(1, pendingBytes)
@@ -101,7 +101,7 @@ final class SubscriptionCore: @unchecked Sendable {  // `handle` is written once
         return droppedCounter.load(ordering: .relaxed) + Int(inLibrary)
     }
 
-    func start(connection: OpaquePointer, queue: String?, pendingLimit: Int, pendingBytes: Int) throws {
+    func start(connection: OpaquePointer, queue: String?, pendingLimit: Int, pendingBytes: Int) throws(SwitchboardError) {
         let context = Unmanaged.passRetained(self)
         var sub: OpaquePointer?
         let status = queue.map { natsConnection_QueueSubscribe(&sub, connection, subject, $0, onNATSMessage, context.toOpaque()) }

@@ -36,7 +36,7 @@ final class RequestMultiplexer: @unchecked Sendable {  // `subscription` is set 
     private let wake: AsyncStream<Void>.Continuation
     private var sweeper: Task<Void, Never>?
 
-    init(connection: OpaquePointer, inboxPrefix: String, pendingLimit: Int, pendingBytes: Int) throws {
+    init(connection: OpaquePointer, inboxPrefix: String, pendingLimit: Int, pendingBytes: Int) throws(SwitchboardError) {
         let (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         self.wake = wake
         try Subject.validate(inboxPrefix)

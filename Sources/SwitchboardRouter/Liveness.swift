@@ -72,7 +72,7 @@ extension Router {
             ingest(try Heartbeat.decode(reply.payload), from: Substring(workerID))
             return
         } catch {
-            failure = (error as? SwitchboardError) ?? SwitchboardError(.unavailable, "\(error)")
+            failure = error
         }
         if probe && failure.code != .noResponders {
             logger.debug("late worker's probe not answered: no verdict (the suspect time decides)",

@@ -113,10 +113,8 @@ extension Router {
                                                  headers: order.callID.map { ["Call-Id": $0] } ?? [:],
                                                  timeout: configuration.controlTimeout)
             reply = try WorkerControlReply.decode(message.payload)
-        } catch let error as SwitchboardError {
-            throw error.code == .noResponders ? SwitchboardError(.unavailable, "worker \(workerID) is not connected") : error
         } catch {
-            throw SwitchboardError(.unavailable, "worker \(workerID) did not answer: \(error)")
+            throw error.code == .noResponders ? SwitchboardError(.unavailable, "worker \(workerID) is not connected") : error
         }
         if let error = reply.error { throw SwitchboardError(api: error) }
         return reply

@@ -200,9 +200,9 @@ extension Router {
                                                      headers: headers, timeout: timeout)
                 reply = try OfferReply.decode(message.payload)
             } catch {
-                span?.fail("\((error as? SwitchboardError)?.code.rawValue ?? "error")")
+                let code = error.code.rawValue
+                span?.fail(code)
                 fleet.withLock { $0.registry.release(worker.workerID, token: token) }
-                let code = (error as? SwitchboardError)?.code.rawValue ?? "error"
                 metrics.increment(MetricNames.offers, ["result": code], help: "Offers to workers by result")
                 logger.warning("offer failed", metadata: [LogKey.workerID: "\(worker.workerID)", LogKey.error: "\(error)"])
                 note(offer.callID, "offer_failed", ["worker": worker.workerID, "result": code])
@@ -305,7 +305,7 @@ extension Router {
         do {
             _ = try await nats.request(configuration.subjects.end(worker: record.workerID, call: id), payload: CallEnd(callID: id, reason: .api).encoded(),
                                        headers: ["Call-Id": id], timeout: configuration.endTimeout)
-        } catch let error as SwitchboardError where error.code == .noResponders {
+        } catch where error.code == .noResponders {
             // No worker holds it any more (it died or never started it): close the record so it does not
             // stay "active" for ever.
             _ = try? await callStore.end(id, tenant: record.tenant, worker: record.workerID, epoch: record.epoch, reason: .notRunning,
