@@ -59,6 +59,7 @@ public final class CallLeg: Sendable {
                 }
             }
             if let (worker, packets) = flush {
+                // Audio, like every audio packet: one lost when the bus breaks is a frame the jitter buffer conceals.
                 for packet in packets { try? nats.publish(subjects.mediaIn(worker: worker, call: callID), payload: packet) }
             }
             onEvent?(event)

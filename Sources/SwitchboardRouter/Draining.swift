@@ -78,6 +78,7 @@ extension Router {
     /// Applies a drain (or its end) to this router's view and tells every other router.
     private func setDrain(_ workerID: String, _ request: DrainRequest?) {
         fleet.withLock { $0.registry.setDrain(workerID, request) }
+        // A router that misses the notice reads the drains from Redis at its next refresh.
         try? nats.publish(configuration.subjects.drains, payload: DrainNotice(workerID: workerID, drain: request).encoded())
     }
 

@@ -156,6 +156,7 @@ extension Router {
     }
 
     func unlock(_ callID: String) async {
+        // A lock not released (Redis unreachable) expires by itself: it is taken with a time to live.
         _ = try? await redis.evaluate(Self.unlockScript, keys: [configuration.keys.callLock(callID)], arguments: [configuration.id])
     }
 
@@ -300,6 +301,6 @@ extension Router {
             if error.code == .badMessage || error.code == .tooLarge { countBadMessage("migrate_request", error) }
             reply = MigrateReply(error: error)
         }
-        try? nats.reply(to: message, payload: reply.encoded())
+        try? nats.reply(to: message, payload: reply.encoded())  // the worker's request times out and it asks again
     }
 }

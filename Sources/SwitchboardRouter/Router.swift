@@ -151,7 +151,7 @@ public final class Router: Service, Sendable {
                             inFlight.addTask {
                                 switch job {
                                 case .failover(let worker, let incarnation): await self.failover(worker, except: incarnation)
-                                case .drain(let subscription): try? await subscription.drain()
+                                case .drain(let subscription): try? await subscription.drain()  // fails only on a closed connection: nothing left to drain
                                 case .reloadDeploy: await self.loadDeployPolicy()
                                 }
                             }

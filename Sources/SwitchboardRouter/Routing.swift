@@ -125,6 +125,7 @@ extension Router {
             logger.warning("call placed but not recorded: Redis unreachable", metadata: [LogKey.error: "\(error)"])
         } catch {
             // The worker holds a slot for a call nobody will know of: tell it to let go.
+            // Best effort: a worker that misses it ends the call as `not_running` at its record repair.
             try? nats.publish(configuration.subjects.end(worker: reply.workerID, call: callID), payload: CallEnd(callID: callID, reason: .api).encoded())
             throw SwitchboardError(.unavailable, "call accepted by \(reply.workerID) but not recorded: \(error)")
         }
@@ -240,6 +241,8 @@ extension Router {
     /// Tells the call's gateway and listeners what became of the call, and notes it on its timeline (with
     /// `details` beside what the event says).
     func publishEvent(_ event: CallEvent, noteAt: Int64? = nil, details: [String: String] = [:]) {
+        // Fails only with the connection closed (this router is stopping) or its reconnect buffer full: the
+        // event is on the timeline below either way, and a gateway learns a move from the worker's own events.
         try? nats.publish(configuration.subjects.events(worker: event.workerID, call: event.callID), payload: event.encoded())
         var attributes = details
         attributes["worker"] = event.workerID
@@ -308,6 +311,7 @@ extension Router {
         } catch where error.code == .noResponders {
             // No worker holds it any more (it died or never started it): close the record so it does not
             // stay "active" for ever.
+            // Redis unreachable: the record stays open until the reconciliation (or the next end request) closes it.
             _ = try? await callStore.end(id, tenant: record.tenant, worker: record.workerID, epoch: record.epoch, reason: .notRunning,
                                          retention: configuration.endedCallRetention)
         } catch {

@@ -105,7 +105,7 @@ extension Worker {
                                        atMillis: unixMillisNow()))
             case .answerEndRequests(let reason):
                 let ended = Array(#"{"v":1,"ended":true,"reason":"\#(reason.rawValue)"}"#.utf8)
-                for request in call.waitingEnds.all { try? nats.reply(to: request, payload: ended) }
+                for request in call.waitingEnds.all { try? nats.reply(to: request, payload: ended) }  // a lost reply: the asker times out and reads the record
             case .replyOK:
                 if let reply = message ?? call.pendingReply { self.reply(to: reply) }
             case .replyHeld(let checkpoint):
@@ -267,7 +267,7 @@ extension Worker {
                         self.handle(callID, .endRequested(end.reason))
                     case .failure(let error):
                         self.metrics.increment(MetricNames.badMessages, ["kind": "call_end", "code": error.code.rawValue])
-                        try? self.nats.reply(to: message, payload: RouteReply(error: error).encoded())
+                        try? self.nats.reply(to: message, payload: RouteReply(error: error).encoded())  // counted above; the asker times out
                     }
                 }
             }
@@ -318,6 +318,7 @@ extension Worker {
 
     /// Tells the call's gateway and listeners what became of the call, and notes it on its timeline.
     func publishEvent(_ event: CallEvent) {
+        // Fails only with the connection closed or its reconnect buffer full; the event is on the timeline either way.
         try? nats.publish(configuration.subjects.events(worker: configuration.id, call: event.callID), payload: event.encoded())
         note(event.callID, event.event.rawValue, event.reason.map { ["reason": $0] } ?? [:])
     }

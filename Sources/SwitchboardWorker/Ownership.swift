@@ -104,7 +104,7 @@ extension Worker {
                                        reason: EndReason.notRunning.rawValue, atMillis: unixMillisNow()))
                 countRepair("stray_ended")
             } else {
-                try? await callStore.forget(callID, worker: configuration.id)
+                try? await callStore.forget(callID, worker: configuration.id)  // Redis unreachable: the next repair forgets it
                 countRepair("stray_forgotten")
             }
         }

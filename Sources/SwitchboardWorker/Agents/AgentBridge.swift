@@ -159,7 +159,7 @@ public final class AgentBridge: CallHandler {
         let session: AgentSessionIO
         do {
             session = try AgentSessionIO(channel: channel.channel, streamSid: "MZ" + Identifiers.random(bytes: 16),
-                                         frameSamples: call.frameSamples) { samples in try? call.send(samples) }
+                                         frameSamples: call.frameSamples) { samples in try? call.send(samples) }  // a lost frame: as on the bus
         } catch {
             channel.channel.close(promise: nil)
             log.error("cannot set up the agent session's audio", metadata: [LogKey.error: "\(error)"])
