@@ -61,7 +61,12 @@ public enum GatewayHTTP {
             onServerRunning: { channel in
                 // Accepted sockets inherit the listener's send buffer (Linux): a caller that stops reading holds up
                 // no more than this in the kernel, and is found out by its queue filling.
-                try? await channel.setOption(.socketOption(.so_sndbuf), value: SocketOptionValue(gateway.configuration.socketSendBuffer))
+                do {
+                    try await channel.setOption(.socketOption(.so_sndbuf), value: SocketOptionValue(gateway.configuration.socketSendBuffer)).get()
+                } catch {
+                    gateway.logger.warning("the listener's send buffer cannot be set: a caller that stops reading holds up more before it is found out",
+                                           metadata: [LogKey.error: "\(error)"])
+                }
                 await onRunning(channel.localAddress?.port ?? 0)
             },
             logger: gateway.logger

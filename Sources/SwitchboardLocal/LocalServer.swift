@@ -19,7 +19,8 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
     }
 
     public let kind: Kind
-    public let port: Int
+    /// Chosen once, at start (another is taken if a free port was grabbed by someone else before the server bound it).
+    public private(set) var port: Int
     public let extraArguments: [String]
     /// Lines of a config file the server is started with (Redis and Sentinel; a Sentinel rewrites it).
     public let configLines: [String]
@@ -38,7 +39,18 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
         self.workDirectory = FileManager.default.temporaryDirectory
             .appendingPathComponent("\(label)-\(kind.rawValue)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: workDirectory, withIntermediateDirectories: true)
-        try await start()
+        // A free port is free when the kernel names it, not necessarily when the server binds it a moment later
+        // (another test's server may take it between): then another one, a few times.
+        var attempt = 0
+        while true {
+            do {
+                try await start()
+                return
+            } catch let error as LocalServerError where port == nil && attempt < 4 && error.isAddressInUse {
+                attempt += 1
+                self.port = try LocalServer.freePort()
+            }
+        }
     }
 
     /// A server still running when its owner goes is killed at once (no waiting in deinit), and its files go.
@@ -222,5 +234,8 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
 public struct LocalServerError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+
+    /// The server could not bind its port: someone else holds it (both servers say so in these words).
+    var isAddressInUse: Bool { description.localizedCaseInsensitiveContains("address already in use") }
 }
 

@@ -8,13 +8,8 @@ import SwitchboardCore
 /// is Redis's own clock, so routers' clocks do not matter. A lease lasts `leaseTime` unless renewed (the
 /// worker holding the call renews its leases in batches); a dead router or worker cannot hold a slot longer.
 public struct TenantLimits: Sendable {
-    public enum Decision: Equatable, Sendable {
-        case admitted(live: Int)
-        case rateLimited(retryAfter: Duration)
-        case quotaExceeded(live: Int, max: Int)
-        /// The month's call time is used up (`used` of `limit` milliseconds).
-        case usageLimit(used: Int64, limit: Int64)
-    }
+    /// What the admission script decided (the router's `Admission` machine takes it from there).
+    public typealias Decision = Admission.Verdict
 
     public let redis: RedisClient
     public let keys: RedisKeys

@@ -11,13 +11,13 @@ extension Router {
     /// The deploy policy this router places by (nil until it has read one: then it places on workers that say
     /// they are `ready`, which is their own reading of the policy), and when it took it.
     public func deployPolicy() -> (policy: DeployPolicy, appliedAt: ContinuousClock.Instant)? {
-        fleet.withLock { fleet in fleet.deploy.map { ($0, fleet.deployAppliedAt ?? clock.now) } }
+        state.withLock { fleet in fleet.deploy.map { ($0, fleet.deployAppliedAt ?? clock.now) } }
     }
 
     /// Takes a policy read from Redis or announced on NATS; an older revision than the one held is ignored.
     @discardableResult
     func applyDeploy(_ policy: DeployPolicy, from source: String) -> Bool {
-        let applied = fleet.withLock { fleet -> Bool in
+        let applied = state.withLock { fleet -> Bool in
             guard policy.revision > fleet.deploy?.revision ?? -1 else { return false }
             fleet.deploy = policy
             fleet.deployAppliedAt = clock.now
@@ -41,7 +41,7 @@ extension Router {
         do {
             let stored = try await deployStore.read().policy
             applyDeploy(stored, from: "redis")
-            if let mine = fleet.withLock({ $0.deploy }), mine.revision > stored.revision {
+            if let mine = state.withLock({ $0.deploy }), mine.revision > stored.revision {
                 try await deployStore.write(mine, over: stored.revision)
                 logger.notice("deploy policy was missing in Redis (or older there): written again",
                               metadata: ["revision": "\(mine.revision)", "redis_revision": "\(stored.revision)"])
@@ -69,22 +69,22 @@ extension Router {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.deployRefresh)
             await loadDeployPolicy()
-            let counts = versionCounts.withLock { counts in
-                defer { counts.removeAll() }
-                return counts
+            let counts = state.withLock { state in
+                defer { state.versionCounts.removeAll() }
+                return state.versionCounts
             }
             do {
                 try await deployStore.count(counts)
             } catch {
                 // Counts for status only: put back, sent with the next round.
-                versionCounts.withLock { for (key, n) in counts { $0[key, default: 0] += n } }
+                state.withLock { for (key, n) in counts { $0.versionCounts[key, default: 0] += n } }
             }
         }
     }
 
     /// What a new call tries first under the policy in force, and the revision it was chosen under.
     func versionChoice(tenant: String) -> (CanarySplit.Choice, revision: Int64?) {
-        fleet.withLock { fleet in
+        state.withLock { fleet in
             guard let policy = fleet.deploy else { return (.any, nil) }
             return (fleet.split.choose(policy, tenant: tenant), policy.revision)
         }
@@ -92,7 +92,7 @@ extension Router {
 
     /// Counts a placement for its version, for `deploy status` and the metrics.
     func countPlacement(_ version: String, _ result: String) {
-        versionCounts.withLock { $0["\(version)|\(result)", default: 0] += 1 }
+        state.withLock { $0.versionCounts["\(version)|\(result)", default: 0] += 1 }
         metrics.increment(MetricNames.placementsByVersion, ["version": version, "result": result],
                           help: "New calls by the version they were meant for or placed on: placed, failed, fallback (a canary's call placed on the active version)")
     }
@@ -113,13 +113,13 @@ extension Router {
         }
         // Redis may have lost the policy (a restart without persistence): the change is made from the newer of
         // the two, so its revision is above every router's and worker's.
-        let local = fleet.withLock { $0.deploy }
+        let local = state.withLock { $0.deploy }
         let current = local.map { $0.revision > stored.revision ? $0 : stored } ?? stored
         if let expectedRevision, expectedRevision != current.revision {
             throw SwitchboardError(.conflict, "the deploy policy is at revision \(current.revision), not \(expectedRevision); look again and retry",
                                    context: ["revision": "\(current.revision)"])
         }
-        let live = fleet.withLock { fleet in
+        let live = state.withLock { fleet in
             Set(fleet.registry.entries.values.filter { $0.liveness == .alive && $0.heartbeat.state != .stopping }.map(\.heartbeat.version))
         }
         let next = try current.applying(change, liveVersions: live, force: force, nowMillis: now, actor: actor)
@@ -152,7 +152,7 @@ extension Router {
             throw SwitchboardError(.unavailable, "cannot read the deploy policy from Redis: \(error.message)")
         }
         applyDeploy(policy, from: "redis")
-        let entries = fleet.withLock { Array($0.registry.entries.values) }
+        let entries = state.withLock { Array($0.registry.entries.values) }
         return DeploymentStatus(policy: policy, nowMillis: now, workers: entries, counts: counts)
     }
 

@@ -11,7 +11,7 @@ extension Router {
         await withDiscardingTaskGroup { pings in
             while !Task.isCancelled {
                 try? await Task.sleep(for: min(configuration.heartbeatInterval / 4, .milliseconds(100)))
-                let events = fleet.withLock { $0.registry.tick(now: clock.now) }
+                let events = state.withLock { $0.registry.tick(now: clock.now) }
                 for event in events {
                     switch event {
                     case .suspect(let id):
@@ -51,7 +51,7 @@ extension Router {
             case .closed: return
             case .error: continue
             }
-            let suspected = fleet.withLock { $0.registry.setConnected(connected, now: clock.now) }
+            let suspected = state.withLock { $0.registry.setConnected(connected, now: clock.now) }
             if case .selfSuspected(let gap)? = suspected {
                 countLiveness("self_suspected")
                 logger.warning("reconnected to NATS after \(gap.milliseconds) ms; no worker is judged for \(configuration.registry.detectionTime)")
@@ -80,7 +80,7 @@ extension Router {
             return
         }
         let connected = nats.isConnected
-        let verdict = fleet.withLock { fleet in
+        let verdict = state.withLock { fleet in
             if !connected { _ = fleet.registry.setConnected(false, now: clock.now) }
             return probe
                 ? fleet.registry.probeFoundGone(workerID, sentAt: sentAt, timeout: configuration.pingTimeout, now: clock.now)
@@ -121,15 +121,15 @@ extension Router {
     public func reconcile() async -> [String] {
         let key = configuration.keys.prefix + ":reconcile"
         do {
-            guard fleet.withLock({ $0.registry.mayTakeUnknownWorkersForGone(now: clock.now) }),
+            guard state.withLock({ $0.registry.mayTakeUnknownWorkersForGone(now: clock.now) }),
                   !(try await redis.send(["SET", key, configuration.id, "NX", "PX",
                                           String(configuration.reconcileInterval.milliseconds)])).isNull else { return [] }
             let withCalls = try await callStore.workersWithCalls()
-            let orphaned = fleet.withLock { fleet in
+            let orphaned = state.withLock { fleet in
                 withCalls.filter { fleet.registry.entries[$0] == nil }
             }
             var gone: [String] = []
-            for worker in orphaned where fleet.withLock({ $0.registry.mayTakeUnknownWorkersForGone(now: clock.now) }) {
+            for worker in orphaned where state.withLock({ $0.registry.mayTakeUnknownWorkersForGone(now: clock.now) }) {
                 // Unknown is not dead: a worker this router does not hear (another NATS node) may answer. Asked three
                 // times: one late answer (a busy worker, a busy router) must not fail a live worker's calls over.
                 if let heartbeat = await pingUnknown(worker) {

@@ -19,7 +19,8 @@ public final class Router: Service, Sendable {
     public let redis: RedisClient
     public let metrics: MetricsRegistry
     let logger: Logger
-    let fleet: Mutex<Fleet>
+    /// Everything this router knows and decides from, under one lock (`State`).
+    let state: Mutex<State>
     let clock = ContinuousClock()
     /// Tenants, their keys and their limits (used when `configuration.tenancy` is on).
     public let tenants: TenantStore
@@ -30,25 +31,10 @@ public final class Router: Service, Sendable {
     let deployStore: DeployStore
     /// Workers' drains in Redis.
     let drainStore: DrainStore
-    /// Placements per version (`version|result` → n) not yet added to Redis's counts.
-    let versionCounts = Mutex<[String: Int]>([:])
-    let keyCache = Mutex<[String: (policy: TenantPolicy, until: ContinuousClock.Instant)]>([:])
-    /// Calls admitted per tenant by this router alone while Redis was unreachable (tenants in `open` mode);
-    /// cleared when Redis answers again.
-    let admittedWhileRedisDown = Mutex<[String: Int]>([:])
-    /// Leases of calls refused or not placed, to give back once Redis answers (see `releaseLease`).
-    let pendingReleases = Mutex<[(tenant: String, callID: String)]>([])
     /// Tenants given a metric label of their own (at most `tenantLabelCap`).
     let tenantLabels: TenantLabels
     /// What this router saw of each call, for its timeline.
     public let timeline: TimelineWriter
-    /// Set by a graceful shutdown: `/readyz` fails from then on.
-    let shuttingDown = Mutex(false)
-    /// Refused operator requests written to the audit, at most 5 a second (all are counted).
-    let refusalAudit = Mutex(TokenBucket(perSecond: 5, burst: 10))
-    /// Set once `run` has read the deploy policy and the drains and subscribed to route requests: no call is
-    /// placed before (HTTP and NATS answer `unavailable`, `/readyz` fails).
-    let started = Mutex(false)
 
     /// Work that outlives the message or event that asked for it, run in `run()`'s task group (never in a
     /// loose task), each job in a child task of its own.
@@ -64,9 +50,11 @@ public final class Router: Service, Sendable {
     let job: AsyncStream<Job>.Continuation
     private let jobs: AsyncStream<Job>
 
-    /// The fleet view and the scheduler, changed together under one lock: a choice and its reservation are
-    /// one step, so concurrent routes see each other's offers.
-    struct Fleet {
+    /// What this router knows, under one lock: the fleet view and the scheduler (a choice and its reservation
+    /// are one step, so concurrent routes see each other's offers), the deploy policy, admission's own memory,
+    /// the keys it checked, and whether it has started or is shutting down. The pure parts decide (`WorkerRegistry`,
+    /// `Scheduler`, `Admission`, `DeployPolicy`); the shell holds the lock only around them and does its I/O after.
+    struct State {
         var registry: WorkerRegistry
         var scheduler: Scheduler
         var random = SystemRandomNumberGenerator()
@@ -77,6 +65,19 @@ public final class Router: Service, Sendable {
         var deploy: DeployPolicy?
         var deployAppliedAt: ContinuousClock.Instant?
         var split = CanarySplit()
+        /// Calls admitted on tenants' local caps while Redis was unreachable, and leases to give back.
+        var admission = Admission()
+        /// Keys checked a moment ago, and until when they are trusted.
+        var keyCache: [String: (policy: TenantPolicy, until: ContinuousClock.Instant)] = [:]
+        /// Placements per version (`version|result` → n) not yet added to Redis's counts.
+        var versionCounts: [String: Int] = [:]
+        /// Refused operator requests written to the audit, at most 5 a second (all are counted).
+        var refusalAudit = TokenBucket(perSecond: 5, burst: 10)
+        /// Set once `run` has read the deploy policy and the drains and subscribed to route requests: no call is
+        /// placed before (HTTP and NATS answer `unavailable`, `/readyz` fails).
+        var started = false
+        /// Set by a graceful shutdown: `/readyz` fails from then on.
+        var shuttingDown = false
     }
 
     /// Where this router's spans go (route, placement, offer, move, failover); nil: tracing is off.
@@ -92,7 +93,7 @@ public final class Router: Service, Sendable {
         var logger = logger
         logger[metadataKey: LogKey.routerID] = "\(configuration.id)"
         self.logger = logger
-        fleet = Mutex(Fleet(registry: WorkerRegistry(configuration: configuration.registry),
+        state = Mutex(State(registry: WorkerRegistry(configuration: configuration.registry),
                             scheduler: Scheduler(configuration: configuration.scheduler)))
         tenants = TenantStore(redis: redis, keys: configuration.keys)
         limits = TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime)
@@ -125,7 +126,7 @@ public final class Router: Service, Sendable {
         let migrations = try nats.subscribe(to: configuration.subjects.migrates, queue: Subjects.routerQueue)
         try await nats.flush()
         // Ready once the server has the subscriptions too: a request in the moment between is asked again.
-        started.withLock { $0 = true }
+        state.withLock { $0.started = true }
         logger.info("router running", metadata: ["route_subject": "\(configuration.subjects.route)"])
         if configuration.insecureNoAuth {
             logger.critical("operator endpoints are open to anyone (--insecure-no-auth): drains, moves and deploys need no key")
@@ -175,7 +176,7 @@ public final class Router: Service, Sendable {
         } onGracefulShutdown: {
             // Not ready from now (a load balancer stops sending); the queue-group subscriptions drain: the NATS
             // server sends new requests to the other routers, and those already here are answered.
-            self.shuttingDown.withLock { $0 = true }
+            self.state.withLock { $0.shuttingDown = true }
             heartbeats.unsubscribe()
             drainNotices.unsubscribe()
             deployNotices.unsubscribe()
@@ -206,7 +207,7 @@ public final class Router: Service, Sendable {
                                                                                             "sent_as": "\(sender)"])
             return
         }
-        let result = fleet.withLock { fleet in
+        let result = state.withLock { fleet in
             let result = fleet.registry.ingest(heartbeat, now: clock.now)
             fleet.ingested[result, default: 0] += 1
             return result
@@ -226,13 +227,13 @@ public final class Router: Service, Sendable {
             break
         }
         if heartbeat.state == .stopping && heartbeat.activeCalls == 0 {
-            fleet.withLock { $0.registry.remove(heartbeat.workerID) }
+            state.withLock { $0.registry.remove(heartbeat.workerID) }
             logger.info("worker left", metadata: [LogKey.workerID: "\(heartbeat.workerID)"])
         }
     }
 
     func updateWorkerGauges() {
-        let (live, ingested) = fleet.withLock { fleet in
+        let (live, ingested) = state.withLock { fleet in
             defer { fleet.ingested.removeAll(keepingCapacity: true) }
             return (Array(fleet.registry.entries.values), fleet.ingested)
         }
@@ -277,12 +278,12 @@ public final class Router: Service, Sendable {
 
     /// Known workers (suspect ones included), sorted by id.
     public func workers() -> [WorkerRegistry.Entry] {
-        fleet.withLock { $0.registry.sorted }
+        state.withLock { $0.registry.sorted }
     }
 
     /// Known workers with their load and score as this router's scheduler sees them (for status).
     public func workerViews() -> [WorkerView] {
-        fleet.withLock { fleet in
+        state.withLock { fleet in
             let now = clock.now
             return fleet.registry.sorted.map { WorkerView($0, scheduler: fleet.scheduler, now: now) }
         }
@@ -316,8 +317,7 @@ extension Router {
     public func readiness() async -> Readiness {
         let natsOK = nats.isConnected
         let redisOK = (try? await redis.ping()) != nil
-        let stopping = shuttingDown.withLock { $0 }
-        let starting = !started.withLock { $0 }
+        let (stopping, starting) = state.withLock { ($0.shuttingDown, !$0.started) }
         return Readiness(ready: natsOK && redisOK && !stopping && !starting, nats: natsOK, redis: redisOK, shuttingDown: stopping,
                          starting: starting, auth: configuration.insecureNoAuth ? "off" : "admin_keys")
     }

@@ -15,7 +15,7 @@ extension Router {
     /// `trace`: the caller's trace context (a gateway's route span), whose child the route's span is.
     public func route(_ request: RouteRequest, tenant: TenantPolicy? = nil, deadline: ContinuousClock.Instant? = nil,
                       trace: TraceContext? = nil) async throws(SwitchboardError) -> Placement {
-        guard started.withLock({ $0 }) else {
+        guard state.withLock({ $0.started }) else {
             throw SwitchboardError(.unavailable, "this router is starting (reading the deploy policy); try again in a moment")
         }
         let start = clock.now
@@ -44,19 +44,7 @@ extension Router {
                                             admittedWithoutRedis: withoutRedis, regions: tenant?.regions ?? [],
                                             recorded: tenant?.record ?? configuration.recordCalls, trace: span?.context ?? trace)
             } catch {
-                if let tenant, withoutRedis {
-                    // Its place under the local cap; and a lease, should Redis have run the script it did not
-                    // answer, once Redis does.
-                    unadmitWithoutRedis(tenant.id)
-                    releaseLease(tenant: tenant.id, callID: callID)
-                } else if tenant != nil {
-                    // At once, unless Redis is what failed (then as soon as it answers, off this route's clock).
-                    if error.code == .unavailable {
-                        releaseLease(tenant: request.tenant, callID: callID)
-                    } else if (try? await limits.release(tenant: request.tenant, callID: callID)) == nil {
-                        releaseLease(tenant: request.tenant, callID: callID)
-                    }
-                }
+                if let tenant { await notPlaced(tenant: tenant.id, callID: callID, admittedWithoutRedis: withoutRedis, failure: error) }
                 throw error
             }
             finish(start, result: "placed")
@@ -174,7 +162,7 @@ extension Router {
                 throw error
             }
             // Choose and reserve in one step, so concurrent routes see each other's offers.
-            let chosen = fleet.withLock { fleet -> (Scheduler.Candidate, UInt64, Bool)? in
+            let chosen = state.withLock { fleet -> (Scheduler.Candidate, UInt64, Bool)? in
                 let decision = fleet.scheduler.choose(needs, in: fleet.registry, using: &fleet.random,
                                                       explain: explain && explanation == nil)
                 if let first = decision.explanation { explanation = first }
@@ -203,7 +191,7 @@ extension Router {
             } catch {
                 let code = error.code.rawValue
                 span?.fail(code)
-                fleet.withLock { $0.registry.release(worker.workerID, token: token) }
+                state.withLock { $0.registry.release(worker.workerID, token: token) }
                 metrics.increment(MetricNames.offers, ["result": code], help: "Offers to workers by result")
                 logger.warning("offer failed", metadata: [LogKey.workerID: "\(worker.workerID)", LogKey.error: "\(error)"])
                 note(offer.callID, "offer_failed", ["worker": worker.workerID, "result": code])
@@ -211,7 +199,7 @@ extension Router {
                 continue
             }
             guard reply.accepted, let acceptSeq = reply.acceptSeq else {
-                fleet.withLock { $0.registry.release(worker.workerID, token: token) }
+                state.withLock { $0.registry.release(worker.workerID, token: token) }
                 let reason = reply.reason?.rawValue ?? "refused"
                 span?.set("switchboard.refused", reason)
                 metrics.increment(MetricNames.offers, ["result": "refused_\(reason)"], help: "Offers to workers by result")
@@ -221,7 +209,7 @@ extension Router {
                 _ = attempt.answered(worker.workerID, .refused(reason))
                 continue
             }
-            fleet.withLock { $0.registry.accepted(worker.workerID, token: token, acceptSeq: acceptSeq) }
+            state.withLock { $0.registry.accepted(worker.workerID, token: token, acceptSeq: acceptSeq) }
             metrics.increment(MetricNames.offers, ["result": "accepted"], help: "Offers to workers by result")
             _ = attempt.answered(worker.workerID, .accepted)
             let candidates = (firstCandidates ?? []).map { "\($0.workerID):\(String(format: "%.2f", $0.score.total))" }.joined(separator: ",")

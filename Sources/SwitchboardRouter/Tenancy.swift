@@ -14,7 +14,7 @@ extension Router {
         }
         let key = String(authorization.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
         let now = clock.now
-        let cached = keyCache.withLock { $0[key] }
+        let cached = state.withLock { $0.keyCache[key] }
         if let cached, cached.until > now { return cached.policy }
         let policy: TenantPolicy
         do {
@@ -25,9 +25,9 @@ extension Router {
             if let cached, now - cached.until < configuration.keyStaleLimit - configuration.keyCacheTime { return cached.policy }
             throw SwitchboardError(.unavailable, "API keys cannot be checked: \(error.message)")
         }
-        keyCache.withLock { cache in
-            if cache.count > 10_000 { cache.removeAll() }  // bounded: a flood of keys cannot grow it
-            cache[key] = (policy, now + configuration.keyCacheTime)
+        state.withLock { state in
+            if state.keyCache.count > 10_000 { state.keyCache.removeAll() }  // bounded: a flood of keys cannot grow it
+            state.keyCache[key] = (policy, now + configuration.keyCacheTime)
         }
         return policy
     }
@@ -47,7 +47,7 @@ extension Router {
         var status = "unauthorized"
         if let key, key.hasPrefix("sbk_"), (try? await tenants.authenticate(key)) != nil { status = "forbidden" }
         metrics.increment(MetricNames.operatorRefusals, ["status": status], help: "Operator requests refused: no or unknown key, or a tenant's key")
-        if refusalAudit.withLock({ $0.take(now: clock.now) }) {
+        if state.withLock({ $0.refusalAudit.take(now: clock.now) }) {
             await audit(action, target: "", actor: key == nil ? "no key" : status == "forbidden" ? "a tenant's key" : "an unknown key",
                         outcome: status)
         }
@@ -59,96 +59,66 @@ extension Router {
     /// error's context) or `quota_exceeded`.
     enum Admitted { case byRedis, withoutRedis }
 
+    /// Asks Redis to admit the call and lets the `Admission` machine decide from its answer, or from its
+    /// silence (the tenant's rule for Redis down); counts and logs the decision.
     @discardableResult
     func admit(_ policy: TenantPolicy, callID: String, deadline: ContinuousClock.Instant) async throws(SwitchboardError) -> Admitted {
-        let decision: TenantLimits.Decision
+        let outcome: Admission.Outcome
+        var redisError: SwitchboardError?
         do {
-            decision = try await limits.admit(policy, callID: callID, deadline: deadline)
-            admittedWhileRedisDown.withLock { if !$0.isEmpty { $0.removeAll() } }  // Redis is back: its counts rule
+            let verdict = try await limits.admit(policy, callID: callID, deadline: deadline)
+            outcome = state.withLock { $0.admission.redisAnswered(verdict, policy: policy) }
         } catch {
-            do {
-                try admitWithoutRedis(policy, callID: callID, error)
-            } catch let refusal {
-                // The script may still have run (a timeout is no answer): its lease must not outlive the refusal.
-                releaseLease(tenant: policy.id, callID: callID)
-                throw refusal
+            redisError = error
+            outcome = state.withLock { $0.admission.redisFailed(policy, callID: callID, error: error) }
+        }
+        countAdmission(outcome.result, policy.id)
+        switch outcome.decision {
+        case .admitted(let withoutRedis):
+            if withoutRedis {
+                logger.warning("call admitted without Redis (the tenant's limits fail open, up to a local cap)",
+                               metadata: [LogKey.tenant: "\(policy.id)", LogKey.callID: "\(callID)", LogKey.error: "\(redisError.map { "\($0)" } ?? "")"])
             }
-            return .withoutRedis
-        }
-        switch decision {
-        case .admitted:
-            countAdmission("admitted", policy.id)
-            return .byRedis
-        case .rateLimited(let wait):
-            countAdmission("rate_limited", policy.id)
-            let ms = wait.milliseconds
-            throw SwitchboardError(.rateLimited, "tenant '\(policy.id)' is over \(policy.callsPerSecond) calls per second (burst \(policy.burst))",
-                                   context: ["retry_after_ms": String(max(1, ms))])
-        case .quotaExceeded(let live, let max):
-            countAdmission("quota_exceeded", policy.id)
-            throw SwitchboardError(.quotaExceeded, "tenant '\(policy.id)' holds \(live) live calls of its \(max)")
-        case .usageLimit(let used, let limit):
-            countAdmission("usage_limit", policy.id)
-            throw SwitchboardError(.usageLimit, "tenant '\(policy.id)' used \(String(format: "%.1f", Double(used) / 60_000)) of its "
-                                   + "\(String(format: "%.1f", Double(limit) / 60_000)) call minutes this month (UTC); live calls go on",
-                                   context: ["used_ms": "\(used)", "limit_ms": "\(limit)"])
+            return withoutRedis ? .withoutRedis : .byRedis
+        case .refused(let refusal):
+            if let redisError, refusal.code == .unavailable {
+                logger.warning("call refused: Redis unreachable and the tenant's limits fail closed",
+                               metadata: [LogKey.tenant: "\(policy.id)", LogKey.callID: "\(callID)", LogKey.error: "\(redisError)"])
+            }
+            throw refusal
         }
     }
 
-    /// Gives a call's live-call lease back; when Redis does not answer, again every second until it does (or
-    /// the lease expires by itself), so a call refused or not placed never holds a tenant's slot.
-    func releaseLease(tenant: String, callID: String) {
-        pendingReleases.withLock { pending in
-            if pending.count >= 10_000 { pending.removeFirst() }  // it expires with its lease time anyway
-            pending.append((tenant, callID))
+    /// A call admitted for `tenant` was then not placed: its lease goes back (now, or once Redis answers), and a
+    /// place under the local cap is free again.
+    func notPlaced(tenant: String, callID: String, admittedWithoutRedis: Bool, failure: SwitchboardError) async {
+        let release = state.withLock {
+            $0.admission.notPlaced(tenant: tenant, callID: callID, admittedWithoutRedis: admittedWithoutRedis, failure: failure.code)
+        }
+        guard release == .now else { return }
+        do {
+            try await limits.release(tenant: tenant, callID: callID)
+        } catch {
+            state.withLock { $0.admission.queueRelease(.init(tenant: tenant, callID: callID)) }
         }
     }
 
-    /// Runs the releases waiting for Redis, every second.
+    /// Gives back the leases waiting for Redis, every second (at once again while a batch goes through), so a
+    /// call refused or not placed never holds a tenant's slot past Redis's return (or its lease time).
     func releaseLoop() async {
         while !Task.isCancelled {
-            let pending = pendingReleases.withLock { pending in defer { pending.removeAll() }; return pending }
-            var failed: [(tenant: String, callID: String)] = []
-            for (i, item) in pending.enumerated() {
+            let pending = state.withLock { $0.admission.takeReleases() }
+            var failed: [Admission.Lease] = []
+            for (i, lease) in pending.enumerated() {
                 do {
-                    try await limits.release(tenant: item.tenant, callID: item.callID)
+                    try await limits.release(tenant: lease.tenant, callID: lease.callID)
                 } catch {
                     failed = Array(pending[i...])
                     break
                 }
             }
-            if !failed.isEmpty { pendingReleases.withLock { $0.insert(contentsOf: failed, at: 0) } }
+            if !failed.isEmpty { state.withLock { $0.admission.releasesFailed(failed) } }
             try? await Task.sleep(for: pending.isEmpty || !failed.isEmpty ? .seconds(1) : .milliseconds(10))
-        }
-    }
-
-    /// Redis cannot be reached: a tenant in `open` mode is admitted up to its local cap on this router, one in
-    /// `closed` mode is refused with `unavailable`. Either way it is logged and counted.
-    private func admitWithoutRedis(_ policy: TenantPolicy, callID: String, _ error: SwitchboardError) throws(SwitchboardError) {
-        guard case .open(let cap) = policy.whenRedisDown else {
-            countAdmission("refused_redis_down", policy.id)
-            logger.warning("call refused: Redis unreachable and the tenant's limits fail closed",
-                           metadata: [LogKey.tenant: "\(policy.id)", LogKey.callID: "\(callID)", LogKey.error: "\(error)"])
-            throw SwitchboardError(.unavailable, "tenant limits cannot be checked: \(error.message)")
-        }
-        let admitted = admittedWhileRedisDown.withLock { counts -> Bool in
-            guard counts[policy.id, default: 0] < cap else { return false }
-            counts[policy.id, default: 0] += 1
-            return true
-        }
-        guard admitted else {
-            countAdmission("quota_exceeded_redis_down", policy.id)
-            throw SwitchboardError(.quotaExceeded, "tenant '\(policy.id)' reached its cap of \(cap) calls on this router while Redis is unreachable")
-        }
-        countAdmission("admitted_redis_down", policy.id)
-        logger.warning("call admitted without Redis (the tenant's limits fail open, up to a local cap)",
-                       metadata: [LogKey.tenant: "\(policy.id)", LogKey.callID: "\(callID)", "local_cap": "\(cap)"])
-    }
-
-    /// A call admitted on the local cap that was then not placed: its place under the cap is free again.
-    func unadmitWithoutRedis(_ tenant: String) {
-        admittedWhileRedisDown.withLock { counts in
-            if let n = counts[tenant], n > 0 { counts[tenant] = n - 1 }
         }
     }
 
