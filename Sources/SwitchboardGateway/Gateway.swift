@@ -242,10 +242,10 @@ public final class Gateway: Service, Sendable {
                 switch message {
                 case .text(let text):
                     try await outbound.write(.text(text))
-                    leg.state.withLock { $0.reader.wrote() }
+                    leg.wrote()
                 case .binary(let bytes):
                     try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
-                    leg.state.withLock { $0.reader.wrote() }
+                    leg.wrote()
                 case .close(let code, let reason):
                     try await outbound.close(code, reason: String(reason.utf8.prefix(120)) ?? "")
                     leg.state.withLock { $0.closeWritten = true }

@@ -106,6 +106,9 @@ final class Leg: Sendable {
         return true
     }
 
+    /// The caller's socket took a write: a full queue is not the caller's fault while it does (`SlowReader`).
+    func wrote() { state.withLock { $0.reader.wrote() } }
+
     /// Queues the close and ends the queue; the leg's task group ends once it is written (or in 2 s).
     func close(_ code: WebSocketErrorCode, _ reason: String) {
         out.yield(.close(code, reason))

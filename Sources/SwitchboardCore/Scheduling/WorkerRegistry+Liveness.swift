@@ -53,7 +53,7 @@ extension WorkerRegistry {
         disruption = massSilence(silent)
         var changed: [Entry] = []
         // Probed once per silence, unless many are late at once (that is for the suspect time and the guard).
-        if massSilence(silent + late) == nil {
+        if !late.isEmpty, massSilence(silent + late) == nil {
             for var entry in late where entry.liveness == .alive && entry.pingSentAt == nil {
                 entry.pingSentAt = now
                 events.append(.probe(entry.id))
