@@ -152,6 +152,11 @@ extension Worker {
                                                          "checkpoint_seq": "\(resume.checkpoint.seq)", "epoch": "\(epoch)"])
                     note(callID, "taken_on", ["from_worker": resume.fromWorker, "reason": resume.reason.rawValue, "epoch": "\(epoch)",
                                               "checkpoint_seq": "\(resume.checkpoint.seq)"])
+                    // The claim is the move: the caller follows it from here, even if the router that offered the
+                    // call gave up waiting for this accept (it says so too once it hears it; on the bus only, the
+                    // router notes the move on the timeline).
+                    publishEvent(CallEvent(callID: callID, event: resume.reason == .failover ? .resumed : .migrated, workerID: configuration.id,
+                                           fromWorker: resume.fromWorker, atMillis: unixMillisNow()), note: false)
                     handle(callID, .claimed(epoch: epoch))
                     return
                 }
@@ -317,10 +322,10 @@ extension Worker {
     }
 
     /// Tells the call's gateway and listeners what became of the call, and notes it on its timeline.
-    func publishEvent(_ event: CallEvent) {
+    func publishEvent(_ event: CallEvent, note noted: Bool = true) {
         // Fails only with the connection closed or its reconnect buffer full; the event is on the timeline either way.
         try? nats.publish(configuration.subjects.events(worker: configuration.id, call: event.callID), payload: event.encoded())
-        note(event.callID, event.event.rawValue, event.reason.map { ["reason": $0] } ?? [:])
+        if noted { note(event.callID, event.event.rawValue, event.reason.map { ["reason": $0] } ?? [:]) }
     }
 
     /// Notes one event on a call's timeline (queued; written off the call's path).

@@ -213,6 +213,57 @@ struct DrainClusterTests {
         await cluster.shutdown()
     }
 
+    /// A worker that takes a call on says so itself: its claim in Redis is what moves the call, so the caller
+    /// follows it even when no router announces the move (one gave up waiting for the accept, a slow claim in a
+    /// starved process, and reported the move failed). Here the test offers the call to b itself, as such a
+    /// router would have, and nobody else says a word.
+    @Test func aCallTakenOnWithoutItsRoutersWordIsFollowedByItsCaller() async throws {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        let a = try await cluster.addWorker(id: "a")
+        try await cluster.waitForWorkers(1)
+        let call = try await cluster.route()
+        let b = try await cluster.addWorker(id: "b")
+        let seen = Mutex<[(worker: String, sequence: UInt32)]>([])
+        let observer = try cluster.client.subscribe(to: cluster.subjects.mediaIn(worker: "*", call: call.callID)) { message in
+            guard let packet = try? MediaPacket.decode(message.payload) else { return }
+            seen.withLock { $0.append((String(message.subject.split(separator: ".")[2]), packet.sequence)) }
+        }
+        let leg = try CallLeg(cluster.client, placement: call, subjects: cluster.subjects)
+        let speaker = Task {
+            let encoder = try OpusEncoder()
+            var tone = ToneGenerator(frequency: 440)
+            let clock = ContinuousClock()
+            var next = clock.now
+            for sequence in UInt32(0)..<150 {
+                try leg.send(MediaPacket(sequence: sequence, timestamp: sequence &* 960, payload: try encoder.encode(tone.next(960))).encoded())
+                next += .milliseconds(20)
+                try await Task.sleep(until: next, clock: clock)
+            }
+        }
+        var record: [String: String] = [:]
+        try await eventually(timeout: .seconds(10), "a checkpoint") { record = try await cluster.record(call.callID); return record["checkpoint"] != nil }
+        guard case .success(let checkpoint)? = Checkpoint.parse(record["checkpoint"]) else { throw TestServerError("no checkpoint: \(record)") }
+        let offer = Offer(callID: call.callID, tenant: "t", region: nil, metadata: [:], routerID: "router-gone",
+                          resume: Resume(reason: .migrate, fromWorker: "a", checkpoint: checkpoint, epoch: record["epoch"].flatMap { Int64($0) }))
+        let reply = try OfferReply.decode(try await cluster.client.request(cluster.subjects.offer(worker: "b"), payload: offer.encoded()).payload)
+        #expect(reply.accepted && reply.workerID == "b")
+        try await eventually(timeout: .seconds(10), "the caller follows the call to b") { leg.worker == "b" }
+        try await eventually(timeout: .seconds(10), "the record names b") { try await cluster.record(call.callID)["worker_id"] == "b" }
+        try await eventually(timeout: .seconds(10), "a lets go") { a.worker.activeCalls == 0 }
+        try await speaker.value
+        try await cluster.client.flush()
+        let sent = seen.withLock { $0 }
+        let toA = sent.filter { $0.worker == "a" }.map(\.sequence), toB = sent.filter { $0.worker == "b" }.map(\.sequence)
+        #expect(!toB.isEmpty && toA.max() ?? 0 < toB.min()!, "one switch, from a to b: \(toA.count) to a, \(toB.count) to b")
+        try await eventually(timeout: .seconds(10), "b hears what was sent to it") {
+            Int(b.worker.metrics.value("switchboard_media_packets_total", ["direction": "in"]) ?? 0) == toB.count
+        }
+        #expect(b.worker.activeCalls == 1)
+        withExtendedLifetime(observer) {}
+        await cluster.shutdown()
+    }
+
     /// `stop()` and then the worker's task cancelled at once (a test's or a service group's teardown): the end
     /// `stop()` decided is still written, not lost to the cancellation (then the routers would resume the call).
     @Test func aWorkerStoppedAndTornDownAtOnceStillRecordsItsCallsEnd() async throws {

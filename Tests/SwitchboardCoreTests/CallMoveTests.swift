@@ -34,9 +34,28 @@ import Testing
         _ = move.start()
         _ = move.on(.held(checkpoint), now: t0)
         let r5 = move.on(.offerFailed(full), now: t0)
-        #expect(r5 == .unhold)
+        #expect(r5 == .readOwner)
+        #expect(move.on(.ownerRead("a"), now: t0) == .unhold)
         let r6 = move.on(.unholdFailed(SwitchboardError(.timeout, "x")), now: t0)
         #expect(r6 == .finish(.notMoved(full, result: "no_capacity")))
+    }
+
+    @Test func anAcceptThatCameTooLateIsAMoveMadeAndTheFirstWorkerLetsGo() {
+        let t0 = ContinuousClock.now
+        var move = CallMove(callID: "c1", worker: "a")
+        _ = move.start()
+        _ = move.on(.held(checkpoint), now: t0)
+        #expect(move.on(.offerFailed(SwitchboardError(.noCapacity, "b: timeout")), now: t0 + .milliseconds(500)) == .readOwner)
+        #expect(move.on(.ownerRead("b"), now: t0 + .milliseconds(502)) == .release(to: "b"))
+        #expect(move.on(.released, now: t0 + .milliseconds(503)) == .finish(.moved(to: "b", pause: .milliseconds(502), released: true)))
+
+        // A record that cannot be read leaves the call where it was.
+        var unknown = CallMove(callID: "c1", worker: "a")
+        _ = unknown.start()
+        _ = unknown.on(.held(checkpoint), now: t0)
+        _ = unknown.on(.offerFailed(SwitchboardError(.timeout, "x")), now: t0)
+        #expect(unknown.on(.ownerRead(nil), now: t0) == .unhold)
+        #expect(unknown.on(.unheld, now: t0) == .finish(.notMoved(SwitchboardError(.timeout, "x"), result: "timeout")))
     }
 
     @Test func aHoldThatFailsUndoesNothingAndSaysWhy() {

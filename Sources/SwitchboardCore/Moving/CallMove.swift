@@ -3,12 +3,18 @@
 /// the call in Redis before it accepts); only then does the first let go (`release`). No taker: the first
 /// goes on (`unhold`). Pure: the shell carries out each action and feeds back what came of it, failures and
 /// timeouts included.
+///
+/// An offer that failed is not yet a verdict: a worker whose accept came too late (a slow claim, a starved
+/// process) has the call all the same, since its claim in Redis is what moves it. So the record is read
+/// (`readOwner`) before the first worker is told to go on: a record naming another worker is a move made.
 public struct CallMove: Sendable {
     public typealias Instant = ContinuousClock.Instant
 
     public enum Action: Equatable, Sendable {
         case hold
         case offer(Checkpoint)
+        /// Read which worker the call's record names now.
+        case readOwner
         case release(to: String)
         case unhold
         case finish(Outcome)
@@ -27,6 +33,8 @@ public struct CallMove: Sendable {
         case holdFailed(SwitchboardError)
         case accepted(worker: String)
         case offerFailed(SwitchboardError)
+        /// The worker the record names; nil when it could not be read.
+        case ownerRead(String?)
         case released
         case releaseFailed(SwitchboardError)
         case unheld
@@ -34,7 +42,8 @@ public struct CallMove: Sendable {
     }
 
     private enum Phase: Equatable {
-        case idle, holding, offering(heldAt: Instant), releasing(to: String, pause: Duration), unholding(SwitchboardError), done
+        case idle, holding, offering(heldAt: Instant), checking(heldAt: Instant, SwitchboardError)
+        case releasing(to: String, pause: Duration), unholding(SwitchboardError), done
     }
 
     public let callID: String
@@ -67,7 +76,16 @@ public struct CallMove: Sendable {
         case (.offering(let heldAt), .accepted(let to)):
             phase = .releasing(to: to, pause: now - heldAt)
             return .release(to: to)
-        case (.offering, .offerFailed(let error)):
+        case (.offering(let heldAt), .offerFailed(let error)):
+            phase = .checking(heldAt: heldAt, error)
+            return .readOwner
+        case (.checking(let heldAt, _), .ownerRead(let owner?)) where owner != worker:
+            // Taken on by a worker whose accept this router gave up waiting for.
+            phase = .releasing(to: owner, pause: now - heldAt)
+            return .release(to: owner)
+        case (.checking(_, let error), .ownerRead):
+            // Still the first worker's (or unknown: it goes on, and a claim made meanwhile still makes it let go
+            // at its next write).
             phase = .unholding(error)
             return .unhold
         case (.releasing(let to, let pause), .released):
