@@ -11,20 +11,15 @@ extension Router {
     /// The deploy policy this router places by (nil until it has read one: then it places on workers that say
     /// they are `ready`, which is their own reading of the policy), and when it took it.
     public func deployPolicy() -> (policy: DeployPolicy, appliedAt: ContinuousClock.Instant)? {
-        state.withLock { fleet in fleet.deploy.map { ($0, fleet.deployAppliedAt ?? clock.now) } }
+        state.withLock { state in state.known.deploy.map { ($0, state.known.deployAppliedAt ?? clock.now) } }
     }
 
     /// Takes a policy read from Redis or announced on NATS; an older revision than the one held is ignored.
     @discardableResult
     func applyDeploy(_ policy: DeployPolicy, from source: String) -> Bool {
-        let applied = state.withLock { fleet -> Bool in
-            guard policy.revision > fleet.deploy?.revision ?? -1 else { return false }
-            fleet.deploy = policy
-            fleet.deployAppliedAt = clock.now
-            return true
-        }
-        guard applied else { return false }
-        metrics.set(MetricNames.deployRevision, to: Double(policy.revision), help: "The deploy policy revision this process follows")
+        let actions = state.withLock { $0.known.modify(.policy(policy), now: clock.now) }
+        guard !actions.isEmpty else { return false }
+        perform(actions)
         if !policy.isNone {
             logger.notice("deploy policy in force", metadata: ["revision": "\(policy.revision)", "active": "\(policy.active ?? "")",
                                                                "canary": "\(policy.canary.map { "\($0.version) \($0.percent)%" } ?? "none")",
@@ -41,7 +36,7 @@ extension Router {
         do {
             let stored = try await deployStore.read().policy
             applyDeploy(stored, from: "redis")
-            if let mine = state.withLock({ $0.deploy }), mine.revision > stored.revision {
+            if let mine = state.withLock({ $0.known.deploy }), mine.revision > stored.revision {
                 try await deployStore.write(mine, over: stored.revision)
                 logger.notice("deploy policy was missing in Redis (or older there): written again",
                               metadata: ["revision": "\(mine.revision)", "redis_revision": "\(stored.revision)"])
@@ -84,10 +79,7 @@ extension Router {
 
     /// What a new call tries first under the policy in force, and the revision it was chosen under.
     func versionChoice(tenant: String) -> (CanarySplit.Choice, revision: Int64?) {
-        state.withLock { fleet in
-            guard let policy = fleet.deploy else { return (.any, nil) }
-            return (fleet.split.choose(policy, tenant: tenant), policy.revision)
-        }
+        state.withLock { $0.known.versionChoice(tenant: tenant) }
     }
 
     /// Counts a placement for its version, for `deploy status` and the metrics.
@@ -113,15 +105,13 @@ extension Router {
         }
         // Redis may have lost the policy (a restart without persistence): the change is made from the newer of
         // the two, so its revision is above every router's and worker's.
-        let local = state.withLock { $0.deploy }
+        let local = state.withLock { $0.known.deploy }
         let current = local.map { $0.revision > stored.revision ? $0 : stored } ?? stored
         if let expectedRevision, expectedRevision != current.revision {
             throw SwitchboardError(.conflict, "the deploy policy is at revision \(current.revision), not \(expectedRevision); look again and retry",
                                    context: ["revision": "\(current.revision)"])
         }
-        let live = state.withLock { fleet in
-            Set(fleet.registry.entries.values.filter { $0.liveness == .alive && $0.heartbeat.state != .stopping }.map(\.heartbeat.version))
-        }
+        let live = state.withLock { $0.known.liveVersions }
         let next = try current.applying(change, liveVersions: live, force: force, nowMillis: now, actor: actor)
         do {
             try await deployStore.write(next, over: stored.revision, deadline: deadline)
@@ -152,7 +142,7 @@ extension Router {
             throw SwitchboardError(.unavailable, "cannot read the deploy policy from Redis: \(error.message)")
         }
         applyDeploy(policy, from: "redis")
-        let entries = state.withLock { Array($0.registry.entries.values) }
+        let entries = state.withLock { Array($0.known.registry.entries.values) }
         return DeploymentStatus(policy: policy, nowMillis: now, workers: entries, counts: counts)
     }
 

@@ -29,7 +29,7 @@ extension Router {
     public func drain(_ workerID: String, deadline: Duration, atDeadline: AtDeadline, actor: String) async throws(SwitchboardError) -> DrainResult {
         try WireCheck.identifier(workerID, "worker_id")
         try DrainRequest.checkDeadline(seconds: Double(deadline.milliseconds) / 1000)
-        guard state.withLock({ $0.registry.entries[workerID] != nil }) else {
+        guard state.withLock({ $0.known.registry.entries[workerID] != nil }) else {
             throw SwitchboardError(.notFound, "no worker \(workerID) is known (see switchboard node list)")
         }
         let now = unixMillisNow()
@@ -53,7 +53,7 @@ extension Router {
     /// Cancels a worker's drain; `conflict` when it is too late (its calls are being ended, or it is leaving).
     public func undrain(_ workerID: String, actor: String) async throws(SwitchboardError) -> DrainResult {
         try WireCheck.identifier(workerID, "worker_id")
-        let known = state.withLock { $0.registry.entries[workerID] != nil || $0.registry.drains[workerID] != nil }
+        let known = state.withLock { $0.known.registry.entries[workerID] != nil || $0.known.registry.drains[workerID] != nil }
         guard known else { throw SwitchboardError(.notFound, "no worker \(workerID) is known (see switchboard node list)") }
         var reply: WorkerControlReply?
         do {
@@ -77,7 +77,7 @@ extension Router {
 
     /// Applies a drain (or its end) to this router's view and tells every other router.
     private func setDrain(_ workerID: String, _ request: DrainRequest?) {
-        state.withLock { $0.registry.setDrain(workerID, request) }
+        _ = state.withLock { $0.known.modify(.drain(worker: workerID, request), now: clock.now) }
         // A router that misses the notice reads the drains from Redis at its next refresh.
         try? nats.publish(configuration.subjects.drains, payload: DrainNotice(workerID: workerID, drain: request).encoded())
     }
@@ -86,7 +86,7 @@ extension Router {
     func ingestDrainNotice(_ message: NATSMessage) {
         do {
             let notice = try DrainNotice.decode(message.payload)
-            state.withLock { $0.registry.setDrain(notice.workerID, notice.drain) }
+            _ = state.withLock { $0.known.modify(.drain(worker: notice.workerID, notice.drain), now: clock.now) }
         } catch {
             countBadMessage("drain_notice", error)
         }
@@ -106,10 +106,7 @@ extension Router {
             logger.warning("drains not read from Redis", metadata: [LogKey.error: "\(error)"])
             return
         }
-        state.withLock { fleet in
-            for (worker, request) in drains where fleet.registry.drains[worker] != request { fleet.registry.setDrain(worker, request) }
-            for worker in fleet.registry.drains.keys where drains[worker] == nil { fleet.registry.setDrain(worker, nil) }
-        }
+        _ = state.withLock { $0.known.modify(.drainsRead(drains), now: clock.now) }
     }
 
     // MARK: - Audit

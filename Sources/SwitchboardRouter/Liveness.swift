@@ -11,28 +11,21 @@ extension Router {
         await withDiscardingTaskGroup { pings in
             while !Task.isCancelled {
                 try? await Task.sleep(for: min(configuration.heartbeatInterval / 4, .milliseconds(100)))
-                let events = state.withLock { $0.registry.tick(now: clock.now) }
-                for event in events {
-                    switch event {
-                    case .suspect(let id):
+                for action in state.withLock({ $0.known.modify(.tick, now: clock.now) }) {
+                    switch action {
+                    case .liveness(.suspect(let id)):
                         countLiveness("suspect")
                         logger.warning("worker suspect: no heartbeat for \(configuration.registry.suspectAfter) intervals; pinging it",
                                        metadata: [LogKey.workerID: "\(id)"])
                         pings.addTask { await self.ping(id) }
-                    case .ping(let id):
+                    case .liveness(.ping(let id)):
                         pings.addTask { await self.ping(id) }
-                    case .probe(let id):
+                    case .liveness(.probe(let id)):
                         countLiveness("probe")
                         logger.debug("worker late: probing it", metadata: [LogKey.workerID: "\(id)"])
                         pings.addTask { await self.ping(id, probe: true) }
-                    case .unreachable(let ids, let disruption):
-                        countLiveness("unreachable", by: ids.count)
-                        logger.error("workers unreachable, not failed over: \(disruption.reason)",
-                                     metadata: ["workers": "\(ids.joined(separator: ","))"])
-                    case .selfSuspected(let gap):
-                        countLiveness("self_suspected")
-                        logger.warning("this router was stalled or cut off; every worker counts as just heard, none is judged for \(configuration.registry.detectionTime)",
-                                       metadata: ["gap_ms": "\(gap.milliseconds)"])
+                    default:
+                        perform([action])
                     }
                 }
                 updateWorkerGauges()
@@ -51,11 +44,7 @@ extension Router {
             case .closed: return
             case .error: continue
             }
-            let suspected = state.withLock { $0.registry.setConnected(connected, now: clock.now) }
-            if case .selfSuspected(let gap)? = suspected {
-                countLiveness("self_suspected")
-                logger.warning("reconnected to NATS after \(gap.milliseconds) ms; no worker is judged for \(configuration.registry.detectionTime)")
-            }
+            perform(state.withLock { $0.known.modify(.connection(connected: connected), now: clock.now) })
         }
     }
 
@@ -79,27 +68,18 @@ extension Router {
                          metadata: [LogKey.workerID: "\(workerID)", LogKey.error: "\(failure)"])
             return
         }
-        let connected = nats.isConnected
-        let verdict = state.withLock { fleet in
-            if !connected { _ = fleet.registry.setConnected(false, now: clock.now) }
-            return probe
-                ? fleet.registry.probeFoundGone(workerID, sentAt: sentAt, timeout: configuration.pingTimeout, now: clock.now)
-                : fleet.registry.pingFailed(workerID, sentAt: sentAt, timeout: configuration.pingTimeout, now: clock.now)
-        }
-        switch verdict {
-        case .dead(let incarnation):
+        let event = RouterState.Event.pingFailed(worker: workerID, sentAt: sentAt, timeout: configuration.pingTimeout, probe: probe,
+                                                 connected: nats.isConnected)
+        for action in state.withLock({ $0.known.modify(event, now: clock.now) }) {
+            guard case .failOver(_, let incarnation) = action else { perform([action]); continue }
             countLiveness("dead")
             logger.warning(probe ? "worker dead: late, and nobody listens on its ping subject (its connection is gone)" : "worker dead: failed its ping",
                            metadata: [LogKey.workerID: "\(workerID)", LogKey.error: "\(failure)"])
             await failover(workerID, deadIncarnation: incarnation)
-        case .notJudged(let why):
-            logger.notice("worker failed its ping but is not judged: \(why)", metadata: [LogKey.workerID: "\(workerID)"])
-        case .moot:
-            break
         }
     }
 
-    private func countLiveness(_ event: String, by count: Int = 1) {
+    func countLiveness(_ event: String, by count: Int = 1) {
         metrics.increment(MetricNames.workerLiveness, ["event": event], by: Double(count),
                           help: "Liveness events: workers suspect, unreachable or dead, and this router suspecting itself")
     }
@@ -121,15 +101,13 @@ extension Router {
     public func reconcile() async -> [String] {
         let key = configuration.keys.prefix + ":reconcile"
         do {
-            guard state.withLock({ $0.registry.mayTakeUnknownWorkersForGone(now: clock.now) }),
+            guard state.withLock({ $0.known.registry.mayTakeUnknownWorkersForGone(now: clock.now) }),
                   !(try await redis.send(["SET", key, configuration.id, "NX", "PX",
                                           String(configuration.reconcileInterval.milliseconds)])).isNull else { return [] }
             let withCalls = try await callStore.workersWithCalls()
-            let orphaned = state.withLock { fleet in
-                withCalls.filter { fleet.registry.entries[$0] == nil }
-            }
+            let orphaned = state.withLock { state in withCalls.filter { state.known.registry.entries[$0] == nil } }
             var gone: [String] = []
-            for worker in orphaned where state.withLock({ $0.registry.mayTakeUnknownWorkersForGone(now: clock.now) }) {
+            for worker in orphaned where state.withLock({ $0.known.registry.mayTakeUnknownWorkersForGone(now: clock.now) }) {
                 // Unknown is not dead: a worker this router does not hear (another NATS node) may answer. Asked three
                 // times: one late answer (a busy worker, a busy router) must not fail a live worker's calls over.
                 if let heartbeat = await pingUnknown(worker) {

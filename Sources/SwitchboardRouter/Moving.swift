@@ -96,7 +96,7 @@ extension Router {
     /// active one, then the canary); the accept of the one that took it on.
     private func resumeElsewhere(_ record: CallRecord, _ reason: ResumeReason, from checkpoint: Checkpoint, trace: TraceContext?,
                                  log: Logger) async throws(SwitchboardError) -> OfferReply {
-        let (targets, revision) = state.withLock { ($0.deploy?.moveTargets(for: record.version), $0.deploy?.revision) }
+        let (targets, revision) = state.withLock { $0.known.moveTargets(for: record.version) }
         let offer = Offer(callID: record.callID, tenant: record.tenant, region: nil, metadata: record.metadata,
                           routerID: configuration.id,
                           resume: Resume(reason: reason, fromWorker: record.workerID, checkpoint: checkpoint, epoch: record.epoch),
@@ -209,7 +209,7 @@ extension Router {
         var span: Span?
         defer { span?.end() }
         while true {
-            if let deadIncarnation, state.withLock({ $0.registry.entries[workerID]?.heartbeat.incarnation == deadIncarnation }) {
+            if let deadIncarnation, state.withLock({ $0.known.registry.entries[workerID]?.heartbeat.incarnation == deadIncarnation }) {
                 log.notice("the worker found dead is heard from again: it keeps its call")
                 return
             }

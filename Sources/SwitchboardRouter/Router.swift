@@ -50,21 +50,13 @@ public final class Router: Service, Sendable {
     let job: AsyncStream<Job>.Continuation
     private let jobs: AsyncStream<Job>
 
-    /// What this router knows, under one lock: the fleet view and the scheduler (a choice and its reservation
-    /// are one step, so concurrent routes see each other's offers), the deploy policy, admission's own memory,
-    /// the keys it checked, and whether it has started or is shutting down. The pure parts decide (`WorkerRegistry`,
-    /// `Scheduler`, `Admission`, `DeployPolicy`); the shell holds the lock only around them and does its I/O after.
+    /// What this router knows, under one lock: `known` (the fleet view, the scheduler and the deploy policy, one
+    /// pure machine: every heartbeat, tick, offer and its answer, drain and policy goes through its `modify`, so
+    /// a choice and its reservation are one step and concurrent routes see each other's offers), admission's own
+    /// memory, the keys it checked, and whether it has started or is shutting down. The pure parts decide
+    /// (`RouterState`, `Admission`); the shell holds the lock only around them and does its I/O after.
     struct State {
-        var registry: WorkerRegistry
-        var scheduler: Scheduler
-        var random = SystemRandomNumberGenerator()
-        /// Heartbeats taken since the metrics last counted them, by result (counted here, under the lock the
-        /// ingest takes anyway, rather than in the metrics registry 10,000 times a second).
-        var ingested: [WorkerRegistry.IngestResult: Int] = [:]
-        /// The deploy policy placements follow (nil until read), when it was taken, and the canary split.
-        var deploy: DeployPolicy?
-        var deployAppliedAt: ContinuousClock.Instant?
-        var split = CanarySplit()
+        var known: RouterState
         /// Calls admitted on tenants' local caps while Redis was unreachable, and leases to give back.
         var admission = Admission()
         /// Keys checked a moment ago, and until when they are trusted.
@@ -93,8 +85,8 @@ public final class Router: Service, Sendable {
         var logger = logger
         logger[metadataKey: LogKey.routerID] = "\(configuration.id)"
         self.logger = logger
-        state = Mutex(State(registry: WorkerRegistry(configuration: configuration.registry),
-                            scheduler: Scheduler(configuration: configuration.scheduler)))
+        state = Mutex(State(known: RouterState(registry: configuration.registry, scheduler: configuration.scheduler,
+                                               seed: UInt64.random(in: .min ... .max))))
         tenants = TenantStore(redis: redis, keys: configuration.keys)
         limits = TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime)
         var callStore = CallStore(redis: redis, keys: configuration.keys)
@@ -207,36 +199,48 @@ public final class Router: Service, Sendable {
                                                                                             "sent_as": "\(sender)"])
             return
         }
-        let result = state.withLock { fleet in
-            let result = fleet.registry.ingest(heartbeat, now: clock.now)
-            fleet.ingested[result, default: 0] += 1
-            return result
-        }
-        switch result {
-        case .joined, .restarted:
-            logger.info("worker \(result)", metadata: [LogKey.workerID: "\(heartbeat.workerID)", "version": "\(heartbeat.version)",
-                                                    "region": "\(heartbeat.region)", "capacity": "\(heartbeat.capacity)"])
-            // A worker back under the same id before it was found dead: the calls of its previous process are
-            // gone with it, and are taken on like a dead worker's.
-            if result == .restarted {
-                job.yield(.failover(worker: heartbeat.workerID, except: heartbeat.incarnation))
+        perform(state.withLock { $0.known.modify(.heartbeat(heartbeat), now: clock.now) })
+    }
+
+    /// Carries out, after the lock, what `RouterState` decided and needs no waiting: logs, counts and jobs.
+    /// Pings, failovers after a ping and offers are carried out where they were asked for.
+    func perform(_ actions: [RouterState.Action]) {
+        for action in actions {
+            switch action {
+            case .workerHeard(let heartbeat, let result):
+                switch result {
+                case .joined, .restarted:
+                    logger.info("worker \(result)", metadata: [LogKey.workerID: "\(heartbeat.workerID)", "version": "\(heartbeat.version)",
+                                                            "region": "\(heartbeat.region)", "capacity": "\(heartbeat.capacity)"])
+                case .recovered:
+                    logger.info("suspect worker heard from again", metadata: [LogKey.workerID: "\(heartbeat.workerID)"])
+                case .updated, .stale:
+                    break
+                }
+            case .failOverRestarted(let worker, let incarnation):
+                // Back under the same id before it was found dead: its previous process's calls are gone with it.
+                job.yield(.failover(worker: worker, except: incarnation))
+            case .workerLeft(let worker):
+                logger.info("worker left", metadata: [LogKey.workerID: "\(worker)"])
+            case .liveness(.unreachable(let ids, let disruption)):
+                countLiveness("unreachable", by: ids.count)
+                logger.error("workers unreachable, not failed over: \(disruption.reason)", metadata: ["workers": "\(ids.joined(separator: ","))"])
+            case .liveness(.selfSuspected(let gap)):
+                countLiveness("self_suspected")
+                logger.warning("this router was stalled or cut off; every worker counts as just heard, none is judged for \(configuration.registry.detectionTime)",
+                               metadata: ["gap_ms": "\(gap.milliseconds)"])
+            case .notJudged(let worker, let why):
+                logger.notice("worker failed its ping but is not judged: \(why)", metadata: [LogKey.workerID: "\(worker)"])
+            case .policyApplied(let policy):
+                metrics.set(MetricNames.deployRevision, to: Double(policy.revision), help: "The deploy policy revision this process follows")
+            case .liveness(.suspect), .liveness(.ping), .liveness(.probe), .failOver, .offer, .noCandidate:
+                assertionFailure("\(action) is carried out where it was asked for")
             }
-        case .recovered:
-            logger.info("suspect worker heard from again", metadata: [LogKey.workerID: "\(heartbeat.workerID)"])
-        case .updated, .stale:
-            break
-        }
-        if heartbeat.state == .stopping && heartbeat.activeCalls == 0 {
-            state.withLock { $0.registry.remove(heartbeat.workerID) }
-            logger.info("worker left", metadata: [LogKey.workerID: "\(heartbeat.workerID)"])
         }
     }
 
     func updateWorkerGauges() {
-        let (live, ingested) = state.withLock { fleet in
-            defer { fleet.ingested.removeAll(keepingCapacity: true) }
-            return (Array(fleet.registry.entries.values), fleet.ingested)
-        }
+        let (live, ingested) = state.withLock { (Array($0.known.registry.entries.values), $0.known.takeIngested()) }
         for (result, count) in ingested {
             metrics.increment(MetricNames.heartbeats, ["result": result.rawValue], by: Double(count), help: "Heartbeats received, by result")
         }
@@ -278,14 +282,14 @@ public final class Router: Service, Sendable {
 
     /// Known workers (suspect ones included), sorted by id.
     public func workers() -> [WorkerRegistry.Entry] {
-        state.withLock { $0.registry.sorted }
+        state.withLock { $0.known.registry.sorted }
     }
 
     /// Known workers with their load and score as this router's scheduler sees them (for status).
     public func workerViews() -> [WorkerView] {
-        state.withLock { fleet in
+        state.withLock { state in
             let now = clock.now
-            return fleet.registry.sorted.map { WorkerView($0, scheduler: fleet.scheduler, now: now) }
+            return state.known.registry.sorted.map { WorkerView($0, scheduler: state.known.scheduler, now: now) }
         }
     }
 

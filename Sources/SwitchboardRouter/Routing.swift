@@ -162,20 +162,20 @@ extension Router {
                 throw error
             }
             // Choose and reserve in one step, so concurrent routes see each other's offers.
-            let chosen = state.withLock { fleet -> (Scheduler.Candidate, UInt64, Bool)? in
-                let decision = fleet.scheduler.choose(needs, in: fleet.registry, using: &fleet.random,
-                                                      explain: explain && explanation == nil)
-                if let first = decision.explanation { explanation = first }
-                if firstCandidates == nil { firstCandidates = Array(decision.candidates.prefix(5)) }
-                guard let chosen = decision.chosen,
-                      let token = fleet.registry.reserve(chosen.workerID, now: clock.now) else { return nil }
-                return (chosen, token, decision.fallback > 0)
+            let event = RouterState.Event.offerWanted(needs, explain: explain && explanation == nil)
+            let (decision, reserved) = switch state.withLock({ $0.known.modify(event, now: clock.now) }).first {
+            case .offer(let decision, let token)?: (decision, token as UInt64?)
+            case .noCandidate(let decision)?: (decision, nil)
+            default: preconditionFailure("an offer wanted is answered with an offer or none")
             }
-            guard let (worker, token, fromFallback) = chosen else {
+            if let first = decision.explanation { explanation = first }
+            if firstCandidates == nil { firstCandidates = Array(decision.candidates.prefix(5)) }
+            guard let worker = decision.chosen, let token = reserved else {
                 var error = attempt.noCandidate()
                 error.explanation = explanation
                 throw error
             }
+            let fromFallback = decision.fallback > 0
             attempt.offered(worker.workerID)
             offers += 1
             let reply: OfferReply
@@ -191,7 +191,7 @@ extension Router {
             } catch {
                 let code = error.code.rawValue
                 span?.fail(code)
-                state.withLock { $0.registry.release(worker.workerID, token: token) }
+                _ = state.withLock { $0.known.modify(.offerAnswered(worker: worker.workerID, token: token, .failed), now: clock.now) }
                 metrics.increment(MetricNames.offers, ["result": code], help: "Offers to workers by result")
                 logger.warning("offer failed", metadata: [LogKey.workerID: "\(worker.workerID)", LogKey.error: "\(error)"])
                 note(offer.callID, "offer_failed", ["worker": worker.workerID, "result": code])
@@ -199,7 +199,7 @@ extension Router {
                 continue
             }
             guard reply.accepted, let acceptSeq = reply.acceptSeq else {
-                state.withLock { $0.registry.release(worker.workerID, token: token) }
+                _ = state.withLock { $0.known.modify(.offerAnswered(worker: worker.workerID, token: token, .refused), now: clock.now) }
                 let reason = reply.reason?.rawValue ?? "refused"
                 span?.set("switchboard.refused", reason)
                 metrics.increment(MetricNames.offers, ["result": "refused_\(reason)"], help: "Offers to workers by result")
@@ -209,7 +209,7 @@ extension Router {
                 _ = attempt.answered(worker.workerID, .refused(reason))
                 continue
             }
-            state.withLock { $0.registry.accepted(worker.workerID, token: token, acceptSeq: acceptSeq) }
+            _ = state.withLock { $0.known.modify(.offerAnswered(worker: worker.workerID, token: token, .accepted(acceptSeq: acceptSeq)), now: clock.now) }
             metrics.increment(MetricNames.offers, ["result": "accepted"], help: "Offers to workers by result")
             _ = attempt.answered(worker.workerID, .accepted)
             let candidates = (firstCandidates ?? []).map { "\($0.workerID):\(String(format: "%.2f", $0.score.total))" }.joined(separator: ",")

@@ -1,0 +1,117 @@
+import Testing
+@testable import SwitchboardCore
+
+/// A router's decisions through `RouterState.modify`, without servers: what it does when a worker dies with an
+/// offer out, when a drain comes between an offer and its answer, and when a rollback comes in the middle of a
+/// move.
+@Suite struct RouterStateTests {
+    let t0 = ContinuousClock.now
+
+    /// A router that has watched the fleet for a while (it judges nobody in its first detection time).
+    func router(_ workers: [Heartbeat]) -> RouterState {
+        var state = RouterState(registry: .init(), scheduler: .init(), seed: 7)
+        for heartbeat in workers { _ = state.modify(.heartbeat(heartbeat), now: t0) }
+        _ = state.modify(.tick, now: t0)
+        return state
+    }
+
+    /// Ticks every 100 ms from `from` to `to`, the `alive` workers heartbeating every second; all it decided.
+    func run(_ state: inout RouterState, from: Duration, to: Duration, alive: [Heartbeat]) -> [RouterState.Action] {
+        var actions: [RouterState.Action] = []
+        var at = from
+        while at <= to {
+            if at.components.attoseconds == 0 {
+                for var heartbeat in alive {
+                    heartbeat.seq += UInt64(at.components.seconds)
+                    actions += state.modify(.heartbeat(heartbeat), now: t0 + at)
+                }
+            }
+            actions += state.modify(.tick, now: t0 + at)
+            at += .milliseconds(100)
+        }
+        return actions
+    }
+
+    func chosen(_ actions: [RouterState.Action]) -> (worker: String, token: UInt64)? {
+        guard case .offer(let decision, let token)? = actions.first, let worker = decision.chosen?.workerID else { return nil }
+        return (worker, token)
+    }
+
+    @Test func aWorkerThatDiesWithAnOfferOutIsFailedOverAndTheNextOfferGoesElsewhere() throws {
+        let others = ["w2", "w3", "w4"].map { beat($0, calls: 6) }
+        var state = router([beat("w1")] + others)
+        let offer = try #require(chosen(state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(10))))
+        #expect(offer.worker == "w1", "the emptiest")
+
+        // w1 goes silent with the offer unanswered: late (probed), then suspect (pinged); never dead by silence.
+        let actions = run(&state, from: .milliseconds(100), to: .seconds(2), alive: others)
+        let liveness = actions.compactMap { if case .liveness(let event) = $0 { event } else { nil } }
+        #expect(liveness == [.probe("w1"), .suspect("w1")], "\(liveness)")
+        #expect(!actions.contains { if case .failOver = $0 { true } else { false } })
+        #expect(state.registry.entries["w1"]?.reserved == 1, "its slot is still held for the offer")
+
+        // Its ping fails: dead, its calls to be taken on. The offer's failure that follows finds nothing to undo.
+        let verdict = state.modify(.pingFailed(worker: "w1", sentAt: t0 + .seconds(2), timeout: .milliseconds(500), probe: false, connected: true),
+                                   now: t0 + .milliseconds(2500))
+        guard case .failOver("w1", "i1")? = verdict.first else { Issue.record("w1 dead: \(verdict)"); return }
+        #expect(state.modify(.offerAnswered(worker: "w1", token: offer.token, .failed), now: t0 + .milliseconds(2510)).isEmpty)
+        #expect(state.registry.entries["w1"] == nil)
+        let next = try #require(chosen(state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(2520))))
+        #expect(["w2", "w3", "w4"].contains(next.worker))
+
+        // The same silence while this router itself is cut off from NATS judges nobody.
+        var cutOff = router([beat("w1")] + others)
+        _ = run(&cutOff, from: .milliseconds(100), to: .seconds(2), alive: others)
+        let notJudged = cutOff.modify(.pingFailed(worker: "w1", sentAt: t0 + .seconds(2), timeout: .milliseconds(500), probe: false, connected: false),
+                                      now: t0 + .milliseconds(2500))
+        guard case .notJudged("w1", _)? = notJudged.first else { Issue.record("not judged while cut off: \(notJudged)"); return }
+        #expect(cutOff.registry.entries["w1"] != nil)
+    }
+
+    @Test func aDrainBetweenAnOfferAndItsAnswerKeepsTheCallAndPlacesNothingMoreThere() throws {
+        var state = router([beat("w1"), beat("w2", calls: 5)])
+        let offer = try #require(chosen(state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(10))))
+        #expect(offer.worker == "w1")
+        let drain = DrainRequest(workerID: "w1", deadlineMillis: 60_000, atDeadline: .migrate, requestedBy: "ops", requestedAtMillis: 0)
+        #expect(state.modify(.drain(worker: "w1", drain), now: t0 + .milliseconds(11)).isEmpty)
+        // The worker said yes: the call stands (draining ends calls only at the deadline), its slot counted.
+        _ = state.modify(.offerAnswered(worker: "w1", token: offer.token, .accepted(acceptSeq: 1)), now: t0 + .milliseconds(12))
+        #expect(state.registry.entries["w1"]?.reserved == 1)
+        // Nothing more goes to w1, emptier as it is, until the drain is lifted.
+        for i in 0..<20 {
+            let next = try #require(chosen(state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(20 + i))))
+            #expect(next.worker == "w2")
+            _ = state.modify(.offerAnswered(worker: next.worker, token: next.token, .refused), now: t0 + .milliseconds(20 + i))
+        }
+        // A drain as read from Redis later, without w1's: lifted.
+        _ = state.modify(.drainsRead([:]), now: t0 + .milliseconds(100))
+        #expect(chosen(state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(101)))?.worker == "w1")
+    }
+
+    /// A move reads its targets under the policy in force when it offers, not when it began; a call keeps to its
+    /// own version first (its saved state is that version's), and new calls go to the version rolled back to.
+    @Test func aRollbackDuringAMoveIsInForceForItsOfferAndForNewCalls() throws {
+        let first = try DeployPolicy.none.applying(.deploy(version: "1"), liveVersions: ["1"], nowMillis: 0, actor: "ops")
+        let canary = try first.applying(.deploy(version: "2", canaryPercent: 50), liveVersions: ["1", "2"], nowMillis: 1, actor: "ops")
+        var state = router([beat("a", version: "2"), beat("b", version: "2", calls: 3), beat("c", version: "1", calls: 6)])
+        _ = state.modify(.policy(first), now: t0)
+        guard case .policyApplied? = state.modify(.policy(canary), now: t0).first else { Issue.record("the canary is in force"); return }
+
+        // A call on the canary (version 2) is being moved off a: held, and its targets read under the canary.
+        #expect(state.moveTargets(for: "2").0 == [["2"], ["1"]])
+        // The rollback lands before the move's offer; an older policy arriving late changes nothing.
+        let back = try canary.applying(.rollback(), liveVersions: ["1", "2"], nowMillis: 2, actor: "ops")
+        guard case .policyApplied? = state.modify(.policy(back), now: t0 + .milliseconds(5)).first else { Issue.record("rolled back"); return }
+        #expect(state.modify(.policy(canary), now: t0 + .milliseconds(6)).isEmpty)
+        let (targets, revision) = state.moveTargets(for: "2")
+        #expect(revision == back.revision)
+        #expect(targets?.first == ["2"] && targets?.dropFirst().first == ["1"], "its own version first, then the active one: \(String(describing: targets))")
+        // The move's offer (its own version first, the active one after) goes to b, the other worker of version 2,
+        // and a new call goes to version 1 only.
+        let needs = Scheduler.Needs(versions: targets?.first, fallback: Array((targets ?? []).dropFirst()), tried: ["a"])
+        #expect(chosen(state.modify(.offerWanted(needs, explain: false), now: t0 + .milliseconds(7)))?.worker == "b")
+        let (choice, _) = state.versionChoice(tenant: "t")
+        #expect(choice.versions == ["1"] && choice.fallback.isEmpty)
+        #expect(chosen(state.modify(.offerWanted(.init(versions: choice.versions), explain: false), now: t0 + .milliseconds(8)))?.worker == "c")
+    }
+}
