@@ -13,9 +13,11 @@ public enum RouterHTTP {
     public static func application(for router: Router, onRunning: @escaping @Sendable (Int) async -> Void = { _ in })
         -> some ApplicationProtocol
     {
-        let routes = Hummingbird.Router()
+        let routes = Hummingbird.Router(context: RouterRequestContext.self)
         routes.add(middleware: ErrorMiddleware(metrics: router.metrics))
         let maxBody = router.configuration.maxBodyBytes
+        // The operator's routes, behind one door: an admin key, or 401/403 (counted, and audited at most 5 a second).
+        let operators = routes.group().add(middleware: OperatorOnly(router: router))
 
         routes.post("/v1/calls") { request, _ -> Response in
             var request = request
@@ -88,10 +90,9 @@ public enum RouterHTTP {
                 try router.deleteRecording(id, tenant: reader.tenant)
             })
         }
-        routes.delete("/v1/tenants/:tenant/recordings") { request, context -> Response in
-            let actor = try await actor(request, router, "purge recordings")
+        operators.delete("/v1/tenants/:tenant/recordings") { _, context -> Response in
             let tenant = try context.parameters.require("tenant")
-            return json(try await router.audited("purge recordings", target: tenant, actor: actor) { () throws(SwitchboardError) in
+            return json(try await router.audited("purge recordings", target: tenant, actor: context.actor) { () throws(SwitchboardError) in
                 try router.purgeRecordings(of: tenant)
             })
         }
@@ -99,12 +100,11 @@ public enum RouterHTTP {
             json(try await router.usage(of: try context.parameters.require("tenant"), month: request.uri.queryParameters["month"].map(String.init),
                                         authorization: request.headers[.authorization]))
         }
-        routes.get("/v1/workers") { request, _ -> Response in
-            _ = try await actor(request, router, "list workers")
-            return json(WorkersView(router.workerViews()))
+        operators.get("/v1/workers") { _, _ -> Response in
+            json(WorkersView(router.workerViews()))
         }
-        routes.post("/v1/workers/:id/drain") { request, context -> Response in
-            let actor = try await actor(request, router, "drain")
+        operators.post("/v1/workers/:id/drain") { request, context -> Response in
+            let actor = context.actor
             let id = try context.parameters.require("id")
             var request = request
             let body = try DrainBody.decode(try await HTTPBody.collect(&request, limit: maxBody))
@@ -116,30 +116,26 @@ public enum RouterHTTP {
             }
             return json(result, status: .accepted)
         }
-        routes.post("/v1/workers/:id/undrain") { request, context -> Response in
-            let actor = try await actor(request, router, "undrain")
-            let id = try context.parameters.require("id")
+        operators.post("/v1/workers/:id/undrain") { _, context -> Response in
+            let (actor, id) = (context.actor, try context.parameters.require("id"))
             return json(try await router.audited("undrain", target: id, actor: actor) { () throws(SwitchboardError) in
                 try await router.undrain(id, actor: actor)
             })
         }
-        routes.post("/v1/calls/:id/migrate") { request, context -> Response in
-            let actor = try await actor(request, router, "migrate")
-            let id = try context.parameters.require("id")
+        operators.post("/v1/calls/:id/migrate") { _, context -> Response in
+            let (actor, id) = (context.actor, try context.parameters.require("id"))
             return json(try await router.audited("migrate", target: id, actor: actor) { () throws(SwitchboardError) in
                 try await router.migrate(id, requestedBy: actor)
             })
         }
-        routes.get("/v1/audit") { request, _ -> Response in
-            _ = try await actor(request, router, "read the audit")
-            return json(AuditEntries(try await router.auditEntries(limit: try limit(request, default: 50))))
+        operators.get("/v1/audit") { request, _ -> Response in
+            json(AuditEntries(try await router.auditEntries(limit: try limit(request, default: 50))))
         }
-        routes.get("/v1/deployment") { request, _ -> Response in
-            _ = try await actor(request, router, "deploy status")
-            return json(try await router.deploymentStatus())
+        operators.get("/v1/deployment") { _, _ -> Response in
+            json(try await router.deploymentStatus())
         }
-        routes.put("/v1/deployment") { request, _ -> Response in
-            let actor = try await actor(request, router, "deploy")
+        operators.put("/v1/deployment") { request, context -> Response in
+            let actor = context.actor
             var request = request
             let body: DeployBody = try decodeBody(try await HTTPBody.collect(&request, limit: maxBody),
                                                   shape: #"{"version": "1.5.0", "canary_percent": 0-100, "canary_by": "call" or "tenant", "rollback_window_seconds", "drain_deadline_seconds", "at_deadline", "force", "revision"}"#)
@@ -152,8 +148,8 @@ public enum RouterHTTP {
             })
         }
         for (path, action) in [("promote", "promote"), ("abort", "abort"), ("rollback", "rollback")] {
-            routes.post("/v1/deployment/\(path)") { request, _ -> Response in
-                let actor = try await actor(request, router, action)
+            operators.post("/v1/deployment/\(path)") { request, context -> Response in
+                let actor = context.actor
                 var request = request
                 let bytes = try await HTTPBody.collect(&request, limit: maxBody)
                 let body: DeployActionBody = bytes.isEmpty ? DeployActionBody()
@@ -165,9 +161,8 @@ public enum RouterHTTP {
                 })
             }
         }
-        routes.get("/v1/deployment/history") { request, _ -> Response in
-            _ = try await actor(request, router, "deploy history")
-            return json(DeployHistory(try await router.deployHistory(limit: try limit(request, default: 20))))
+        operators.get("/v1/deployment/history") { request, _ -> Response in
+            json(DeployHistory(try await router.deployHistory(limit: try limit(request, default: 20))))
         }
         routes.get("/healthz") { _, _ -> Response in
             json(["status": "ok"])
@@ -224,12 +219,22 @@ public enum RouterHTTP {
         return [UInt8](data)
     }
 
-    /// Who asks, for the audit: the admin key's owner (its name in the router's key file; a 401 or 403 for
-    /// anyone else), and the name the client gives (`X-Switchboard-Actor`, e.g. the CLI's user@host) beside it.
-    static func actor(_ request: Request, _ router: Router, _ action: String) async throws(SwitchboardError) -> String {
-        let name = try await router.operatorName(authorization: request.headers[.authorization], action: action)
-        let client = request.headers[HTTPField.Name("X-Switchboard-Actor")!].map { String($0.prefix(96)).filter { !$0.isNewline } }
-        return "\(name) (admin key\(client.map { ", client \($0)" } ?? ""))"
+    /// The operator routes' door: lets through a request with an admin key, with who asks in its context for the
+    /// audit (the key's owner, its name in the router's key file, and the name the client gives in
+    /// `X-Switchboard-Actor`, e.g. the CLI's user@host); a 401 or 403 for anyone else, which the router counts and
+    /// audits under the route (`POST /v1/workers/{id}/drain`).
+    struct OperatorOnly: RouterMiddleware {
+        let router: Router
+
+        func handle(_ request: Request, context: RouterRequestContext,
+                    next: (Request, RouterRequestContext) async throws -> Response) async throws -> Response {
+            let action = "\(request.method) \(context.endpointPath ?? request.uri.path)"
+            let name = try await router.operatorName(authorization: request.headers[.authorization], action: action)
+            let client = request.headers[HTTPField.Name("X-Switchboard-Actor")!].map { String($0.prefix(96)).filter { !$0.isNewline } }
+            var context = context
+            context.actor = "\(name) (admin key\(client.map { ", client \($0)" } ?? ""))"
+            return try await next(request, context)
+        }
     }
 
     /// A file, whole or the one byte range asked for (206 with its `Content-Range`), read in chunks.
@@ -256,6 +261,15 @@ public enum RouterHTTP {
         Response(status: status, headers: [.contentType: "application/json"],
                  body: .init(byteBuffer: ByteBuffer(bytes: WireCodec.encode(value))))
     }
+}
+
+/// The router API's request context: Hummingbird's, and who asks on an operator route.
+public struct RouterRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The admin key's owner and the client's name, for the audit; set on operator routes (`OperatorOnly`).
+    public var actor = ""
+
+    public init(source: Source) { coreContext = .init(source: source) }
 }
 
 /// `POST /v1/workers/{id}/drain`: both fields optional (an empty body takes the defaults).
