@@ -297,6 +297,13 @@ extension Router {
             _ = try await nats.request(configuration.subjects.end(worker: record.workerID, call: id), payload: CallEnd(callID: id, reason: .api).encoded(),
                                        headers: ["Call-Id": id], timeout: configuration.endTimeout)
         } catch where error.code == .noResponders {
+            // Nobody listens for the call's end. Right after this router's own reconnection (a NATS restart)
+            // that is the bus, not the worker: its subscriptions come back a moment later, and closing the record
+            // now would have it let go of a live call. (Seen by hand: three calls of a live worker were closed
+            // `not_running` this way.) Asked again, it reaches the worker.
+            guard state.withLock({ $0.known.registry.mayJudge(now: clock.now) }) else {
+                throw SwitchboardError(.unavailable, "the worker holding call \(id) is not heard on the bus yet: this router was cut off from NATS a moment ago; try again")
+            }
             // No worker holds it any more (it died or never started it): close the record so it does not
             // stay "active" for ever.
             // Redis unreachable: the record stays open until the reconciliation (or the next end request) closes it.

@@ -83,7 +83,10 @@ import Testing
         #expect(events.isEmpty, "\(events)")
         #expect(registry.entries.values.allSatisfy { $0.liveness == .alive })
         let back = t0 + .milliseconds(4100)
+        #expect(!registry.mayJudge(now: back - .milliseconds(1)), "not connected")
         #expect(registry.setConnected(true, now: back) == .selfSuspected(.milliseconds(100)))
+        #expect(!registry.mayJudge(now: back + .milliseconds(2999)), "within a detection time of the reconnection")
+        #expect(registry.mayJudge(now: back + .seconds(3)))
         #expect(registry.entries.values.allSatisfy { $0.lastHeard == back })
         #expect(registry.tick(now: back + .seconds(1)).isEmpty)
     }

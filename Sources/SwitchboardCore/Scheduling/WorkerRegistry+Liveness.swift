@@ -133,6 +133,13 @@ extension WorkerRegistry {
         return judgeAfter.map { now >= $0 } ?? true
     }
 
+    /// Whether what this router hears (or does not) of a worker can be trusted now: connected, and not within a
+    /// detection time of its own stall or reconnection (a worker's subscriptions come back on a restarted server
+    /// a moment after this router's, and its "no responders" meanwhile says nothing of the worker).
+    public func mayJudge(now: Instant) -> Bool {
+        connected && (judgeAfter.map { now >= $0 } ?? true)
+    }
+
     /// This router's NATS connection went down or came back. Back: every worker counts as just heard, and
     /// nobody is judged for a detection time (the workers were cut off too, or our view of them was).
     public mutating func setConnected(_ isConnected: Bool, now: Instant) -> LivenessEvent? {
