@@ -167,33 +167,11 @@ struct DrainClusterTests {
     /// while the call moves): every packet it sends during a migration reaches a worker listening for it, those
     /// before the switch the old one, those after it the new one.
     @Test func aCallersAudioFollowsItsCallAcrossAMigration() async throws {
-        let cluster = try await TestCluster()
-        try await cluster.addRouter()
-        let a = try await cluster.addWorker(id: "a")
-        try await cluster.waitForWorkers(1)
-        let call = try await cluster.route()
-        let b = try await cluster.addWorker(id: "b")
-        try await cluster.waitForWorkers(2)
-        // An observer on the open test bus: where each packet sent toward the call went.
-        let seen = Mutex<[(worker: String, sequence: UInt32)]>([])
-        let observer = try cluster.client.subscribe(to: cluster.subjects.mediaIn(worker: "*", call: call.callID)) { message in
-            guard let packet = try? MediaPacket.decode(message.payload) else { return }
-            let worker = String(message.subject.split(separator: ".")[2])
-            seen.withLock { $0.append((worker, packet.sequence)) }
-        }
+        let (cluster, a, b, call) = try await TestCluster.callOnAWithB()
+        let seen = try PacketsSeen(cluster, call)
         let leg = try CallLeg(cluster.client, placement: call, subjects: cluster.subjects)
         let packets: UInt32 = 150
-        let speaker = Task {
-            let encoder = try OpusEncoder()
-            var tone = ToneGenerator(frequency: 440)
-            let clock = ContinuousClock()
-            var next = clock.now
-            for sequence in 0..<packets {
-                try leg.send(MediaPacket(sequence: sequence, timestamp: sequence &* 960, payload: try encoder.encode(tone.next(960))).encoded())
-                next += .milliseconds(20)
-                try await Task.sleep(until: next, clock: clock)
-            }
-        }
+        let speaker = Task { try await speak(packets, through: leg) }
         try await Task.sleep(for: .seconds(1))
         let moved = try await cluster.http("POST", "/v1/calls/\(call.callID)/migrate")
         #expect(moved.status == 200, "\(String(decoding: moved.body, as: UTF8.self))")
@@ -204,12 +182,12 @@ struct DrainClusterTests {
         }
         try await eventually(timeout: .seconds(10), "every packet reached a worker") { received(a) + received(b) == Int(packets) }
         #expect(leg.worker == "b")
-        let sent = seen.withLock { $0 }
-        let toA = sent.filter { $0.worker == "a" }.map(\.sequence), toB = sent.filter { $0.worker == "b" }.map(\.sequence)
+        let sent = seen.all
+        let (toA, toB) = (seen.sequences(to: "a"), seen.sequences(to: "b"))
         #expect(sent.count == Int(packets) && Set(toA + toB) == Set(0..<packets), "each packet sent once")
         #expect(!toA.isEmpty && !toB.isEmpty && toA.max()! < toB.min()!, "one switch, from a to b")
         #expect(received(b) == toB.count, "b heard all that was sent to it")
-        withExtendedLifetime(observer) {}
+        withExtendedLifetime(seen) {}
         await cluster.shutdown()
     }
 
@@ -218,29 +196,10 @@ struct DrainClusterTests {
     /// starved process, and reported the move failed). Here the test offers the call to b itself, as such a
     /// router would have, and nobody else says a word.
     @Test func aCallTakenOnWithoutItsRoutersWordIsFollowedByItsCaller() async throws {
-        let cluster = try await TestCluster()
-        try await cluster.addRouter()
-        let a = try await cluster.addWorker(id: "a")
-        try await cluster.waitForWorkers(1)
-        let call = try await cluster.route()
-        let b = try await cluster.addWorker(id: "b")
-        let seen = Mutex<[(worker: String, sequence: UInt32)]>([])
-        let observer = try cluster.client.subscribe(to: cluster.subjects.mediaIn(worker: "*", call: call.callID)) { message in
-            guard let packet = try? MediaPacket.decode(message.payload) else { return }
-            seen.withLock { $0.append((String(message.subject.split(separator: ".")[2]), packet.sequence)) }
-        }
+        let (cluster, a, b, call) = try await TestCluster.callOnAWithB()
+        let seen = try PacketsSeen(cluster, call)
         let leg = try CallLeg(cluster.client, placement: call, subjects: cluster.subjects)
-        let speaker = Task {
-            let encoder = try OpusEncoder()
-            var tone = ToneGenerator(frequency: 440)
-            let clock = ContinuousClock()
-            var next = clock.now
-            for sequence in UInt32(0)..<150 {
-                try leg.send(MediaPacket(sequence: sequence, timestamp: sequence &* 960, payload: try encoder.encode(tone.next(960))).encoded())
-                next += .milliseconds(20)
-                try await Task.sleep(until: next, clock: clock)
-            }
-        }
+        let speaker = Task { try await speak(150, through: leg) }
         var record: [String: String] = [:]
         try await eventually(timeout: .seconds(10), "a checkpoint") { record = try await cluster.record(call.callID); return record["checkpoint"] != nil }
         guard case .success(let checkpoint)? = Checkpoint.parse(record["checkpoint"]) else { throw TestServerError("no checkpoint: \(record)") }
@@ -253,14 +212,13 @@ struct DrainClusterTests {
         try await eventually(timeout: .seconds(10), "a lets go") { a.worker.activeCalls == 0 }
         try await speaker.value
         try await cluster.client.flush()
-        let sent = seen.withLock { $0 }
-        let toA = sent.filter { $0.worker == "a" }.map(\.sequence), toB = sent.filter { $0.worker == "b" }.map(\.sequence)
+        let (toA, toB) = (seen.sequences(to: "a"), seen.sequences(to: "b"))
         #expect(!toB.isEmpty && toA.max() ?? 0 < toB.min()!, "one switch, from a to b: \(toA.count) to a, \(toB.count) to b")
         try await eventually(timeout: .seconds(10), "b hears what was sent to it") {
             Int(b.worker.metrics.value("switchboard_media_packets_total", ["direction": "in"]) ?? 0) == toB.count
         }
         #expect(b.worker.activeCalls == 1)
-        withExtendedLifetime(observer) {}
+        withExtendedLifetime(seen) {}
         await cluster.shutdown()
     }
 
@@ -604,5 +562,55 @@ struct RouterShutdownTests {
         #expect(await routers[0].waitForExit(timeout: .seconds(30)) == 0, "\(routers[0].output)")
         #expect(routers[1].process.isRunning)
         await cluster.shutdown()
+    }
+}
+
+/// Where each packet sent toward a call went (the worker, its sequence number), as an observer on the open test
+/// bus sees it.
+final class PacketsSeen: Sendable {
+    private final class Log: Sendable { let packets = Mutex<[(worker: String, sequence: UInt32)]>([]) }
+    private let log = Log()
+    private let subscription: NATSSubscription
+
+    init(_ cluster: TestCluster, _ call: Placement) throws {
+        let log = self.log
+        subscription = try cluster.client.subscribe(to: cluster.subjects.mediaIn(worker: "*", call: call.callID)) { message in
+            guard let packet = try? MediaPacket.decode(message.payload) else { return }
+            log.packets.withLock { $0.append((String(message.subject.split(separator: ".")[2]), packet.sequence)) }
+        }
+    }
+
+    deinit { subscription.unsubscribe() }
+
+    var all: [(worker: String, sequence: UInt32)] { log.packets.withLock { $0 } }
+
+    /// The sequence numbers of the packets that went to `worker`, in the order sent.
+    func sequences(to worker: String) -> [UInt32] { all.filter { $0.worker == worker }.map(\.sequence) }
+}
+
+extension TestCluster {
+    /// One router, a call on worker a, and worker b beside it, both placeable.
+    static func callOnAWithB() async throws -> (TestCluster, RunningWorker, RunningWorker, Placement) {
+        let cluster = try await TestCluster()
+        try await cluster.addRouter()
+        let a = try await cluster.addWorker(id: "a")
+        try await cluster.waitForWorkers(1)
+        let call = try await cluster.route()
+        let b = try await cluster.addWorker(id: "b")
+        try await cluster.waitForWorkers(2)
+        return (cluster, a, b, call)
+    }
+}
+
+/// Sends `packets` packets of a 440 Hz tone through `leg`, one every 20 ms, numbered from 0.
+func speak(_ packets: UInt32, through leg: CallLeg) async throws {
+    let encoder = try OpusEncoder()
+    var tone = ToneGenerator(frequency: 440)
+    let clock = ContinuousClock()
+    var next = clock.now
+    for sequence in 0..<packets {
+        try leg.send(MediaPacket(sequence: sequence, timestamp: sequence &* 960, payload: try encoder.encode(tone.next(960))).encoded())
+        next += .milliseconds(20)
+        try await Task.sleep(until: next, clock: clock)
     }
 }
