@@ -76,8 +76,8 @@ extension Router {
                 catch { event = .offerFailed(error) }
             case .readOwner:
                 // An active record naming another worker: its claim went through. Unreadable: nil.
-                let now = try? await call(callID)
-                event = .ownerRead(now.flatMap { $0.state == .ended ? nil : $0.workerID })
+                let current = try? await call(callID)
+                event = .ownerRead(current.flatMap { $0.state == .ended ? nil : $0.workerID })
             case .release:
                 do { _ = try await control(record.workerID, WorkerControl(.release, callID: callID)); event = .released }
                 catch { event = .releaseFailed(error) }
