@@ -123,9 +123,20 @@ struct DemoCallers {
         } catch {
             stats.failed((error as? SwitchboardError)?.code.rawValue ?? "media_error")
         }
-        _ = try? await APIClient(base: router, key: cluster.demoKey).delete("/v1/calls/\(placement.callID)")
+        await hangUp(placement.callID, router: router)
         let packets = echoed.withLock { $0 }
         stats.ended(sent: sent, echoed: packets.count, toneOK: Self.isTone(packets, frequency: 440))
+    }
+
+    /// Ends the call as a caller should: asked again while the answer is an error (a router just back on the bus
+    /// answers 503 until it can reach the call's worker; NATS down, the request fails), for up to 10 s. A call
+    /// left up would hold its slot until the worker's media timeout, a minute with the demo's fleet full.
+    private func hangUp(_ callID: String, router: String) async {
+        for _ in 0..<20 {
+            if (try? await APIClient(base: router, key: cluster.demoKey).delete("/v1/calls/\(callID)")) != nil || Task.isCancelled { return }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+        stats.failed("end_failed")
     }
 
     /// Decodes the echoed packets and checks the sound is the tone that was sent.
