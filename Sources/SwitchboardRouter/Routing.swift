@@ -191,19 +191,8 @@ extension Router {
             } catch {
                 let code = error.code.rawValue
                 span?.fail(code)
-                let mayJudge = state.withLock { state in
-                    _ = state.known.modify(.offerAnswered(worker: worker.workerID, token: token, .failed), now: clock.now)
-                    return state.known.registry.mayJudge(now: clock.now)
-                }
+                _ = state.withLock { $0.known.modify(.offerAnswered(worker: worker.workerID, token: token, .failed), now: clock.now) }
                 metrics.increment(MetricNames.offers, ["result": code], help: "Offers to workers by result")
-                if error.code == .noResponders && !mayJudge {
-                    // Back on the bus a moment ago (a NATS restart): the worker's subscriptions may not be on the
-                    // server yet. Offered again shortly, within the deadline, rather than refused as no capacity.
-                    note(offer.callID, "offer_unheard", ["worker": worker.workerID])
-                    _ = attempt.answered(worker.workerID, .unheard)
-                    try? await Task.sleep(for: .milliseconds(100))  // cancelled: the deadline still ends the attempt
-                    continue
-                }
                 logger.warning("offer failed", metadata: [LogKey.workerID: "\(worker.workerID)", LogKey.error: "\(error)"])
                 note(offer.callID, "offer_failed", ["worker": worker.workerID, "result": code])
                 _ = attempt.answered(worker.workerID, .failed(code))

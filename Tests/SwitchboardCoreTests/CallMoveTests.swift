@@ -102,26 +102,6 @@ import Testing
         #expect(error.message == "every worker offered refused or failed (a: full; b: timeout)")
     }
 
-    @Test func aWorkerUnheardWhileTheRouterCannotJudgeIsOfferedAgainUntilTheDeadline() {
-        let t0 = ContinuousClock.now
-        var attempt = PlacementAttempt(needs: .init(), maxOffers: 1, offerTimeout: .milliseconds(500), deadline: t0 + .seconds(1))
-        for step in 0..<5 {
-            guard case .offer(let needs, _) = attempt.next(now: t0 + .milliseconds(100 * step)) else { Issue.record("offered again"); return }
-            #expect(needs.tried.isEmpty, "an unheard worker is not counted as tried")
-            attempt.offered("a")
-            let placed = attempt.answered("a", .unheard)
-            #expect(!placed)
-        }
-        guard case .giveUp(let error) = attempt.next(now: t0 + .seconds(1)) else { Issue.record("the deadline ends it"); return }
-        #expect(error.message == "no ready worker with a free slot")
-        // A failure is one: with one offer allowed, the next is a give-up.
-        var failed = PlacementAttempt(needs: .init(), maxOffers: 1, offerTimeout: .milliseconds(500), deadline: t0 + .seconds(1))
-        _ = failed.next(now: t0)
-        failed.offered("a")
-        _ = failed.answered("a", .failed("no_responders"))
-        guard case .giveUp = failed.next(now: t0) else { Issue.record("one offer only"); return }
-    }
-
     @Test func theLastOfferGetsOnlyWhatIsLeftOfTheDeadlineAndNoneAfterIt() {
         let t0 = ContinuousClock.now
         var attempt = PlacementAttempt(needs: .init(tried: ["moving-from"]), maxOffers: 3, offerTimeout: .milliseconds(500),

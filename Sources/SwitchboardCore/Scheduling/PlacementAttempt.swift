@@ -15,10 +15,6 @@ public struct PlacementAttempt: Sendable {
         case refused(String)
         /// No answer in time, no responders, a malformed reply.
         case failed(String)
-        /// Nobody listens on the worker's offer subject, at a moment this router cannot judge that (just back on
-        /// the bus: the server may not have the workers' subscriptions yet). Not a failure: the worker may be
-        /// offered the call again (the shell waits a moment first), within the deadline.
-        case unheard
     }
 
     public private(set) var needs: Scheduler.Needs
@@ -59,9 +55,6 @@ public struct PlacementAttempt: Sendable {
             return true
         case .refused(let reason), .failed(let reason):
             refusals.append("\(worker): \(reason)")
-            return false
-        case .unheard:
-            needs.tried.remove(worker)
             return false
         }
     }
