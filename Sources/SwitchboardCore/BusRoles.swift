@@ -32,8 +32,8 @@ public enum BusRole: String, Sendable, CaseIterable {
         switch self {
         case .router:
             return Permissions(publish: [s.offer(worker: any), s.ping(worker: any), s.control(worker: any), s.end(worker: any, call: any),
-                                         s.events(worker: any, call: any), s.drains, s.deploy],
-                               subscribe: [s.heartbeats, s.drains, s.deploy, s.route, s.migrates, inbox], responses: true)
+                                         s.events(worker: any, call: any), s.drains, s.deploy, s.resumptions],
+                               subscribe: [s.heartbeats, s.drains, s.deploy, s.resumptions, s.route, s.migrates, inbox], responses: true)
         case .worker:
             let w = member ?? any
             return Permissions(publish: [s.heartbeat(worker: w), s.migrate(worker: w), s.mediaOut(worker: w, call: any),

@@ -36,6 +36,8 @@ public struct Subjects: Sendable, Equatable {
     /// What happens to a call: placed, migrating, migrated, resumed, ended; published under the worker that
     /// holds it (the router's events too), heard by its caller on `events(worker: "*", ...)`.
     public func events(worker: String, call: String) -> String { "\(prefix).call.\(worker).\(call).events" }
+    /// A dead worker's call waiting for a free slot, and where it went (broadcast to every router).
+    public var resumptions: String { "\(prefix).resumptions" }
     /// A new deploy policy (broadcast to every router and worker).
     public var deploy: String { "\(prefix).deploy" }
     /// Operator requests to routers (status and the like), request/reply.

@@ -6,6 +6,8 @@ public enum MetricNames {
     public static let placements = "switchboard_placements_total"
     public static let placementSeconds = "switchboard_placement_duration_seconds"
     public static let offers = "switchboard_offers_total"
+    public static let placementsHeld = "switchboard_placements_held_total"
+    public static let resumptionsWaiting = "switchboard_resumptions_waiting"
     public static let workers = "switchboard_workers"
     public static let activeCalls = "switchboard_active_calls"
     public static let freeSlots = "switchboard_free_slots"

@@ -106,7 +106,8 @@ extension Router {
         let regions = configuration.tenancy ? (try? await tenants.get(record.tenant))?.policy.regions ?? [] : []
         let needs = Scheduler.Needs(versions: targets?.first, fallback: Array((targets ?? []).dropFirst()), region: record.region,
                                     locality: .preferred, tried: [record.workerID]).onlyIn(regions)
-        return try await offerAround(offer, needs: needs, deadline: clock.now + configuration.routeDeadline, logger: log, trace: trace).reply
+        return try await offerAround(offer, needs: needs, deadline: clock.now + configuration.routeDeadline, resuming: reason == .failover,
+                                     logger: log, trace: trace).reply
     }
 
     /// Sends an order to one worker and returns its answer; the worker's refusal comes back as its error.
@@ -208,6 +209,9 @@ extension Router {
         var lastError = ""
         var span: Span?
         defer { span?.end() }
+        // Waiting for a free slot, said to every router; whatever ends the wait says so too.
+        var waiting = false
+        defer { if waiting { announce(.done(callID, router: configuration.id)) } }
         while true {
             if let deadIncarnation, state.withLock({ $0.known.registry.entries[workerID]?.heartbeat.incarnation == deadIncarnation }) {
                 log.notice("the worker found dead is heard from again: it keeps its call")
@@ -239,6 +243,10 @@ extension Router {
             }
             do {
                 let reply = try await resumeElsewhere(record, .failover, from: checkpoint, trace: span?.context, log: log)
+                if waiting {
+                    announce(.done(callID, router: configuration.id, worker: reply.workerID, acceptSeq: reply.acceptSeq))
+                    waiting = false
+                }
                 span?.set("switchboard.to_worker", reply.workerID)
                 metrics.increment(MetricNames.failoverCalls, ["result": "recovered"], help: "Calls of dead workers, by result")
                 publishEvent(CallEvent(callID: callID, event: .resumed, workerID: reply.workerID, fromWorker: workerID,
@@ -252,6 +260,9 @@ extension Router {
             }
             switch retry.attemptFailed(now: clock.now) {
             case .retry(let at):
+                // Held a little longer than the longest wait between attempts: a notice or two may be lost.
+                announce(.waiting(callID, router: configuration.id, hold: configuration.failover.longest * 4))
+                waiting = true
                 if retry.attempts == 1 {
                     metrics.increment(MetricNames.failoverCalls, ["result": "waiting"], help: "Calls of dead workers, by result")
                     log.warning("no worker can take the call on yet; trying again for \(configuration.failover.window)",
@@ -266,6 +277,34 @@ extension Router {
                 return
             }
         }
+    }
+
+    /// Tells every router (this one at once) that a dead worker's call waits for a free slot, or no longer does.
+    private func announce(_ notice: ResumptionNotice) {
+        apply(notice)
+        // Fails only with the connection closed or its reconnect buffer full: the others then hold nothing for
+        // the call, and new calls may take a freed slot first, as before this notice existed.
+        try? nats.publish(configuration.subjects.resumptions, payload: notice.encoded())
+    }
+
+    func ingestResumptionNotice(_ message: NATSMessage) {
+        do {
+            apply(try ResumptionNotice.decode(message.payload))
+        } catch {
+            countBadMessage("resumption_notice", error)
+        }
+    }
+
+    private func apply(_ notice: ResumptionNotice) {
+        let event: RouterState.Event
+        if let hold = notice.holdMillis {
+            event = .resumptionWaiting(callID: notice.callID, hold: .milliseconds(hold))
+        } else {
+            // The slot a call took is counted once: this router's own offer reserved it already.
+            let own = notice.routerID == configuration.id
+            event = .resumptionDone(callID: notice.callID, worker: own ? nil : notice.workerID, acceptSeq: own ? nil : notice.acceptSeq)
+        }
+        _ = state.withLock { $0.known.modify(event, now: clock.now) }
     }
 
     /// Ends a dead worker's call that cannot be taken on, with reason `worker_lost`, counted and logged.

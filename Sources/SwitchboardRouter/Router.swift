@@ -109,6 +109,7 @@ public final class Router: Service, Sendable {
         let heartbeats = try nats.subscribe(to: configuration.subjects.heartbeats) { [self] message in ingestHeartbeat(message) }
         let drainNotices = try nats.subscribe(to: configuration.subjects.drains) { [self] message in ingestDrainNotice(message) }
         let deployNotices = try nats.subscribe(to: configuration.subjects.deploy) { [self] message in ingestDeployNotice(message) }
+        let resumptionNotices = try nats.subscribe(to: configuration.subjects.resumptions) { [self] message in ingestResumptionNotice(message) }
         try await nats.flush()
         // The policy before the first route: a restarted router places by it from its first call. (Without
         // Redis it places on workers that say they are ready, their own reading of the policy.)
@@ -172,6 +173,7 @@ public final class Router: Service, Sendable {
             heartbeats.unsubscribe()
             drainNotices.unsubscribe()
             deployNotices.unsubscribe()
+            resumptionNotices.unsubscribe()
             self.logger.info("router shutting down: finishing route requests in flight")
             self.job.yield(.drain(migrations))
             self.job.yield(.drain(routes))
@@ -233,14 +235,16 @@ public final class Router: Service, Sendable {
                 logger.notice("worker failed its ping but is not judged: \(why)", metadata: [LogKey.workerID: "\(worker)"])
             case .policyApplied(let policy):
                 metrics.set(MetricNames.deployRevision, to: Double(policy.revision), help: "The deploy policy revision this process follows")
-            case .liveness(.suspect), .liveness(.ping), .liveness(.probe), .failOver, .offer, .noCandidate:
+            case .liveness(.suspect), .liveness(.ping), .liveness(.probe), .failOver, .offer, .noCandidate, .held:
                 assertionFailure("\(action) is carried out where it was asked for")
             }
         }
     }
 
     func updateWorkerGauges() {
-        let (live, ingested) = state.withLock { (Array($0.known.registry.entries.values), $0.known.takeIngested()) }
+        let (live, ingested, waiting) = state.withLock {
+            (Array($0.known.registry.entries.values), $0.known.takeIngested(), $0.known.resumptionsWaiting(now: clock.now))
+        }
         for (result, count) in ingested {
             metrics.increment(MetricNames.heartbeats, ["result": result.rawValue], by: Double(count), help: "Heartbeats received, by result")
         }
@@ -261,6 +265,7 @@ public final class Router: Service, Sendable {
         metrics.replaceGauge(MetricNames.workersByVersion, byVersion, help: "Known workers by version and state, as this router sees them")
         metrics.set(MetricNames.activeCalls, to: calls, help: "Calls on live workers, by their heartbeats")
         metrics.set(MetricNames.freeSlots, to: free, help: "Free slots on ready workers")
+        metrics.set(MetricNames.resumptionsWaiting, to: Double(waiting), help: "Dead workers' calls waiting for a free slot, as this router hears")
 
         let policy = deployPolicy()?.policy ?? .none
         let needs = WorkerDemand.needs(live.filter { $0.heartbeat.state != .stopping }.map {

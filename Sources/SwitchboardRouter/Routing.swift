@@ -144,8 +144,9 @@ extension Router {
 
     /// Offers a call to the workers the scheduler chooses, one after another, until one accepts, `maxOffers`
     /// have been tried, or the deadline passes. Every offer reserves its slot in this router's view until
-    /// the worker's heartbeats show it.
-    func offerAround(_ offer: Offer, needs: Scheduler.Needs, deadline: ContinuousClock.Instant, explain: Bool = false,
+    /// the worker's heartbeats show it. `resuming`: a dead worker's call, for which other calls' offers are held
+    /// back while free slots are scarce.
+    func offerAround(_ offer: Offer, needs: Scheduler.Needs, deadline: ContinuousClock.Instant, explain: Bool = false, resuming: Bool = false,
                      logger: Logger, trace: TraceContext? = nil) async throws(SwitchboardError) -> Offered {
         let payload = offer.encoded()
         var attempt = PlacementAttempt(needs: needs, maxOffers: configuration.maxOffers, offerTimeout: configuration.offerTimeout,
@@ -162,11 +163,15 @@ extension Router {
                 throw error
             }
             // Choose and reserve in one step, so concurrent routes see each other's offers.
-            let event = RouterState.Event.offerWanted(needs, explain: explain && explanation == nil)
+            let event = RouterState.Event.offerWanted(needs, explain: explain && explanation == nil, resuming: resuming)
             let (decision, reserved) = switch state.withLock({ $0.known.modify(event, now: clock.now) }).first {
             case .offer(let decision, let token)?: (decision, token as UInt64?)
             case .noCandidate(let decision)?: (decision, nil)
-            default: preconditionFailure("an offer wanted is answered with an offer or none")
+            case .held(let waiting, let free)?:
+                metrics.increment(MetricNames.placementsHeld, help: "New calls and moves not offered: the free slots were held for dead workers' calls")
+                throw SwitchboardError(.noCapacity, "the \(free) free slot(s) are held for \(waiting) call(s) of a lost worker waiting to be "
+                                       + "taken on; try again in a moment")
+            default: preconditionFailure("an offer wanted is answered with an offer, none, or held")
             }
             if let first = decision.explanation { explanation = first }
             if firstCandidates == nil { firstCandidates = Array(decision.candidates.prefix(5)) }

@@ -40,6 +40,7 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
     private(set) var calls: [Call] = []
     private let events = EventLog()
     private var eventSubscription: NATSSubscription?
+    private var resumptionSubscription: NATSSubscription?
     private(set) var failed = false
     /// Workers host calls with an agent process each (the reference agent speaking the call's tone), not the
     /// built-in tone handler.
@@ -188,6 +189,38 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
                                      headers: ["Call-Id": call.callID], timeout: .seconds(10))
     }
 
+    /// Ends a call as its caller hanging up would; it is no longer one of the calls under test.
+    func hangUp(_ call: Call) async throws {
+        try await end(call.placement)
+        calls.removeAll { $0.id == call.id }
+    }
+
+    /// New calls asked for every 20 ms under the probe tenant, as callers who hang up and call again at once would,
+    /// until the task is cancelled; how many were asked for, and those placed (still up: end them).
+    func callStorm() -> Task<(asked: Int, placed: [Placement]), Never> {
+        Task {
+            var asked = 0, placed: [Placement] = []
+            while !Task.isCancelled {
+                asked += 1
+                if let call = try? await route(key: probeKey, metadata: ["tone_hz": "1000", "agent": "tone"], timeout: .seconds(3)).call {
+                    placed.append(call)
+                }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            return (asked, placed)
+        }
+    }
+
+    /// The calls the routers say wait for a free slot (`<prefix>.resumptions`), as they say it from now on.
+    func watchResumptions() throws -> WaitingCalls {
+        let waiting = WaitingCalls()
+        resumptionSubscription = try client.subscribe(to: subjects.resumptions) { message in
+            guard let notice = try? ResumptionNotice.decode(message.payload), notice.holdMillis != nil else { return }
+            waiting.ids.withLock { _ = $0.insert(notice.callID) }
+        }
+        return waiting
+    }
+
     func record(_ callID: String) async throws -> [String: String] {
         try await redis.hashGetAll(keys.call(callID))
     }
@@ -333,6 +366,7 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
             print("──── nats-server ────\n\(nats.log().suffix(4000))\n──── redis-server ────\n\(redisServer.log().suffix(4000))")
         }
         eventSubscription?.unsubscribe()
+        resumptionSubscription?.unsubscribe()
         client.close()
         redis.close()
         // A server a case left frozen would take its SIGTERM only once thawed.
@@ -345,4 +379,8 @@ final class ChaosCluster: @unchecked Sendable {  // mutated only by the case tha
 /// Call events as this process heard them, from the delivery thread.
 final class EventLog: Sendable {
     let all = Mutex<[CallEvent]>([])
+}
+
+final class WaitingCalls: Sendable {
+    let ids = Mutex<Set<String>>([])
 }

@@ -165,6 +165,30 @@ struct ChaosTests {
         }
     }
 
+    @Test func aKilledWorkersCallsTakeTheSlotsCallersFreeBeforeNewCallsDo() async throws {
+        // The fleet full, a worker killed, and new calls asked for all the while, as callers who hang up and call
+        // again at once would (found by hand: the dead worker's calls lost every freed slot to them, and stayed
+        // silent until their callers gave up). Two routers: the one taking a call on holds slots on the other too.
+        try await ChaosCluster.run(routers: 2, workers: [("a", 2), ("b", 2)]) { cluster in
+            let (killed, lost) = cluster.busiestWorker()
+            let survivor = killed == "a" ? "b" : "a"
+            let waiting = try cluster.watchResumptions()
+            let storm = cluster.callStorm()
+            kill(cluster.process(killed).pid, SIGKILL)
+            // Its calls wait for a slot (their router says so on the bus) before any caller hangs up.
+            let lostIDs = Set(lost.map(\.id))
+            let told = await cluster.poll(timeout: .seconds(20)) { waiting.ids.withLock { lostIDs.isSubset(of: $0) } }
+            try cluster.require(told, "the dead worker's calls were not said to wait for a slot: \(waiting.ids.withLock { $0 })")
+            for call in cluster.calls where call.placedOn == survivor { try await cluster.hangUp(call) }
+            await cluster.expectEveryCallSpeaking(movedFrom: [killed], to: [survivor])
+            storm.cancel()
+            let (asked, placed) = await storm.value
+            for call in placed { try? await cluster.end(call) }
+            cluster.check(asked >= 20, "the new calls were asked for \(asked) times only: the race was not run")
+            print("chaos result: new calls asked for during the failover: \(asked), placed: \(placed.count)")
+        }
+    }
+
     @Test func aThirdOfTheFleetKilledAtOnceHasItsCallsResumedOnTheRest() async throws {
         try await ChaosCluster.run(workers: [("a", 4), ("b", 4), ("c", 4)], calls: 6) { cluster in
             let (killed, _) = cluster.busiestWorker()

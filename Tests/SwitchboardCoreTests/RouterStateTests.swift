@@ -114,4 +114,62 @@ import Testing
         #expect(choice.versions == ["1"] && choice.fallback.isEmpty)
         #expect(chosen(state.modify(.offerWanted(.init(versions: choice.versions), explain: false), now: t0 + .milliseconds(8)))?.worker == "c")
     }
+
+    /// A slot freed while a dead worker's call waits goes to that call, on every router: new calls are held back
+    /// while the free slots are no more than the calls waiting, the call's own offer is not, and once it is taken
+    /// on its slot counts in every router's view before the worker's heartbeat shows it.
+    @Test func aFreedSlotGoesToADeadWorkersWaitingCallBeforeNewCalls() throws {
+        let fleet = [beat("w1", capacity: 2, calls: 2), beat("w2", capacity: 2, calls: 1)]  // one free slot, on w2
+        var taking = router(fleet)  // the router taking the call on
+        var other = router(fleet)   // another router, hearing its notices
+        for state in [0, 1] {
+            var router = state == 0 ? taking : other
+            #expect(router.modify(.resumptionWaiting(callID: "c1", hold: .seconds(2)), now: t0 + .milliseconds(10)).isEmpty)
+            guard case .held(waiting: 1, free: 1)? = router.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(20)).first
+            else { Issue.record("a new call is held back on router \(state)"); return }
+            if state == 0 { taking = router } else { other = router }
+        }
+        // Moves are held back too (a move's call is healthy where it is); the waiting call's own offer is not.
+        guard case .held? = taking.modify(.offerWanted(.init(tried: ["w9"]), explain: false), now: t0 + .milliseconds(21)).first
+        else { Issue.record("a move is held back"); return }
+        let resumed = try #require(chosen(taking.modify(.offerWanted(.init(tried: ["dead"]), explain: false, resuming: true),
+                                                        now: t0 + .milliseconds(30))))
+        #expect(resumed.worker == "w2")
+        _ = taking.modify(.offerAnswered(worker: "w2", token: resumed.token, .accepted(acceptSeq: 5)), now: t0 + .milliseconds(40))
+
+        // Done: the other router counts the slot taken before w2's heartbeat says so, and places nothing there.
+        _ = other.modify(.resumptionDone(callID: "c1", worker: "w2", acceptSeq: 5), now: t0 + .milliseconds(41))
+        _ = taking.modify(.resumptionDone(callID: "c1", worker: nil, acceptSeq: nil), now: t0 + .milliseconds(41))
+        for router in [taking, other] {
+            #expect(router.resumptions.isEmpty)
+            #expect(router.registry.placeableFreeSlots == 0)
+        }
+        guard case .noCandidate? = other.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(50)).first
+        else { Issue.record("the other router sees w2 full"); return }
+        // w2's heartbeat with the accept: the slot is counted once, by the heartbeat.
+        _ = other.modify(.heartbeat(beat("w2", capacity: 2, calls: 2, seq: 2, accepted: 5)), now: t0 + .milliseconds(60))
+        #expect(other.registry.entries["w2"]?.reserved == 0 && other.registry.placeableFreeSlots == 0)
+
+        // A call hangs up on w1: the slot is free again, nothing waits, and a new call takes it.
+        _ = other.modify(.heartbeat(beat("w1", capacity: 2, calls: 1, seq: 2)), now: t0 + .milliseconds(70))
+        #expect(chosen(other.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(80)))?.worker == "w1")
+    }
+
+    @Test func aWaitingCallHoldsOnlyTheSlotsItNeedsAndOnlyWhileItIsAnnounced() throws {
+        var state = router([beat("w1", capacity: 4, calls: 2), beat("w2", capacity: 4, calls: 4)])  // two free slots
+        _ = state.modify(.resumptionWaiting(callID: "c1", hold: .seconds(2)), now: t0)
+        // Two free for one waiting: a new call goes.
+        let first = try #require(chosen(state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(10))))
+        #expect(first.worker == "w1")
+        // One free (the offer holds the other) for one waiting: held.
+        guard case .held(waiting: 1, free: 1)? = state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(20)).first
+        else { Issue.record("held with one free slot for one waiting call"); return }
+        // Announced again, held on; not announced for the hold's length (its router stopped or was cut off): no more.
+        _ = state.modify(.resumptionWaiting(callID: "c1", hold: .seconds(2)), now: t0 + .seconds(1))
+        guard case .held? = state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(2500)).first
+        else { Issue.record("still held: announced again at 1 s"); return }
+        #expect(state.resumptionsWaiting(now: t0 + .milliseconds(2500)) == 1)
+        #expect(chosen(state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(3001)))?.worker == "w1")
+        #expect(state.resumptions.isEmpty && state.resumptionsWaiting(now: t0 + .milliseconds(3001)) == 0)
+    }
 }

@@ -77,6 +77,27 @@ import Testing
         #expect(throws: SwitchboardError.self) { _ = try CallEnd.decode(Array(#"{"v":1,"call_id":"c","reason":"bored"}"#.utf8)) }
     }
 
+    @Test func resumptionNotices() throws {
+        let waiting = ResumptionNotice.waiting("c1", router: "r-1", hold: .seconds(2))
+        #expect(try ResumptionNotice.decode(waiting.encoded()) == waiting)
+        #expect(waiting.holdMillis == 2000)
+        #expect(ResumptionNotice.waiting("c1", router: "r-1", hold: .seconds(600)).holdMillis == 60_000, "held at most a minute")
+        let done = ResumptionNotice.done("c1", router: "r-1", worker: "w-2", acceptSeq: 9)
+        #expect(try ResumptionNotice.decode(done.encoded()) == done)
+        #expect(String(decoding: done.encoded(), as: UTF8.self).contains(#""accept_seq":9"#))
+        let bad = [
+            #"{"v":1,"call_id":"c1","router_id":"r","hold_ms":0}"#,
+            #"{"v":1,"call_id":"c1","router_id":"r","hold_ms":3600000}"#,
+            #"{"v":1,"call_id":"c1","router_id":"r","worker_id":"w"}"#,
+            #"{"v":1,"call_id":"c1","router_id":"r","hold_ms":5,"worker_id":"w","accept_seq":1}"#,
+            #"{"v":1,"call_id":"c.1","router_id":"r"}"#,
+            #"{"v":2,"call_id":"c1","router_id":"r"}"#,
+        ]
+        for text in bad {
+            #expect(throws: SwitchboardError.self, "\(text)") { _ = try ResumptionNotice.decode(Array(text.utf8)) }
+        }
+    }
+
     @Test func mediaPacketRejections() {
         let cases: [([UInt8], SwitchboardError.Code)] = [
             ([], .badMessage),

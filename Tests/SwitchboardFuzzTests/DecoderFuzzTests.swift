@@ -95,11 +95,22 @@ struct DecoderFuzzTests {
 
     @Test func controlMessagesAndDrains() {
         let samples = [WorkerControl(.drain, drain: Self.drain).encoded(), WorkerControl(.hold, callID: "c-1").encoded(),
-                       DrainNotice(workerID: "w-1", drain: Self.drain).encoded()]
+                       DrainNotice(workerID: "w-1", drain: Self.drain).encoded(),
+                       ResumptionNotice.waiting("c-1", router: "r-1", hold: .seconds(2)).encoded(),
+                       ResumptionNotice.done("c-1", router: "r-1", worker: "w-2", acceptSeq: 3).encoded()]
         Self.fuzz("control", seed: 4, samples: samples) { bytes in
             if let control = try? WorkerControl.decode(bytes) {
                 _ = control.drain?.deadline(now: .now, unixNowMillis: unixMillisNow())
                 #expect((try? WorkerControl.decode(control.encoded())) == control)
+                return true
+            }
+            if let notice = try? ResumptionNotice.decode(bytes) {
+                var state = RouterState(registry: .init(), scheduler: .init(), seed: 1)
+                let event: RouterState.Event = notice.holdMillis.map { .resumptionWaiting(callID: notice.callID, hold: .milliseconds($0)) }
+                    ?? .resumptionDone(callID: notice.callID, worker: notice.workerID, acceptSeq: notice.acceptSeq)
+                _ = state.modify(event, now: .now)
+                _ = state.modify(.offerWanted(.init(), explain: false), now: .now)
+                #expect((try? ResumptionNotice.decode(notice.encoded())) == notice)
                 return true
             }
             return Self.roundTrip(bytes, DrainNotice.decode) { _ = $0.drain?.deadline(now: .now, unixNowMillis: unixMillisNow()) }

@@ -2,15 +2,16 @@
 ///
 /// A call is never ended for lack of room at one instant: capacity appears as calls end and workers start
 /// (an autoscaler's new pod takes seconds). Attempts back off from `first` to `longest` until `window` has
-/// passed since the first; only then is the call lost (`worker_lost`).
+/// passed since the first; only then is the call lost (`worker_lost`). `longest` is short: while a call waits,
+/// routers keep freed slots for it (`RouterState`), and its caller hears nothing until its next attempt.
 public struct FailoverRetry: Sendable, Equatable {
     public typealias Instant = ContinuousClock.Instant
 
     public struct Configuration: Sendable, Equatable {
         public var window: Duration = .seconds(30)
         public var first: Duration = .milliseconds(250)
-        public var longest: Duration = .seconds(2)
-        public init(window: Duration = .seconds(30), first: Duration = .milliseconds(250), longest: Duration = .seconds(2)) {
+        public var longest: Duration = .milliseconds(500)
+        public init(window: Duration = .seconds(30), first: Duration = .milliseconds(250), longest: Duration = .milliseconds(500)) {
             self.window = window
             self.first = first
             self.longest = longest

@@ -19,7 +19,8 @@ public struct RouterState: Sendable {
         /// whether this router's own connection was up when it failed.
         case pingFailed(worker: String, sentAt: Instant, timeout: Duration, probe: Bool, connected: Bool)
         /// A call (new or moving) wants a worker: choose one and reserve its slot until its heartbeats show it.
-        case offerWanted(Scheduler.Needs, explain: Bool)
+        /// `resuming`: a dead worker's call being taken on, which free slots go to before new calls and moves.
+        case offerWanted(Scheduler.Needs, explain: Bool, resuming: Bool = false)
         /// The worker offered a call answered (or did not).
         case offerAnswered(worker: String, token: UInt64, OfferAnswer)
         /// A drain announced for a worker, or lifted (nil).
@@ -28,6 +29,12 @@ public struct RouterState: Sendable {
         case drainsRead([String: DrainRequest])
         /// A deploy policy read from Redis or announced; an older revision than the one held changes nothing.
         case policy(DeployPolicy)
+        /// A dead worker's call waits for a free slot (its router says so at each attempt): free slots are held
+        /// for it for `hold` from now.
+        case resumptionWaiting(callID: String, hold: Duration)
+        /// It no longer waits; taken on by `worker` with accept `acceptSeq` (counted in that worker's load until
+        /// its heartbeats show it), or by no offer of this router's knowing (nil).
+        case resumptionDone(callID: String, worker: String?, acceptSeq: UInt64?)
     }
 
     public enum OfferAnswer: Sendable, Equatable {
@@ -55,6 +62,8 @@ public struct RouterState: Sendable {
         case offer(Scheduler.Decision, token: UInt64)
         /// No worker to offer it to.
         case noCandidate(Scheduler.Decision)
+        /// Not offered: the `free` slots this router sees are held for the `waiting` calls of dead workers.
+        case held(waiting: Int, free: Int)
         /// A newer deploy policy is in force.
         case policyApplied(DeployPolicy)
     }
@@ -69,6 +78,8 @@ public struct RouterState: Sendable {
     /// Heartbeats taken since the shell last counted them, by result (counted here, under the lock the ingest
     /// takes anyway, not in the metrics registry 10,000 times a second).
     public private(set) var ingested: [WorkerRegistry.IngestResult: Int] = [:]
+    /// Dead workers' calls waiting for a free slot, anywhere in the cluster, and until when each is held for.
+    public private(set) var resumptions: [String: Instant] = [:]
 
     public init(registry: WorkerRegistry.Configuration, scheduler: Scheduler.Configuration, seed: UInt64) {
         self.registry = WorkerRegistry(configuration: registry)
@@ -102,7 +113,8 @@ public struct RouterState: Sendable {
             case .notJudged(let why): return [.notJudged(worker: worker, why: why)]
             case .moot: return []
             }
-        case .offerWanted(let needs, let explain):
+        case .offerWanted(let needs, let explain, let resuming):
+            if !resuming, let held = holdForResumptions(now: now) { return [held] }
             let decision = scheduler.choose(needs, in: registry, using: &random, explain: explain)
             guard let chosen = decision.chosen, let token = registry.reserve(chosen.workerID, now: now) else { return [.noCandidate(decision)] }
             return [.offer(decision, token: token)]
@@ -124,8 +136,32 @@ public struct RouterState: Sendable {
             deploy = policy
             deployAppliedAt = now
             return [.policyApplied(policy)]
+        case .resumptionWaiting(let callID, let hold):
+            resumptions[callID] = now + hold
+            return []
+        case .resumptionDone(let callID, let worker, let acceptSeq):
+            resumptions[callID] = nil
+            if let worker, let acceptSeq, let token = registry.reserve(worker, now: now) {
+                registry.accepted(worker, token: token, acceptSeq: acceptSeq)
+            }
+            return []
         }
     }
+
+    /// A dead worker's call comes before new calls and moves: while some wait, these are offered only if this
+    /// router sees more free slots (on workers that may take calls) than calls waiting. Otherwise a slot freed
+    /// by a caller hanging up would go to whichever new call came first (callers ask again at once, a waiting
+    /// call at its next attempt), and a full fleet would never take a dead worker's calls on.
+    private mutating func holdForResumptions(now: Instant) -> Action? {
+        guard !resumptions.isEmpty else { return nil }
+        resumptions = resumptions.filter { $0.value > now }  // a router that stopped announcing its call holds nothing
+        guard !resumptions.isEmpty else { return nil }
+        let free = registry.placeableFreeSlots
+        return free > resumptions.count ? nil : .held(waiting: resumptions.count, free: free)
+    }
+
+    /// Dead workers' calls waiting for a free slot now.
+    public func resumptionsWaiting(now: Instant) -> Int { resumptions.values.count { $0 > now } }
 
     /// The heartbeat counts since the last call, and a fresh start.
     public mutating func takeIngested() -> [WorkerRegistry.IngestResult: Int] {

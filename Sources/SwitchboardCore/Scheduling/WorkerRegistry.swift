@@ -207,6 +207,11 @@ public struct WorkerRegistry: Sendable {
 
     // MARK: Views
 
+    /// Free slots on the workers that may be offered calls (less this router's reservations).
+    public var placeableFreeSlots: Int {
+        pools.values.reduce(0) { sum, pool in pool.ids.reduce(sum) { $0 + (entries[$1]?.freeSlots ?? 0) } }
+    }
+
     /// Every known worker (suspect ones included), sorted by id.
     public var sorted: [Entry] { entries.values.sorted { $0.id < $1.id } }
 

@@ -282,6 +282,65 @@ public struct DrainNotice: WireMessage, Equatable {
     }
 }
 
+/// A router taking on a dead worker's call tells every router (`<prefix>.resumptions`). While the call waits for
+/// a free slot (the notice is repeated at each attempt), every router keeps free slots for it before new calls
+/// and moves; when it is done, where it went, so that the slot it took counts at once in every router's view.
+public struct ResumptionNotice: WireMessage, Equatable {
+    public static let wireVersion = 1
+    /// The longest a waiting call holds slots without being announced again.
+    public static let holdRange: ClosedRange<Int64> = 1...60_000
+    public var v = ResumptionNotice.wireVersion
+    public var callID: String
+    /// The router taking it on (its own notices come back to it on the bus).
+    public var routerID: String
+    /// Waiting: hold a slot for the call this long from when the notice is heard. Nil: it no longer waits.
+    public var holdMillis: Int64?
+    /// Done and taken on: the worker that accepted it and the accept's sequence (its heartbeats show the call
+    /// from that one on). Nil with `holdMillis` nil: lost, or taken on by nobody's offer (the worker came back).
+    public var workerID: String?
+    public var acceptSeq: UInt64?
+
+    enum CodingKeys: String, CodingKey {
+        case v
+        case callID = "call_id"
+        case routerID = "router_id"
+        case holdMillis = "hold_ms"
+        case workerID = "worker_id"
+        case acceptSeq = "accept_seq"
+    }
+
+    /// The call waits for a free slot; hold one for it for `hold`.
+    public static func waiting(_ callID: String, router: String, hold: Duration) -> ResumptionNotice {
+        ResumptionNotice(callID: callID, routerID: router, holdMillis: max(1, min(hold.milliseconds, holdRange.upperBound)))
+    }
+
+    /// The call no longer waits: taken on by `worker` with accept `acceptSeq`, or (nil) not by an offer.
+    public static func done(_ callID: String, router: String, worker: String? = nil, acceptSeq: UInt64? = nil) -> ResumptionNotice {
+        ResumptionNotice(callID: callID, routerID: router, workerID: worker, acceptSeq: acceptSeq)
+    }
+
+    private init(callID: String, routerID: String, holdMillis: Int64? = nil, workerID: String? = nil, acceptSeq: UInt64? = nil) {
+        self.callID = callID
+        self.routerID = routerID
+        self.holdMillis = holdMillis
+        self.workerID = workerID
+        self.acceptSeq = acceptSeq
+    }
+
+    public func validate() throws(SwitchboardError) {
+        try WireCheck.identifier(callID, "call_id")
+        try WireCheck.identifier(routerID, "router_id")
+        if let holdMillis { try WireCheck.range(holdMillis, Self.holdRange, "hold_ms") }
+        if let workerID { try WireCheck.identifier(workerID, "worker_id") }
+        guard (workerID == nil) == (acceptSeq == nil) else {
+            throw SwitchboardError(.badMessage, "'worker_id' and 'accept_seq' come together", context: ["field": "accept_seq"])
+        }
+        guard holdMillis == nil || workerID == nil else {
+            throw SwitchboardError(.badMessage, "a call waiting ('hold_ms') has no worker yet", context: ["field": "worker_id"])
+        }
+    }
+}
+
 /// One operator action, as the audit stream in Redis keeps it (`<prefix>:audit`).
 public struct AuditEntry: Codable, Sendable, Equatable {
     /// The stream entry's id (Redis time-sequence), empty before it is written.
