@@ -158,6 +158,9 @@ extension Router {
             let needs: Scheduler.Needs, timeout: Duration
             switch attempt.next(now: clock.now) {
             case .offer(let n, let t): (needs, timeout) = (n, t)
+            case .wait(let until):
+                try? await Task.sleep(until: until, clock: clock)  // cancelled: the deadline still ends the attempt
+                continue
             case .giveUp(var error):
                 error.explanation = explanation
                 throw error
@@ -176,9 +179,16 @@ extension Router {
             if let first = decision.explanation { explanation = first }
             if firstCandidates == nil { firstCandidates = Array(decision.candidates.prefix(5)) }
             guard let worker = decision.chosen, let token = reserved else {
-                var error = attempt.noCandidate()
-                error.explanation = explanation
-                throw error
+                switch attempt.noCandidate(now: clock.now) {
+                case .wait(let until):
+                    try? await Task.sleep(until: until, clock: clock)
+                    continue
+                case .giveUp(var error):
+                    error.explanation = explanation
+                    throw error
+                case .offer:
+                    preconditionFailure("no candidate is answered with a wait or a give-up")
+                }
             }
             let fromFallback = decision.fallback > 0
             attempt.offered(worker.workerID)
@@ -196,8 +206,18 @@ extension Router {
             } catch {
                 let code = error.code.rawValue
                 span?.fail(code)
-                _ = state.withLock { $0.known.modify(.offerAnswered(worker: worker.workerID, token: token, .failed), now: clock.now) }
+                let mayJudge = state.withLock { state in
+                    _ = state.known.modify(.offerAnswered(worker: worker.workerID, token: token, .failed), now: clock.now)
+                    return state.known.registry.mayJudge(now: clock.now)
+                }
                 metrics.increment(MetricNames.offers, ["result": code], help: "Offers to workers by result")
+                if error.code == .noResponders && !mayJudge {
+                    // Back on the bus a moment ago (a NATS restart): the worker's subscriptions may not be on the
+                    // server yet. Offered again once no other worker is left, within the deadline.
+                    note(offer.callID, "offer_unheard", ["worker": worker.workerID])
+                    _ = attempt.answered(worker.workerID, .unheard)
+                    continue
+                }
                 logger.warning("offer failed", metadata: [LogKey.workerID: "\(worker.workerID)", LogKey.error: "\(error)"])
                 note(offer.callID, "offer_failed", ["worker": worker.workerID, "result": code])
                 _ = attempt.answered(worker.workerID, .failed(code))

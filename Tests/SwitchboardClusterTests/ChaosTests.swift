@@ -1,5 +1,6 @@
 import Foundation
 import SwitchboardCore
+import SwitchboardRedis
 import SwitchboardTestSupport
 import Testing
 
@@ -74,6 +75,43 @@ struct ChaosTests {
             for call in cluster.calls.dropFirst() {
                 #expect(try await cluster.record(call.id)["state"] == "active", "call \(call.id) goes on")
             }
+        }
+    }
+
+    /// A call asked for the moment NATS is back is placed: a router back on the bus before the workers'
+    /// subscriptions are on the new server hears "no responders" from them, and once no worker is left to try,
+    /// offers again a moment later rather than answer `no_capacity` (seen by hand on the dev cluster: two calls
+    /// refused after a NATS restart).
+    /// The workers are held frozen through the restart, so the router is surely back before them.
+    @Test func aCallAskedForAsNATSComesBackIsPlaced() async throws {
+        try await ChaosCluster.run { cluster in
+            let workers = ["a", "b"].map { cluster.process($0).pid }
+            await cluster.nats.stop()
+            workers.forEach(cluster.freeze)
+            try await Task.sleep(for: .seconds(2))
+            try await cluster.nats.start()
+            let ready = await cluster.poll(timeout: .seconds(10)) {
+                (try? await PlainHTTP.request("GET", cluster.routerURLs[0] + "/readyz"))?.status == 200
+            }
+            try cluster.require(ready, "the router is back on the bus")
+            // The test's own connection may take a moment longer: its request is made again until it goes out.
+            let asked = Task {
+                for _ in 0..<100 {
+                    if let reply = try? await cluster.route(key: cluster.key, metadata: ["tone_hz": "900"], timeout: .seconds(5)) { return reply }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                throw TestServerError("the route request never went out")
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            workers.forEach(cluster.thaw)
+            let answer = try await asked.value
+            let placed = try #require(answer.call, "\(answer.error?.code ?? "") \(answer.error?.message ?? "")")
+            let timeline = try await TimelineStore(redis: cluster.redis, keys: cluster.keys).timeline(placed.callID).events
+            let unheard = timeline.filter { $0.type == "offer_unheard" }.count
+            print("chaos result: a call asked for as NATS came back: placed after \(unheard) offers unheard")
+            #expect(unheard >= 1, "the workers were frozen: the first offers found nobody")
+            try await cluster.end(placed)
+            await cluster.expectEveryCallSpeaking()
         }
     }
 

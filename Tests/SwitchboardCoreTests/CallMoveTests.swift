@@ -102,6 +102,52 @@ import Testing
         #expect(error.message == "every worker offered refused or failed (a: full; b: timeout)")
     }
 
+    /// Just back on the bus, a router hears nobody on a worker's offer subject: the worker may be there a moment
+    /// later, or dead (the router cannot judge yet). Every other worker is offered the call first; only then the
+    /// unheard one again, every 100 ms, until the deadline.
+    @Test func anUnheardWorkerIsOfferedAgainOnlyOnceNoOtherIsLeftAndWithinTheDeadline() {
+        let t0 = ContinuousClock.now
+        var attempt = PlacementAttempt(needs: .init(), maxOffers: 3, offerTimeout: .milliseconds(500), deadline: t0 + .milliseconds(350))
+        _ = attempt.next(now: t0)
+        attempt.offered("a")
+        let placed = attempt.answered("a", .unheard)
+        #expect(!placed)
+        guard case .offer(let needs, _) = attempt.next(now: t0) else { Issue.record("b is offered"); return }
+        #expect(needs.tried == ["a"], "the unheard worker is not chosen again while another may take the call")
+        attempt.offered("b")
+        _ = attempt.answered("b", .refused("full"))
+        // Nobody else: a wait, then a, and only a, again.
+        let first = attempt.noCandidate(now: t0 + .milliseconds(10))
+        #expect(first == .wait(until: t0 + .milliseconds(110)))
+        guard case .offer(let again, _) = attempt.next(now: t0 + .milliseconds(110)) else { Issue.record("a again"); return }
+        #expect(again.tried == ["b"])
+        attempt.offered("a")
+        _ = attempt.answered("a", .unheard)
+        let second = attempt.noCandidate(now: t0 + .milliseconds(220))
+        #expect(second == .wait(until: t0 + .milliseconds(320)))
+        _ = attempt.next(now: t0 + .milliseconds(320))
+        attempt.offered("a")
+        _ = attempt.answered("a", .unheard)
+        // No room for another wait before the deadline: given up, and the answer says why.
+        guard case .giveUp(let error) = attempt.noCandidate(now: t0 + .milliseconds(330)) else { Issue.record("the deadline ends it"); return }
+        #expect(error.code == .noCapacity)
+        #expect(error.message == "every worker offered refused or failed (a: unheard; b: full)")
+
+        // With the offers used up by unheard and refusing workers, the unheard ones are still asked again.
+        var used = PlacementAttempt(needs: .init(), maxOffers: 1, offerTimeout: .milliseconds(500), deadline: t0 + .seconds(1))
+        _ = used.next(now: t0)
+        used.offered("a")
+        _ = used.answered("a", .unheard)
+        let wait = used.next(now: t0)
+        #expect(wait == .wait(until: t0 + .milliseconds(100)))
+        // A failure is one, unheard or not: with one offer allowed, the next is a give-up.
+        var failed = PlacementAttempt(needs: .init(), maxOffers: 1, offerTimeout: .milliseconds(500), deadline: t0 + .seconds(1))
+        _ = failed.next(now: t0)
+        failed.offered("a")
+        _ = failed.answered("a", .failed("no_responders"))
+        guard case .giveUp = failed.next(now: t0) else { Issue.record("one offer only"); return }
+    }
+
     @Test func theLastOfferGetsOnlyWhatIsLeftOfTheDeadlineAndNoneAfterIt() {
         let t0 = ContinuousClock.now
         var attempt = PlacementAttempt(needs: .init(tried: ["moving-from"]), maxOffers: 3, offerTimeout: .milliseconds(500),

@@ -7,6 +7,8 @@ public struct PlacementAttempt: Sendable {
     public enum Next: Equatable, Sendable {
         /// Choose a worker for `needs` (its `tried` grows with each offer) and offer within `timeout`.
         case offer(needs: Scheduler.Needs, timeout: Duration)
+        /// Every other worker tried, some unheard: wait until `until`, then offer those again.
+        case wait(until: Instant)
         case giveUp(SwitchboardError)
     }
 
@@ -15,13 +17,22 @@ public struct PlacementAttempt: Sendable {
         case refused(String)
         /// No answer in time, no responders, a malformed reply.
         case failed(String)
+        /// Nobody listens on the worker's offer subject, at a moment this router cannot judge that: it is just
+        /// back on the bus, and the server may not have the workers' subscriptions yet. Counted as tried like a
+        /// failure; once no other worker is left to try, offered again after `unheardRetry`, within the deadline.
+        case unheard
     }
+
+    /// The wait before an unheard worker is offered the call again.
+    public static let unheardRetry = Duration.milliseconds(100)
 
     public private(set) var needs: Scheduler.Needs
     public let deadline: Instant
     public let offerTimeout: Duration
     private let offersAtMost: Int
     private var refusals: [String] = []
+    /// Workers unheard since they were last offered the call.
+    private var unheard: Set<String> = []
     private var done = false
 
     /// Workers in `needs.tried` beforehand (the one a call is moving from) do not count towards `maxOffers`.
@@ -35,12 +46,23 @@ public struct PlacementAttempt: Sendable {
     public mutating func next(now: Instant) -> Next {
         guard !done else { preconditionFailure("placement attempt already finished") }
         let remaining = deadline - now
-        guard (needs.tried.count < offersAtMost), (remaining > .zero) else { return .giveUp(failure()) }
+        guard remaining > .zero else { return .giveUp(failure()) }
+        guard needs.tried.count < offersAtMost else { return offerUnheardAgain(now: now) }
         return .offer(needs: needs, timeout: min(offerTimeout, remaining))
     }
 
-    /// The scheduler found no worker to offer to.
-    public mutating func noCandidate() -> SwitchboardError { failure() }
+    /// The scheduler found no worker to offer to (among those not tried yet).
+    public mutating func noCandidate(now: Instant) -> Next { offerUnheardAgain(now: now) }
+
+    /// Give up, unless some workers went unheard: then they are offered the call again after a moment, if the
+    /// deadline leaves time for it. Only once no other worker is left: a worker really dead (this router cannot
+    /// judge yet) never keeps the call from one that would take it.
+    private mutating func offerUnheardAgain(now: Instant) -> Next {
+        guard !unheard.isEmpty, now + Self.unheardRetry < deadline else { return .giveUp(failure()) }
+        needs.tried.subtract(unheard)
+        unheard.removeAll()
+        return .wait(until: now + Self.unheardRetry)
+    }
 
     /// An offer to `worker` is going out.
     public mutating func offered(_ worker: String) {
@@ -55,6 +77,9 @@ public struct PlacementAttempt: Sendable {
             return true
         case .refused(let reason), .failed(let reason):
             refusals.append("\(worker): \(reason)")
+            return false
+        case .unheard:
+            if unheard.insert(worker).inserted, !refusals.contains("\(worker): unheard") { refusals.append("\(worker): unheard") }
             return false
         }
     }
