@@ -447,53 +447,57 @@ public final class Gateway: Service, Sendable {
 
     /// Plays the leg's frame of the tick due at `tick`: a clock catching up after a short stall plays its late
     /// ticks back to back, each frame in its own place on the media clock (the caller's player queues them, so
-    /// the caller hears no gap, and neither does the recording); ticks it gave up on are a gap.
+    /// the caller hears no gap, and neither does the recording); ticks it gave up on are a gap. The recording and
+    /// the timeline take what the caller hears: a frame dropped for a full queue (a caller not reading) is silence.
     private func play(_ leg: Leg, tick: ContinuousClock.Instant) {
         let began = ContinuousClock.now
-        let at = leg.mediaMillis(tick)
-        let (message, events): (Outgoing?, [TimelineEvent]) = leg.state.withLock { state in
-            guard state.machine.phase == .live else { return (nil, []) }
-            // What the caller hears now, for the recording and the timeline (a frame's loudness), silence when
-            // nothing plays.
-            func heard(_ samples: [Int16]?) -> [TimelineEvent] {
-                state.recording?.agent(samples, at: tick)
-                return state.observer.agent(rms: samples.map(SignalAnalysis.rms) ?? 0, atMillis: at, stats: state.jitter.stats,
-                                            jitterMillis: state.jitter.jitterMillis)
-            }
+        let frame: (samples: [Int16], message: Outgoing)?? = leg.state.withLock { state in
+            guard state.machine.phase == .live else { return nil }  // not live: nothing plays, nothing is heard
             do {
                 let samples: [Int16]
                 switch state.jitter.tick() {
                 case .nothing:
-                    return (nil, heard(nil))
+                    return .some(nil)
                 case .packet(let packet):
                     if state.decoder == nil { state.decoder = try OpusDecoder(sampleRate: leg.kind.sampleRate) }
                     samples = try state.decoder!.decode(packet.payload)
                 case .conceal:
-                    guard let decoder = state.decoder else { return (nil, heard(nil)) }
+                    guard let decoder = state.decoder else { return .some(nil) }
                     samples = try decoder.decodeMissing()
                 }
-                let events = heard(samples)
                 switch leg.kind {
-                case .twilio: return (.text(TwilioStream.media(quotedStreamSid: state.quotedStreamSid, payload: MuLaw.encode(samples))), events)
-                case .browser: return (.binary(BrowserStream.encode(samples)), events)
+                case .twilio: return (samples, .text(TwilioStream.media(quotedStreamSid: state.quotedStreamSid, payload: MuLaw.encode(samples))))
+                case .browser: return (samples, .binary(BrowserStream.encode(samples)))
                 }
             } catch {
-                return (nil, heard(nil))  // a packet the decoder refuses: nothing plays for it
+                return .some(nil)  // a packet the decoder refuses: nothing plays for it
             }
+        }
+        guard let frame else { return }
+        var heard = frame?.samples
+        if let (_, message) = frame {
+            metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "out"], (ContinuousClock.now - began).microseconds / 1e6,
+                            buckets: GatewayMetrics.transcodeBuckets, help: "Time to transcode one 20 ms frame, by direction")
+            if !leg.send(message) {
+                heard = nil
+                switch leg.state.withLock({ $0.reader.queueFull(at: .now) }) {
+                case .drop:
+                    metrics.increment(GatewayMetrics.queueDropped, help: "Frames toward callers dropped because the caller's queue was full")
+                case .slowReader:
+                    badInput(leg, SwitchboardError(.slowConsumer, "the caller's socket took nothing for \(configuration.slowReaderPatience)"),
+                             reason: "slow_reader")
+                }
+            }
+        }
+        // What the caller hears now, for the recording and the timeline (a frame's loudness); silence when nothing
+        // plays.
+        let at = leg.mediaMillis(tick)
+        let events = leg.state.withLock { state in
+            state.recording?.agent(heard, at: tick)
+            return state.observer.agent(rms: heard.map(SignalAnalysis.rms) ?? 0, atMillis: at, stats: state.jitter.stats,
+                                        jitterMillis: state.jitter.jitterMillis)
         }
         observe(leg, events)
-        guard let message else { return }
-        metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "out"], (ContinuousClock.now - began).microseconds / 1e6,
-                        buckets: GatewayMetrics.transcodeBuckets, help: "Time to transcode one 20 ms frame, by direction")
-        if !leg.send(message) {
-            switch leg.state.withLock({ $0.reader.queueFull(at: .now) }) {
-            case .drop:
-                metrics.increment(GatewayMetrics.queueDropped, help: "Frames toward callers dropped because the caller's queue was full")
-            case .slowReader:
-                badInput(leg, SwitchboardError(.slowConsumer, "the caller's socket took nothing for \(configuration.slowReaderPatience)"),
-                         reason: "slow_reader")
-            }
-        }
     }
 
     /// Notes one event of this gateway on the leg's call's timeline, at `at` (now, on the leg's media clock).
