@@ -179,16 +179,8 @@ extension Router {
             if let first = decision.explanation { explanation = first }
             if firstCandidates == nil { firstCandidates = Array(decision.candidates.prefix(5)) }
             guard let worker = decision.chosen, let token = reserved else {
-                switch attempt.noCandidate(now: clock.now) {
-                case .wait(let until):
-                    try? await Task.sleep(until: until, clock: clock)
-                    continue
-                case .giveUp(var error):
-                    error.explanation = explanation
-                    throw error
-                case .offer:
-                    preconditionFailure("no candidate is answered with a wait or a give-up")
-                }
+                attempt.noCandidate()
+                continue
             }
             let fromFallback = decision.fallback > 0
             attempt.offered(worker.workerID)

@@ -117,19 +117,22 @@ import Testing
         attempt.offered("b")
         _ = attempt.answered("b", .refused("full"))
         // Nobody else: a wait, then a, and only a, again.
-        let first = attempt.noCandidate(now: t0 + .milliseconds(10))
+        attempt.noCandidate()
+        let first = attempt.next(now: t0 + .milliseconds(10))
         #expect(first == .wait(until: t0 + .milliseconds(110)))
         guard case .offer(let again, _) = attempt.next(now: t0 + .milliseconds(110)) else { Issue.record("a again"); return }
         #expect(again.tried == ["b"])
         attempt.offered("a")
         _ = attempt.answered("a", .unheard)
-        let second = attempt.noCandidate(now: t0 + .milliseconds(220))
+        attempt.noCandidate()
+        let second = attempt.next(now: t0 + .milliseconds(220))
         #expect(second == .wait(until: t0 + .milliseconds(320)))
         _ = attempt.next(now: t0 + .milliseconds(320))
         attempt.offered("a")
         _ = attempt.answered("a", .unheard)
         // No room for another wait before the deadline: given up, and the answer says why.
-        guard case .giveUp(let error) = attempt.noCandidate(now: t0 + .milliseconds(330)) else { Issue.record("the deadline ends it"); return }
+        attempt.noCandidate()
+        guard case .giveUp(let error) = attempt.next(now: t0 + .milliseconds(330)) else { Issue.record("the deadline ends it"); return }
         #expect(error.code == .noCapacity)
         #expect(error.message == "every worker offered refused or failed (a: unheard; b: full)")
 

@@ -33,6 +33,8 @@ public struct PlacementAttempt: Sendable {
     private var refusals: [String] = []
     /// Workers unheard since they were last offered the call.
     private var unheard: Set<String> = []
+    /// The scheduler found nobody left to offer to.
+    private var exhausted = false
     private var done = false
 
     /// Workers in `needs.tried` beforehand (the one a call is moving from) do not count towards `maxOffers`.
@@ -47,12 +49,16 @@ public struct PlacementAttempt: Sendable {
         guard !done else { preconditionFailure("placement attempt already finished") }
         let remaining = deadline - now
         guard remaining > .zero else { return .giveUp(failure()) }
-        guard needs.tried.count < offersAtMost else { return offerUnheardAgain(now: now) }
+        guard needs.tried.count < offersAtMost, !exhausted else {
+            exhausted = false
+            return offerUnheardAgain(now: now)
+        }
         return .offer(needs: needs, timeout: min(offerTimeout, remaining))
     }
 
-    /// The scheduler found no worker to offer to (among those not tried yet).
-    public mutating func noCandidate(now: Instant) -> Next { offerUnheardAgain(now: now) }
+    /// The scheduler found no worker to offer to (among those not tried yet): `next` then gives up, or waits to
+    /// offer the unheard ones again.
+    public mutating func noCandidate() { exhausted = true }
 
     /// Give up, unless some workers went unheard: then they are offered the call again after a moment, if the
     /// deadline leaves time for it. Only once no other worker is left: a worker really dead (this router cannot
