@@ -101,53 +101,53 @@ struct FailureTests {
         // checked: the late process is probed, the server answers that nobody listens on its ping subject (its
         // connection closed with the process), and it is dropped on that evidence before it is even suspect.
         let interval = Duration.seconds(1)
-        let cluster = try await TestCluster(heartbeat: interval, suspectAfter: 2, deadAfter: 3)
-        let router = try await cluster.addRouter()
-        let worker = try CLIProcess(["worker", "--id", "doomed", "--nats-url", cluster.natsURL, "--redis-url", cluster.redisURL,
-                                     "--prefix", cluster.subjects.prefix, "--key-prefix", cluster.keys.prefix,
-                                     "--heartbeat-interval", "1", "--log-level", "warning"])
-        try await eventually(timeout: .seconds(10), "router sees the worker process") {
-            router.router.workers().contains { $0.id == "doomed" }
+        try await withTestCluster(heartbeat: interval, suspectAfter: 2, deadAfter: 3) { cluster in
+            let router = try await cluster.addRouter()
+            let worker = try CLIProcess(["worker", "--id", "doomed", "--nats-url", cluster.natsURL, "--redis-url", cluster.redisURL,
+                                         "--prefix", cluster.subjects.prefix, "--key-prefix", cluster.keys.prefix,
+                                         "--heartbeat-interval", "1", "--log-level", "warning"])
+            try await eventually(timeout: .seconds(10), "router sees the worker process") {
+                router.router.workers().contains { $0.id == "doomed" }
+            }
+            _ = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "t")).call)
+            kill(worker.pid, SIGKILL)
+            let killedAt = ContinuousClock.now
+            try await eventually(timeout: .seconds(15), "worker dropped from the table") {
+                !router.router.workers().contains { $0.id == "doomed" }
+            }
+            let gone = ContinuousClock.now - killedAt
+            let metrics = router.router.metrics
+            #expect((metrics.value(MetricNames.workerLiveness, ["event": "probe"]) ?? 0) >= 1)
+            #expect(metrics.value(MetricNames.workerLiveness, ["event": "dead"]) == 1, "dropped on a failed ping")
+            // At most 1.25 intervals after its last heartbeat, plus a tick (100 ms): under the 2 s suspect time when
+            // the test process keeps up; a starved one is allowed the suspect path's time.
+            #expect(gone < interval * 5, "gone after \(gone)")
+            print("SIGKILL to dropped from the table: \(gone.milliseconds) ms")
+            #expect(try await cluster.routeByNATS(RouteRequest(tenant: "t")).error?.code == "no_capacity")
         }
-        _ = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "t")).call)
-        kill(worker.pid, SIGKILL)
-        let killedAt = ContinuousClock.now
-        try await eventually(timeout: .seconds(15), "worker dropped from the table") {
-            !router.router.workers().contains { $0.id == "doomed" }
-        }
-        let gone = ContinuousClock.now - killedAt
-        let metrics = router.router.metrics
-        #expect((metrics.value(MetricNames.workerLiveness, ["event": "probe"]) ?? 0) >= 1)
-        #expect(metrics.value(MetricNames.workerLiveness, ["event": "dead"]) == 1, "dropped on a failed ping")
-        // At most 1.25 intervals after its last heartbeat, plus a tick (100 ms): under the 2 s suspect time when
-        // the test process keeps up; a starved one is allowed the suspect path's time.
-        #expect(gone < interval * 5, "gone after \(gone)")
-        print("SIGKILL to dropped from the table: \(gone.milliseconds) ms")
-        #expect(try await cluster.routeByNATS(RouteRequest(tenant: "t")).error?.code == "no_capacity")
-        await cluster.shutdown()
     }
 
     @Test func aGracefulShutdownDrainsTheWorkerAndItLeavesTheTableWhenItsLastCallEnds() async throws {
-        let cluster = try await TestCluster(heartbeat: .seconds(1))
-        let router = try await cluster.addRouter()
-        let worker = try await cluster.addWorker()
-        try await cluster.waitForWorkers(1)
-        let call = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "t")).call)
-        try await eventually("active") { try await cluster.record(call.callID)["state"] == "active" }
-        await worker.group.triggerGracefulShutdown()  // as SIGTERM does
-        try await eventually("draining") { worker.worker.workerState == .draining }
-        #expect(try await cluster.routeByNATS(RouteRequest(tenant: "t")).error?.code == "no_capacity")
-        #expect(try await cluster.record(call.callID)["state"] == "active", "the call goes on")
-        // The drain a signal started is audited like one asked through a router.
-        try await eventually(timeout: .seconds(10), "audited") {
-            let entries = try decodeJSON(AuditEntries.self, try await cluster.http("GET", "/v1/audit").body).entries
-            return entries.contains { $0.action == "drain" && $0.actor == "signal (worker \(worker.id))" && $0.outcome == "ok" }
+        try await withTestCluster(heartbeat: .seconds(1)) { cluster in
+            let router = try await cluster.addRouter()
+            let worker = try await cluster.addWorker()
+            try await cluster.waitForWorkers(1)
+            let call = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "t")).call)
+            try await eventually("active") { try await cluster.record(call.callID)["state"] == "active" }
+            await worker.group.triggerGracefulShutdown()  // as SIGTERM does
+            try await eventually("draining") { worker.worker.workerState == .draining }
+            #expect(try await cluster.routeByNATS(RouteRequest(tenant: "t")).error?.code == "no_capacity")
+            #expect(try await cluster.record(call.callID)["state"] == "active", "the call goes on")
+            // The drain a signal started is audited like one asked through a router.
+            try await eventually(timeout: .seconds(10), "audited") {
+                let entries = try decodeJSON(AuditEntries.self, try await cluster.http("GET", "/v1/audit").body).entries
+                return entries.contains { $0.action == "drain" && $0.actor == "signal (worker \(worker.id))" && $0.outcome == "ok" }
+            }
+            #expect(try await cluster.http("DELETE", "/v1/calls/\(call.callID)").status == 200)
+            try await worker.task.value
+            #expect(try await cluster.record(call.callID)["end_reason"] == "api")
+            // Its last heartbeat said "stopping, no calls": the router drops it at once, not after a suspect time (8 s).
+            try await eventually(timeout: .seconds(3), "router drops the stopped worker") { router.router.workers().isEmpty }
         }
-        #expect(try await cluster.http("DELETE", "/v1/calls/\(call.callID)").status == 200)
-        try await worker.task.value
-        #expect(try await cluster.record(call.callID)["end_reason"] == "api")
-        // Its last heartbeat said "stopping, no calls": the router drops it at once, not after a suspect time (8 s).
-        try await eventually(timeout: .seconds(3), "router drops the stopped worker") { router.router.workers().isEmpty }
-        await cluster.shutdown()
     }
 }

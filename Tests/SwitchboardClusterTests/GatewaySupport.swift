@@ -13,7 +13,8 @@ import SwitchboardTestSupport
 import Synchronization
 import Testing
 
-/// A gateway in the test process, on a free port, on the cluster's bus.
+/// A gateway in the test process, on a free port, on the cluster's bus: `TestCluster.addGateway` starts one, and
+/// the cluster stops it.
 final class RunningGateway: Sendable {
     let gateway: Gateway
     let group: ServiceGroup

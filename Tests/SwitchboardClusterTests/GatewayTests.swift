@@ -16,96 +16,92 @@ import Testing
 @Suite(.serialized) struct GatewayTests {
     /// Webhook, TwiML, stream: a call to the echo worker hears its own 440 Hz tone back, and `stop` ends it.
     @Test func aTwilioCallThroughWebhookAndStreamHearsItsToneBackAndStopEndsIt() async throws {
-        let cluster = try await TestCluster()
-        try await cluster.addRouter()
-        try await cluster.addWorker()
-        try await cluster.waitForWorkers(1)
-        let gw = try await RunningGateway(cluster)
+        try await withTestCluster { cluster in
+            try await cluster.addRouter()
+            try await cluster.addWorker()
+            try await cluster.waitForWorkers(1)
+            let gw = try await cluster.addGateway()
 
-        let answer = try await gw.webhook()
-        #expect(answer.status == 200)
-        let twiml = String(decoding: answer.body, as: UTF8.self)
-        #expect(twiml.contains("<Connect><Stream url=\"ws://127.0.0.1:\(gw.port)/twilio/stream/"))
-        let (path, parameters) = try RunningGateway.stream(in: twiml)
-        #expect(parameters["to"] == "+15550001111" && parameters["from"] == "+15559990000")
+            let answer = try await gw.webhook()
+            #expect(answer.status == 200)
+            let twiml = String(decoding: answer.body, as: UTF8.self)
+            #expect(twiml.contains("<Connect><Stream url=\"ws://127.0.0.1:\(gw.port)/twilio/stream/"))
+            let (path, parameters) = try RunningGateway.stream(in: twiml)
+            #expect(parameters["to"] == "+15550001111" && parameters["from"] == "+15559990000")
 
-        let twilio = try await FakeTwilio(port: gw.port, path: path)
-        try await twilio.start(parameters: parameters)
-        let began = ContinuousClock.now
-        try await twilio.speak(seconds: 2)
-        let frequency = twilio.frequency(after: began + .milliseconds(500))
-        #expect(frequency.map { abs($0 - 440) <= 5 } == true, "heard \(String(describing: frequency)) Hz")
-        #expect(gw.gateway.legCounts[.twilio] == 1)
+            let twilio = try await FakeTwilio(port: gw.port, path: path)
+            try await twilio.start(parameters: parameters)
+            let began = ContinuousClock.now
+            try await twilio.speak(seconds: 2)
+            let frequency = twilio.frequency(after: began + .milliseconds(500))
+            #expect(frequency.map { abs($0 - 440) <= 5 } == true, "heard \(String(describing: frequency)) Hz")
+            #expect(gw.gateway.legCounts[.twilio] == 1)
 
-        let callID = try #require(gw.gateway.liveCalls.first)
-        try await twilio.stop()
-        try await eventually(timeout: .seconds(10), "the call ended by its caller") {
-            let record = try await cluster.record(callID)
-            return record["state"] == "ended" && record["end_reason"] == "caller"
+            let callID = try #require(gw.gateway.liveCalls.first)
+            try await twilio.stop()
+            try await eventually(timeout: .seconds(10), "the call ended by its caller") {
+                let record = try await cluster.record(callID)
+                return record["state"] == "ended" && record["end_reason"] == "caller"
+            }
+            try await eventually(timeout: .seconds(5), "the leg gone") { gw.gateway.legCounts[.twilio] == 0 }
+            #expect(gw.metric("switchboard_gateway_legs_total", ["kind": "twilio", "result": "caller"]) == 1)
         }
-        try await eventually(timeout: .seconds(5), "the leg gone") { gw.gateway.legCounts[.twilio] == 0 }
-        #expect(gw.metric("switchboard_gateway_legs_total", ["kind": "twilio", "result": "caller"]) == 1)
-        await gw.stop()
-        await cluster.shutdown()
     }
 
     /// The call ending on the cluster's side closes the caller's stream.
     @Test func aCallEndedThroughTheAPIClosesItsStream() async throws {
-        let cluster = try await TestCluster()
-        try await cluster.addRouter()
-        try await cluster.addWorker()
-        try await cluster.waitForWorkers(1)
-        let gw = try await RunningGateway(cluster)
-        let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
-        let twilio = try await FakeTwilio(port: gw.port, path: path)
-        try await twilio.start()
-        try await twilio.speak(seconds: 0.5)
-        let callID = try #require(gw.gateway.liveCalls.first)
-        let ended = try await cluster.http("DELETE", "/v1/calls/\(callID)")
-        #expect(ended.status == 200)
-        try await eventually(timeout: .seconds(5), "the stream closed") { twilio.isClosed }
-        #expect(twilio.closeReason?.contains("api") == true, "close reason: \(twilio.closeReason ?? "none")")
-        try await eventually(timeout: .seconds(5), "the leg gone") { gw.gateway.legCounts[.twilio] == 0 }
-        await gw.stop()
-        await cluster.shutdown()
+        try await withTestCluster { cluster in
+            try await cluster.addRouter()
+            try await cluster.addWorker()
+            try await cluster.waitForWorkers(1)
+            let gw = try await cluster.addGateway()
+            let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+            let twilio = try await FakeTwilio(port: gw.port, path: path)
+            try await twilio.start()
+            try await twilio.speak(seconds: 0.5)
+            let callID = try #require(gw.gateway.liveCalls.first)
+            let ended = try await cluster.http("DELETE", "/v1/calls/\(callID)")
+            #expect(ended.status == 200)
+            try await eventually(timeout: .seconds(5), "the stream closed") { twilio.isClosed }
+            #expect(twilio.closeReason?.contains("api") == true, "close reason: \(twilio.closeReason ?? "none")")
+            try await eventually(timeout: .seconds(5), "the leg gone") { gw.gateway.legCounts[.twilio] == 0 }
+        }
     }
 
     /// Only Twilio's signature opens the webhook; an unknown number is rejected; a stream needs a token of
     /// this gateway's, unexpired.
     @Test func webhooksAndStreamsAreRefusedWithoutTheRightSignatureOrToken() async throws {
-        let cluster = try await TestCluster()
-        let gw = try await RunningGateway(cluster) { $0.streamTokenTTL = .seconds(1) }
+        try await withTestCluster { cluster in
+            let gw = try await cluster.addGateway { $0.streamTokenTTL = .seconds(1) }
 
-        let forged = try await gw.webhook(authToken: "not-the-token")
-        #expect(forged.status == 401)
-        #expect(String(decoding: forged.body, as: UTF8.self).contains("unauthorized"))
-        let unsigned = try await PlainHTTP.request("POST", gw.url + "/twilio/voice", headers: ["Content-Type": "application/x-www-form-urlencoded"],
-                                                   body: Data("To=%2B15550001111".utf8))
-        #expect(unsigned.status == 401)
-        #expect(gw.metric("switchboard_gateway_refusals_total", ["reason": "bad_signature"]) == 2)
+            let forged = try await gw.webhook(authToken: "not-the-token")
+            #expect(forged.status == 401)
+            #expect(String(decoding: forged.body, as: UTF8.self).contains("unauthorized"))
+            let unsigned = try await PlainHTTP.request("POST", gw.url + "/twilio/voice", headers: ["Content-Type": "application/x-www-form-urlencoded"],
+                                                       body: Data("To=%2B15550001111".utf8))
+            #expect(unsigned.status == 401)
+            #expect(gw.metric("switchboard_gateway_refusals_total", ["reason": "bad_signature"]) == 2)
 
-        let unknown = try await gw.webhook(to: "+15550009999")
-        #expect(String(decoding: unknown.body, as: UTF8.self).contains("<Reject/>"))
-        let byPath = try await gw.webhook(to: "+15550009999", path: "/twilio/voice/globex")
-        #expect(byPath.status == 200 && String(decoding: byPath.body, as: UTF8.self).contains("/twilio/stream/v1.globex."))
-        let badTenant = try await gw.webhook(path: "/twilio/voice/a.b")
-        #expect(badTenant.status == 400)
+            let unknown = try await gw.webhook(to: "+15550009999")
+            #expect(String(decoding: unknown.body, as: UTF8.self).contains("<Reject/>"))
+            let byPath = try await gw.webhook(to: "+15550009999", path: "/twilio/voice/globex")
+            #expect(byPath.status == 200 && String(decoding: byPath.body, as: UTF8.self).contains("/twilio/stream/v1.globex."))
+            let badTenant = try await gw.webhook(path: "/twilio/voice/a.b")
+            #expect(badTenant.status == 400)
 
-        // A forged token, a token for browsers, an expired one: no upgrade.
-        await #expect(throws: SwitchboardError.self) { _ = try await FakeTwilio(port: gw.port, path: "/twilio/stream/v1.acme.99999999999999.AAAA") }
-        let browser = StreamToken(tenant: "acme", expiresAtMillis: unixMillisNow() + 60_000)
-            .encoded(secret: HMACSHA1.mac(key: gw.gateway.configuration.tokenSecret, message: Array("switchboard-browser-stream".utf8)))
-        await #expect(throws: SwitchboardError.self) { _ = try await FakeTwilio(port: gw.port, path: "/twilio/stream/\(browser)") }
-        let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
-        try await Task.sleep(for: .milliseconds(1_100))
-        await #expect(throws: SwitchboardError.self) { _ = try await FakeTwilio(port: gw.port, path: path) }
-        #expect(gw.metric("switchboard_gateway_refusals_total", ["reason": "bad_token"]) >= 3)
+            // A forged token, a token for browsers, an expired one: no upgrade.
+            await #expect(throws: SwitchboardError.self) { _ = try await FakeTwilio(port: gw.port, path: "/twilio/stream/v1.acme.99999999999999.AAAA") }
+            let browser = StreamToken(tenant: "acme", expiresAtMillis: unixMillisNow() + 60_000)
+                .encoded(secret: HMACSHA1.mac(key: gw.gateway.configuration.tokenSecret, message: Array("switchboard-browser-stream".utf8)))
+            await #expect(throws: SwitchboardError.self) { _ = try await FakeTwilio(port: gw.port, path: "/twilio/stream/\(browser)") }
+            let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+            try await Task.sleep(for: .milliseconds(1_100))
+            await #expect(throws: SwitchboardError.self) { _ = try await FakeTwilio(port: gw.port, path: path) }
+            #expect(gw.metric("switchboard_gateway_refusals_total", ["reason": "bad_token"]) >= 3)
 
-        let noTwilio = try await RunningGateway(cluster) { $0.twilioAuthToken = nil }
-        #expect(try await noTwilio.webhook().status == 503)
-        await noTwilio.stop()
-        await gw.stop()
-        await cluster.shutdown()
+            let noTwilio = try await cluster.addGateway { $0.twilioAuthToken = nil }
+            #expect(try await noTwilio.webhook().status == 503)
+        }
     }
 }
 
@@ -115,228 +111,224 @@ extension GatewayTests {
     /// token its tenant's backend asked for, calls the echo worker, and hears its tone back.
     @Test func aBrowserOnThePageHearsTheEchoOfItsMicrophone() async throws {
         try Agents.requireVenv()
-        let cluster = try await TestCluster()
-        try await cluster.addRouter()
-        try await cluster.addWorker()
-        try await cluster.waitForWorkers(1)
-        let gw = try await RunningGateway(cluster) { $0.tenantKeys = ["acme": "sbk_test_acme_key"] }
+        try await withTestCluster { cluster in
+            try await cluster.addRouter()
+            try await cluster.addWorker()
+            try await cluster.waitForWorkers(1)
+            let gw = try await cluster.addGateway { $0.tenantKeys = ["acme": "sbk_test_acme_key"] }
 
-        let refused = try await PlainHTTP.request("POST", gw.url + "/v1/call-tokens", headers: ["Authorization": "Bearer sbk_wrong"])
-        #expect(refused.status == 401)
-        let issued = try await PlainHTTP.request("POST", gw.url + "/v1/call-tokens", headers: ["Authorization": "Bearer sbk_test_acme_key"])
-        #expect(issued.status == 201)
-        let token = try #require((try JSONSerialization.jsonObject(with: issued.body) as? [String: Any])?["token"] as? String)
-        #expect(token.hasPrefix("v1.acme."))
+            let refused = try await PlainHTTP.request("POST", gw.url + "/v1/call-tokens", headers: ["Authorization": "Bearer sbk_wrong"])
+            #expect(refused.status == 401)
+            let issued = try await PlainHTTP.request("POST", gw.url + "/v1/call-tokens", headers: ["Authorization": "Bearer sbk_test_acme_key"])
+            #expect(issued.status == 201)
+            let token = try #require((try JSONSerialization.jsonObject(with: issued.body) as? [String: Any])?["token"] as? String)
+            #expect(token.hasPrefix("v1.acme."))
 
-        // The page and its scripts: the policy lets them reach the gateway's socket and nothing else, and no
-        // other site may frame them.
-        for path in ["/", "/call.js", "/call-worklet.js"] {
-            let page = try await PlainHTTP.request("GET", gw.url + path)
-            #expect(page.status == 200 && page.headers["x-frame-options"] == "DENY", "\(path)")
-            #expect(page.headers["content-security-policy"]?.contains("connect-src 'self' ws: wss:") == true, "\(path)")
+            // The page and its scripts: the policy lets them reach the gateway's socket and nothing else, and no
+            // other site may frame them.
+            for path in ["/", "/call.js", "/call-worklet.js"] {
+                let page = try await PlainHTTP.request("GET", gw.url + path)
+                #expect(page.status == 200 && page.headers["x-frame-options"] == "DENY", "\(path)")
+                #expect(page.headers["content-security-policy"]?.contains("connect-src 'self' ws: wss:") == true, "\(path)")
+            }
+
+            let shot = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-browser-call.png").path
+            let result = try await Agents.browser("browser_call.py", ["--url", "\(gw.url)/#token=\(token)", "--seconds", "3", "--screenshot", shot])
+            #expect((result["frames_sent"] as? Int ?? 0) > 100, "\(result)")
+            #expect((result["frames_received"] as? Int ?? 0) > 100, "\(result)")
+            #expect((result["tone_power_ratio"] as? Double ?? 0) > 100, "the echo is the microphone's tone: \(result)")
+            #expect(result["state_after"] as? String == "ended", "\(result)")
+            let callID = try #require(result["call_id"] as? String)
+            try await eventually(timeout: .seconds(10), "the call ended by its caller") {
+                try await cluster.record(callID)["end_reason"] == "caller"
+            }
+            #expect(FileManager.default.fileExists(atPath: shot))
         }
-
-        let shot = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-browser-call.png").path
-        let result = try await Agents.browser("browser_call.py", ["--url", "\(gw.url)/#token=\(token)", "--seconds", "3", "--screenshot", shot])
-        #expect((result["frames_sent"] as? Int ?? 0) > 100, "\(result)")
-        #expect((result["frames_received"] as? Int ?? 0) > 100, "\(result)")
-        #expect((result["tone_power_ratio"] as? Double ?? 0) > 100, "the echo is the microphone's tone: \(result)")
-        #expect(result["state_after"] as? String == "ended", "\(result)")
-        let callID = try #require(result["call_id"] as? String)
-        try await eventually(timeout: .seconds(10), "the call ended by its caller") {
-            try await cluster.record(callID)["end_reason"] == "caller"
-        }
-        #expect(FileManager.default.fileExists(atPath: shot))
-        await gw.stop()
-        await cluster.shutdown()
     }
 
     /// A call moved live between two workers ten times: the caller's stream stays open, the tone goes on, and the
     /// gaps the caller hears are short (printed; the bound here allows for a busy test machine).
     @Test func aCallMigratedTenTimesKeepsItsStreamAndTheGapsAreShort() async throws {
-        let cluster = try await TestCluster()
-        try await cluster.addRouter()
-        try await cluster.addWorker(id: "a")
-        try await cluster.waitForWorkers(1)
-        let gw = try await RunningGateway(cluster)
-        let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
-        let twilio = try await FakeTwilio(port: gw.port, path: path)
-        try await twilio.start()
-        let speaking = Task { try await twilio.speak(seconds: 9) }
-        try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
-        try await cluster.addWorker(id: "b")
-        try await cluster.waitForWorkers(2)
-        try await Task.sleep(for: .seconds(1))
-        let callID = gw.gateway.liveCalls[0]
-        var gaps: [Duration] = []
-        for move in 0..<10 {
-            let before = ContinuousClock.now
-            let moved = try await cluster.http("POST", "/v1/calls/\(callID)/migrate")
-            #expect(moved.status == 200, "move \(move): \(String(decoding: moved.body, as: UTF8.self))")
-            let after = ContinuousClock.now
-            try await Task.sleep(for: .milliseconds(600))
-            gaps.append(twilio.longestGap(in: (before - .milliseconds(100))...(after + .milliseconds(500))))
-        }
-        try await speaking.value
-        #expect(!twilio.isClosed)
-        let sorted = gaps.sorted()
-        print("gateway migrations: longest gap the caller heard per move, p50 \(sorted[sorted.count / 2].milliseconds) ms, max \(sorted.last!.milliseconds) ms")
-        #expect(sorted.last! <= .milliseconds(300), "gaps \(gaps)")
-        let frequency = twilio.frequency(after: ContinuousClock.now - .seconds(1))
-        #expect(frequency.map { abs($0 - 440) <= 5 } == true, "after the moves: \(String(describing: frequency)) Hz")
+        try await withTestCluster { cluster in
+            try await cluster.addRouter()
+            try await cluster.addWorker(id: "a")
+            try await cluster.waitForWorkers(1)
+            let gw = try await cluster.addGateway()
+            let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+            let twilio = try await FakeTwilio(port: gw.port, path: path)
+            try await twilio.start()
+            let speaking = Task { try await twilio.speak(seconds: 9) }
+            try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
+            try await cluster.addWorker(id: "b")
+            try await cluster.waitForWorkers(2)
+            try await Task.sleep(for: .seconds(1))
+            let callID = gw.gateway.liveCalls[0]
+            var gaps: [Duration] = []
+            for move in 0..<10 {
+                let before = ContinuousClock.now
+                let moved = try await cluster.http("POST", "/v1/calls/\(callID)/migrate")
+                #expect(moved.status == 200, "move \(move): \(String(decoding: moved.body, as: UTF8.self))")
+                let after = ContinuousClock.now
+                try await Task.sleep(for: .milliseconds(600))
+                gaps.append(twilio.longestGap(in: (before - .milliseconds(100))...(after + .milliseconds(500))))
+            }
+            try await speaking.value
+            #expect(!twilio.isClosed)
+            let sorted = gaps.sorted()
+            print("gateway migrations: longest gap the caller heard per move, p50 \(sorted[sorted.count / 2].milliseconds) ms, max \(sorted.last!.milliseconds) ms")
+            #expect(sorted.last! <= .milliseconds(300), "gaps \(gaps)")
+            let frequency = twilio.frequency(after: ContinuousClock.now - .seconds(1))
+            #expect(frequency.map { abs($0 - 440) <= 5 } == true, "after the moves: \(String(describing: frequency)) Hz")
 
-        // The call's timeline: placed, started, each move (the router's migrating and migrated around the new
-        // worker's taking it on), and the caller's hang-up, each from the member that saw it.
-        try await twilio.stop()
-        var timeline = Timeline(callID: callID, events: [], dropped: 0)
-        try await eventually(timeout: .seconds(10), "the call's end on its timeline") {
-            let response = try await cluster.http("GET", "/v1/calls/\(callID)/timeline")
-            guard response.status == 200 else { return false }
-            timeline = try JSONDecoder().decode(Timeline.self, from: response.body)
-            return timeline.events.contains { $0.type == "ended" }
+            // The call's timeline: placed, started, each move (the router's migrating and migrated around the new
+            // worker's taking it on), and the caller's hang-up, each from the member that saw it.
+            try await twilio.stop()
+            var timeline = Timeline(callID: callID, events: [], dropped: 0)
+            try await eventually(timeout: .seconds(10), "the call's end on its timeline") {
+                let response = try await cluster.http("GET", "/v1/calls/\(callID)/timeline")
+                guard response.status == 200 else { return false }
+                timeline = try JSONDecoder().decode(Timeline.self, from: response.body)
+                return timeline.events.contains { $0.type == "ended" }
+            }
+            let events = timeline.events
+            func all(_ type: String, _ source: TimelineEvent.Source) -> [TimelineEvent] { events.filter { $0.type == type && $0.source == source } }
+            // The gateway answered the stream first (or in the same millisecond as the router placed the call).
+            let answered = try #require(events.first { $0.type == "answered" && $0.source == .gateway }, "\(events.prefix(3))")
+            #expect(events.allSatisfy { $0.atMillis >= answered.atMillis }, "\(events.prefix(3))")
+            let placed = events.first { $0.source != .gateway }
+            #expect(placed?.type == "placed" && placed?.source == .router && placed?.attributes["worker"] == "a", "\(events.prefix(3))")
+            #expect(all("started", .worker).map(\.member) == ["a"])
+            #expect(all("agent_started", .worker).count == 11, "one agent per worker the call was on")
+            let (migrating, takenOn, migrated) = (all("migrating", .router), all("taken_on", .worker), all("migrated", .router))
+            #expect(migrating.count == 10 && takenOn.count == 10 && migrated.count == 10, "\(events.map(\.type))")
+            for (i, (a, (b, c))) in zip(migrating, zip(takenOn, migrated)).enumerated() {
+                #expect(a.atMillis <= b.atMillis && b.atMillis <= c.atMillis, "move \(i): \(a), \(b), \(c)")
+                #expect(b.member == c.attributes["worker"] && c.attributes["from_worker"] == a.attributes["worker"] && c.attributes["pause_ms"] != nil)
+            }
+            let ended = try #require(all("ended", .worker).last)
+            #expect(ended.attributes["reason"] == "caller" && ended.atMillis >= migrated.last!.atMillis)
+            #expect(zip(events, events.dropFirst()).allSatisfy { $0.atMillis <= $1.atMillis } && timeline.dropped == 0)
+            #expect(try await cluster.http("GET", "/v1/calls/c-no-such-call/timeline").status == 404)
         }
-        let events = timeline.events
-        func all(_ type: String, _ source: TimelineEvent.Source) -> [TimelineEvent] { events.filter { $0.type == type && $0.source == source } }
-        // The gateway answered the stream first (or in the same millisecond as the router placed the call).
-        let answered = try #require(events.first { $0.type == "answered" && $0.source == .gateway }, "\(events.prefix(3))")
-        #expect(events.allSatisfy { $0.atMillis >= answered.atMillis }, "\(events.prefix(3))")
-        let placed = events.first { $0.source != .gateway }
-        #expect(placed?.type == "placed" && placed?.source == .router && placed?.attributes["worker"] == "a", "\(events.prefix(3))")
-        #expect(all("started", .worker).map(\.member) == ["a"])
-        #expect(all("agent_started", .worker).count == 11, "one agent per worker the call was on")
-        let (migrating, takenOn, migrated) = (all("migrating", .router), all("taken_on", .worker), all("migrated", .router))
-        #expect(migrating.count == 10 && takenOn.count == 10 && migrated.count == 10, "\(events.map(\.type))")
-        for (i, (a, (b, c))) in zip(migrating, zip(takenOn, migrated)).enumerated() {
-            #expect(a.atMillis <= b.atMillis && b.atMillis <= c.atMillis, "move \(i): \(a), \(b), \(c)")
-            #expect(b.member == c.attributes["worker"] && c.attributes["from_worker"] == a.attributes["worker"] && c.attributes["pause_ms"] != nil)
-        }
-        let ended = try #require(all("ended", .worker).last)
-        #expect(ended.attributes["reason"] == "caller" && ended.atMillis >= migrated.last!.atMillis)
-        #expect(zip(events, events.dropFirst()).allSatisfy { $0.atMillis <= $1.atMillis } && timeline.dropped == 0)
-        #expect(try await cluster.http("GET", "/v1/calls/c-no-such-call/timeline").status == 404)
-        await gw.stop()
-        await cluster.shutdown()
     }
 
     /// Its worker SIGKILLed mid-call: the stream stays open, and the caller hears the tone again once the call is
     /// resumed elsewhere, after a gap no longer than the failover itself. The call's recording shows that gap
     /// where the caller's leg saw it, to the frame.
     @Test func aFailedOverCallKeepsItsStreamAndTheGapIsTheFailover() async throws {
-        let cluster = try await TestCluster(heartbeat: .milliseconds(500), suspectAfter: 2, deadAfter: 3)
         let recordings = FileManager.default.temporaryDirectory.appendingPathComponent("sb-recordings-\(Identifiers.random(bytes: 4))").path
         defer { try? FileManager.default.removeItem(atPath: recordings) }
-        let router = try cluster.spawnRouter(id: "r1", ["--record-calls"])
-        try await router.waitForOutput("listening on", timeout: .seconds(30))
-        let a = try cluster.spawnWorker(id: "a", ["--handler", "echo"])
-        try await eventually(timeout: .seconds(30), "the router places on a") {
-            (try? await cluster.routeByNATS(RouteRequest(tenant: "probe")))?.call != nil  // a call left to time out
-        }
-        let gw = try await RunningGateway(cluster) { $0.recording = RecordingOptions(directory: recordings) }
-        let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
-        let twilio = try await FakeTwilio(port: gw.port, path: path)
-        try await twilio.start()
-        let speaking = Task { try await twilio.speak(seconds: 7) }
-        try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
-        let callID = gw.gateway.liveCalls[0]
-        let b = try cluster.spawnWorker(id: "b", ["--handler", "echo"])
-        try await cluster.waitForWorkers(2, timeout: .seconds(30))
-        try await eventually(timeout: .seconds(10), "checkpointed") { try await cluster.record(callID)["checkpoint_seq"] != nil }
-        let events = try cluster.client.subscribe(to: cluster.subjects.events(worker: Subjects.anyWorker, call: callID))
-        try await cluster.client.flush()
+        try await withTestCluster(heartbeat: .milliseconds(500), suspectAfter: 2, deadAfter: 3) { cluster in
+            let router = try cluster.spawnRouter(id: "r1", ["--record-calls"])
+            try await router.waitForOutput("listening on", timeout: .seconds(30))
+            let a = try cluster.spawnWorker(id: "a", ["--handler", "echo"])
+            try await eventually(timeout: .seconds(30), "the router places on a") {
+                (try? await cluster.routeByNATS(RouteRequest(tenant: "probe")))?.call != nil  // a call left to time out
+            }
+            let gw = try await cluster.addGateway { $0.recording = RecordingOptions(directory: recordings) }
+            let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+            let twilio = try await FakeTwilio(port: gw.port, path: path)
+            try await twilio.start()
+            let speaking = Task { try await twilio.speak(seconds: 7) }
+            try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
+            let callID = gw.gateway.liveCalls[0]
+            let b = try cluster.spawnWorker(id: "b", ["--handler", "echo"])
+            try await cluster.waitForWorkers(2, timeout: .seconds(30))
+            try await eventually(timeout: .seconds(10), "checkpointed") { try await cluster.record(callID)["checkpoint_seq"] != nil }
+            let events = try cluster.client.subscribe(to: cluster.subjects.events(worker: Subjects.anyWorker, call: callID))
+            try await cluster.client.flush()
 
-        let killed = ContinuousClock.now
-        let killedAt = unixMillisNow()
-        kill(a.pid, SIGKILL)
-        var resumedAt: Int64?
-        let deadline = Task { try await Task.sleep(for: .seconds(15)); events.unsubscribe() }
-        for await message in events {
-            if let event = try? CallEvent.decode(message.payload), event.event == .resumed { resumedAt = event.atMillis; break }
-        }
-        deadline.cancel()
-        let failover = Duration.milliseconds(try #require(resumedAt, "the call was resumed") - killedAt)
-        try await speaking.value
-        #expect(!twilio.isClosed)
-        let gap = twilio.longestGap(in: (killed - .milliseconds(500))...(killed + failover + .seconds(2)))
-        print("gateway failover: the call was resumed \(failover.milliseconds) ms after the kill; the caller heard a gap of \(gap.milliseconds) ms")
-        // The audio stops at the kill (up to a frame earlier) and is back one round trip after the resume.
-        #expect(gap <= failover + .milliseconds(300), "gap \(gap), failover \(failover)")
-        let frequency = twilio.frequency(after: killed + failover + .milliseconds(500))
-        #expect(frequency.map { abs($0 - 440) <= 5 } == true, "after the failover: \(String(describing: frequency)) Hz")
-        try await twilio.stop()
+            let killed = ContinuousClock.now
+            let killedAt = unixMillisNow()
+            kill(a.pid, SIGKILL)
+            var resumedAt: Int64?
+            let deadline = Task { try await Task.sleep(for: .seconds(15)); events.unsubscribe() }
+            for await message in events {
+                if let event = try? CallEvent.decode(message.payload), event.event == .resumed { resumedAt = event.atMillis; break }
+            }
+            deadline.cancel()
+            let failover = Duration.milliseconds(try #require(resumedAt, "the call was resumed") - killedAt)
+            try await speaking.value
+            #expect(!twilio.isClosed)
+            let gap = twilio.longestGap(in: (killed - .milliseconds(500))...(killed + failover + .seconds(2)))
+            print("gateway failover: the call was resumed \(failover.milliseconds) ms after the kill; the caller heard a gap of \(gap.milliseconds) ms")
+            // The audio stops at the kill (up to a frame earlier) and is back one round trip after the resume.
+            #expect(gap <= failover + .milliseconds(300), "gap \(gap), failover \(failover)")
+            let frequency = twilio.frequency(after: killed + failover + .milliseconds(500))
+            #expect(frequency.map { abs($0 - 440) <= 5 } == true, "after the failover: \(String(describing: frequency)) Hz")
+            try await twilio.stop()
 
-        // The recording: the agent's channel is quiet from the last frame before the kill to the first after the
-        // resume, where the gateway's timeline says the agent's speech stopped and started again.
-        var timeline: [TimelineEvent] = []
-        try await eventually(timeout: .seconds(10), "the recording's end on the timeline") {
-            timeline = try await TimelineStore(redis: cluster.redis, keys: cluster.keys).timeline(callID).events
-            return timeline.contains { $0.type == "recording_stopped" }
+            // The recording: the agent's channel is quiet from the last frame before the kill to the first after the
+            // resume, where the gateway's timeline says the agent's speech stopped and started again.
+            var timeline: [TimelineEvent] = []
+            try await eventually(timeout: .seconds(10), "the recording's end on the timeline") {
+                timeline = try await TimelineStore(redis: cluster.redis, keys: cluster.keys).timeline(callID).events
+                return timeline.contains { $0.type == "recording_stopped" }
+            }
+            let files = try RecordingInfo.paths(tenant: "acme", callID: callID)
+            let info = try RecordingInfo.decodeStored(Array(try Data(contentsOf: URL(fileURLWithPath: "\(recordings)/\(files.info)"))))
+            let recording = try ReadRecording(info: info, ogg: Array(try Data(contentsOf: URL(fileURLWithPath: "\(recordings)/\(files.audio)"))))
+            let agent = timeline.filter { $0.source == .gateway && $0.attributes["channel"] == "agent" }
+            let stopped = try #require(agent.first { $0.type == "speech_stopped" && $0.atMillis >= killedAt - 1_000 }, "\(agent)")
+            let again = try #require(agent.first { $0.type == "speech_started" && $0.atMillis > stopped.atMillis }, "\(agent)")
+            let (from, to) = (recording.slot(stopped.atMillis), recording.slot(again.atMillis))
+            // The speech detector's threshold. From 2 slots before the gap: a kill early in the call has the echo's
+            // first quiet slots (before the caller's tone came back) within 25 of it.
+            let quiet = recording.right.indices.filter { $0 >= from - 2 && $0 < to + 25 && SignalAnalysis.rms(recording.right[$0]) < 500 }
+            // The gap is the run of quiet slots from the last frame before the kill; a quiet frame later on (a starved
+            // echo worker dropping one after the resume) is not part of it.
+            var end = quiet.first ?? from
+            while quiet.contains(end + 1) { end += 1 }
+            #expect(quiet.first.map { abs($0 - from) <= 1 } == true && abs(end - (to - 1)) <= 1,
+                    "quiet run \(quiet.first ?? -1)...\(end) (quiet slots to \(quiet.last ?? -1)), the timeline's gap \(from)..<\(to)")
+            #expect(quiet.count >= to - from - 2, "the gap is whole: \(quiet.count) quiet slots of \(to - from)")
+            print("gateway failover: the recording's gap is \(quiet.count * 20) ms at \((from) * 20) ms; the caller heard \(gap.milliseconds) ms")
+            withExtendedLifetime((router, b)) {}
         }
-        let files = try RecordingInfo.paths(tenant: "acme", callID: callID)
-        let info = try RecordingInfo.decodeStored(Array(try Data(contentsOf: URL(fileURLWithPath: "\(recordings)/\(files.info)"))))
-        let recording = try ReadRecording(info: info, ogg: Array(try Data(contentsOf: URL(fileURLWithPath: "\(recordings)/\(files.audio)"))))
-        let agent = timeline.filter { $0.source == .gateway && $0.attributes["channel"] == "agent" }
-        let stopped = try #require(agent.first { $0.type == "speech_stopped" && $0.atMillis >= killedAt - 1_000 }, "\(agent)")
-        let again = try #require(agent.first { $0.type == "speech_started" && $0.atMillis > stopped.atMillis }, "\(agent)")
-        let (from, to) = (recording.slot(stopped.atMillis), recording.slot(again.atMillis))
-        // The speech detector's threshold. From 2 slots before the gap: a kill early in the call has the echo's
-        // first quiet slots (before the caller's tone came back) within 25 of it.
-        let quiet = recording.right.indices.filter { $0 >= from - 2 && $0 < to + 25 && SignalAnalysis.rms(recording.right[$0]) < 500 }
-        // The gap is the run of quiet slots from the last frame before the kill; a quiet frame later on (a starved
-        // echo worker dropping one after the resume) is not part of it.
-        var end = quiet.first ?? from
-        while quiet.contains(end + 1) { end += 1 }
-        #expect(quiet.first.map { abs($0 - from) <= 1 } == true && abs(end - (to - 1)) <= 1,
-                "quiet run \(quiet.first ?? -1)...\(end) (quiet slots to \(quiet.last ?? -1)), the timeline's gap \(from)..<\(to)")
-        #expect(quiet.count >= to - from - 2, "the gap is whole: \(quiet.count) quiet slots of \(to - from)")
-        print("gateway failover: the recording's gap is \(quiet.count * 20) ms at \((from) * 20) ms; the caller heard \(gap.milliseconds) ms")
-        withExtendedLifetime((router, b)) {}
-        await gw.stop()
-        await cluster.shutdown()
     }
 }
 
 extension GatewayTests {
     /// Each kind of bad input closes its own leg with a counted reason; a good leg beside them goes on.
     @Test func badInputClosesOnlyItsLegWithACountedReason() async throws {
-        let cluster = try await TestCluster()
-        try await cluster.addRouter()
-        try await cluster.addWorker(capacity: 16)
-        try await cluster.waitForWorkers(1)
-        let gw = try await RunningGateway(cluster)
-        func stream() async throws -> FakeTwilio {
-            let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
-            return try await FakeTwilio(port: gw.port, path: path)
-        }
-        let good = try await stream()
-        try await good.start()
-        let speaking = Task { try await good.speak(seconds: 4) }
-        let began = ContinuousClock.now
-        let sid = JSONText.quoted("MZbad")
+        try await withTestCluster { cluster in
+            try await cluster.addRouter()
+            try await cluster.addWorker(capacity: 16)
+            try await cluster.waitForWorkers(1)
+            let gw = try await cluster.addGateway()
+            func stream() async throws -> FakeTwilio {
+                let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+                return try await FakeTwilio(port: gw.port, path: path)
+            }
+            let good = try await stream()
+            try await good.start()
+            let speaking = Task { try await good.speak(seconds: 4) }
+            let began = ContinuousClock.now
+            let sid = JSONText.quoted("MZbad")
 
-        let cases: [(reason: String, send: @Sendable (FakeTwilio) async throws -> Void)] = [
-            ("bad_message", { try await $0.send(MediaStream.media(quotedStreamSid: sid, sequence: 1, chunk: 1, timestampMillis: 0, payload: [0xFF])) }),
-            ("bad_message", { try await $0.start(); try await $0.send("{not json") }),
-            ("bad_message", { try await $0.start(); try await $0.send(#"{"event":"media","media":{"payload":"***not base64***"}}"#) }),
-            ("too_large", { try await $0.start(); try await $0.send(MediaStream.media(quotedStreamSid: sid, sequence: 1, chunk: 1, timestampMillis: 0, payload: [UInt8](repeating: 0xFF, count: 9_000))) }),
-            ("too_large", { try await $0.start(); try await $0.send(String(repeating: "x", count: 70_000)) }),
-            ("binary", { try await $0.start(); try await $0.send(frame: WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: ByteBuffer(bytes: [1, 2, 3]))) }),
-            ("bad_message", { try await $0.start(); try await $0.start() }),
-            ("flood", { try await $0.start(); for _ in 0..<600 { try await $0.send(#"{"event":"mark","mark":{"name":"m"}}"#) } }),
-        ]
-        for (reason, send) in cases {
-            let before = gw.metric(MetricNames.badMessages, ["kind": "twilio_stream", "code": reason])
-            let bad = try await stream()
-            try? await send(bad)  // the gateway may close the socket under the last writes
-            try await eventually(timeout: .seconds(5), "the stream closed for \(reason)") { bad.isClosed }
-            #expect(gw.metric(MetricNames.badMessages, ["kind": "twilio_stream", "code": reason]) == before + 1, "\(reason)")
+            let cases: [(reason: String, send: @Sendable (FakeTwilio) async throws -> Void)] = [
+                ("bad_message", { try await $0.send(MediaStream.media(quotedStreamSid: sid, sequence: 1, chunk: 1, timestampMillis: 0, payload: [0xFF])) }),
+                ("bad_message", { try await $0.start(); try await $0.send("{not json") }),
+                ("bad_message", { try await $0.start(); try await $0.send(#"{"event":"media","media":{"payload":"***not base64***"}}"#) }),
+                ("too_large", { try await $0.start(); try await $0.send(MediaStream.media(quotedStreamSid: sid, sequence: 1, chunk: 1, timestampMillis: 0, payload: [UInt8](repeating: 0xFF, count: 9_000))) }),
+                ("too_large", { try await $0.start(); try await $0.send(String(repeating: "x", count: 70_000)) }),
+                ("binary", { try await $0.start(); try await $0.send(frame: WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: ByteBuffer(bytes: [1, 2, 3]))) }),
+                ("bad_message", { try await $0.start(); try await $0.start() }),
+                ("flood", { try await $0.start(); for _ in 0..<600 { try await $0.send(#"{"event":"mark","mark":{"name":"m"}}"#) } }),
+            ]
+            for (reason, send) in cases {
+                let before = gw.metric(MetricNames.badMessages, ["kind": "twilio_stream", "code": reason])
+                let bad = try await stream()
+                try? await send(bad)  // the gateway may close the socket under the last writes
+                try await eventually(timeout: .seconds(5), "the stream closed for \(reason)") { bad.isClosed }
+                #expect(gw.metric(MetricNames.badMessages, ["kind": "twilio_stream", "code": reason]) == before + 1, "\(reason)")
+            }
+            try await speaking.value
+            #expect(!good.isClosed)
+            let frequency = good.frequency(after: began + .seconds(1))
+            #expect(frequency.map { abs($0 - 440) <= 5 } == true, "the good leg: \(String(describing: frequency)) Hz")
+            try await eventually(timeout: .seconds(5), "only the good leg left") { gw.gateway.legCounts[.twilio] == 1 }
         }
-        try await speaking.value
-        #expect(!good.isClosed)
-        let frequency = good.frequency(after: began + .seconds(1))
-        #expect(frequency.map { abs($0 - 440) <= 5 } == true, "the good leg: \(String(describing: frequency)) Hz")
-        try await eventually(timeout: .seconds(5), "only the good leg left") { gw.gateway.legCounts[.twilio] == 1 }
-        await gw.stop()
-        await cluster.shutdown()
     }
 
     /// What the gateway puts on a call's timeline, on its media clock: the answer, the caller's speech, a key, the
@@ -345,159 +337,157 @@ extension GatewayTests {
     @Test func theGatewayPutsSpeechTurnsKeysAndTheHangUpOnTheCallsTimeline() async throws {
         let recordings = FileManager.default.temporaryDirectory.appendingPathComponent("sb-recordings-\(Identifiers.random(bytes: 4))").path
         defer { try? FileManager.default.removeItem(atPath: recordings) }
-        let cluster = try await TestCluster()
-        try await cluster.addRouter { config in
-            config.recordCalls = true
-            config.recordingsDirectory = recordings
-        }
-        try await cluster.addWorker(handler: TurnTakingHandler())
-        try await cluster.waitForWorkers(1)
-        let gw = try await RunningGateway(cluster) { $0.recording = RecordingOptions(directory: recordings) }
-        let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
-        let twilio = try await FakeTwilio(port: gw.port, path: path)
-        try await twilio.start()
-        try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
-        let callID = gw.gateway.liveCalls[0]
-        try await twilio.speak(seconds: 1, frequency: 440)
-        let pressed = ContinuousClock.now
-        try await twilio.press("5")
-        try await twilio.speak(seconds: 1.5, chord: [])  // quiet: the agent answers
-        let answer = twilio.heard.filter { $0.at > pressed && SignalAnalysis.rms($0.samples) > 1_000 }.flatMap(\.samples)
-        #expect(answer.count >= 1_600 && abs(SignalAnalysis.dominantFrequency(answer, sampleRate: 8_000, from: 300, to: 1_000) - 660) <= 10,
-                "the agent's answer: \(answer.count) samples")
-        try await twilio.stop()
-        var events: [TimelineEvent] = []
-        try await eventually(timeout: .seconds(10), "the gateway's close and its recording's end on the timeline") {
-            let response = try await cluster.http("GET", "/v1/calls/\(callID)/timeline")
-            guard response.status == 200 else { return false }
-            events = try JSONDecoder().decode(Timeline.self, from: response.body).events
-            return events.contains { $0.source == .gateway && $0.type == "closed" } && events.contains { $0.type == "recording_stopped" }
-        }
-        let gateway = events.filter { $0.source == .gateway }
-        #expect(gateway.first?.type == "answered" && gateway.first?.attributes["kind"] == "twilio" && gateway.first?.member == gw.gateway.configuration.id)
-        // Each channel's speech as (start, stop) pairs. On a starved test machine the caller's 1 s may reach the
-        // gateway in two parts, and the agent may answer each: the totals and the first turn still say it.
-        func speech(_ channel: String) -> [(start: Int64, stop: Int64)] {
-            let changes = gateway.filter { $0.attributes["channel"] == channel }
-            return zip(changes, changes.dropFirst()).compactMap { a, b in
-                a.type == "speech_started" && b.type == "speech_stopped" ? (a.atMillis, b.atMillis) : nil
+        try await withTestCluster { cluster in
+            try await cluster.addRouter { config in
+                config.recordCalls = true
+                config.recordingsDirectory = recordings
             }
-        }
-        let (caller, agent) = (speech("caller"), speech("agent"))
-        let callerMillis = caller.map { $0.stop - $0.start }.reduce(0, +)
-        #expect((900...1_300).contains(callerMillis), "the caller spoke 1 s: \(caller)")
-        #expect(agent.contains { $0.stop - $0.start >= 400 }, "the agent answered 0.5 s: \(agent)")
-        let turn = try #require(gateway.first { $0.type == "turn" })
-        let latency = try #require(turn.attributes["latency_ms"].flatMap { Int64($0) })
-        let callerStopped = try #require(turn.attributes["caller_stopped_at_ms"].flatMap { Int64($0) })
-        #expect(caller.contains { $0.stop == callerStopped } && agent.contains { $0.start == turn.atMillis } && turn.attributes["number"] == "1")
-        #expect(latency == turn.atMillis - callerStopped)
-        // The agent waits for 300 ms of quiet, then its audio crosses the worker, the bus and the playout buffer.
-        #expect((300...3_000).contains(latency), "turn latency \(latency) ms")
-        let agentStarted = turn.atMillis
-        let key = try #require(gateway.first { $0.type == "dtmf" })
-        #expect(key.attributes["digit"] == "5" && key.atMillis >= callerStopped - 100)
-        #expect(gateway.last(where: { $0.type == "closed" })?.attributes["reason"] == "caller" && gateway.last?.type == "recording_stopped")
-        #expect(events.contains { $0.source == .router && $0.type == "placed" } && events.contains { $0.source == .worker && $0.type == "started" })
-        // The worker sent the agent's first audio before the caller heard it.
-        let firstAudio = try #require(events.first { $0.source == .worker && $0.type == "agent_first_audio" })
-        #expect(firstAudio.atMillis <= agentStarted + 5, "first audio sent at \(firstAudio.atMillis), heard at \(agentStarted)")
-        #expect(events.first { $0.source == .router && $0.type == "placed" }?.attributes["candidates"]?.hasPrefix("worker-1:") == true)
+            try await cluster.addWorker(handler: TurnTakingHandler())
+            try await cluster.waitForWorkers(1)
+            let gw = try await cluster.addGateway { $0.recording = RecordingOptions(directory: recordings) }
+            let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+            let twilio = try await FakeTwilio(port: gw.port, path: path)
+            try await twilio.start()
+            try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
+            let callID = gw.gateway.liveCalls[0]
+            try await twilio.speak(seconds: 1, frequency: 440)
+            let pressed = ContinuousClock.now
+            try await twilio.press("5")
+            try await twilio.speak(seconds: 1.5, chord: [])  // quiet: the agent answers
+            let answer = twilio.heard.filter { $0.at > pressed && SignalAnalysis.rms($0.samples) > 1_000 }.flatMap(\.samples)
+            #expect(answer.count >= 1_600 && abs(SignalAnalysis.dominantFrequency(answer, sampleRate: 8_000, from: 300, to: 1_000) - 660) <= 10,
+                    "the agent's answer: \(answer.count) samples")
+            try await twilio.stop()
+            var events: [TimelineEvent] = []
+            try await eventually(timeout: .seconds(10), "the gateway's close and its recording's end on the timeline") {
+                let response = try await cluster.http("GET", "/v1/calls/\(callID)/timeline")
+                guard response.status == 200 else { return false }
+                events = try JSONDecoder().decode(Timeline.self, from: response.body).events
+                return events.contains { $0.source == .gateway && $0.type == "closed" } && events.contains { $0.type == "recording_stopped" }
+            }
+            let gateway = events.filter { $0.source == .gateway }
+            #expect(gateway.first?.type == "answered" && gateway.first?.attributes["kind"] == "twilio" && gateway.first?.member == gw.gateway.configuration.id)
+            // Each channel's speech as (start, stop) pairs. On a starved test machine the caller's 1 s may reach the
+            // gateway in two parts, and the agent may answer each: the totals and the first turn still say it.
+            func speech(_ channel: String) -> [(start: Int64, stop: Int64)] {
+                let changes = gateway.filter { $0.attributes["channel"] == channel }
+                return zip(changes, changes.dropFirst()).compactMap { a, b in
+                    a.type == "speech_started" && b.type == "speech_stopped" ? (a.atMillis, b.atMillis) : nil
+                }
+            }
+            let (caller, agent) = (speech("caller"), speech("agent"))
+            let callerMillis = caller.map { $0.stop - $0.start }.reduce(0, +)
+            #expect((900...1_300).contains(callerMillis), "the caller spoke 1 s: \(caller)")
+            #expect(agent.contains { $0.stop - $0.start >= 400 }, "the agent answered 0.5 s: \(agent)")
+            let turn = try #require(gateway.first { $0.type == "turn" })
+            let latency = try #require(turn.attributes["latency_ms"].flatMap { Int64($0) })
+            let callerStopped = try #require(turn.attributes["caller_stopped_at_ms"].flatMap { Int64($0) })
+            #expect(caller.contains { $0.stop == callerStopped } && agent.contains { $0.start == turn.atMillis } && turn.attributes["number"] == "1")
+            #expect(latency == turn.atMillis - callerStopped)
+            // The agent waits for 300 ms of quiet, then its audio crosses the worker, the bus and the playout buffer.
+            #expect((300...3_000).contains(latency), "turn latency \(latency) ms")
+            let agentStarted = turn.atMillis
+            let key = try #require(gateway.first { $0.type == "dtmf" })
+            #expect(key.attributes["digit"] == "5" && key.atMillis >= callerStopped - 100)
+            #expect(gateway.last(where: { $0.type == "closed" })?.attributes["reason"] == "caller" && gateway.last?.type == "recording_stopped")
+            #expect(events.contains { $0.source == .router && $0.type == "placed" } && events.contains { $0.source == .worker && $0.type == "started" })
+            // The worker sent the agent's first audio before the caller heard it.
+            let firstAudio = try #require(events.first { $0.source == .worker && $0.type == "agent_first_audio" })
+            #expect(firstAudio.atMillis <= agentStarted + 5, "first audio sent at \(firstAudio.atMillis), heard at \(agentStarted)")
+            #expect(events.first { $0.source == .router && $0.type == "placed" }?.attributes["candidates"]?.hasPrefix("worker-1:") == true)
 
-        // The operator's page of the call, in a real browser: the timeline drawn (marks, speech, the turn's bar,
-        // both channels' waveforms) and listed; a click on the turn's bar selects its row and plays the recording
-        // from there, marking that turn current. The screenshot is kept.
-        try Agents.requireVenv()
-        for path in ["/ui/calls/\(callID)", "/ui/call-page.js"] {
-            let page = try await PlainHTTP.request("GET", cluster.routers[0].url + path)
-            #expect(page.status == 200 && page.headers["x-frame-options"] == "DENY", "\(path)")
-            #expect(page.headers["content-security-policy"]?.hasPrefix("default-src 'self';") == true, "\(path)")
+            // The operator's page of the call, in a real browser: the timeline drawn (marks, speech, the turn's bar,
+            // both channels' waveforms) and listed; a click on the turn's bar selects its row and plays the recording
+            // from there, marking that turn current. The screenshot is kept.
+            try Agents.requireVenv()
+            for path in ["/ui/calls/\(callID)", "/ui/call-page.js"] {
+                let page = try await PlainHTTP.request("GET", cluster.routers[0].url + path)
+                #expect(page.status == 200 && page.headers["x-frame-options"] == "DENY", "\(path)")
+                #expect(page.headers["content-security-policy"]?.hasPrefix("default-src 'self';") == true, "\(path)")
+            }
+            let shot = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-call-page.png").path
+            let shown = try await Agents.browser("call_page.py", ["--url", "\(cluster.routers[0].url)/ui/calls/\(callID)#key=\(TestCluster.adminKey)",
+                                                                  "--screenshot", shot])
+            let latest = try JSONDecoder().decode(Timeline.self, from: try await cluster.http("GET", "/v1/calls/\(callID)/timeline").body).events
+            let turns = latest.filter { $0.type == "turn" }.count
+            #expect(shown["rows"] as? [String] == latest.map(\.type), "\(shown)")
+            #expect(shown["turns"] as? Int == turns && shown["selected"] as? String == "turn", "\(shown)")
+            #expect((shown["marks"] as? Int ?? 0) >= 8 && (shown["summary"] as? String ?? "").contains("\(turns) turns"), "\(shown)")
+            #expect((shown["recording"] as? String ?? "").hasPrefix("recording: ") && shown["waves"] as? Int == 2, "\(shown)")
+            #expect((shown["played"] as? Double ?? 0) > 0.5 && shown["current"] as? Bool == true, "the player plays: \(shown)")
+            #expect(FileManager.default.fileExists(atPath: shot))
         }
-        let shot = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-call-page.png").path
-        let shown = try await Agents.browser("call_page.py", ["--url", "\(cluster.routers[0].url)/ui/calls/\(callID)#key=\(TestCluster.adminKey)",
-                                                              "--screenshot", shot])
-        let latest = try JSONDecoder().decode(Timeline.self, from: try await cluster.http("GET", "/v1/calls/\(callID)/timeline").body).events
-        let turns = latest.filter { $0.type == "turn" }.count
-        #expect(shown["rows"] as? [String] == latest.map(\.type), "\(shown)")
-        #expect(shown["turns"] as? Int == turns && shown["selected"] as? String == "turn", "\(shown)")
-        #expect((shown["marks"] as? Int ?? 0) >= 8 && (shown["summary"] as? String ?? "").contains("\(turns) turns"), "\(shown)")
-        #expect((shown["recording"] as? String ?? "").hasPrefix("recording: ") && shown["waves"] as? Int == 2, "\(shown)")
-        #expect((shown["played"] as? Double ?? 0) > 0.5 && shown["current"] as? Bool == true, "the player plays: \(shown)")
-        #expect(FileManager.default.fileExists(atPath: shot))
-        await gw.stop()
-        await cluster.shutdown()
     }
 
     /// A media server that never reads its socket: once the kernel's buffers and the leg's queue are full, its leg
     /// is closed as a slow reader and its call ended; the gateway's memory for it stays bounded (the queue), and
     /// a leg beside it hears its tone throughout.
     @Test func aCallerThatNeverReadsIsClosedAsASlowReaderAndOthersGoOn() async throws {
-        let cluster = try await TestCluster()
-        try await cluster.addRouter()
-        try await cluster.addWorker(capacity: 4)
-        try await cluster.waitForWorkers(1)
-        // A small send buffer, so the leg's queue fills in seconds (the default holds about 4 s more); the socket
-        // has taken nothing for 2 s when the leg is closed.
-        let gw = try await RunningGateway(cluster) {
-            $0.socketSendBuffer = 4_096
-            $0.slowReaderPatience = .seconds(2)
+        try await withTestCluster { cluster in
+            try await cluster.addRouter()
+            try await cluster.addWorker(capacity: 4)
+            try await cluster.waitForWorkers(1)
+            // A small send buffer, so the leg's queue fills in seconds (the default holds about 4 s more); the socket
+            // has taken nothing for 2 s when the leg is closed.
+            let gw = try await cluster.addGateway {
+                $0.socketSendBuffer = 4_096
+                $0.slowReaderPatience = .seconds(2)
+            }
+            func path() async throws -> String {
+                try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self)).path
+            }
+            let good = try await FakeTwilio(port: gw.port, path: try await path())
+            try await good.start()
+            let speaking = Task { try await good.speak(seconds: 12) }
+            try await eventually(timeout: .seconds(10), "the good leg placed") { gw.gateway.liveCalls.count == 1 }
+            let goodCall = gw.gateway.liveCalls
+            let deaf = try await DeafTwilio(port: gw.port, path: try await path())
+            try await eventually(timeout: .seconds(10), "the deaf leg placed") { gw.gateway.liveCalls.count == 2 }
+            let deafCall = try #require(Set(gw.gateway.liveCalls).subtracting(goodCall).first)
+            try await eventually(timeout: .seconds(20), "the deaf leg closed as a slow reader") {
+                gw.metric(MetricNames.badMessages, ["kind": "twilio_stream", "code": "slow_reader"]) == 1
+            }
+            #expect(gw.metric("switchboard_gateway_legs_total", ["kind": "twilio", "result": "slow_consumer"]) == 1)
+            #expect(gw.metric("switchboard_gateway_queue_dropped_frames_total", [:]) > 0, "frames were dropped for 2 s before the close")
+            try await eventually(timeout: .seconds(10), "its call ended") { try await cluster.record(deafCall)["end_reason"] == "caller" }
+            try await eventually(timeout: .seconds(10), "its socket closed") { deaf.isBroken }
+            #expect(gw.gateway.legCounts[.twilio] == 1, "the good leg goes on")
+            let closedAt = ContinuousClock.now
+            try await Task.sleep(for: .seconds(1))
+            #expect(good.frequency(after: closedAt).map { abs($0 - 440) <= 5 } == true, "the good leg hears its tone after")
+            speaking.cancel()
+            await deaf.stop()
         }
-        func path() async throws -> String {
-            try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self)).path
-        }
-        let good = try await FakeTwilio(port: gw.port, path: try await path())
-        try await good.start()
-        let speaking = Task { try await good.speak(seconds: 12) }
-        try await eventually(timeout: .seconds(10), "the good leg placed") { gw.gateway.liveCalls.count == 1 }
-        let goodCall = gw.gateway.liveCalls
-        let deaf = try await DeafTwilio(port: gw.port, path: try await path())
-        try await eventually(timeout: .seconds(10), "the deaf leg placed") { gw.gateway.liveCalls.count == 2 }
-        let deafCall = try #require(Set(gw.gateway.liveCalls).subtracting(goodCall).first)
-        try await eventually(timeout: .seconds(20), "the deaf leg closed as a slow reader") {
-            gw.metric(MetricNames.badMessages, ["kind": "twilio_stream", "code": "slow_reader"]) == 1
-        }
-        #expect(gw.metric("switchboard_gateway_legs_total", ["kind": "twilio", "result": "slow_consumer"]) == 1)
-        #expect(gw.metric("switchboard_gateway_queue_dropped_frames_total", [:]) > 0, "frames were dropped for 2 s before the close")
-        try await eventually(timeout: .seconds(10), "its call ended") { try await cluster.record(deafCall)["end_reason"] == "caller" }
-        try await eventually(timeout: .seconds(10), "its socket closed") { deaf.isBroken }
-        #expect(gw.gateway.legCounts[.twilio] == 1, "the good leg goes on")
-        let closedAt = ContinuousClock.now
-        try await Task.sleep(for: .seconds(1))
-        #expect(good.frequency(after: closedAt).map { abs($0 - 440) <= 5 } == true, "the good leg hears its tone after")
-        speaking.cancel()
-        await deaf.stop()
-        await gw.stop()
-        await cluster.shutdown()
     }
 
     /// SIGTERM's drain: not ready, new streams refused, the live leg goes on until the deadline, then its call ends.
     @Test func aDrainingGatewayRefusesNewStreamsAndEndsLiveCallsAtItsDeadline() async throws {
-        let cluster = try await TestCluster()
-        try await cluster.addRouter()
-        try await cluster.addWorker()
-        try await cluster.waitForWorkers(1)
-        let gw = try await RunningGateway(cluster) { $0.drainDeadline = .seconds(2) }
-        let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
-        let live = try await FakeTwilio(port: gw.port, path: path)
-        try await live.start()
-        let speaking = Task { try? await live.speak(seconds: 10) }
-        try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
-        let callID = gw.gateway.liveCalls[0]
-        #expect(try await PlainHTTP.request("GET", gw.url + "/readyz").status == 200)
+        try await withTestCluster { cluster in
+            try await cluster.addRouter()
+            try await cluster.addWorker()
+            try await cluster.waitForWorkers(1)
+            let gw = try await cluster.addGateway { $0.drainDeadline = .seconds(2) }
+            let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+            let live = try await FakeTwilio(port: gw.port, path: path)
+            try await live.start()
+            let speaking = Task { try? await live.speak(seconds: 10) }
+            try await eventually(timeout: .seconds(5), "placed") { !gw.gateway.liveCalls.isEmpty }
+            let callID = gw.gateway.liveCalls[0]
+            #expect(try await PlainHTTP.request("GET", gw.url + "/readyz").status == 200)
 
-        let stopped = Task { await gw.stop() }
-        try await eventually(timeout: .seconds(2), "not ready") { (try? await PlainHTTP.request("GET", gw.url + "/readyz"))?.status == 503 }
-        let (second, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
-        let refused = try await FakeTwilio(port: gw.port, path: second)
-        try await eventually(timeout: .seconds(2), "the new stream closed") { refused.isClosed }
-        #expect(gw.metric("switchboard_gateway_refusals_total", ["reason": "draining"]) == 1)
-        try await Task.sleep(for: .seconds(1))
-        #expect(!live.isClosed, "the live leg goes on during the drain")
-        try await eventually(timeout: .seconds(5), "the live leg closed at the deadline") { live.isClosed }
-        try await eventually(timeout: .seconds(5), "its call ended") { try await cluster.record(callID)["end_reason"] == "gateway_stopping" }
-        speaking.cancel()
-        await stopped.value
-        await cluster.shutdown()
+            let stopped = Task { await gw.stop() }
+            try await eventually(timeout: .seconds(2), "not ready") { (try? await PlainHTTP.request("GET", gw.url + "/readyz"))?.status == 503 }
+            let (second, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+            let refused = try await FakeTwilio(port: gw.port, path: second)
+            try await eventually(timeout: .seconds(2), "the new stream closed") { refused.isClosed }
+            #expect(gw.metric("switchboard_gateway_refusals_total", ["reason": "draining"]) == 1)
+            try await Task.sleep(for: .seconds(1))
+            #expect(!live.isClosed, "the live leg goes on during the drain")
+            try await eventually(timeout: .seconds(5), "the live leg closed at the deadline") { live.isClosed }
+            try await eventually(timeout: .seconds(5), "its call ended") { try await cluster.record(callID)["end_reason"] == "gateway_stopping" }
+            speaking.cancel()
+            await stopped.value
+        }
     }
 }
 
@@ -540,58 +530,57 @@ extension GatewayTests {
     @Test
     func twoHundredConcurrentLegsOnOneGateway() async throws {
         let legs = 200
-        let cluster = try await TestCluster()
-        try await cluster.addRouter()
-        for i in 1...4 { try await cluster.addWorker(id: "w\(i)", capacity: 60) }
-        try await cluster.waitForWorkers(4)
-        let gw = try await RunningGateway(cluster) { $0.maxLegs = legs }
-        var callers: [FakeTwilio] = []
-        for _ in 0..<legs {
-            let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
-            let caller = try await FakeTwilio(port: gw.port, path: path)
-            try await caller.start()
-            callers.append(caller)
-        }
-        try await eventually(timeout: .seconds(30), "all \(legs) placed") { gw.gateway.liveCalls.count == legs }
-        #expect(gw.gateway.legCounts[.twilio] == legs)
-        #expect(Set(gw.gateway.liveCalls).count == legs, "every leg its own call")
-        // All speak at once, for a second.
-        let began = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        try await withTestCluster { cluster in
+            try await cluster.addRouter()
+            for i in 1...4 { try await cluster.addWorker(id: "w\(i)", capacity: 60) }
+            try await cluster.waitForWorkers(4)
+            let gw = try await cluster.addGateway { $0.maxLegs = legs }
+            var callers: [FakeTwilio] = []
+            for _ in 0..<legs {
+                let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
+                let caller = try await FakeTwilio(port: gw.port, path: path)
+                try await caller.start()
+                callers.append(caller)
+            }
+            try await eventually(timeout: .seconds(30), "all \(legs) placed") { gw.gateway.liveCalls.count == legs }
+            #expect(gw.gateway.legCounts[.twilio] == legs)
+            #expect(Set(gw.gateway.liveCalls).count == legs, "every leg its own call")
+            // All speak at once, for a second.
+            let began = ContinuousClock.now
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (i, caller) in callers.enumerated() {
+                    group.addTask {
+                        try await caller.speak(seconds: 1, chord: Self.chord(i))
+                        try await caller.speak(seconds: 0.3, chord: [])
+                    }
+                }
+                try await group.waitForAll()
+            }
+            // At least 0.2 s back on every leg. On a saturated machine the gateway's playout skips rather than bursts, so
+            // how much comes back depends on the load; that it comes back, and whose it is, does not.
+            try await eventually(timeout: .seconds(20), "every leg heard audio back") { callers.allSatisfy { $0.heard.count >= 10 } }
+            var foreign: [String] = []
+            var unheard: [Int] = []
             for (i, caller) in callers.enumerated() {
-                group.addTask {
-                    try await caller.speak(seconds: 1, chord: Self.chord(i))
-                    try await caller.speak(seconds: 0.3, chord: [])
+                let frames = caller.heard.filter { $0.at > began }.map(\.samples)
+                let whose = frames.compactMap { Self.chordLeg(in: $0) }
+                if whose.filter({ $0 == i }).count < 5 { unheard.append(i) }
+                let own = Self.chord(i)
+                for (tones, mine) in [(Self.lowTones, own[0]), (Self.highTones, own[1])] {
+                    let powers = Self.tonePowers(tones, in: frames)
+                    let ownPower = powers[tones.firstIndex(of: mine)!]
+                    if let loudest = zip(tones, powers).filter({ $0.0 != mine }).max(by: { $0.1 < $1.1 }), ownPower < 2 * loudest.1 {
+                        let others = Set(whose).subtracting([i]).sorted().map { other in "\(other) in \(whose.filter { $0 == other }.count)" }
+                        foreign.append("leg \(i): \(Int(loudest.0)) Hz at \(Int(100 * loudest.1 / ownPower))% of its own \(Int(mine)) Hz; frames of others' chords: \(others)")
+                    }
                 }
             }
-            try await group.waitForAll()
+            #expect(foreign.isEmpty, "\(foreign.prefix(5))")
+            #expect(unheard.isEmpty, "legs with under 5 frames of their own chord back: \(unheard.prefix(10))")
+            #expect(callers.map(\.foreignMessages).reduce(0, +) == 0, "media naming another leg's stream")
+            for caller in callers { try await caller.stop() }
+            try await eventually(timeout: .seconds(15), "every leg closed") { gw.gateway.legCounts[.twilio] == 0 }
+            #expect(gw.metric("switchboard_gateway_legs_total", ["kind": "twilio", "result": "caller"]) == Double(legs))
         }
-        // At least 0.2 s back on every leg. On a saturated machine the gateway's playout skips rather than bursts, so
-        // how much comes back depends on the load; that it comes back, and whose it is, does not.
-        try await eventually(timeout: .seconds(20), "every leg heard audio back") { callers.allSatisfy { $0.heard.count >= 10 } }
-        var foreign: [String] = []
-        var unheard: [Int] = []
-        for (i, caller) in callers.enumerated() {
-            let frames = caller.heard.filter { $0.at > began }.map(\.samples)
-            let whose = frames.compactMap { Self.chordLeg(in: $0) }
-            if whose.filter({ $0 == i }).count < 5 { unheard.append(i) }
-            let own = Self.chord(i)
-            for (tones, mine) in [(Self.lowTones, own[0]), (Self.highTones, own[1])] {
-                let powers = Self.tonePowers(tones, in: frames)
-                let ownPower = powers[tones.firstIndex(of: mine)!]
-                if let loudest = zip(tones, powers).filter({ $0.0 != mine }).max(by: { $0.1 < $1.1 }), ownPower < 2 * loudest.1 {
-                    let others = Set(whose).subtracting([i]).sorted().map { other in "\(other) in \(whose.filter { $0 == other }.count)" }
-                    foreign.append("leg \(i): \(Int(loudest.0)) Hz at \(Int(100 * loudest.1 / ownPower))% of its own \(Int(mine)) Hz; frames of others' chords: \(others)")
-                }
-            }
-        }
-        #expect(foreign.isEmpty, "\(foreign.prefix(5))")
-        #expect(unheard.isEmpty, "legs with under 5 frames of their own chord back: \(unheard.prefix(10))")
-        #expect(callers.map(\.foreignMessages).reduce(0, +) == 0, "media naming another leg's stream")
-        for caller in callers { try await caller.stop() }
-        try await eventually(timeout: .seconds(15), "every leg closed") { gw.gateway.legCounts[.twilio] == 0 }
-        #expect(gw.metric("switchboard_gateway_legs_total", ["kind": "twilio", "result": "caller"]) == Double(legs))
-        await gw.stop()
-        await cluster.shutdown()
     }
 }

@@ -5,6 +5,7 @@ import FoundationNetworking
 import Logging
 import ServiceLifecycle
 import SwitchboardCore
+import SwitchboardGateway
 import SwitchboardNATS
 import SwitchboardObservability
 import SwitchboardRedis
@@ -20,8 +21,9 @@ let quiet: Logger = {
     return logger
 }()
 
-/// Routers and workers running in this process against real nats-server and redis-server, with a subject
-/// and key prefix of their own so clusters of several tests can share the servers.
+/// Routers, workers and gateways running in this process against real nats-server and redis-server, with a
+/// subject and key prefix of their own so clusters of several tests can share the servers. `withTestCluster`
+/// starts one and shuts it down.
 final class TestCluster: @unchecked Sendable {  // mutated only by the test that owns it, before and after its awaits
     let natsURL: String
     let redisURL: String
@@ -38,6 +40,7 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     /// Every router's operator key here, named `tester` in the audit.
     static let adminKey = "test-admin-key-0123456789"
     private(set) var workers: [RunningWorker] = []
+    private(set) var gateways: [RunningGateway] = []
 
     struct RunningRouter {
         let router: Router
@@ -53,14 +56,8 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         var id: String { worker.configuration.id }
     }
 
-    /// `heartbeat`: workers report every interval. Routers find a worker suspect after `suspectAfter` silent
-    /// intervals and dead after `deadAfter`. The defaults are lenient (4 s, 8 s): a run of every test at once on
-    /// 2 cores can hold this process's tasks back for seconds, and a suspect worker takes no calls. Tests of
-    /// failure detection ask for the production values (2, 3).
-    /// `ownRedis`: a redis-server of this cluster's own even when `REDIS_URL` names a shared one (to freeze it).
-    /// `redisURL`: a Redis of the test's own (a `redis-sentinel://` set, say) rather than the shared one.
-    init(heartbeat: Duration = .milliseconds(500), suspectAfter: Int = 8, deadAfter: Int = 16, ownRedis: Bool = false,
-         redisURL givenRedisURL: String? = nil) async throws {
+    /// See `withTestCluster`, the one way to start a cluster (and so have it shut down).
+    fileprivate init(heartbeat: Duration, suspectAfter: Int, deadAfter: Int, ownRedis: Bool, redisURL givenRedisURL: String?) async throws {
         let (natsURL, natsServer) = try await SharedServer.nats()
         let (redisURL, redisServer) = if let givenRedisURL { (givenRedisURL, nil as TestServer?) }
             else if ownRedis { try await { let s = try await TestServer(.redis); return (s.url, s) }() }
@@ -78,7 +75,9 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         redis = try RedisClient(url: redisURL, logger: quiet)
     }
 
-    func shutdown() async {
+    fileprivate func shutdown() async {
+        // Gateways first, the last started first: each uses this cluster's Redis client.
+        for g in gateways.reversed() { await g.stop() }
         // Stop at once: a graceful shutdown would drain, and wait for calls the test left running.
         for w in workers { w.worker.stop() }
         for w in workers { _ = try? await w.task.value }
@@ -135,6 +134,13 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
         let running = RunningWorker(worker: worker, group: group, task: task)
         workers.append(running)
         return running
+    }
+
+    /// Starts a gateway in this process on the cluster's bus; the cluster stops it, before its routers and workers.
+    func addGateway(tracer: Tracer? = nil, _ configure: (inout GatewayConfiguration) -> Void = { _ in }) async throws -> RunningGateway {
+        let gateway = try await RunningGateway(self, tracer: tracer, configure)
+        gateways.append(gateway)
+        return gateway
     }
 
     /// Starts `switchboard worker` as a process of its own in this cluster.
@@ -200,6 +206,28 @@ final class TestCluster: @unchecked Sendable {  // mutated only by the test that
     func workerCalls(_ workerID: String) async throws -> Set<String> {
         Set((try await redis.send(["SMEMBERS", keys.workerCalls(workerID)]).array ?? []).compactMap(\.string))
     }
+}
+
+/// Starts a cluster, runs `body` on it, and shuts the cluster down when `body` returns or throws (then rethrows),
+/// so a test that fails half way leaves no router, worker or gateway running.
+///
+/// `heartbeat`: workers report every interval. Routers find a worker suspect after `suspectAfter` silent
+/// intervals and dead after `deadAfter`. The defaults are lenient (4 s, 8 s): a run of every test at once on
+/// 2 cores can hold this process's tasks back for seconds, and a suspect worker takes no calls. Tests of
+/// failure detection ask for the production values (2, 3).
+/// `ownRedis`: a redis-server of this cluster's own even when `REDIS_URL` names a shared one (to freeze it).
+/// `redisURL`: a Redis of the test's own (a `redis-sentinel://` set, say) rather than the shared one.
+func withTestCluster(heartbeat: Duration = .milliseconds(500), suspectAfter: Int = 8, deadAfter: Int = 16, ownRedis: Bool = false,
+                     redisURL: String? = nil, _ body: (TestCluster) async throws -> Void) async throws {
+    let cluster = try await TestCluster(heartbeat: heartbeat, suspectAfter: suspectAfter, deadAfter: deadAfter, ownRedis: ownRedis,
+                                        redisURL: redisURL)
+    do {
+        try await body(cluster)
+    } catch {
+        await cluster.shutdown()
+        throw error
+    }
+    await cluster.shutdown()
 }
 
 extension Duration {
