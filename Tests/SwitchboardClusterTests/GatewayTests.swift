@@ -421,10 +421,17 @@ extension GatewayTests {
 
     /// A media server that never reads its socket: once the kernel's buffers and the leg's queue are full, its leg
     /// is closed as a slow reader and its call ended; the gateway's memory for it stays bounded (the queue), and
-    /// a leg beside it hears its tone throughout.
+    /// a leg beside it hears its tone throughout. Its recording holds what it was sent: silence for every frame
+    /// dropped.
     @Test func aCallerThatNeverReadsIsClosedAsASlowReaderAndOthersGoOn() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sb-recordings-\(Identifiers.random(bytes: 4))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
         try await withTestCluster { cluster in
-            try await cluster.addRouter()
+            try await cluster.addRouter { config in
+                config.recordCalls = true
+                config.recordingsDirectory = dir
+            }
             try await cluster.addWorker(capacity: 4)
             try await cluster.waitForWorkers(1)
             // A small send buffer, so the leg's queue fills in seconds (the default holds about 4 s more); the socket
@@ -432,6 +439,7 @@ extension GatewayTests {
             let gw = try await cluster.addGateway {
                 $0.socketSendBuffer = 4_096
                 $0.slowReaderPatience = .seconds(2)
+                $0.recording = RecordingOptions(directory: dir)
             }
             func path() async throws -> String {
                 try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self)).path
@@ -448,7 +456,8 @@ extension GatewayTests {
                 gw.metric(MetricNames.badMessages, ["kind": "twilio_stream", "code": "slow_reader"]) == 1
             }
             #expect(gw.metric("switchboard_gateway_legs_total", ["kind": "twilio", "result": "slow_consumer"]) == 1)
-            #expect(gw.metric("switchboard_gateway_queue_dropped_frames_total", [:]) > 0, "frames were dropped for 2 s before the close")
+            let dropped = gw.metric("switchboard_gateway_queue_dropped_frames_total", [:])
+            #expect(dropped >= 25, "frames were dropped for 2 s before the close: \(dropped)")
             try await eventually(timeout: .seconds(10), "its call ended") { try await cluster.record(deafCall)["end_reason"] == "caller" }
             try await eventually(timeout: .seconds(10), "its socket closed") { deaf.isBroken }
             #expect(gw.gateway.legCounts[.twilio] == 1, "the good leg goes on")
@@ -457,6 +466,21 @@ extension GatewayTests {
             #expect(good.frequency(after: closedAt).map { abs($0 - 440) <= 5 } == true, "the good leg hears its tone after")
             speaking.cancel()
             await deaf.stop()
+
+            // The deaf leg's recording: the worker's tone throughout, but silence in every frame that was dropped.
+            try await eventually(timeout: .seconds(10), "the deaf call's recording stopped") {
+                let response = try await cluster.http("GET", "/v1/calls/\(deafCall)/timeline")
+                guard response.status == 200 else { return false }
+                return try JSONDecoder().decode(Timeline.self, from: response.body).events.contains { $0.type == "recording_stopped" }
+            }
+            let admin = ["Authorization": "Bearer \(TestCluster.adminKey)"]
+            let info = try decodeJSON(RecordingInfo.self, try await cluster.http("GET", "/v1/calls/\(deafCall)/recording/info", headers: admin).body)
+            let audio = try await cluster.http("GET", "/v1/calls/\(deafCall)/recording", headers: admin)
+            let heard = try ReadRecording(info: info, ogg: Array(audio.body)).right
+            let silent = heard.filter { SignalAnalysis.rms($0) < 100 }.count
+            let loud = heard.filter { SignalAnalysis.rms($0) > 1_000 }.count
+            #expect(loud >= 25, "the tone was sent until the queue filled: \(loud) loud frames of \(heard.count)")
+            #expect(Double(silent) >= 0.9 * dropped, "\(silent) silent frames recorded for \(Int(dropped)) dropped (of \(heard.count))")
         }
     }
 
