@@ -124,6 +124,12 @@ let package = Package(
         .testTarget(name: "SwitchboardNATSTests", dependencies: ["SwitchboardNATS", "SwitchboardTestSupport"]),
         .testTarget(name: "SwitchboardRedisTests", dependencies: ["SwitchboardRedis", "SwitchboardObservability", "SwitchboardTestSupport"]),
         .testTarget(name: "SwitchboardOpusTests", dependencies: ["SwitchboardOpus"]),
+        // The HTTP layer through Hummingbird's router, without a server (requests on an embedded channel).
+        .testTarget(name: "SwitchboardHTTPTests", dependencies: [
+            "SwitchboardHTTP", "SwitchboardObservability",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
         // Every decoder of outside bytes under 100,000 hostile inputs each; scripts/test runs it on its own first.
         .testTarget(name: "SwitchboardFuzzTests", dependencies: ["SwitchboardCore", "SwitchboardRedis", "SwitchboardRouter"],
                     swiftSettings: [.unsafeFlags(["-O"])]),

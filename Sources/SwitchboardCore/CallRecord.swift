@@ -91,7 +91,3 @@ public struct CallRecord: Codable, Sendable, Equatable {
         self.traceparent = fields["traceparent"].flatMap { $0.utf8.count == 55 ? $0 : nil }
     }
 }
-
-/// The wall clock now, in Unix milliseconds: what records, events and drains store (never used to measure
-/// a duration; `ContinuousClock` does that).
-public func unixMillisNow() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }

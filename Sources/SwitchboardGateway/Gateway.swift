@@ -23,6 +23,8 @@ public final class Gateway: Service, Sendable {
     public let configuration: GatewayConfiguration
     public let nats: NATSConnection
     public let metrics: MetricsRegistry
+    /// Unix time for tokens and the legs' media clocks: `configuration.wallClock`.
+    let wallClock: WallClock
     /// Where what the legs show goes (each call's timeline), or nil when timelines are off.
     public let timeline: TimelineWriter?
     let logger: Logger
@@ -46,6 +48,7 @@ public final class Gateway: Service, Sendable {
         self.tracer = tracer
         self.nats = nats
         self.metrics = metrics
+        wallClock = configuration.wallClock
         let logger = logger.with([LogKey.gatewayID: "\(configuration.id)"])
         self.logger = logger
         timeline = redis.map { redis in
@@ -140,7 +143,7 @@ public final class Gateway: Service, Sendable {
     func serve(kind: LegKind, tenant: String, inbound: WebSocketInboundStream,
                outbound: WebSocketOutboundWriter, logger baseLogger: Logger, cutOff: @Sendable () -> Void) async {
         let leg = Leg(kind: kind, tenant: tenant, gatewayID: configuration.id, maxQueuedFrames: configuration.maxQueuedFrames,
-                      slowReaderPatience: configuration.slowReaderPatience,
+                      slowReaderPatience: configuration.slowReaderPatience, startedUnixMillis: wallClock.unixMillis,
                       logger: baseLogger.with([LogKey.tenant: "\(tenant)", "leg": "\(kind.rawValue)"]),
                       span: tracer.start("call", kind: .server, parent: nil,
                                          attributes: ["switchboard.tenant": tenant, "switchboard.leg": kind.rawValue]))
@@ -643,7 +646,8 @@ extension Gateway {
         while !Task.isCancelled {
             if lastSweep.map({ ContinuousClock.now - $0 >= .seconds(600) }) ?? true {
                 lastSweep = .now
-                let removed = await onRecordingThread { options.sweep() }
+                let now = wallClock.unixMillis
+                let removed = await onRecordingThread { options.sweep(nowMillis: now) }
                 if removed > 0 {
                     metrics.increment(GatewayMetrics.recordingsSwept, by: Double(removed), help: "Recordings deleted at the end of their retention")
                     logger.info("recordings past their retention deleted", metadata: ["calls": "\(removed)"])

@@ -40,6 +40,9 @@ public struct GatewayConfiguration: Sendable {
     public var timelineCap = 2_000
     /// Recordings of the calls whose placement says so (their tenant's choice); nil: none.
     public var recording: RecordingOptions?
+    /// Where Unix time comes from: stream and call tokens, and each leg's media clock (deadlines and waits use
+    /// `ContinuousClock`). A test may give a fixed one.
+    public var wallClock: WallClock = .system
 
     public init(id: String, subjects: Subjects = .default, keys: RedisKeys = .default, tokenSecret: [UInt8]) {
         self.id = id

@@ -90,7 +90,7 @@ extension Gateway {
 
     /// A token that opens one `kind` of stream for `tenant` until `ttl` from now: `/{kind}/stream/{token}`.
     public func mintStreamToken(_ kind: LegKind, tenant: String, ttl: Duration) -> (token: String, expiresAtMillis: Int64) {
-        let expires = unixMillisNow() + ttl.milliseconds
+        let expires = wallClock.unixMillis + ttl.milliseconds
         return (StreamToken(tenant: tenant, expiresAtMillis: expires).encoded(secret: tokenSecret(kind)), expires)
     }
 
@@ -98,7 +98,7 @@ extension Gateway {
     /// of this gateway's, or that expired more than `graceMillis` ago.
     func streamToken(_ text: String?, kind: LegKind, graceMillis: Int64) throws(SwitchboardError) -> StreamToken {
         do {
-            return try StreamToken.verify(text ?? "", secret: tokenSecret(kind), nowMillis: unixMillisNow() - graceMillis)
+            return try StreamToken.verify(text ?? "", secret: tokenSecret(kind), nowMillis: wallClock.unixMillis - graceMillis)
         } catch {
             refuse("bad_token")
             throw SwitchboardError(.authenticationFailed, "stream token refused: \(error.message)")

@@ -31,8 +31,9 @@ final class Leg: Sendable {
     let kind: LegKind
     let tenant: String
     let started = ContinuousClock.now
-    /// The leg's media clock: Unix milliseconds at `started`, so its timeline events line up with its audio.
-    let startedUnixMillis = unixMillisNow()
+    /// The leg's media clock: Unix milliseconds at `started` (the gateway's wall clock), so its timeline events
+    /// line up with its audio.
+    let startedUnixMillis: Int64
 
     struct Call {
         let placement: Placement
@@ -79,8 +80,9 @@ final class Leg: Sendable {
     private let jobsIn: AsyncStream<@Sendable () async -> Void>.Continuation
 
     init(kind: LegKind, tenant: String, gatewayID: String, maxQueuedFrames: Int, slowReaderPatience: Duration,
-         logger: Logger, span: Span? = nil) {
+         startedUnixMillis: Int64, logger: Logger, span: Span? = nil) {
         self.kind = kind
+        self.startedUnixMillis = startedUnixMillis
         self.span = span
         self.tenant = tenant
         state = Mutex(State(machine: LegMachine(waitsForStart: kind == .twilio), logger: logger,

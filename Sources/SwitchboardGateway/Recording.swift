@@ -167,11 +167,12 @@ final class Recording: Sendable {
 }
 
 extension RecordingOptions {
-    /// Deletes recordings whose files were last written before `retention` ago; returns how many calls'.
-    public func sweep(now: Date = Date()) -> Int {
+    /// Deletes recordings whose files were last written before `retention` ago, at `nowMillis` (Unix ms);
+    /// returns how many calls'.
+    public func sweep(nowMillis: Int64) -> Int {
         let root = URL(fileURLWithPath: directory)
         let fm = FileManager.default
-        let cutoff = now.addingTimeInterval(-Double(retention.components.seconds))
+        let cutoff = Date(timeIntervalSince1970: Double(nowMillis - retention.milliseconds) / 1000)
         var removed = 0
         for tenant in (try? fm.contentsOfDirectory(atPath: root.path)) ?? [] {
             let folder = root.appendingPathComponent(tenant)

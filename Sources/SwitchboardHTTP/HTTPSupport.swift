@@ -2,9 +2,8 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import SwitchboardCore
-import SwitchboardObservability
 
-/// What every HTTP server here shares: bodies read with a size limit, and errors as the JSON error body.
+/// What every HTTP server here shares: bodies read with a size limit (errors: `HTTPErrors.swift`).
 public enum HTTPBody {
     /// The body, refused with `too_large` over `limit` bytes.
     public static func collect(_ request: inout Request, limit: Int) async throws -> [UInt8] {
@@ -31,45 +30,3 @@ public enum HTTPPage {
         ], body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 }
-
-/// Turns every error into the JSON error body with its status, and counts requests by status class.
-public struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
-    let metrics: MetricsRegistry
-
-    public init(metrics: MetricsRegistry) { self.metrics = metrics }
-
-    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        var response: Response
-        do {
-            response = try await next(request, context)
-        } catch let error as SwitchboardError {
-            response = Self.render(error.api.status, error.apiBody)
-            if let ms = error.context["retry_after_ms"].flatMap(Int.init) {
-                response.headers[.retryAfter] = String((ms + 999) / 1000)  // whole seconds, rounded up
-            }
-            if error.code == .rangeNotSatisfiable, let size = error.context["size"] {
-                response.headers[.contentRange] = "bytes */\(size)"
-            }
-        } catch let error as HTTPError {
-            let code: String
-            switch error.status {
-            case .notFound: code = "not_found"
-            case .contentTooLarge: code = "too_large"
-            case .methodNotAllowed: code = "method_not_allowed"
-            default: code = error.status.code < 500 ? "bad_request" : "internal"
-            }
-            response = Self.render(error.status.code, ErrorBody(code: code, message: error.body ?? error.status.reasonPhrase))
-        } catch {
-            context.logger.error("request failed", metadata: [LogKey.error: "\(error)"])
-            response = Self.render(500, ErrorBody(code: "internal", message: "internal error"))
-        }
-        metrics.increment(MetricNames.httpRequests, ["status": "\(response.status.code / 100)xx"], help: "HTTP requests by status class")
-        return response
-    }
-
-    public static func render(_ status: Int, _ body: ErrorBody) -> Response {
-        Response(status: HTTPResponse.Status(code: status), headers: [.contentType: "application/json"],
-                 body: .init(byteBuffer: ByteBuffer(bytes: WireCodec.encode(ErrorEnvelope(body)))))
-    }
-}
-

@@ -17,11 +17,15 @@ public struct CallStore: Sendable {
     public let keys: RedisKeys
     /// How long a live call's record and its worker's set last without a refresh.
     public var ttl: Duration
+    /// What stamps placements (when the record has no time of its own) and ends, and picks the day's index
+    /// and usage fields.
+    public let wallClock: WallClock
 
-    public init(redis: RedisClient, keys: RedisKeys, ttl: Duration = .seconds(300)) {
+    public init(redis: RedisClient, keys: RedisKeys, ttl: Duration = .seconds(300), wallClock: WallClock = .system) {
         self.redis = redis
         self.keys = keys
         self.ttl = ttl
+        self.wallClock = wallClock
     }
 
     /// What a worker's write found.
@@ -57,7 +61,7 @@ public struct CallStore: Sendable {
     /// Records a call the router placed (its worker may have marked it started already), and lists it in the
     /// day's index of calls.
     public func place(_ record: CallRecord, deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) {
-        let placedAt = record.createdAt ?? unixMillisNow()
+        let placedAt = record.createdAt ?? wallClock.unixMillis
         let day = CallQuery.day(placedAt)
         var arguments = [String(ttl.milliseconds), String((indexRetention + .seconds(86_400)).milliseconds), String(placedAt),
                          "\(record.tenant)/\(record.callID)"]
@@ -341,7 +345,7 @@ public struct CallStore: Sendable {
     public func refresh(_ calls: [Held], worker: String, incarnation: String, version: String, region: String,
                         leaseTime: Duration) async throws(SwitchboardError) -> [Refreshed] {
         guard !calls.isEmpty else { return [] }
-        let now = unixMillisNow()
+        let now = wallClock.unixMillis
         var keyList = [keys.workerCalls(worker)]
         var arguments = [worker, String(ttl.milliseconds), String(leaseTime.milliseconds), incarnation,
                          TenantUsage.dayField(UsagePeriod.day(now)), String(usageRetention.milliseconds)]
@@ -389,7 +393,7 @@ public struct CallStore: Sendable {
     @discardableResult
     public func end(_ callID: String, tenant: String, worker: String, epoch: Int64, reason: EndReason,
                     retention: Duration) async throws(SwitchboardError) -> Refreshed {
-        let now = unixMillisNow()
+        let now = wallClock.unixMillis
         let reply = try await redis.evaluate(
             Self.endScript, keys: [keys.call(callID), keys.workerCalls(worker), keys.tenantLeases(tenant), usageKey(tenant, now)],
             arguments: [callID, worker, String(epoch), reason.rawValue, String(now), String(retention.milliseconds),

@@ -14,11 +14,14 @@ public struct TenantLimits: Sendable {
     public let redis: RedisClient
     public let keys: RedisKeys
     public var leaseTime: Duration
+    /// Picks the month whose usage a new call counts against (the rest is Redis's clock).
+    public let wallClock: WallClock
 
-    public init(redis: RedisClient, keys: RedisKeys, leaseTime: Duration = .seconds(30)) {
+    public init(redis: RedisClient, keys: RedisKeys, leaseTime: Duration = .seconds(30), wallClock: WallClock = .system) {
         self.redis = redis
         self.keys = keys
         self.leaseTime = leaseTime
+        self.wallClock = wallClock
     }
 
     static let admitScript = RedisScript("""
@@ -65,13 +68,13 @@ public struct TenantLimits: Sendable {
         """)
 
     /// Admits a new call for `policy`'s tenant, or says why not. Admitting the same call id again (a retry)
-    /// takes nothing more. `unixMillis` picks the month whose usage counts.
-    public func admit(_ policy: TenantPolicy, callID: String, unixMillis: Int64 = unixMillisNow(),
+    /// takes nothing more. The month whose usage counts is the one this store's wall clock is in.
+    public func admit(_ policy: TenantPolicy, callID: String,
                       deadline: ContinuousClock.Instant? = nil) async throws(SwitchboardError) -> Decision {
         let gcra = policy.gcra
         let limit = policy.monthlyLimitMillis
         let reply = try await redis.evaluate(Self.admitScript, keys: [keys.tenantRate(policy.id), keys.tenantLeases(policy.id),
-                                                                      keys.usage(policy.id, month: UsagePeriod.month(unixMillis))],
+                                                                      keys.usage(policy.id, month: UsagePeriod.month(wallClock.unixMillis))],
                                              arguments: [String(gcra.interval), String(gcra.tolerance), String(policy.maxLiveCalls),
                                                          String(leaseTime.milliseconds), callID, limit.map(String.init) ?? ""], deadline: deadline)
         guard let parts = reply.array, parts.count == 3, let verdict = parts[0].int, let wait = parts[1].int, let live = parts[2].int

@@ -32,7 +32,7 @@ extension Router {
         guard state.withLock({ $0.known.registry.entries[workerID] != nil }) else {
             throw SwitchboardError(.notFound, "no worker \(workerID) is known (see switchboard node list)")
         }
-        let now = unixMillisNow()
+        let now = wallClock.unixMillis
         let request = DrainRequest(workerID: workerID, deadlineMillis: now + deadline.milliseconds, atDeadline: atDeadline,
                                    requestedBy: actor, requestedAtMillis: now)
         do {
@@ -114,7 +114,7 @@ extension Router {
     /// Appends an operator action to the audit stream. One that cannot be written is logged with all it
     /// holds, never silently dropped.
     func audit(_ action: String, target: String, actor: String, outcome: String, detail: String = "") async {
-        let entry = AuditEntry(atMillis: unixMillisNow(), actor: actor, action: action, target: target, outcome: outcome, detail: detail)
+        let entry = AuditEntry(atMillis: wallClock.unixMillis, actor: actor, action: action, target: target, outcome: outcome, detail: detail)
         do {
             try await AuditLog(redis: redis, keys: configuration.keys, length: configuration.auditLength).append(entry)
         } catch {

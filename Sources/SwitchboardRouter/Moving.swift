@@ -45,7 +45,7 @@ extension Router {
             metrics.increment(MetricNames.migrations, ["result": "moved"], help: "Call migrations by result")
             metrics.observe(MetricNames.migrationPauseSeconds, [:], pause.microseconds / 1e6, buckets: MetricNames.latencyBuckets,
                             help: "Time a migrated call's audio paused: from hold to the new worker's accept")
-            publishEvent(CallEvent(callID: callID, event: .migrated, workerID: to, fromWorker: record.workerID, atMillis: unixMillisNow()),
+            publishEvent(CallEvent(callID: callID, event: .migrated, workerID: to, fromWorker: record.workerID, atMillis: wallClock.unixMillis),
                          details: ["pause_ms": "\(pause.milliseconds)"])
             log.notice("call moved", metadata: ["to_worker": "\(to)", "pause_ms": "\(pause.microseconds / 1000)"])
             span?.set("switchboard.to_worker", to)
@@ -62,7 +62,7 @@ extension Router {
     /// Carries out a `CallMove`: each action's I/O, its result (or failure) fed back as the next event.
     private func move(_ record: CallRecord, trace: TraceContext?, log: Logger) async -> CallMove.Outcome {
         let callID = record.callID
-        publishEvent(CallEvent(callID: callID, event: .migrating, workerID: record.workerID, atMillis: unixMillisNow()))
+        publishEvent(CallEvent(callID: callID, event: .migrating, workerID: record.workerID, atMillis: wallClock.unixMillis))
         var move = CallMove(callID: callID, worker: record.workerID)
         var action = move.start()
         while true {
@@ -250,7 +250,7 @@ extension Router {
                 span?.set("switchboard.to_worker", reply.workerID)
                 metrics.increment(MetricNames.failoverCalls, ["result": "recovered"], help: "Calls of dead workers, by result")
                 publishEvent(CallEvent(callID: callID, event: .resumed, workerID: reply.workerID, fromWorker: workerID,
-                                       atMillis: unixMillisNow()))
+                                       atMillis: wallClock.unixMillis))
                 log.notice("call recovered from a dead worker", metadata: ["to_worker": "\(reply.workerID)",
                                                                           "checkpoint_seq": "\(checkpoint.seq)",
                                                                           "attempts": "\(retry.attempts + 1)"])
@@ -322,7 +322,7 @@ extension Router {
         }
         metrics.increment(MetricNames.failoverCalls, ["result": "lost"], help: "Calls of dead workers, by result")
         publishEvent(CallEvent(callID: record.callID, event: .ended, workerID: record.workerID,
-                               reason: EndReason.workerLost.rawValue, atMillis: unixMillisNow()))
+                               reason: EndReason.workerLost.rawValue, atMillis: wallClock.unixMillis))
         log.error("call lost with its worker: \(why)")
     }
 

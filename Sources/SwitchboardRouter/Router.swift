@@ -22,6 +22,8 @@ public final class Router: Service, Sendable {
     /// Everything this router knows and decides from, under one lock (`State`).
     let state: Mutex<State>
     let clock = ContinuousClock()
+    /// Unix time for what this router writes (records, events, timelines, the audit): `configuration.wallClock`.
+    let wallClock: WallClock
     /// Tenants, their keys and their limits (used when `configuration.tenancy` is on).
     public let tenants: TenantStore
     let limits: TenantLimits
@@ -82,14 +84,15 @@ public final class Router: Service, Sendable {
         self.nats = nats
         self.redis = redis
         self.metrics = metrics
+        wallClock = configuration.wallClock
         var logger = logger
         logger[metadataKey: LogKey.routerID] = "\(configuration.id)"
         self.logger = logger
         state = Mutex(State(known: RouterState(registry: configuration.registry, scheduler: configuration.scheduler,
                                                seed: UInt64.random(in: .min ... .max))))
         tenants = TenantStore(redis: redis, keys: configuration.keys)
-        limits = TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime)
-        var callStore = CallStore(redis: redis, keys: configuration.keys)
+        limits = TenantLimits(redis: redis, keys: configuration.keys, leaseTime: configuration.leaseTime, wallClock: wallClock)
+        var callStore = CallStore(redis: redis, keys: configuration.keys, wallClock: wallClock)
         callStore.indexRetention = configuration.timelineRetention  // the list finds each call as long as its page shows it
         self.callStore = callStore
         tenantLabels = TenantLabels(cap: configuration.tenantLabelCap)

@@ -87,6 +87,9 @@ public struct RouterConfiguration: Sendable {
     /// How long a call's timeline is kept after its last event, and how many events it holds at most.
     public var timelineRetention: Duration = .seconds(7 * 86_400)
     public var timelineCap = 2_000
+    /// Where Unix time comes from: records, events, timelines, drains and the audit (deadlines and waits use
+    /// `ContinuousClock`). A test may give a fixed one.
+    public var wallClock: WallClock = .system
 
     public var heartbeatInterval: Duration {
         get { registry.heartbeatInterval }

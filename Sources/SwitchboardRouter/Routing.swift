@@ -19,7 +19,7 @@ extension Router {
             throw SwitchboardError(.unavailable, "this router is starting (reading the deploy policy); try again in a moment")
         }
         let start = clock.now
-        let requestedAt = unixMillisNow()
+        let requestedAt = wallClock.unixMillis
         let deadline = deadline ?? start + configuration.routeDeadline
         let callID = Identifiers.random(prefix: "c")
         var request = request
@@ -104,7 +104,7 @@ extension Router {
         countPlacement(reply.version, "placed")
         if offered.fellBack, let canary = choice.version { countPlacement(canary, "fallback") }
         var record = CallRecord(callID: callID, tenant: request.tenant, workerID: reply.workerID, version: reply.version,
-                                region: reply.region, state: .placed, createdAt: unixMillisNow(), metadata: request.metadata)
+                                region: reply.region, state: .placed, createdAt: wallClock.unixMillis, metadata: request.metadata)
         record.traceparent = trace?.traceparent  // moves, failovers and the end join the call's trace from it
         do {
             try await callStore.place(record, deadline: deadline)
@@ -118,7 +118,7 @@ extension Router {
             throw SwitchboardError(.unavailable, "call accepted by \(reply.workerID) but not recorded: \(error)")
         }
         // On the timeline at the moment it was asked for (before its worker started it), with how long placing took.
-        let now = unixMillisNow()
+        let now = wallClock.unixMillis
         var details = ["tenant": request.tenant, "version": reply.version, "region": reply.region, "offers": "\(offered.offers)",
                        "route_ms": "\(now - requestedAt)", "candidates": offered.candidates]
         if let trace { details["trace_id"] = trace.traceID }
@@ -238,7 +238,7 @@ extension Router {
     /// A credential for the call's media alone, when this router has the bus's media signing key.
     private func mediaCredentials(for callID: String) throws(SwitchboardError) -> String? {
         guard let signing = configuration.mediaSigning else { return nil }
-        let expires = Int64(Date().timeIntervalSince1970) + configuration.mediaCredentialTTL.components.seconds
+        let expires = wallClock.unixMillis / 1000 + configuration.mediaCredentialTTL.components.seconds
         let credentials = try signing.credentials(forCall: callID, subjects: configuration.subjects, expires: expires)
         return NATSJWT.credentials(jwt: credentials.jwt, seed: credentials.seed)
     }
@@ -257,8 +257,8 @@ extension Router {
     }
 
     /// Notes one event on a call's timeline (queued; written off the call's path).
-    func note(_ callID: String, _ type: String, _ attributes: [String: String] = [:], at: Int64 = unixMillisNow()) {
-        timeline.record(callID, TimelineEvent(atMillis: at, source: .router, member: configuration.id, type: type, attributes: attributes))
+    func note(_ callID: String, _ type: String, _ attributes: [String: String] = [:], at: Int64? = nil) {
+        timeline.record(callID, TimelineEvent(atMillis: at ?? wallClock.unixMillis, source: .router, member: configuration.id, type: type, attributes: attributes))
     }
 
     // MARK: - NATS API

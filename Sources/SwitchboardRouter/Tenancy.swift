@@ -141,7 +141,7 @@ extension Router {
         } catch {
             throw SwitchboardError(.invalidArgument, error.message)
         }
-        let month = try month.map { text throws(SwitchboardError) in try UsagePeriod.validMonth(text) } ?? UsagePeriod.month(unixMillisNow())
+        let month = try month.map { text throws(SwitchboardError) in try UsagePeriod.validMonth(text) } ?? UsagePeriod.month(wallClock.unixMillis)
         var policy: TenantPolicy?
         do throws(SwitchboardError) {
             guard let own = try await tenant(authorization: authorization) else { throw SwitchboardError(.authenticationFailed, "tenancy is off") }

@@ -102,7 +102,7 @@ extension Worker {
                 }
             case .publishEnded(let reason):
                 publishEvent(CallEvent(callID: callID, event: .ended, workerID: configuration.id, reason: reason.rawValue,
-                                       atMillis: unixMillisNow()))
+                                       atMillis: wallClock.unixMillis))
             case .answerEndRequests(let reason):
                 let ended = Array(#"{"v":1,"ended":true,"reason":"\#(reason.rawValue)"}"#.utf8)
                 for request in call.waitingEnds.all { try? nats.reply(to: request, payload: ended) }  // a lost reply: the asker times out and reads the record
@@ -156,7 +156,7 @@ extension Worker {
                     // call gave up waiting for this accept (it says so too once it hears it; on the bus only, the
                     // router notes the move on the timeline).
                     publishEvent(CallEvent(callID: callID, event: resume.reason == .failover ? .resumed : .migrated, workerID: configuration.id,
-                                           fromWorker: resume.fromWorker, atMillis: unixMillisNow()), note: false)
+                                           fromWorker: resume.fromWorker, atMillis: wallClock.unixMillis), note: false)
                     handle(callID, .claimed(epoch: epoch))
                     return
                 }
@@ -330,7 +330,7 @@ extension Worker {
 
     /// Notes one event on a call's timeline (queued; written off the call's path).
     func note(_ callID: String, _ type: String, _ attributes: [String: String] = [:]) {
-        timeline.record(callID, TimelineEvent(atMillis: unixMillisNow(), source: .worker, member: configuration.id, type: type,
+        timeline.record(callID, TimelineEvent(atMillis: wallClock.unixMillis, source: .worker, member: configuration.id, type: type,
                                               attributes: attributes))
     }
 

@@ -21,7 +21,7 @@ extension Worker {
                          log: Logger) async -> CheckpointResult {
         do {
             guard let epoch = state.withLock({ $0.calls[callID]?.lifecycle.epoch }),
-                  let checkpoint = try session.checkpoint(always: always, hold: hold, unixNowMillis: unixMillisNow()) else {
+                  let checkpoint = try session.checkpoint(always: always, hold: hold, unixNowMillis: wallClock.unixMillis) else {
                 return .unchanged
             }
             switch try await write([CallStore.CheckpointWrite(callID: callID, epoch: epoch, checkpoint: checkpoint)]).first {
@@ -52,7 +52,7 @@ extension Worker {
         var unwritten: Set<String> = []  // taken but not written (Redis was unreachable): taken again next time
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.checkpointInterval)
-            let now = unixMillisNow()
+            let now = wallClock.unixMillis
             let calls = state.withLock { $0.calls.compactMap { id, call in call.lifecycle.epoch.map { (id, call.session, $0) } } }
             unwritten.formIntersection(calls.map(\.0))
             var batch: [CallStore.CheckpointWrite] = []

@@ -37,7 +37,7 @@ extension Worker {
     func syncDeployFromRedis(applyNow: Bool = false) async {
         do {
             let (policy, now) = try await DeployStore(redis: redis, keys: configuration.keys).read()
-            state.withLock { $0.redisClockOffset = now - unixMillisNow() }
+            state.withLock { $0.redisClockOffset = now - wallClock.unixMillis }
             if applyNow { await applyDeploy(policy) } else { deployEvent.yield(.policy(policy)) }
         } catch {
             logger.warning("deploy policy not read from Redis", metadata: [LogKey.error: "\(error)"])
@@ -55,7 +55,7 @@ extension Worker {
     }
 
     /// Redis's clock now, as far as this worker can tell (its own plus the offset seen at the last read).
-    var redisNowMillis: Int64 { unixMillisNow() &+ state.withLock { $0.redisClockOffset } }
+    var redisNowMillis: Int64 { wallClock.unixMillis &+ state.withLock { $0.redisClockOffset } }
 
     private func applyDeploy(_ policy: DeployPolicy) async {
         let now = redisNowMillis

@@ -15,7 +15,7 @@ extension Worker {
     /// A drain asked of the worker itself (SIGTERM) is written to the audit stream, as the routers write the
     /// ones asked through them.
     public func drain(deadline: Duration, atDeadline: AtDeadline, requestedBy: String) async {
-        let now = unixMillisNow()
+        let now = wallClock.unixMillis
         let request = DrainRequest(workerID: configuration.id, deadlineMillis: now + deadline.milliseconds,
                                    atDeadline: atDeadline, requestedBy: requestedBy, requestedAtMillis: now)
         await apply(request, record: true)
@@ -47,7 +47,7 @@ extension Worker {
         }
         let decided: (actions: [Drain.Action], calls: Int)? = state.withLock { state in
             if let seen, state.drainChanges != seen { return nil }
-            let actions = state.drain.request(deadline: request.deadline(now: .now, unixNowMillis: unixMillisNow()),
+            let actions = state.drain.request(deadline: request.deadline(now: .now, unixNowMillis: wallClock.unixMillis),
                                                atDeadline: request.atDeadline, now: .now, calls: Set(state.calls.keys),
                                                leave: leave)
             // Offers are refused from this instant, under the same lock as the decision.

@@ -101,7 +101,7 @@ extension Worker {
                     countMetered(record.tenant, ended.meteredMillis)
                 }
                 publishEvent(CallEvent(callID: callID, event: .ended, workerID: configuration.id,
-                                       reason: EndReason.notRunning.rawValue, atMillis: unixMillisNow()))
+                                       reason: EndReason.notRunning.rawValue, atMillis: wallClock.unixMillis))
                 countRepair("stray_ended")
             } else {
                 try? await callStore.forget(callID, worker: configuration.id)  // Redis unreachable: the next repair forgets it
@@ -117,7 +117,7 @@ extension Worker {
         let pending = state.withLock { state -> [String: Int64] in defer { state.agentCPU = [:] }; return state.agentCPU }
         guard !pending.isEmpty else { return }
         do {
-            try await callStore.meterAgentCPU(pending, atMillis: unixMillisNow())
+            try await callStore.meterAgentCPU(pending, atMillis: wallClock.unixMillis)
         } catch {
             state.withLock { state in for (tenant, ms) in pending { state.agentCPU[tenant, default: 0] += ms } }
             logger.warning("agent CPU time not metered yet: Redis did not take it; tried again at the next refresh",

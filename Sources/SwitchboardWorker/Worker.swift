@@ -19,6 +19,8 @@ public final class Worker: Service, Sendable {
     let handler: any CallHandler
     public let metrics: MetricsRegistry
     let logger: Logger
+    /// Unix time for what this worker writes (records, checkpoints, events, timelines): `configuration.wallClock`.
+    let wallClock: WallClock
     /// Random per process start: lets routers tell a restarted worker from a stale heartbeat.
     public let incarnation = Identifiers.random(bytes: 6)
     /// Every write this worker makes to its calls' records, fenced by their epochs.
@@ -137,11 +139,12 @@ public final class Worker: Service, Sendable {
         drains = DrainStore(redis: redis, keys: configuration.keys)
         self.handler = handler
         self.metrics = metrics
+        wallClock = configuration.wallClock
         var logger = logger
         logger[metadataKey: LogKey.workerID] = "\(configuration.id)"
         self.logger = logger
         state = Mutex(State(slots: WorkerSlots(capacity: configuration.capacity), standing: DeployStanding(version: configuration.version)))
-        callStore = CallStore(redis: redis, keys: configuration.keys)
+        callStore = CallStore(redis: redis, keys: configuration.keys, wallClock: configuration.wallClock)
         stallWatch = StallWatch(limit: configuration.stallLimit)
         tenantLabels = TenantLabels(cap: configuration.tenantLabelCap)
         timeline = TimelineWriter(store: TimelineStore(redis: redis, keys: configuration.keys, cap: configuration.timelineCap,
@@ -304,7 +307,7 @@ public final class Worker: Service, Sendable {
         let session = CallSession(callID: callID, nats: nats, subject: configuration.subjects.mediaOut(worker: configuration.id, call: callID),
                                   sampleRate: configuration.sampleRate, bitrate: configuration.bitrate,
                                   metrics: metrics, resumingFrom: offer.resume?.checkpoint,
-                                  unixNowMillis: unixMillisNow(), watch: stallWatch,
+                                  unixNowMillis: wallClock.unixMillis, watch: stallWatch,
                                   firstAudio: { [self] in note(callID, "agent_first_audio") })
         // Bounded in messages and bytes: 5 s of audio, whatever a flood of large messages holds.
         let media = try nats.subscribe(to: configuration.subjects.mediaIn(worker: configuration.id, call: callID), pendingLimit: 250, pendingBytes: 512 * 1024)
@@ -322,7 +325,7 @@ public final class Worker: Service, Sendable {
         var running = Running(lifecycle: offer.resume == nil ? CallLifecycle(newCall: callID, limits: limits, now: now)
                                                              : CallLifecycle(movingIn: callID, limits: limits, now: now),
                               offer: offer, actions: ActionQueue(), stop: stop, stops: stops, media: media,
-                              endRequests: endRequests, waitingEnds: EndRequests(), session: session, startedAt: unixMillisNow(),
+                              endRequests: endRequests, waitingEnds: EndRequests(), session: session, startedAt: wallClock.unixMillis,
                               pendingReply: offer.resume == nil ? nil : message)
         running.startSpan = tracer.start("start", kind: .server, parent: TraceContext(traceparent: message.headers["traceparent"]),
                                          attributes: ["switchboard.call_id": callID, "switchboard.worker_id": configuration.id,

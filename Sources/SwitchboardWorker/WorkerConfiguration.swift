@@ -66,6 +66,9 @@ public struct WorkerConfiguration: Sendable {
     /// another worker meanwhile. Nil: the routers' suspect time, 2 heartbeat intervals.
     public var stallThreshold: Duration?
     var stallLimit: Duration { stallThreshold ?? heartbeatInterval * 2 }
+    /// Where Unix time comes from: records, checkpoints, events, timelines and drain deadlines (waits and
+    /// timeouts use `ContinuousClock`). A test may give a fixed one.
+    public var wallClock: WallClock = .system
 
     public init(id: String, version: String, region: String, zone: String, capacity: Int, subjects: Subjects, keys: RedisKeys) {
         self.id = id

@@ -27,7 +27,7 @@ struct NATSCredentialCommand: AsyncParsableCommand {
     func run() async throws {
         do throws(SwitchboardError) {
             let key = try SigningKey.read(signingKey)
-            let expires = expiresIn > 0 ? Int64(Date().timeIntervalSince1970 + expiresIn) : nil
+            let expires = expiresIn > 0 ? (WallClock.system.unixMillis + Int64(expiresIn * 1000)) / 1000 : nil
             let credentials = try key.credentials(forMember: id, subjects: try Subjects(prefix: prefix), expires: expires)
             let url = URL(fileURLWithPath: out)
             _ = try NATSConfigCommand.writeFiles([(url.lastPathComponent, NATSJWT.credentials(jwt: credentials.jwt, seed: credentials.seed))],

@@ -18,8 +18,9 @@ struct NodeCommand: AsyncParsableCommand {
                 let data = try await router.client.get("/v1/workers")
                 let view = try JSONDecoder().decode(WorkersView.self, from: data)
                 var rows = [["WORKER", "VERSION", "REGION/ZONE", "STATE", "CALLS", "DRAIN"]]
+                let now = WallClock.system.unixMillis
                 for w in view.workers {
-                    let drain = w.drain.map { d in "\(drainProgress(w).trimmingCharacters(in: CharacterSet(charactersIn: " ()"))), by \(d.requestedBy)" } ?? "-"
+                    let drain = w.drain.map { d in "\(drainProgress(w, nowMillis: now).trimmingCharacters(in: CharacterSet(charactersIn: " ()"))), by \(d.requestedBy)" } ?? "-"
                     rows.append([w.id, w.version, "\(w.region)/\(w.zone)", w.liveness == "alive" ? w.state : "\(w.state) (\(w.liveness))",
                                  "\(w.activeCalls)/\(w.capacity)", drain])
                 }

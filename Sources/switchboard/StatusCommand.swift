@@ -12,14 +12,14 @@ struct StatusCommand: AsyncParsableCommand {
         try await cli(router.output) {
             let data = try await router.client.get("/v1/workers")
             let view = try JSONDecoder().decode(WorkersView.self, from: data)
-            return (data, table(view))
+            return (data, table(view, nowMillis: WallClock.system.unixMillis))
         }
     }
 
-    func table(_ view: WorkersView) -> String {
+    func table(_ view: WorkersView, nowMillis: Int64) -> String {
         var rows = [["WORKER", "VERSION", "REGION/ZONE", "STATE", "CALLS", "RESERVED", "FREE", "CPU", "MEM", "SCORE", "SEEN"]]
         for w in view.workers {
-            let state = w.liveness == "alive" ? w.state + drainProgress(w) : "\(w.state) (\(w.liveness))"
+            let state = w.liveness == "alive" ? w.state + drainProgress(w, nowMillis: nowMillis) : "\(w.state) (\(w.liveness))"
             rows.append([w.id, w.version, "\(w.region)/\(w.zone)", state, "\(w.activeCalls)/\(w.capacity)", "\(w.reserved)",
                          "\(w.freeSlots)", String(format: "%.0f%%", w.cpu * 100),
                          String(format: "%d MiB (%.0f%%)", w.memoryUsedBytes / 1_048_576, w.load.memory * 100),
@@ -32,11 +32,11 @@ struct StatusCommand: AsyncParsableCommand {
     }
 }
 
-/// A drain's progress for the state column: time to its deadline and what happens then (the calls left are
-/// in the CALLS column).
-func drainProgress(_ w: WorkerView) -> String {
+/// A drain's progress for the state column at `nowMillis` (Unix ms): time to its deadline and what happens then
+/// (the calls left are in the CALLS column).
+func drainProgress(_ w: WorkerView, nowMillis: Int64) -> String {
     guard let drain = w.drain else { return "" }
-    let left = Double(drain.deadlineMillis - unixMillisNow()) / 1000
+    let left = Double(drain.deadlineMillis - nowMillis) / 1000
     let when = left > 0 ? "\(formatSeconds(left)) to deadline" : "deadline passed"
     return " (\(when), then \(drain.atDeadline.rawValue))"
 }

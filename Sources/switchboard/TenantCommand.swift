@@ -199,7 +199,7 @@ struct TenantCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await TenantCommand.run(cluster) { store in
-                let month = try month.map { text throws(SwitchboardError) in try UsagePeriod.validMonth(text) } ?? UsagePeriod.month(unixMillisNow())
+                let month = try month.map { text throws(SwitchboardError) in try UsagePeriod.validMonth(text) } ?? UsagePeriod.month(WallClock.system.unixMillis)
                 let policy = try? await store.get(id).policy  // a deleted tenant's months can still be read
                 let limits = TenantLimits(redis: store.redis, keys: store.keys)
                 let report = UsageReport(try await limits.usage(id, month: month), policy: policy)

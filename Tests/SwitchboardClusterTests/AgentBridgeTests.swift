@@ -259,7 +259,7 @@ struct AgentBridgeTests {
             let limits = TenantLimits(redis: cluster.redis, keys: cluster.keys)
             var usage = TenantUsage(tenant: "t", month: "")
             try await eventually(timeout: .seconds(15), "the agents' CPU time metered") {
-                usage = try await limits.usage("t", month: UsagePeriod.month(unixMillisNow()))
+                usage = try await limits.usage("t", month: UsagePeriod.month(WallClock.system.unixMillis))
                 return usage.agentCPUMillis >= 50 * 10
             }
             #expect(usage.agentCPUMillis < 50 * 60_000, "\(usage.agentCPUMillis) ms")

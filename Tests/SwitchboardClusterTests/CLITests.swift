@@ -188,7 +188,7 @@ struct TenantCLITests {
             let (priced, pricedOut) = try await run(["tenant", "set", "beta", "--price-per-minute", "0.02", "--monthly-minutes", "100"] + redis)
             #expect(priced == 0 && pricedOut.contains("0.02 a minute, at most 100 minutes a month"), "\(pricedOut)")
             let (_, usageOut) = try await run(["tenant", "usage", "beta"] + redis)
-            #expect(usageOut.contains("beta, \(UsagePeriod.month(unixMillisNow())) (UTC): 0 calls, 0.00 minutes (0.00 s), cost 0.00")
+            #expect(usageOut.contains("beta, \(UsagePeriod.month(WallClock.system.unixMillis)) (UTC): 0 calls, 0.00 minutes (0.00 s), cost 0.00")
                     && usageOut.contains("limit: 100 minutes a month"), "\(usageOut)")
             let (_, usageJSON) = try await run(["tenant", "usage", "beta", "--month", "2026-01", "--output", "json"] + redis)
             let report = try JSONDecoder().decode(UsageReport.self, from: Data(usageJSON.utf8))

@@ -43,7 +43,7 @@ struct CallListTests {
             #expect(try await list("?state=ended").calls.map(\.callID) == [ended])
             #expect(try await list("?worker=w1&state=active").calls.count == 4)
             #expect(try await list("?version=no-such-version").calls.isEmpty)
-            #expect(try await list("?since=\(unixMillisNow() + 60_000)&until=\(unixMillisNow() + 120_000)").calls.isEmpty, "a window with none")
+            #expect(try await list("?since=\(WallClock.system.unixMillis + 60_000)&until=\(WallClock.system.unixMillis + 120_000)").calls.isEmpty, "a window with none")
 
             // Pages of two: every call once, in order, then no next.
             var paged: [String] = []

@@ -304,7 +304,7 @@ struct DrainClusterTests {
                 #expect(abs(time - duration) <= 1_000, "metered \(time) ms of a \(duration) ms call")
                 metered += time
             }
-            let usage = try await TenantLimits(redis: cluster.redis, keys: cluster.keys).usage("t", month: UsagePeriod.month(unixMillisNow()))
+            let usage = try await TenantLimits(redis: cluster.redis, keys: cluster.keys).usage("t", month: UsagePeriod.month(WallClock.system.unixMillis))
             #expect(usage.callMillis >= metered && usage.calls >= 20, "\(usage)")  // and the call placed on b above
             withExtendedLifetime((router, b)) {}
         }

@@ -91,7 +91,7 @@ import Testing
 
             // A forged token, a token for browsers, an expired one: no upgrade.
             await #expect(throws: SwitchboardError.self) { _ = try await FakeTwilio(port: gw.port, path: "/twilio/stream/v1.acme.99999999999999.AAAA") }
-            let browser = StreamToken(tenant: "acme", expiresAtMillis: unixMillisNow() + 60_000)
+            let browser = StreamToken(tenant: "acme", expiresAtMillis: WallClock.system.unixMillis + 60_000)
                 .encoded(secret: HMACSHA1.mac(key: gw.gateway.configuration.tokenSecret, message: Array("switchboard-browser-stream".utf8)))
             await #expect(throws: SwitchboardError.self) { _ = try await FakeTwilio(port: gw.port, path: "/twilio/stream/\(browser)") }
             let (path, _) = try RunningGateway.stream(in: String(decoding: try await gw.webhook().body, as: UTF8.self))
@@ -239,7 +239,7 @@ extension GatewayTests {
             try await cluster.client.flush()
 
             let killed = ContinuousClock.now
-            let killedAt = unixMillisNow()
+            let killedAt = WallClock.system.unixMillis
             kill(a.pid, SIGKILL)
             var resumedAt: Int64?
             let deadline = Task { try await Task.sleep(for: .seconds(15)); events.unsubscribe() }

@@ -11,7 +11,7 @@ import Testing
 @Suite("Reconciliation", .serialized)
 struct ReconcileTests {
     static func orphan(_ cluster: TestCluster, call: String, worker: String) async throws {
-        let checkpoint = Checkpoint(seq: 1, state: nil, mediaSequence: 10, mediaTimestamp: 9_600, takenAtMillis: unixMillisNow())
+        let checkpoint = Checkpoint(seq: 1, state: nil, mediaSequence: 10, mediaTimestamp: 9_600, takenAtMillis: WallClock.system.unixMillis)
         _ = try await cluster.redis.pipeline([
             .init(["HSET", cluster.keys.call(call), "tenant", "t", "worker_id", worker, "state", "active", "epoch", "1",
                    "checkpoint", String(decoding: checkpoint.encoded(), as: UTF8.self), "checkpoint_seq", "1"]),
@@ -69,7 +69,7 @@ struct ReconcileTests {
             try await cluster.waitForWorkers(1)
             _ = try await cluster.route()  // a call to keep: a worker drained with none leaves at once
             // Written to Redis as a router does, but the worker never got the control message (it was cut off).
-            let now = unixMillisNow()
+            let now = WallClock.system.unixMillis
             let request = DrainRequest(workerID: "missed", deadlineMillis: now + 3_600_000, atDeadline: .migrate,
                                        requestedBy: "ops@test", requestedAtMillis: now)
             _ = try await cluster.redis.send(["HSET", cluster.keys.drains, "missed", String(decoding: WireCodec.encode(request), as: UTF8.self)])

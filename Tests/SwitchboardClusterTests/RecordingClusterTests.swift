@@ -269,7 +269,7 @@ struct RecordingClusterTests {
                     try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-age)], ofItemAtPath: file)
                 }
             }
-            #expect(RecordingOptions(directory: dir).sweep() == 1)
+            #expect(RecordingOptions(directory: dir).sweep(nowMillis: WallClock.system.unixMillis) == 1)
             #expect(!FileManager.default.fileExists(atPath: "\(dir)/acme/c-old.opus") && FileManager.default.fileExists(atPath: "\(dir)/acme/c-new.opus"))
         }
         try? FileManager.default.removeItem(atPath: dir)

@@ -84,7 +84,7 @@ import Testing
                 #expect(ms <= life + 1_000 && ms >= life - 4_000, "call \(id): metered \(ms) ms of a \(life) ms life")
                 metered += ms
             }
-            let usage = try await TenantLimits(redis: cluster.redis, keys: cluster.keys).usage("t", month: UsagePeriod.month(unixMillisNow()))
+            let usage = try await TenantLimits(redis: cluster.redis, keys: cluster.keys).usage("t", month: UsagePeriod.month(WallClock.system.unixMillis))
             // (Placements taken back after a failed route were started, briefly, and count too: at most a second each.)
             let extra = Int64(takenBack)
             #expect(usage.callMillis >= metered - 1_000 && usage.callMillis <= metered + 1_000 + 1_000 * extra,

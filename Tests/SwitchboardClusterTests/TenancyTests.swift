@@ -384,7 +384,7 @@ struct UsageLoadTests {
                 total += metered
             }
             #expect(worst <= 1_000, "a call's metered time is off its duration by \(worst) ms")
-            let month = UsagePeriod.month(unixMillisNow())
+            let month = UsagePeriod.month(WallClock.system.unixMillis)
             let (status, body, _) = try await send(cluster, "GET", "/v1/tenants/acme/usage", key: acme)
             #expect(status == 200)
             let report = try JSONDecoder().decode(UsageReport.self, from: body)

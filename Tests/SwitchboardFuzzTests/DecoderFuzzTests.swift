@@ -34,7 +34,7 @@ struct DecoderFuzzTests {
         return true
     }
 
-    static let now = unixMillisNow()
+    static let now = WallClock.system.unixMillis
     static let checkpoint = Checkpoint(seq: 7, state: #"{"frequency":440,"phase":0.5}"#, mediaSequence: 100, mediaTimestamp: 96_000,
                                        takenAtMillis: now)
     static let drain = DrainRequest(workerID: "w-1", deadlineMillis: now + 60_000, atDeadline: .migrate, requestedBy: "ops",
@@ -82,7 +82,7 @@ struct DecoderFuzzTests {
     }
 
     static func use(_ checkpoint: Checkpoint) {
-        _ = checkpoint.mediaPosition(elapsedMillis: unixMillisNow().subtractingReportingOverflow(checkpoint.takenAtMillis).partialValue)
+        _ = checkpoint.mediaPosition(elapsedMillis: WallClock.system.unixMillis.subtractingReportingOverflow(checkpoint.takenAtMillis).partialValue)
     }
 
     @Test func checkpointsFromOffersAndFromRedis() {
@@ -100,7 +100,7 @@ struct DecoderFuzzTests {
                        ResumptionNotice.done("c-1", router: "r-1", worker: "w-2", acceptSeq: 3).encoded()]
         Self.fuzz("control", seed: 4, samples: samples) { bytes in
             if let control = try? WorkerControl.decode(bytes) {
-                _ = control.drain?.deadline(now: .now, unixNowMillis: unixMillisNow())
+                _ = control.drain?.deadline(now: .now, unixNowMillis: WallClock.system.unixMillis)
                 #expect((try? WorkerControl.decode(control.encoded())) == control)
                 return true
             }
@@ -113,13 +113,13 @@ struct DecoderFuzzTests {
                 #expect((try? ResumptionNotice.decode(notice.encoded())) == notice)
                 return true
             }
-            return Self.roundTrip(bytes, DrainNotice.decode) { _ = $0.drain?.deadline(now: .now, unixNowMillis: unixMillisNow()) }
+            return Self.roundTrip(bytes, DrainNotice.decode) { _ = $0.drain?.deadline(now: .now, unixNowMillis: WallClock.system.unixMillis) }
         }
         Self.fuzz("stored drain", seed: 5, samples: [WireCodec.encode(Self.drain)]) { bytes in
             guard let request = try? DrainRequest.decodeStored(String(decoding: bytes, as: UTF8.self)) else { return false }
             var drain = Drain()
             let now = ContinuousClock.now
-            _ = drain.request(deadline: request.deadline(now: now, unixNowMillis: unixMillisNow()), atDeadline: request.atDeadline,
+            _ = drain.request(deadline: request.deadline(now: now, unixNowMillis: WallClock.system.unixMillis), atDeadline: request.atDeadline,
                               now: now, calls: ["c"])
             _ = drain.tick(now: now + .seconds(1), calls: ["c"])
             return true
@@ -301,7 +301,7 @@ struct DecoderFuzzTests {
         }
         Self.fuzz("drain body", seed: 110, samples: [Array(#"{"deadline_seconds":90,"at_deadline":"end"}"#.utf8)]) { bytes in
             guard let body = try? DrainBody.decode(bytes), let deadline = try? body.deadline(default: .seconds(3600)) else { return false }
-            _ = unixMillisNow() + deadline.milliseconds
+            _ = WallClock.system.unixMillis + deadline.milliseconds
             return true
         }
         let deploy = WireCodec.encode(DeployBody(version: "1.5.0", canaryPercent: 20, canaryBy: .tenant, rollbackWindowSeconds: 60,

@@ -9,7 +9,7 @@ import Testing
 struct CallStoreTests {
     func record(_ id: String, worker: String) -> CallRecord {
         CallRecord(callID: id, tenant: "t", workerID: worker, version: "1.0.0", region: "local", state: .placed,
-                   createdAt: unixMillisNow(), metadata: [:])
+                   createdAt: WallClock.system.unixMillis, metadata: [:])
     }
 
     @Test func aCallStartsOnlyOnTheWorkerItsRecordNames() async throws {
@@ -34,6 +34,35 @@ struct CallStoreTests {
         }
     }
 
+    /// What has no time of its own is stamped with the store's wall clock, not the machine's: a placement
+    /// without `created_at` goes in that day's index, and a call's end is written at that time, its last
+    /// stretch metered into that month.
+    @Test func timesComeFromTheStoresWallClock() async throws {
+        try await withRedis { redis, prefix in
+            let keys = try RedisKeys(prefix: prefix)
+            let placedAt: Int64 = 1_767_225_599_000  // 2025-12-31T23:59:59Z
+            let placing = CallStore(redis: redis, keys: keys, wallClock: .fixed(placedAt))
+            var placed = record("c1", worker: "a")
+            placed.createdAt = nil
+            try await placing.place(placed)
+            let listed = try await placing.list(CallQuery(sinceMillis: placedAt - 1_000, untilMillis: placedAt + 1_000))
+            #expect(listed.calls.map(\.callID) == ["c1"] && listed.calls.first?.placedAtMillis == placedAt, "\(listed)")
+
+            // The worker's store, its clock a minute on: in the next day, month and year.
+            let ending = CallStore(redis: redis, keys: keys, wallClock: .fixed(placedAt).advanced(by: .seconds(60)))
+            #expect(try await ending.start("c1", tenant: "t", worker: "a", incarnation: "i1", startedAt: placedAt) == .owned)
+            try await Task.sleep(for: .milliseconds(20))
+            let end = try await ending.end("c1", tenant: "t", worker: "a", epoch: 1, reason: .caller, retention: .seconds(60))
+            #expect(end.ownership == .owned && end.meteredMillis >= 20)
+            #expect(try await ending.fields("c1")["ended_at"] == String(placedAt + 60_000))
+            // The call counts in the month it started (the start says when), its last stretch in the clock's.
+            let limits = TenantLimits(redis: redis, keys: keys)
+            #expect(try await limits.usage("t", month: "2025-12").calls == 1)
+            let january = try await limits.usage("t", month: "2026-01")
+            #expect(january.callMillis == end.meteredMillis && january.days == [1: end.meteredMillis], "\(january)")
+        }
+    }
+
     /// A call is metered once, whoever holds it: from its start to its end on Redis's clock, in its tenant's
     /// month and day, across a move to another worker, with nothing from a worker that no longer holds it.
     @Test func aCallIsMeteredOnceFromStartToEndAcrossAMove() async throws {
@@ -41,16 +70,16 @@ struct CallStoreTests {
             let keys = try RedisKeys(prefix: prefix)
             let store = CallStore(redis: redis, keys: keys)
             let limits = TenantLimits(redis: redis, keys: keys)
-            let month = UsagePeriod.month(unixMillisNow())
-            func held(_ epoch: Int64) -> CallStore.Held { .init(callID: "c1", epoch: epoch, tenant: "t", startedAt: unixMillisNow(), metadata: [:]) }
+            let month = UsagePeriod.month(WallClock.system.unixMillis)
+            func held(_ epoch: Int64) -> CallStore.Held { .init(callID: "c1", epoch: epoch, tenant: "t", startedAt: WallClock.system.unixMillis, metadata: [:]) }
             func meteredAt() async throws -> Int64 { Int64(try await store.fields("c1")["metered_at"] ?? "") ?? -1 }
 
             try await store.place(record("c1", worker: "a"))
-            #expect(try await store.start("c1", tenant: "t", worker: "a", incarnation: "i1", startedAt: unixMillisNow()) == .owned)
+            #expect(try await store.start("c1", tenant: "t", worker: "a", incarnation: "i1", startedAt: WallClock.system.unixMillis) == .owned)
             let began = try await meteredAt()
             #expect(began > 0)
             // A start written twice counts one call, and restarts nothing.
-            #expect(try await store.start("c1", tenant: "t", worker: "a", incarnation: "i1", startedAt: unixMillisNow()) == .owned)
+            #expect(try await store.start("c1", tenant: "t", worker: "a", incarnation: "i1", startedAt: WallClock.system.unixMillis) == .owned)
             #expect(try await meteredAt() == began)
             try await Task.sleep(for: .milliseconds(50))
             let first = try await store.refresh([held(1)], worker: "a", incarnation: "i1", version: "1", region: "local", leaseTime: .seconds(30))
@@ -89,22 +118,23 @@ struct CallStoreTests {
     @Test func aUsedUpMonthRefusesNewCallsOnly() async throws {
         try await withRedis { redis, prefix in
             let keys = try RedisKeys(prefix: prefix)
-            let limits = TenantLimits(redis: redis, keys: keys)
+            let now = WallClock.system.unixMillis
+            let limits = TenantLimits(redis: redis, keys: keys, wallClock: .fixed(now))
             var policy = TenantPolicy(id: "t", callsPerSecond: 100, burst: 100, maxLiveCalls: 100)
             policy.monthlyMinutes = 1
-            let now = unixMillisNow()
-            #expect(try await limits.admit(policy, callID: "before", unixMillis: now) == .admitted(live: 1))
+            #expect(try await limits.admit(policy, callID: "before") == .admitted(live: 1))
             _ = try await redis.send(["HSET", keys.usage("t", month: UsagePeriod.month(now)), "call_ms", "60000"])
-            #expect(try await limits.admit(policy, callID: "after", unixMillis: now) == .usageLimit(used: 60_000, limit: 60_000))
-            #expect(try await limits.admit(policy, callID: "before", unixMillis: now) == .admitted(live: 1))
+            #expect(try await limits.admit(policy, callID: "after") == .usageLimit(used: 60_000, limit: 60_000))
+            #expect(try await limits.admit(policy, callID: "before") == .admitted(live: 1))
             policy.monthlyMinutes = 2
-            #expect(try await limits.admit(policy, callID: "after", unixMillis: now) == .admitted(live: 2))
+            #expect(try await limits.admit(policy, callID: "after") == .admitted(live: 2))
             var other = policy
             other.id = "u"
             other.monthlyMinutes = 1
-            #expect(try await limits.admit(other, callID: "elsewhere", unixMillis: now) == .admitted(live: 1))
-            // Next month starts from nothing.
-            #expect(try await limits.admit(policy, callID: "later", unixMillis: now + 40 * 86_400_000) == .admitted(live: 3))
+            #expect(try await limits.admit(other, callID: "elsewhere") == .admitted(live: 1))
+            // Next month (on the store's wall clock) starts from nothing.
+            let nextMonth = TenantLimits(redis: redis, keys: keys, wallClock: .fixed(now).advanced(by: .seconds(40 * 86_400)))
+            #expect(try await nextMonth.admit(policy, callID: "later") == .admitted(live: 3))
         }
     }
 

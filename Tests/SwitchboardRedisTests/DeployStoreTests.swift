@@ -11,7 +11,7 @@ struct DeployStoreTests {
             let store = DeployStore(redis: redis, keys: try RedisKeys(prefix: prefix))
             let (none, now) = try await store.read()
             #expect(none == .none)
-            let local = unixMillisNow()
+            let local = WallClock.system.unixMillis
             #expect(abs(now - local) < 60_000, "Redis's clock, in ms")
             let first = try DeployPolicy.none.applying(.deploy(version: "1"), liveVersions: ["1"], nowMillis: now, actor: "alice")
             try await store.write(first)

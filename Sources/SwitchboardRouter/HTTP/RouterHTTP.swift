@@ -35,7 +35,7 @@ public enum RouterHTTP {
             let reader = try await router.callReader(request.headers[.authorization], action: "list calls")
             var parameters: [String: String] = [:]
             for (name, value) in request.uri.queryParameters { parameters[String(name)] = String(value) }
-            var query = try CallQuery.parse(parameters, nowMillis: unixMillisNow())
+            var query = try CallQuery.parse(parameters, nowMillis: router.wallClock.unixMillis)
             if let tenant = reader.tenant {
                 guard query.tenant == nil || query.tenant == tenant else { throw SwitchboardError(.forbidden, "a tenant's key lists its own calls only") }
                 query.tenant = tenant
