@@ -115,25 +115,25 @@ struct CallFlowTests {
     /// The router and the worker stamp what they write with the wall clock their configuration gives, not the
     /// machine's: the record's placement, start and end, and each one's events on the call's timeline.
     @Test func routerAndWorkerStampTimesWithTheirConfiguredWallClocks() async throws {
-        let cluster = try await TestCluster()
-        let placedAt: Int64 = 1_767_225_599_000  // 2025-12-31T23:59:59Z
-        try await cluster.addRouter { $0.wallClock = .fixed(placedAt) }
-        try await cluster.addWorker { $0.wallClock = WallClock.fixed(placedAt).advanced(by: .seconds(5)) }
-        try await cluster.waitForWorkers(1)
-        let call = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "acme")).call)
-        try await eventually("call active") { try await cluster.record(call.callID)["state"] == "active" }
-        #expect(try await cluster.http("DELETE", "/v1/calls/\(call.callID)").status == 200)
-        let record = try await cluster.record(call.callID)
-        #expect(record["created_at"] == String(placedAt) && record["started_at"] == String(placedAt + 5_000)
-                && record["ended_at"] == String(placedAt + 5_000), "\(record)")
-        try await eventually("placed, started and ended on the timeline") {
-            let response = try await cluster.http("GET", "/v1/calls/\(call.callID)/timeline")
-            guard response.status == 200 else { return false }
-            let events = try JSONDecoder().decode(Timeline.self, from: response.body).events
-            let at = Dictionary(events.map { ("\($0.source.rawValue) \($0.type)", $0.atMillis) }, uniquingKeysWith: { first, _ in first })
-            return at["router placed"] == placedAt && at["worker started"] == placedAt + 5_000 && at["worker ended"] == placedAt + 5_000
+        try await withTestCluster { cluster in
+            let placedAt: Int64 = 1_767_225_599_000  // 2025-12-31T23:59:59Z
+            try await cluster.addRouter { $0.wallClock = .fixed(placedAt) }
+            try await cluster.addWorker { $0.wallClock = WallClock.fixed(placedAt).advanced(by: .seconds(5)) }
+            try await cluster.waitForWorkers(1)
+            let call = try #require(try await cluster.routeByNATS(RouteRequest(tenant: "acme")).call)
+            try await eventually("call active") { try await cluster.record(call.callID)["state"] == "active" }
+            #expect(try await cluster.http("DELETE", "/v1/calls/\(call.callID)").status == 200)
+            let record = try await cluster.record(call.callID)
+            #expect(record["created_at"] == String(placedAt) && record["started_at"] == String(placedAt + 5_000)
+                    && record["ended_at"] == String(placedAt + 5_000), "\(record)")
+            try await eventually("placed, started and ended on the timeline") {
+                let response = try await cluster.http("GET", "/v1/calls/\(call.callID)/timeline")
+                guard response.status == 200 else { return false }
+                let events = try JSONDecoder().decode(Timeline.self, from: response.body).events
+                let at = Dictionary(events.map { ("\($0.source.rawValue) \($0.type)", $0.atMillis) }, uniquingKeysWith: { first, _ in first })
+                return at["router placed"] == placedAt && at["worker started"] == placedAt + 5_000 && at["worker ended"] == placedAt + 5_000
+            }
         }
-        await cluster.shutdown()
     }
 
     @Test func callerEndMessageEndsTheCall() async throws {
