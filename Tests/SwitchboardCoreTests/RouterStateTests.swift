@@ -142,13 +142,13 @@ import Testing
         _ = taking.modify(.resumptionDone(callID: "c1", worker: nil, acceptSeq: nil), now: t0 + .milliseconds(41))
         for router in [taking, other] {
             #expect(router.resumptions.isEmpty)
-            #expect(router.registry.placeableFreeSlots == 0)
+            #expect(router.registry.placeableFreeSlots() == 0)
         }
         guard case .noCandidate? = other.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(50)).first
         else { Issue.record("the other router sees w2 full"); return }
         // w2's heartbeat with the accept: the slot is counted once, by the heartbeat.
         _ = other.modify(.heartbeat(beat("w2", capacity: 2, calls: 2, seq: 2, accepted: 5)), now: t0 + .milliseconds(60))
-        #expect(other.registry.entries["w2"]?.reserved == 0 && other.registry.placeableFreeSlots == 0)
+        #expect(other.registry.entries["w2"]?.reserved == 0 && other.registry.placeableFreeSlots() == 0)
 
         // A call hangs up on w1: the slot is free again, nothing waits, and a new call takes it.
         _ = other.modify(.heartbeat(beat("w1", capacity: 2, calls: 1, seq: 2)), now: t0 + .milliseconds(70))
@@ -157,6 +157,7 @@ import Testing
 
     @Test func aWaitingCallHoldsOnlyTheSlotsItNeedsAndOnlyWhileItIsAnnounced() throws {
         var state = router([beat("w1", capacity: 4, calls: 2), beat("w2", capacity: 4, calls: 4)])  // two free slots
+        #expect(state.registry.placeableFreeSlots() == 2)
         _ = state.modify(.resumptionWaiting(callID: "c1", hold: .seconds(2)), now: t0)
         // Two free for one waiting: a new call goes.
         let first = try #require(chosen(state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(10))))

@@ -156,7 +156,7 @@ public struct RouterState: Sendable {
         guard !resumptions.isEmpty else { return nil }
         resumptions = resumptions.filter { $0.value > now }  // a router that stopped announcing its call holds nothing
         guard !resumptions.isEmpty else { return nil }
-        let free = registry.placeableFreeSlots
+        let free = registry.placeableFreeSlots(upTo: resumptions.count + 1)
         return free > resumptions.count ? nil : .held(waiting: resumptions.count, free: free)
     }
 

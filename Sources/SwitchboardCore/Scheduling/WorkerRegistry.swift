@@ -207,9 +207,17 @@ public struct WorkerRegistry: Sendable {
 
     // MARK: Views
 
-    /// Free slots on the workers that may be offered calls (less this router's reservations).
-    public var placeableFreeSlots: Int {
-        pools.values.reduce(0) { sum, pool in pool.ids.reduce(sum) { $0 + (entries[$1]?.freeSlots ?? 0) } }
+    /// Free slots on the workers that may be offered calls (less this router's reservations), counted up to
+    /// `limit` at most: a large fleet with room is not gone through whole to learn that it has some.
+    public func placeableFreeSlots(upTo limit: Int = .max) -> Int {
+        var free = 0
+        for pool in pools.values {
+            for id in pool.ids {
+                free += entries[id]?.freeSlots ?? 0
+                if free >= limit { return free }
+            }
+        }
+        return free
     }
 
     /// Every known worker (suspect ones included), sorted by id.
