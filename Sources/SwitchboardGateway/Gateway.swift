@@ -454,53 +454,56 @@ public final class Gateway: Service, Sendable {
     /// the timeline take what the caller hears: a frame dropped for a full queue (a caller not reading) is silence.
     private func play(_ leg: Leg, tick: ContinuousClock.Instant) {
         let began = ContinuousClock.now
-        let frame: (samples: [Int16], message: Outgoing)?? = leg.state.withLock { state in
-            guard state.machine.phase == .live else { return nil }  // not live: nothing plays, nothing is heard
+        let at = leg.mediaMillis(tick)
+        // One lock per frame: decode, queue toward the caller, and record what the caller hears (silence when
+        // nothing plays, or when the frame was dropped for a full queue).
+        let (transcoded, full, events) = leg.state.withLock { state -> (ContinuousClock.Instant?, SlowReader.Verdict?, [TimelineEvent]) in
+            guard state.machine.phase == .live else { return (nil, nil, []) }
+            var heard: [Int16]?
             do {
-                let samples: [Int16]
                 switch state.jitter.tick() {
                 case .nothing:
-                    return .some(nil)
+                    break
                 case .packet(let packet):
                     if state.decoder == nil { state.decoder = try OpusDecoder(sampleRate: leg.kind.sampleRate) }
-                    samples = try state.decoder!.decode(packet.payload)
+                    heard = try state.decoder!.decode(packet.payload)
                 case .conceal:
-                    guard let decoder = state.decoder else { return .some(nil) }
-                    samples = try decoder.decodeMissing()
-                }
-                switch leg.kind {
-                case .twilio: return (samples, .text(TwilioStream.media(quotedStreamSid: state.quotedStreamSid, payload: MuLaw.encode(samples))))
-                case .browser: return (samples, .binary(BrowserStream.encode(samples)))
+                    heard = try state.decoder?.decodeMissing()
                 }
             } catch {
-                return .some(nil)  // a packet the decoder refuses: nothing plays for it
+                heard = nil  // a packet the decoder refuses: nothing plays for it
             }
-        }
-        guard let frame else { return }
-        var heard = frame?.samples
-        if let (_, message) = frame {
-            metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "out"], (ContinuousClock.now - began).microseconds / 1e6,
-                            buckets: GatewayMetrics.transcodeBuckets, help: "Time to transcode one 20 ms frame, by direction")
-            if !leg.send(message) {
-                heard = nil
-                switch leg.state.withLock({ $0.reader.queueFull(at: .now) }) {
-                case .drop:
-                    metrics.increment(GatewayMetrics.queueDropped, help: "Frames toward callers dropped because the caller's queue was full")
-                case .slowReader:
-                    badInput(leg, SwitchboardError(.slowConsumer, "the caller's socket took nothing for \(configuration.slowReaderPatience)"),
-                             reason: "slow_reader")
+            var transcoded: ContinuousClock.Instant?
+            var full: SlowReader.Verdict?
+            if let samples = heard {
+                let message: Outgoing = switch leg.kind {
+                case .twilio: .text(TwilioStream.media(quotedStreamSid: state.quotedStreamSid, payload: MuLaw.encode(samples)))
+                case .browser: .binary(BrowserStream.encode(samples))
+                }
+                transcoded = .now
+                if !leg.send(message) {
+                    full = state.reader.queueFull(at: .now)
+                    heard = nil
                 }
             }
-        }
-        // What the caller hears now, for the recording and the timeline (a frame's loudness); silence when nothing
-        // plays.
-        let at = leg.mediaMillis(tick)
-        let events = leg.state.withLock { state in
             state.recording?.agent(heard, at: tick)
-            return state.observer.agent(rms: heard.map(SignalAnalysis.rms) ?? 0, atMillis: at, stats: state.jitter.stats,
-                                        jitterMillis: state.jitter.jitterMillis)
+            return (transcoded, full, state.observer.agent(rms: heard.map(SignalAnalysis.rms) ?? 0, atMillis: at, stats: state.jitter.stats,
+                                                           jitterMillis: state.jitter.jitterMillis))
         }
         observe(leg, events)
+        if let transcoded {
+            metrics.observe(GatewayMetrics.transcodeSeconds, ["direction": "out"], (transcoded - began).microseconds / 1e6,
+                            buckets: GatewayMetrics.transcodeBuckets, help: "Time to transcode one 20 ms frame, by direction")
+        }
+        switch full {
+        case .drop?:
+            metrics.increment(GatewayMetrics.queueDropped, help: "Frames toward callers dropped because the caller's queue was full")
+        case .slowReader?:
+            badInput(leg, SwitchboardError(.slowConsumer, "the caller's socket took nothing for \(configuration.slowReaderPatience)"),
+                     reason: "slow_reader")
+        case nil:
+            break
+        }
     }
 
     /// Notes one event of this gateway on the leg's call's timeline, at `at` (now, on the leg's media clock).
