@@ -6,7 +6,7 @@ import Synchronization
 /// Where and how this gateway records calls (`--recordings-dir`; nil: it does not).
 public struct RecordingOptions: Sendable, Equatable {
     public var directory: String
-    /// At least 32 kbit/s: below, Opus folds the two channels into one.
+    /// Both channels together, at least 32 kbit/s (16 each).
     public var bitrate: Int = 32_000
     /// The longest recording; the call goes on past it, unrecorded (counted, and on its timeline).
     public var maxDuration: Duration = .seconds(6 * 3600)
@@ -18,6 +18,13 @@ public struct RecordingOptions: Sendable, Equatable {
     }
 
     public static let minBitrate = 32_000
+
+    /// A recording's codec: the caller and what the caller heard, each its own mono Opus stream so that neither
+    /// is heard in the other's channel (one stereo stream leaks a loud channel into a silent one), tuned to
+    /// keep any sound.
+    public static func format(sampleRate: Int, bitrate: Int) -> OpusFormat {
+        OpusFormat(sampleRate: sampleRate, channels: 2, separateChannels: true, application: .audio, bitrate: max(bitrate, minBitrate))
+    }
 }
 
 /// One call's recording: what the caller said (left) and heard (right), as the leg's audio paths hand them
@@ -48,11 +55,9 @@ final class Recording: Sendable {
          startedAtMillis: Int64, options: RecordingOptions) throws {
         paths = try RecordingInfo.paths(tenant: tenant, callID: callID)
         root = URL(fileURLWithPath: options.directory)
-        let format = OpusFormat(sampleRate: sampleRate, channels: 2, application: .audio,
-                                bitrate: max(options.bitrate, RecordingOptions.minBitrate))
+        let format = RecordingOptions.format(sampleRate: sampleRate, bitrate: options.bitrate)
         let encoder = try OpusEncoder(format: format)
-        let ogg = OggOpusWriter(serial: UInt32.random(in: 1...UInt32.max), channels: 2, inputSampleRate: sampleRate,
-                                preSkip: encoder.lookahead * 48_000 / sampleRate)
+        let ogg = OggOpusWriter(serial: UInt32.random(in: 1...UInt32.max), for: encoder)
         let maxFrames = Int(options.maxDuration.components.seconds * 50)
         input = Mutex(StereoAligner(frameSamples: sampleRate / 50, maxFrames: max(1, maxFrames)))
         output = Mutex(Output(encoder: encoder, ogg: ogg))

@@ -6,6 +6,8 @@ import SwitchboardCore
 public struct OggOpusWriter: Sendable {
     public let serial: UInt32
     public let channels: Int
+    /// Each channel its own mono stream (`OpusFormat.separateChannels`): channel mapping family 1, not 0.
+    public let separateChannels: Bool
     public let inputSampleRate: Int
     /// Samples (at 48 kHz) a player drops at the start: the encoder's lookahead.
     public let preSkip: Int
@@ -20,11 +22,19 @@ public struct OggOpusWriter: Sendable {
     /// Packets per page at most (a page holds 255 lacing values; a 20 ms packet takes one to six).
     static let packetsPerPage = 42
 
-    public init(serial: UInt32, channels: Int, inputSampleRate: Int, preSkip: Int) {
+    public init(serial: UInt32, channels: Int, separateChannels: Bool = false, inputSampleRate: Int, preSkip: Int) {
         self.serial = serial
         self.channels = channels
+        self.separateChannels = separateChannels && channels > 1
         self.inputSampleRate = inputSampleRate
         self.preSkip = preSkip
+    }
+
+    /// The framing of what `encoder` makes, its lookahead as the pre-skip.
+    public init(serial: UInt32, for encoder: OpusEncoder) {
+        let format = encoder.format
+        self.init(serial: serial, channels: format.channels, separateChannels: format.separateChannels,
+                  inputSampleRate: format.sampleRate, preSkip: encoder.lookahead * 48_000 / format.sampleRate)
     }
 
     /// The two header pages, which open the stream.
@@ -35,7 +45,12 @@ public struct OggOpusWriter: Sendable {
         head += Self.le(UInt16(preSkip))
         head += Self.le(UInt32(inputSampleRate))
         head += [0, 0]  // output gain
-        head.append(0)  // channel mapping family 0: mono or stereo
+        if separateChannels {
+            // Family 1 (RFC 7845 5.1.1.2): as many streams as channels, none coupled, channel i in stream i.
+            head += [1, UInt8(channels), 0] + (0..<channels).map { UInt8($0) }
+        } else {
+            head.append(0)  // family 0: one mono or stereo stream
+        }
         var tags = Array("OpusTags".utf8)
         tags += Self.le(UInt32(vendor.utf8.count)) + Array(vendor.utf8)
         tags += Self.le(UInt32(comments.count))
@@ -116,6 +131,8 @@ public enum OggCRC {
 /// of what was written; a malformed file is an error, never a crash.
 public struct OggOpusFile: Sendable {
     public var channels: Int
+    /// Each channel its own mono stream (channel mapping family 1, none coupled, in order).
+    public var separateChannels: Bool
     public var preSkip: Int
     public var inputSampleRate: Int
     public var packets: [[UInt8]]
@@ -157,9 +174,22 @@ public struct OggOpusFile: Sendable {
         guard all.count >= 2, all[0].count >= 19, Array(all[0].prefix(8)) == Array("OpusHead".utf8),
               Array(all[1].prefix(8)) == Array("OpusTags".utf8)
         else { throw bad("no OpusHead and OpusTags") }
-        channels = Int(all[0][9])
-        preSkip = Int(all[0][10]) | Int(all[0][11]) << 8
-        inputSampleRate = (12..<16).reduce(0) { $0 | Int(all[0][$1]) << (8 * ($1 - 12)) }
+        let head = all[0]
+        channels = Int(head[9])
+        switch head[18] {
+        case 0:
+            guard channels == 1 || channels == 2 else { throw bad("\(channels) channels in mapping family 0") }
+            separateChannels = false
+        case 1:
+            // Read back as written: one stream per channel, none coupled, channel i in stream i.
+            let table = [UInt8(channels), 0] + (0..<channels).map { UInt8($0) }
+            guard channels == 2, Array(head.dropFirst(19)) == table else { throw bad("a channel mapping other than two mono streams") }
+            separateChannels = true
+        default:
+            throw bad("channel mapping family \(head[18])")
+        }
+        preSkip = Int(head[10]) | Int(head[11]) << 8
+        inputSampleRate = (12..<16).reduce(0) { $0 | Int(head[$1]) << (8 * ($1 - 12)) }
         packets = Array(all.dropFirst(2))
     }
 }
@@ -167,7 +197,7 @@ public struct OggOpusFile: Sendable {
 extension OggOpusFile {
     /// Every packet decoded at `sampleRate`, as each channel's 20 ms frames: `[channel][frame]`.
     public func channelFrames(sampleRate: Int) throws(SwitchboardError) -> [[[Int16]]] {
-        let decoder = try OpusDecoder(sampleRate: sampleRate, channels: channels)
+        let decoder = try OpusDecoder(sampleRate: sampleRate, channels: channels, separateChannels: separateChannels)
         var out = [[[Int16]]](repeating: [], count: channels)
         for packet in packets {
             let pcm = try decoder.decode(packet)

@@ -1,13 +1,14 @@
 import Foundation
 import SwitchboardCore
 import SwitchboardOpus
+import SwitchboardGateway
 
 /// The gateway's work per 20 ms frame of a Twilio leg, both ways, with the raw Opus cost in the same run:
 /// in, a `media` message decoded (JSON, base64), mu-law to PCM, Opus-encoded at 8 kHz and packed; out, a packet
 /// unpacked, through the jitter buffer, Opus-decoded at 8 kHz, mu-law-encoded and written as a `media` message.
 /// The same steps, in the same order, as `Gateway` runs them (its NATS and WebSocket I/O aside), the timeline's
 /// observer included (each frame's loudness, speech and turn tracking, playout counts); and a recording of the
-/// leg (both channels, stereo Ogg Opus to a file), as the gateway's recording task writes it.
+/// leg (both channels, Ogg Opus to a file), as the gateway's recording task writes it.
 struct GatewayBenchRun {
     var frames: Int
 
@@ -68,8 +69,8 @@ struct GatewayBenchRun {
         }
 
         // A recording of the leg, the same steps as the gateway's: each frame of both channels handed to the
-        // aligner (on the audio paths), then every 250 ms (12.5 frames) what is ready encoded as stereo Opus at
-        // 8 kHz and 32 kbit/s, framed as Ogg, its peaks taken, and both written to files.
+        // aligner (on the audio paths), then every 250 ms (12.5 frames) what is ready encoded as two mono Opus
+        // streams at 8 kHz and 32 kbit/s in all, framed as Ogg, its peaks taken, and both written to files.
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sb-bench-recording-\(getpid())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -78,8 +79,8 @@ struct GatewayBenchRun {
         _ = FileManager.default.createFile(atPath: peaksURL.path, contents: nil)
         let audioFile = try FileHandle(forWritingTo: audioURL), peaksFile = try FileHandle(forWritingTo: peaksURL)
         defer { try? audioFile.close(); try? peaksFile.close() }
-        let stereo = try OpusEncoder(format: OpusFormat(sampleRate: 8_000, channels: 2, application: .audio, bitrate: 32_000))
-        var ogg = OggOpusWriter(serial: 1, channels: 2, inputSampleRate: 8_000, preSkip: stereo.lookahead * 6)
+        let stereo = try OpusEncoder(format: RecordingOptions.format(sampleRate: 8_000, bitrate: 32_000))
+        var ogg = OggOpusWriter(serial: 1, for: stereo)
         try audioFile.write(contentsOf: ogg.header())
         var aligner = StereoAligner(frameSamples: 160, maxFrames: frames + 1)
         var recordTimes: [Duration] = []
@@ -112,7 +113,7 @@ struct GatewayBenchRun {
                                     perLeg.microseconds / raw.mean.microseconds, 20_000 / perLeg.microseconds,
                                     perLeg.microseconds / 20_000 * 100)))
         let record = LatencySummary(recordTimes)!
-        report.add(Row(name: "Gateway recording, per 20 ms frame (align, stereo Opus 32 kbit/s, Ogg, peaks, files)", summary: record,
+        report.add(Row(name: "Gateway recording, per 20 ms frame (align, 2x mono Opus 32 kbit/s, Ogg, peaks, files)", summary: record,
                        throughput: 1e6 / record.mean.microseconds,
                        note: String(format: "%.2fx the raw codec; %.3f%% of a core per recorded call; %.1f kB a minute",
                                     record.mean.microseconds / raw.mean.microseconds, record.mean.microseconds / 20_000 * 100,

@@ -135,7 +135,7 @@ extension CallCommand {
 
     struct Recording: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Save a call's recording (stereo Ogg Opus: the caller left, the agent right) to a file.")
+            abstract: "Save a call's recording (two-channel Ogg Opus: the caller left, the agent right) to a file.")
         @OptionGroup var router: RouterAddress
         @Argument(help: "Call id.") var id: String
         @Option(name: .shortAndLong, help: "The file to write (default: <call id>.opus).") var file: String?

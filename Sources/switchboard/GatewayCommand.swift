@@ -48,7 +48,7 @@ struct GatewayCommand: AsyncParsableCommand {
     @OptionGroup var timelines: TimelineOptions
     @Option(name: .customLong("recordings-dir"), help: "Record the calls whose tenant's calls are recorded, here (a volume the routers share); none: no recordings.")
     var recordingsDir: String = Settings.string("recordings-dir", "")
-    @Option(name: .customLong("recording-bitrate"), help: "Bits per second of a recording (32000 at least: below, Opus folds the two channels into one).")
+    @Option(name: .customLong("recording-bitrate"), help: "Bits per second of a recording, both channels (32000 at least: 16000 each).")
     var recordingBitrate: Int = Settings.int("recording-bitrate", 32_000)
     @Option(name: .customLong("recording-max"), help: "Seconds a recording lasts at most; the call goes on unrecorded.")
     var recordingMax: Double = Settings.double("recording-max", 6 * 3600)

@@ -4,7 +4,7 @@ import Foundation
 /// the call's media clock (so the page lines it up with the timeline), and how it ended.
 ///
 /// On disk, under the recordings directory (a shared volume when the gateways and routers are apart):
-/// `<tenant>/<callID>.opus` (stereo Ogg Opus, caller left, agent right), `<tenant>/<callID>.peaks` (two bytes
+/// `<tenant>/<callID>.opus` (two-channel Ogg Opus, caller left, agent right), `<tenant>/<callID>.peaks` (two bytes
 /// per 20 ms frame: the caller's and the agent's loudest sample, 0...255 on a square-root scale) and
 /// `<tenant>/<callID>.json` (this).
 public struct RecordingInfo: Codable, Sendable, Equatable {
