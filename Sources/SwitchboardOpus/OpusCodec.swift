@@ -124,26 +124,6 @@ public final class OpusEncoder {
         try set(sb_opus_set_packet_loss_perc, sb_opus_ms_set_packet_loss_perc, format.expectedLossPercent, "setting expected loss")
     }
 
-    private typealias Setter = (OpaquePointer?, Int32) -> Int32
-    private typealias Getter = (OpaquePointer?, UnsafeMutablePointer<Int32>?) -> Int32
-
-    private func set(_ single: Setter, _ separate: Setter, _ value: Int, _ what: String) throws(SwitchboardError) {
-        let status = switch handle {
-        case .single(let encoder): single(encoder, Int32(value))
-        case .separate(let encoder): separate(encoder, Int32(value))
-        }
-        if status != OPUS_OK { throw SwitchboardError.opus(status, what) }
-    }
-
-    private func query(_ single: Getter, _ separate: Getter) -> Int {
-        var value: Int32 = 0
-        switch handle {
-        case .single(let encoder): _ = single(encoder, &value)
-        case .separate(let encoder): _ = separate(encoder, &value)
-        }
-        return Int(value)
-    }
-
     public convenience init(sampleRate: Int, bitrate: Int = 24_000) throws(SwitchboardError) {
         try self.init(format: OpusFormat(sampleRate: sampleRate, bitrate: bitrate))
     }
@@ -177,6 +157,26 @@ public final class OpusEncoder {
         }
         guard count > 0 else { throw SwitchboardError.opus(count, "cannot encode a frame") }
         return Array(buffer[0..<Int(count)])
+    }
+
+    private typealias Setter = (OpaquePointer?, Int32) -> Int32
+    private typealias Getter = (OpaquePointer?, UnsafeMutablePointer<Int32>?) -> Int32
+
+    private func set(_ single: Setter, _ separate: Setter, _ value: Int, _ what: String) throws(SwitchboardError) {
+        let status = switch handle {
+        case .single(let encoder): single(encoder, Int32(value))
+        case .separate(let encoder): separate(encoder, Int32(value))
+        }
+        if status != OPUS_OK { throw SwitchboardError.opus(status, what) }
+    }
+
+    private func query(_ single: Getter, _ separate: Getter) -> Int {
+        var value: Int32 = 0
+        switch handle {
+        case .single(let encoder): _ = single(encoder, &value)
+        case .separate(let encoder): _ = separate(encoder, &value)
+        }
+        return Int(value)
     }
 }
 

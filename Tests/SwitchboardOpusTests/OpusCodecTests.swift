@@ -73,8 +73,10 @@ import Testing
         #expect(after.count == 960)
     }
 
-    @Test func badPacketsGiveCodedErrorsNotCrashes() throws {
-        let decoder = try OpusDecoder()
+    /// Mono, and two channels coded apart (a recording read back, whose packets carry two streams).
+    @Test(arguments: [false, true])
+    func badPacketsGiveCodedErrorsNotCrashes(separateChannels: Bool) throws {
+        let decoder = try OpusDecoder(channels: separateChannels ? 2 : 1, separateChannels: separateChannels)
         #expect(throws: SwitchboardError.self) { _ = try decoder.decode([]) }
         do {
             _ = try decoder.decode([UInt8](repeating: 0xff, count: 5000))
