@@ -15,7 +15,8 @@ public struct OpusFormat: Sendable, Equatable {
     public var channels: Int
     /// Two channels coded apart, each its own mono stream (Opus multistream; RFC 7845 channel mapping family 1),
     /// so that neither leaks into the other. One stereo stream codes them jointly, and at a recording's bitrates
-    /// lets a loud channel be heard at -15 dB in the other while that one is silent. Ignored for mono.
+    /// lets a loud channel into the other while that one is silent (a call recorded on a starved machine held the
+    /// caller's tone in the agent's channel only 14 dB under the agent's own). Ignored for mono.
     public var separateChannels: Bool
     public var application: Application
     /// Bits per second of the encoded stream (6 000 ... 510 000).

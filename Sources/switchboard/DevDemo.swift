@@ -13,6 +13,8 @@ final class DemoStats: Sendable {
         var packetsSent = 0
         var packetsEchoed = 0
         var echoToneOK = 0
+        /// Calls the demo's stop cut short, not judged by their echo.
+        var cutShort = 0
         var latencies: [Duration] = []
     }
 
@@ -28,12 +30,17 @@ final class DemoStats: Sendable {
 
     func failed(_ code: String) { state.withLock { $0.failed[code, default: 0] += 1 } }
 
-    func ended(sent: Int, echoed: Int, toneOK: Bool) {
+    /// `toneOK` nil: the call was cut short by the demo's stop, its echo not judged.
+    func ended(sent: Int, echoed: Int, toneOK: Bool?) {
         state.withLock {
             $0.ended += 1
             $0.packetsSent += sent
             $0.packetsEchoed += echoed
-            if toneOK { $0.echoToneOK += 1 }
+            switch toneOK {
+            case true?: $0.echoToneOK += 1
+            case nil: $0.cutShort += 1
+            case false?: break
+            }
         }
     }
 
@@ -42,8 +49,9 @@ final class DemoStats: Sendable {
     func summary() -> String {
         let s = snapshot
         let failures = s.failed.isEmpty ? "none" : s.failed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-        return "demo calls: \(s.placed) placed, \(s.ended) ended, \(s.echoToneOK) echoed the 440 Hz tone back; "
-            + "packets \(s.packetsSent) sent, \(s.packetsEchoed) echoed; failures: \(failures)"
+        let cut = s.cutShort > 0 ? " (\(s.cutShort) cut short by the stop)" : ""
+        return "demo calls: \(s.placed) placed, \(s.ended) ended, \(s.echoToneOK) of the \(s.ended - s.cutShort) played through "
+            + "echoed the 440 Hz tone back\(cut); packets \(s.packetsSent) sent, \(s.packetsEchoed) echoed; failures: \(failures)"
     }
 }
 
@@ -123,9 +131,10 @@ struct DemoCallers {
         } catch {
             stats.failed((error as? SwitchboardError)?.code.rawValue ?? "media_error")
         }
+        let cutShort = Task.isCancelled  // stopped while it played, or before its last echoes came
         await hangUp(placement.callID, router: router)
         let packets = echoed.withLock { $0 }
-        stats.ended(sent: sent, echoed: packets.count, toneOK: Self.isTone(packets, frequency: 440))
+        stats.ended(sent: sent, echoed: packets.count, toneOK: cutShort ? nil : Self.isTone(packets, frequency: 440))
     }
 
     /// Ends the call as a caller should: asked again while the answer is an error (a router just back on the bus

@@ -19,6 +19,10 @@ struct DevClusterTests {
         #expect(status == 0, "exit status \(String(describing: status))\n\(dev.output)")
         #expect(dev.output.contains("stopped; nothing left running"))
         #expect(dev.output.contains("failures: none"), "\(dev.output.suffix(600))")
+        // Every call that played through echoed the tone; those the stop cut short are said apart, not judged.
+        let summary = try #require(dev.output.split(separator: "\n").first { $0.hasPrefix("demo calls: ") }.map(String.init))
+        let echo = try #require(summary.firstMatch(of: /, (\d+) of the (\d+) played through echoed/), "\(summary)")
+        #expect(Int(echo.1)! == Int(echo.2)! && Int(echo.2)! > 0, "\(summary)")
         // Every process it started is gone.
         let pids = dev.output.split(separator: "\n").compactMap { line -> Int32? in
             guard line.hasPrefix("started "), let open = line.range(of: "(pid "), let close = line.lastIndex(of: ")") else { return nil }
