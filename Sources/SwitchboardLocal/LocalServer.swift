@@ -78,8 +78,8 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
     /// Starts the server and returns once its port accepts connections. Waits without blocking a thread.
     public func start() async throws {
         let p = try launch()
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
             // Someone listens: make sure it is ours. A server that could not bind the port exits at once, and
             // whoever holds the port answers in its place.
             if LocalServer.canConnect(port: port) {
@@ -146,14 +146,14 @@ public final class LocalServer: @unchecked Sendable {  // mutable state is guard
         guard let p else { return }
         if p.isRunning {
             Glibc.kill(p.processIdentifier, SIGTERM)
-            let deadline = Date().addingTimeInterval(5)
-            while p.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+            let deadline = ContinuousClock.now + .seconds(5)
+            while p.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
             if p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL) }
             while p.isRunning { try? await Task.sleep(for: .milliseconds(5)) }
         }
         try? handle?.close()
-        let deadline = Date().addingTimeInterval(5)
-        while LocalServer.canConnect(port: port) && Date() < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+        let deadline = ContinuousClock.now + .seconds(5)
+        while LocalServer.canConnect(port: port) && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
     }
 
     /// Kills the server at once (SIGKILL) without waiting, e.g. on the way out of a process.
