@@ -167,9 +167,9 @@ extension Router {
             }
             // Choose and reserve in one step, so concurrent routes see each other's offers.
             let event = RouterState.Event.offerWanted(needs, explain: explain && explanation == nil, resuming: resuming)
-            let (decision, reserved) = switch state.withLock({ $0.known.modify(event, now: clock.now) }).first {
-            case .offer(let decision, let token)?: (decision, token as UInt64?)
-            case .noCandidate(let decision)?: (decision, nil)
+            let (decision, reserved, unanswered) = switch state.withLock({ $0.known.modify(event, now: clock.now) }).first {
+            case .offer(let decision, let token)?: (decision, token as UInt64?, false)
+            case .noCandidate(let decision, let unanswered)?: (decision, nil, unanswered)
             case .held(let waiting, let free)?:
                 metrics.increment(MetricNames.placementsHeld, help: "New calls and moves not offered: the free slots were held for dead workers' calls")
                 throw SwitchboardError(.noCapacity, "the \(free) free slot(s) are held for \(waiting) call(s) of a lost worker waiting to be "
@@ -179,7 +179,7 @@ extension Router {
             if let first = decision.explanation { explanation = first }
             if firstCandidates == nil { firstCandidates = Array(decision.candidates.prefix(5)) }
             guard let worker = decision.chosen, let token = reserved else {
-                attempt.noCandidate()
+                attempt.noCandidate(now: clock.now, offersUnanswered: unanswered)
                 continue
             }
             let fromFallback = decision.fallback > 0

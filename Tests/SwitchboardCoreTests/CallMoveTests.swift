@@ -102,6 +102,36 @@ import Testing
         #expect(error.message == "every worker offered refused or failed (a: full; b: timeout)")
     }
 
+    /// No candidate while this router has offers out unanswered (the fleet may only look full): it chooses again
+    /// every 10 ms for one offer timeout at most, within the deadline; then, or with no offer out, it gives up.
+    @Test func noCandidateWithOffersOutIsChosenAgainForAnOfferTimeoutAtMost() {
+        let t0 = ContinuousClock.now
+        var attempt = PlacementAttempt(needs: .init(), maxOffers: 3, offerTimeout: .milliseconds(50), deadline: t0 + .seconds(1))
+        _ = attempt.next(now: t0)
+        attempt.noCandidate(now: t0, offersUnanswered: true)
+        #expect(attempt.next(now: t0) == .wait(until: t0 + .milliseconds(10)))
+        guard case .offer = attempt.next(now: t0 + .milliseconds(10)) else { Issue.record("chosen again"); return }
+        attempt.noCandidate(now: t0 + .milliseconds(10), offersUnanswered: true)
+        #expect(attempt.next(now: t0 + .milliseconds(10)) == .wait(until: t0 + .milliseconds(20)))
+        _ = attempt.next(now: t0 + .milliseconds(20))
+        // An offer timeout after the first time it found nobody: every offer out then is answered. Given up.
+        attempt.noCandidate(now: t0 + .milliseconds(45), offersUnanswered: true)
+        guard case .giveUp(let late) = attempt.next(now: t0 + .milliseconds(45)) else { Issue.record("no wait past the offer timeout"); return }
+        #expect(late.code == .noCapacity && late.message == "no ready worker with a free slot")
+
+        // Nothing out: given up at once.
+        var idle = PlacementAttempt(needs: .init(), maxOffers: 3, offerTimeout: .milliseconds(50), deadline: t0 + .seconds(1))
+        _ = idle.next(now: t0)
+        idle.noCandidate(now: t0, offersUnanswered: false)
+        guard case .giveUp = idle.next(now: t0) else { Issue.record("nothing to wait for"); return }
+
+        // The deadline ends the waiting too.
+        var short = PlacementAttempt(needs: .init(), maxOffers: 3, offerTimeout: .milliseconds(500), deadline: t0 + .milliseconds(15))
+        _ = short.next(now: t0)
+        short.noCandidate(now: t0 + .milliseconds(8), offersUnanswered: true)
+        guard case .giveUp = short.next(now: t0 + .milliseconds(8)) else { Issue.record("no wait past the deadline"); return }
+    }
+
     /// Just back on the bus, a router hears nobody on a worker's offer subject: the worker may be there a moment
     /// later, or dead (the router cannot judge yet). Every other worker is offered the call first; only then the
     /// unheard one again, every 100 ms, until the deadline.
@@ -117,21 +147,21 @@ import Testing
         attempt.offered("b")
         _ = attempt.answered("b", .refused("full"))
         // Nobody else: a wait, then a, and only a, again.
-        attempt.noCandidate()
+        attempt.noCandidate(now: t0 + .milliseconds(10))
         let first = attempt.next(now: t0 + .milliseconds(10))
         #expect(first == .wait(until: t0 + .milliseconds(110)))
         guard case .offer(let again, _) = attempt.next(now: t0 + .milliseconds(110)) else { Issue.record("a again"); return }
         #expect(again.tried == ["b"])
         attempt.offered("a")
         _ = attempt.answered("a", .unheard)
-        attempt.noCandidate()
+        attempt.noCandidate(now: t0 + .milliseconds(220))
         let second = attempt.next(now: t0 + .milliseconds(220))
         #expect(second == .wait(until: t0 + .milliseconds(320)))
         _ = attempt.next(now: t0 + .milliseconds(320))
         attempt.offered("a")
         _ = attempt.answered("a", .unheard)
         // No room for another wait before the deadline: given up, and the answer says why.
-        attempt.noCandidate()
+        attempt.noCandidate(now: t0 + .milliseconds(330))
         guard case .giveUp(let error) = attempt.next(now: t0 + .milliseconds(330)) else { Issue.record("the deadline ends it"); return }
         #expect(error.code == .noCapacity)
         #expect(error.message == "every worker offered refused or failed (a: unheard; b: full)")

@@ -155,6 +155,30 @@ import Testing
         #expect(chosen(other.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(80)))?.worker == "w1")
     }
 
+    /// A burst near capacity: a worker's heartbeat counts calls it accepted whose accepts have not reached this
+    /// router yet, so their slots are counted twice and the fleet looks full with room on it. The router says so
+    /// with its "no candidate" (offers out unanswered), and once the accepts come in the room is there again.
+    @Test func acceptsNotYetHeardMakeAFleetLookFullAndTheRouterSaysOffersAreOut() throws {
+        var state = router([beat("w1", capacity: 3)])
+        let offers = try (0..<2).map { i in try #require(chosen(state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(10 + i)))) }
+        // w1 accepted both (accepts 1 and 2) and says so in a heartbeat before this router hears either accept.
+        _ = state.modify(.heartbeat(beat("w1", capacity: 3, calls: 2, seq: 2, accepted: 2)), now: t0 + .milliseconds(20))
+        #expect(state.registry.placeableFreeSlots() == 0, "3 slots, 2 calls, and the same 2 again as offers out")
+        guard case .noCandidate(_, offersUnanswered: true)? = state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(21)).first
+        else { Issue.record("no candidate, with offers out"); return }
+        // The accepts arrive: each is already in w1's heartbeat, so its reservation goes, and the free slot is back.
+        for (i, offer) in offers.enumerated() {
+            _ = state.modify(.offerAnswered(worker: "w1", token: offer.token, .accepted(acceptSeq: UInt64(i + 1))), now: t0 + .milliseconds(30))
+        }
+        #expect(state.registry.placeableFreeSlots() == 1 && !state.registry.hasUnansweredOffers)
+        let third = try #require(chosen(state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(31))))
+        #expect(third.worker == "w1")
+        // Really full, and every offer answered: nothing to wait for.
+        _ = state.modify(.offerAnswered(worker: "w1", token: third.token, .accepted(acceptSeq: 3)), now: t0 + .milliseconds(40))
+        guard case .noCandidate(_, offersUnanswered: false)? = state.modify(.offerWanted(.init(), explain: false), now: t0 + .milliseconds(41)).first
+        else { Issue.record("no candidate, no offer out"); return }
+    }
+
     @Test func aWaitingCallHoldsOnlyTheSlotsItNeedsAndOnlyWhileItIsAnnounced() throws {
         var state = router([beat("w1", capacity: 4, calls: 2), beat("w2", capacity: 4, calls: 4)])  // two free slots
         #expect(state.registry.placeableFreeSlots() == 2)

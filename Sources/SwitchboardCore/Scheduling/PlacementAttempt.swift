@@ -25,6 +25,8 @@ public struct PlacementAttempt: Sendable {
 
     /// The wait before an unheard worker is offered the call again.
     public static let unheardRetry = Duration.milliseconds(100)
+    /// The wait before choosing again while this router's offers are out unanswered (see `noCandidate`).
+    public static let answersRetry = Duration.milliseconds(10)
 
     public private(set) var needs: Scheduler.Needs
     public let deadline: Instant
@@ -35,6 +37,10 @@ public struct PlacementAttempt: Sendable {
     private var unheard: Set<String> = []
     /// The scheduler found nobody left to offer to.
     private var exhausted = false
+    /// Until when it chooses again, rather than give up, while this router's offers are out unanswered: one
+    /// offer timeout from the first time it found nobody, by when every offer then out has its answer.
+    private var answersAwaitedUntil: Instant?
+    private var offersUnanswered = false
     private var done = false
 
     /// Workers in `needs.tried` beforehand (the one a call is moving from) do not count towards `maxOffers`.
@@ -49,6 +55,10 @@ public struct PlacementAttempt: Sendable {
         guard !done else { preconditionFailure("placement attempt already finished") }
         let remaining = deadline - now
         guard remaining > .zero else { return .giveUp(failure()) }
+        if exhausted, offersUnanswered, let until = answersAwaitedUntil, now + Self.answersRetry < min(until, deadline) {
+            exhausted = false
+            return .wait(until: now + Self.answersRetry)
+        }
         guard needs.tried.count < offersAtMost, !exhausted else {
             exhausted = false
             return offerUnheardAgain(now: now)
@@ -57,8 +67,16 @@ public struct PlacementAttempt: Sendable {
     }
 
     /// The scheduler found no worker to offer to (among those not tried yet): `next` then gives up, or waits to
-    /// offer the unheard ones again.
-    public mutating func noCandidate() { exhausted = true }
+    /// offer the unheard ones again; or, while this router has offers out unanswered (`offersUnanswered`, this
+    /// call's or others'), waits a moment and chooses again. A worker's heartbeat counts a call it accepted, and
+    /// so does this router's reservation until the accept reaches it: under load, a burst of offers near the
+    /// fleet's capacity counts the fleet full while it has room. Each offer out then is answered (or times out)
+    /// within an offer timeout, so the attempt chooses again for that long at most, and within the deadline.
+    public mutating func noCandidate(now: Instant, offersUnanswered: Bool = false) {
+        exhausted = true
+        self.offersUnanswered = offersUnanswered
+        if offersUnanswered, answersAwaitedUntil == nil { answersAwaitedUntil = now + offerTimeout }
+    }
 
     /// Give up, unless some workers went unheard: then they are offered the call again after a moment, if the
     /// deadline leaves time for it. Only once no other worker is left: a worker really dead (this router cannot

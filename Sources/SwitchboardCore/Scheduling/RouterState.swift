@@ -60,8 +60,9 @@ public struct RouterState: Sendable {
         case notJudged(worker: String, why: String)
         /// Offer the call to the chosen worker, holding slot `token`.
         case offer(Scheduler.Decision, token: UInt64)
-        /// No worker to offer it to.
-        case noCandidate(Scheduler.Decision)
+        /// No worker to offer it to. `offersUnanswered`: this router has offers out that no answer has settled
+        /// yet, whose slots a worker's heartbeat may count as well (`PlacementAttempt.noCandidate`).
+        case noCandidate(Scheduler.Decision, offersUnanswered: Bool)
         /// Not offered: the `free` slots this router sees are held for the `waiting` calls of dead workers.
         case held(waiting: Int, free: Int)
         /// A newer deploy policy is in force.
@@ -116,7 +117,9 @@ public struct RouterState: Sendable {
         case .offerWanted(let needs, let explain, let resuming):
             if !resuming, let held = holdForResumptions(now: now) { return [held] }
             let decision = scheduler.choose(needs, in: registry, using: &random, explain: explain)
-            guard let chosen = decision.chosen, let token = registry.reserve(chosen.workerID, now: now) else { return [.noCandidate(decision)] }
+            guard let chosen = decision.chosen, let token = registry.reserve(chosen.workerID, now: now) else {
+                return [.noCandidate(decision, offersUnanswered: registry.hasUnansweredOffers)]
+            }
             return [.offer(decision, token: token)]
         case .offerAnswered(let worker, let token, .accepted(let acceptSeq)):
             registry.accepted(worker, token: token, acceptSeq: acceptSeq)

@@ -205,6 +205,11 @@ public struct WorkerRegistry: Sendable {
         entries[workerID]?.reservations.removeAll { $0.token == token }
     }
 
+    /// Some offer of this router's is out with no answer yet (a reservation with no accept to settle it).
+    public var hasUnansweredOffers: Bool {
+        entries.values.contains { $0.reservations.contains { $0.acceptSeq == nil } }
+    }
+
     // MARK: Views
 
     /// Free slots on the workers that may be offered calls (less this router's reservations), counted up to
