@@ -67,8 +67,8 @@ public struct PlacementAttempt: Sendable {
     }
 
     /// The scheduler found no worker to offer to (among those not tried yet): `next` then gives up, or waits to
-    /// offer the unheard ones again; or, while this router has offers out unanswered (`offersUnanswered`, this
-    /// call's or others'), waits a moment and chooses again. A worker's heartbeat counts a call it accepted, and
+    /// offer the unheard ones again; or, while this router has other calls' offers out unanswered
+    /// (`offersUnanswered`), waits a moment and chooses again. A worker's heartbeat counts a call it accepted, and
     /// so does this router's reservation until the accept reaches it: under load, a burst of offers near the
     /// fleet's capacity counts the fleet full while it has room. Each offer out then is answered (or times out)
     /// within an offer timeout, so the attempt chooses again for that long at most, and within the deadline.
