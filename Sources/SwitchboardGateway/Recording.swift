@@ -21,7 +21,7 @@ public struct RecordingOptions: Sendable, Equatable {
 
     /// A recording's codec: the caller and what the caller heard, each its own mono Opus stream so that neither
     /// is heard in the other's channel (one stereo stream leaks a loud channel into a silent one), tuned to
-    /// keep any sound. Complexity 3: two mono encoders at 5 cost 0.55% of a core per recorded call, at 3 0.41%
+    /// keep any sound. Complexity 3: two mono encoders at 5 cost 0.55% of a core per recorded call, at 3 0.39%
     /// (the goal is 0.5%), the recording test's tones and levels the same (docs/benchmarks.md, "Recordings").
     public static func format(sampleRate: Int, bitrate: Int) -> OpusFormat {
         OpusFormat(sampleRate: sampleRate, channels: 2, separateChannels: true, application: .audio,
