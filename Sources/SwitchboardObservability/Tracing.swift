@@ -116,8 +116,9 @@ struct FinishedSpan: Sendable {
 }
 
 /// Where a member's spans go: OTLP over HTTP with JSON (`<endpoint>/v1/traces`), batched every second by
-/// `run()`, at most `maxQueued` waiting (more are dropped and counted). Nil when tracing is off (the default):
-/// members then make no spans at all.
+/// `run()`, at most `maxQueued` waiting (more are dropped and counted). A batch the collector could not take for
+/// a passing reason (no answer, 429, 502, 503, 504, as OTLP says) is sent again on the next ticks, `maxTries` in
+/// all. Nil when tracing is off (the default): members then make no spans at all.
 public final class Tracer: Sendable {
     public struct Configuration: Sendable, Equatable {
         /// `http://collector:4318`: spans are POSTed to `<endpoint>/v1/traces` (or `tracesURL` when given).
@@ -180,9 +181,15 @@ public final class Tracer: Sendable {
     public let configuration: Configuration
     private let metrics: MetricsRegistry
     private let logger: Logger
-    private let queue = Mutex<[FinishedSpan]>([])
+    /// The spans waiting, oldest first, and how often the first batch of them was tried.
+    private struct Queue {
+        var spans: [FinishedSpan] = []
+        var headTries = 0
+    }
+    private let queue = Mutex(Queue())
     public static let maxQueued = 10_000
     static let maxBatch = 512
+    public static let maxTries = 5
 
     public init(_ configuration: Configuration, metrics: MetricsRegistry, logger: Logger) {
         self.configuration = configuration
@@ -197,8 +204,8 @@ public final class Tracer: Sendable {
 
     func export(_ span: FinishedSpan) {
         let accepted = queue.withLock { queue -> Bool in
-            guard queue.count < Self.maxQueued else { return false }
-            queue.append(span)
+            guard queue.spans.count < Self.maxQueued else { return false }
+            queue.spans.append(span)
             return true
         }
         if !accepted { count("dropped", 1) }
@@ -208,42 +215,77 @@ public final class Tracer: Sendable {
         metrics.increment(MetricNames.spans, ["result": result], by: Double(n), help: "Trace spans, by what became of them")
     }
 
-    /// Sends what is queued every second, until cancelled; then once more.
+    /// Sends what is queued every second, until cancelled; then once more, without keeping what fails.
     public func run() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(1))
-            await flush()
+            await flush(retryingLater: true)
         }
-        await flush()
+        await flush(retryingLater: false)
     }
 
-    /// Sends the queued spans, in batches; a batch the collector does not take is dropped (counted, logged).
-    public func flush() async {
+    /// Sends the queued spans, in batches. A batch the collector does not take is dropped (counted, logged), unless
+    /// it failed for a passing reason and `retryingLater`: then it goes back to the queue's head and this flush
+    /// stops, to try again on the next, up to `maxTries` in all.
+    public func flush(retryingLater: Bool = false) async {
         while true {
             let batch = queue.withLock { queue -> [FinishedSpan] in
-                let batch = Array(queue.prefix(Self.maxBatch))
-                queue.removeFirst(batch.count)
+                let batch = Array(queue.spans.prefix(Self.maxBatch))
+                queue.spans.removeFirst(batch.count)
                 return batch
             }
             guard !batch.isEmpty else { return }
-            var request = URLRequest(url: configuration.tracesURL, timeoutInterval: 5)
-            request.httpMethod = "POST"
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-            for (name, value) in configuration.headers { request.setValue(value, forHTTPHeaderField: name) }
-            request.httpBody = Data(Self.otlpJSON(batch, configuration: configuration))
-            do {
-                // In a task of its own, never cancelled: FoundationNetworking on Linux can crash when the task
-                // awaiting a request is cancelled mid-flight. The request's timeout bounds the wait.
-                let (_, response) = try await Task { [request] in try await URLSession.shared.data(for: request) }.value
-                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-                guard (200..<300).contains(status) else { throw TracingError("the collector answered HTTP \(status)") }
+            let failure = await send(batch)
+            guard let failure else {
+                queue.withLock { $0.headTries = 0 }
                 count("exported", batch.count)
-            } catch {
-                count("failed", batch.count)
-                logger.warning("trace spans not exported", metadata: ["spans": "\(batch.count)", "error": "\(error)"])
+                continue
             }
+            let kept = queue.withLock { queue -> (tries: Int, dropped: Int)? in
+                queue.headTries += 1
+                guard retryingLater, failure.passing, queue.headTries < Self.maxTries else {
+                    queue.headTries = 0
+                    return nil
+                }
+                // Put back before what came since; what no longer fits is the newest.
+                queue.spans.insert(contentsOf: batch, at: 0)
+                let over = max(0, queue.spans.count - Self.maxQueued)
+                queue.spans.removeLast(over)
+                return (queue.headTries, over)
+            }
+            if let kept {
+                if kept.dropped > 0 { count("dropped", kept.dropped) }
+                logger.info("trace spans not exported yet; trying again",
+                            metadata: ["spans": "\(batch.count)", "try": "\(kept.tries)", "error": "\(failure.error)"])
+                return
+            }
+            count("failed", batch.count)
+            logger.warning("trace spans not exported", metadata: ["spans": "\(batch.count)", "error": "\(failure.error)"])
         }
     }
+
+    /// POSTs one batch; nil when the collector took it, else why not and whether trying again may help.
+    private func send(_ batch: [FinishedSpan]) async -> (error: any Error, passing: Bool)? {
+        var request = URLRequest(url: configuration.tracesURL, timeoutInterval: 5)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        for (name, value) in configuration.headers { request.setValue(value, forHTTPHeaderField: name) }
+        request.httpBody = Data(Self.otlpJSON(batch, configuration: configuration))
+        let status: Int
+        do {
+            // In a task of its own, never cancelled: FoundationNetworking on Linux can crash when the task
+            // awaiting a request is cancelled mid-flight. The request's timeout bounds the wait.
+            let (_, response) = try await Task { [request] in try await URLSession.shared.data(for: request) }.value
+            status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        } catch {
+            return (error, true)
+        }
+        if (200..<300).contains(status) { return nil }
+        return (TracingError("the collector answered HTTP \(status)"), Self.passingStatuses.contains(status))
+    }
+
+    /// The answers OTLP/HTTP says to send again after.
+    static let passingStatuses: Set<Int> = [429, 502, 503, 504]
 
     /// An OTLP `ExportTraceServiceRequest` in JSON (ids in hex, times as decimal strings, as OTLP/JSON says).
     static func otlpJSON(_ spans: [FinishedSpan], configuration: Configuration) -> [UInt8] {
