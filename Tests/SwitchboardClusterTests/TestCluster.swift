@@ -247,14 +247,17 @@ final class PortBox: Sendable {
     }
 }
 
-/// Polls `condition` until it holds or `timeout` passes (then records an issue and throws).
-func eventually(timeout: Duration = .seconds(5), _ what: String, _ condition: () async throws -> Bool) async throws {
+/// Polls `condition` until it holds or `timeout` passes (then records an issue, with `detail` when given: what
+/// the last poll saw, and throws).
+func eventually(timeout: Duration = .seconds(5), _ what: String, detail: @autoclosure () -> String = "",
+                _ condition: () async throws -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if try await condition() { return }
         try await Task.sleep(for: .milliseconds(20))
     }
-    Issue.record("timed out waiting: \(what)")
+    let seen = detail()
+    Issue.record("timed out waiting: \(what)\(seen.isEmpty ? "" : "; \(seen)")")
     throw TestServerError("timed out waiting: \(what)")
 }
 

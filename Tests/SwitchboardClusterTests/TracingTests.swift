@@ -25,24 +25,35 @@ final class OTLPReceiver: Sendable {
 
     private final class Store: Sendable {
         let spans = Mutex<[ReceivedSpan]>([])
+        /// Answers to give the next posts, in order, before taking any (then 200 and the spans are kept).
+        let refusals: Mutex<[HTTPResponse.Status]>
+        let posts = Mutex(0)
+        init(refusals: [HTTPResponse.Status]) { self.refusals = Mutex(refusals) }
     }
-    private let store = Store()
+    private let store: Store
     /// Every span received so far.
     var spans: [ReceivedSpan] { store.spans.withLock { $0 } }
+    /// How many exports were posted here, refused ones included.
+    var posts: Int { store.posts.withLock { $0 } }
     let task: Task<Void, any Error>
     let group: ServiceGroup
     let url: String
 
-    fileprivate init() async throws {
-        let store = self.store
+    fileprivate init(refusing refusals: [HTTPResponse.Status] = []) async throws {
+        let store = Store(refusals: refusals)
+        self.store = store
         let routes = Router()
         routes.post("/v1/traces") { request, _ -> Response in
             var request = request
             let body = try await request.collectBody(upTo: 16 << 20)
+            store.posts.withLock { $0 += 1 }
+            if let refusal = store.refusals.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) { return Response(status: refusal) }
             guard let object = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
                 return Response(status: .badRequest)
             }
-            store.spans.withLock { $0 += Self.parse(object) }
+            // A batch sent again after a timeout the collector did answer in the end arrives twice, as OTLP allows:
+            // kept once, as a store keyed by span id would.
+            store.spans.withLock { spans in spans += Self.parse(object).filter { !spans.contains($0) } }
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{}")))
         }
         let box = PortBox()
@@ -60,8 +71,8 @@ final class OTLPReceiver: Sendable {
     }
 
     /// A tracer of `service` exporting here.
-    func tracer(_ service: String) -> Tracer {
-        Tracer(Tracer.Configuration(tracesURL: URL(string: url + "/v1/traces")!, serviceName: service), metrics: MetricsRegistry(), logger: quiet)
+    func tracer(_ service: String, metrics: MetricsRegistry = MetricsRegistry()) -> Tracer {
+        Tracer(Tracer.Configuration(tracesURL: URL(string: url + "/v1/traces")!, serviceName: service), metrics: metrics, logger: quiet)
     }
 
     static func parse(_ object: [String: Any]) -> [ReceivedSpan] {
@@ -88,9 +99,10 @@ final class OTLPReceiver: Sendable {
     }
 }
 
-/// Starts a collector, runs `body` with it, and stops it when `body` returns or throws (then rethrows).
-func withOTLPReceiver(_ body: (OTLPReceiver) async throws -> Void) async throws {
-    let collector = try await OTLPReceiver()
+/// Starts a collector (which first answers `refusing`, one a post), runs `body` with it, and stops it when `body`
+/// returns or throws (then rethrows).
+func withOTLPReceiver(refusing: [HTTPResponse.Status] = [], _ body: (OTLPReceiver) async throws -> Void) async throws {
+    let collector = try await OTLPReceiver(refusing: refusing)
     do {
         try await body(collector)
     } catch {
@@ -137,18 +149,28 @@ struct TracingTests {
                 try await speaking.value
                 try await twilio.stop()
 
+                let hungUp = ContinuousClock.now
                 var spans: [OTLPReceiver.ReceivedSpan] = []
-                // Members export in batches of their own: wait until every span's parent has arrived too (a move asked
+                var missing: [String] = []
+                // Members export in batches of their own, and a batch not taken (a loaded machine's 5 s timeout) goes again
+                // a second later: wait until every span's parent has arrived too (a move asked
                 // again after a 503 leaves a failed attempt's spans besides the one that went through; a 503 can also come
                 // after the move was made, and the move's span then says so).
-                try await eventually(timeout: .seconds(15), "every member's spans of the call, each with its parent") {
+                try await eventually(timeout: .seconds(30), "every member's spans of the call, each with its parent",
+                                     detail: "missing \(missing), of \(spans.map { "\($0.service)/\($0.name)" })") {
                     spans = collector.spans
                     let names = Set(spans.map(\.name)), ids = Set(spans.map(\.spanID))
-                    return ["call", "route", "placement", "offer", "start", "move", "end"].allSatisfy(names.contains)
-                        && spans.filter { $0.name == "start" }.count >= 2 && spans.contains { $0.name == "call" && $0.service == "switchboard-gateway" }
-                        && spans.contains { $0.name == "move" && $0.attributes["switchboard.from_worker"] == "a" && $0.attributes["switchboard.to_worker"] == "b" }
-                        && spans.allSatisfy { span in span.parentSpanID.map(ids.contains) ?? true }
+                    missing = ["call", "route", "placement", "offer", "start", "move", "end"].filter { !names.contains($0) }
+                    if spans.filter({ $0.name == "start" }).count < 2 { missing.append("a second start") }
+                    if !spans.contains(where: { $0.name == "call" && $0.service == "switchboard-gateway" }) { missing.append("the gateway's call") }
+                    if !spans.contains(where: { $0.name == "move" && $0.attributes["switchboard.from_worker"] == "a" && $0.attributes["switchboard.to_worker"] == "b" }) {
+                        missing.append("the move from a to b")
+                    }
+                    missing += spans.filter { span in span.parentSpanID.map { !ids.contains($0) } ?? false }
+                        .map { "the parent of \($0.service)/\($0.name)" }
+                    return missing.isEmpty
                 }
+                print("traces: every span in \(ContinuousClock.now - hungUp) after the hang-up; \(collector.posts) exports")
                 let root = try #require(spans.first { $0.name == "call" && $0.parentSpanID == nil })
                 let trace = spans.filter { $0.traceID == root.traceID }
                 #expect(trace.count == spans.count, "one trace: \(spans.map { "\($0.service)/\($0.name)" })")
@@ -190,6 +212,46 @@ struct TracingTests {
                 #expect(shown["trace"] as? String == "trace \(root.traceID)", "\(shown)")
                 #expect(shown["trace_href"] as? String == "https://tempo.example/trace/\(root.traceID)", "\(shown)")
             }
+        }
+    }
+
+    /// A collector that is briefly unavailable (503, 429) gets the spans on a later try, with none counted lost; one
+    /// that refuses a batch as bad (400) has it dropped at once and counted, and the spans after it still go.
+    @Test func spansACollectorCouldNotTakeForAMomentAreSentAgain() async throws {
+        func spans(_ tracer: Tracer, _ names: [String]) { for name in names { tracer.start(name, parent: nil).end() } }
+        try await withOTLPReceiver(refusing: [.serviceUnavailable, .tooManyRequests]) { collector in
+            let metrics = MetricsRegistry()
+            let tracer = collector.tracer("switchboard-worker", metrics: metrics)
+            spans(tracer, ["a", "b", "c"])
+            await tracer.flush(retryingLater: true)
+            #expect(collector.posts == 1 && collector.spans.isEmpty, "refused once, kept for later")
+            spans(tracer, ["d"])
+            await tracer.flush(retryingLater: true)
+            #expect(collector.posts == 2 && collector.spans.isEmpty)
+            await tracer.flush(retryingLater: true)
+            #expect(collector.spans.map(\.name) == ["a", "b", "c", "d"], "sent in the order made, once")
+            #expect(metrics.value(MetricNames.spans, ["result": "exported"]) == 4 && metrics.value(MetricNames.spans, ["result": "failed"]) == nil)
+        }
+        try await withOTLPReceiver(refusing: [.badRequest]) { collector in
+            let metrics = MetricsRegistry()
+            let tracer = collector.tracer("switchboard-worker", metrics: metrics)
+            spans(tracer, ["a"])
+            await tracer.flush(retryingLater: true)
+            spans(tracer, ["b"])
+            await tracer.flush(retryingLater: true)
+            #expect(collector.spans.map(\.name) == ["b"] && collector.posts == 2)
+            #expect(metrics.value(MetricNames.spans, ["result": "failed"]) == 1 && metrics.value(MetricNames.spans, ["result": "exported"]) == 1)
+        }
+        // Unavailable for longer than the tries: dropped after `maxTries`, counted; nothing is kept for a stop's flush.
+        try await withOTLPReceiver(refusing: Array(repeating: .serviceUnavailable, count: Tracer.maxTries + 1)) { collector in
+            let metrics = MetricsRegistry()
+            let tracer = collector.tracer("switchboard-worker", metrics: metrics)
+            spans(tracer, ["a"])
+            for _ in 0..<Tracer.maxTries { await tracer.flush(retryingLater: true) }
+            #expect(collector.posts == Tracer.maxTries && metrics.value(MetricNames.spans, ["result": "failed"]) == 1)
+            spans(tracer, ["b"])
+            await tracer.flush(retryingLater: false)
+            #expect(collector.posts == Tracer.maxTries + 1 && metrics.value(MetricNames.spans, ["result": "failed"]) == 2 && collector.spans.isEmpty)
         }
     }
 
