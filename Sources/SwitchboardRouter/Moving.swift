@@ -220,7 +220,16 @@ extension Router {
             let fields = try await callStore.fields(callID)
             if let incarnation, fields["incarnation"] == incarnation { return }  // the new process holds it
             guard let record = CallRecord(callID: callID, fields: fields), record.state != .ended, record.workerID == workerID else {
-                // Ended, or already elsewhere: the set only kept a stale entry.
+                // Ended, or already elsewhere: the set only kept a stale entry. After a try of ours, it happened while
+                // the call waited for a slot (its caller hung up, say): said, so that no waiting call goes unaccounted.
+                if retry.attempts > 0 {
+                    let ended = fields["state"] == CallRecord.State.ended.rawValue
+                    span?.set("switchboard.end_reason", fields["end_reason"] ?? "")
+                    metrics.increment(MetricNames.failoverCalls, ["result": ended ? "ended" : "elsewhere"], help: "Calls of dead workers, by result")
+                    log.notice(ended ? "a dead worker's call ended while it waited for a worker" : "a dead worker's call was taken on elsewhere while it waited",
+                               metadata: ["end_reason": "\(fields["end_reason"] ?? "")", "to_worker": "\(fields["worker_id"] ?? "")",
+                                          "attempts": "\(retry.attempts)"])
+                }
                 try await callStore.forget(callID, worker: workerID)
                 return
             }

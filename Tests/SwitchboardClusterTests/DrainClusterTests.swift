@@ -356,6 +356,30 @@ struct DrainClusterTests {
         }
     }
 
+    /// A dead worker's call waits for a slot (no other worker has one: here there is none), and its caller hangs up meanwhile: the
+    /// router stops trying and says so (`result="ended"`), and does not count the call lost.
+    @Test func aDeadWorkersCallWhoseCallerHangsUpWhileItWaitsIsCountedEnded() async throws {
+        try await withTestCluster(heartbeat: .milliseconds(500), suspectAfter: 2, deadAfter: 3) { cluster in
+            let router = try await cluster.addRouter()
+            let a = try cluster.spawnWorker(id: "a")
+            try await cluster.waitForWorkers(1, timeout: .seconds(30))
+            let call = try await cluster.route()
+            try await eventually(timeout: .seconds(30), "checkpointed") { try await cluster.record(call.callID)["checkpoint_seq"] != nil }
+            kill(a.pid, SIGKILL)
+            try await eventually(timeout: .seconds(30), "the call waits for a worker") {
+                router.router.metrics.value(MetricNames.failoverCalls, ["result": "waiting"]) == 1
+            }
+            #expect(try await cluster.http("DELETE", "/v1/calls/\(call.callID)").status == 200)
+            try await eventually(timeout: .seconds(10), "the wait ended and counted") {
+                router.router.metrics.value(MetricNames.failoverCalls, ["result": "ended"]) == 1
+            }
+            #expect(router.router.metrics.value(MetricNames.failoverCalls, ["result": "lost"]) == nil)
+            #expect(router.router.metrics.value(MetricNames.failoverCalls, ["result": "recovered"]) == nil)
+            #expect(try await cluster.record(call.callID)["end_reason"] == "not_running")
+            try await eventually("gone from the dead worker's set") { try await cluster.workerCalls("a").isEmpty }
+        }
+    }
+
     @Test func aDrainSurvivesARouterRestartAndAWorkerRestart() async throws {
         try await withTestCluster { cluster in
             let first = try await cluster.addRouter()
