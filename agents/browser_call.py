@@ -1,10 +1,11 @@
 """Places one call through the gateway's browser page in a real headless Chromium, and says how it went.
 
     .venv-agents/bin/python agents/browser_call.py --url 'http://127.0.0.1:8090/#token=...' \
-        [--tone-hz 440] [--seconds 4] [--screenshot call.png] [--chromium PATH]
+        [--tone-hz 440] [--seconds 4] [--min-frames 0] [--screenshot call.png] [--chromium PATH]
 
 Chromium's fake microphone plays a tone (a WAV written here: 48 kHz, -12 dBFS). The script calls
-`switchboardCall.start()`, stays live `--seconds`, analyses the last second of what the agent sent back (with
+`switchboardCall.start()`, stays live `--seconds` (and longer, up to 30 s, until `--min-frames` frames came
+back: a loaded machine may drop or delay some), analyses the last second of what the agent sent back (with
 an echo agent: the tone again), then hangs up and waits for the page to end. It prints one JSON line:
 
     state_after       the page's state after hanging up ('ended' when the gateway ended the call)
@@ -93,6 +94,7 @@ def main() -> None:
                         help="the browser binary (default: Debian's chromium-headless-shell)")
     parser.add_argument("--tone-hz", type=float, default=440)
     parser.add_argument("--seconds", type=float, default=4, help="how long to stay live")
+    parser.add_argument("--min-frames", type=int, default=0, help="stay live longer (up to 30 s) until this many frames came back")
     parser.add_argument("--screenshot", help="a PNG of the page after hanging up")
     args = parser.parse_args()
     if not args.chromium:
@@ -127,6 +129,10 @@ def main() -> None:
             fail(f"the page never went live: state {call['state']}, events {json.dumps(call['events'])}", console)
 
         time.sleep(args.seconds)
+        longest = time.monotonic() + 30 - args.seconds
+        while page.evaluate("switchboardCall.framesReceived") < args.min_frames and time.monotonic() < longest \
+                and page.evaluate("switchboardCall.state") == "live":
+            time.sleep(0.2)
         samples = page.evaluate("n => switchboardCall.receivedSamples(n)", RATE)
         rms, ratio = analyse(samples, args.tone_hz)
 

@@ -345,8 +345,10 @@ struct DrainClusterTests {
             kill(a.pid, SIGKILL)
             try await eventually(timeout: .seconds(30), "the call is ended") { try await cluster.record("c-nostate")["state"] == "ended" }
             #expect(try await cluster.record("c-nostate")["end_reason"] == "worker_lost")
-            #expect(router.router.metrics.value(MetricNames.failoverCalls, ["result": "lost"]) == 1)
-            #expect(try await cluster.workerCalls("a").isEmpty)
+            try await eventually("counted lost, and gone from the dead worker's set") {
+                let gone = try await cluster.workerCalls("a").isEmpty
+                return gone && router.router.metrics.value(MetricNames.failoverCalls, ["result": "lost"]) == 1
+            }
             var ended: CallEvent?
             for await message in events {
                 ended = try CallEvent.decode(message.payload)

@@ -147,7 +147,7 @@ struct FailureTests {
             try await worker.task.value
             #expect(try await cluster.record(call.callID)["end_reason"] == "api")
             // Its last heartbeat said "stopping, no calls": the router drops it at once, not after a suspect time (8 s).
-            try await eventually(timeout: .seconds(3), "router drops the stopped worker") { router.router.workers().isEmpty }
+            try await eventually(timeout: .seconds(6), "router drops the stopped worker") { router.router.workers().isEmpty }
         }
     }
 }

@@ -155,7 +155,7 @@ struct RecordingClusterTests {
             let cli = try CLIProcess(["call", "recording", callID, "--stats", "--file", saved, "--router-url", cluster.routers[0].url],
                                      environment: ["SWITCHBOARD_API_KEY": TestCluster.adminKey])
             #expect(await cli.waitForExit(timeout: .seconds(30)) == 0, "\(cli.output)")
-            try await eventually(timeout: .seconds(2), "the CLI's summary") { cli.output.contains("agent: loud") }
+            try await eventually(timeout: .seconds(10), "the CLI's summary") { cli.output.contains("agent: loud") }
             #expect(cli.output.contains("wrote \(saved)") && cli.output.contains("caller: loud"), "\(cli.output)")
             #expect(try Data(contentsOf: URL(fileURLWithPath: saved)) == audio.body)
 

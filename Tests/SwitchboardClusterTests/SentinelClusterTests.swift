@@ -52,7 +52,10 @@ import Testing
             #expect(!failures.keys.contains("none"), "every failed route says why")
 
             // No call ended: each is still held by its worker and recorded active on the new primary.
-            #expect(workers.map(\.worker.activeCalls).reduce(0, +) == live.count, "calls ended")
+            // (A placement taken back frees its slot once its end's write returns, which a failover can hold up.)
+            try await eventually(timeout: .seconds(10), "every live call held, and nothing else") {
+                workers.map(\.worker.activeCalls).reduce(0, +) == live.count
+            }
             // (The test's own connections to the old primary fail once each before they follow.)
             for id in live.prefix(6) {
                 try await eventually(timeout: .seconds(10), "call \(id) recorded active on the new primary") {

@@ -287,11 +287,17 @@ struct TenantLimitsAcrossRoutersTests {
             try await cluster.waitForWorkers(1, timeout: .seconds(15))
             let key = try await TenantStore(redis: cluster.redis, keys: cluster.keys)
                 .create(TenantPolicy(id: "acme", callsPerSecond: 10_000, burst: 1_000, maxLiveCalls: 25))
-            let codes = try await withThrowingTaskGroup(of: String.self) { group in
-                for _ in 0..<100 { group.addTask { let r = try await route(cluster, key: key); return r.call != nil ? "placed" : r.error?.code ?? "?" } }
+            func attempt() async throws -> String { let r = try await route(cluster, key: key); return r.call != nil ? "placed" : r.error?.code ?? "?" }
+            var codes = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<100 { group.addTask { try await attempt() } }
                 return try await group.reduce(into: [String]()) { $0.append($1) }
             }
-            #expect(codes.filter { $0 == "placed" }.count == 25)
+            // A route that missed its deadline on this loaded machine (`unavailable`) gave its lease back: asked again,
+            // as its caller would, a few times at most.
+            for _ in 0..<3 {
+                for i in codes.indices where codes[i] == "unavailable" { codes[i] = try await attempt() }
+            }
+            #expect(codes.filter { $0 == "placed" }.count == 25, "\(Dictionary(grouping: codes, by: { $0 }).mapValues(\.count))")
             #expect(codes.filter { $0 == "quota_exceeded" }.count == 75)
 
             // The worker holding all 25 dies; nobody renews their leases, so they expire and the tenant can place calls
