@@ -64,8 +64,13 @@ struct SchedulingTests {
 
     @Test func aSuspectWorkerGetsNoCallsAndComesBackWhenItWakes() async throws {
         try await withTestCluster(heartbeat: .milliseconds(500), suspectAfter: 2, deadAfter: 3) { cluster in
-            // A ping timeout of 1 s keeps the sleeper suspect long enough to watch routes avoid it.
-            let router = try await cluster.addRouter { $0.pingTimeout = .seconds(1) }
+            // A ping timeout of 1 s keeps the sleeper suspect long enough to watch routes avoid it. Offers have 3 s (and
+            // routes 10): an offer to the sleeper still times out, one to "awake" does not when this process is starved.
+            let router = try await cluster.addRouter {
+                $0.pingTimeout = .seconds(1)
+                $0.offerTimeout = .seconds(3)
+                $0.routeDeadline = .seconds(10)
+            }
             // Both are processes of their own, so a busy moment in this test process cannot silence "awake".
             let awake = try cluster.spawnWorker(id: "awake", ["--capacity", "20"])
             defer { withExtendedLifetime(awake) {} }
